@@ -1,0 +1,18 @@
+//! Compiles the wire contract in `proto/` with protox, so no system `protoc` is needed.
+
+use std::error::Error;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let files = [
+        "proto/baton/plugin/v1/plugin.proto",
+        "proto/baton/host/v1/supervisor.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The counter example plugin: named counters you can `incr` and `get`, whose state
+//! survives handovers. The state format is documented in `STATE.md` beside this crate.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use baton_plugin_sdk::{Bytes, Description, Plugin, Status, async_trait};
+
+/// The state format version this build writes and reads.
+pub const STATE_SCHEMA: u32 = 1;
+const MAGIC: &[u8; 4] = b"BTNC";
+
+/// Named counters. A `BTreeMap` keeps the encoding deterministic: the same counts
+/// always give the same snapshot bytes.
+#[derive(Debug, Default)]
+pub struct Counter {
+    counts: Mutex<BTreeMap<String, i64>>,
+}
+
+impl Counter {
+    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
+        // A panic while holding the lock cannot leave the map half-updated (each
+        // update is one insert), so a poisoned lock is still safe to use.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Encodes counts in state format 1 (see `STATE.md`).
+pub fn encode(counts: &BTreeMap<String, i64>) -> Vec<u8> {
+    let size = 8 + counts.keys().map(|k| 12 + k.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+    for (key, value) in counts {
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out
+}
+
+/// Why bytes are not a valid format-1 state.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The first four bytes are not `BTNC`.
+    #[error("counter state does not start with the magic bytes \"BTNC\"")]
+    BadMagic,
+    /// The bytes end in the middle of a field.
+    #[error("counter state is truncated at byte {0}")]
+    Truncated(usize),
+    /// A key is not UTF-8.
+    #[error("counter state key at byte {0} is not UTF-8")]
+    BadKey(usize),
+    /// The same key appears twice.
+    #[error("counter state has the key {0:?} twice")]
+    DuplicateKey(String),
+    /// Bytes follow the last entry.
+    #[error("counter state has {0} unexpected bytes after the last entry")]
+    TrailingBytes(usize),
+}
+
+/// Decodes a format-1 state, refusing anything malformed.
+pub fn decode(bytes: &[u8]) -> Result<BTreeMap<String, i64>, DecodeError> {
+    let mut cur = Cursor { bytes, pos: 0 };
+    if cur.take(4)? != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let count = cur.u32()?;
+    let mut counts = BTreeMap::new();
+    for _ in 0..count {
+        let key_len = cur.u32()? as usize;
+        let key_at = cur.pos;
+        let key = std::str::from_utf8(cur.take(key_len)?)
+            .map_err(|_| DecodeError::BadKey(key_at))?
+            .to_owned();
+        let value = i64::from_le_bytes(cur.array()?);
+        if counts.insert(key.clone(), value).is_some() {
+            return Err(DecodeError::DuplicateKey(key));
+        }
+    }
+    match bytes.len() - cur.pos {
+        0 => Ok(counts),
+        rest => Err(DecodeError::TrailingBytes(rest)),
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or(DecodeError::Truncated(self.pos))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+}
+
+fn key_of(payload: &[u8]) -> Result<&str, Status> {
+    match std::str::from_utf8(payload) {
+        Ok("") => Err(Status::invalid_argument("the payload must be a counter name, got nothing")),
+        Ok(key) => Ok(key),
+        Err(_) => Err(Status::invalid_argument("the counter name must be UTF-8")),
+    }
+}
+
+#[async_trait]
+impl Plugin for Counter {
+    fn describe(&self) -> Description {
+        Description::new("counter", env!("CARGO_PKG_VERSION"))
+            .state_schema(STATE_SCHEMA)
+            .method("incr", "adds one to the counter named by the payload; returns the new value")
+            .method("get", "returns the value of the counter named by the payload (0 if unset)")
+    }
+
+    async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
+        let key = key_of(&payload)?;
+        let value = match method {
+            "incr" => {
+                let mut counts = self.counts();
+                let v = counts.entry(key.to_owned()).or_insert(0);
+                *v += 1;
+                *v
+            }
+            "get" => self.counts().get(key).copied().unwrap_or(0),
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "counter has no method {other:?} (it has incr, get)"
+                )));
+            }
+        };
+        Ok(Bytes::from(value.to_string()))
+    }
+
+    async fn snapshot(&self) -> Result<Vec<u8>, Status> {
+        Ok(encode(&self.counts()))
+    }
+
+    async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
+        if schema_version != STATE_SCHEMA {
+            return Err(Status::failed_precondition(format!(
+                "counter reads state schema {STATE_SCHEMA}, was given schema {schema_version}"
+            )));
+        }
+        let counts = decode(&state).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        *self.counts() = counts;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips_and_is_deterministic() {
+        let mut counts = BTreeMap::new();
+        counts.insert("a".to_owned(), 1);
+        counts.insert("ünïcode".to_owned(), -7);
+        counts.insert(String::new(), i64::MAX);
+        let bytes = encode(&counts);
+        assert_eq!(decode(&bytes), Ok(counts.clone()));
+        assert_eq!(encode(&decode(&bytes).unwrap_or_default()), bytes);
+        assert_eq!(decode(&encode(&BTreeMap::new())), Ok(BTreeMap::new()));
+    }
+
+    #[test]
+    fn malformed_states_are_refused() {
+        let mut counts = BTreeMap::new();
+        counts.insert("key".to_owned(), 3);
+        let good = encode(&counts);
+        assert_eq!(decode(b"XXXX\0\0\0\0"), Err(DecodeError::BadMagic));
+        for cut in 0..good.len() {
+            assert!(matches!(decode(&good[..cut]), Err(DecodeError::Truncated(_))), "cut {cut}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(decode(&long), Err(DecodeError::TrailingBytes(1)));
+        let mut twice = good.clone();
+        twice[4] = 2;
+        twice.extend_from_slice(&good[8..]);
+        assert_eq!(decode(&twice), Err(DecodeError::DuplicateKey("key".into())));
+        let mut bad_utf8 = good;
+        bad_utf8[12] = 0xff;
+        assert_eq!(decode(&bad_utf8), Err(DecodeError::BadKey(12)));
+    }
+}

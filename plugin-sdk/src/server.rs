@@ -1,0 +1,290 @@
+//! The plugin side of the launch handshake and the `Plugin` gRPC service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use baton_proto::plugin::plugin_server::PluginServer;
+use baton_proto::plugin::{
+    self as pb, DescribeRequest, DescribeResponse, InvokeRequest, InvokeResponse, MethodInfo,
+    RestoreResponse, ShutdownRequest, ShutdownResponse, SnapshotRequest, StateChunk,
+};
+use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Plugin;
+use crate::state::{Reassembly, chunks};
+
+/// Largest message the SDK accepts or sends (payloads of `Invoke`).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest state `Restore` accepts.
+const MAX_STATE_BYTES: usize = 16 << 30;
+
+/// What the host passed in the environment.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Where to bind.
+    pub socket: PathBuf,
+    /// The protocol version the host speaks.
+    pub host_protocol_version: String,
+    /// The secret every call must carry.
+    pub token: String,
+}
+
+/// Why a plugin cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A handshake variable is missing: the program was not started by a host.
+    #[error(
+        "{0} is not set: this program is a baton plugin and must be started by a baton host \
+         (or by `baton check -- <this command>`)"
+    )]
+    MissingEnv(&'static str),
+    /// The socket could not be bound.
+    #[error("cannot bind the plugin socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the handshake line failed (stdout closed).
+    #[error("cannot write the handshake line to stdout: {0}")]
+    Handshake(#[source] std::io::Error),
+    /// The gRPC server failed.
+    #[error("the plugin's gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+impl Launch {
+    /// Reads the handshake variables.
+    pub fn from_env() -> Result<Self, LaunchError> {
+        let var = |name: &'static str| std::env::var(name).map_err(|_| LaunchError::MissingEnv(name));
+        Ok(Self {
+            socket: PathBuf::from(var(env::SOCKET)?),
+            host_protocol_version: var(env::PROTOCOL_VERSION)?,
+            token: var(env::TOKEN)?,
+        })
+    }
+}
+
+/// Runs `plugin` until the host asks it to stop (or SIGTERM/SIGINT), and returns the
+/// process's exit code. Call it from `main`.
+pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
+    init_logging();
+    let launch = match Launch::from_env() {
+        Ok(launch) => launch,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_with_listener(plugin, launch)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The host timestamps every captured line, so the plugin's own clock is left out.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}
+
+/// Binds the socket, prints the handshake line and serves until shutdown, inside an
+/// existing tokio runtime.
+pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result<(), LaunchError> {
+    if launch.host_protocol_version != PROTOCOL_VERSION.to_string() {
+        tracing::warn!(
+            host = %launch.host_protocol_version,
+            ours = PROTOCOL_VERSION,
+            "the host speaks another protocol version; it will refuse this plugin's handshake"
+        );
+    }
+    // A socket left by a killed predecessor at the same path would make bind fail.
+    let _ = std::fs::remove_file(&launch.socket);
+    let listener = UnixListener::bind(&launch.socket).map_err(|source| LaunchError::Bind {
+        path: launch.socket.clone(),
+        source,
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&launch.socket, std::fs::Permissions::from_mode(0o600));
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("baton.plugin.v1.Plugin", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let stop = Arc::new(Notify::new());
+    let service = PluginService {
+        plugin: Arc::new(plugin),
+        stop: stop.clone(),
+    };
+    let token = launch.token.clone();
+    let plugin_server = PluginServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let plugin_server = InterceptedService::new(plugin_server, move |req: Request<()>| {
+        check_token(&req, &token)?;
+        Ok(req)
+    });
+
+    print_handshake(&launch)?;
+    tracing::info!(socket = %launch.socket.display(), "serving");
+
+    let shutdown = async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.notified() => tracing::info!("shutdown requested by the host"),
+            _ = sigterm => tracing::info!("SIGTERM received, shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        }
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(plugin_server)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&launch.socket);
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_handshake(launch: &Launch) -> Result<(), LaunchError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "baton|{PROTOCOL_VERSION}|unix|{}", launch.socket.display())
+        .and_then(|()| out.flush())
+        .map_err(LaunchError::Handshake)
+}
+
+fn check_token(req: &Request<()>, token: &str) -> Result<(), Status> {
+    match req.metadata().get(TOKEN_METADATA_KEY) {
+        Some(got) if constant_time_eq(got.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(Status::unauthenticated("wrong x-baton-token")),
+        None => Err(Status::unauthenticated(
+            "missing x-baton-token metadata: only the baton host that launched this plugin may call it",
+        )),
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct PluginService<P> {
+    plugin: Arc<P>,
+    stop: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
+    async fn describe(
+        &self,
+        _: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        let d = self.plugin.describe();
+        Ok(Response::new(DescribeResponse {
+            name: d.name,
+            plugin_version: d.version,
+            protocol_version: PROTOCOL_VERSION,
+            state_schema_version: d.state_schema_version,
+            methods: d
+                .methods
+                .into_iter()
+                .map(|(name, description)| MethodInfo { name, description })
+                .collect(),
+        }))
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        let req = request.into_inner();
+        let payload = self.plugin.invoke(&req.method, req.payload).await?;
+        Ok(Response::new(InvokeResponse { payload }))
+    }
+
+    type SnapshotStream = tokio_stream::Iter<std::vec::IntoIter<Result<StateChunk, Status>>>;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let schema = self.plugin.describe().state_schema_version;
+        let state = self.plugin.snapshot().await?;
+        let len = state.len();
+        let chunks: Vec<_> = chunks(schema, state.into()).into_iter().map(Ok).collect();
+        tracing::debug!(bytes = len, chunks = chunks.len(), "snapshot taken");
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<Streaming<StateChunk>>,
+    ) -> Result<Response<RestoreResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut reassembly = Reassembly::new(MAX_STATE_BYTES);
+        while let Some(chunk) = stream.message().await? {
+            reassembly
+                .push(chunk)
+                .map_err(|e| Status::data_loss(e.to_string()))?;
+        }
+        let (schema, state) = reassembly
+            .finish()
+            .map_err(|e| Status::data_loss(e.to_string()))?;
+        let len = state.len() as u64;
+        self.plugin.restore(schema, state).await?;
+        tracing::info!(bytes = len, schema, "state restored");
+        Ok(Response::new(RestoreResponse {
+            bytes_restored: len,
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        self.stop.notify_one();
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}

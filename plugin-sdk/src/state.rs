@@ -1,0 +1,182 @@
+//! Splitting a state into `StateChunk`s and putting it back together, with the checks
+//! the contract asks for: one schema version, chunks in order, a final chunk, a checksum.
+
+use baton_proto::plugin::StateChunk;
+use bytes::Bytes;
+
+/// Size of each chunk's data; well under gRPC's default 4 MiB message limit.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Splits `state` into chunks of at most [`CHUNK_SIZE`] bytes; the last carries the CRC-32.
+pub fn chunks(schema_version: u32, state: Bytes) -> Vec<StateChunk> {
+    let checksum = crc32fast::hash(&state);
+    let count = state.len().div_ceil(CHUNK_SIZE).max(1);
+    (0..count)
+        .map(|i| {
+            let start = i * CHUNK_SIZE;
+            let end = (start + CHUNK_SIZE).min(state.len());
+            let last = i + 1 == count;
+            StateChunk {
+                schema_version,
+                seq: i as u64,
+                data: state.slice(start..end),
+                last,
+                checksum: if last { checksum } else { 0 },
+            }
+        })
+        .collect()
+}
+
+/// Why a stream of chunks does not make a state.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReassemblyError {
+    /// A chunk came with a different `seq` than the next expected one.
+    #[error("state chunk out of order: expected seq {expected}, got {got}")]
+    OutOfOrder { expected: u64, got: u64 },
+    /// A chunk's schema version differs from the first chunk's.
+    #[error("state chunk {seq} has schema version {got}, but the snapshot started with {expected}")]
+    SchemaChanged { seq: u64, expected: u32, got: u32 },
+    /// A chunk came after the one marked last.
+    #[error("state chunk {seq} arrived after the last chunk")]
+    AfterLast { seq: u64 },
+    /// The stream ended without a chunk marked last.
+    #[error("state stream ended after {chunks} chunks without a last chunk (truncated)")]
+    Truncated { chunks: u64 },
+    /// The CRC-32 of the data does not match the last chunk's checksum.
+    #[error("state checksum mismatch: the last chunk says {expected:08x}, the data hashes to {got:08x}")]
+    Checksum { expected: u32, got: u32 },
+    /// The state is larger than the receiver accepts.
+    #[error("state exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// Collects chunks, checking each as it comes.
+#[derive(Debug)]
+pub struct Reassembly {
+    schema_version: Option<u32>,
+    next_seq: u64,
+    data: Vec<u8>,
+    hasher: crc32fast::Hasher,
+    done: bool,
+    limit: usize,
+}
+
+impl Reassembly {
+    /// An empty reassembly accepting at most `limit` bytes of state.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            schema_version: None,
+            next_seq: 0,
+            data: Vec::new(),
+            hasher: crc32fast::Hasher::new(),
+            done: false,
+            limit,
+        }
+    }
+
+    /// Takes the next chunk.
+    pub fn push(&mut self, chunk: StateChunk) -> Result<(), ReassemblyError> {
+        if self.done {
+            return Err(ReassemblyError::AfterLast { seq: chunk.seq });
+        }
+        if chunk.seq != self.next_seq {
+            return Err(ReassemblyError::OutOfOrder {
+                expected: self.next_seq,
+                got: chunk.seq,
+            });
+        }
+        match self.schema_version {
+            None => self.schema_version = Some(chunk.schema_version),
+            Some(v) if v != chunk.schema_version => {
+                return Err(ReassemblyError::SchemaChanged {
+                    seq: chunk.seq,
+                    expected: v,
+                    got: chunk.schema_version,
+                });
+            }
+            Some(_) => {}
+        }
+        if self.data.len() + chunk.data.len() > self.limit {
+            return Err(ReassemblyError::TooLarge { limit: self.limit });
+        }
+        self.hasher.update(&chunk.data);
+        self.data.extend_from_slice(&chunk.data);
+        self.next_seq += 1;
+        if chunk.last {
+            self.done = true;
+            let got = self.hasher.clone().finalize();
+            if got != chunk.checksum {
+                return Err(ReassemblyError::Checksum {
+                    expected: chunk.checksum,
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema version and the whole state, once the last chunk has arrived.
+    pub fn finish(self) -> Result<(u32, Vec<u8>), ReassemblyError> {
+        if !self.done {
+            return Err(ReassemblyError::Truncated {
+                chunks: self.next_seq,
+            });
+        }
+        Ok((self.schema_version.unwrap_or(0), self.data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reassemble(chunks: Vec<StateChunk>) -> Result<(u32, Vec<u8>), ReassemblyError> {
+        let mut r = Reassembly::new(usize::MAX);
+        for c in chunks {
+            r.push(c)?;
+        }
+        r.finish()
+    }
+
+    #[test]
+    fn round_trips_empty_small_and_multi_chunk_states() {
+        for len in [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE * 2 + 17] {
+            let state: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let cs = chunks(7, Bytes::from(state.clone()));
+            assert_eq!(cs.len(), len.div_ceil(CHUNK_SIZE).max(1));
+            assert_eq!(reassemble(cs), Ok((7, state)));
+        }
+    }
+
+    #[test]
+    fn refuses_reordered_truncated_and_corrupted_streams() {
+        let state = Bytes::from(vec![5u8; CHUNK_SIZE * 3]);
+        let mut cs = chunks(1, state.clone());
+        cs.swap(0, 1);
+        assert_eq!(
+            reassemble(cs),
+            Err(ReassemblyError::OutOfOrder { expected: 0, got: 1 })
+        );
+
+        let mut cs = chunks(1, state.clone());
+        cs.pop();
+        assert_eq!(reassemble(cs), Err(ReassemblyError::Truncated { chunks: 2 }));
+
+        let mut cs = chunks(1, state.clone());
+        let mut corrupted = cs[1].data.to_vec();
+        corrupted[3] ^= 1;
+        cs[1].data = Bytes::from(corrupted);
+        assert!(matches!(reassemble(cs), Err(ReassemblyError::Checksum { .. })));
+
+        let mut cs = chunks(1, state);
+        cs[2].schema_version = 2;
+        assert!(matches!(reassemble(cs), Err(ReassemblyError::SchemaChanged { .. })));
+    }
+
+    #[test]
+    fn enforces_the_size_limit() {
+        let mut r = Reassembly::new(10);
+        let cs = chunks(1, Bytes::from(vec![0u8; 11]));
+        assert_eq!(r.push(cs[0].clone()), Err(ReassemblyError::TooLarge { limit: 10 }));
+    }
+}

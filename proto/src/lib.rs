@@ -1,0 +1,32 @@
+//! The baton wire contract, generated from `proto/`: the `Plugin` service every plugin
+//! serves, and the `Supervisor` control API every host serves.
+
+#![allow(missing_docs)]
+
+/// Messages and stubs of `baton.plugin.v1` (served by plugins).
+pub mod plugin {
+    tonic::include_proto!("baton.plugin.v1");
+}
+
+/// Messages and stubs of `baton.host.v1` (served by hosts).
+pub mod host {
+    tonic::include_proto!("baton.host.v1");
+}
+
+/// The protocol version this crate's `Plugin` contract is (the `1` in `baton|1|unix|...`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The metadata key carrying the per-launch token on every host-to-plugin call.
+pub const TOKEN_METADATA_KEY: &str = "x-baton-token";
+
+/// Environment variables of the launch handshake.
+pub mod env {
+    /// Path of the Unix socket the plugin must bind.
+    pub const SOCKET: &str = "BATON_PLUGIN_SOCKET";
+    /// The protocol version the host speaks.
+    pub const PROTOCOL_VERSION: &str = "BATON_PROTOCOL_VERSION";
+    /// The per-launch secret every call carries.
+    pub const TOKEN: &str = "BATON_PLUGIN_TOKEN";
+    /// The plugin's configured name (informational).
+    pub const PLUGIN_NAME: &str = "BATON_PLUGIN_NAME";
+}
