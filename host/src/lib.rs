@@ -1,0 +1,31 @@
+//! baton-host: run plugins as child processes, call them over gRPC on private Unix
+//! sockets, restart them when they crash. Link it into your program, or use the
+//! `baton` daemon built from it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use baton_host::{Config, Host, PluginConfig};
+//!
+//! let mut config = Config::empty();
+//! config.plugins.insert("counter".into(), PluginConfig::new("target/debug/counter"));
+//! let host = Host::start(&config).await?;
+//! let counter = host.plugin("counter").ok_or("no counter")?;
+//! let value = counter.invoke("incr", "visits").await?;
+//! println!("visits = {}", String::from_utf8_lossy(&value));
+//! host.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod control;
+pub mod events;
+mod handle;
+mod host;
+pub mod process;
+pub mod supervisor;
+
+pub use config::{Config, ConfigError, Mode, PluginConfig, RestartConfig};
+pub use events::Event;
+pub use handle::{PluginHandle, Reply};
+pub use host::{Host, HostError};
+pub use supervisor::{PluginState, PluginStatus, RestartPolicy};

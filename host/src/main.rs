@@ -1,1 +1,283 @@
-fn main(){}
+//! The `baton` command: `baton run` is the daemon, `baton ctl` talks to a running one.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use baton_host::control::{self, ControlService};
+use baton_host::{Config, Host};
+use baton_proto::host::supervisor_client::SupervisorClient;
+use baton_proto::host::{EventsRequest, InvokeRequest, ListRequest, PluginState, StatusRequest};
+use clap::{Parser, Subcommand};
+
+/// Exit code for a configuration the host cannot use (EX_CONFIG is 78; EX_USAGE 64 is
+/// what operators' tooling expects from a bad invocation or config here).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Run gRPC plugins as supervised child processes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the host with the plugins of a config file, until SIGINT or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = "baton.toml")]
+        config: PathBuf,
+    },
+    /// Talk to a running host.
+    Ctl {
+        /// The host's control socket.
+        #[arg(long, env = "BATON_SOCKET", default_value = "baton.sock")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        command: CtlCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// One line per plugin: name, state, generation, pid, restarts, last error.
+    List,
+    /// Call PLUGIN's METHOD; the answer goes to stdout.
+    Invoke {
+        /// The plugin's configured name.
+        plugin: String,
+        /// The method.
+        method: String,
+        /// The payload as text, or `-` to read it from stdin. Empty if left out.
+        payload: Option<String>,
+    },
+    /// Everything the host knows about one plugin.
+    Status {
+        /// The plugin's configured name.
+        plugin: String,
+    },
+    /// Print lifecycle events as they happen, until interrupted.
+    Events {
+        /// Only this plugin's events.
+        plugin: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run { config } => run(config),
+        Cmd::Ctl { socket, command } => ctl(socket, command),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn run(config_path: PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let listener = match control::bind(&config.socket).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on the control socket {}: {e}", config.socket.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let host = match Host::start(&config).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("{e}");
+                let _ = std::fs::remove_file(&config.socket);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            socket = %config.socket.display(),
+            "control API listening; try: baton ctl --socket {} list",
+            config.socket.display()
+        );
+        let server = tonic::transport::Server::builder()
+            .add_service(ControlService::new(&host).into_server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                shutdown_signal(),
+            );
+        let served = server.await;
+        tracing::info!("shutting down");
+        host.shutdown().await;
+        let _ = std::fs::remove_file(&config.socket);
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("control API failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn ctl(socket: PathBuf, command: CtlCmd) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(ctl_async(&socket, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status_line(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match PluginState::try_from(state) {
+        Ok(PluginState::Starting) => "starting",
+        Ok(PluginState::Serving) => "serving",
+        Ok(PluginState::HandingOver) => "handing-over",
+        Ok(PluginState::Crashed) => "crashed",
+        Ok(PluginState::Failed) => "failed",
+        Ok(PluginState::Stopping) => "stopping",
+        _ => "unknown",
+    }
+}
+
+async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), String> {
+    let channel = control::connect(socket)
+        .await
+        .map_err(|e| format!("cannot reach a baton host at {}: {e}", socket.display()))?;
+    let mut client = SupervisorClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    match command {
+        CtlCmd::List => {
+            let list = client.list(ListRequest {}).await.map_err(|s| status_line(&s))?.into_inner();
+            println!("{:<20} {:<13} {:>4} {:>8} {:>8}  LAST ERROR", "PLUGIN", "STATE", "GEN", "PID", "RESTARTS");
+            for p in list.plugins {
+                let pid = if p.pid == 0 { "-".to_owned() } else { p.pid.to_string() };
+                println!(
+                    "{:<20} {:<13} {:>4} {:>8} {:>8}  {}",
+                    p.name,
+                    state_name(p.state),
+                    p.generation,
+                    pid,
+                    p.restarts,
+                    p.last_error
+                );
+            }
+        }
+        CtlCmd::Status { plugin } => {
+            let p = client
+                .status(StatusRequest { plugin })
+                .await
+                .map_err(|s| status_line(&s))?
+                .into_inner();
+            println!("plugin:      {}", p.name);
+            println!("state:       {}", state_name(p.state));
+            println!("generation:  {}", p.generation);
+            println!("pid:         {}", p.pid);
+            println!("socket:      {}", p.socket);
+            println!("version:     {}", p.plugin_version);
+            println!("methods:     {}", p.methods.join(", "));
+            println!("uptime_ms:   {}", p.uptime_ms);
+            println!("restarts:    {}", p.restarts);
+            println!("reloads:     {}", p.reloads);
+            println!("last_error:  {}", p.last_error);
+        }
+        CtlCmd::Invoke { plugin, method, payload } => {
+            let payload = match payload.as_deref() {
+                Some("-") => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .map_err(|e| format!("cannot read the payload from stdin: {e}"))?;
+                    buf
+                }
+                Some(text) => text.as_bytes().to_vec(),
+                None => Vec::new(),
+            };
+            let reply = client
+                .invoke(InvokeRequest {
+                    plugin,
+                    method,
+                    payload: payload.into(),
+                    metadata: Default::default(),
+                })
+                .await
+                .map_err(|s| status_line(&s))?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            out.write_all(&reply.payload)
+                .and_then(|()| {
+                    if reply.payload.last() != Some(&b'\n') && std::io::IsTerminal::is_terminal(&out) {
+                        out.write_all(b"\n")?;
+                    }
+                    out.flush()
+                })
+                .map_err(|e| format!("cannot write the answer to stdout: {e}"))?;
+        }
+        CtlCmd::Events { plugin } => {
+            let mut stream = client
+                .events(EventsRequest {
+                    plugin: plugin.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| status_line(&s))?
+                .into_inner();
+            while let Some(e) = stream.message().await.map_err(|s| status_line(&s))? {
+                println!("{} {} gen={} {}: {}", e.unix_ms, e.plugin, e.generation, e.kind, e.message);
+            }
+        }
+    }
+    Ok(())
+}

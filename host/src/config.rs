@@ -1,0 +1,363 @@
+//! `baton.toml`: what the host runs and how. Every mistake in it is reported with the
+//! file, line and column, and the field's path, before anything starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the control API (`baton ctl`) listens: a Unix socket path, relative to the
+    /// config file's directory. Default `baton.sock`.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// `dev` (reload on every change, verbose) or `production`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The plugins, by name. A name is used in file names, so it may hold only ASCII
+    /// letters, digits, `-` and `_`.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// How eagerly the host changes what runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// For plugin authors: reload on every settled change.
+    #[default]
+    Dev,
+    /// For operators: changes are taken deliberately.
+    Production,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The program to run: a path (relative to the config file's directory) or a bare
+    /// name looked up in `PATH` (such as `python3`).
+    pub command: PathBuf,
+    /// Arguments passed to the program.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables for the plugin.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How long a new process may take to print its handshake line and report SERVING.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// How long a call may take, including any time spent waiting for a restart.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// After `Shutdown`, how long the process has to exit before SIGTERM, then SIGKILL.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// What to do when the process exits unasked.
+    #[serde(default)]
+    pub restart: RestartConfig,
+}
+
+/// Restart policy after crashes: exponential backoff and a crash-loop breaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// The delay before the second restart in a row; the first is immediate.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// The longest delay between restarts.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// This many crashes within `crash_window_ms` mark the plugin `Failed`.
+    #[serde(default = "default_max_crashes")]
+    pub max_crashes: u32,
+    /// The window for `max_crashes`.
+    #[serde(default = "default_crash_window_ms")]
+    pub crash_window_ms: u64,
+    /// A process that served this long before crashing restarts the backoff from scratch.
+    #[serde(default = "default_stable_after_ms")]
+    pub stable_after_ms: u64,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            max_crashes: default_max_crashes(),
+            crash_window_ms: default_crash_window_ms(),
+            stable_after_ms: default_stable_after_ms(),
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("baton.sock")
+}
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
+}
+fn default_call_timeout_ms() -> u64 {
+    30_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    3_000
+}
+fn default_initial_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_max_crashes() -> u32 {
+    5
+}
+fn default_crash_window_ms() -> u64 {
+    60_000
+}
+fn default_stable_after_ms() -> u64 {
+    60_000
+}
+
+impl PluginConfig {
+    /// A plugin running `command` with every other setting at its default.
+    pub fn new(command: impl Into<PathBuf>) -> Self {
+        Self {
+            command: command.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            call_timeout_ms: default_call_timeout_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            restart: RestartConfig::default(),
+        }
+    }
+
+    /// `handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// `call_timeout_ms` as a duration.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Config {
+    /// An empty configuration (no plugins) with defaults, for embedders building one in code.
+    pub fn empty() -> Self {
+        Self {
+            socket: default_socket(),
+            mode: Mode::default(),
+            plugins: BTreeMap::new(),
+        }
+    }
+
+    /// Reads and checks a config file; relative paths in it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let located = |span: Option<std::ops::Range<usize>>, field: String, message: String| {
+            let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            }
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| located(e.span(), String::new(), e.message().to_owned()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            located(inner.span(), field, inner.message().to_owned())
+        })?;
+        config.validate().map_err(|(field, message)| {
+            let span = find_key(text, &field);
+            located(span, field, message)
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (name, plugin) in &self.plugins {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err((
+                    format!("plugins.{name}"),
+                    "a plugin name must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
+                ));
+            }
+            let field = |f: &str| format!("plugins.{name}.{f}");
+            if plugin.command.as_os_str().is_empty() {
+                return Err((field("command"), "must name a program".into()));
+            }
+            for (key, value, min) in [
+                ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
+                ("call_timeout_ms", plugin.call_timeout_ms, 1),
+                ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),
+                ("restart.max_crashes", u64::from(plugin.restart.max_crashes), 1),
+                ("restart.crash_window_ms", plugin.restart.crash_window_ms, 1),
+            ] {
+                if value < min {
+                    return Err((field(key), format!("must be at least {min}, got {value}")));
+                }
+            }
+            if plugin.restart.initial_backoff_ms > plugin.restart.max_backoff_ms {
+                return Err((
+                    field("restart.initial_backoff_ms"),
+                    format!(
+                        "must not exceed restart.max_backoff_ms ({}), got {}",
+                        plugin.restart.max_backoff_ms, plugin.restart.initial_backoff_ms
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.socket.is_relative() {
+            self.socket = base.join(&self.socket);
+        }
+        for plugin in self.plugins.values_mut() {
+            // A bare program name (`python3`) is looked up in PATH, as a shell would.
+            if plugin.command.components().count() > 1 && plugin.command.is_relative() {
+                plugin.command = base.join(&plugin.command);
+            }
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// The span of the table header or key a validation error is about, for its line number.
+fn find_key(text: &str, field: &str) -> Option<std::ops::Range<usize>> {
+    let mut parts = field.split('.');
+    let (_, name) = (parts.next()?, parts.next()?);
+    let header = format!("[plugins.{name}");
+    let table_at = text.find(&header)?;
+    match parts.next_back() {
+        None => Some(table_at..table_at),
+        Some(key) => text[table_at..]
+            .find(&format!("\n{key}"))
+            .map(|i| table_at + i + 1..table_at + i + 1)
+            .or(Some(table_at..table_at)),
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{}:{line}:{column}: {}{message}", path.display(), field_prefix(field))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 if unknown).
+        line: usize,
+        /// 1-based column (0 if unknown).
+        column: usize,
+        /// The dotted path of the field, such as `plugins.counter.call_timeout_ms`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() || field == "." {
+        String::new()
+    } else {
+        format!("field `{field}`: ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, Path::new("baton.toml")) {
+            Ok(c) => panic!("expected an error, parsed {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_a_full_config() -> Result<(), ConfigError> {
+        let c = Config::parse(
+            "socket = \"x.sock\"\nmode = \"production\"\n[plugins.counter]\ncommand = \"target/debug/counter\"\ncall_timeout_ms = 5\n[plugins.counter.restart]\nmax_crashes = 2\n",
+            Path::new("b.toml"),
+        )?;
+        assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.plugins["counter"].call_timeout_ms, 5);
+        assert_eq!(c.plugins["counter"].restart.max_crashes, 2);
+        assert_eq!(c.plugins["counter"].handshake_timeout_ms, 5_000);
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = err("[plugins.counter]\ncommand = \"c\"\ncall_timeout_ms = \"soon\"\n");
+        assert!(e.starts_with("baton.toml:3:"), "{e}");
+        assert!(e.contains("plugins.counter.call_timeout_ms"), "{e}");
+
+        let e = err("[plugins.counter]\ncommand = \"c\"\nbogus = 1\n");
+        assert!(e.starts_with("baton.toml:3:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+
+        let e = err("mode = \"fast\"\n");
+        assert!(e.starts_with("baton.toml:1:"), "{e}");
+        assert!(e.contains("mode"), "{e}");
+
+        let e = err("[plugins.\"bad name\"]\ncommand = \"c\"\n");
+        assert!(e.contains("plugins.bad name"), "{e}");
+
+        let e = err("[plugins.counter]\ncommand = \"c\"\n\n[plugins.counter.restart]\nmax_crashes = 0\n");
+        assert!(e.starts_with("baton.toml:5:"), "{e}");
+        assert!(e.contains("restart.max_crashes"), "{e}");
+
+        let e = err("[plugins.counter\n");
+        assert!(e.starts_with("baton.toml:1:"), "{e}");
+    }
+}

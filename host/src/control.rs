@@ -1,0 +1,191 @@
+//! The `Supervisor` gRPC service a daemon serves on its control socket, and the client
+//! side `baton ctl` uses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
+use baton_proto::host::{
+    self as pb, EventsRequest, InvokeRequest, InvokeResponse, ListRequest, ListResponse,
+    ReloadRequest, ReloadResponse, StatusRequest,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio_stream::Stream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::events::{Event, EventSender};
+use crate::handle::PluginHandle;
+use crate::process::MAX_MESSAGE_BYTES;
+use crate::supervisor::{PluginState, PluginStatus};
+use crate::Host;
+
+/// The control API over a host's plugins.
+pub struct ControlService {
+    plugins: BTreeMap<String, PluginHandle>,
+    events: EventSender,
+}
+
+impl ControlService {
+    /// A control service for `host`'s plugins.
+    pub fn new(host: &Host) -> Self {
+        Self {
+            plugins: host.plugins().clone(),
+            events: host.event_sender(),
+        }
+    }
+
+    /// The tonic service, with message limits matching the plugins'.
+    pub fn into_server(self) -> SupervisorServer<Self> {
+        SupervisorServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn plugin(&self, name: &str) -> Result<&PluginHandle, Status> {
+        self.plugins.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+            Status::not_found(format!(
+                "no plugin named {name:?} in this host (it has: {})",
+                known.join(", ")
+            ))
+        })
+    }
+}
+
+fn to_proto(s: PluginStatus) -> pb::PluginStatus {
+    let state = match s.state {
+        PluginState::Starting => pb::PluginState::Starting,
+        PluginState::Serving => pb::PluginState::Serving,
+        PluginState::HandingOver => pb::PluginState::HandingOver,
+        PluginState::Crashed => pb::PluginState::Crashed,
+        PluginState::Failed => pb::PluginState::Failed,
+        PluginState::Stopping => pb::PluginState::Stopping,
+    };
+    pb::PluginStatus {
+        name: s.name,
+        state: state as i32,
+        generation: s.generation,
+        pid: s.pid.unwrap_or(0),
+        socket: s.socket.map(|p| p.display().to_string()).unwrap_or_default(),
+        restarts: s.restarts,
+        last_error: s.last_error.unwrap_or_default(),
+        plugin_version: s.plugin_version,
+        methods: s.methods,
+        uptime_ms: s.ready_at.map_or(0, |t| t.elapsed().as_millis() as u64),
+        reloads: s.reloads,
+    }
+}
+
+fn to_proto_event(e: Event) -> pb::Event {
+    pb::Event {
+        unix_ms: e.unix_ms,
+        plugin: e.plugin,
+        generation: e.generation,
+        kind: e.kind.to_owned(),
+        message: e.message,
+    }
+}
+
+#[tonic::async_trait]
+impl Supervisor for ControlService {
+    async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        Ok(Response::new(ListResponse {
+            plugins: self.plugins.values().map(|h| to_proto(h.status())).collect(),
+        }))
+    }
+
+    async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+        let req = request.into_inner();
+        let reply = self
+            .plugin(&req.plugin)?
+            .call(&req.method, req.payload, req.metadata)
+            .await?;
+        Ok(Response::new(InvokeResponse {
+            payload: reply.payload,
+            generation: reply.generation,
+        }))
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<pb::PluginStatus>, Status> {
+        let status = self.plugin(&request.get_ref().plugin)?.status();
+        Ok(Response::new(to_proto(status)))
+    }
+
+    async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+        self.plugin(&request.get_ref().plugin)?;
+        Err(Status::unimplemented("reload is not implemented by this host yet"))
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+    async fn events(&self, request: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let only = request.into_inner().plugin;
+        if !only.is_empty() {
+            self.plugin(&only)?;
+        }
+        let mut rx = self.events.subscribe();
+        let stream = async_stream(move |tx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if only.is_empty() || e.plugin == only => {
+                        if tx.send(Ok(to_proto_event(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!("{n} events were dropped: the client read too slowly"))))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task through a small channel.
+fn async_stream<F, Fut>(body: F) -> Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Event, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Binds the control socket, refusing to take over one a live host still serves.
+pub async fn bind(path: &Path) -> Result<UnixListener, std::io::Error> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by another running baton host", path.display()),
+            ));
+        }
+        // A socket left behind by a host that was killed.
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// A channel to a host's control socket.
+pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path: PathBuf = path.to_owned();
+    Endpoint::from_static("http://baton-host")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+}

@@ -1,0 +1,37 @@
+//! Lifecycle events: what happened to which plugin, broadcast to whoever listens
+//! (`baton ctl events`, tests, an embedding program).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One thing that happened to a plugin.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Unix time in milliseconds.
+    pub unix_ms: u64,
+    /// The plugin's configured name.
+    pub plugin: String,
+    /// The generation it concerns.
+    pub generation: u64,
+    /// A short stable word: `started`, `crashed`, `restarted`, `start_failed`, `failed`, `stopped`.
+    pub kind: &'static str,
+    /// Detail in words.
+    pub message: String,
+}
+
+impl Event {
+    pub(crate) fn new(plugin: &str, generation: u64, kind: &'static str, message: String) -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            unix_ms,
+            plugin: plugin.to_owned(),
+            generation,
+            kind,
+            message,
+        }
+    }
+}
+
+/// The sending side every supervisor shares.
+pub type EventSender = tokio::sync::broadcast::Sender<Event>;

@@ -1,0 +1,227 @@
+//! [`PluginHandle`]: the cheap, cloneable way to call a plugin. A call reads the current
+//! route (a `watch` borrow, no lock held across an await), waits while the plugin is
+//! starting or restarting, and fails fast, naming the plugin, when it has failed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_proto::plugin::InvokeRequest;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::{Code, Status};
+
+use crate::process::{LogLine, LogRing, PluginRpc};
+use crate::supervisor::{Command, PluginStatus};
+
+/// How long a failed call waits to learn whether the process died, to say so.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// Where calls to a plugin go right now. Replaced as a whole by the supervisor.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// The first process is starting: calls wait.
+    Starting,
+    /// Calls go to this generation.
+    Serving(Arc<Live>),
+    /// The process died and a new one is coming: calls wait.
+    Restarting { reason: Arc<str> },
+    /// Crash loop: calls fail at once.
+    Failed { reason: Arc<str> },
+    /// The host is stopping the plugin: calls fail at once.
+    Stopped,
+}
+
+/// The serving generation, as callers need it.
+pub(crate) struct Live {
+    pub(crate) generation: u64,
+    pub(crate) pid: u32,
+    pub(crate) rpc: PluginRpc,
+    pub(crate) exited: watch::Receiver<Option<String>>,
+}
+
+/// A successful call's result.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The method's output.
+    pub payload: Bytes,
+    /// The generation that served the call.
+    pub generation: u64,
+}
+
+/// A cheap, cloneable handle to one plugin.
+#[derive(Clone)]
+pub struct PluginHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: Arc<str>,
+    call_timeout: Duration,
+    route: watch::Receiver<Route>,
+    status: Arc<Mutex<PluginStatus>>,
+    commands: mpsc::Sender<Command>,
+    logs: LogRing,
+}
+
+impl std::fmt::Debug for PluginHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHandle").field("name", &self.inner.name).finish()
+    }
+}
+
+impl PluginHandle {
+    pub(crate) fn new(
+        name: Arc<str>,
+        call_timeout: Duration,
+        route: watch::Receiver<Route>,
+        status: Arc<Mutex<PluginStatus>>,
+        commands: mpsc::Sender<Command>,
+        logs: LogRing,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name,
+                call_timeout,
+                route,
+                status,
+                commands,
+                logs,
+            }),
+        }
+    }
+
+    /// The plugin's configured name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Calls `method` with `payload` and returns the plugin's answer. Errors are gRPC
+    /// statuses whose message names the plugin.
+    pub async fn invoke(&self, method: &str, payload: impl Into<Bytes>) -> Result<Bytes, Status> {
+        self.call(method, payload.into(), HashMap::new())
+            .await
+            .map(|r| r.payload)
+    }
+
+    /// Like [`invoke`](Self::invoke), with caller metadata, returning the serving generation too.
+    pub async fn call(
+        &self,
+        method: &str,
+        payload: Bytes,
+        metadata: HashMap<String, String>,
+    ) -> Result<Reply, Status> {
+        let deadline = tokio::time::Instant::now() + self.inner.call_timeout;
+        let live = self.serving(deadline).await?;
+        let mut rpc = live.rpc.clone();
+        let mut request = tonic::Request::new(InvokeRequest {
+            method: method.to_owned(),
+            payload,
+            metadata,
+        });
+        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout_at(deadline, rpc.invoke(request)).await {
+            Ok(Ok(response)) => Ok(Reply {
+                payload: response.into_inner().payload,
+                generation: live.generation,
+            }),
+            Ok(Err(status)) => Err(self.explain(&live, method, status).await),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "plugin {} did not answer {method:?} within {:?}",
+                self.inner.name, self.inner.call_timeout
+            ))),
+        }
+    }
+
+    /// The serving generation, waiting (until `deadline`) while one is on its way.
+    async fn serving(&self, deadline: tokio::time::Instant) -> Result<Arc<Live>, Status> {
+        // Fast path: one borrow, one Arc clone.
+        if let Route::Serving(live) = &*self.inner.route.borrow() {
+            return Ok(live.clone());
+        }
+        let mut route = self.inner.route.clone();
+        loop {
+            let waiting_for = match &*route.borrow_and_update() {
+                Route::Serving(live) => return Ok(live.clone()),
+                Route::Failed { reason } => return Err(Status::unavailable(reason.to_string())),
+                Route::Stopped => {
+                    return Err(Status::unavailable(format!(
+                        "plugin {} is stopped",
+                        self.inner.name
+                    )));
+                }
+                Route::Starting => "to start".to_owned(),
+                Route::Restarting { reason } => format!("to restart after: {reason}"),
+            };
+            match tokio::time::timeout_at(deadline, route.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(Status::unavailable(format!(
+                        "plugin {} is stopped",
+                        self.inner.name
+                    )));
+                }
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "plugin {} is not serving: waited {:?} for it {waiting_for}",
+                        self.inner.name, self.inner.call_timeout
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Turns a failed call's status into one that names the plugin, and says so when
+    /// the process died under the call.
+    async fn explain(&self, live: &Live, method: &str, status: Status) -> Status {
+        let transport_like = matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+        );
+        if transport_like {
+            let mut exited = live.exited.clone();
+            let died = tokio::time::timeout(EXIT_GRACE, exited.wait_for(|e| e.is_some())).await;
+            if let Ok(Ok(how)) = died {
+                return Status::unavailable(format!(
+                    "plugin {} (generation {}, pid {}) exited during the call to {method:?}: {}",
+                    self.inner.name,
+                    live.generation,
+                    live.pid,
+                    how.as_deref().unwrap_or("unknown status")
+                ));
+            }
+        }
+        Status::new(
+            status.code(),
+            format!("plugin {}: {}", self.inner.name, status.message()),
+        )
+    }
+
+    /// What the host knows about the plugin now.
+    pub fn status(&self) -> PluginStatus {
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the plugin serves, or `timeout` passes; returns the serving generation.
+    pub async fn ready(&self, timeout: Duration) -> Result<u64, Status> {
+        let live = self.serving(tokio::time::Instant::now() + timeout).await?;
+        Ok(live.generation)
+    }
+
+    /// Recent lines of the plugin's output, oldest first.
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.inner.logs.lines()
+    }
+
+    /// Stops the plugin for good and waits until its process is reaped.
+    pub async fn stop(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.inner.commands.send(Command::Stop(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}

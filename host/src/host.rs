@@ -1,0 +1,137 @@
+//! [`Host`]: a set of supervised plugins sharing one private socket directory, one
+//! spawner thread and one event stream. Embed it, or run it as the `baton` daemon.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::config::{Config, PluginConfig};
+use crate::events::{Event, EventSender};
+use crate::handle::PluginHandle;
+use crate::process::{Launcher, LogRing, Spawner};
+use crate::supervisor;
+
+/// A running set of plugins.
+pub struct Host {
+    plugins: BTreeMap<String, PluginHandle>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    socket_dir: tempfile::TempDir,
+    events: EventSender,
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The private socket directory could not be made.
+    #[error("cannot create the plugin socket directory under {}: {source}", base.display())]
+    SocketDir {
+        /// Where it was to be made.
+        base: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spawner thread could not start.
+    #[error("cannot start the process spawner thread: {0}")]
+    Spawner(#[source] std::io::Error),
+}
+
+impl Host {
+    /// Starts every plugin in `config`. Returns at once; calls wait for their plugin to
+    /// come up (see [`PluginHandle::ready`]). Must run inside a tokio runtime.
+    pub async fn start(config: &Config) -> Result<Self, HostError> {
+        let base = runtime_base();
+        let socket_dir = tempfile::Builder::new()
+            .prefix("baton-")
+            .tempdir_in(&base)
+            .map_err(|source| HostError::SocketDir { base: base.clone(), source })?;
+        // tempfile makes it 0700 already; be explicit, since it guards every plugin's socket.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(socket_dir.path(), std::fs::Permissions::from_mode(0o700))
+                .map_err(|source| HostError::SocketDir { base, source })?;
+        }
+        let spawner = Spawner::start().map_err(HostError::Spawner)?;
+        let (events, _) = broadcast::channel(1024);
+        let mut host = Self {
+            plugins: BTreeMap::new(),
+            tasks: Vec::new(),
+            socket_dir,
+            events,
+        };
+        for (name, plugin) in &config.plugins {
+            host.add(name, plugin.clone(), &spawner);
+        }
+        tracing::info!(
+            plugins = host.plugins.len(),
+            socket_dir = %host.socket_dir.path().display(),
+            "host started"
+        );
+        Ok(host)
+    }
+
+    fn add(&mut self, name: &str, config: PluginConfig, spawner: &Spawner) {
+        let launcher = Launcher {
+            name: Arc::from(name),
+            config,
+            socket_dir: self.socket_dir.path().to_owned(),
+            spawner: spawner.clone(),
+            logs: LogRing::default(),
+        };
+        let (handle, task) = supervisor::spawn(launcher, self.events.clone());
+        self.plugins.insert(name.to_owned(), handle);
+        self.tasks.push(task);
+    }
+
+    /// The handle of the plugin configured as `name`.
+    pub fn plugin(&self, name: &str) -> Option<PluginHandle> {
+        self.plugins.get(name).cloned()
+    }
+
+    /// Every plugin's handle, by name.
+    pub fn plugins(&self) -> &BTreeMap<String, PluginHandle> {
+        &self.plugins
+    }
+
+    /// A live stream of lifecycle events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn event_sender(&self) -> EventSender {
+        self.events.clone()
+    }
+
+    /// The private directory holding the plugins' sockets.
+    pub fn socket_dir(&self) -> &Path {
+        self.socket_dir.path()
+    }
+
+    /// Stops every plugin (`Shutdown`, grace period, SIGTERM, SIGKILL), reaps them, and
+    /// removes the socket directory.
+    pub async fn shutdown(self) {
+        let mut stops = tokio::task::JoinSet::new();
+        for handle in self.plugins.values().cloned() {
+            stops.spawn(async move { handle.stop().await });
+        }
+        while stops.join_next().await.is_some() {}
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let dir = self.socket_dir.path().to_owned();
+        if let Err(e) = self.socket_dir.close() {
+            tracing::warn!("cannot remove the socket directory {}: {e}", dir.display());
+        }
+        tracing::info!("host stopped");
+    }
+}
+
+/// `$XDG_RUNTIME_DIR` when usable (a per-user tmpfs), else the system temp directory.
+fn runtime_base() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}

@@ -1,0 +1,598 @@
+//! Starting one plugin process and bringing it to SERVING: the spawner thread that keeps
+//! PR_SET_PDEATHSIG meaningful, the handshake, the gRPC channel, health and Describe.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_proto::plugin::plugin_client::PluginClient;
+use baton_proto::plugin::{DescribeRequest, DescribeResponse};
+use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY};
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::PluginConfig;
+
+/// Longest handshake line accepted; anything longer is garbage.
+const MAX_HANDSHAKE_LINE: u64 = 4096;
+/// Longest log line kept whole; longer lines are cut.
+const MAX_LOG_LINE: usize = 16 * 1024;
+/// Lines of output kept per plugin for error messages and `baton ctl logs`.
+const LOG_RING_LINES: usize = 500;
+/// Largest message sent to or accepted from a plugin.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A gRPC client for one generation, adding its token to every call.
+pub type PluginRpc = PluginClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// Adds the launch token to each call.
+#[derive(Clone)]
+pub struct TokenInterceptor(AsciiMetadataValue);
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert(TOKEN_METADATA_KEY, self.0.clone());
+        Ok(req)
+    }
+}
+
+/// Forks plugin processes from one long-lived thread.
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the
+/// process; tokio's blocking threads come and go, so forking from them would kill
+/// healthy plugins. This thread lives as long as the host.
+#[derive(Clone)]
+pub struct Spawner {
+    tx: std::sync::mpsc::Sender<SpawnRequest>,
+}
+
+type SpawnRequest = (Command, oneshot::Sender<std::io::Result<Child>>);
+
+impl Spawner {
+    /// Starts the spawner thread, bound to the current tokio runtime.
+    pub fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Handle::current();
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("baton-spawner".into())
+            .spawn(move || {
+                // Child reaping is driven by the runtime's signal handling.
+                let _guard = runtime.enter();
+                while let Ok((mut command, reply)) = rx.recv() {
+                    let _ = reply.send(command.spawn());
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    async fn spawn(&self, command: Command) -> std::io::Result<Child> {
+        let (reply, result) = oneshot::channel();
+        let gone = || std::io::Error::other("the spawner thread has stopped");
+        self.tx.send((command, reply)).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+/// Recent output lines of one plugin, across its generations.
+#[derive(Clone, Default)]
+pub struct LogRing(Arc<Mutex<VecDeque<LogLine>>>);
+
+/// One captured line.
+#[derive(Clone, Debug)]
+pub struct LogLine {
+    /// Which generation wrote it.
+    pub generation: u64,
+    /// `stderr` or `stdout`.
+    pub stream: &'static str,
+    /// The text, without the newline.
+    pub text: String,
+}
+
+impl LogRing {
+    fn push(&self, line: LogLine) {
+        let mut ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == LOG_RING_LINES {
+            ring.pop_front();
+        }
+        ring.push_back(line);
+    }
+
+    /// The last `n` lines of `generation`'s stderr.
+    pub fn tail_of(&self, generation: u64, n: usize) -> Vec<String> {
+        let ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: Vec<String> = ring
+            .iter()
+            .rev()
+            .filter(|l| l.generation == generation && l.stream == "stderr")
+            .take(n)
+            .map(|l| l.text.clone())
+            .collect();
+        lines.reverse();
+        lines
+    }
+
+    /// Every kept line, oldest first.
+    pub fn lines(&self) -> Vec<LogLine> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+/// How a process ended, in words.
+pub fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => match Signal::try_from(sig) {
+                Ok(signal) => format!("killed by signal {sig} ({})", signal.as_str()),
+                Err(_) => format!("killed by signal {sig}"),
+            },
+            _ => s.to_string(),
+        },
+        Err(e) => format!("unknown exit status ({e})"),
+    }
+}
+
+/// A running, handshaken, healthy plugin process: one generation.
+pub struct Generation {
+    /// Counts processes of this plugin, from 1.
+    pub number: u64,
+    /// The process id (also its process group id).
+    pub pid: u32,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// The client the host calls it through.
+    pub rpc: PluginRpc,
+    /// What it said about itself.
+    pub describe: DescribeResponse,
+    /// When it became ready.
+    pub ready_at: Instant,
+    /// Set to how it ended, once it has.
+    pub exited: watch::Receiver<Option<String>>,
+    exit_tx: watch::Sender<Option<String>>,
+    child: Child,
+}
+
+/// Why a process could not be brought to SERVING.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The program could not be executed.
+    #[error("cannot run {}: {source}", command.display())]
+    Spawn {
+        /// The program.
+        command: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handshake went wrong; the text says what was expected and what came.
+    #[error("{0}")]
+    Handshake(String),
+    /// It exited while starting.
+    #[error("exited during start-up ({status}){}", stderr_suffix(.stderr))]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// Its last lines of stderr.
+        stderr: Vec<String>,
+    },
+    /// It did not finish starting in time.
+    #[error("{what} within {timeout:?}{}", stderr_suffix(.stderr))]
+    Timeout {
+        /// What it failed to do.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+        /// Its last lines of stderr.
+        stderr: Vec<String>,
+    },
+}
+
+fn stderr_suffix(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with: {}", lines.join(" | "))
+    }
+}
+
+/// Everything needed to start processes of one plugin.
+pub struct Launcher {
+    /// The plugin's configured name.
+    pub name: Arc<str>,
+    /// Its configuration.
+    pub config: PluginConfig,
+    /// The host's private socket directory.
+    pub socket_dir: PathBuf,
+    /// The forking thread.
+    pub spawner: Spawner,
+    /// Where output lines are kept.
+    pub logs: LogRing,
+}
+
+impl Launcher {
+    /// Starts generation `number` and waits until it is SERVING and described.
+    pub async fn launch(&self, number: u64) -> Result<Generation, StartError> {
+        let started = Instant::now();
+        let timeout = self.config.handshake_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let socket = self.socket_dir.join(format!("{}.{number}.sock", self.name));
+        let _ = std::fs::remove_file(&socket);
+        let token = new_token()?;
+
+        let mut command = Command::new(&self.config.command);
+        command
+            .args(&self.config.args)
+            .envs(&self.config.env)
+            .env(baton_proto::env::SOCKET, &socket)
+            .env(baton_proto::env::PROTOCOL_VERSION, PROTOCOL_VERSION.to_string())
+            .env(baton_proto::env::TOKEN, &token)
+            .env(baton_proto::env::PLUGIN_NAME, &*self.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let host_pid = nix::unistd::getpid();
+        // SAFETY: the closure runs between fork and exec and only makes two raw
+        // syscalls (prctl, getppid), both async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The host may have died between fork and prctl; then nobody would kill us.
+                if nix::unistd::getppid() != host_pid {
+                    return Err(std::io::Error::other("the baton host exited during start"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = self
+            .spawner
+            .spawn(command)
+            .await
+            .map_err(|source| StartError::Spawn {
+                command: self.config.command.clone(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
+            (Some(o), Some(e)) => (o, e),
+            _ => return Err(StartError::Handshake("the plugin's stdout/stderr were not captured".into())),
+        };
+        let stderr_done = tokio::spawn(capture_lines(
+            stderr,
+            self.name.clone(),
+            number,
+            pid,
+            "stderr",
+            self.logs.clone(),
+        ));
+        let mut stdout = BufReader::new(stdout);
+
+        let result = async {
+            let line = tokio::select! {
+                line = read_handshake_line(&mut stdout) => line?,
+                status = child.wait() => {
+                    let status = describe_exit(&status);
+                    // Let the stderr reader drain, so the message shows why it exited.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
+                    return Err(StartError::Exited { status, stderr: self.logs.tail_of(number, 5) });
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(StartError::Timeout {
+                        what: format!("printed no handshake line (expected `baton|{PROTOCOL_VERSION}|unix|{}`)", socket.display()),
+                        timeout,
+                        stderr: self.logs.tail_of(number, 5),
+                    });
+                }
+            };
+            check_handshake(&line, &socket)?;
+            tokio::select! {
+                ready = self.connect(&socket, &token, deadline) => ready,
+                status = child.wait() => Err(StartError::Exited {
+                    status: describe_exit(&status),
+                    stderr: self.logs.tail_of(number, 5),
+                }),
+            }
+        }
+        .await;
+
+        match result {
+            Ok((rpc, describe)) => {
+                tokio::spawn(capture_lines(
+                    stdout,
+                    self.name.clone(),
+                    number,
+                    pid,
+                    "stdout",
+                    self.logs.clone(),
+                ));
+                let (exit_tx, exited) = watch::channel(None);
+                tracing::info!(
+                    plugin = %self.name, generation = number, pid,
+                    version = %describe.plugin_version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "plugin process ready"
+                );
+                Ok(Generation {
+                    number,
+                    pid,
+                    socket,
+                    rpc,
+                    describe,
+                    ready_at: Instant::now(),
+                    exited,
+                    exit_tx,
+                    child,
+                })
+            }
+            Err(e) => {
+                kill_group(pid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                let _ = std::fs::remove_file(&socket);
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        socket: &Path,
+        token: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(PluginRpc, DescribeResponse), StartError> {
+        let timeout = self.config.handshake_timeout();
+        let path = socket.to_owned();
+        let channel = Endpoint::from_static("http://baton-plugin")
+            .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }));
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let mut last = String::from("no answer");
+        loop {
+            let check = health.check(tonic_health::pb::HealthCheckRequest {
+                service: "baton.plugin.v1.Plugin".into(),
+            });
+            match tokio::time::timeout_at(deadline, check).await {
+                Ok(Ok(resp)) if resp.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 => break,
+                Ok(Ok(resp)) => last = format!("health status {}", resp.get_ref().status),
+                Ok(Err(status)) => last = format!("health check failed: {}", status.message()),
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StartError::Timeout {
+                    what: format!("did not report SERVING for baton.plugin.v1.Plugin on its health service (last: {last})"),
+                    timeout,
+                    stderr: Vec::new(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let token: AsciiMetadataValue = MetadataValue::try_from(token)
+            .map_err(|_| StartError::Handshake("internal: token is not valid metadata".into()))?;
+        let mut rpc = PluginClient::with_interceptor(channel, TokenInterceptor(token))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let describe = match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
+            Ok(Ok(resp)) => resp.into_inner(),
+            Ok(Err(status)) => {
+                return Err(StartError::Handshake(format!(
+                    "Describe failed: {} ({:?})",
+                    status.message(),
+                    status.code()
+                )));
+            }
+            Err(_) => {
+                return Err(StartError::Timeout {
+                    what: "did not answer Describe".into(),
+                    timeout,
+                    stderr: Vec::new(),
+                });
+            }
+        };
+        if describe.protocol_version != PROTOCOL_VERSION {
+            return Err(StartError::Handshake(format!(
+                "Describe reports protocol version {}, expected {PROTOCOL_VERSION}",
+                describe.protocol_version
+            )));
+        }
+        Ok((rpc, describe))
+    }
+}
+
+impl Generation {
+    /// Waits for the process to exit, and records how.
+    pub async fn wait(&mut self) -> String {
+        let status = describe_exit(&self.child.wait().await);
+        self.exit_tx.send_replace(Some(status.clone()));
+        status
+    }
+
+    /// Stops the process: `Shutdown`, then SIGTERM, then SIGKILL, each after waiting
+    /// part of `grace`; always reaps it and removes its socket.
+    pub async fn stop(mut self, grace: Duration) -> String {
+        let mut rpc = self.rpc.clone();
+        let asked = tokio::time::timeout(grace, rpc.shutdown(baton_proto::plugin::ShutdownRequest {}));
+        let status = match tokio::time::timeout(grace, async {
+            let _ = asked.await;
+            self.child.wait().await
+        })
+        .await
+        {
+            Ok(status) => describe_exit(&status),
+            Err(_) => {
+                kill_group(self.pid, Signal::SIGTERM);
+                match tokio::time::timeout(grace.min(Duration::from_secs(1)), self.child.wait()).await {
+                    Ok(status) => describe_exit(&status),
+                    Err(_) => {
+                        kill_group(self.pid, Signal::SIGKILL);
+                        describe_exit(&self.child.wait().await)
+                    }
+                }
+            }
+        };
+        // Descendants the plugin left behind in its group go with it.
+        kill_group(self.pid, Signal::SIGKILL);
+        self.exit_tx.send_replace(Some(status.clone()));
+        let _ = std::fs::remove_file(&self.socket);
+        status
+    }
+
+    /// After the process exited on its own: kill what is left of its group, remove its socket.
+    pub fn clean_up(&self) {
+        kill_group(self.pid, Signal::SIGKILL);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn kill_group(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 0
+    {
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// 32 bytes from the OS CSPRNG, hex-encoded. Without OS randomness no launch is safe,
+/// so that is a failed start rather than a weak token.
+fn new_token() -> Result<String, StartError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        StartError::Handshake(format!("cannot make a launch token: the OS random generator failed: {e}"))
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn read_handshake_line<R: AsyncRead + Unpin>(stdout: &mut BufReader<R>) -> Result<String, StartError> {
+    let mut buf = Vec::new();
+    let n = (&mut *stdout)
+        .take(MAX_HANDSHAKE_LINE)
+        .read_until(b'\n', &mut buf)
+        .await
+        .map_err(|e| StartError::Handshake(format!("cannot read stdout: {e}")))?;
+    if n == 0 {
+        return Err(StartError::Handshake(format!(
+            "closed stdout without printing the handshake line (expected `baton|{PROTOCOL_VERSION}|unix|<socket>`)"
+        )));
+    }
+    if buf.last() != Some(&b'\n') {
+        if n as u64 >= MAX_HANDSHAKE_LINE {
+            return Err(StartError::Handshake(format!(
+                "printed a first stdout line longer than {MAX_HANDSHAKE_LINE} bytes, expected `baton|{PROTOCOL_VERSION}|unix|<socket>`"
+            )));
+        }
+        // stdout closed mid-line; judge what came.
+    }
+    Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Checks `baton|<version>|unix|<path>`; the message says what was expected and what came.
+pub fn check_handshake(line: &str, socket: &Path) -> Result<(), StartError> {
+    let expected = format!("baton|{PROTOCOL_VERSION}|unix|{}", socket.display());
+    let shown: String = line.chars().take(200).collect();
+    let fail = |why: String| Err(StartError::Handshake(why));
+    let fields: Vec<&str> = line.splitn(4, '|').collect();
+    match fields.as_slice() {
+        ["baton", version, network, path] => {
+            if *version != PROTOCOL_VERSION.to_string() {
+                return fail(format!(
+                    "speaks protocol version {version:?}, this host speaks {PROTOCOL_VERSION} (handshake line `{shown}`)"
+                ));
+            }
+            if *network != "unix" {
+                return fail(format!(
+                    "offers network {network:?}, expected \"unix\" (handshake line `{shown}`)"
+                ));
+            }
+            if Path::new(path) != socket {
+                return fail(format!(
+                    "bound {path:?}, but was asked to bind {:?} (BATON_PLUGIN_SOCKET)",
+                    socket.display()
+                ));
+            }
+            Ok(())
+        }
+        _ => fail(format!(
+            "printed `{shown}` on stdout where the handshake line `{expected}` was expected"
+        )),
+    }
+}
+
+/// Sends each line of a plugin's output to the log, with the plugin's name, generation
+/// and pid, and keeps it in the ring.
+async fn capture_lines<R: AsyncRead + Unpin>(
+    reader: R,
+    name: Arc<str>,
+    generation: u64,
+    pid: u32,
+    stream: &'static str,
+    ring: LogRing,
+) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut reader).take(MAX_LOG_LINE as u64).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned();
+        if stream == "stdout" {
+            tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "stray stdout after the handshake (logs belong on stderr): {text}");
+        } else {
+            let (level, rest) = level_of(&text);
+            match level {
+                tracing::Level::ERROR => tracing::error!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
+                tracing::Level::WARN => tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
+                tracing::Level::DEBUG | tracing::Level::TRACE => tracing::debug!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
+                _ => tracing::info!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
+            }
+        }
+        ring.push(LogLine { generation, stream, text });
+    }
+}
+
+/// The level a plugin's line announces in its first word, and the line without that
+/// word (the host's own log line shows the level already).
+fn level_of(line: &str) -> (tracing::Level, &str) {
+    let trimmed = line.trim_start();
+    let (word, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+    let level = match word.trim_end_matches(':') {
+        "ERROR" | "error" | "CRITICAL" | "FATAL" => tracing::Level::ERROR,
+        "WARN" | "WARNING" | "warn" | "warning" => tracing::Level::WARN,
+        "INFO" | "info" => tracing::Level::INFO,
+        "DEBUG" | "debug" => tracing::Level::DEBUG,
+        "TRACE" | "trace" => tracing::Level::TRACE,
+        _ => return (tracing::Level::INFO, line),
+    };
+    (level, rest.trim_start())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_lines_are_judged_with_what_was_expected() {
+        let sock = Path::new("/tmp/x/counter.1.sock");
+        assert!(check_handshake("baton|1|unix|/tmp/x/counter.1.sock", sock).is_ok());
+        let e = |l: &str| check_handshake(l, sock).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e("hello world").contains("printed `hello world`"));
+        assert!(e("hello world").contains("baton|1|unix|/tmp/x/counter.1.sock"));
+        assert!(e("baton|2|unix|/tmp/x/counter.1.sock").contains("protocol version \"2\""));
+        assert!(e("baton|1|tcp|127.0.0.1:1").contains("network \"tcp\""));
+        assert!(e("baton|1|unix|/elsewhere").contains("was asked to bind"));
+        assert!(e("").contains("where the handshake line"));
+    }
+}
