@@ -220,7 +220,11 @@ impl Config {
                 ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
                 ("call_timeout_ms", plugin.call_timeout_ms, 1),
                 ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),
-                ("restart.max_crashes", u64::from(plugin.restart.max_crashes), 1),
+                (
+                    "restart.max_crashes",
+                    u64::from(plugin.restart.max_crashes),
+                    1,
+                ),
                 ("restart.crash_window_ms", plugin.restart.crash_window_ms, 1),
             ] {
                 if value < min {
@@ -257,7 +261,10 @@ impl Config {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -353,7 +360,9 @@ mod tests {
         let e = err("[plugins.\"bad name\"]\ncommand = \"c\"\n");
         assert!(e.contains("plugins.bad name"), "{e}");
 
-        let e = err("[plugins.counter]\ncommand = \"c\"\n\n[plugins.counter.restart]\nmax_crashes = 0\n");
+        let e = err(
+            "[plugins.counter]\ncommand = \"c\"\n\n[plugins.counter.restart]\nmax_crashes = 0\n",
+        );
         assert!(e.starts_with("baton.toml:5:"), "{e}");
         assert!(e.contains("restart.max_crashes"), "{e}");
 

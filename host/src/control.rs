@@ -16,11 +16,11 @@ use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::Host;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::process::MAX_MESSAGE_BYTES;
 use crate::supervisor::{PluginState, PluginStatus};
-use crate::Host;
 
 /// The control API over a host's plugins.
 pub struct ControlService {
@@ -69,7 +69,10 @@ fn to_proto(s: PluginStatus) -> pb::PluginStatus {
         state: state as i32,
         generation: s.generation,
         pid: s.pid.unwrap_or(0),
-        socket: s.socket.map(|p| p.display().to_string()).unwrap_or_default(),
+        socket: s
+            .socket
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         restarts: s.restarts,
         last_error: s.last_error.unwrap_or_default(),
         plugin_version: s.plugin_version,
@@ -93,11 +96,18 @@ fn to_proto_event(e: Event) -> pb::Event {
 impl Supervisor for ControlService {
     async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         Ok(Response::new(ListResponse {
-            plugins: self.plugins.values().map(|h| to_proto(h.status())).collect(),
+            plugins: self
+                .plugins
+                .values()
+                .map(|h| to_proto(h.status()))
+                .collect(),
         }))
     }
 
-    async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+    async fn invoke(
+        &self,
+        request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
         let req = request.into_inner();
         let reply = self
             .plugin(&req.plugin)?
@@ -109,19 +119,30 @@ impl Supervisor for ControlService {
         }))
     }
 
-    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<pb::PluginStatus>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<pb::PluginStatus>, Status> {
         let status = self.plugin(&request.get_ref().plugin)?.status();
         Ok(Response::new(to_proto(status)))
     }
 
-    async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+    async fn reload(
+        &self,
+        request: Request<ReloadRequest>,
+    ) -> Result<Response<ReloadResponse>, Status> {
         self.plugin(&request.get_ref().plugin)?;
-        Err(Status::unimplemented("reload is not implemented by this host yet"))
+        Err(Status::unimplemented(
+            "reload is not implemented by this host yet",
+        ))
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
-    async fn events(&self, request: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
         let only = request.into_inner().plugin;
         if !only.is_empty() {
             self.plugin(&only)?;
@@ -138,7 +159,9 @@ impl Supervisor for ControlService {
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         let _ = tx
-                            .send(Err(Status::data_loss(format!("{n} events were dropped: the client read too slowly"))))
+                            .send(Err(Status::data_loss(format!(
+                                "{n} events were dropped: the client read too slowly"
+                            ))))
                             .await;
                         return;
                     }
@@ -185,7 +208,9 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_static("http://baton-host")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
 }

@@ -40,6 +40,33 @@ pub(crate) struct Live {
     pub(crate) exited: watch::Receiver<Option<String>>,
 }
 
+/// How a failed call ends.
+enum Failure {
+    /// The plugin never received the call; it may go to the next generation.
+    NeverSent,
+    /// The caller gets this status.
+    Status(Status),
+}
+
+/// Whether the transport failed before the request could reach the plugin: only a
+/// failed connect proves that. A reset or broken pipe on an open connection does not,
+/// since the plugin may have run the call before dying, so such calls are not retried.
+fn never_sent(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            )
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// A successful call's result.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -66,7 +93,9 @@ struct Inner {
 
 impl std::fmt::Debug for PluginHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginHandle").field("name", &self.inner.name).finish()
+        f.debug_struct("PluginHandle")
+            .field("name", &self.inner.name)
+            .finish()
     }
 }
 
@@ -112,37 +141,58 @@ impl PluginHandle {
         metadata: HashMap<String, String>,
     ) -> Result<Reply, Status> {
         let deadline = tokio::time::Instant::now() + self.inner.call_timeout;
-        let live = self.serving(deadline).await?;
-        let mut rpc = live.rpc.clone();
-        let mut request = tonic::Request::new(InvokeRequest {
-            method: method.to_owned(),
-            payload,
-            metadata,
-        });
-        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        match tokio::time::timeout_at(deadline, rpc.invoke(request)).await {
-            Ok(Ok(response)) => Ok(Reply {
-                payload: response.into_inner().payload,
-                generation: live.generation,
-            }),
-            Ok(Err(status)) => Err(self.explain(&live, method, status).await),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "plugin {} did not answer {method:?} within {:?}",
-                self.inner.name, self.inner.call_timeout
-            ))),
+        let mut dead_generation = None;
+        loop {
+            let live = self.serving(deadline, dead_generation).await?;
+            let mut rpc = live.rpc.clone();
+            let mut request = tonic::Request::new(InvokeRequest {
+                method: method.to_owned(),
+                payload: payload.clone(),
+                metadata: metadata.clone(),
+            });
+            request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            return match tokio::time::timeout_at(deadline, rpc.invoke(request)).await {
+                Ok(Ok(response)) => Ok(Reply {
+                    payload: response.into_inner().payload,
+                    generation: live.generation,
+                }),
+                Ok(Err(status)) => match self.explain(&live, method, status).await {
+                    Failure::NeverSent => {
+                        // The process was gone before the call reached it: the call
+                        // waits for the next generation like any call made during a restart.
+                        dead_generation = Some(live.generation);
+                        continue;
+                    }
+                    Failure::Status(status) => Err(status),
+                },
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "plugin {} did not answer {method:?} within {:?}",
+                    self.inner.name, self.inner.call_timeout
+                ))),
+            };
         }
     }
 
     /// The serving generation, waiting (until `deadline`) while one is on its way.
-    async fn serving(&self, deadline: tokio::time::Instant) -> Result<Arc<Live>, Status> {
+    /// A generation known to be dead (`skip`) counts as not serving yet.
+    async fn serving(
+        &self,
+        deadline: tokio::time::Instant,
+        skip: Option<u64>,
+    ) -> Result<Arc<Live>, Status> {
         // Fast path: one borrow, one Arc clone.
-        if let Route::Serving(live) = &*self.inner.route.borrow() {
+        if let Route::Serving(live) = &*self.inner.route.borrow()
+            && Some(live.generation) != skip
+        {
             return Ok(live.clone());
         }
         let mut route = self.inner.route.clone();
         loop {
             let waiting_for = match &*route.borrow_and_update() {
-                Route::Serving(live) => return Ok(live.clone()),
+                Route::Serving(live) if Some(live.generation) != skip => return Ok(live.clone()),
+                Route::Serving(live) => {
+                    format!("to replace generation {}, which exited", live.generation)
+                }
                 Route::Failed { reason } => return Err(Status::unavailable(reason.to_string())),
                 Route::Stopped => {
                     return Err(Status::unavailable(format!(
@@ -173,7 +223,7 @@ impl PluginHandle {
 
     /// Turns a failed call's status into one that names the plugin, and says so when
     /// the process died under the call.
-    async fn explain(&self, live: &Live, method: &str, status: Status) -> Status {
+    async fn explain(&self, live: &Live, method: &str, status: Status) -> Failure {
         let transport_like = matches!(
             status.code(),
             Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
@@ -182,19 +232,22 @@ impl PluginHandle {
             let mut exited = live.exited.clone();
             let died = tokio::time::timeout(EXIT_GRACE, exited.wait_for(|e| e.is_some())).await;
             if let Ok(Ok(how)) = died {
-                return Status::unavailable(format!(
+                if never_sent(&status) {
+                    return Failure::NeverSent;
+                }
+                return Failure::Status(Status::unavailable(format!(
                     "plugin {} (generation {}, pid {}) exited during the call to {method:?}: {}",
                     self.inner.name,
                     live.generation,
                     live.pid,
                     how.as_deref().unwrap_or("unknown status")
-                ));
+                )));
             }
         }
-        Status::new(
+        Failure::Status(Status::new(
             status.code(),
             format!("plugin {}: {}", self.inner.name, status.message()),
-        )
+        ))
     }
 
     /// What the host knows about the plugin now.
@@ -208,7 +261,9 @@ impl PluginHandle {
 
     /// Waits until the plugin serves, or `timeout` passes; returns the serving generation.
     pub async fn ready(&self, timeout: Duration) -> Result<u64, Status> {
-        let live = self.serving(tokio::time::Instant::now() + timeout).await?;
+        let live = self
+            .serving(tokio::time::Instant::now() + timeout, None)
+            .await?;
         Ok(live.generation)
     }
 
@@ -223,5 +278,32 @@ impl PluginHandle {
         if self.inner.commands.send(Command::Stop(ack)).await.is_ok() {
             let _ = done.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connect_counts_as_never_sent() {
+        let dir = std::env::temp_dir().join(format!("baton-never-sent-{}", std::process::id()));
+        let path = dir.join("gone.sock");
+        let channel = tonic::transport::Endpoint::from_static("http://x")
+            .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }));
+        let mut client = baton_proto::plugin::plugin_client::PluginClient::new(channel);
+        let status = client
+            .describe(baton_proto::plugin::DescribeRequest {})
+            .await
+            .expect_err("nothing listens there");
+        assert!(never_sent(&status), "{status:?}");
+        assert!(!never_sent(&Status::unavailable("the plugin said so")));
     }
 }

@@ -46,7 +46,10 @@ impl Host {
         let socket_dir = tempfile::Builder::new()
             .prefix("baton-")
             .tempdir_in(&base)
-            .map_err(|source| HostError::SocketDir { base: base.clone(), source })?;
+            .map_err(|source| HostError::SocketDir {
+                base: base.clone(),
+                source,
+            })?;
         // tempfile makes it 0700 already; be explicit, since it guards every plugin's socket.
         {
             use std::os::unix::fs::PermissionsExt;
@@ -113,7 +116,7 @@ impl Host {
     /// removes the socket directory.
     pub async fn shutdown(self) {
         let mut stops = tokio::task::JoinSet::new();
-        for handle in self.plugins.values().cloned() {
+        for handle in self.plugins.into_values() {
             stops.spawn(async move { handle.stop().await });
         }
         while stops.join_next().await.is_some() {}

@@ -10,12 +10,18 @@ use baton_proto::host::supervisor_client::SupervisorClient;
 use baton_proto::host::{EventsRequest, InvokeRequest, ListRequest, PluginState, StatusRequest};
 use clap::{Parser, Subcommand};
 
-/// Exit code for a configuration the host cannot use (EX_CONFIG is 78; EX_USAGE 64 is
-/// what operators' tooling expects from a bad invocation or config here).
+/// Exit code for a configuration the host cannot use (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// How long control clients get to finish after the plugins have stopped; idle
+/// client connections would otherwise hold the daemon open.
+const CONTROL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Run gRPC plugins as supervised child processes")]
+#[command(
+    name = "baton",
+    version,
+    about = "Run gRPC plugins as supervised child processes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -109,7 +115,10 @@ fn run(config_path: PathBuf) -> ExitCode {
         let listener = match control::bind(&config.socket).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("cannot listen on the control socket {}: {e}", config.socket.display());
+                tracing::error!(
+                    "cannot listen on the control socket {}: {e}",
+                    config.socket.display()
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -126,20 +135,32 @@ fn run(config_path: PathBuf) -> ExitCode {
             "control API listening; try: baton ctl --socket {} list",
             config.socket.display()
         );
-        let server = tonic::transport::Server::builder()
-            .add_service(ControlService::new(&host).into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
-                shutdown_signal(),
-            );
-        let served = server.await;
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlService::new(&host).into_server())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    async {
+                        let _ = server_stopped.await;
+                    },
+                ),
+        );
+        shutdown_signal().await;
         tracing::info!("shutting down");
+        let _ = stop_server.send(());
+        // Plugins stop first, so calls still in flight through the control API end
+        // (with an error naming the plugin) instead of holding the server open.
         host.shutdown().await;
         let _ = std::fs::remove_file(&config.socket);
-        match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+        match tokio::time::timeout(CONTROL_DRAIN, server).await {
+            Ok(Ok(Ok(()))) | Err(_) => ExitCode::SUCCESS,
+            Ok(Ok(Err(e))) => {
                 tracing::error!("control API failed: {e}");
+                ExitCode::FAILURE
+            }
+            Ok(Err(e)) => {
+                tracing::error!("control API task failed: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -201,10 +222,21 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
         .max_encoding_message_size(64 << 20);
     match command {
         CtlCmd::List => {
-            let list = client.list(ListRequest {}).await.map_err(|s| status_line(&s))?.into_inner();
-            println!("{:<20} {:<13} {:>4} {:>8} {:>8}  LAST ERROR", "PLUGIN", "STATE", "GEN", "PID", "RESTARTS");
+            let list = client
+                .list(ListRequest {})
+                .await
+                .map_err(|s| status_line(&s))?
+                .into_inner();
+            println!(
+                "{:<20} {:<13} {:>4} {:>8} {:>8}  LAST ERROR",
+                "PLUGIN", "STATE", "GEN", "PID", "RESTARTS"
+            );
             for p in list.plugins {
-                let pid = if p.pid == 0 { "-".to_owned() } else { p.pid.to_string() };
+                let pid = if p.pid == 0 {
+                    "-".to_owned()
+                } else {
+                    p.pid.to_string()
+                };
                 println!(
                     "{:<20} {:<13} {:>4} {:>8} {:>8}  {}",
                     p.name,
@@ -234,7 +266,11 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
             println!("reloads:     {}", p.reloads);
             println!("last_error:  {}", p.last_error);
         }
-        CtlCmd::Invoke { plugin, method, payload } => {
+        CtlCmd::Invoke {
+            plugin,
+            method,
+            payload,
+        } => {
             let payload = match payload.as_deref() {
                 Some("-") => {
                     let mut buf = Vec::new();
@@ -259,7 +295,9 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
             let mut out = std::io::stdout().lock();
             out.write_all(&reply.payload)
                 .and_then(|()| {
-                    if reply.payload.last() != Some(&b'\n') && std::io::IsTerminal::is_terminal(&out) {
+                    if reply.payload.last() != Some(&b'\n')
+                        && std::io::IsTerminal::is_terminal(&out)
+                    {
                         out.write_all(b"\n")?;
                     }
                     out.flush()
@@ -275,7 +313,10 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
                 .map_err(|s| status_line(&s))?
                 .into_inner();
             while let Some(e) = stream.message().await.map_err(|s| status_line(&s))? {
-                println!("{} {} gen={} {}: {}", e.unix_ms, e.plugin, e.generation, e.kind, e.message);
+                println!(
+                    "{} {} gen={} {}: {}",
+                    e.unix_ms, e.plugin, e.generation, e.kind, e.message
+                );
             }
         }
     }

@@ -41,7 +41,8 @@ pub struct TokenInterceptor(AsciiMetadataValue);
 
 impl Interceptor for TokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert(TOKEN_METADATA_KEY, self.0.clone());
+        req.metadata_mut()
+            .insert(TOKEN_METADATA_KEY, self.0.clone());
         Ok(req)
     }
 }
@@ -123,7 +124,12 @@ impl LogRing {
 
     /// Every kept line, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -235,7 +241,10 @@ impl Launcher {
             .args(&self.config.args)
             .envs(&self.config.env)
             .env(baton_proto::env::SOCKET, &socket)
-            .env(baton_proto::env::PROTOCOL_VERSION, PROTOCOL_VERSION.to_string())
+            .env(
+                baton_proto::env::PROTOCOL_VERSION,
+                PROTOCOL_VERSION.to_string(),
+            )
             .env(baton_proto::env::TOKEN, &token)
             .env(baton_proto::env::PLUGIN_NAME, &*self.name)
             .stdin(Stdio::null())
@@ -267,7 +276,11 @@ impl Launcher {
         let pid = child.id().unwrap_or(0);
         let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
             (Some(o), Some(e)) => (o, e),
-            _ => return Err(StartError::Handshake("the plugin's stdout/stderr were not captured".into())),
+            _ => {
+                return Err(StartError::Handshake(
+                    "the plugin's stdout/stderr were not captured".into(),
+                ));
+            }
         };
         let stderr_done = tokio::spawn(capture_lines(
             stderr,
@@ -281,7 +294,20 @@ impl Launcher {
 
         let result = async {
             let line = tokio::select! {
-                line = read_handshake_line(&mut stdout) => line?,
+                line = read_handshake_line(&mut stdout) => match line {
+                    Ok(line) => line,
+                    // A process that exits closes stdout first: say how it exited.
+                    Err(e) => match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+                        Ok(status) => {
+                            let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
+                            return Err(StartError::Exited {
+                                status: describe_exit(&status),
+                                stderr: self.logs.tail_of(number, 5),
+                            });
+                        }
+                        Err(_) => return Err(e),
+                    },
+                },
                 status = child.wait() => {
                     let status = describe_exit(&status);
                     // Let the stderr reader drain, so the message shows why it exited.
@@ -353,11 +379,16 @@ impl Launcher {
     ) -> Result<(PluginRpc, DescribeResponse), StartError> {
         let timeout = self.config.handshake_timeout();
         let path = socket.to_owned();
-        let channel = Endpoint::from_static("http://baton-plugin")
-            .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+        let channel = Endpoint::from_static("http://baton-plugin").connect_with_connector_lazy(
+            tower::service_fn(move |_: tonic::transport::Uri| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-            }));
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }),
+        );
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let mut last = String::from("no answer");
         loop {
@@ -365,14 +396,22 @@ impl Launcher {
                 service: "baton.plugin.v1.Plugin".into(),
             });
             match tokio::time::timeout_at(deadline, check).await {
-                Ok(Ok(resp)) if resp.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 => break,
+                Ok(Ok(resp))
+                    if resp.get_ref().status
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving
+                            as i32 =>
+                {
+                    break;
+                }
                 Ok(Ok(resp)) => last = format!("health status {}", resp.get_ref().status),
                 Ok(Err(status)) => last = format!("health check failed: {}", status.message()),
                 Err(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(StartError::Timeout {
-                    what: format!("did not report SERVING for baton.plugin.v1.Plugin on its health service (last: {last})"),
+                    what: format!(
+                        "did not report SERVING for baton.plugin.v1.Plugin on its health service (last: {last})"
+                    ),
                     timeout,
                     stderr: Vec::new(),
                 });
@@ -384,23 +423,24 @@ impl Launcher {
         let mut rpc = PluginClient::with_interceptor(channel, TokenInterceptor(token))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let describe = match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
-            Ok(Ok(resp)) => resp.into_inner(),
-            Ok(Err(status)) => {
-                return Err(StartError::Handshake(format!(
-                    "Describe failed: {} ({:?})",
-                    status.message(),
-                    status.code()
-                )));
-            }
-            Err(_) => {
-                return Err(StartError::Timeout {
-                    what: "did not answer Describe".into(),
-                    timeout,
-                    stderr: Vec::new(),
-                });
-            }
-        };
+        let describe =
+            match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
+                Ok(Ok(resp)) => resp.into_inner(),
+                Ok(Err(status)) => {
+                    return Err(StartError::Handshake(format!(
+                        "Describe failed: {} ({:?})",
+                        status.message(),
+                        status.code()
+                    )));
+                }
+                Err(_) => {
+                    return Err(StartError::Timeout {
+                        what: "did not answer Describe".into(),
+                        timeout,
+                        stderr: Vec::new(),
+                    });
+                }
+            };
         if describe.protocol_version != PROTOCOL_VERSION {
             return Err(StartError::Handshake(format!(
                 "Describe reports protocol version {}, expected {PROTOCOL_VERSION}",
@@ -423,7 +463,8 @@ impl Generation {
     /// part of `grace`; always reaps it and removes its socket.
     pub async fn stop(mut self, grace: Duration) -> String {
         let mut rpc = self.rpc.clone();
-        let asked = tokio::time::timeout(grace, rpc.shutdown(baton_proto::plugin::ShutdownRequest {}));
+        let asked =
+            tokio::time::timeout(grace, rpc.shutdown(baton_proto::plugin::ShutdownRequest {}));
         let status = match tokio::time::timeout(grace, async {
             let _ = asked.await;
             self.child.wait().await
@@ -433,7 +474,9 @@ impl Generation {
             Ok(status) => describe_exit(&status),
             Err(_) => {
                 kill_group(self.pid, Signal::SIGTERM);
-                match tokio::time::timeout(grace.min(Duration::from_secs(1)), self.child.wait()).await {
+                match tokio::time::timeout(grace.min(Duration::from_secs(1)), self.child.wait())
+                    .await
+                {
                     Ok(status) => describe_exit(&status),
                     Err(_) => {
                         kill_group(self.pid, Signal::SIGKILL);
@@ -469,12 +512,16 @@ fn kill_group(pid: u32, signal: Signal) {
 fn new_token() -> Result<String, StartError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
-        StartError::Handshake(format!("cannot make a launch token: the OS random generator failed: {e}"))
+        StartError::Handshake(format!(
+            "cannot make a launch token: the OS random generator failed: {e}"
+        ))
     })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-async fn read_handshake_line<R: AsyncRead + Unpin>(stdout: &mut BufReader<R>) -> Result<String, StartError> {
+async fn read_handshake_line<R: AsyncRead + Unpin>(
+    stdout: &mut BufReader<R>,
+) -> Result<String, StartError> {
     let mut buf = Vec::new();
     let n = (&mut *stdout)
         .take(MAX_HANDSHAKE_LINE)
@@ -486,15 +533,16 @@ async fn read_handshake_line<R: AsyncRead + Unpin>(stdout: &mut BufReader<R>) ->
             "closed stdout without printing the handshake line (expected `baton|{PROTOCOL_VERSION}|unix|<socket>`)"
         )));
     }
-    if buf.last() != Some(&b'\n') {
-        if n as u64 >= MAX_HANDSHAKE_LINE {
-            return Err(StartError::Handshake(format!(
-                "printed a first stdout line longer than {MAX_HANDSHAKE_LINE} bytes, expected `baton|{PROTOCOL_VERSION}|unix|<socket>`"
-            )));
-        }
-        // stdout closed mid-line; judge what came.
+    // A first line without a newline is judged as it came (stdout closed mid-line),
+    // unless it hit the length limit.
+    if buf.last() != Some(&b'\n') && n as u64 >= MAX_HANDSHAKE_LINE {
+        return Err(StartError::Handshake(format!(
+            "printed a first stdout line longer than {MAX_HANDSHAKE_LINE} bytes, expected `baton|{PROTOCOL_VERSION}|unix|<socket>`"
+        )));
     }
-    Ok(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned())
+    Ok(String::from_utf8_lossy(&buf)
+        .trim_end_matches(['\n', '\r'])
+        .to_owned())
 }
 
 /// Checks `baton|<version>|unix|<path>`; the message says what was expected and what came.
@@ -543,23 +591,41 @@ async fn capture_lines<R: AsyncRead + Unpin>(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match (&mut reader).take(MAX_LOG_LINE as u64).read_until(b'\n', &mut buf).await {
+        match (&mut reader)
+            .take(MAX_LOG_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned();
+        let text = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
         if stream == "stdout" {
             tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "stray stdout after the handshake (logs belong on stderr): {text}");
         } else {
             let (level, rest) = level_of(&text);
             match level {
-                tracing::Level::ERROR => tracing::error!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
-                tracing::Level::WARN => tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
-                tracing::Level::DEBUG | tracing::Level::TRACE => tracing::debug!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
-                _ => tracing::info!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}"),
+                tracing::Level::ERROR => {
+                    tracing::error!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
+                }
+                tracing::Level::WARN => {
+                    tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
+                }
+                tracing::Level::DEBUG | tracing::Level::TRACE => {
+                    tracing::debug!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
+                }
+                _ => {
+                    tracing::info!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
+                }
             }
         }
-        ring.push(LogLine { generation, stream, text });
+        ring.push(LogLine {
+            generation,
+            stream,
+            text,
+        });
     }
 }
 
@@ -587,7 +653,12 @@ mod tests {
     fn handshake_lines_are_judged_with_what_was_expected() {
         let sock = Path::new("/tmp/x/counter.1.sock");
         assert!(check_handshake("baton|1|unix|/tmp/x/counter.1.sock", sock).is_ok());
-        let e = |l: &str| check_handshake(l, sock).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = |l: &str| {
+            check_handshake(l, sock)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(e("hello world").contains("printed `hello world`"));
         assert!(e("hello world").contains("baton|1|unix|/tmp/x/counter.1.sock"));
         assert!(e("baton|2|unix|/tmp/x/counter.1.sock").contains("protocol version \"2\""));

@@ -134,7 +134,10 @@ pub(crate) struct Supervisor {
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
-pub(crate) fn spawn(launcher: Launcher, events: EventSender) -> (PluginHandle, tokio::task::JoinHandle<()>) {
+pub(crate) fn spawn(
+    launcher: Launcher,
+    events: EventSender,
+) -> (PluginHandle, tokio::task::JoinHandle<()>) {
     let name = launcher.name.clone();
     let (route_tx, route_rx) = watch::channel(Route::Starting);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -189,7 +192,9 @@ impl Supervisor {
     }
 
     fn emit(&self, generation: u64, kind: &'static str, message: String) {
-        let _ = self.events.send(Event::new(self.name(), generation, kind, message));
+        let _ = self
+            .events
+            .send(Event::new(self.name(), generation, kind, message));
     }
 
     async fn run(mut self) {
@@ -230,7 +235,10 @@ impl Supervisor {
                     }
                 }
                 Err(e) => {
-                    let reason = format!("plugin {} (generation {number}) failed to start: {e}", self.name());
+                    let reason = format!(
+                        "plugin {} (generation {number}) failed to start: {e}",
+                        self.name()
+                    );
                     tracing::error!(generation = number, "{reason}");
                     self.emit(number, "start_failed", reason.clone());
                     (reason, Duration::ZERO)
@@ -251,7 +259,10 @@ impl Supervisor {
                         s.last_error = Some(reason.clone());
                         s.restarts += 1;
                     });
-                    tracing::info!(delay_ms = delay.as_millis() as u64, "restarting after backoff");
+                    tracing::info!(
+                        delay_ms = delay.as_millis() as u64,
+                        "restarting after backoff"
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         cmd = self.commands.recv() => {
@@ -301,7 +312,12 @@ impl Supervisor {
             s.pid = Some(generation.pid);
             s.socket = Some(generation.socket.clone());
             s.plugin_version = generation.describe.plugin_version.clone();
-            s.methods = generation.describe.methods.iter().map(|m| m.name.clone()).collect();
+            s.methods = generation
+                .describe
+                .methods
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
             s.ready_at = Some(generation.ready_at);
         });
         self.route.send_replace(Route::Serving(live));
@@ -324,22 +340,18 @@ impl Supervisor {
     }
 
     async fn serve(&mut self, mut generation: Generation) -> Ended {
-        loop {
-            tokio::select! {
-                status = generation.wait() => {
-                    generation.clean_up();
-                    return Ended::Crashed { status };
-                }
-                cmd = self.commands.recv() => {
-                    let Some(Command::Stop(ack)) = cmd else {
-                        // Every handle is gone: nobody can call or stop us, so stop.
-                        self.stop_generation(generation).await;
-                        return Ended::Stopped;
-                    };
-                    self.stop_generation(generation).await;
+        tokio::select! {
+            status = generation.wait() => {
+                generation.clean_up();
+                Ended::Crashed { status }
+            }
+            cmd = self.commands.recv() => {
+                self.stop_generation(generation).await;
+                // With every handle gone nobody can call or stop us, so stop too.
+                if let Some(Command::Stop(ack)) = cmd {
                     let _ = ack.send(());
-                    return Ended::Stopped;
                 }
+                Ended::Stopped
             }
         }
     }
@@ -349,8 +361,9 @@ impl Supervisor {
         self.update(|s| s.state = PluginState::Stopping);
         let number = generation.number;
         let status = generation.stop(self.launcher.config.shutdown_grace()).await;
-        tracing::info!(generation = number, "plugin stopped: {status}");
-        self.emit(number, "stopped", format!("plugin {} stopped: {status}", self.name()));
+        let message = format!("plugin {} stopped: {status}", self.name());
+        tracing::info!(generation = number, "{message}");
+        self.emit(number, "stopped", message);
         self.update(|s| {
             s.pid = None;
             s.socket = None;
@@ -370,7 +383,6 @@ impl Supervisor {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -401,8 +413,14 @@ mod tests {
         for _ in 0..3 {
             p.on_crash(t, Duration::ZERO);
         }
-        assert_eq!(p.on_crash(t, Duration::from_secs(120)), Some(Duration::ZERO));
-        assert_eq!(p.on_crash(t, Duration::ZERO), Some(Duration::from_millis(100)));
+        assert_eq!(
+            p.on_crash(t, Duration::from_secs(120)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            p.on_crash(t, Duration::ZERO),
+            Some(Duration::from_millis(100))
+        );
     }
 
     #[test]
@@ -414,7 +432,13 @@ mod tests {
         });
         let t = Instant::now();
         assert!(p.on_crash(t, Duration::ZERO).is_some());
-        assert!(p.on_crash(t + Duration::from_secs(5), Duration::ZERO).is_some());
-        assert!(p.on_crash(t + Duration::from_millis(5_500), Duration::ZERO).is_none());
+        assert!(
+            p.on_crash(t + Duration::from_secs(5), Duration::ZERO)
+                .is_some()
+        );
+        assert!(
+            p.on_crash(t + Duration::from_millis(5_500), Duration::ZERO)
+                .is_none()
+        );
     }
 }

@@ -31,8 +31,8 @@ mod server;
 pub mod state;
 
 pub use bytes::Bytes;
-pub use server::{serve, serve_with_listener, Launch, LaunchError};
-pub use tonic::{async_trait, Code, Status};
+pub use server::{Launch, LaunchError, serve, serve_with_listener};
+pub use tonic::{Code, Status, async_trait};
 pub use tracing;
 
 /// What a plugin tells the host about itself in `Describe`.

@@ -62,7 +62,8 @@ pub enum LaunchError {
 impl Launch {
     /// Reads the handshake variables.
     pub fn from_env() -> Result<Self, LaunchError> {
-        let var = |name: &'static str| std::env::var(name).map_err(|_| LaunchError::MissingEnv(name));
+        let var =
+            |name: &'static str| std::env::var(name).map_err(|_| LaunchError::MissingEnv(name));
         Ok(Self {
             socket: PathBuf::from(var(env::SOCKET)?),
             host_protocol_version: var(env::PROTOCOL_VERSION)?,
@@ -137,7 +138,10 @@ pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_service_status("baton.plugin.v1.Plugin", tonic_health::ServingStatus::Serving)
+        .set_service_status(
+            "baton.plugin.v1.Plugin",
+            tonic_health::ServingStatus::Serving,
+        )
         .await;
 
     let stop = Arc::new(Notify::new());
@@ -158,7 +162,8 @@ pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result
     tracing::info!(socket = %launch.socket.display(), "serving");
 
     let shutdown = async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let sigterm = async {
             match term.as_mut() {
                 Some(s) => {
@@ -187,9 +192,13 @@ pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result
 fn print_handshake(launch: &Launch) -> Result<(), LaunchError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "baton|{PROTOCOL_VERSION}|unix|{}", launch.socket.display())
-        .and_then(|()| out.flush())
-        .map_err(LaunchError::Handshake)
+    writeln!(
+        out,
+        "baton|{PROTOCOL_VERSION}|unix|{}",
+        launch.socket.display()
+    )
+    .and_then(|()| out.flush())
+    .map_err(LaunchError::Handshake)
 }
 
 fn check_token(req: &Request<()>, token: &str) -> Result<(), Status> {

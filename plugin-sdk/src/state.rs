@@ -43,7 +43,9 @@ pub enum ReassemblyError {
     #[error("state stream ended after {chunks} chunks without a last chunk (truncated)")]
     Truncated { chunks: u64 },
     /// The CRC-32 of the data does not match the last chunk's checksum.
-    #[error("state checksum mismatch: the last chunk says {expected:08x}, the data hashes to {got:08x}")]
+    #[error(
+        "state checksum mismatch: the last chunk says {expected:08x}, the data hashes to {got:08x}"
+    )]
     Checksum { expected: u32, got: u32 },
     /// The state is larger than the receiver accepts.
     #[error("state exceeds the limit of {limit} bytes")]
@@ -155,28 +157,43 @@ mod tests {
         cs.swap(0, 1);
         assert_eq!(
             reassemble(cs),
-            Err(ReassemblyError::OutOfOrder { expected: 0, got: 1 })
+            Err(ReassemblyError::OutOfOrder {
+                expected: 0,
+                got: 1
+            })
         );
 
         let mut cs = chunks(1, state.clone());
         cs.pop();
-        assert_eq!(reassemble(cs), Err(ReassemblyError::Truncated { chunks: 2 }));
+        assert_eq!(
+            reassemble(cs),
+            Err(ReassemblyError::Truncated { chunks: 2 })
+        );
 
         let mut cs = chunks(1, state.clone());
         let mut corrupted = cs[1].data.to_vec();
         corrupted[3] ^= 1;
         cs[1].data = Bytes::from(corrupted);
-        assert!(matches!(reassemble(cs), Err(ReassemblyError::Checksum { .. })));
+        assert!(matches!(
+            reassemble(cs),
+            Err(ReassemblyError::Checksum { .. })
+        ));
 
         let mut cs = chunks(1, state);
         cs[2].schema_version = 2;
-        assert!(matches!(reassemble(cs), Err(ReassemblyError::SchemaChanged { .. })));
+        assert!(matches!(
+            reassemble(cs),
+            Err(ReassemblyError::SchemaChanged { .. })
+        ));
     }
 
     #[test]
     fn enforces_the_size_limit() {
         let mut r = Reassembly::new(10);
         let cs = chunks(1, Bytes::from(vec![0u8; 11]));
-        assert_eq!(r.push(cs[0].clone()), Err(ReassemblyError::TooLarge { limit: 10 }));
+        assert_eq!(
+            r.push(cs[0].clone()),
+            Err(ReassemblyError::TooLarge { limit: 10 })
+        );
     }
 }

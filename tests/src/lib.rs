@@ -1,0 +1,260 @@
+//! Helpers for baton's end-to-end tests: start a real `baton` host with real plugin
+//! processes, call it, wait for conditions with deadlines, and clean up every process.
+
+use std::future::Future;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_proto::host::supervisor_client::SupervisorClient;
+use baton_proto::host::{InvokeRequest, ListRequest, PluginStatus, StatusRequest};
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tonic::transport::{Channel, Endpoint};
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    // Test binaries live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary is inside target/<profile>/deps")
+        .to_owned()
+}
+
+/// A workspace binary, checked to exist.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a process is running (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state letter follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// A channel to a Unix socket.
+pub async fn unix_channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = path.to_owned();
+    Endpoint::from_static("http://test")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+}
+
+/// A `baton run` process with its own config, socket and log, in a temporary directory.
+pub struct TestHost {
+    /// The host process.
+    pub child: Child,
+    /// Holds the config, the control socket and the host's log.
+    pub dir: tempfile::TempDir,
+    /// The control socket.
+    pub socket: PathBuf,
+    client: Option<SupervisorClient<Channel>>,
+}
+
+impl TestHost {
+    /// Writes `plugins_toml` (the `[plugins.*]` tables) into a config and starts a host on it,
+    /// returning once its control API answers.
+    pub async fn start(plugins_toml: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-test-")
+            .tempdir()
+            .expect("a temp dir");
+        let socket = dir.path().join("baton.sock");
+        let config = dir.path().join("baton.toml");
+        std::fs::write(
+            &config,
+            format!("socket = \"{}\"\n\n{plugins_toml}", socket.display()),
+        )
+        .expect("write the config");
+        let log = std::fs::File::create(dir.path().join("host.log")).expect("create the log");
+        let child = Command::new(bin("baton"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("BATON_LOG", "info,baton::plugin=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start baton");
+        let mut host = Self {
+            child,
+            dir,
+            socket,
+            client: None,
+        };
+        let socket = host.socket.clone();
+        let channel = wait_until(
+            "the host's control API answers",
+            Duration::from_secs(10),
+            || {
+                let socket = socket.clone();
+                async move { unix_channel(&socket).await.ok() }
+            },
+        )
+        .await;
+        host.client = Some(
+            SupervisorClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        );
+        host
+    }
+
+    /// A client of the control API.
+    pub fn client(&self) -> SupervisorClient<Channel> {
+        self.client.clone().expect("the host was started")
+    }
+
+    /// Calls a plugin through the host.
+    pub async fn invoke(
+        &self,
+        plugin: &str,
+        method: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        self.client()
+            .invoke(InvokeRequest {
+                plugin: plugin.into(),
+                method: method.into(),
+                payload: payload.into().into(),
+                metadata: Default::default(),
+            })
+            .await
+            .map(|r| r.into_inner().payload.to_vec())
+    }
+
+    /// Calls a plugin and returns the answer as text, panicking on error.
+    pub async fn call_text(&self, plugin: &str, method: &str, payload: &str) -> String {
+        match self.invoke(plugin, method, payload).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(status) => panic!("{plugin}.{method}({payload:?}) failed: {status:?}"),
+        }
+    }
+
+    /// The host's view of one plugin.
+    pub async fn status(&self, plugin: &str) -> PluginStatus {
+        self.client()
+            .status(StatusRequest {
+                plugin: plugin.into(),
+            })
+            .await
+            .expect("status")
+            .into_inner()
+    }
+
+    /// Every plugin's status.
+    pub async fn list(&self) -> Vec<PluginStatus> {
+        self.client()
+            .list(ListRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .plugins
+    }
+
+    /// Waits until `plugin` serves and returns its status.
+    pub async fn serving(&self, plugin: &str, timeout: Duration) -> PluginStatus {
+        wait_until(&format!("{plugin} serves"), timeout, || async {
+            let s = self.status(plugin).await;
+            (s.state == baton_proto::host::PluginState::Serving as i32).then_some(s)
+        })
+        .await
+    }
+
+    /// Everything the host has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// The host's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (bounded) for the host to exit; returns its exit code.
+    pub fn stop(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// SIGKILLs the host, as a crash or the OOM killer would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Shown with the failed test's output: what the host saw is usually the why.
+            eprintln!(
+                "---- host log ----\n{}---- end of host log ----",
+                self.log()
+            );
+        }
+        // Plugins die with the host (PDEATHSIG); the group kill covers anything else.
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `[plugins.NAME]` table running a workspace binary with extra settings.
+pub fn plugin(name: &str, binary: &str, args: &[&str], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[plugins.{name}]\ncommand = \"{}\"\nargs = [{}]\n{extra}\n",
+        bin(binary).display(),
+        args.join(", ")
+    )
+}

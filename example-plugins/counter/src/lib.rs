@@ -114,7 +114,9 @@ impl<'a> Cursor<'a> {
 
 fn key_of(payload: &[u8]) -> Result<&str, Status> {
     match std::str::from_utf8(payload) {
-        Ok("") => Err(Status::invalid_argument("the payload must be a counter name, got nothing")),
+        Ok("") => Err(Status::invalid_argument(
+            "the payload must be a counter name, got nothing",
+        )),
         Ok(key) => Ok(key),
         Err(_) => Err(Status::invalid_argument("the counter name must be UTF-8")),
     }
@@ -125,20 +127,26 @@ impl Plugin for Counter {
     fn describe(&self) -> Description {
         Description::new("counter", env!("CARGO_PKG_VERSION"))
             .state_schema(STATE_SCHEMA)
-            .method("incr", "adds one to the counter named by the payload; returns the new value")
-            .method("get", "returns the value of the counter named by the payload (0 if unset)")
+            .method(
+                "incr",
+                "adds one to the counter named by the payload; returns the new value",
+            )
+            .method(
+                "get",
+                "returns the value of the counter named by the payload (0 if unset)",
+            )
     }
 
     async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
-        let key = key_of(&payload)?;
         let value = match method {
             "incr" => {
+                let key = key_of(&payload)?;
                 let mut counts = self.counts();
                 let v = counts.entry(key.to_owned()).or_insert(0);
                 *v += 1;
                 *v
             }
-            "get" => self.counts().get(key).copied().unwrap_or(0),
+            "get" => self.counts().get(key_of(&payload)?).copied().unwrap_or(0),
             other => {
                 return Err(Status::unimplemented(format!(
                     "counter has no method {other:?} (it has incr, get)"
@@ -187,7 +195,10 @@ mod tests {
         let good = encode(&counts);
         assert_eq!(decode(b"XXXX\0\0\0\0"), Err(DecodeError::BadMagic));
         for cut in 0..good.len() {
-            assert!(matches!(decode(&good[..cut]), Err(DecodeError::Truncated(_))), "cut {cut}");
+            assert!(
+                matches!(decode(&good[..cut]), Err(DecodeError::Truncated(_))),
+                "cut {cut}"
+            );
         }
         let mut long = good.clone();
         long.push(0);

@@ -1,1 +1,99 @@
-fn main(){}
+//! A plugin that misbehaves on purpose, for the end-to-end tests. The first argument
+//! picks the fault:
+//!
+//! - `ok`: a healthy plugin (started `FAULTY_START_DELAY_MS` late, if set) whose methods misbehave on request: `echo`, `pid`,
+//!   `crash` (exits with code 3 mid-call), `abort` (dies by SIGABRT mid-call),
+//!   `hang` (never answers), `stdout` (writes a stray line to stdout).
+//! - `garbage`: prints something other than the handshake line.
+//! - `wrong-version`: prints a handshake line for protocol version 99.
+//! - `silent`: prints nothing and waits forever.
+//! - `exit-at-start`: writes a reason to stderr and exits with code 3.
+//! - `no-health`: prints a valid handshake line but serves nothing on the socket.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use baton_plugin_sdk::{Bytes, Description, Plugin, Status, async_trait};
+
+struct Faulty;
+
+#[async_trait]
+impl Plugin for Faulty {
+    fn describe(&self) -> Description {
+        Description::new("faulty", "test")
+            .method("echo", "returns the payload")
+            .method("pid", "returns the process id")
+            .method("crash", "exits with code 3 before answering")
+            .method("abort", "dies by SIGABRT before answering")
+            .method("hang", "never answers")
+            .method("stdout", "prints a stray line on stdout")
+    }
+
+    async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
+        match method {
+            "echo" => Ok(payload),
+            "pid" => Ok(Bytes::from(std::process::id().to_string())),
+            "crash" => std::process::exit(3),
+            "abort" => std::process::abort(),
+            "hang" => loop {
+                eprintln!("hanging on purpose");
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            },
+            "stdout" => {
+                println!("a stray line on stdout");
+                Ok(Bytes::new())
+            }
+            other => Err(Status::unimplemented(format!(
+                "faulty has no method {other:?}"
+            ))),
+        }
+    }
+}
+
+fn socket() -> String {
+    std::env::var("BATON_PLUGIN_SOCKET").unwrap_or_default()
+}
+
+fn wait_forever() -> ExitCode {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn main() -> ExitCode {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "ok".into());
+    match mode.as_str() {
+        "ok" => {
+            // Lets tests make a restart take a while, to see calls wait for it.
+            if let Some(ms) = std::env::var("FAULTY_START_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            baton_plugin_sdk::serve(Faulty)
+        }
+        "garbage" => {
+            println!("Hello! I am a plugin that prints banners.");
+            wait_forever()
+        }
+        "wrong-version" => {
+            println!("baton|99|unix|{}", socket());
+            wait_forever()
+        }
+        "silent" => wait_forever(),
+        "exit-at-start" => {
+            eprintln!("fatal: cannot open /nonexistent/faulty.conf");
+            ExitCode::from(3)
+        }
+        "no-health" => {
+            let _listener = std::os::unix::net::UnixListener::bind(socket());
+            println!("baton|1|unix|{}", socket());
+            wait_forever()
+        }
+        other => {
+            eprintln!("faulty: unknown mode {other:?}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,9 @@
-fn main(){}
+//! End-to-end tests: each starts a real `baton` host with real plugin processes.
+//! All of them compile into this one binary; `baton_tests` holds the shared helpers.
+
+mod bad_plugins;
+mod calls;
+mod config;
+mod crashes;
+mod host_death;
+mod token;

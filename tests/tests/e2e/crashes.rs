@@ -1,0 +1,228 @@
+//! A plugin that dies is restarted; its neighbours never notice; a crash loop fails fast.
+
+use std::time::{Duration, Instant};
+
+use baton_proto::host::PluginState;
+use baton_tests::{TestHost, alive, plugin, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+#[tokio::test]
+async fn a_killed_plugin_is_restarted_and_its_neighbour_never_notices() {
+    let host = TestHost::start(
+        &(plugin("counter", "counter", &[], "") + &plugin("echo", "echo", &[], "")),
+    )
+    .await;
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    let before = host.serving("counter", Duration::from_secs(10)).await;
+    let echo_before = host.serving("echo", Duration::from_secs(10)).await;
+
+    // Keep calling echo the whole time: not one call may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo_calls = {
+        let client = host.client();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
+                let reply = client
+                    .invoke(baton_proto::host::InvokeRequest {
+                        plugin: "echo".into(),
+                        method: "echo".into(),
+                        payload: format!("{n}").into_bytes().into(),
+                        metadata: Default::default(),
+                    })
+                    .await
+                    .expect("echo never fails while counter crashes");
+                assert_eq!(reply.into_inner().payload, format!("{n}").into_bytes());
+                n += 1;
+            }
+            n
+        })
+    };
+
+    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill counter");
+    let killed_at = Instant::now();
+    // A call racing the kill itself may have reached the dying process (it is then in
+    // flight, and fails); the host notices the exit at once, and the next call succeeds.
+    wait_until(
+        "the host notices the exit",
+        Duration::from_secs(1),
+        || async {
+            let s = host.status("counter").await;
+            (s.pid != before.pid).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(host.call_text("counter", "incr", "fresh").await, "1");
+    let recovered = killed_at.elapsed();
+    assert!(
+        recovered < Duration::from_secs(1),
+        "recovery took {recovered:?}"
+    );
+
+    let after = host.status("counter").await;
+    assert_ne!(after.pid, before.pid);
+    assert_eq!(after.generation, before.generation + 1);
+    assert_eq!(after.restarts, 1);
+    assert!(
+        after.last_error.contains("killed by signal 9 (SIGKILL)"),
+        "{}",
+        after.last_error
+    );
+    assert!(!alive(before.pid));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = echo_calls.await.expect("echo caller");
+    assert!(n > 0);
+    let echo_after = host.status("echo").await;
+    assert_eq!(
+        (echo_after.pid, echo_after.generation, echo_after.restarts),
+        (echo_before.pid, echo_before.generation, 0)
+    );
+
+    let log = host.log();
+    assert!(log.contains("plugin counter (generation 1"), "{log}");
+    assert!(
+        log.contains("exited unexpectedly: killed by signal 9 (SIGKILL)"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_in_flight_when_the_plugin_dies_gets_unavailable_naming_it() {
+    let host = TestHost::start(&plugin("faulty", "faulty", &["ok"], "")).await;
+    let before = host.serving("faulty", Duration::from_secs(10)).await;
+    let err = host
+        .invoke("faulty", "crash", "")
+        .await
+        .expect_err("the plugin exits mid-call");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let msg = err.message();
+    assert!(
+        msg.contains("plugin faulty") && msg.contains(&format!("pid {}", before.pid)),
+        "{msg}"
+    );
+    assert!(msg.contains("exit code 3"), "{msg}");
+
+    let err = host
+        .invoke("faulty", "abort", "")
+        .await
+        .expect_err("the plugin aborts mid-call");
+    assert!(err.message().contains("SIGABRT"), "{}", err.message());
+    // And it is back.
+    assert_eq!(
+        host.invoke("faulty", "echo", "again")
+            .await
+            .expect("restarted"),
+        b"again"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_loop_ends_in_failed_and_calls_fail_fast() {
+    let host = TestHost::start(
+        &(plugin(
+            "flaky",
+            "faulty",
+            &["exit-at-start"],
+            "[plugins.flaky.restart]\ninitial_backoff_ms = 10\nmax_crashes = 4\n",
+        ) + &plugin("echo", "echo", &[], "")),
+    )
+    .await;
+    let status = wait_until("flaky is failed", Duration::from_secs(10), || async {
+        let s = host.status("flaky").await;
+        (s.state == PluginState::Failed as i32).then_some(s)
+    })
+    .await;
+    assert!(
+        status.last_error.contains("plugin flaky failed: 4 crashes"),
+        "{}",
+        status.last_error
+    );
+    assert!(
+        status.last_error.contains("exit code 3"),
+        "{}",
+        status.last_error
+    );
+    assert!(
+        status
+            .last_error
+            .contains("cannot open /nonexistent/faulty.conf"),
+        "{}",
+        status.last_error
+    );
+
+    let started = Instant::now();
+    let err = host
+        .invoke("flaky", "echo", "x")
+        .await
+        .expect_err("failed plugin");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(
+        err.message().contains("plugin flaky failed"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        host.invoke("echo", "echo", "fine").await.expect("echo"),
+        b"fine"
+    );
+}
+
+#[tokio::test]
+async fn calls_made_while_a_plugin_restarts_wait_for_it() {
+    let host = TestHost::start(&plugin(
+        "slow",
+        "faulty",
+        &["ok"],
+        "[plugins.slow.env]\nFAULTY_START_DELAY_MS = \"400\"\n",
+    ))
+    .await;
+    let before = host.serving("slow", Duration::from_secs(10)).await;
+    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill");
+    wait_until(
+        "the host is restarting it",
+        Duration::from_secs(1),
+        || async {
+            let s = host.status("slow").await;
+            (s.state != PluginState::Serving as i32).then_some(())
+        },
+    )
+    .await;
+    // The new process takes 400 ms to start; these calls wait rather than fail.
+    let started = Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let client = host.client();
+            tokio::spawn(async move {
+                let mut client = client;
+                client
+                    .invoke(baton_proto::host::InvokeRequest {
+                        plugin: "slow".into(),
+                        method: "echo".into(),
+                        payload: format!("held {i}").into_bytes().into(),
+                        metadata: Default::default(),
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let reply = call.await.expect("task").expect("a held call succeeds");
+        assert_eq!(reply.payload, format!("held {i}").into_bytes());
+        assert_eq!(reply.generation, before.generation + 1);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the calls did not wait: {:?}",
+        started.elapsed()
+    );
+}
