@@ -18,10 +18,40 @@ pub struct Config {
     /// `dev` (reload on every change, verbose) or `production`.
     #[serde(default)]
     pub mode: Mode,
+    /// How file changes are noticed: `native` (inotify; falls back to polling if it
+    /// cannot start) or `poll` (for network and overlay filesystems that send no events).
+    #[serde(default)]
+    pub watcher: WatcherKind,
+    /// With `watcher = "poll"`, how often watched files are checked.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
     /// The plugins, by name. A name is used in file names, so it may hold only ASCII
     /// letters, digits, `-` and `_`.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// How file changes are noticed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatcherKind {
+    /// The OS's file events (inotify).
+    #[default]
+    Native,
+    /// Checking metadata at `poll_interval_ms`.
+    Poll,
+}
+
+/// When a plugin is handed over to a new process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadMode {
+    /// On every settled change of the binary or a watched file.
+    Watch,
+    /// Only on `baton ctl reload`.
+    Manual,
+    /// Never; changes are ignored.
+    Off,
 }
 
 /// How eagerly the host changes what runs.
@@ -60,6 +90,25 @@ pub struct PluginConfig {
     /// What to do when the process exits unasked.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// `watch`, `manual` or `off`. Default: `watch` in dev mode, `manual` in production.
+    #[serde(default)]
+    pub reload: Option<ReloadMode>,
+    /// More files, directories or globs (`src/*.py`, `lib/**/*.py`) whose changes reload
+    /// the plugin, such as a script plugin's sources; relative to the config file.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// How long a changed file must stay unchanged before it is loaded, so a file still
+    /// being written is never started.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    /// The longest a handover may take, from starting the new process to switching
+    /// calls to it; past it the new process is dropped and the old one keeps serving.
+    #[serde(default = "default_handover_timeout_ms")]
+    pub handover_timeout_ms: u64,
+    /// Run a private copy of the binary, so the original can be rewritten in place,
+    /// even half-way, while the plugin runs. Only for commands given as a path.
+    #[serde(default = "default_true")]
+    pub copy_binary: bool,
 }
 
 /// Restart policy after crashes: exponential backoff and a crash-loop breaker.
@@ -107,6 +156,18 @@ fn default_call_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     3_000
 }
+fn default_poll_interval_ms() -> u64 {
+    500
+}
+fn default_settle_ms() -> u64 {
+    100
+}
+fn default_handover_timeout_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
 fn default_initial_backoff_ms() -> u64 {
     100
 }
@@ -134,7 +195,30 @@ impl PluginConfig {
             call_timeout_ms: default_call_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             restart: RestartConfig::default(),
+            reload: None,
+            watch: Vec::new(),
+            settle_ms: default_settle_ms(),
+            handover_timeout_ms: default_handover_timeout_ms(),
+            copy_binary: true,
         }
+    }
+
+    /// The reload mode in effect under `mode`.
+    pub fn reload_mode(&self, mode: Mode) -> ReloadMode {
+        self.reload.unwrap_or(match mode {
+            Mode::Dev => ReloadMode::Watch,
+            Mode::Production => ReloadMode::Manual,
+        })
+    }
+
+    /// `handover_timeout_ms` as a duration.
+    pub fn handover_timeout(&self) -> Duration {
+        Duration::from_millis(self.handover_timeout_ms)
+    }
+
+    /// `settle_ms` as a duration.
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
     }
 
     /// `handshake_timeout_ms` as a duration.
@@ -157,6 +241,8 @@ impl Config {
         Self {
             socket: default_socket(),
             mode: Mode::default(),
+            watcher: WatcherKind::default(),
+            poll_interval_ms: default_poll_interval_ms(),
             plugins: BTreeMap::new(),
         }
     }
@@ -168,8 +254,14 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
+        // Absolute, so that file-change events (which carry the watched directory's
+        // path) can be matched against the configured paths.
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        config.resolve_paths(&base);
         Ok(config)
     }
 
@@ -218,6 +310,7 @@ impl Config {
             }
             for (key, value, min) in [
                 ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
+                ("handover_timeout_ms", plugin.handover_timeout_ms, 1),
                 ("call_timeout_ms", plugin.call_timeout_ms, 1),
                 ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),
                 (
@@ -229,6 +322,11 @@ impl Config {
             ] {
                 if value < min {
                     return Err((field(key), format!("must be at least {min}, got {value}")));
+                }
+            }
+            for entry in &plugin.watch {
+                if let Err(e) = glob::Pattern::new(entry) {
+                    return Err((field("watch"), format!("{entry:?} is not a valid glob: {e}")));
                 }
             }
             if plugin.restart.initial_backoff_ms > plugin.restart.max_backoff_ms {
@@ -252,6 +350,11 @@ impl Config {
             // A bare program name (`python3`) is looked up in PATH, as a shell would.
             if plugin.command.components().count() > 1 && plugin.command.is_relative() {
                 plugin.command = base.join(&plugin.command);
+            }
+            for entry in &mut plugin.watch {
+                if Path::new(entry.as_str()).is_relative() {
+                    *entry = base.join(entry.as_str()).to_string_lossy().into_owned();
+                }
             }
         }
     }

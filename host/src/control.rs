@@ -89,6 +89,9 @@ fn to_proto_event(e: Event) -> pb::Event {
         generation: e.generation,
         kind: e.kind.to_owned(),
         message: e.message,
+        hold_us: e.hold_us,
+        state_bytes: e.state_bytes,
+        duration_us: e.duration_us,
     }
 }
 
@@ -131,10 +134,12 @@ impl Supervisor for ControlService {
         &self,
         request: Request<ReloadRequest>,
     ) -> Result<Response<ReloadResponse>, Status> {
-        self.plugin(&request.get_ref().plugin)?;
-        Err(Status::unimplemented(
-            "reload is not implemented by this host yet",
-        ))
+        let generation = self
+            .plugin(&request.get_ref().plugin)?
+            .reload()
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(ReloadResponse { generation }))
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;

@@ -12,14 +12,22 @@ pub struct Event {
     pub plugin: String,
     /// The generation it concerns.
     pub generation: u64,
-    /// A short stable word: `started`, `crashed`, `restarted`, `start_failed`, `failed`, `stopped`.
+    /// A short stable word: `started`, `crashed`, `restarted`, `start_failed`, `failed`,
+    /// `reload_started`, `handover_done`, `rollback`, `stopped`.
     pub kind: &'static str,
     /// Detail in words.
     pub message: String,
+    /// For `handover_done`: how long calls were held, in microseconds.
+    pub hold_us: u64,
+    /// For `handover_done`: bytes of state moved.
+    pub state_bytes: u64,
+    /// For `handover_done`: the whole handover, in microseconds.
+    pub duration_us: u64,
 }
 
 impl Event {
-    pub(crate) fn new(plugin: &str, generation: u64, kind: &'static str, message: String) -> Self {
+    /// An event stamped now.
+    pub fn new(plugin: &str, generation: u64, kind: &'static str, message: String) -> Self {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -29,6 +37,9 @@ impl Event {
             generation,
             kind,
             message,
+            hold_us: 0,
+            state_bytes: 0,
+            duration_us: 0,
         }
     }
 }

@@ -3,12 +3,13 @@
 //! starting or restarting, and fails fast, naming the plugin, when it has failed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_proto::plugin::InvokeRequest;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
 use crate::process::{LogLine, LogRing, PluginRpc};
@@ -24,6 +25,8 @@ pub(crate) enum Route {
     Starting,
     /// Calls go to this generation.
     Serving(Arc<Live>),
+    /// A handover is moving state between generations: calls wait, briefly.
+    Held,
     /// The process died and a new one is coming: calls wait.
     Restarting { reason: Arc<str> },
     /// Crash loop: calls fail at once.
@@ -38,6 +41,74 @@ pub(crate) struct Live {
     pub(crate) pid: u32,
     pub(crate) rpc: PluginRpc,
     pub(crate) exited: watch::Receiver<Option<String>>,
+    /// Calls sent to this generation and not yet answered.
+    inflight: AtomicUsize,
+    /// Woken when `inflight` drops to zero.
+    idle: Notify,
+}
+
+impl Live {
+    pub(crate) fn new(
+        generation: u64,
+        pid: u32,
+        rpc: PluginRpc,
+        exited: watch::Receiver<Option<String>>,
+    ) -> Self {
+        Self {
+            generation,
+            pid,
+            rpc,
+            exited,
+            inflight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Counts a call in. Called only while the route is borrowed, so once the
+    /// supervisor has replaced the route no new call can start on this generation.
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Waits until no call is in flight here. The caller has already taken this
+    /// generation out of the route, so the count can only fall.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.inflight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// One call in flight on a generation; counted out when dropped.
+struct InFlight(Arc<Live>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// Counts the call out, keeping the generation's details for the reply.
+    fn leave(self) -> Arc<Live> {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = Live;
+    fn deref(&self) -> &Live {
+        &self.0
+    }
 }
 
 /// How a failed call ends.
@@ -151,7 +222,10 @@ impl PluginHandle {
                 metadata: metadata.clone(),
             });
             request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            return match tokio::time::timeout_at(deadline, rpc.invoke(request)).await {
+            let outcome = tokio::time::timeout_at(deadline, rpc.invoke(request)).await;
+            // The call is over: a handover waiting for this generation to drain may go on.
+            let live = live.leave();
+            return match outcome {
                 Ok(Ok(response)) => Ok(Reply {
                     payload: response.into_inner().payload,
                     generation: live.generation,
@@ -179,17 +253,17 @@ impl PluginHandle {
         &self,
         deadline: tokio::time::Instant,
         skip: Option<u64>,
-    ) -> Result<Arc<Live>, Status> {
-        // Fast path: one borrow, one Arc clone.
+    ) -> Result<InFlight, Status> {
+        // Fast path: one borrow, one atomic increment, one Arc clone.
         if let Route::Serving(live) = &*self.inner.route.borrow()
             && Some(live.generation) != skip
         {
-            return Ok(live.clone());
+            return Ok(live.enter());
         }
         let mut route = self.inner.route.clone();
         loop {
             let waiting_for = match &*route.borrow_and_update() {
-                Route::Serving(live) if Some(live.generation) != skip => return Ok(live.clone()),
+                Route::Serving(live) if Some(live.generation) != skip => return Ok(live.enter()),
                 Route::Serving(live) => {
                     format!("to replace generation {}, which exited", live.generation)
                 }
@@ -201,6 +275,7 @@ impl PluginHandle {
                     )));
                 }
                 Route::Starting => "to start".to_owned(),
+                Route::Held => "to finish a handover".to_owned(),
                 Route::Restarting { reason } => format!("to restart after: {reason}"),
             };
             match tokio::time::timeout_at(deadline, route.changed()).await {
@@ -270,6 +345,20 @@ impl PluginHandle {
     /// Recent lines of the plugin's output, oldest first.
     pub fn logs(&self) -> Vec<LogLine> {
         self.inner.logs.lines()
+    }
+
+    /// Hands the plugin over to a fresh process (its state kept), even if nothing
+    /// changed; returns the new generation, or why the old one still serves. Revives a
+    /// failed plugin.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || format!("plugin {} is stopped", self.inner.name);
+        self.inner
+            .commands
+            .send(Command::Reload(reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Stops the plugin for good and waits until its process is reaped.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::config::{Config, PluginConfig};
+use crate::config::{Config, Mode, PluginConfig, ReloadMode};
+use crate::watch::BinaryWatcher;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::process::{Launcher, LogRing, Spawner};
@@ -19,6 +20,8 @@ pub struct Host {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     socket_dir: tempfile::TempDir,
     events: EventSender,
+    /// Nudges the plugins that reload on change.
+    watcher: BinaryWatcher,
 }
 
 /// Why a host could not start.
@@ -33,6 +36,9 @@ pub enum HostError {
         #[source]
         source: std::io::Error,
     },
+    /// The file watcher could not start.
+    #[error("cannot start the file watcher: {0}")]
+    Watcher(#[source] notify::Error),
     /// The spawner thread could not start.
     #[error("cannot start the process spawner thread: {0}")]
     Spawner(#[source] std::io::Error),
@@ -57,15 +63,21 @@ impl Host {
                 .map_err(|source| HostError::SocketDir { base, source })?;
         }
         let spawner = Spawner::start().map_err(HostError::Spawner)?;
+        let watcher = BinaryWatcher::start(
+            config.watcher,
+            std::time::Duration::from_millis(config.poll_interval_ms),
+        )
+        .map_err(HostError::Watcher)?;
         let (events, _) = broadcast::channel(1024);
         let mut host = Self {
             plugins: BTreeMap::new(),
             tasks: Vec::new(),
             socket_dir,
             events,
+            watcher,
         };
         for (name, plugin) in &config.plugins {
-            host.add(name, plugin.clone(), &spawner);
+            host.add(name, plugin.clone(), config.mode, &spawner);
         }
         tracing::info!(
             plugins = host.plugins.len(),
@@ -75,7 +87,8 @@ impl Host {
         Ok(host)
     }
 
-    fn add(&mut self, name: &str, config: PluginConfig, spawner: &Spawner) {
+    fn add(&mut self, name: &str, config: PluginConfig, mode: Mode, spawner: &Spawner) {
+        let reload = config.reload_mode(mode);
         let launcher = Launcher {
             name: Arc::from(name),
             config,
@@ -83,7 +96,25 @@ impl Host {
             spawner: spawner.clone(),
             logs: LogRing::default(),
         };
-        let (handle, task) = supervisor::spawn(launcher, self.events.clone());
+        let changes = match reload {
+            ReloadMode::Watch => {
+                let set = launcher.watch_set();
+                if set.is_empty() {
+                    tracing::warn!(plugin = name, "reload = \"watch\", but there is nothing to watch: the command is not a path and `watch` is empty");
+                    None
+                } else {
+                    match self.watcher.subscribe(set) {
+                        Ok(rx) => Some(rx),
+                        Err(e) => {
+                            tracing::error!(plugin = name, "{e}; this plugin reloads only on `baton ctl reload`");
+                            None
+                        }
+                    }
+                }
+            }
+            ReloadMode::Manual | ReloadMode::Off => None,
+        };
+        let (handle, task) = supervisor::spawn(launcher, self.events.clone(), changes);
         self.plugins.insert(name.to_owned(), handle);
         self.tasks.push(task);
     }

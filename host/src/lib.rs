@@ -23,8 +23,9 @@ mod handle;
 mod host;
 pub mod process;
 pub mod supervisor;
+pub mod watch;
 
-pub use config::{Config, ConfigError, Mode, PluginConfig, RestartConfig};
+pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
 pub use events::Event;
 pub use handle::{PluginHandle, Reply};
 pub use host::{Host, HostError};

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use baton_host::control::{self, ControlService};
 use baton_host::{Config, Host};
 use baton_proto::host::supervisor_client::SupervisorClient;
-use baton_proto::host::{EventsRequest, InvokeRequest, ListRequest, PluginState, StatusRequest};
+use baton_proto::host::{
+    EventsRequest, InvokeRequest, ListRequest, PluginState, ReloadRequest, StatusRequest,
+};
 use clap::{Parser, Subcommand};
 
 /// Exit code for a configuration the host cannot use (EX_USAGE).
@@ -60,6 +62,11 @@ enum CtlCmd {
     },
     /// Everything the host knows about one plugin.
     Status {
+        /// The plugin's configured name.
+        plugin: String,
+    },
+    /// Hand PLUGIN over to a fresh process, keeping its state (also revives a failed one).
+    Reload {
         /// The plugin's configured name.
         plugin: String,
     },
@@ -303,6 +310,14 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
                     out.flush()
                 })
                 .map_err(|e| format!("cannot write the answer to stdout: {e}"))?;
+        }
+        CtlCmd::Reload { plugin } => {
+            let reply = client
+                .reload(ReloadRequest { plugin: plugin.clone() })
+                .await
+                .map_err(|s| status_line(&s))?
+                .into_inner();
+            println!("{plugin}: generation {} serving", reply.generation);
         }
         CtlCmd::Events { plugin } => {
             let mut stream = client

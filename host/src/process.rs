@@ -22,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::PluginConfig;
+use crate::watch::WatchSet;
 
 /// Longest handshake line accepted; anything longer is garbage.
 const MAX_HANDSHAKE_LINE: u64 = 4096;
@@ -57,7 +58,8 @@ pub struct Spawner {
     tx: std::sync::mpsc::Sender<SpawnRequest>,
 }
 
-type SpawnRequest = (Command, oneshot::Sender<std::io::Result<Child>>);
+type SpawnJob = Box<dyn FnOnce() -> Result<Child, StartError> + Send>;
+type SpawnRequest = (SpawnJob, oneshot::Sender<Result<Child, StartError>>);
 
 impl Spawner {
     /// Starts the spawner thread, bound to the current tokio runtime.
@@ -69,17 +71,20 @@ impl Spawner {
             .spawn(move || {
                 // Child reaping is driven by the runtime's signal handling.
                 let _guard = runtime.enter();
-                while let Ok((mut command, reply)) = rx.recv() {
-                    let _ = reply.send(command.spawn());
+                while let Ok((job, reply)) = rx.recv() {
+                    let _ = reply.send(job());
                 }
             })?;
         Ok(Self { tx })
     }
 
-    async fn spawn(&self, command: Command) -> std::io::Result<Child> {
+    /// Runs `job` (which forks) on the spawner thread. Copying a binary happens there
+    /// too: a fork while another thread holds the copy open for writing would make
+    /// the exec of that copy fail with ETXTBSY.
+    async fn run(&self, job: SpawnJob) -> Result<Child, StartError> {
         let (reply, result) = oneshot::channel();
-        let gone = || std::io::Error::other("the spawner thread has stopped");
-        self.tx.send((command, reply)).map_err(|_| gone())?;
+        let gone = || StartError::Handshake("the host's spawner thread has stopped".into());
+        self.tx.send((job, reply)).map_err(|_| gone())?;
         result.await.map_err(|_| gone())?
     }
 }
@@ -236,15 +241,15 @@ impl Launcher {
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
 
-        let mut command = Command::new(&self.config.command);
+        let program = self.config.command.clone();
+        let private_copy = self.private_copy(number);
+        let mut command = Command::new(private_copy.as_deref().unwrap_or(&program));
         command
+            .arg0(&program)
             .args(&self.config.args)
             .envs(&self.config.env)
             .env(baton_proto::env::SOCKET, &socket)
-            .env(
-                baton_proto::env::PROTOCOL_VERSION,
-                PROTOCOL_VERSION.to_string(),
-            )
+            .env(baton_proto::env::PROTOCOL_VERSION, PROTOCOL_VERSION.to_string())
             .env(baton_proto::env::TOKEN, &token)
             .env(baton_proto::env::PLUGIN_NAME, &*self.name)
             .stdin(Stdio::null())
@@ -267,12 +272,22 @@ impl Launcher {
         }
         let mut child = self
             .spawner
-            .spawn(command)
-            .await
-            .map_err(|source| StartError::Spawn {
-                command: self.config.command.clone(),
-                source,
-            })?;
+            .run(Box::new(move || {
+                if let Some(copy) = &private_copy {
+                    copy_binary(&program, copy)?;
+                }
+                let spawned = command.spawn().map_err(|source| StartError::Spawn {
+                    command: program.clone(),
+                    source,
+                });
+                // The process has exec'd (or failed to): the copy is no longer needed
+                // on disk, and leaving it would leak one file per launch.
+                if let Some(copy) = &private_copy {
+                    let _ = std::fs::remove_file(copy);
+                }
+                spawned
+            }))
+            .await?;
         let pid = child.id().unwrap_or(0);
         let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
             (Some(o), Some(e)) => (o, e),
@@ -369,6 +384,18 @@ impl Launcher {
                 Err(e)
             }
         }
+    }
+
+    /// The plugin's code, for the file watcher: the binary (if a path) and `watch`.
+    pub fn watch_set(&self) -> WatchSet {
+        let binary = (self.config.command.components().count() > 1).then_some(self.config.command.as_path());
+        WatchSet::new(binary, &self.config.watch)
+    }
+
+    /// Where generation `number` runs its private copy of the binary, if it gets one.
+    fn private_copy(&self, number: u64) -> Option<PathBuf> {
+        (self.config.copy_binary && self.config.command.components().count() > 1)
+            .then(|| self.socket_dir.join(format!("{}.{number}.bin", self.name)))
     }
 
     async fn connect(
@@ -492,11 +519,43 @@ impl Generation {
         status
     }
 
+    /// Kills the process group at once and reaps it: for a generation that never served.
+    pub async fn kill(mut self) {
+        kill_group(self.pid, Signal::SIGKILL);
+        let status = describe_exit(&self.child.wait().await);
+        self.exit_tx.send_replace(Some(status));
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
     /// After the process exited on its own: kill what is left of its group, remove its socket.
     pub fn clean_up(&self) {
         kill_group(self.pid, Signal::SIGKILL);
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// Copies the binary to `to` (mode 0700), refusing a file that changed during the copy:
+/// it was still being written, and its settled version will come with the next change.
+fn copy_binary(from: &Path, to: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fail = |what: &str, source: std::io::Error| StartError::Spawn {
+        command: from.to_owned(),
+        source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
+    };
+    let stamp = |m: &std::fs::Metadata| (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
+    let before = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
+    std::fs::copy(from, to).map_err(|e| fail("cannot copy it for private use", e))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| fail("cannot make the private copy executable", e))?;
+    let after = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
+    if stamp(&before) != stamp(&after) {
+        let _ = std::fs::remove_file(to);
+        return Err(fail(
+            "it changed while being copied",
+            std::io::Error::other("still being written?"),
+        ));
+    }
+    Ok(())
 }
 
 fn kill_group(pid: u32, signal: Signal) {

@@ -5,12 +5,16 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use baton_proto::plugin::{SnapshotRequest, StateChunk};
+use baton_proto::state::ChunkCheck;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::config::RestartConfig;
 use crate::events::{Event, EventSender};
 use crate::handle::{Live, PluginHandle, Route};
-use crate::process::{Generation, Launcher};
+use crate::process::{Generation, Launcher, PluginRpc};
+use crate::watch::{Fingerprint, WatchSet};
 
 /// Where a plugin is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub struct PluginStatus {
 pub(crate) enum Command {
     /// Stop the plugin for good; answer when its process is reaped.
     Stop(oneshot::Sender<()>),
+    /// Hand over to a fresh process now; answer with the new generation or why not.
+    Reload(oneshot::Sender<Result<u64, String>>),
 }
 
 /// Exponential backoff with a crash-loop breaker.
@@ -125,18 +131,35 @@ impl RestartPolicy {
 }
 
 pub(crate) struct Supervisor {
-    pub(crate) launcher: Launcher,
-    pub(crate) route: watch::Sender<Route>,
-    pub(crate) status: Arc<Mutex<PluginStatus>>,
-    pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) events: EventSender,
-    pub(crate) policy: RestartPolicy,
+    launcher: Launcher,
+    route: watch::Sender<Route>,
+    status: Arc<Mutex<PluginStatus>>,
+    commands: mpsc::Receiver<Command>,
+    events: EventSender,
+    policy: RestartPolicy,
+    /// What the plugin's code is made of, for noticing changes.
+    watch_set: WatchSet,
+    /// Nudges from the host's file watcher (when `reload = "watch"`).
+    changes: Option<mpsc::Receiver<()>>,
+    /// The last generation number handed out.
+    last_number: u64,
+    /// The files as they were when the newest generation was launched.
+    loaded: Fingerprint,
+    /// Files whose load was rolled back: not tried again until they change.
+    rejected: Option<Fingerprint>,
+    /// The serving generation as callers see it.
+    live: Option<Arc<Live>>,
+    /// Old generations being shut down after a handover.
+    retiring: JoinSet<()>,
+    /// A `baton ctl reload` waiting for the next start (of a failed or crashed plugin).
+    pending_reload: Option<oneshot::Sender<Result<u64, String>>>,
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
 pub(crate) fn spawn(
     launcher: Launcher,
     events: EventSender,
+    changes: Option<mpsc::Receiver<()>>,
 ) -> (PluginHandle, tokio::task::JoinHandle<()>) {
     let name = launcher.name.clone();
     let (route_tx, route_rx) = watch::channel(Route::Starting);
@@ -163,6 +186,7 @@ pub(crate) fn spawn(
         launcher.logs.clone(),
     );
     let policy = RestartPolicy::new(launcher.config.restart.clone());
+    let watch_set = launcher.watch_set();
     let supervisor = Supervisor {
         launcher,
         route: route_tx,
@@ -170,6 +194,14 @@ pub(crate) fn spawn(
         commands: cmd_rx,
         events,
         policy,
+        watch_set,
+        changes,
+        last_number: 0,
+        loaded: Fingerprint::default(),
+        rejected: None,
+        live: None,
+        retiring: JoinSet::new(),
+        pending_reload: None,
     };
     let span = tracing::info_span!("plugin", name = %handle.name());
     let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
@@ -178,8 +210,79 @@ pub(crate) fn spawn(
 
 /// How a serving generation ended.
 enum Ended {
-    Crashed { status: String },
+    Crashed { reason: String, uptime: Duration },
     Stopped,
+}
+
+/// How a handover ended.
+enum Handover {
+    /// The new generation serves.
+    Done(u64),
+    /// The old generation serves on; the reason says why.
+    RolledBack(String),
+    /// The old generation died during the handover.
+    OldDied(String),
+}
+
+/// The next nudge from the file watcher; never, without one.
+async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Streams generation `from`'s `Snapshot` into `to`'s `Restore`, checking order and
+/// checksum on the way; the host holds at most a few chunks at a time.
+async fn transfer(
+    from: (u64, PluginRpc),
+    to: (u64, PluginRpc),
+) -> Result<(u32, u64), String> {
+    let (old, mut old_rpc) = from;
+    let (new, mut new_rpc) = to;
+    let snapshot = old_rpc
+        .snapshot(SnapshotRequest {})
+        .await
+        .map_err(|s| format!("Snapshot of generation {old} failed: {}", s.message()))?
+        .into_inner();
+    let (tx, rx) = mpsc::channel::<StateChunk>(2);
+    let pump = async move {
+        let mut snapshot = snapshot;
+        let mut check = ChunkCheck::new(u64::MAX);
+        loop {
+            match snapshot.message().await {
+                Ok(Some(chunk)) => {
+                    check
+                        .push(&chunk)
+                        .map_err(|e| format!("the snapshot of generation {old} is corrupt: {e}"))?;
+                    if tx.send(chunk).await.is_err() {
+                        return Err(format!("generation {new} stopped reading the state"));
+                    }
+                }
+                Ok(None) => break,
+                Err(s) => {
+                    return Err(format!(
+                        "the Snapshot stream of generation {old} failed: {}",
+                        s.message()
+                    ));
+                }
+            }
+        }
+        check
+            .finish()
+            .map_err(|e| format!("the snapshot of generation {old} is incomplete: {e}"))
+    };
+    let restore = new_rpc.restore(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let (pumped, restored) = tokio::join!(pump, restore);
+    match (pumped, restored) {
+        (_, Err(s)) => Err(format!(
+            "generation {new} refused the state ({:?}): {}",
+            s.code(),
+            s.message()
+        )),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(moved), Ok(_)) => Ok(moved),
+    }
 }
 
 impl Supervisor {
@@ -192,46 +295,61 @@ impl Supervisor {
     }
 
     fn emit(&self, generation: u64, kind: &'static str, message: String) {
-        let _ = self
-            .events
-            .send(Event::new(self.name(), generation, kind, message));
+        let _ = self.events.send(Event::new(self.name(), generation, kind, message));
+    }
+
+    fn next_number(&mut self) -> u64 {
+        self.last_number += 1;
+        self.last_number
+    }
+
+    fn answer_pending(&mut self, result: Result<u64, String>) {
+        if let Some(reply) = self.pending_reload.take() {
+            let _ = reply.send(result);
+        }
     }
 
     async fn run(mut self) {
-        let mut number = 0u64;
         let mut restarting = false;
         loop {
-            number += 1;
+            let number = self.next_number();
             self.update(|s| {
                 s.generation = number;
                 if !restarting {
                     s.state = PluginState::Starting;
                 }
             });
-            let launched = tokio::select! {
-                launched = self.launcher.launch(number) => launched,
-                cmd = self.commands.recv() => {
-                    // Dropping the launch kills the half-started process (kill_on_drop).
-                    self.finish(cmd);
+            self.loaded = self.watch_set.fingerprint();
+            let launched = {
+                let launch = self.launcher.launch(number);
+                tokio::pin!(launch);
+                loop {
+                    tokio::select! {
+                        launched = &mut launch => break Ok(launched),
+                        cmd = self.commands.recv() => match cmd {
+                            Some(Command::Reload(reply)) => {
+                                let _ = reply.send(Err(format!("plugin {} is starting generation {number}", self.launcher.name)));
+                            }
+                            stop => break Err(stop),
+                        },
+                    }
+                }
+            };
+            // Dropping the launch (above) killed a half-started process (kill_on_drop).
+            let launched = match launched {
+                Ok(launched) => launched,
+                Err(stop) => {
+                    self.finish(stop).await;
                     return;
                 }
             };
-            let reason = match launched {
+            let (reason, uptime) = match launched {
                 Ok(generation) => {
-                    let pid = generation.pid;
                     self.serve_started(&generation, restarting);
-                    let uptime_start = generation.ready_at;
+                    self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
-                        Ended::Crashed { status } => {
-                            let reason = format!(
-                                "plugin {} (generation {number}, pid {pid}) exited unexpectedly: {status}",
-                                self.name()
-                            );
-                            tracing::error!(generation = number, pid, "{reason}");
-                            self.emit(number, "crashed", reason.clone());
-                            (reason, uptime_start.elapsed())
-                        }
+                        Ended::Crashed { reason, uptime } => (reason, uptime),
                     }
                 }
                 Err(e) => {
@@ -241,11 +359,12 @@ impl Supervisor {
                     );
                     tracing::error!(generation = number, "{reason}");
                     self.emit(number, "start_failed", reason.clone());
+                    self.answer_pending(Err(reason.clone()));
                     (reason, Duration::ZERO)
                 }
             };
-            let (reason, uptime) = reason;
             restarting = true;
+            self.live = None;
             match self.policy.on_crash(Instant::now(), uptime) {
                 Some(delay) => {
                     self.route.send_replace(Route::Restarting {
@@ -259,16 +378,9 @@ impl Supervisor {
                         s.last_error = Some(reason.clone());
                         s.restarts += 1;
                     });
-                    tracing::info!(
-                        delay_ms = delay.as_millis() as u64,
-                        "restarting after backoff"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        cmd = self.commands.recv() => {
-                            self.finish(cmd);
-                            return;
-                        }
+                    tracing::info!(delay_ms = delay.as_millis() as u64, "restarting after backoff");
+                    if !self.wait_to_restart(Some(delay)).await {
+                        return;
                     }
                 }
                 None => {
@@ -291,21 +403,58 @@ impl Supervisor {
                         s.ready_at = None;
                         s.last_error = Some(failed);
                     });
-                    let cmd = self.commands.recv().await;
-                    self.finish(cmd);
-                    return;
+                    if !self.wait_to_restart(None).await {
+                        return;
+                    }
+                    // Revived by an operator or a new binary: a fresh start.
+                    self.policy.reset();
                 }
             }
         }
     }
 
-    fn serve_started(&self, generation: &Generation, restarted: bool) {
-        let live = Arc::new(Live {
-            generation: generation.number,
-            pid: generation.pid,
-            rpc: generation.rpc.clone(),
-            exited: generation.exited.clone(),
-        });
+    /// Waits out a restart delay (`None`: until revived). A reload request or a changed
+    /// binary cuts the wait short. Returns false when the plugin is to stop.
+    async fn wait_to_restart(&mut self, delay: Option<Duration>) -> bool {
+        let sleep = async {
+            match delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Reload(reply)) => {
+                        // Answered once the next generation serves, or fails to start.
+                        self.pending_reload = Some(reply);
+                        return true;
+                    }
+                    stop => {
+                        self.finish(stop).await;
+                        return false;
+                    }
+                },
+                Some(()) = next_change(&mut self.changes) => {
+                    if self.settled_change().await.is_some() {
+                        tracing::info!("the plugin's files changed; starting the new version now");
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve_started(&mut self, generation: &Generation, restarted: bool) {
+        let live = Arc::new(Live::new(
+            generation.number,
+            generation.pid,
+            generation.rpc.clone(),
+            generation.exited.clone(),
+        ));
+        self.live = Some(live.clone());
         self.update(|s| {
             s.state = PluginState::Serving;
             s.generation = generation.number;
@@ -321,16 +470,12 @@ impl Supervisor {
             s.ready_at = Some(generation.ready_at);
         });
         self.route.send_replace(Route::Serving(live));
-        let (kind, what) = if restarted {
-            ("restarted", "restarted")
-        } else {
-            ("started", "started")
-        };
+        let kind = if restarted { "restarted" } else { "started" };
         self.emit(
             generation.number,
             kind,
             format!(
-                "plugin {} {what}: generation {}, pid {}, version {}",
+                "plugin {} {kind}: generation {}, pid {}, version {}",
                 self.name(),
                 generation.number,
                 generation.pid,
@@ -339,24 +484,221 @@ impl Supervisor {
         );
     }
 
-    async fn serve(&mut self, mut generation: Generation) -> Ended {
-        tokio::select! {
-            status = generation.wait() => {
-                generation.clean_up();
-                Ended::Crashed { status }
-            }
-            cmd = self.commands.recv() => {
-                self.stop_generation(generation).await;
-                // With every handle gone nobody can call or stop us, so stop too.
-                if let Some(Command::Stop(ack)) = cmd {
-                    let _ = ack.send(());
+    async fn serve(&mut self, mut current: Generation) -> Ended {
+        loop {
+            // Old generations that finished stopping.
+            while self.retiring.try_join_next().is_some() {}
+            let handover = tokio::select! {
+                status = current.wait() => {
+                    current.clean_up();
+                    return self.crashed(&current, status);
                 }
-                Ended::Stopped
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Reload(reply)) => {
+                        let fingerprint = self.watch_set.fingerprint();
+                        let outcome = self.handover(&mut current, "requested by an operator", fingerprint).await;
+                        let _ = reply.send(match &outcome {
+                            Handover::Done(n) => Ok(*n),
+                            Handover::RolledBack(why) => Err(why.clone()),
+                            Handover::OldDied(status) => Err(format!("generation {} exited during the handover: {status}", current.number)),
+                        });
+                        outcome
+                    }
+                    stop => {
+                        self.stop_generation(current).await;
+                        self.finish(stop).await;
+                        return Ended::Stopped;
+                    }
+                },
+                Some(()) = next_change(&mut self.changes) => {
+                    let Some(fingerprint) = self.settled_change().await else { continue };
+                    self.handover(&mut current, "its files changed", fingerprint).await
+                }
+            };
+            if let Handover::OldDied(status) = handover {
+                return self.crashed(&current, status);
             }
         }
     }
 
-    async fn stop_generation(&self, generation: Generation) {
+    fn crashed(&self, generation: &Generation, status: String) -> Ended {
+        let reason = format!(
+            "plugin {} (generation {}, pid {}) exited unexpectedly: {status}",
+            self.name(),
+            generation.number,
+            generation.pid
+        );
+        tracing::error!(generation = generation.number, pid = generation.pid, "{reason}");
+        self.emit(generation.number, "crashed", reason.clone());
+        Ended::Crashed {
+            reason,
+            uptime: generation.ready_at.elapsed(),
+        }
+    }
+
+    /// After a nudge: the files' new fingerprint once they have stopped changing, if it
+    /// differs from what runs and from what was rolled back.
+    async fn settled_change(&mut self) -> Option<Fingerprint> {
+        let settle = self.launcher.config.settle();
+        let mut seen = self.watch_set.fingerprint();
+        // A file rewritten for longer than this is loaded as it stands; a torn binary
+        // then fails to start and is rolled back, and its next write tries again.
+        for _ in 0..50 {
+            if seen == self.loaded || Some(&seen) == self.rejected.as_ref() {
+                return None;
+            }
+            tokio::time::sleep(settle).await;
+            // Nudges that came while settling belong to this same change.
+            if let Some(rx) = &mut self.changes {
+                while rx.try_recv().is_ok() {}
+            }
+            let now = self.watch_set.fingerprint();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        if !seen.missing().is_empty() {
+            // Mid-deploy (removed, not yet replaced): the replacement will nudge again.
+            return None;
+        }
+        Some(seen)
+    }
+
+    /// Moves the plugin to a fresh process: start n+1 beside n, hold calls, let calls
+    /// on n finish, stream n's state into n+1, switch, and retire n. Any failure before
+    /// the switch kills n+1 and releases the held calls to n, whose state never changed.
+    async fn handover(&mut self, current: &mut Generation, why: &str, fingerprint: Fingerprint) -> Handover {
+        let Some(old_live) = self.live.clone() else {
+            return Handover::RolledBack("no generation is serving".into());
+        };
+        let started = Instant::now();
+        let timeout = self.launcher.config.handover_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let old = current.number;
+        let number = self.next_number();
+        tracing::info!(from = old, to = number, "handover started: {why}");
+        self.emit(
+            old,
+            "reload_started",
+            format!("plugin {} handing over from generation {old} to {number}: {why}", self.name()),
+        );
+        self.update(|s| s.state = PluginState::HandingOver);
+
+        // 1. Start n+1 beside n; n keeps serving meanwhile.
+        let mut next = tokio::select! {
+            launched = tokio::time::timeout_at(deadline, self.launcher.launch(number)) => match launched {
+                Ok(Ok(next)) => next,
+                Ok(Err(e)) => {
+                    return self.rollback(None, fingerprint, format!("generation {number} failed to start: {e}")).await;
+                }
+                Err(_) => {
+                    return self.rollback(None, fingerprint, format!("generation {number} did not start within the handover timeout of {timeout:?}")).await;
+                }
+            },
+            status = current.wait() => {
+                current.clean_up();
+                return Handover::OldDied(status);
+            }
+        };
+
+        // 2. Hold new calls; 3. let n's calls finish, then move the state.
+        self.route.send_replace(Route::Held);
+        let held_at = Instant::now();
+        let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
+        let moved = tokio::select! {
+            moved = tokio::time::timeout_at(deadline, async move {
+                old_live.drained().await;
+                transfer((old, old_rpc), (number, new_rpc)).await
+            }) => match moved {
+                Ok(Ok(moved)) => moved,
+                Ok(Err(reason)) => return self.rollback(Some(next), fingerprint, reason).await,
+                Err(_) => {
+                    let reason = format!("the handover outran its timeout of {timeout:?} (calls in flight on generation {old} did not finish, or the state transfer was too slow)");
+                    return self.rollback(Some(next), fingerprint, reason).await;
+                }
+            },
+            status = current.wait() => {
+                current.clean_up();
+                next.kill().await;
+                return Handover::OldDied(status);
+            }
+            status = next.wait() => {
+                next.clean_up();
+                let reason = format!("generation {number} exited during the handover: {status}");
+                return self.rollback(Some(next), fingerprint, reason).await;
+            }
+        };
+
+        // 4. Switch: held calls go to n+1.
+        let (schema, bytes) = moved;
+        let live = Arc::new(Live::new(next.number, next.pid, next.rpc.clone(), next.exited.clone()));
+        self.live = Some(live.clone());
+        self.route.send_replace(Route::Serving(live));
+        let hold = held_at.elapsed();
+
+        // 5. Retire n in the background: Shutdown, SIGTERM, SIGKILL, reap.
+        let retired = std::mem::replace(current, next);
+        let grace = self.launcher.config.shutdown_grace();
+        let name = self.launcher.name.clone();
+        self.retiring.spawn(async move {
+            let number = retired.number;
+            let status = retired.stop(grace).await;
+            tracing::info!(plugin = %name, generation = number, "retired generation stopped: {status}");
+        });
+
+        self.loaded = fingerprint;
+        self.rejected = None;
+        self.update(|s| {
+            s.state = PluginState::Serving;
+            s.generation = number;
+            s.pid = Some(current.pid);
+            s.socket = Some(current.socket.clone());
+            s.plugin_version = current.describe.plugin_version.clone();
+            s.methods = current.describe.methods.iter().map(|m| m.name.clone()).collect();
+            s.ready_at = Some(current.ready_at);
+            s.reloads += 1;
+        });
+        let total = started.elapsed();
+        let message = format!(
+            "plugin {} handed over from generation {old} to {number}: calls held {:.2} ms, {bytes} bytes of state (schema {schema}) moved, {:.1} ms in all",
+            self.name(),
+            hold.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3
+        );
+        tracing::info!(generation = number, pid = current.pid, "{message}");
+        let mut event = Event::new(self.name(), number, "handover_done", message);
+        event.hold_us = hold.as_micros() as u64;
+        event.state_bytes = bytes;
+        event.duration_us = total.as_micros() as u64;
+        let _ = self.events.send(event);
+        Handover::Done(number)
+    }
+
+    async fn rollback(&mut self, next: Option<Generation>, fingerprint: Fingerprint, reason: String) -> Handover {
+        // Release the held calls first: n never stopped being able to serve them.
+        if let Some(live) = self.live.clone() {
+            self.route.send_replace(Route::Serving(live));
+        }
+        if let Some(next) = next {
+            next.kill().await;
+        }
+        self.rejected = Some(fingerprint);
+        let message = format!(
+            "plugin {} rolled back, the old generation keeps serving: {reason}",
+            self.name()
+        );
+        tracing::error!("{message}");
+        self.update(|s| {
+            s.state = PluginState::Serving;
+            s.last_error = Some(message.clone());
+        });
+        let generation = self.live.as_ref().map_or(0, |l| l.generation);
+        self.emit(generation, "rollback", message);
+        Handover::RolledBack(reason)
+    }
+
+    async fn stop_generation(&mut self, generation: Generation) {
         self.route.send_replace(Route::Stopped);
         self.update(|s| s.state = PluginState::Stopping);
         let number = generation.number;
@@ -371,15 +713,23 @@ impl Supervisor {
         });
     }
 
-    /// Ends the task when no process is running.
-    fn finish(&self, cmd: Option<Command>) {
+    /// Ends the task: waits for retiring generations, answers the stop request.
+    async fn finish(&mut self, cmd: Option<Command>) {
         self.route.send_replace(Route::Stopped);
         self.update(|s| {
             s.state = PluginState::Stopping;
             s.pid = None;
         });
-        if let Some(Command::Stop(ack)) = cmd {
-            let _ = ack.send(());
+        while self.retiring.join_next().await.is_some() {}
+        self.answer_pending(Err(format!("plugin {} is stopping", self.launcher.name)));
+        match cmd {
+            Some(Command::Stop(ack)) => {
+                let _ = ack.send(());
+            }
+            Some(Command::Reload(reply)) => {
+                let _ = reply.send(Err(format!("plugin {} is stopping", self.launcher.name)));
+            }
+            None => {}
         }
     }
 }

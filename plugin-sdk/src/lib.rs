@@ -28,7 +28,8 @@
 //! ```
 
 mod server;
-pub mod state;
+
+pub use baton_proto::state;
 
 pub use bytes::Bytes;
 pub use server::{Launch, LaunchError, serve, serve_with_listener};

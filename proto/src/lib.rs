@@ -13,6 +13,8 @@ pub mod host {
     tonic::include_proto!("baton.host.v1");
 }
 
+pub mod state;
+
 /// The protocol version this crate's `Plugin` contract is (the `1` in `baton|1|unix|...`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -23,6 +25,7 @@ pub const TOKEN_METADATA_KEY: &str = "x-baton-token";
 pub mod env {
     /// Path of the Unix socket the plugin must bind.
     pub const SOCKET: &str = "BATON_PLUGIN_SOCKET";
+
     /// The protocol version the host speaks.
     pub const PROTOCOL_VERSION: &str = "BATON_PROTOCOL_VERSION";
     /// The per-launch secret every call carries.

@@ -1,7 +1,7 @@
 //! Splitting a state into `StateChunk`s and putting it back together, with the checks
 //! the contract asks for: one schema version, chunks in order, a final chunk, a checksum.
 
-use baton_proto::plugin::StateChunk;
+use crate::plugin::StateChunk;
 use bytes::Bytes;
 
 /// Size of each chunk's data; well under gRPC's default 4 MiB message limit.
@@ -52,32 +52,33 @@ pub enum ReassemblyError {
     TooLarge { limit: usize },
 }
 
-/// Collects chunks, checking each as it comes.
+/// Checks a stream of chunks as it passes, without keeping their data: what the host
+/// does while it pipes a `Snapshot` into a `Restore`.
 #[derive(Debug)]
-pub struct Reassembly {
+pub struct ChunkCheck {
     schema_version: Option<u32>,
     next_seq: u64,
-    data: Vec<u8>,
+    bytes: u64,
     hasher: crc32fast::Hasher,
     done: bool,
-    limit: usize,
+    limit: u64,
 }
 
-impl Reassembly {
-    /// An empty reassembly accepting at most `limit` bytes of state.
-    pub fn new(limit: usize) -> Self {
+impl ChunkCheck {
+    /// A check accepting at most `limit` bytes of state.
+    pub fn new(limit: u64) -> Self {
         Self {
             schema_version: None,
             next_seq: 0,
-            data: Vec::new(),
+            bytes: 0,
             hasher: crc32fast::Hasher::new(),
             done: false,
             limit,
         }
     }
 
-    /// Takes the next chunk.
-    pub fn push(&mut self, chunk: StateChunk) -> Result<(), ReassemblyError> {
+    /// Checks the next chunk.
+    pub fn push(&mut self, chunk: &StateChunk) -> Result<(), ReassemblyError> {
         if self.done {
             return Err(ReassemblyError::AfterLast { seq: chunk.seq });
         }
@@ -98,11 +99,13 @@ impl Reassembly {
             }
             Some(_) => {}
         }
-        if self.data.len() + chunk.data.len() > self.limit {
-            return Err(ReassemblyError::TooLarge { limit: self.limit });
+        self.bytes += chunk.data.len() as u64;
+        if self.bytes > self.limit {
+            return Err(ReassemblyError::TooLarge {
+                limit: self.limit as usize,
+            });
         }
         self.hasher.update(&chunk.data);
-        self.data.extend_from_slice(&chunk.data);
         self.next_seq += 1;
         if chunk.last {
             self.done = true;
@@ -117,14 +120,44 @@ impl Reassembly {
         Ok(())
     }
 
-    /// The schema version and the whole state, once the last chunk has arrived.
-    pub fn finish(self) -> Result<(u32, Vec<u8>), ReassemblyError> {
+    /// The schema version and byte count, once the last chunk has passed.
+    pub fn finish(&self) -> Result<(u32, u64), ReassemblyError> {
         if !self.done {
             return Err(ReassemblyError::Truncated {
                 chunks: self.next_seq,
             });
         }
-        Ok((self.schema_version.unwrap_or(0), self.data))
+        Ok((self.schema_version.unwrap_or(0), self.bytes))
+    }
+}
+
+/// Collects chunks, checking each as it comes: what a plugin does in `Restore`.
+#[derive(Debug)]
+pub struct Reassembly {
+    check: ChunkCheck,
+    data: Vec<u8>,
+}
+
+impl Reassembly {
+    /// An empty reassembly accepting at most `limit` bytes of state.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            check: ChunkCheck::new(limit as u64),
+            data: Vec::new(),
+        }
+    }
+
+    /// Takes the next chunk.
+    pub fn push(&mut self, chunk: StateChunk) -> Result<(), ReassemblyError> {
+        self.check.push(&chunk)?;
+        self.data.extend_from_slice(&chunk.data);
+        Ok(())
+    }
+
+    /// The schema version and the whole state, once the last chunk has arrived.
+    pub fn finish(self) -> Result<(u32, Vec<u8>), ReassemblyError> {
+        let (schema, _) = self.check.finish()?;
+        Ok((schema, self.data))
     }
 }
 

@@ -1,0 +1,45 @@
+"""Write a baton plugin in Python: subclass Plugin and call serve().
+
+The SDK does the launch handshake, serves gRPC health, refuses calls without the
+launch token, chunks and verifies state for Snapshot/Restore, and exits cleanly on
+Shutdown, SIGTERM or SIGINT. Logs go to stderr through `logging`, which the host
+captures; stdout carries the handshake line only.
+
+    import grpc
+    import baton_plugin
+    from baton_plugin import Description, Plugin, PluginError
+
+    class Hello(Plugin):
+        def describe(self):
+            return Description("hello", "0.1.0", methods=[("hi", "says hello")])
+
+        def invoke(self, method, payload):
+            if method == "hi":
+                return b"hello"
+            raise PluginError(grpc.StatusCode.UNIMPLEMENTED, f"no method {method!r}")
+
+    if __name__ == "__main__":
+        baton_plugin.serve(Hello())
+"""
+
+from .server import (
+    PROTOCOL_VERSION,
+    Description,
+    Launch,
+    LaunchError,
+    Plugin,
+    PluginError,
+    run,
+    serve,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Description",
+    "Launch",
+    "LaunchError",
+    "Plugin",
+    "PluginError",
+    "run",
+    "serve",
+]

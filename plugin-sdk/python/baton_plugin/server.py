@@ -1,0 +1,349 @@
+"""The plugin side of the launch handshake and the baton.plugin.v1.Plugin gRPC service."""
+
+import hmac
+import logging
+import os
+import signal
+import sys
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Mapping, NoReturn, Optional, Sequence, Tuple
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ._proto import pb, pb_grpc
+from .state import Reassembly, ReassemblyError, chunks
+
+#: The protocol version of proto/baton/plugin/v1/plugin.proto.
+PROTOCOL_VERSION = 1
+TOKEN_METADATA_KEY = "x-baton-token"
+SERVICE_NAME = "baton.plugin.v1.Plugin"
+ENV_SOCKET = "BATON_PLUGIN_SOCKET"
+ENV_PROTOCOL_VERSION = "BATON_PROTOCOL_VERSION"
+ENV_TOKEN = "BATON_PLUGIN_TOKEN"
+
+#: Largest message the SDK accepts or sends (payloads of Invoke).
+MAX_MESSAGE_BYTES = 64 << 20
+#: Largest state Restore accepts.
+MAX_STATE_BYTES = 16 << 30
+#: How long calls in flight may go on once the plugin is told to stop. The host waits
+#: its own grace period after Shutdown and then sends SIGTERM, later SIGKILL.
+STOP_GRACE_SECONDS = 5.0
+WORKER_THREADS = 8
+
+log = logging.getLogger("baton_plugin")
+
+
+class PluginError(Exception):
+    """An error for the caller, sent as a gRPC status. Raise it from invoke, snapshot or
+    restore, e.g. `PluginError(grpc.StatusCode.INVALID_ARGUMENT, "bad payload")`."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Description:
+    """What a plugin tells the host about itself in Describe."""
+
+    name: str
+    version: str
+    #: The state format version written by snapshot and read by restore; 0 if stateless.
+    state_schema_version: int = 0
+    #: (name, one-line description) of each method.
+    methods: Sequence[Tuple[str, str]] = ()
+
+
+class Plugin:
+    """A baton plugin. One instance serves every call, from several threads at once, so
+    keep state behind your own lock. Subclass it, or pass any object with these methods."""
+
+    def describe(self) -> Description:
+        raise NotImplementedError
+
+    def invoke(self, method: str, payload: bytes) -> bytes:
+        """Runs one call. Raise PluginError(UNIMPLEMENTED) for an unknown method and
+        PluginError(INVALID_ARGUMENT) for a bad payload."""
+        raise PluginError(grpc.StatusCode.UNIMPLEMENTED, f"this plugin has no method {method!r}")
+
+    def snapshot(self) -> bytes:
+        """A consistent copy of the whole state, in the format of describe().state_schema_version.
+        The host sends no calls while it takes a snapshot."""
+        return b""
+
+    def restore(self, schema_version: int, state: bytes) -> None:
+        """Replaces the state with `state`, written by some build in format `schema_version`.
+        Refuse a format you cannot read with PluginError(FAILED_PRECONDITION), leaving the
+        current state untouched."""
+        if state:
+            raise PluginError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this plugin keeps no state, but was given {len(state)} bytes "
+                f"in schema version {schema_version}",
+            )
+
+
+class LaunchError(Exception):
+    """The process was not started the way a baton host starts plugins."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the host passed in the environment."""
+
+    socket: str
+    host_protocol_version: str
+    token: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Launch":
+        def var(name: str) -> str:
+            value = environ.get(name)
+            if not value:
+                raise LaunchError(
+                    f"{name} is not set: this program is a baton plugin and must be "
+                    "started by a baton host"
+                )
+            return value
+
+        return cls(var(ENV_SOCKET), var(ENV_PROTOCOL_VERSION), var(ENV_TOKEN))
+
+
+def serve(plugin: Plugin) -> NoReturn:
+    """Runs `plugin` until the host asks it to stop (or SIGTERM/SIGINT), then exits the
+    process: 0 after a clean stop, 2 when not started by a host, 1 on other failures."""
+    _init_logging()
+    try:
+        launch = Launch.from_env()
+    except LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(plugin, launch))
+
+
+def run(plugin: Plugin, launch: Launch) -> int:
+    """Binds the socket, prints the handshake line and serves until told to stop; returns
+    the exit code. Must be called from the main thread (it handles SIGTERM and SIGINT)."""
+    if launch.host_protocol_version != str(PROTOCOL_VERSION):
+        log.warning(
+            "the host speaks protocol version %s, this plugin %s; "
+            "the host will refuse this plugin's handshake",
+            launch.host_protocol_version, PROTOCOL_VERSION,
+        )
+    stopper = _Stopper()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda n, _frame: stopper.stop(f"{signal.Signals(n).name} received"))
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="baton-rpc"),
+        interceptors=[_TokenCheck(launch.token)],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    pb_grpc.add_PluginServicer_to_server(_PluginService(plugin, stopper), server)
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+
+    try:
+        if not _bind(server, launch.socket):
+            return 1
+        server.start()
+        try:
+            sys.stdout.write(f"baton|{PROTOCOL_VERSION}|unix|{launch.socket}\n")
+            sys.stdout.flush()
+        except OSError as e:
+            log.error("cannot write the handshake line to stdout: %s", e)
+            server.stop(None)
+            return 1
+        log.info("serving on %s", launch.socket)
+
+        log.info("%s, shutting down", stopper.wait())
+        health_servicer.enter_graceful_shutdown()
+        server.stop(STOP_GRACE_SECONDS).wait()
+        log.info("stopped")
+        return 0
+    finally:
+        _remove(launch.socket)
+
+
+def _bind(server: grpc.Server, socket: str) -> bool:
+    # A socket left by a killed predecessor at the same path would make bind fail.
+    _remove(socket)
+    # Only this user may connect: the socket is created with mode 0600, not chmod-ed
+    # after, so there is no moment when others could.
+    umask = os.umask(0o177)
+    try:
+        bound = server.add_insecure_port(f"unix:{socket}")
+    except RuntimeError as e:
+        bound, error = 0, e
+    else:
+        error = None
+    finally:
+        os.umask(umask)
+    if not bound:
+        log.error("cannot bind the plugin socket %s%s", socket, f": {error}" if error else "")
+    return bool(bound)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("cannot remove %s: %s", path, e)
+
+
+def _init_logging() -> None:
+    # BATON_LOG is shared with the Rust SDK, where it may be a filter such as
+    # "baton=debug"; anything that is not a plain level means INFO here.
+    level = logging.getLevelName(os.environ.get("BATON_LOG", "info").upper())
+    # The host timestamps every captured line, so the plugin's own clock is left out.
+    logging.basicConfig(
+        stream=sys.stderr,
+        format="%(levelname)s %(message)s",
+        level=level if isinstance(level, int) else logging.INFO,
+    )
+
+
+class _Stopper:
+    """Wakes the main thread to stop, from an RPC thread or a signal handler.
+
+    A pipe rather than a threading.Event: a signal handler runs on the main thread
+    between bytecodes, possibly while the main thread holds the Event's inner lock,
+    and setting the Event there would deadlock.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._reason: Optional[str] = None
+
+    def stop(self, reason: str) -> None:
+        if self._reason is None:
+            self._reason = reason
+        try:
+            os.write(self._write, b".")
+        except BlockingIOError:
+            pass  # the pipe is full of earlier wake-ups, so the main thread wakes anyway
+
+    def wait(self) -> str:
+        os.read(self._read, 1)
+        return self._reason or "stop requested"
+
+
+class _TokenCheck(grpc.ServerInterceptor):
+    """Refuses calls without the launch token, except health checks."""
+
+    def __init__(self, token: str):
+        self._token = token.encode()
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+            return handler
+        got = dict(handler_call_details.invocation_metadata or ()).get(TOKEN_METADATA_KEY)
+        if got is None:
+            return _refusal(
+                handler,
+                f"missing {TOKEN_METADATA_KEY} metadata: only the baton host that launched "
+                "this plugin may call it",
+            )
+        if isinstance(got, str):
+            got = got.encode()
+        # Constant time, so the time taken says nothing about the token.
+        if not hmac.compare_digest(got, self._token):
+            return _refusal(handler, f"wrong {TOKEN_METADATA_KEY}")
+        return handler
+
+
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
+
+    def refuse(_request, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    factory = _HANDLER_FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    return factory(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _call(context: grpc.ServicerContext, what: str, fn, *args):
+    """Runs one of the plugin's methods, turning its errors into gRPC statuses."""
+    try:
+        return fn(*args)
+    except PluginError as e:
+        context.abort(e.code, e.message)
+    except Exception as e:
+        log.exception("the plugin's %s failed", what)
+        context.abort(grpc.StatusCode.INTERNAL, f"the plugin's {what} failed: {type(e).__name__}: {e}")
+
+
+def _bytes(context: grpc.ServicerContext, what: str, value) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        context.abort(
+            grpc.StatusCode.INTERNAL,
+            f"the plugin's {what} returned {type(value).__name__}, not bytes",
+        )
+    return bytes(value)
+
+
+class _PluginService(pb_grpc.PluginServicer):
+    def __init__(self, plugin: Plugin, stopper: _Stopper):
+        self._plugin = plugin
+        self._stopper = stopper
+
+    def Describe(self, request, context):
+        d = _call(context, "describe", self._plugin.describe)
+        return pb.DescribeResponse(
+            name=d.name,
+            plugin_version=d.version,
+            protocol_version=PROTOCOL_VERSION,
+            state_schema_version=d.state_schema_version,
+            methods=[pb.MethodInfo(name=n, description=text) for n, text in d.methods],
+        )
+
+    def Invoke(self, request, context):
+        out = _call(context, "invoke", self._plugin.invoke, request.method, request.payload)
+        return pb.InvokeResponse(payload=_bytes(context, "invoke", out))
+
+    def Snapshot(self, request, context):
+        schema = _call(context, "describe", self._plugin.describe).state_schema_version
+        state = _bytes(context, "snapshot", _call(context, "snapshot", self._plugin.snapshot))
+        log.debug("snapshot taken: %d bytes in schema %d", len(state), schema)
+        yield from chunks(schema, state)
+
+    def Restore(self, request_iterator, context):
+        reassembly = Reassembly(MAX_STATE_BYTES)
+        try:
+            for chunk in request_iterator:
+                reassembly.push(chunk)
+            schema, state = reassembly.finish()
+        except ReassemblyError as e:
+            context.abort(grpc.StatusCode.DATA_LOSS, str(e))
+        _call(context, "restore", self._plugin.restore, schema, state)
+        log.info("state restored: %d bytes in schema %d", len(state), schema)
+        return pb.RestoreResponse(bytes_restored=len(state))
+
+    def Shutdown(self, request, context):
+        # The main thread stops the server gracefully, which lets this answer go out.
+        self._stopper.stop("shutdown requested by the host")
+        return pb.ShutdownResponse()

@@ -1,0 +1,77 @@
+import unittest
+import zlib
+
+from baton_plugin._proto import pb
+from baton_plugin.state import (
+    CHUNK_SIZE,
+    AfterLast,
+    ChecksumMismatch,
+    OutOfOrder,
+    Reassembly,
+    SchemaChanged,
+    TooLarge,
+    Truncated,
+    chunks,
+)
+
+
+def reassemble(cs, limit=1 << 40):
+    r = Reassembly(limit)
+    for c in cs:
+        r.push(c)
+    return r.finish()
+
+
+def copy(chunk, **changes):
+    c = pb.StateChunk()
+    c.CopyFrom(chunk)
+    for name, value in changes.items():
+        setattr(c, name, value)
+    return c
+
+
+class ChunkingTest(unittest.TestCase):
+    def test_round_trips_empty_small_and_multi_chunk_states(self):
+        for size in (0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, 2 * CHUNK_SIZE + 17):
+            with self.subTest(size=size):
+                state = bytes(i % 251 for i in range(size))
+                cs = list(chunks(7, state))
+                self.assertEqual(len(cs), max(1, -(-size // CHUNK_SIZE)))
+                self.assertEqual([c.seq for c in cs], list(range(len(cs))))
+                self.assertEqual([c.last for c in cs], [False] * (len(cs) - 1) + [True])
+                self.assertTrue(all(len(c.data) <= CHUNK_SIZE for c in cs))
+                self.assertTrue(all(c.checksum == 0 for c in cs[:-1]))
+                self.assertEqual(cs[-1].checksum, zlib.crc32(state))
+                self.assertEqual(reassemble(cs), (7, state))
+
+    def test_empty_state_is_one_empty_last_chunk(self):
+        (c,) = chunks(3, b"")
+        self.assertEqual((c.schema_version, c.seq, c.data, c.last, c.checksum), (3, 0, b"", True, 0))
+
+    def test_refuses_reordered_truncated_corrupted_and_schema_changing_streams(self):
+        state = bytes([5]) * (CHUNK_SIZE * 3)
+        good = list(chunks(1, state))
+
+        with self.assertRaisesRegex(OutOfOrder, "expected seq 0, got 1"):
+            reassemble([good[1], good[0], good[2]])
+        with self.assertRaisesRegex(Truncated, "after 2 chunks"):
+            reassemble(good[:2])
+        corrupted = bytearray(good[1].data)
+        corrupted[3] ^= 1
+        with self.assertRaises(ChecksumMismatch):
+            reassemble([good[0], copy(good[1], data=bytes(corrupted)), good[2]])
+        with self.assertRaises(ChecksumMismatch):
+            reassemble(good[:2] + [copy(good[2], checksum=good[2].checksum ^ 1)])
+        with self.assertRaises(SchemaChanged):
+            reassemble(good[:2] + [copy(good[2], schema_version=2)])
+        with self.assertRaises(AfterLast):
+            reassemble(good + [copy(good[2], seq=3)])
+
+    def test_enforces_the_size_limit(self):
+        (c,) = chunks(1, bytes(11))
+        with self.assertRaises(TooLarge):
+            Reassembly(10).push(c)
+
+
+if __name__ == "__main__":
+    unittest.main()
