@@ -326,7 +326,10 @@ impl Config {
             }
             for entry in &plugin.watch {
                 if let Err(e) = glob::Pattern::new(entry) {
-                    return Err((field("watch"), format!("{entry:?} is not a valid glob: {e}")));
+                    return Err((
+                        field("watch"),
+                        format!("{entry:?} is not a valid glob: {e}"),
+                    ));
                 }
             }
             if plugin.restart.initial_backoff_ms > plugin.restart.max_backoff_ms {

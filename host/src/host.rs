@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
-use crate::watch::BinaryWatcher;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::process::{Launcher, LogRing, Spawner};
 use crate::supervisor;
+use crate::watch::BinaryWatcher;
 
 /// A running set of plugins.
 pub struct Host {
@@ -100,13 +100,19 @@ impl Host {
             ReloadMode::Watch => {
                 let set = launcher.watch_set();
                 if set.is_empty() {
-                    tracing::warn!(plugin = name, "reload = \"watch\", but there is nothing to watch: the command is not a path and `watch` is empty");
+                    tracing::warn!(
+                        plugin = name,
+                        "reload = \"watch\", but there is nothing to watch: the command is not a path and `watch` is empty"
+                    );
                     None
                 } else {
                     match self.watcher.subscribe(set) {
                         Ok(rx) => Some(rx),
                         Err(e) => {
-                            tracing::error!(plugin = name, "{e}; this plugin reloads only on `baton ctl reload`");
+                            tracing::error!(
+                                plugin = name,
+                                "{e}; this plugin reloads only on `baton ctl reload`"
+                            );
                             None
                         }
                     }

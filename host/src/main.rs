@@ -313,7 +313,9 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
         }
         CtlCmd::Reload { plugin } => {
             let reply = client
-                .reload(ReloadRequest { plugin: plugin.clone() })
+                .reload(ReloadRequest {
+                    plugin: plugin.clone(),
+                })
                 .await
                 .map_err(|s| status_line(&s))?
                 .into_inner();

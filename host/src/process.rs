@@ -172,6 +172,8 @@ pub struct Generation {
     pub exited: watch::Receiver<Option<String>>,
     exit_tx: watch::Sender<Option<String>>,
     child: Child,
+    /// The private copy of the binary it runs, removed when it ends.
+    copy: Option<PathBuf>,
 }
 
 /// Why a process could not be brought to SERVING.
@@ -243,13 +245,17 @@ impl Launcher {
 
         let program = self.config.command.clone();
         let private_copy = self.private_copy(number);
+        let copy = private_copy.clone();
         let mut command = Command::new(private_copy.as_deref().unwrap_or(&program));
         command
             .arg0(&program)
             .args(&self.config.args)
             .envs(&self.config.env)
             .env(baton_proto::env::SOCKET, &socket)
-            .env(baton_proto::env::PROTOCOL_VERSION, PROTOCOL_VERSION.to_string())
+            .env(
+                baton_proto::env::PROTOCOL_VERSION,
+                PROTOCOL_VERSION.to_string(),
+            )
             .env(baton_proto::env::TOKEN, &token)
             .env(baton_proto::env::PLUGIN_NAME, &*self.name)
             .stdin(Stdio::null())
@@ -280,9 +286,11 @@ impl Launcher {
                     command: program.clone(),
                     source,
                 });
-                // The process has exec'd (or failed to): the copy is no longer needed
-                // on disk, and leaving it would leak one file per launch.
-                if let Some(copy) = &private_copy {
+                // A script's interpreter reads the file after exec, so a copy that
+                // started is kept until its generation ends.
+                if spawned.is_err()
+                    && let Some(copy) = &private_copy
+                {
                     let _ = std::fs::remove_file(copy);
                 }
                 spawned
@@ -375,12 +383,16 @@ impl Launcher {
                     exited,
                     exit_tx,
                     child,
+                    copy,
                 })
             }
             Err(e) => {
                 kill_group(pid, Signal::SIGKILL);
                 let _ = child.wait().await;
                 let _ = std::fs::remove_file(&socket);
+                if let Some(copy) = &copy {
+                    let _ = std::fs::remove_file(copy);
+                }
                 Err(e)
             }
         }
@@ -388,14 +400,18 @@ impl Launcher {
 
     /// The plugin's code, for the file watcher: the binary (if a path) and `watch`.
     pub fn watch_set(&self) -> WatchSet {
-        let binary = (self.config.command.components().count() > 1).then_some(self.config.command.as_path());
+        let binary =
+            (self.config.command.components().count() > 1).then_some(self.config.command.as_path());
         WatchSet::new(binary, &self.config.watch)
     }
 
     /// Where generation `number` runs its private copy of the binary, if it gets one.
     fn private_copy(&self, number: u64) -> Option<PathBuf> {
-        (self.config.copy_binary && self.config.command.components().count() > 1)
-            .then(|| self.socket_dir.join(format!("{}.{number}.bin", self.name)))
+        (self.config.copy_binary && self.config.command.components().count() > 1).then(|| {
+            self.socket_dir
+                .join("bin")
+                .join(format!("{}.{number}", self.name))
+        })
     }
 
     async fn connect(
@@ -515,8 +531,15 @@ impl Generation {
         // Descendants the plugin left behind in its group go with it.
         kill_group(self.pid, Signal::SIGKILL);
         self.exit_tx.send_replace(Some(status.clone()));
-        let _ = std::fs::remove_file(&self.socket);
+        self.remove_files();
         status
+    }
+
+    fn remove_files(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(copy) = &self.copy {
+            let _ = std::fs::remove_file(copy);
+        }
     }
 
     /// Kills the process group at once and reaps it: for a generation that never served.
@@ -524,26 +547,33 @@ impl Generation {
         kill_group(self.pid, Signal::SIGKILL);
         let status = describe_exit(&self.child.wait().await);
         self.exit_tx.send_replace(Some(status));
-        let _ = std::fs::remove_file(&self.socket);
+        self.remove_files();
     }
 
     /// After the process exited on its own: kill what is left of its group, remove its socket.
     pub fn clean_up(&self) {
         kill_group(self.pid, Signal::SIGKILL);
-        let _ = std::fs::remove_file(&self.socket);
+        self.remove_files();
     }
 }
 
 /// Copies the binary to `to` (mode 0700), refusing a file that changed during the copy:
 /// it was still being written, and its settled version will come with the next change.
 fn copy_binary(from: &Path, to: &Path) -> Result<(), StartError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let fail = |what: &str, source: std::io::Error| StartError::Spawn {
         command: from.to_owned(),
         source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
     };
     let stamp = |m: &std::fs::Metadata| (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
     let before = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
+    if let Some(dir) = to.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("cannot make the directory for private copies", e))?;
+    }
     std::fs::copy(from, to).map_err(|e| fail("cannot copy it for private use", e))?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| fail("cannot make the private copy executable", e))?;

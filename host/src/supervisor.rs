@@ -234,10 +234,7 @@ async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
 
 /// Streams generation `from`'s `Snapshot` into `to`'s `Restore`, checking order and
 /// checksum on the way; the host holds at most a few chunks at a time.
-async fn transfer(
-    from: (u64, PluginRpc),
-    to: (u64, PluginRpc),
-) -> Result<(u32, u64), String> {
+async fn transfer(from: (u64, PluginRpc), to: (u64, PluginRpc)) -> Result<(u32, u64), String> {
     let (old, mut old_rpc) = from;
     let (new, mut new_rpc) = to;
     let snapshot = old_rpc
@@ -295,7 +292,9 @@ impl Supervisor {
     }
 
     fn emit(&self, generation: u64, kind: &'static str, message: String) {
-        let _ = self.events.send(Event::new(self.name(), generation, kind, message));
+        let _ = self
+            .events
+            .send(Event::new(self.name(), generation, kind, message));
     }
 
     fn next_number(&mut self) -> u64 {
@@ -378,7 +377,10 @@ impl Supervisor {
                         s.last_error = Some(reason.clone());
                         s.restarts += 1;
                     });
-                    tracing::info!(delay_ms = delay.as_millis() as u64, "restarting after backoff");
+                    tracing::info!(
+                        delay_ms = delay.as_millis() as u64,
+                        "restarting after backoff"
+                    );
                     if !self.wait_to_restart(Some(delay)).await {
                         return;
                     }
@@ -528,7 +530,11 @@ impl Supervisor {
             generation.number,
             generation.pid
         );
-        tracing::error!(generation = generation.number, pid = generation.pid, "{reason}");
+        tracing::error!(
+            generation = generation.number,
+            pid = generation.pid,
+            "{reason}"
+        );
         self.emit(generation.number, "crashed", reason.clone());
         Ended::Crashed {
             reason,
@@ -568,7 +574,12 @@ impl Supervisor {
     /// Moves the plugin to a fresh process: start n+1 beside n, hold calls, let calls
     /// on n finish, stream n's state into n+1, switch, and retire n. Any failure before
     /// the switch kills n+1 and releases the held calls to n, whose state never changed.
-    async fn handover(&mut self, current: &mut Generation, why: &str, fingerprint: Fingerprint) -> Handover {
+    async fn handover(
+        &mut self,
+        current: &mut Generation,
+        why: &str,
+        fingerprint: Fingerprint,
+    ) -> Handover {
         let Some(old_live) = self.live.clone() else {
             return Handover::RolledBack("no generation is serving".into());
         };
@@ -581,7 +592,10 @@ impl Supervisor {
         self.emit(
             old,
             "reload_started",
-            format!("plugin {} handing over from generation {old} to {number}: {why}", self.name()),
+            format!(
+                "plugin {} handing over from generation {old} to {number}: {why}",
+                self.name()
+            ),
         );
         self.update(|s| s.state = PluginState::HandingOver);
 
@@ -612,7 +626,14 @@ impl Supervisor {
                 transfer((old, old_rpc), (number, new_rpc)).await
             }) => match moved {
                 Ok(Ok(moved)) => moved,
-                Ok(Err(reason)) => return self.rollback(Some(next), fingerprint, reason).await,
+                Ok(Err(reason)) => {
+                    // A transfer that broke off because n+1 died says more as its exit.
+                    let reason = match tokio::time::timeout(Duration::from_millis(250), next.wait()).await {
+                        Ok(status) => format!("generation {number} exited during the handover: {status} ({reason})"),
+                        Err(_) => reason,
+                    };
+                    return self.rollback(Some(next), fingerprint, reason).await;
+                }
                 Err(_) => {
                     let reason = format!("the handover outran its timeout of {timeout:?} (calls in flight on generation {old} did not finish, or the state transfer was too slow)");
                     return self.rollback(Some(next), fingerprint, reason).await;
@@ -632,7 +653,12 @@ impl Supervisor {
 
         // 4. Switch: held calls go to n+1.
         let (schema, bytes) = moved;
-        let live = Arc::new(Live::new(next.number, next.pid, next.rpc.clone(), next.exited.clone()));
+        let live = Arc::new(Live::new(
+            next.number,
+            next.pid,
+            next.rpc.clone(),
+            next.exited.clone(),
+        ));
         self.live = Some(live.clone());
         self.route.send_replace(Route::Serving(live));
         let hold = held_at.elapsed();
@@ -655,7 +681,12 @@ impl Supervisor {
             s.pid = Some(current.pid);
             s.socket = Some(current.socket.clone());
             s.plugin_version = current.describe.plugin_version.clone();
-            s.methods = current.describe.methods.iter().map(|m| m.name.clone()).collect();
+            s.methods = current
+                .describe
+                .methods
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
             s.ready_at = Some(current.ready_at);
             s.reloads += 1;
         });
@@ -675,7 +706,12 @@ impl Supervisor {
         Handover::Done(number)
     }
 
-    async fn rollback(&mut self, next: Option<Generation>, fingerprint: Fingerprint, reason: String) -> Handover {
+    async fn rollback(
+        &mut self,
+        next: Option<Generation>,
+        fingerprint: Fingerprint,
+        reason: String,
+    ) -> Handover {
         // Release the held calls first: n never stopped being able to serve them.
         if let Some(live) = self.live.clone() {
             self.route.send_replace(Route::Serving(live));

@@ -211,13 +211,17 @@ impl BinaryWatcher {
         };
         let backend = match kind {
             WatcherKind::Poll => poll(handler)?,
-            WatcherKind::Native => match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
-                Ok(w) => Backend::Native(w),
-                Err(e) => {
-                    tracing::warn!("the OS file watcher cannot start ({e}); polling every {poll_interval:?} instead");
-                    poll(handler)?
+            WatcherKind::Native => {
+                match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
+                    Ok(w) => Backend::Native(w),
+                    Err(e) => {
+                        tracing::warn!(
+                            "the OS file watcher cannot start ({e}); polling every {poll_interval:?} instead"
+                        );
+                        poll(handler)?
+                    }
                 }
-            },
+            }
         };
         Ok(Self {
             backend: Mutex::new(backend),
@@ -238,7 +242,9 @@ impl BinaryWatcher {
                 };
                 if let Err(source) = result {
                     return Err(match source.kind {
-                        notify::ErrorKind::MaxFilesWatch => WatchError::TooManyWatches { path: dir },
+                        notify::ErrorKind::MaxFilesWatch => {
+                            WatchError::TooManyWatches { path: dir }
+                        }
                         _ => WatchError::Watch { path: dir, source },
                     });
                 }
@@ -260,7 +266,11 @@ mod tests {
     fn sets_match_files_and_globs_and_watch_their_directories() {
         let set = WatchSet::new(
             Some(Path::new("/srv/bin/counter")),
-            &["/srv/py/*.py".to_owned(), "/srv/lib/**/*.py".to_owned(), "/etc/x.conf".to_owned()],
+            &[
+                "/srv/py/*.py".to_owned(),
+                "/srv/lib/**/*.py".to_owned(),
+                "/etc/x.conf".to_owned(),
+            ],
         );
         assert!(set.matches(Path::new("/srv/bin/counter")));
         assert!(!set.matches(Path::new("/srv/bin/counter.tmp")));
@@ -268,7 +278,11 @@ mod tests {
         assert!(!set.matches(Path::new("/srv/py/plugin.pyc")));
         assert!(set.matches(Path::new("/srv/lib/a/b/c.py")));
         assert!(set.matches(Path::new("/etc/x.conf")));
-        let dirs: Vec<_> = set.directories().into_iter().map(|(d, m)| (d, m == RecursiveMode::Recursive)).collect();
+        let dirs: Vec<_> = set
+            .directories()
+            .into_iter()
+            .map(|(d, m)| (d, m == RecursiveMode::Recursive))
+            .collect();
         assert!(dirs.contains(&(PathBuf::from("/srv/bin"), false)));
         assert!(dirs.contains(&(PathBuf::from("/srv/py"), false)));
         assert!(dirs.contains(&(PathBuf::from("/srv/lib"), true)));

@@ -258,3 +258,126 @@ pub fn plugin(name: &str, binary: &str, args: &[&str], extra: &str) -> String {
         args.join(", ")
     )
 }
+
+/// Every lifecycle event a host emits, collected in the background from its Events stream.
+pub struct EventLog {
+    events: std::sync::Arc<std::sync::Mutex<Vec<baton_proto::host::Event>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventLog {
+    /// Subscribes to `host`'s events; returns once the subscription is live.
+    pub async fn start(host: &TestHost) -> Self {
+        let mut stream = host
+            .client()
+            .events(baton_proto::host::EventsRequest::default())
+            .await
+            .expect("subscribe to events")
+            .into_inner();
+        let events: std::sync::Arc<std::sync::Mutex<Vec<baton_proto::host::Event>>> =
+            Default::default();
+        let sink = events.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(e)) = stream.message().await {
+                sink.lock().expect("event log").push(e);
+            }
+        });
+        Self { events, task }
+    }
+
+    /// The events so far.
+    pub fn all(&self) -> Vec<baton_proto::host::Event> {
+        self.events.lock().expect("event log").clone()
+    }
+
+    /// The events of one kind so far.
+    pub fn of_kind(&self, kind: &str) -> Vec<baton_proto::host::Event> {
+        self.all().into_iter().filter(|e| e.kind == kind).collect()
+    }
+
+    /// Waits until there are `n` events of `kind`; returns them.
+    pub async fn wait_for(
+        &self,
+        kind: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<baton_proto::host::Event> {
+        wait_until(&format!("{n} {kind} events"), timeout, || async {
+            let found = self.of_kind(kind);
+            (found.len() >= n).then_some(found)
+        })
+        .await
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The number of open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Zombie children of a process (exited, never reaped).
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    let mut zombies = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return zombies;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if state == Some("Z") && ppid == Some(pid) {
+            zombies.push(child);
+        }
+    }
+    zombies
+}
+
+/// Replaces `path` with `content` the way deploys do: write a temp file beside it, rename over.
+pub fn replace_by_rename(path: &Path, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp-new");
+    std::fs::write(&tmp, content).expect("write the new file");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&tmp, path).expect("rename over");
+}
+
+/// Replaces `path` by a hard link to `source`, as cargo does (remove, then link).
+pub fn replace_by_hard_link(path: &Path, source: &Path) {
+    let _ = std::fs::remove_file(path);
+    std::fs::hard_link(source, path).expect("hard link");
+}
+
+/// Rewrites `path` in place (same inode), as `cp` over an existing file does.
+pub fn rewrite_in_place(path: &Path, content: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("open for rewrite");
+    f.write_all(content).expect("rewrite");
+}
+
+/// A shell script that runs `command` (for plugins replaced by a wrapper).
+pub fn script(body: &str) -> Vec<u8> {
+    format!("#!/bin/sh\n{body}\n").into_bytes()
+}

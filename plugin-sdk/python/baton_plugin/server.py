@@ -180,16 +180,16 @@ def _bind(server: grpc.Server, socket: str) -> bool:
     # after, so there is no moment when others could.
     umask = os.umask(0o177)
     try:
-        bound = server.add_insecure_port(f"unix:{socket}")
+        # Raises on failure in current grpcio; older versions returned 0.
+        if server.add_insecure_port(f"unix:{socket}"):
+            return True
+        error = "no address bound"
     except RuntimeError as e:
-        bound, error = 0, e
-    else:
-        error = None
+        error = str(e)
     finally:
         os.umask(umask)
-    if not bound:
-        log.error("cannot bind the plugin socket %s%s", socket, f": {error}" if error else "")
-    return bool(bound)
+    log.error("cannot bind the plugin socket %s: %s", socket, error)
+    return False
 
 
 def _remove(path: str) -> None:

@@ -4,6 +4,8 @@
 //! - `ok`: a healthy plugin (started `FAULTY_START_DELAY_MS` late, if set) whose methods misbehave on request: `echo`, `pid`,
 //!   `crash` (exits with code 3 mid-call), `abort` (dies by SIGABRT mid-call),
 //!   `hang` (never answers), `stdout` (writes a stray line to stdout).
+//!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave;
+//!   otherwise it accepts any state (and keeps none).
 //! - `garbage`: prints something other than the handshake line.
 //! - `wrong-version`: prints a handshake line for protocol version 99.
 //! - `silent`: prints nothing and waits forever.
@@ -46,6 +48,22 @@ impl Plugin for Faulty {
             other => Err(Status::unimplemented(format!(
                 "faulty has no method {other:?}"
             ))),
+        }
+    }
+
+    async fn restore(&self, schema_version: u32, _state: Vec<u8>) -> Result<(), Status> {
+        match std::env::var("FAULTY_RESTORE").as_deref() {
+            Ok("crash") => {
+                eprintln!("crashing in Restore on purpose");
+                std::process::exit(4)
+            }
+            Ok("hang") => loop {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            },
+            Ok("refuse") => Err(Status::failed_precondition(format!(
+                "faulty refuses state schema {schema_version} on purpose"
+            ))),
+            _ => Ok(()),
         }
     }
 }

@@ -6,4 +6,5 @@ mod calls;
 mod config;
 mod crashes;
 mod host_death;
+mod reload;
 mod token;
