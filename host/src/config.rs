@@ -75,6 +75,10 @@ pub struct PluginConfig {
     /// Arguments passed to the program.
     #[serde(default)]
     pub args: Vec<String>,
+    /// The plugin's working directory; default: the config file's directory, so that
+    /// relative paths in `args` mean the same as in this file.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
     /// Extra environment variables for the plugin.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -190,6 +194,7 @@ impl PluginConfig {
         Self {
             command: command.into(),
             args: Vec::new(),
+            cwd: None,
             env: BTreeMap::new(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             call_timeout_ms: default_call_timeout_ms(),
@@ -354,6 +359,11 @@ impl Config {
             if plugin.command.components().count() > 1 && plugin.command.is_relative() {
                 plugin.command = base.join(&plugin.command);
             }
+            plugin.cwd = Some(match plugin.cwd.take() {
+                Some(dir) if dir.is_relative() => base.join(dir),
+                Some(dir) => dir,
+                None => base.to_owned(),
+            });
             for entry in &mut plugin.watch {
                 if Path::new(entry.as_str()).is_relative() {
                     *entry = base.join(entry.as_str()).to_string_lossy().into_owned();

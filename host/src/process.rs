@@ -263,6 +263,9 @@ impl Launcher {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(dir) = &self.config.cwd {
+            command.current_dir(dir);
+        }
         let host_pid = nix::unistd::getpid();
         // SAFETY: the closure runs between fork and exec and only makes two raw
         // syscalls (prctl, getppid), both async-signal-safe.
