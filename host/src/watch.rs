@@ -166,11 +166,15 @@ pub enum WatchError {
 struct Subscriber {
     set: WatchSet,
     nudge: mpsc::Sender<()>,
+    /// What the poller saw last (unused with native events).
+    last: Fingerprint,
 }
 
 enum Backend {
     Native(notify::RecommendedWatcher),
-    Poll(notify::PollWatcher),
+    /// A thread compares fingerprints at an interval. notify's own poller compares
+    /// mtimes in whole seconds, which misses a replacement within the same second.
+    Poll,
 }
 
 /// The host's one file watcher.
@@ -202,27 +206,23 @@ impl BinaryWatcher {
                 }
             }
         };
-        let poll = |handler| {
-            notify::PollWatcher::new(
-                handler,
-                notify::Config::default().with_poll_interval(poll_interval),
-            )
-            .map(Backend::Poll)
-        };
         let backend = match kind {
-            WatcherKind::Poll => poll(handler)?,
+            WatcherKind::Poll => Backend::Poll,
             WatcherKind::Native => {
-                match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
+                match notify::RecommendedWatcher::new(handler, notify::Config::default()) {
                     Ok(w) => Backend::Native(w),
                     Err(e) => {
                         tracing::warn!(
                             "the OS file watcher cannot start ({e}); polling every {poll_interval:?} instead"
                         );
-                        poll(handler)?
+                        Backend::Poll
                     }
                 }
             }
         };
+        if let Backend::Poll = backend {
+            spawn_poller(Arc::downgrade(&subscribers), poll_interval)?;
+        }
         Ok(Self {
             backend: Mutex::new(backend),
             subscribers,
@@ -238,7 +238,7 @@ impl BinaryWatcher {
             for (dir, mode) in set.directories() {
                 let result = match &mut *backend {
                     Backend::Native(w) => w.watch(&dir, mode),
-                    Backend::Poll(w) => w.watch(&dir, mode),
+                    Backend::Poll => Ok(()),
                 };
                 if let Err(source) = result {
                     return Err(match source.kind {
@@ -253,9 +253,40 @@ impl BinaryWatcher {
         self.subscribers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Subscriber { set, nudge });
+            .push(Subscriber {
+                last: set.fingerprint(),
+                set,
+                nudge,
+            });
         Ok(rx)
     }
+}
+
+/// Checks every subscriber's fingerprint each `interval`, until the watcher is dropped.
+fn spawn_poller(
+    subscribers: std::sync::Weak<Mutex<Vec<Subscriber>>>,
+    interval: Duration,
+) -> Result<(), notify::Error> {
+    std::thread::Builder::new()
+        .name("baton-poll-watcher".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(subscribers) = subscribers.upgrade() else {
+                    return;
+                };
+                let mut subscribers = subscribers.lock().unwrap_or_else(|p| p.into_inner());
+                for s in subscribers.iter_mut() {
+                    let now = s.set.fingerprint();
+                    if now != s.last {
+                        s.last = now;
+                        let _ = s.nudge.try_send(());
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(notify::Error::io)
 }
 
 #[cfg(test)]

@@ -434,3 +434,19 @@ async fn reload_off_ignores_changes_and_manual_waits_for_the_operator() {
         b"after"
     );
 }
+
+#[tokio::test]
+async fn the_polling_watcher_sees_changes_where_no_events_come() {
+    let (_dir, path) = stage("counter");
+    let good = std::fs::read(&path).expect("read");
+    let host = TestHost::start(&format!(
+        "watcher = \"poll\"\npoll_interval_ms = 50\n\n{}",
+        counter_at(&path, "")
+    ))
+    .await;
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    let start = generation(&host).await;
+    replace_by_rename(&path, &good);
+    wait_for_generation(&host, start + 1).await;
+    assert_eq!(host.call_text("counter", "get", "k").await, "1");
+}
