@@ -2,7 +2,7 @@
 //! side `baton ctl` uses.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 
 use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
@@ -10,10 +10,9 @@ use baton_proto::host::{
     self as pb, EventsRequest, InvokeRequest, InvokeResponse, ListRequest, ListResponse,
     ReloadRequest, ReloadResponse, StatusRequest,
 };
-use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 use tokio_stream::Stream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::Host;
@@ -208,14 +207,8 @@ pub async fn bind(path: &Path) -> Result<UnixListener, std::io::Error> {
 }
 
 /// A channel to a host's control socket.
-pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    let path: PathBuf = path.to_owned();
-    Endpoint::from_static("http://baton-host")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
+pub async fn connect(path: &Path) -> Result<Channel, std::io::Error> {
+    // Connect once eagerly, so a missing or dead host is reported here, plainly.
+    tokio::net::UnixStream::connect(path).await?;
+    Ok(crate::process::unix_channel(path))
 }

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod events;

@@ -37,6 +37,24 @@ enum Cmd {
         #[arg(long, short, default_value = "baton.toml")]
         config: PathBuf,
     },
+    /// Check that a plugin keeps the baton contract: launch it as a host would and
+    /// report each check on a line, with the reason when it fails. Exit code 1 when
+    /// anything fails.
+    Check {
+        /// A call to make before the snapshot check, to give the plugin some state;
+        /// METHOD=PAYLOAD, repeatable.
+        #[arg(long = "call", value_name = "METHOD=PAYLOAD")]
+        calls: Vec<String>,
+        /// How long start-up and each call may take.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// How long the plugin may take to exit after Shutdown or SIGTERM.
+        #[arg(long, default_value_t = 3000)]
+        grace_ms: u64,
+        /// The plugin's command and arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Talk to a running host.
     Ctl {
         /// The host's control socket.
@@ -82,6 +100,62 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Run { config } => run(config),
         Cmd::Ctl { socket, command } => ctl(socket, command),
+        Cmd::Check {
+            calls,
+            timeout_ms,
+            grace_ms,
+            command,
+        } => check(calls, timeout_ms, grace_ms, command),
+    }
+}
+
+fn check(calls: Vec<String>, timeout_ms: u64, grace_ms: u64, command: Vec<String>) -> ExitCode {
+    let mut parsed = Vec::new();
+    for c in &calls {
+        match c.split_once('=') {
+            Some((method, payload)) => {
+                parsed.push((method.to_owned(), payload.as_bytes().to_vec()))
+            }
+            None => {
+                eprintln!("error: --call {c:?}: expected METHOD=PAYLOAD");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("error: give the plugin's command after `--`");
+        return ExitCode::from(2);
+    };
+    let opts = baton_host::check::CheckOptions {
+        command: PathBuf::from(program),
+        args: args.to_vec(),
+        calls: parsed,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        grace: std::time::Duration::from_millis(grace_ms),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let report = rt.block_on(baton_host::check::run(&opts));
+    let mut failed = 0;
+    for line in &report {
+        let (word, text) = match &line.verdict {
+            baton_host::check::Verdict::Pass(t) => ("pass", t),
+            baton_host::check::Verdict::Fail(t) => {
+                failed += 1;
+                ("FAIL", t)
+            }
+            baton_host::check::Verdict::Skip(t) => ("skip", t),
+        };
+        println!("{word}  {:<24} {text}", line.name);
+    }
+    if failed == 0 {
+        println!("all checks passed: {}", command.join(" "));
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} check(s) failed: {}", command.join(" "));
+        ExitCode::FAILURE
     }
 }
 

@@ -424,17 +424,7 @@ impl Launcher {
         deadline: tokio::time::Instant,
     ) -> Result<(PluginRpc, DescribeResponse), StartError> {
         let timeout = self.config.handshake_timeout();
-        let path = socket.to_owned();
-        let channel = Endpoint::from_static("http://baton-plugin").connect_with_connector_lazy(
-            tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }),
-        );
+        let channel = unix_channel(socket);
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let mut last = String::from("no answer");
         loop {
@@ -560,6 +550,19 @@ impl Generation {
     }
 }
 
+/// A lazily connecting gRPC channel to a Unix socket; it reconnects by itself.
+pub fn unix_channel(path: &Path) -> Channel {
+    let path = path.to_owned();
+    Endpoint::from_static("http://baton-plugin").connect_with_connector_lazy(tower::service_fn(
+        move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        },
+    ))
+}
+
 /// Copies the binary to `to` (mode 0700), refusing a file that changed during the copy:
 /// it was still being written, and its settled version will come with the next change.
 fn copy_binary(from: &Path, to: &Path) -> Result<(), StartError> {
@@ -601,7 +604,7 @@ fn kill_group(pid: u32, signal: Signal) {
 
 /// 32 bytes from the OS CSPRNG, hex-encoded. Without OS randomness no launch is safe,
 /// so that is a failed start rather than a weak token.
-fn new_token() -> Result<String, StartError> {
+pub fn new_token() -> Result<String, StartError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
         StartError::Handshake(format!(

@@ -381,3 +381,42 @@ pub fn rewrite_in_place(path: &Path, content: &[u8]) {
 pub fn script(body: &str) -> Vec<u8> {
     format!("#!/bin/sh\n{body}\n").into_bytes()
 }
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_owned()
+}
+
+/// The repository's Python, with grpcio and the baton SDK (made by setup-python.sh).
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash plugin-sdk/python/setup-python.sh` (scripts/test.sh does)",
+        python.display()
+    );
+    python
+}
+
+/// Runs `baton check` on a plugin command; returns (exit code, stdout).
+pub fn baton_check(
+    extra: &[&str],
+    command: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let out = Command::new(bin("baton"))
+        .arg("check")
+        .args(extra)
+        .arg("--")
+        .args(command)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run baton check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

@@ -5,7 +5,11 @@
 //!   `crash` (exits with code 3 mid-call), `abort` (dies by SIGABRT mid-call),
 //!   `hang` (never answers), `stdout` (writes a stray line to stdout).
 //!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave;
-//!   otherwise it accepts any state (and keeps none).
+//!   otherwise it accepts any state (and keeps none). More faults, each by its own
+//!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
+//!   (exits on an unknown method), `FAULTY_SNAPSHOT_CLOCK` (a snapshot that is never
+//!   the same twice), `FAULTY_IGNORE_SIGTERM`, `FAULTY_LINGER` (does not exit after
+//!   `Shutdown`).
 //! - `garbage`: prints something other than the handshake line.
 //! - `wrong-version`: prints a handshake line for protocol version 99.
 //! - `silent`: prints nothing and waits forever.
@@ -22,6 +26,9 @@ struct Faulty;
 #[async_trait]
 impl Plugin for Faulty {
     fn describe(&self) -> Description {
+        if std::env::var_os("FAULTY_CHATTY").is_some() {
+            println!("describing myself on stdout, by mistake");
+        }
         Description::new("faulty", "test")
             .method("echo", "returns the payload")
             .method("pid", "returns the process id")
@@ -45,10 +52,25 @@ impl Plugin for Faulty {
                 println!("a stray line on stdout");
                 Ok(Bytes::new())
             }
+            other if std::env::var_os("FAULTY_UNKNOWN_CRASH").is_some() => {
+                eprintln!("panicking on unknown method {other:?}");
+                std::process::exit(5)
+            }
             other => Err(Status::unimplemented(format!(
                 "faulty has no method {other:?}"
             ))),
         }
+    }
+
+    async fn snapshot(&self) -> Result<Vec<u8>, Status> {
+        if std::env::var_os("FAULTY_SNAPSHOT_CLOCK").is_some() {
+            // A state that is different every time it is exported.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            return Ok(now.as_nanos().to_le_bytes().to_vec());
+        }
+        Ok(Vec::new())
     }
 
     async fn restore(&self, schema_version: u32, _state: Vec<u8>) -> Result<(), Status> {
@@ -82,6 +104,16 @@ fn main() -> ExitCode {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "ok".into());
     match mode.as_str() {
         "ok" => {
+            if std::env::var_os("FAULTY_IGNORE_SIGTERM").is_some() {
+                // Blocked before any thread starts, so no thread ever takes it.
+                let mut set = nix::sys::signal::SigSet::empty();
+                set.add(nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::pthread_sigmask(
+                    nix::sys::signal::SigmaskHow::SIG_BLOCK,
+                    Some(&set),
+                    None,
+                );
+            }
             // Lets tests make a restart take a while, to see calls wait for it.
             if let Some(ms) = std::env::var("FAULTY_START_DELAY_MS")
                 .ok()
@@ -89,7 +121,12 @@ fn main() -> ExitCode {
             {
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            baton_plugin_sdk::serve(Faulty)
+            let code = baton_plugin_sdk::serve(Faulty);
+            if std::env::var_os("FAULTY_LINGER").is_some() {
+                eprintln!("lingering after shutdown");
+                return wait_forever();
+            }
+            code
         }
         "garbage" => {
             println!("Hello! I am a plugin that prints banners.");

@@ -3,6 +3,7 @@
 
 mod bad_plugins;
 mod calls;
+mod check;
 mod config;
 mod crashes;
 mod host_death;

@@ -1,0 +1,641 @@
+//! `baton check`: launches a plugin the way a host does and checks, one line each, every
+//! part of the contract a plugin author can get wrong, with the reason when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_proto::plugin::plugin_client::PluginClient;
+use baton_proto::plugin::{
+    DescribeRequest, DescribeResponse, InvokeRequest, ShutdownRequest, SnapshotRequest, StateChunk,
+};
+use baton_proto::state::ChunkCheck;
+use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::process::{check_handshake, describe_exit, new_token, unix_channel};
+
+/// What to check and how.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The plugin's program.
+    pub command: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Calls (method, payload) made before the snapshot check, to give it some state.
+    pub calls: Vec<(String, Vec<u8>)>,
+    /// How long start-up and each call may take.
+    pub timeout: Duration,
+    /// How long the plugin may take to exit after `Shutdown` or SIGTERM.
+    pub grace: Duration,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done right; the text says what was seen.
+    Pass(String),
+    /// Done wrong; the text says what was expected and what came.
+    Fail(String),
+    /// Not checked, because an earlier check failed.
+    Skip(String),
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    /// What was checked.
+    pub name: &'static str,
+    /// How it went.
+    pub verdict: Verdict,
+}
+
+/// A plugin process started for checking.
+struct Instance {
+    child: Child,
+    pid: u32,
+    socket: PathBuf,
+    token: String,
+    channel: Channel,
+    stray: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Instance {
+    fn rpc(&self) -> PluginClient<tonic::service::interceptor::InterceptedService<Channel, Token>> {
+        PluginClient::with_interceptor(self.channel.clone(), Token(self.token.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let tail: Vec<&str> = lines
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(" (its stderr ended with: {})", tail.join(" | "))
+        }
+    }
+
+    async fn exit_within(&mut self, grace: Duration) -> Option<String> {
+        tokio::time::timeout(grace, self.child.wait())
+            .await
+            .ok()
+            .map(|status| describe_exit(&status))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[derive(Clone)]
+struct Token(String);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = self
+            .0
+            .parse()
+            .map_err(|_| tonic::Status::internal("token is not valid metadata"))?;
+        req.metadata_mut().insert(TOKEN_METADATA_KEY, value);
+        Ok(req)
+    }
+}
+
+/// Starts one instance and reads its handshake line. The line's verdicts are returned
+/// with the instance, which is `None` when it cannot be used.
+async fn start(
+    opts: &CheckOptions,
+    dir: &Path,
+    n: u32,
+) -> (Result<Instance, String>, Option<String>) {
+    let socket = dir.join(format!("plugin-{n}.sock"));
+    let token = match new_token() {
+        Ok(t) => t,
+        Err(e) => return (Err(e.to_string()), None),
+    };
+    let mut command = Command::new(&opts.command);
+    command
+        .args(&opts.args)
+        .env(baton_proto::env::SOCKET, &socket)
+        .env(
+            baton_proto::env::PROTOCOL_VERSION,
+            PROTOCOL_VERSION.to_string(),
+        )
+        .env(baton_proto::env::TOKEN, &token)
+        .env(baton_proto::env::PLUGIN_NAME, "check")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                Err(format!("cannot run {}: {e}", opts.command.display())),
+                None,
+            );
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    let stderr_lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    if let Some(err) = child.stderr.take() {
+        let sink = stderr_lines.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+    let Some(out) = child.stdout.take() else {
+        return (Err("stdout was not captured".into()), None);
+    };
+    let mut out = BufReader::new(out).lines();
+    let first = tokio::select! {
+        line = tokio::time::timeout(opts.timeout, out.next_line()) => line,
+        status = child.wait() => {
+            // Give stderr a moment to be read, so the reason shows.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let tail = stderr_lines.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().take(5).rev().cloned().collect::<Vec<_>>().join(" | ");
+            return (Err(format!("exited before printing the handshake line ({}); stderr: {tail}", describe_exit(&status))), None);
+        }
+    };
+    let line = match first {
+        Ok(Ok(Some(line))) => line,
+        Ok(Ok(None)) => {
+            // Exiting closes stdout first; say how it exited, and why.
+            let status = tokio::time::timeout(Duration::from_millis(500), child.wait()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let tail = stderr_lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .rev()
+                .take(5)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let how = match status {
+                Ok(status) => format!("exited ({})", describe_exit(&status)),
+                Err(_) => "closed stdout".to_owned(),
+            };
+            return (
+                Err(format!(
+                    "{how} without printing the handshake line; stderr: {tail}"
+                )),
+                None,
+            );
+        }
+        Ok(Err(e)) => return (Err(format!("cannot read stdout: {e}")), None),
+        Err(_) => {
+            return (
+                Err(format!(
+                    "printed no handshake line within {:?} (expected `baton|{PROTOCOL_VERSION}|unix|{}`)",
+                    opts.timeout,
+                    socket.display()
+                )),
+                None,
+            );
+        }
+    };
+    let stray: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let sink = stray.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+    let instance = Instance {
+        child,
+        pid,
+        channel: unix_channel(&socket),
+        socket,
+        token,
+        stray,
+        stderr: stderr_lines,
+    };
+    (Ok(instance), Some(line))
+}
+
+async fn wait_serving(instance: &Instance, timeout: Duration) -> Result<(), String> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(instance.channel.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = "no answer".to_owned();
+    loop {
+        let check = health.check(tonic_health::pb::HealthCheckRequest {
+            service: "baton.plugin.v1.Plugin".into(),
+        });
+        match tokio::time::timeout_at(deadline, check).await {
+            Ok(Ok(r))
+                if r.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 =>
+            {
+                return Ok(());
+            }
+            Ok(Ok(r)) => last = format!("status {}", r.get_ref().status),
+            Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "grpc.health.v1.Health/Check for \"baton.plugin.v1.Plugin\" did not say SERVING within {timeout:?} (last: {last}){}",
+                instance.stderr_tail()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn snapshot(instance: &Instance, timeout: Duration) -> Result<Vec<StateChunk>, String> {
+    let mut rpc = instance.rpc();
+    let mut stream = tokio::time::timeout(timeout, rpc.snapshot(SnapshotRequest {}))
+        .await
+        .map_err(|_| format!("Snapshot did not answer within {timeout:?}"))?
+        .map_err(|s| format!("Snapshot failed ({:?}): {}", s.code(), s.message()))?
+        .into_inner();
+    let mut chunks = Vec::new();
+    let mut check = ChunkCheck::new(u64::MAX);
+    loop {
+        match tokio::time::timeout(timeout, stream.message()).await {
+            Ok(Ok(Some(chunk))) => {
+                check
+                    .push(&chunk)
+                    .map_err(|e| format!("Snapshot sent a bad chunk: {e}"))?;
+                chunks.push(chunk);
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(s)) => {
+                return Err(format!(
+                    "the Snapshot stream failed ({:?}): {}",
+                    s.code(),
+                    s.message()
+                ));
+            }
+            Err(_) => return Err(format!("the Snapshot stream stalled for {timeout:?}")),
+        }
+    }
+    check
+        .finish()
+        .map_err(|e| format!("Snapshot ended badly: {e}"))?;
+    Ok(chunks)
+}
+
+fn joined(chunks: &[StateChunk]) -> Vec<u8> {
+    chunks.iter().flat_map(|c| c.data.iter().copied()).collect()
+}
+
+/// The report being written, in the order of [`ALL_CHECKS`].
+#[derive(Default)]
+struct Report(Vec<CheckLine>);
+
+impl Report {
+    fn push(&mut self, verdict: Verdict) {
+        let name = ALL_CHECKS.get(self.0.len()).copied().unwrap_or("extra");
+        self.0.push(CheckLine { name, verdict });
+    }
+    fn pass(&mut self, text: impl Into<String>) {
+        self.push(Verdict::Pass(text.into()));
+    }
+    fn fail(&mut self, text: impl Into<String>) {
+        self.push(Verdict::Fail(text.into()));
+    }
+    /// Marks every check not yet done as skipped, and returns the report.
+    fn skip_rest(mut self) -> Vec<CheckLine> {
+        while self.0.len() < ALL_CHECKS.len() {
+            self.push(Verdict::Skip("needs the checks above".into()));
+        }
+        self.0
+    }
+}
+
+async fn call(
+    instance: &Instance,
+    method: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut rpc = instance.rpc();
+    let request = InvokeRequest {
+        method: method.to_owned(),
+        payload: payload.into(),
+        metadata: Default::default(),
+    };
+    match tokio::time::timeout(timeout, rpc.invoke(request)).await {
+        Ok(reply) => reply.map(|r| r.into_inner().payload.to_vec()),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
+    }
+}
+
+fn is_unauthenticated(result: Result<(), tonic::Status>) -> Result<(), String> {
+    match result {
+        Err(s) if s.code() == Code::Unauthenticated => Ok(()),
+        Err(s) => Err(format!(
+            "expected UNAUTHENTICATED, but the plugin ran it (answered {:?}: {})",
+            s.code(),
+            s.message()
+        )),
+        Ok(()) => Err("expected UNAUTHENTICATED, but the plugin ran it (and succeeded)".into()),
+    }
+}
+
+/// Runs every check; the plugin's processes are gone when it returns.
+pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
+    let mut report = Report::default();
+    let dir = match tempfile::Builder::new().prefix("baton-check-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            report.fail(format!("cannot make a socket directory: {e}"));
+            return report.skip_rest();
+        }
+    };
+    let timeout = opts.timeout;
+
+    let (started, first) = start(opts, dir.path(), 1).await;
+    let (mut a, first) = match (started, first) {
+        (Ok(a), Some(first)) => (a, first),
+        (Err(e), _) => {
+            report.fail(e);
+            return report.skip_rest();
+        }
+        (Ok(_), None) => {
+            report.fail("no handshake line");
+            return report.skip_rest();
+        }
+    };
+    let fields: Vec<&str> = first.splitn(4, '|').collect();
+    let well_formed = fields.len() == 4 && fields[0] == "baton" && fields[2] == "unix";
+    match check_handshake(&first, &a.socket) {
+        Ok(()) => {
+            report.pass(format!("`{first}`"));
+            report.pass(format!("speaks {PROTOCOL_VERSION}, as the host does"));
+        }
+        Err(e) if well_formed && fields[1] != PROTOCOL_VERSION.to_string() => {
+            report.pass(format!("`{first}`"));
+            report.fail(e.to_string());
+            return report.skip_rest();
+        }
+        Err(e) => {
+            report.fail(format!("{e}{}", a.stderr_tail()));
+            return report.skip_rest();
+        }
+    }
+
+    if let Err(e) = wait_serving(&a, timeout).await {
+        report.fail(e);
+        return report.skip_rest();
+    }
+    report.pass("SERVING for baton.plugin.v1.Plugin");
+
+    let mut bare = PluginClient::new(a.channel.clone());
+    let no_token = bare
+        .invoke(InvokeRequest {
+            method: "baton-check".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    let no_token_describe = bare.describe(DescribeRequest {}).await.map(|_| ());
+    let mut wrong = tonic::Request::new(DescribeRequest {});
+    if let Ok(v) = "0".repeat(64).parse() {
+        wrong.metadata_mut().insert(TOKEN_METADATA_KEY, v);
+    }
+    let wrong_token = bare.describe(wrong).await.map(|_| ());
+    match is_unauthenticated(no_token)
+        .and(is_unauthenticated(no_token_describe))
+        .map_err(|e| format!("a call without x-baton-token: {e}"))
+        .and(is_unauthenticated(wrong_token).map_err(|e| format!("a call with a wrong token: {e}")))
+    {
+        Ok(()) => report.pass("refused with UNAUTHENTICATED (no token, wrong token)"),
+        Err(e) => report.fail(e),
+    }
+
+    let describe: Option<DescribeResponse> =
+        match tokio::time::timeout(timeout, a.rpc().describe(DescribeRequest {})).await {
+            Ok(Ok(d)) => Some(d.into_inner()),
+            Ok(Err(s)) => {
+                report.fail(format!("Describe failed ({:?}): {}", s.code(), s.message()));
+                None
+            }
+            Err(_) => {
+                report.fail(format!("Describe did not answer within {timeout:?}"));
+                None
+            }
+        };
+    if let Some(d) = &describe {
+        let methods: Vec<&str> = d.methods.iter().map(|m| m.name.as_str()).collect();
+        if d.protocol_version != PROTOCOL_VERSION {
+            report.fail(format!(
+                "Describe reports protocol version {}, expected {PROTOCOL_VERSION}",
+                d.protocol_version
+            ));
+        } else if d.name.is_empty() {
+            report.fail("Describe gives no name");
+        } else {
+            report.pass(format!(
+                "{} {}, methods [{}], state schema {}",
+                d.name,
+                d.plugin_version,
+                methods.join(", "),
+                d.state_schema_version
+            ));
+        }
+    }
+
+    if opts.calls.is_empty() {
+        report.push(Verdict::Skip(
+            "none given (--call METHOD=PAYLOAD gives the snapshot check some state)".into(),
+        ));
+    } else {
+        let mut results = Vec::new();
+        let mut failed = None;
+        for (method, payload) in &opts.calls {
+            match call(&a, method, payload.clone(), timeout).await {
+                Ok(out) => results.push(format!("{method} -> {:?}", String::from_utf8_lossy(&out))),
+                Err(s) => {
+                    failed = Some(format!(
+                        "{method}({:?}) failed ({:?}): {}",
+                        String::from_utf8_lossy(payload),
+                        s.code(),
+                        s.message()
+                    ));
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(e) => report.fail(e),
+            None => report.pass(results.join("; ")),
+        }
+    }
+
+    let unknown = call(&a, "baton-check-no-such-method", b"x".to_vec(), timeout).await;
+    // A transport error usually means the process died; give its exit a moment to show.
+    let exited = match &unknown {
+        Err(s) if matches!(s.code(), Code::Unknown | Code::Unavailable | Code::Internal) => {
+            a.exit_within(Duration::from_millis(500)).await
+        }
+        _ => a
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| describe_exit(&Ok(s))),
+    };
+    match (unknown, exited.is_none()) {
+        (_, false) => report.fail(format!(
+            "the plugin exited ({}) when called with an unknown method{}",
+            exited.unwrap_or_default(),
+            a.stderr_tail()
+        )),
+        (Err(s), true) if s.code() == Code::Unimplemented && !s.message().is_empty() => {
+            report.pass(format!("UNIMPLEMENTED: {}", s.message()))
+        }
+        (Err(s), true) => report.fail(format!(
+            "expected UNIMPLEMENTED with a message, got {:?}: {:?}",
+            s.code(),
+            s.message()
+        )),
+        (Ok(out), true) => report.fail(format!(
+            "expected UNIMPLEMENTED, but the call succeeded with {:?}",
+            String::from_utf8_lossy(&out)
+        )),
+    }
+
+    // A second instance, restored from the first, must export the same state.
+    let (second, second_line) = start(opts, dir.path(), 2).await;
+    let mut b = second.ok().filter(|_| second_line.is_some());
+    let first_alive = matches!(a.child.try_wait(), Ok(None));
+    let transfer = async {
+        if !first_alive {
+            return Err("the first instance is no longer running".to_owned());
+        }
+        let Some(b) = &b else {
+            return Err("a second instance did not start".to_owned());
+        };
+        wait_serving(b, timeout).await?;
+        let original = snapshot(&a, timeout).await?;
+        let mut rpc = b.rpc();
+        let restored =
+            tokio::time::timeout(timeout, rpc.restore(tokio_stream::iter(original.clone())))
+                .await
+                .map_err(|_| format!("Restore did not answer within {timeout:?}"))?
+                .map_err(|s| {
+                    format!(
+                        "Restore of the first instance's snapshot failed ({:?}): {}",
+                        s.code(),
+                        s.message()
+                    )
+                })?
+                .into_inner();
+        let again = snapshot(b, timeout).await?;
+        let (x, y) = (joined(&original), joined(&again));
+        if x != y {
+            return Err(format!(
+                "the restored instance's snapshot differs: {} bytes before, {} after{}",
+                x.len(),
+                y.len(),
+                x.iter()
+                    .zip(&y)
+                    .position(|(p, q)| p != q)
+                    .map_or(String::new(), |i| format!(", first difference at byte {i}"))
+            ));
+        }
+        Ok(format!(
+            "{} bytes in {} chunks (schema {}) restored ({} bytes read) and reproduced",
+            x.len(),
+            original.len(),
+            original.first().map_or(0, |c| c.schema_version),
+            restored.bytes_restored
+        ))
+    };
+    match transfer.await {
+        Ok(text) => report.pass(text),
+        Err(e) => report.fail(e),
+    }
+
+    match &mut b {
+        Some(b) => {
+            let asked = tokio::time::timeout(timeout, b.rpc().shutdown(ShutdownRequest {})).await;
+            match (asked, b.exit_within(opts.grace).await) {
+                (Ok(Ok(_)), Some(status)) => {
+                    report.pass(format!("answered, then exited ({status})"))
+                }
+                (Ok(Ok(_)), None) => report.fail(format!(
+                    "answered, but did not exit within {:?}",
+                    opts.grace
+                )),
+                (Ok(Err(s)), _) => {
+                    report.fail(format!("Shutdown failed ({:?}): {}", s.code(), s.message()))
+                }
+                (Err(_), _) => report.fail(format!("Shutdown did not answer within {timeout:?}")),
+            }
+        }
+        None => report.push(Verdict::Skip("no second instance to shut down".into())),
+    }
+
+    let _ = i32::try_from(a.pid).map(|pid| kill(Pid::from_raw(pid), Signal::SIGTERM));
+    match a.exit_within(opts.grace).await {
+        Some(status) => report.pass(format!("exited after SIGTERM ({status})")),
+        None => report.fail(format!("still running {:?} after SIGTERM", opts.grace)),
+    }
+
+    let mut stray: Vec<String> = a.stray.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(b) = &b {
+        stray.extend(
+            b.stray
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+    }
+    match stray.first() {
+        None => report.pass("nothing after the handshake line"),
+        Some(first) => report.fail(format!(
+            "{} line(s) on stdout after the handshake, first: {first:?} (logs belong on stderr)",
+            stray.len()
+        )),
+    }
+    report.skip_rest()
+}
+
+/// Every check, in the order they run.
+pub const ALL_CHECKS: [&str; 11] = [
+    "handshake line",
+    "protocol version",
+    "health",
+    "calls without the token",
+    "describe",
+    "calls",
+    "unknown method",
+    "snapshot and restore",
+    "shutdown",
+    "sigterm",
+    "stdout",
+];

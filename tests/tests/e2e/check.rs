@@ -1,0 +1,125 @@
+//! `baton check` passes plugins that keep the contract and names what the others break.
+
+use baton_tests::{baton_check, bin, repo_root, venv_python};
+
+fn line<'a>(report: &'a str, check: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l[6..].starts_with(check))
+        .unwrap_or_else(|| panic!("no {check:?} line in:\n{report}"))
+}
+
+fn assert_fails(report: &str, check: &str, reason: &str) {
+    let l = line(report, check);
+    assert!(l.starts_with("FAIL"), "{check} should fail:\n{report}");
+    assert!(
+        l.contains(reason),
+        "{check} should say {reason:?}:\n{report}"
+    );
+}
+
+#[test]
+fn the_examples_pass_every_check() {
+    let counter = bin("counter");
+    let (code, report) = baton_check(
+        &["--call", "incr=a", "--call", "incr=b"],
+        &[counter.to_str().expect("path")],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert!(!report.contains("FAIL"), "{report}");
+    assert!(
+        line(&report, "snapshot and restore").contains("reproduced"),
+        "{report}"
+    );
+
+    let echo = bin("echo");
+    let (code, report) = baton_check(&[], &[echo.to_str().expect("path")], &[]);
+    assert_eq!(code, Some(0), "{report}");
+
+    let python = venv_python();
+    let script = repo_root().join("example-plugins/python-counter/counter.py");
+    let (code, report) = baton_check(
+        &["--call", "incr=a"],
+        &[
+            python.to_str().expect("path"),
+            script.to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        line(&report, "describe").contains("python-counter"),
+        "{report}"
+    );
+}
+
+#[test]
+fn broken_plugins_fail_with_the_reason() {
+    let faulty = bin("faulty");
+    let faulty = faulty.to_str().expect("path");
+    let fast = ["--timeout-ms", "1500", "--grace-ms", "700"];
+
+    let (code, report) = baton_check(&fast, &[faulty, "garbage"], &[]);
+    assert_eq!(code, Some(1));
+    assert_fails(
+        &report,
+        "handshake line",
+        "printed `Hello! I am a plugin that prints banners.`",
+    );
+    assert!(line(&report, "health").starts_with("skip"), "{report}");
+
+    let (_, report) = baton_check(&fast, &[faulty, "wrong-version"], &[]);
+    assert_fails(
+        &report,
+        "protocol version",
+        "protocol version \"99\", this host speaks 1",
+    );
+
+    let (_, report) = baton_check(&fast, &[faulty, "exit-at-start"], &[]);
+    assert_fails(
+        &report,
+        "handshake line",
+        "cannot open /nonexistent/faulty.conf",
+    );
+
+    let (_, report) = baton_check(&fast, &[faulty, "no-health"], &[]);
+    assert_fails(&report, "health", "did not say SERVING");
+
+    let (_, report) = baton_check(&fast, &[faulty, "ok"], &[("FAULTY_CHATTY", "1")]);
+    assert_fails(&report, "stdout", "describing myself on stdout, by mistake");
+
+    let (_, report) = baton_check(&fast, &[faulty, "ok"], &[("FAULTY_UNKNOWN_CRASH", "1")]);
+    assert_fails(&report, "unknown method", "exited (exit code 5)");
+
+    let (_, report) = baton_check(&fast, &[faulty, "ok"], &[("FAULTY_SNAPSHOT_CLOCK", "1")]);
+    assert_fails(&report, "snapshot and restore", "snapshot differs");
+
+    let (_, report) = baton_check(&fast, &[faulty, "ok"], &[("FAULTY_IGNORE_SIGTERM", "1")]);
+    assert_fails(&report, "sigterm", "still running");
+    assert!(line(&report, "shutdown").starts_with("pass"), "{report}");
+
+    let (_, report) = baton_check(&fast, &[faulty, "ok"], &[("FAULTY_LINGER", "1")]);
+    assert_fails(&report, "shutdown", "did not exit within");
+
+    let python = venv_python();
+    let tokenless = repo_root().join("tests/plugins/tokenless.py");
+    let (code, report) = baton_check(
+        &fast,
+        &[
+            python.to_str().expect("path"),
+            tokenless.to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert_fails(
+        &report,
+        "calls without the token",
+        "expected UNAUTHENTICATED, but the plugin ran it",
+    );
+
+    // And the same faulty plugin, healthy, passes: the failures above are the faults'.
+    let (code, report) = baton_check(&fast, &[faulty, "ok"], &[]);
+    assert_eq!(code, Some(0), "{report}");
+}
