@@ -7,5 +7,6 @@ mod check;
 mod config;
 mod crashes;
 mod host_death;
+mod python;
 mod reload;
 mod token;
