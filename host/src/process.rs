@@ -238,7 +238,6 @@ impl Launcher {
     pub async fn launch(&self, number: u64) -> Result<Generation, StartError> {
         let started = Instant::now();
         let timeout = self.config.handshake_timeout();
-        let deadline = tokio::time::Instant::now() + timeout;
         let socket = self.socket_dir.join(format!("{}.{number}.sock", self.name));
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
@@ -299,6 +298,9 @@ impl Launcher {
                 spawned
             }))
             .await?;
+        // The clock starts once the process runs: copying a large binary is the host's
+        // work, not the plugin's.
+        let deadline = tokio::time::Instant::now() + timeout;
         let pid = child.id().unwrap_or(0);
         let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
             (Some(o), Some(e)) => (o, e),

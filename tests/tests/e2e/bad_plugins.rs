@@ -7,7 +7,7 @@ use baton_tests::{TestHost, plugin, wait_until};
 
 #[tokio::test]
 async fn each_bad_plugin_is_named_with_what_was_seen_and_expected() {
-    let once = "handshake_timeout_ms = 1000\n";
+    let once = "handshake_timeout_ms = 3000\n";
     let config = plugin("garbage", "faulty", &["garbage"], once)
         + &plugin("oldproto", "faulty", &["wrong-version"], once)
         + &plugin("mute", "faulty", &["silent"], once)
@@ -49,7 +49,7 @@ async fn each_bad_plugin_is_named_with_what_was_seen_and_expected() {
         e.contains("plugin mute") && e.contains("printed no handshake line"),
         "{e}"
     );
-    assert!(e.contains("within 1s"), "{e}");
+    assert!(e.contains("within 3s"), "{e}");
 
     let e = error_of("quitter").await;
     assert!(
