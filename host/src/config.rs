@@ -25,6 +25,13 @@ pub struct Config {
     /// With `watcher = "poll"`, how often watched files are checked.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Where checkpoints are persisted (`<state_dir>/<plugin>/`), relative to this file.
+    /// Without it, checkpoints live in memory only and do not survive a host restart.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How often the plugins' memory and CPU are measured (only their own pids).
+    #[serde(default = "default_resource_interval_ms")]
+    pub resource_interval_ms: u64,
     /// The plugins, by name. A name is used in file names, so it may hold only ASCII
     /// letters, digits, `-` and `_`.
     #[serde(default)]
@@ -94,6 +101,21 @@ pub struct PluginConfig {
     /// What to do when the process exits unasked.
     #[serde(default)]
     pub restart: RestartConfig,
+    /// Take a checkpoint (a snapshot kept by the host) this often, to restore after a
+    /// crash or, with `state_dir`, after a host restart. Calls are held while it is taken.
+    #[serde(default)]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Resident memory above which the plugin is handed over to a fresh process (its
+    /// state kept), in MiB. Crossing it again right after counts as a crash.
+    #[serde(default)]
+    pub max_rss_mb: Option<u64>,
+    /// Average CPU use (100 = one core) over `cpu_window_ms` above which the plugin is
+    /// handed over to a fresh process.
+    #[serde(default)]
+    pub max_cpu_percent: Option<f64>,
+    /// The window `max_cpu_percent` is averaged over.
+    #[serde(default = "default_cpu_window_ms")]
+    pub cpu_window_ms: u64,
     /// `watch`, `manual` or `off`. Default: `watch` in dev mode, `manual` in production.
     #[serde(default)]
     pub reload: Option<ReloadMode>,
@@ -160,6 +182,12 @@ fn default_call_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     3_000
 }
+fn default_cpu_window_ms() -> u64 {
+    10_000
+}
+fn default_resource_interval_ms() -> u64 {
+    1_000
+}
 fn default_poll_interval_ms() -> u64 {
     500
 }
@@ -200,6 +228,10 @@ impl PluginConfig {
             call_timeout_ms: default_call_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             restart: RestartConfig::default(),
+            checkpoint_interval_ms: None,
+            max_rss_mb: None,
+            max_cpu_percent: None,
+            cpu_window_ms: default_cpu_window_ms(),
             reload: None,
             watch: Vec::new(),
             settle_ms: default_settle_ms(),
@@ -248,6 +280,8 @@ impl Config {
             mode: Mode::default(),
             watcher: WatcherKind::default(),
             poll_interval_ms: default_poll_interval_ms(),
+            resource_interval_ms: default_resource_interval_ms(),
+            state_dir: None,
             plugins: BTreeMap::new(),
         }
     }
@@ -316,6 +350,13 @@ impl Config {
             for (key, value, min) in [
                 ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
                 ("handover_timeout_ms", plugin.handover_timeout_ms, 1),
+                ("cpu_window_ms", plugin.cpu_window_ms, 1),
+                (
+                    "checkpoint_interval_ms",
+                    plugin.checkpoint_interval_ms.unwrap_or(10),
+                    10,
+                ),
+                ("max_rss_mb", plugin.max_rss_mb.unwrap_or(1), 1),
                 ("call_timeout_ms", plugin.call_timeout_ms, 1),
                 ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),
                 (
@@ -353,6 +394,11 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         if self.socket.is_relative() {
             self.socket = base.join(&self.socket);
+        }
+        if let Some(dir) = &self.state_dir
+            && dir.is_relative()
+        {
+            self.state_dir = Some(base.join(dir));
         }
         for plugin in self.plugins.values_mut() {
             // A bare program name (`python3`) is looked up in PATH, as a shell would.

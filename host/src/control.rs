@@ -8,7 +8,7 @@ use std::pin::Pin;
 use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
 use baton_proto::host::{
     self as pb, EventsRequest, InvokeRequest, InvokeResponse, ListRequest, ListResponse,
-    ReloadRequest, ReloadResponse, StatusRequest,
+    LogsRequest, ReloadRequest, ReloadResponse, StatusRequest,
 };
 use tokio::net::UnixListener;
 use tokio_stream::Stream;
@@ -78,6 +78,11 @@ fn to_proto(s: PluginStatus) -> pb::PluginStatus {
         methods: s.methods,
         uptime_ms: s.ready_at.map_or(0, |t| t.elapsed().as_millis() as u64),
         reloads: s.reloads,
+        rss_bytes: s.rss_bytes.unwrap_or(0),
+        cpu_percent: s.cpu_percent.unwrap_or(0.0),
+        calls: s.calls,
+        errors: s.errors,
+        last_event: s.last_event.unwrap_or_default(),
     }
 }
 
@@ -139,6 +144,58 @@ impl Supervisor for ControlService {
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(ReloadResponse { generation }))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = request.into_inner();
+        let (recent, mut feed) = self.plugin(&req.plugin)?.follow_logs();
+        let skip = match req.tail {
+            0 => 0,
+            n => recent.len().saturating_sub(n as usize),
+        };
+        let to_proto = |l: crate::process::LogLine| pb::LogLine {
+            generation: l.generation,
+            stream: l.stream.to_owned(),
+            text: l.text,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for line in recent.into_iter().skip(skip) {
+                if tx.send(Ok(to_proto(line))).await.is_err() {
+                    return;
+                }
+            }
+            if !req.follow {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    next = feed.recv() => next,
+                    // The client hung up: stop waiting for lines nobody will read.
+                    () = tx.closed() => return,
+                };
+                let line = match next {
+                    Ok(line) => Ok(to_proto(line)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Ok(pb::LogLine {
+                        generation: 0,
+                        stream: "baton".into(),
+                        text: format!("[{n} lines dropped: the client read too slowly]"),
+                    }),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;

@@ -3,7 +3,7 @@
 //! starting or restarting, and fails fast, naming the plugin, when it has failed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,6 +155,8 @@ pub struct PluginHandle {
 
 struct Inner {
     name: Arc<str>,
+    calls: AtomicU64,
+    errors: AtomicU64,
     call_timeout: Duration,
     route: watch::Receiver<Route>,
     status: Arc<Mutex<PluginStatus>>,
@@ -182,6 +184,8 @@ impl PluginHandle {
         Self {
             inner: Arc::new(Inner {
                 name,
+                calls: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
                 call_timeout,
                 route,
                 status,
@@ -206,6 +210,20 @@ impl PluginHandle {
 
     /// Like [`invoke`](Self::invoke), with caller metadata, returning the serving generation too.
     pub async fn call(
+        &self,
+        method: &str,
+        payload: Bytes,
+        metadata: HashMap<String, String>,
+    ) -> Result<Reply, Status> {
+        let result = self.route_call(method, payload, metadata).await;
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.inner.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn route_call(
         &self,
         method: &str,
         payload: Bytes,
@@ -327,11 +345,32 @@ impl PluginHandle {
 
     /// What the host knows about the plugin now.
     pub fn status(&self) -> PluginStatus {
-        self.inner
+        let mut status = self
+            .inner
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        status.calls = self.inner.calls.load(Ordering::Relaxed);
+        status.errors = self.inner.errors.load(Ordering::Relaxed);
+        status
+    }
+
+    /// Records what the resource monitor measured for the serving process `pid`.
+    pub(crate) fn set_resources(&self, pid: u32, rss_bytes: u64, cpu_percent: f32) {
+        let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());
+        if status.pid == Some(pid) {
+            status.rss_bytes = Some(rss_bytes);
+            status.cpu_percent = Some(cpu_percent);
+        }
+    }
+
+    /// Tells the supervisor that process `pid` crossed a limit; never waits.
+    pub(crate) fn over_limit(&self, pid: u32, reason: String) {
+        let _ = self
+            .inner
+            .commands
+            .try_send(Command::OverLimit { pid, reason });
     }
 
     /// Waits until the plugin serves, or `timeout` passes; returns the serving generation.
@@ -345,6 +384,11 @@ impl PluginHandle {
     /// Recent lines of the plugin's output, oldest first.
     pub fn logs(&self) -> Vec<LogLine> {
         self.inner.logs.lines()
+    }
+
+    /// Recent lines, and a feed of the lines that come after them.
+    pub fn follow_logs(&self) -> (Vec<LogLine>, tokio::sync::broadcast::Receiver<LogLine>) {
+        self.inner.logs.follow()
     }
 
     /// Hands the plugin over to a fresh process (its state kept), even if nothing

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
+use crate::monitor;
 use crate::process::{Launcher, LogRing, Spawner};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
@@ -22,6 +24,8 @@ pub struct Host {
     events: EventSender,
     /// Nudges the plugins that reload on change.
     watcher: BinaryWatcher,
+    /// The resource monitor thread runs while this lives.
+    _monitor_alive: Arc<()>,
 }
 
 /// Why a host could not start.
@@ -75,10 +79,23 @@ impl Host {
             socket_dir,
             events,
             watcher,
+            _monitor_alive: Arc::new(()),
         };
         for (name, plugin) in &config.plugins {
-            host.add(name, plugin.clone(), config.mode, &spawner);
+            let checkpoints = CheckpointStore::new(config.state_dir.as_ref().map(|d| d.join(name)));
+            host.add(name, plugin.clone(), config.mode, &spawner, checkpoints);
         }
+        let watched = config
+            .plugins
+            .iter()
+            .filter_map(|(name, plugin)| Some((host.plugin(name)?, monitor::Limits::of(plugin))))
+            .collect();
+        monitor::spawn(
+            watched,
+            std::time::Duration::from_millis(config.resource_interval_ms.max(10)),
+            Arc::downgrade(&host._monitor_alive),
+        )
+        .map_err(HostError::Spawner)?;
         tracing::info!(
             plugins = host.plugins.len(),
             socket_dir = %host.socket_dir.path().display(),
@@ -87,7 +104,14 @@ impl Host {
         Ok(host)
     }
 
-    fn add(&mut self, name: &str, config: PluginConfig, mode: Mode, spawner: &Spawner) {
+    fn add(
+        &mut self,
+        name: &str,
+        config: PluginConfig,
+        mode: Mode,
+        spawner: &Spawner,
+        checkpoints: CheckpointStore,
+    ) {
         let reload = config.reload_mode(mode);
         let launcher = Launcher {
             name: Arc::from(name),
@@ -120,7 +144,7 @@ impl Host {
             }
             ReloadMode::Manual | ReloadMode::Off => None,
         };
-        let (handle, task) = supervisor::spawn(launcher, self.events.clone(), changes);
+        let (handle, task) = supervisor::spawn(launcher, self.events.clone(), changes, checkpoints);
         self.plugins.insert(name.to_owned(), handle);
         self.tasks.push(task);
     }

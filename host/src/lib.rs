@@ -17,11 +17,13 @@
 //! ```
 
 pub mod check;
+pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod events;
 mod handle;
 mod host;
+mod monitor;
 pub mod process;
 pub mod supervisor;
 pub mod watch;

@@ -8,7 +8,8 @@ use baton_host::control::{self, ControlService};
 use baton_host::{Config, Host};
 use baton_proto::host::supervisor_client::SupervisorClient;
 use baton_proto::host::{
-    EventsRequest, InvokeRequest, ListRequest, PluginState, ReloadRequest, StatusRequest,
+    EventsRequest, InvokeRequest, ListRequest, LogsRequest, PluginState, ReloadRequest,
+    StatusRequest,
 };
 use clap::{Parser, Subcommand};
 
@@ -78,10 +79,25 @@ enum CtlCmd {
         /// The payload as text, or `-` to read it from stdin. Empty if left out.
         payload: Option<String>,
     },
-    /// Everything the host knows about one plugin.
+    /// A table per plugin: state, generation, pid, uptime, restarts, reloads, memory,
+    /// CPU, calls, errors, last event.
     Status {
+        /// Only this plugin.
+        plugin: Option<String>,
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A plugin's recent output lines, kept by the host.
+    Logs {
         /// The plugin's configured name.
         plugin: String,
+        /// Keep printing new lines as they come, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u32>,
     },
     /// Hand PLUGIN over to a fresh process, keeping its state (also revives a failed one).
     Reload {
@@ -294,6 +310,82 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
+fn status_json(p: &baton_proto::host::PluginStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name,
+        "state": state_name(p.state),
+        "generation": p.generation,
+        "pid": (p.pid != 0).then_some(p.pid),
+        "uptime_ms": p.uptime_ms,
+        "restarts": p.restarts,
+        "reloads": p.reloads,
+        "rss_bytes": (p.rss_bytes != 0).then_some(p.rss_bytes),
+        "cpu_percent": p.cpu_percent,
+        "calls": p.calls,
+        "errors": p.errors,
+        "last_event": p.last_event,
+        "last_error": p.last_error,
+        "version": p.plugin_version,
+        "methods": p.methods,
+        "socket": p.socket,
+    })
+}
+
+fn human_duration(ms: u64) -> String {
+    match ms / 1000 {
+        0 if ms == 0 => "-".into(),
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn print_status_table(plugins: &[baton_proto::host::PluginStatus]) {
+    println!(
+        "{:<16} {:<12} {:>4} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>8} {:>6}  LAST EVENT",
+        "PLUGIN",
+        "STATE",
+        "GEN",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "RELOADS",
+        "RSS",
+        "CPU%",
+        "CALLS",
+        "ERRORS"
+    );
+    for p in plugins {
+        let pid = if p.pid == 0 {
+            "-".to_owned()
+        } else {
+            p.pid.to_string()
+        };
+        let rss = if p.rss_bytes == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}M", p.rss_bytes as f64 / f64::from(1u32 << 20))
+        };
+        let last: String = p.last_event.chars().take(60).collect();
+        println!(
+            "{:<16} {:<12} {:>4} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6.1} {:>8} {:>6}  {}",
+            p.name,
+            state_name(p.state),
+            p.generation,
+            pid,
+            human_duration(p.uptime_ms),
+            p.restarts,
+            p.reloads,
+            rss,
+            p.cpu_percent,
+            p.calls,
+            p.errors,
+            last
+        );
+    }
+}
+
 async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), String> {
     let channel = control::connect(socket)
         .await
@@ -329,23 +421,55 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
                 );
             }
         }
-        CtlCmd::Status { plugin } => {
-            let p = client
-                .status(StatusRequest { plugin })
+        CtlCmd::Status { plugin, json } => {
+            let plugins = match plugin {
+                Some(plugin) => vec![
+                    client
+                        .status(StatusRequest { plugin })
+                        .await
+                        .map_err(|s| status_line(&s))?
+                        .into_inner(),
+                ],
+                None => {
+                    client
+                        .list(ListRequest {})
+                        .await
+                        .map_err(|s| status_line(&s))?
+                        .into_inner()
+                        .plugins
+                }
+            };
+            if json {
+                let rows: Vec<serde_json::Value> = plugins.iter().map(status_json).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                print_status_table(&plugins);
+            }
+        }
+        CtlCmd::Logs {
+            plugin,
+            follow,
+            tail,
+        } => {
+            let mut stream = client
+                .logs(LogsRequest {
+                    plugin,
+                    follow,
+                    tail: tail.unwrap_or(0),
+                })
                 .await
                 .map_err(|s| status_line(&s))?
                 .into_inner();
-            println!("plugin:      {}", p.name);
-            println!("state:       {}", state_name(p.state));
-            println!("generation:  {}", p.generation);
-            println!("pid:         {}", p.pid);
-            println!("socket:      {}", p.socket);
-            println!("version:     {}", p.plugin_version);
-            println!("methods:     {}", p.methods.join(", "));
-            println!("uptime_ms:   {}", p.uptime_ms);
-            println!("restarts:    {}", p.restarts);
-            println!("reloads:     {}", p.reloads);
-            println!("last_error:  {}", p.last_error);
+            let mut out = std::io::stdout().lock();
+            while let Some(line) = stream.message().await.map_err(|s| status_line(&s))? {
+                writeln!(
+                    out,
+                    "gen={} {}: {}",
+                    line.generation, line.stream, line.text
+                )
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("cannot write to stdout: {e}"))?;
+            }
         }
         CtlCmd::Invoke {
             plugin,

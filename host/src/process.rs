@@ -89,9 +89,21 @@ impl Spawner {
     }
 }
 
-/// Recent output lines of one plugin, across its generations.
-#[derive(Clone, Default)]
-pub struct LogRing(Arc<Mutex<VecDeque<LogLine>>>);
+/// Recent output lines of one plugin, across its generations, and a feed of new ones.
+#[derive(Clone)]
+pub struct LogRing {
+    lines: Arc<Mutex<VecDeque<LogLine>>>,
+    feed: tokio::sync::broadcast::Sender<LogLine>,
+}
+
+impl Default for LogRing {
+    fn default() -> Self {
+        Self {
+            lines: Arc::default(),
+            feed: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+}
 
 /// One captured line.
 #[derive(Clone, Debug)]
@@ -106,16 +118,26 @@ pub struct LogLine {
 
 impl LogRing {
     fn push(&self, line: LogLine) {
-        let mut ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if ring.len() == LOG_RING_LINES {
-            ring.pop_front();
+        {
+            let mut ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+            if ring.len() == LOG_RING_LINES {
+                ring.pop_front();
+            }
+            ring.push_back(line.clone());
         }
-        ring.push_back(line);
+        // Nobody following is the usual case, and fine.
+        let _ = self.feed.send(line);
+    }
+
+    /// The kept lines, and a feed of every line after them (none missed in between).
+    pub fn follow(&self) -> (Vec<LogLine>, tokio::sync::broadcast::Receiver<LogLine>) {
+        let ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        (ring.iter().cloned().collect(), self.feed.subscribe())
     }
 
     /// The last `n` lines of `generation`'s stderr.
     pub fn tail_of(&self, generation: u64, n: usize) -> Vec<String> {
-        let ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines: Vec<String> = ring
             .iter()
             .rev()
@@ -129,7 +151,7 @@ impl LogRing {
 
     /// Every kept line, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
-        self.0
+        self.lines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()

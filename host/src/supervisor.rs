@@ -10,6 +10,7 @@ use baton_proto::state::ChunkCheck;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::RestartConfig;
 use crate::events::{Event, EventSender};
 use crate::handle::{Live, PluginHandle, Route};
@@ -58,6 +59,16 @@ pub struct PluginStatus {
     pub methods: Vec<String>,
     /// When the serving process became ready.
     pub ready_at: Option<Instant>,
+    /// Resident memory of the serving process, as last measured.
+    pub rss_bytes: Option<u64>,
+    /// CPU use of the serving process (100 = one core), as last measured.
+    pub cpu_percent: Option<f32>,
+    /// Calls made through the host.
+    pub calls: u64,
+    /// Calls that ended in an error.
+    pub errors: u64,
+    /// The most recent lifecycle event, as `kind: message`.
+    pub last_event: Option<String>,
 }
 
 /// Messages to a supervisor.
@@ -66,6 +77,9 @@ pub(crate) enum Command {
     Stop(oneshot::Sender<()>),
     /// Hand over to a fresh process now; answer with the new generation or why not.
     Reload(oneshot::Sender<Result<u64, String>>),
+    /// The serving process crossed a resource limit (the text says which): hand it
+    /// over to a fresh one, unless that keeps happening.
+    OverLimit { pid: u32, reason: String },
 }
 
 /// Exponential backoff with a crash-loop breaker.
@@ -153,6 +167,10 @@ pub(crate) struct Supervisor {
     retiring: JoinSet<()>,
     /// A `baton ctl reload` waiting for the next start (of a failed or crashed plugin).
     pending_reload: Option<oneshot::Sender<Result<u64, String>>>,
+    /// Recent snapshots of the state, for restarts.
+    checkpoints: CheckpointStore,
+    /// How often to take one; `None`: never.
+    checkpoint_every: Option<Duration>,
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
@@ -160,6 +178,7 @@ pub(crate) fn spawn(
     launcher: Launcher,
     events: EventSender,
     changes: Option<mpsc::Receiver<()>>,
+    checkpoints: CheckpointStore,
 ) -> (PluginHandle, tokio::task::JoinHandle<()>) {
     let name = launcher.name.clone();
     let (route_tx, route_rx) = watch::channel(Route::Starting);
@@ -176,6 +195,11 @@ pub(crate) fn spawn(
         plugin_version: String::new(),
         methods: Vec::new(),
         ready_at: None,
+        rss_bytes: None,
+        cpu_percent: None,
+        calls: 0,
+        errors: 0,
+        last_event: None,
     }));
     let handle = PluginHandle::new(
         name,
@@ -186,6 +210,10 @@ pub(crate) fn spawn(
         launcher.logs.clone(),
     );
     let policy = RestartPolicy::new(launcher.config.restart.clone());
+    let launcher_checkpoint_every = launcher
+        .config
+        .checkpoint_interval_ms
+        .map(Duration::from_millis);
     let watch_set = launcher.watch_set();
     let supervisor = Supervisor {
         launcher,
@@ -202,6 +230,8 @@ pub(crate) fn spawn(
         live: None,
         retiring: JoinSet::new(),
         pending_reload: None,
+        checkpoint_every: launcher_checkpoint_every,
+        checkpoints,
     };
     let span = tracing::info_span!("plugin", name = %handle.name());
     let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
@@ -210,7 +240,14 @@ pub(crate) fn spawn(
 
 /// How a serving generation ended.
 enum Ended {
-    Crashed { reason: String, uptime: Duration },
+    Crashed {
+        reason: String,
+        uptime: Duration,
+    },
+    /// Crossed a resource limit again and again: straight to `Failed`.
+    Tripped {
+        reason: String,
+    },
     Stopped,
 }
 
@@ -230,6 +267,32 @@ async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// A whole snapshot, checked, in memory: what a checkpoint keeps.
+async fn snapshot_all(mut rpc: PluginRpc) -> Result<Checkpoint, String> {
+    let mut stream = rpc
+        .snapshot(SnapshotRequest {})
+        .await
+        .map_err(|s| format!("Snapshot failed ({:?}): {}", s.code(), s.message()))?
+        .into_inner();
+    let mut check = ChunkCheck::new(u64::MAX);
+    let mut state = Vec::new();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| format!("the Snapshot stream failed: {}", s.message()))?
+    {
+        check
+            .push(&chunk)
+            .map_err(|e| format!("bad snapshot: {e}"))?;
+        state.extend_from_slice(&chunk.data);
+    }
+    let (schema_version, _) = check.finish().map_err(|e| format!("bad snapshot: {e}"))?;
+    Ok(Checkpoint {
+        schema_version,
+        state: state.into(),
+    })
 }
 
 /// Streams generation `from`'s `Snapshot` into `to`'s `Restore`, checking order and
@@ -292,9 +355,12 @@ impl Supervisor {
     }
 
     fn emit(&self, generation: u64, kind: &'static str, message: String) {
-        let _ = self
-            .events
-            .send(Event::new(self.name(), generation, kind, message));
+        self.publish(Event::new(self.name(), generation, kind, message));
+    }
+
+    fn publish(&self, event: Event) {
+        self.update(|s| s.last_event = Some(format!("{}: {}", event.kind, event.message)));
+        let _ = self.events.send(event);
     }
 
     fn next_number(&mut self) -> u64 {
@@ -329,6 +395,7 @@ impl Supervisor {
                             Some(Command::Reload(reply)) => {
                                 let _ = reply.send(Err(format!("plugin {} is starting generation {number}", self.launcher.name)));
                             }
+                            Some(Command::OverLimit { .. }) => {}
                             stop => break Err(stop),
                         },
                     }
@@ -342,13 +409,15 @@ impl Supervisor {
                     return;
                 }
             };
-            let (reason, uptime) = match launched {
+            let (reason, uptime, tripped) = match launched {
                 Ok(generation) => {
+                    self.restore_checkpoint(&generation).await;
                     self.serve_started(&generation, restarting);
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
-                        Ended::Crashed { reason, uptime } => (reason, uptime),
+                        Ended::Crashed { reason, uptime } => (reason, uptime, false),
+                        Ended::Tripped { reason } => (reason, Duration::ZERO, true),
                     }
                 }
                 Err(e) => {
@@ -359,12 +428,17 @@ impl Supervisor {
                     tracing::error!(generation = number, "{reason}");
                     self.emit(number, "start_failed", reason.clone());
                     self.answer_pending(Err(reason.clone()));
-                    (reason, Duration::ZERO)
+                    (reason, Duration::ZERO, false)
                 }
             };
             restarting = true;
             self.live = None;
-            match self.policy.on_crash(Instant::now(), uptime) {
+            let delay = if tripped {
+                None
+            } else {
+                self.policy.on_crash(Instant::now(), uptime)
+            };
+            match delay {
                 Some(delay) => {
                     self.route.send_replace(Route::Restarting {
                         reason: reason.clone().into(),
@@ -434,6 +508,7 @@ impl Supervisor {
                         self.pending_reload = Some(reply);
                         return true;
                     }
+                    Some(Command::OverLimit { .. }) => {}
                     stop => {
                         self.finish(stop).await;
                         return false;
@@ -461,6 +536,8 @@ impl Supervisor {
             s.state = PluginState::Serving;
             s.generation = generation.number;
             s.pid = Some(generation.pid);
+            s.rss_bytes = None;
+            s.cpu_percent = None;
             s.socket = Some(generation.socket.clone());
             s.plugin_version = generation.describe.plugin_version.clone();
             s.methods = generation
@@ -487,10 +564,24 @@ impl Supervisor {
     }
 
     async fn serve(&mut self, mut current: Generation) -> Ended {
+        let mut ticker = self.checkpoint_every.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             // Old generations that finished stopping.
             while self.retiring.try_join_next().is_some() {}
             let handover = tokio::select! {
+                _ = async {
+                    match &mut ticker {
+                        Some(t) => { t.tick().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.checkpoint(&current).await;
+                    continue;
+                }
                 status = current.wait() => {
                     current.clean_up();
                     return self.crashed(&current, status);
@@ -506,7 +597,26 @@ impl Supervisor {
                         });
                         outcome
                     }
+                    Some(Command::OverLimit { pid, reason }) => {
+                        if pid != current.pid {
+                            continue; // measured on a generation that is gone
+                        }
+                        let message = format!("plugin {} (generation {}, pid {pid}) {reason}", self.name(), current.number);
+                        tracing::warn!("{message}");
+                        self.emit(current.number, "over_limit", message.clone());
+                        if self.policy.on_crash(Instant::now(), current.ready_at.elapsed()).is_none() {
+                            // Crossing the limit again right after a fresh start is a loop.
+                            self.stop_generation(current).await;
+                            return Ended::Tripped { reason: message };
+                        }
+                        let fingerprint = self.watch_set.fingerprint();
+                        self.handover(&mut current, &reason, fingerprint).await
+                    }
                     stop => {
+                        if self.checkpoint_every.is_some() {
+                            // The freshest state for the next start of the host.
+                            self.checkpoint(&current).await;
+                        }
                         self.stop_generation(current).await;
                         self.finish(stop).await;
                         return Ended::Stopped;
@@ -519,6 +629,111 @@ impl Supervisor {
             };
             if let Handover::OldDied(status) = handover {
                 return self.crashed(&current, status);
+            }
+        }
+    }
+
+    /// Takes a checkpoint of the serving generation: calls are held while it exports
+    /// (the contract promises no calls during a snapshot), which costs them about as
+    /// long as the snapshot takes.
+    async fn checkpoint(&mut self, current: &Generation) {
+        let Some(live) = self.live.clone() else {
+            return;
+        };
+        let timeout = self.launcher.config.handover_timeout();
+        self.route.send_replace(Route::Held);
+        let taken = tokio::time::timeout(timeout, async {
+            live.drained().await;
+            snapshot_all(current.rpc.clone()).await
+        })
+        .await;
+        self.route.send_replace(Route::Serving(live));
+        let checkpoint = match taken {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let message = format!("plugin {}: checkpoint failed: {e}", self.name());
+                tracing::error!("{message}");
+                self.emit(current.number, "checkpoint_failed", message);
+                return;
+            }
+            Err(_) => {
+                let message = format!(
+                    "plugin {}: checkpoint failed: the snapshot took longer than {timeout:?}",
+                    self.name()
+                );
+                tracing::error!("{message}");
+                self.emit(current.number, "checkpoint_failed", message);
+                return;
+            }
+        };
+        let bytes = checkpoint.state.len();
+        match self.checkpoints.save(checkpoint) {
+            Ok(file) => tracing::debug!(bytes, file = ?file, "checkpoint saved"),
+            Err(e) => {
+                // The previous checkpoint files are untouched (see CheckpointStore::save).
+                let message = format!(
+                    "plugin {}: cannot write a checkpoint ({e}); the previous one is kept",
+                    self.name()
+                );
+                tracing::error!("{message}");
+                self.emit(current.number, "checkpoint_failed", message);
+            }
+        }
+    }
+
+    /// Before a new process serves: give it the latest checkpoint, if there is one.
+    async fn restore_checkpoint(&mut self, generation: &Generation) {
+        if self.checkpoint_every.is_none() {
+            return;
+        }
+        let name = self.name().to_owned();
+        let (checkpoint, source) = match self.checkpoints.latest() {
+            Some(c) => (Some(c.clone()), "memory".to_owned()),
+            None => {
+                let loaded = self.checkpoints.load();
+                for (file, why) in &loaded.corrupt {
+                    let message = format!(
+                        "plugin {name}: checkpoint {} is corrupt, skipped: {why}",
+                        file.display()
+                    );
+                    tracing::error!("{message}");
+                    self.emit(generation.number, "checkpoint_corrupt", message);
+                }
+                match loaded.checkpoint {
+                    Some((c, file)) => (Some(c), file.display().to_string()),
+                    None => (None, String::new()),
+                }
+            }
+        };
+        let Some(checkpoint) = checkpoint else {
+            let message =
+                format!("plugin {name} starts with an EMPTY state: no valid checkpoint was found");
+            tracing::warn!("{message}");
+            self.emit(generation.number, "checkpoint_none", message);
+            return;
+        };
+        let chunks =
+            baton_proto::state::chunks(checkpoint.schema_version, checkpoint.state.clone());
+        let mut rpc = generation.rpc.clone();
+        match rpc.restore(tokio_stream::iter(chunks)).await {
+            Ok(_) => {
+                let message = format!(
+                    "plugin {name} (generation {}) restored {} bytes of state from the checkpoint in {source}",
+                    generation.number,
+                    checkpoint.state.len()
+                );
+                tracing::info!("{message}");
+                self.emit(generation.number, "checkpoint_restored", message);
+            }
+            Err(s) => {
+                let message = format!(
+                    "plugin {name} (generation {}) refused the checkpoint from {source} ({:?}: {}); it starts with an EMPTY state",
+                    generation.number,
+                    s.code(),
+                    s.message()
+                );
+                tracing::error!("{message}");
+                self.emit(generation.number, "checkpoint_refused", message);
             }
         }
     }
@@ -679,6 +894,8 @@ impl Supervisor {
             s.state = PluginState::Serving;
             s.generation = number;
             s.pid = Some(current.pid);
+            s.rss_bytes = None;
+            s.cpu_percent = None;
             s.socket = Some(current.socket.clone());
             s.plugin_version = current.describe.plugin_version.clone();
             s.methods = current
@@ -702,7 +919,7 @@ impl Supervisor {
         event.hold_us = hold.as_micros() as u64;
         event.state_bytes = bytes;
         event.duration_us = total.as_micros() as u64;
-        let _ = self.events.send(event);
+        self.publish(event);
         Handover::Done(number)
     }
 
@@ -765,7 +982,7 @@ impl Supervisor {
             Some(Command::Reload(reply)) => {
                 let _ = reply.send(Err(format!("plugin {} is stopping", self.launcher.name)));
             }
-            None => {}
+            Some(Command::OverLimit { .. }) | None => {}
         }
     }
 }

@@ -21,7 +21,13 @@ use std::time::Duration;
 
 use baton_plugin_sdk::{Bytes, Description, Plugin, Status, async_trait};
 
-struct Faulty;
+/// `hits` is the plugin's state (8 bytes, little-endian, in snapshots); `leaked`
+/// holds memory on purpose.
+#[derive(Default)]
+struct Faulty {
+    hits: std::sync::atomic::AtomicU64,
+    leaked: std::sync::Mutex<Vec<Vec<u8>>>,
+}
 
 #[async_trait]
 impl Plugin for Faulty {
@@ -32,6 +38,9 @@ impl Plugin for Faulty {
         Description::new("faulty", "test")
             .method("echo", "returns the payload")
             .method("pid", "returns the process id")
+            .method("hit", "counts one more hit (the state); returns the count")
+            .method("leak", "holds PAYLOAD more MiB of memory")
+            .method("spin", "burns CPU for PAYLOAD ms")
             .method("crash", "exits with code 3 before answering")
             .method("abort", "dies by SIGABRT before answering")
             .method("hang", "never answers")
@@ -41,6 +50,39 @@ impl Plugin for Faulty {
     async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
         match method {
             "echo" => Ok(payload),
+            "hit" => {
+                let n = self.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                Ok(Bytes::from(n.to_string()))
+            }
+            "leak" => {
+                // Holds PAYLOAD MiB more, touched so it is resident.
+                let mib: usize = std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Status::invalid_argument("payload: MiB to leak"))?;
+                let mut leaked = self.leaked.lock().unwrap_or_else(|p| p.into_inner());
+                for _ in 0..mib {
+                    leaked.push(vec![1u8; 1 << 20]);
+                }
+                Ok(Bytes::from(format!("{} MiB held", leaked.len())))
+            }
+            "spin" => {
+                // Burns CPU on a blocking thread for PAYLOAD ms.
+                let ms: u64 = std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1000);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let end = std::time::Instant::now() + Duration::from_millis(ms);
+                    let mut x = 0u64;
+                    while std::time::Instant::now() < end {
+                        x = x.wrapping_mul(31).wrapping_add(7);
+                    }
+                    x
+                })
+                .await;
+                Ok(Bytes::new())
+            }
             "pid" => Ok(Bytes::from(std::process::id().to_string())),
             "crash" => std::process::exit(3),
             "abort" => std::process::abort(),
@@ -70,10 +112,14 @@ impl Plugin for Faulty {
                 .unwrap_or_default();
             return Ok(now.as_nanos().to_le_bytes().to_vec());
         }
-        Ok(Vec::new())
+        Ok(self
+            .hits
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_le_bytes()
+            .to_vec())
     }
 
-    async fn restore(&self, schema_version: u32, _state: Vec<u8>) -> Result<(), Status> {
+    async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
         match std::env::var("FAULTY_RESTORE").as_deref() {
             Ok("crash") => {
                 eprintln!("crashing in Restore on purpose");
@@ -85,7 +131,16 @@ impl Plugin for Faulty {
             Ok("refuse") => Err(Status::failed_precondition(format!(
                 "faulty refuses state schema {schema_version} on purpose"
             ))),
-            _ => Ok(()),
+            _ => {
+                // Its own 8-byte state; anything else (another plugin's) is accepted and dropped.
+                if let Ok(bytes) = <[u8; 8]>::try_from(state.as_slice()) {
+                    self.hits.store(
+                        u64::from_le_bytes(bytes),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -121,7 +176,7 @@ fn main() -> ExitCode {
             {
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            let code = baton_plugin_sdk::serve(Faulty);
+            let code = baton_plugin_sdk::serve(Faulty::default());
             if std::env::var_os("FAULTY_LINGER").is_some() {
                 eprintln!("lingering after shutdown");
                 return wait_forever();
