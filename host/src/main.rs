@@ -243,7 +243,9 @@ fn run(config_path: PathBuf) -> ExitCode {
                     },
                 ),
         );
+        notify_systemd(host.plugins().len());
         shutdown_signal().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down");
         let _ = stop_server.send(());
         // Plugins stop first, so calls still in flight through the control API end
@@ -262,6 +264,41 @@ fn run(config_path: PathBuf) -> ExitCode {
             }
         }
     })
+}
+
+/// Under systemd (`Type=notify`): READY once the control API serves, and WATCHDOG
+/// pings at half the configured interval while the runtime is alive. Without
+/// NOTIFY_SOCKET these do nothing.
+fn notify_systemd(plugins: usize) {
+    let status = format!("serving {plugins} plugins");
+    if let Err(e) = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ],
+    ) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must be this process.
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_none_or(|pid| pid == std::process::id());
+    if let Some(usec) = usec.filter(|&u| u > 0 && for_us) {
+        let every = std::time::Duration::from_micros(usec / 2);
+        tracing::info!("systemd watchdog enabled; pinging every {every:?}");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
 }
 
 async fn shutdown_signal() {

@@ -279,6 +279,10 @@ impl Launcher {
             )
             .env(baton_proto::env::TOKEN, &token)
             .env(baton_proto::env::PLUGIN_NAME, &*self.name)
+            // systemd's channel is the host's; a plugin writing to it would confuse it.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

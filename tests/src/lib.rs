@@ -96,6 +96,11 @@ impl TestHost {
     /// Writes `plugins_toml` (the `[plugins.*]` tables) into a config and starts a host on it,
     /// returning once its control API answers.
     pub async fn start(plugins_toml: &str) -> Self {
+        Self::start_with_env(plugins_toml, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables for the host.
+    pub async fn start_with_env(plugins_toml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
@@ -112,6 +117,7 @@ impl TestHost {
             .args(["run", "--config"])
             .arg(&config)
             .env("BATON_LOG", "info,baton::plugin=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup the log"))
             .stderr(log)

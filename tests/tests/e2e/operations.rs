@@ -369,3 +369,43 @@ async fn checkpoints_bring_state_back_after_a_plugin_crash_and_a_host_crash() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn under_systemd_the_host_says_ready_and_pings_the_watchdog() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let host = TestHost::start_with_env(
+        &plugin("counter", "counter", &[], ""),
+        &[
+            ("NOTIFY_SOCKET", path.to_str().expect("path")),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    )
+    .await;
+    let mut buf = [0u8; 512];
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10)
+        && seen
+            .iter()
+            .filter(|m: &&String| m.contains("WATCHDOG=1"))
+            .count()
+            < 3
+    {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen[0].contains("READY=1"), "{seen:?}");
+    assert!(
+        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{seen:?}"
+    );
+    // The plugin does not inherit the host's systemd channel.
+    let pid = host.serving("counter", Duration::from_secs(5)).await.pid;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(!String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET"));
+}
