@@ -21,6 +21,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod events;
+#[cfg(test)]
+mod fuzz;
 mod handle;
 mod host;
 mod monitor;

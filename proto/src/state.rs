@@ -230,3 +230,62 @@ mod tests {
         );
     }
 }
+
+/// Property tests: a plugin or a peer controls every field of every chunk, so no
+/// sequence of chunks may panic the checker, and every honest split must round-trip.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chunk() -> impl Strategy<Value = StateChunk> {
+        (
+            0u32..3,
+            0u64..6,
+            proptest::collection::vec(any::<u8>(), 0..64),
+            any::<bool>(),
+            any::<u32>(),
+        )
+            .prop_map(|(schema_version, seq, data, last, checksum)| StateChunk {
+                schema_version,
+                seq,
+                data: Bytes::from(data),
+                last,
+                checksum,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_chunk_streams_never_panic(chunks in proptest::collection::vec(chunk(), 0..8), limit in 0usize..512) {
+            let mut r = Reassembly::new(limit);
+            for c in chunks {
+                if r.push(c).is_err() {
+                    break;
+                }
+            }
+            let _ = r.finish();
+        }
+
+        #[test]
+        fn honest_streams_round_trip(state in proptest::collection::vec(any::<u8>(), 0..4096), schema in any::<u32>()) {
+            let mut r = Reassembly::new(usize::MAX);
+            for c in chunks(schema, Bytes::from(state.clone())) {
+                r.push(c).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            prop_assert_eq!(r.finish(), Ok((schema, state)));
+        }
+
+        #[test]
+        fn any_flipped_bit_is_caught(state in proptest::collection::vec(any::<u8>(), 1..2048), at in any::<usize>(), bit in 0u8..8) {
+            let mut cs = chunks(1, Bytes::from(state.clone()));
+            let mut data = cs[0].data.to_vec();
+            let i = at % data.len();
+            data[i] ^= 1 << bit;
+            cs[0].data = Bytes::from(data);
+            let mut check = ChunkCheck::new(u64::MAX);
+            let caught = cs.iter().any(|c| check.push(c).is_err());
+            prop_assert!(caught, "a flipped bit passed the checksum");
+        }
+    }
+}

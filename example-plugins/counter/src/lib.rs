@@ -212,3 +212,31 @@ mod tests {
         assert_eq!(decode(&bad_utf8), Err(DecodeError::BadKey(12)));
     }
 }
+
+/// Property tests: a restore hands the decoder bytes from any build, or from a
+/// corrupted file, so it must refuse garbage without panicking.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_counts_round_trip(counts in proptest::collection::btree_map(".{0,12}", any::<i64>(), 0..16)) {
+            prop_assert_eq!(decode(&encode(&counts)), Ok(counts));
+        }
+
+        #[test]
+        fn a_valid_prefix_with_a_lying_length_is_refused(counts in proptest::collection::btree_map("[a-z]{1,4}", any::<i64>(), 1..4), extra in 1u32..1000) {
+            let mut bytes = encode(&counts);
+            let n = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) + extra;
+            bytes[4..8].copy_from_slice(&n.to_le_bytes());
+            prop_assert!(decode(&bytes).is_err());
+        }
+    }
+}
