@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
+use crate::metrics::CallMetrics;
 use crate::process::{LogLine, LogRing, PluginRpc};
 use crate::supervisor::{Command, PluginStatus};
 
@@ -138,6 +139,21 @@ fn never_sent(status: &Status) -> bool {
     false
 }
 
+/// Counts a call in the metrics when it ends, as `Cancelled` if the caller dropped it.
+struct Counted<'a> {
+    metrics: &'a CallMetrics,
+    method: &'a str,
+    started: std::time::Instant,
+    code: Code,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .record(self.method, self.code, self.started.elapsed());
+    }
+}
+
 /// A successful call's result.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -160,6 +176,7 @@ struct Inner {
     status: Arc<Mutex<PluginStatus>>,
     commands: mpsc::Sender<Command>,
     logs: LogRing,
+    metrics: CallMetrics,
 }
 
 impl std::fmt::Debug for PluginHandle {
@@ -178,6 +195,7 @@ impl PluginHandle {
         status: Arc<Mutex<PluginStatus>>,
         commands: mpsc::Sender<Command>,
         logs: LogRing,
+        metrics: CallMetrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -187,6 +205,7 @@ impl PluginHandle {
                 status,
                 commands,
                 logs,
+                metrics,
             }),
         }
     }
@@ -206,6 +225,23 @@ impl PluginHandle {
 
     /// Like [`invoke`](Self::invoke), with caller metadata, returning the serving generation too.
     pub async fn call(
+        &self,
+        method: &str,
+        payload: Bytes,
+        metadata: HashMap<String, String>,
+    ) -> Result<Reply, Status> {
+        let mut counted = Counted {
+            metrics: &self.inner.metrics,
+            method,
+            started: std::time::Instant::now(),
+            code: Code::Cancelled,
+        };
+        let result = self.call_uncounted(method, payload, metadata).await;
+        counted.code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        result
+    }
+
+    async fn call_uncounted(
         &self,
         method: &str,
         payload: Bytes,

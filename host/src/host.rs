@@ -1,5 +1,6 @@
 //! [`Host`]: a set of supervised plugins sharing one private socket directory, one
-//! spawner thread and one event stream. Embed it, or run it as the `baton` daemon.
+//! spawner thread, one event stream and one set of metrics. Embed it, or run it as the
+//! `baton` daemon.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use tokio::sync::broadcast;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
+use crate::metrics::Metrics;
 use crate::process::{Launcher, LogRing, Spawner};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
@@ -22,6 +24,20 @@ pub struct Host {
     events: EventSender,
     /// Nudges the plugins that reload on change.
     watcher: BinaryWatcher,
+    metrics: Arc<Metrics>,
+    /// The metrics' event feed.
+    background: Background,
+}
+
+/// Tasks that end with the host, even one dropped without [`Host::shutdown`].
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Why a host could not start.
@@ -69,12 +85,17 @@ impl Host {
         )
         .map_err(HostError::Watcher)?;
         let (events, _) = broadcast::channel(1024);
+        let metrics = Arc::new(Metrics::new());
+        // Subscribed before any plugin starts, so that no event is missed.
+        let background = vec![metrics.clone().follow(events.subscribe())];
         let mut host = Self {
             plugins: BTreeMap::new(),
             tasks: Vec::new(),
             socket_dir,
             events,
             watcher,
+            metrics,
+            background: Background(background),
         };
         for (name, plugin) in &config.plugins {
             host.add(name, plugin.clone(), config.mode, &spawner);
@@ -120,7 +141,8 @@ impl Host {
             }
             ReloadMode::Manual | ReloadMode::Off => None,
         };
-        let (handle, task) = supervisor::spawn(launcher, self.events.clone(), changes);
+        let calls = self.metrics.add_plugin(name);
+        let (handle, task) = supervisor::spawn(launcher, self.events.clone(), changes, calls);
         self.plugins.insert(name.to_owned(), handle);
         self.tasks.push(task);
     }
@@ -144,6 +166,16 @@ impl Host {
         self.events.clone()
     }
 
+    /// The host's metrics, to read or to add resource figures to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
+    }
+
     /// The private directory holding the plugins' sockets.
     pub fn socket_dir(&self) -> &Path {
         self.socket_dir.path()
@@ -160,6 +192,7 @@ impl Host {
         for task in self.tasks {
             let _ = task.await;
         }
+        drop(self.background);
         let dir = self.socket_dir.path().to_owned();
         if let Err(e) = self.socket_dir.close() {
             tracing::warn!("cannot remove the socket directory {}: {e}", dir.display());

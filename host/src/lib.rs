@@ -22,6 +22,7 @@ pub mod control;
 pub mod events;
 mod handle;
 mod host;
+pub mod metrics;
 pub mod process;
 pub mod supervisor;
 pub mod watch;
@@ -30,4 +31,5 @@ pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartCon
 pub use events::Event;
 pub use handle::{PluginHandle, Reply};
 pub use host::{Host, HostError};
+pub use metrics::Metrics;
 pub use supervisor::{PluginState, PluginStatus, RestartPolicy};

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::config::RestartConfig;
 use crate::events::{Event, EventSender};
 use crate::handle::{Live, PluginHandle, Route};
+use crate::metrics::CallMetrics;
 use crate::process::{Generation, Launcher, PluginRpc};
 use crate::watch::{Fingerprint, WatchSet};
 
@@ -160,6 +161,7 @@ pub(crate) fn spawn(
     launcher: Launcher,
     events: EventSender,
     changes: Option<mpsc::Receiver<()>>,
+    metrics: CallMetrics,
 ) -> (PluginHandle, tokio::task::JoinHandle<()>) {
     let name = launcher.name.clone();
     let (route_tx, route_rx) = watch::channel(Route::Starting);
@@ -184,6 +186,7 @@ pub(crate) fn spawn(
         status.clone(),
         cmd_tx,
         launcher.logs.clone(),
+        metrics,
     );
     let policy = RestartPolicy::new(launcher.config.restart.clone());
     let watch_set = launcher.watch_set();
