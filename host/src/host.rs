@@ -3,6 +3,7 @@
 //! `baton` daemon.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::process::{Launcher, LogRing, Spawner};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
@@ -25,7 +26,9 @@ pub struct Host {
     /// Nudges the plugins that reload on change.
     watcher: BinaryWatcher,
     metrics: Arc<Metrics>,
-    /// The metrics' event feed.
+    /// Where `GET /metrics` is served, if anywhere.
+    metrics_addr: Option<SocketAddr>,
+    /// The metrics' event feed and HTTP endpoint.
     background: Background,
 }
 
@@ -58,12 +61,35 @@ pub enum HostError {
     /// The spawner thread could not start.
     #[error("cannot start the process spawner thread: {0}")]
     Spawner(#[source] std::io::Error),
+    /// The metrics endpoint's address could not be bound.
+    #[error("cannot serve metrics on {addr} (metrics_addr): {source}")]
+    Metrics {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Host {
     /// Starts every plugin in `config`. Returns at once; calls wait for their plugin to
     /// come up (see [`PluginHandle::ready`]). Must run inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Self, HostError> {
+        // Bound first: a taken port fails the start before any plugin runs.
+        let listener = match config.metrics_addr {
+            Some(addr) => {
+                let bound = match config.refuse_public_metrics() {
+                    Some(why) => Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        why,
+                    )),
+                    None => metrics::bind(addr).await,
+                };
+                Some(bound.map_err(|source| HostError::Metrics { addr, source })?)
+            }
+            None => None,
+        };
         let base = runtime_base();
         let socket_dir = tempfile::Builder::new()
             .prefix("baton-")
@@ -87,7 +113,13 @@ impl Host {
         let (events, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::new());
         // Subscribed before any plugin starts, so that no event is missed.
-        let background = vec![metrics.clone().follow(events.subscribe())];
+        let mut background = vec![metrics.clone().follow(events.subscribe())];
+        let mut metrics_addr = None;
+        if let Some((listener, addr)) = listener {
+            tracing::info!("metrics: serving http://{addr}/metrics");
+            background.push(metrics::serve(listener, metrics.clone()));
+            metrics_addr = Some(addr);
+        }
         let mut host = Self {
             plugins: BTreeMap::new(),
             tasks: Vec::new(),
@@ -95,6 +127,7 @@ impl Host {
             events,
             watcher,
             metrics,
+            metrics_addr,
             background: Background(background),
         };
         for (name, plugin) in &config.plugins {
@@ -171,9 +204,14 @@ impl Host {
         &self.metrics
     }
 
-    /// Every metric in the Prometheus text format.
+    /// Every metric in the Prometheus text format, as `GET /metrics` serves it.
     pub fn metrics_text(&self) -> String {
         self.metrics.text()
+    }
+
+    /// The address `GET /metrics` is served on (the bound port, when port 0 was asked for).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The private directory holding the plugins' sockets.
