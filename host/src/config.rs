@@ -2,6 +2,7 @@
 //! file, line and column, and the field's path, before anything starts.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,14 @@ pub struct Config {
     /// How often the plugins' memory and CPU are measured (only their own pids).
     #[serde(default = "default_resource_interval_ms")]
     pub resource_interval_ms: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`), such as `127.0.0.1:9464`; an IP
+    /// address and port, port 0 for any free one. No endpoint when absent.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Allow `metrics_addr` beyond loopback. The endpoint has no authentication, and its
+    /// metrics name the plugins and their methods.
+    #[serde(default)]
+    pub metrics_public: bool,
     /// The plugins, by name. A name is used in file names, so it may hold only ASCII
     /// letters, digits, `-` and `_`.
     #[serde(default)]
@@ -282,6 +291,8 @@ impl Config {
             poll_interval_ms: default_poll_interval_ms(),
             resource_interval_ms: default_resource_interval_ms(),
             state_dir: None,
+            metrics_addr: None,
+            metrics_public: false,
             plugins: BTreeMap::new(),
         }
     }
@@ -331,6 +342,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(why) = self.refuse_public_metrics() {
+            return Err(("metrics_addr".into(), why));
+        }
         for (name, plugin) in &self.plugins {
             let valid = !name.is_empty()
                 && name.len() <= 64
@@ -391,6 +405,17 @@ impl Config {
         Ok(())
     }
 
+    /// Why `metrics_addr` may not be served, if it may not: it is beyond loopback and
+    /// `metrics_public` was not set.
+    pub(crate) fn refuse_public_metrics(&self) -> Option<String> {
+        let addr = self.metrics_addr?;
+        (!addr.ip().is_loopback() && !self.metrics_public).then(|| {
+            format!(
+                "{addr} is not a loopback address; the metrics endpoint has no authentication, so serving it beyond this machine needs `metrics_public = true`"
+            )
+        })
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         if self.socket.is_relative() {
             self.socket = base.join(&self.socket);
@@ -432,6 +457,23 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// The span of the table header or key a validation error is about, for its line number.
 fn find_key(text: &str, field: &str) -> Option<std::ops::Range<usize>> {
+    if !field.contains('.') {
+        // A top-level key: at the start of a line, before the first table.
+        let top = text.find("\n[").map_or(text, |end| &text[..end]);
+        let mut offset = 0;
+        for line in top.split_inclusive('\n') {
+            let key = line.trim_start();
+            if key
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
+                let at = offset + line.len() - key.len();
+                return Some(at..at);
+            }
+            offset += line.len();
+        }
+        return None;
+    }
     let mut parts = field.split('.');
     let (_, name) = (parts.next()?, parts.next()?);
     let header = format!("[plugins.{name}");
@@ -530,5 +572,32 @@ mod tests {
 
         let e = err("[plugins.counter\n");
         assert!(e.starts_with("baton.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn the_metrics_endpoint_stays_on_loopback_unless_made_public() -> Result<(), ConfigError> {
+        let parse = |text: &str| Config::parse(text, Path::new("baton.toml"));
+        assert_eq!(parse("")?.metrics_addr, None);
+        for ok in [
+            "metrics_addr = \"127.0.0.1:9464\"\n",
+            "metrics_addr = \"[::1]:0\"\n",
+            "metrics_addr = \"0.0.0.0:9464\"\nmetrics_public = true\n",
+        ] {
+            assert!(parse(ok)?.metrics_addr.is_some(), "{ok}");
+        }
+
+        let e =
+            err("mode = \"dev\"\nmetrics_addr = \"0.0.0.0:9464\"\n[plugins.x]\ncommand = \"x\"\n");
+        assert!(e.starts_with("baton.toml:2:1: field `metrics_addr`"), "{e}");
+        assert!(e.contains("metrics_public = true"), "{e}");
+        let e = err("metrics_addr = \"192.168.1.2:9464\"\nmetrics_public = false\n");
+        assert!(e.starts_with("baton.toml:1:"), "{e}");
+
+        let e = err("metrics_addr = \"localhost:9464\"\n");
+        assert!(
+            e.starts_with("baton.toml:1:") && e.contains("metrics_addr"),
+            "{e}"
+        );
+        Ok(())
     }
 }

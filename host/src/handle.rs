@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
+use crate::metrics::CallMetrics;
 use crate::process::{LogLine, LogRing, PluginRpc};
 use crate::supervisor::{Command, PluginStatus};
 
@@ -138,6 +139,21 @@ fn never_sent(status: &Status) -> bool {
     false
 }
 
+/// Counts a call in the metrics when it ends, as `Cancelled` if the caller dropped it.
+struct Counted<'a> {
+    metrics: &'a CallMetrics,
+    method: &'a str,
+    started: std::time::Instant,
+    code: Code,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .record(self.method, self.code, self.started.elapsed());
+    }
+}
+
 /// A successful call's result.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -162,6 +178,7 @@ struct Inner {
     status: Arc<Mutex<PluginStatus>>,
     commands: mpsc::Sender<Command>,
     logs: LogRing,
+    metrics: CallMetrics,
 }
 
 impl std::fmt::Debug for PluginHandle {
@@ -180,6 +197,7 @@ impl PluginHandle {
         status: Arc<Mutex<PluginStatus>>,
         commands: mpsc::Sender<Command>,
         logs: LogRing,
+        metrics: CallMetrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -191,6 +209,7 @@ impl PluginHandle {
                 status,
                 commands,
                 logs,
+                metrics,
             }),
         }
     }
@@ -215,7 +234,14 @@ impl PluginHandle {
         payload: Bytes,
         metadata: HashMap<String, String>,
     ) -> Result<Reply, Status> {
+        let mut counted = Counted {
+            metrics: &self.inner.metrics,
+            method,
+            started: std::time::Instant::now(),
+            code: Code::Cancelled,
+        };
         let result = self.route_call(method, payload, metadata).await;
+        counted.code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         if result.is_err() {
             self.inner.errors.fetch_add(1, Ordering::Relaxed);

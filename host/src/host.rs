@@ -1,7 +1,9 @@
 //! [`Host`]: a set of supervised plugins sharing one private socket directory, one
-//! spawner thread and one event stream. Embed it, or run it as the `baton` daemon.
+//! spawner thread, one event stream and one set of metrics. Embed it, or run it as the
+//! `baton` daemon.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
+use crate::metrics::{self, Metrics};
 use crate::monitor;
 use crate::process::{Launcher, LogRing, Spawner};
 use crate::supervisor;
@@ -26,6 +29,22 @@ pub struct Host {
     watcher: BinaryWatcher,
     /// The resource monitor thread runs while this lives.
     _monitor_alive: Arc<()>,
+    metrics: Arc<Metrics>,
+    /// Where `GET /metrics` is served, if anywhere.
+    metrics_addr: Option<SocketAddr>,
+    /// The metrics' event feed and HTTP endpoint.
+    background: Background,
+}
+
+/// Tasks that end with the host, even one dropped without [`Host::shutdown`].
+struct Background(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Why a host could not start.
@@ -46,12 +65,35 @@ pub enum HostError {
     /// The spawner thread could not start.
     #[error("cannot start the process spawner thread: {0}")]
     Spawner(#[source] std::io::Error),
+    /// The metrics endpoint's address could not be bound.
+    #[error("cannot serve metrics on {addr} (metrics_addr): {source}")]
+    Metrics {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Host {
     /// Starts every plugin in `config`. Returns at once; calls wait for their plugin to
     /// come up (see [`PluginHandle::ready`]). Must run inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Self, HostError> {
+        // Bound first: a taken port fails the start before any plugin runs.
+        let listener = match config.metrics_addr {
+            Some(addr) => {
+                let bound = match config.refuse_public_metrics() {
+                    Some(why) => Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        why,
+                    )),
+                    None => metrics::bind(addr).await,
+                };
+                Some(bound.map_err(|source| HostError::Metrics { addr, source })?)
+            }
+            None => None,
+        };
         let base = runtime_base();
         let socket_dir = tempfile::Builder::new()
             .prefix("baton-")
@@ -73,6 +115,15 @@ impl Host {
         )
         .map_err(HostError::Watcher)?;
         let (events, _) = broadcast::channel(1024);
+        let metrics = Arc::new(Metrics::new());
+        // Subscribed before any plugin starts, so that no event is missed.
+        let mut background = vec![metrics.clone().follow(events.subscribe())];
+        let mut metrics_addr = None;
+        if let Some((listener, addr)) = listener {
+            tracing::info!("metrics: serving http://{addr}/metrics");
+            background.push(metrics::serve(listener, metrics.clone()));
+            metrics_addr = Some(addr);
+        }
         let mut host = Self {
             plugins: BTreeMap::new(),
             tasks: Vec::new(),
@@ -80,6 +131,9 @@ impl Host {
             events,
             watcher,
             _monitor_alive: Arc::new(()),
+            metrics,
+            metrics_addr,
+            background: Background(background),
         };
         for (name, plugin) in &config.plugins {
             let checkpoints = CheckpointStore::new(config.state_dir.as_ref().map(|d| d.join(name)));
@@ -92,6 +146,7 @@ impl Host {
             .collect();
         monitor::spawn(
             watched,
+            host.metrics.clone(),
             std::time::Duration::from_millis(config.resource_interval_ms.max(10)),
             Arc::downgrade(&host._monitor_alive),
         )
@@ -144,7 +199,10 @@ impl Host {
             }
             ReloadMode::Manual | ReloadMode::Off => None,
         };
-        let (handle, task) = supervisor::spawn(launcher, self.events.clone(), changes, checkpoints);
+
+        let calls = self.metrics.add_plugin(name);
+        let (handle, task) =
+            supervisor::spawn(launcher, self.events.clone(), changes, checkpoints, calls);
         self.plugins.insert(name.to_owned(), handle);
         self.tasks.push(task);
     }
@@ -168,6 +226,21 @@ impl Host {
         self.events.clone()
     }
 
+    /// The host's metrics, to read or to add resource figures to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format, as `GET /metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.text()
+    }
+
+    /// The address `GET /metrics` is served on (the bound port, when port 0 was asked for).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The private directory holding the plugins' sockets.
     pub fn socket_dir(&self) -> &Path {
         self.socket_dir.path()
@@ -184,6 +257,7 @@ impl Host {
         for task in self.tasks {
             let _ = task.await;
         }
+        drop(self.background);
         let dir = self.socket_dir.path().to_owned();
         if let Err(e) = self.socket_dir.close() {
             tracing::warn!("cannot remove the socket directory {}: {e}", dir.display());

@@ -25,6 +25,7 @@ pub mod events;
 mod fuzz;
 mod handle;
 mod host;
+pub mod metrics;
 mod monitor;
 pub mod process;
 pub mod supervisor;
@@ -34,4 +35,5 @@ pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartCon
 pub use events::Event;
 pub use handle::{PluginHandle, Reply};
 pub use host::{Host, HostError};
+pub use metrics::Metrics;
 pub use supervisor::{PluginState, PluginStatus, RestartPolicy};

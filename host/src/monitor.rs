@@ -2,13 +2,14 @@
 //! and telling a plugin's supervisor when it crosses `max_rss_mb` or `max_cpu_percent`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::config::PluginConfig;
 use crate::handle::PluginHandle;
+use crate::metrics::Metrics;
 
 /// The limits of one plugin.
 pub(crate) struct Limits {
@@ -42,6 +43,7 @@ struct Watched {
 /// is gone). A thread, not a task: sysinfo reads /proc synchronously.
 pub(crate) fn spawn(
     plugins: Vec<(PluginHandle, Limits)>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     alive: Weak<()>,
 ) -> std::io::Result<()> {
@@ -73,6 +75,7 @@ pub(crate) fn spawn(
                     let rss = process.memory();
                     let cpu = process.cpu_usage();
                     handle.set_resources(pid, rss, cpu);
+                    metrics.set_resources(handle.name(), rss, f64::from(cpu) / 100.0);
                     let w = watched.entry(handle.name().to_owned()).or_default();
                     if w.pid != Some(pid) {
                         *w = Watched {

@@ -14,6 +14,7 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::RestartConfig;
 use crate::events::{Event, EventSender};
 use crate::handle::{Live, PluginHandle, Route};
+use crate::metrics::CallMetrics;
 use crate::process::{Generation, Launcher, PluginRpc};
 use crate::watch::{Fingerprint, WatchSet};
 
@@ -179,6 +180,7 @@ pub(crate) fn spawn(
     events: EventSender,
     changes: Option<mpsc::Receiver<()>>,
     checkpoints: CheckpointStore,
+    metrics: CallMetrics,
 ) -> (PluginHandle, tokio::task::JoinHandle<()>) {
     let name = launcher.name.clone();
     let (route_tx, route_rx) = watch::channel(Route::Starting);
@@ -208,6 +210,7 @@ pub(crate) fn spawn(
         status.clone(),
         cmd_tx,
         launcher.logs.clone(),
+        metrics,
     );
     let policy = RestartPolicy::new(launcher.config.restart.clone());
     let launcher_checkpoint_every = launcher
