@@ -23,11 +23,13 @@ pub mod events;
 mod handle;
 mod host;
 pub mod process;
+pub mod services;
 pub mod supervisor;
 pub mod watch;
 
 pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
 pub use events::Event;
 pub use handle::{PluginHandle, Reply};
-pub use host::{Host, HostError};
+pub use host::{Host, HostBuilder, HostError};
+pub use services::{KvLimits, PluginIdentity};
 pub use supervisor::{PluginState, PluginStatus, RestartPolicy};
