@@ -206,13 +206,13 @@ impl Kv {
     fn check_key(&self, plugin: &str, key: &str) -> Result<(), Status> {
         if key.is_empty() {
             return Err(Status::invalid_argument(format!(
-                "plugin {plugin}: the key is empty"
+                "key-value store of plugin {plugin}: the key is empty"
             )));
         }
         let max = self.limits.max_key_bytes;
         if key.len() > max {
             return Err(Status::invalid_argument(format!(
-                "plugin {plugin}: the key {} is {} bytes, over the limit of {max} bytes (max_key_bytes)",
+                "key-value store of plugin {plugin}: the key {} is {} bytes, over the limit of {max} bytes (max_key_bytes)",
                 shown(key),
                 key.len()
             )));
@@ -234,7 +234,7 @@ impl Kv {
         let max = self.limits.max_value_bytes;
         if value.len() > max {
             return Err(Status::invalid_argument(format!(
-                "plugin {plugin}: the value for {} is {} bytes, over the limit of {max} bytes (max_value_bytes)",
+                "key-value store of plugin {plugin}: the value for {} is {} bytes, over the limit of {max} bytes (max_value_bytes)",
                 shown(&key),
                 value.len()
             )));
@@ -246,7 +246,7 @@ impl Kv {
         let max = self.limits.max_total_bytes;
         if total > max {
             return Err(Status::resource_exhausted(format!(
-                "plugin {plugin}: storing {} would make its key-value store {total} bytes, over \
+                "key-value store of plugin {plugin}: storing {} would make it {total} bytes, over \
                  the limit of {max} bytes (max_total_bytes); delete keys first",
                 shown(&key)
             )));
@@ -384,9 +384,9 @@ impl HostApi for HostService {
         macro_rules! log_at {
             ($level:ident) => {
                 if fields.is_empty() {
-                    tracing::$level!(target: "baton::plugin", plugin = name, generation, "{message}")
+                    tracing::$level!(target: "baton::plugin", plugin = %name, generation, "{message}")
                 } else {
-                    tracing::$level!(target: "baton::plugin", plugin = name, generation, "{message} {fields}")
+                    tracing::$level!(target: "baton::plugin", plugin = %name, generation, "{message} {fields}")
                 }
             };
         }
