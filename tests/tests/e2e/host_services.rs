@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use baton_proto::host::host_client::HostClient;
 use baton_proto::host::{KvGetRequest, ReloadRequest};
-use baton_tests::{EventLog, TestHost, bin_dir, plugin, unix_channel, wait_until};
+use baton_tests::{
+    EventLog, TestHost, bin_dir, plugin, repo_root, unix_channel, venv_python, wait_until,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -146,6 +148,51 @@ async fn plugin_events_and_log_lines_reach_the_host_with_the_plugins_name() {
     ] {
         assert!(line.contains(part), "{part:?} missing from: {line}");
     }
+}
+
+#[tokio::test]
+async fn the_python_sdk_reaches_the_host_services_too() {
+    let script = repo_root().join("example-plugins/python-notes/notes.py");
+    let host = TestHost::start(&format!(
+        "[plugins.pynotes]\ncommand = \"{}\"\nargs = [\"{}\"]\ncopy_binary = false\n",
+        venv_python().display(),
+        script.display()
+    ))
+    .await;
+    let events = EventLog::start(&host).await;
+    host.serving("pynotes", Duration::from_secs(20)).await;
+    assert_eq!(host.call_text("pynotes", "put", "lang=python").await, "ok");
+    let saved = events
+        .wait_for("plugin:note_saved", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(saved[0].plugin, "pynotes");
+
+    host.client()
+        .reload(ReloadRequest {
+            plugin: "pynotes".into(),
+        })
+        .await
+        .expect("reload");
+    assert_eq!(host.call_text("pynotes", "get", "lang").await, "python");
+    assert_eq!(host.call_text("pynotes", "list", "la").await, "lang");
+    let err = host
+        .invoke("pynotes", "put", format!("{}=x", "k".repeat(2000)))
+        .await
+        .expect_err("key over the limit");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("max_key_bytes"), "{}", err.message());
+
+    wait_until(
+        "the Python plugin's Log call shows in the host's log",
+        Duration::from_secs(10),
+        || async {
+            host.log()
+                .lines()
+                .any(|l| l.contains("note saved") && l.contains("plugin=pynotes"))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// The `embed` example: a program that links baton-host, offers its plugins a service
