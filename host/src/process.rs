@@ -245,7 +245,6 @@ impl Launcher {
     pub async fn launch(&self, number: u64) -> Result<Generation, StartError> {
         let started = Instant::now();
         let timeout = self.config.handshake_timeout();
-        let deadline = tokio::time::Instant::now() + timeout;
         let socket = self.socket_dir.join(format!("{}.{number}.sock", self.name));
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
@@ -315,6 +314,9 @@ impl Launcher {
                 spawned
             }))
             .await?;
+        // The plugin's time starts now, not while its spawn waited for the copies and
+        // forks of other plugins on the one spawner thread.
+        let deadline = tokio::time::Instant::now() + timeout;
         let pid = child.id().unwrap_or(0);
         let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
             (Some(o), Some(e)) => (o, e),
