@@ -76,7 +76,8 @@ pub enum HostError {
 ///
 /// ```no_run
 /// # use baton_host::{Config, HostBuilder};
-/// # async fn demo(config: Config, my_db: tonic_health::server::HealthServer<tonic_health::server::HealthService>) -> Result<(), baton_host::HostError> {
+/// # async fn demo(config: Config) -> Result<(), baton_host::HostError> {
+/// # let (_, my_db) = tonic_health::server::health_reporter();
 /// // `my_db` is any tonic service, e.g. `MyDbServer::new(db)` generated from your proto.
 /// let host = HostBuilder::new(&config).with_service(my_db).start().await?;
 /// # host.shutdown().await; Ok(()) }
