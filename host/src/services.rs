@@ -128,7 +128,7 @@ impl Registry {
 }
 
 /// A generation's right to call the host services; revoked when dropped.
-pub struct Admission {
+pub(crate) struct Admission {
     registry: Registry,
     token: String,
 }
@@ -716,6 +716,26 @@ mod tests {
             ("notes", 2, "plugin:saved")
         );
         server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_service_with_a_taken_name_is_refused_before_anything_starts() {
+        let ours = HostServer::new(HostService::new(
+            Arc::new(Kv::new(KvLimits::default())),
+            tokio::sync::broadcast::channel(1).0,
+        ));
+        let refused = crate::HostBuilder::new(&crate::Config::empty())
+            .with_service(ours)
+            .start()
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(crate::HostError::DuplicateService("baton.host.v1.Host"))
+            ),
+            "{:?}",
+            refused.err()
+        );
     }
 
     #[test]
