@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let files = [
         "proto/baton/plugin/v1/plugin.proto",
         "proto/baton/host/v1/supervisor.proto",
+        "proto/baton/host/v1/host.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

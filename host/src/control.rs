@@ -91,7 +91,7 @@ fn to_proto_event(e: Event) -> pb::Event {
         unix_ms: e.unix_ms,
         plugin: e.plugin,
         generation: e.generation,
-        kind: e.kind.to_owned(),
+        kind: e.kind.into_owned(),
         message: e.message,
         hold_us: e.hold_us,
         state_bytes: e.state_bytes,

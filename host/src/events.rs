@@ -1,6 +1,7 @@
 //! Lifecycle events: what happened to which plugin, broadcast to whoever listens
 //! (`baton ctl events`, tests, an embedding program).
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One thing that happened to a plugin.
@@ -13,8 +14,9 @@ pub struct Event {
     /// The generation it concerns.
     pub generation: u64,
     /// A short stable word: `started`, `crashed`, `restarted`, `start_failed`, `failed`,
-    /// `reload_started`, `handover_done`, `rollback`, `stopped`.
-    pub kind: &'static str,
+    /// `reload_started`, `handover_done`, `rollback`, `stopped`; or `plugin:<word>` for
+    /// an event the plugin emitted itself through the host services.
+    pub kind: Cow<'static, str>,
     /// Detail in words.
     pub message: String,
     /// For `handover_done`: how long calls were held, in microseconds.
@@ -27,7 +29,12 @@ pub struct Event {
 
 impl Event {
     /// An event stamped now.
-    pub fn new(plugin: &str, generation: u64, kind: &'static str, message: String) -> Self {
+    pub fn new(
+        plugin: &str,
+        generation: u64,
+        kind: impl Into<Cow<'static, str>>,
+        message: String,
+    ) -> Self {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -35,7 +42,7 @@ impl Event {
             unix_ms,
             plugin: plugin.to_owned(),
             generation,
-            kind,
+            kind: kind.into(),
             message,
             hold_us: 0,
             state_bytes: 0,

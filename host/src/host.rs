@@ -1,13 +1,20 @@
 //! [`Host`]: a set of supervised plugins sharing one private socket directory, one
-//! spawner thread, one event stream and one set of metrics. Embed it, or run it as the
-//! `baton` daemon.
+//! spawner thread, one event stream, one set of metrics and one host-services socket.
+//! Embed it (through [`HostBuilder`] to offer plugins services of your own), or run it as
+//! the `baton` daemon.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use baton_proto::host::host_server::HostServer;
 use tokio::sync::broadcast;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
@@ -16,6 +23,7 @@ use crate::handle::PluginHandle;
 use crate::metrics::{self, Metrics};
 use crate::monitor;
 use crate::process::{Launcher, LogRing, Spawner};
+use crate::services::{self, HostService, Kv, KvLimits, Registry};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
 
@@ -29,6 +37,9 @@ pub struct Host {
     watcher: BinaryWatcher,
     /// The resource monitor thread runs while this lives.
     _monitor_alive: Arc<()>,
+    /// The gRPC server plugins call back into.
+    services: services::Server,
+    callers: Registry,
     metrics: Arc<Metrics>,
     /// Where `GET /metrics` is served, if anywhere.
     metrics_addr: Option<SocketAddr>,
@@ -65,6 +76,20 @@ pub enum HostError {
     /// The spawner thread could not start.
     #[error("cannot start the process spawner thread: {0}")]
     Spawner(#[source] std::io::Error),
+    /// The host-services socket could not be served.
+    #[error("cannot serve the host services on {}: {source}", path.display())]
+    Services {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Two services on the host-services socket share a gRPC name.
+    #[error(
+        "two services named {0:?} on the host-services socket (the host serves baton.host.v1.Host itself)"
+    )]
+    DuplicateService(&'static str),
     /// The metrics endpoint's address could not be bound.
     #[error("cannot serve metrics on {addr} (metrics_addr): {source}")]
     Metrics {
@@ -76,10 +101,82 @@ pub enum HostError {
     },
 }
 
+/// Starts a [`Host`] that also offers plugins services of the embedding program, on the
+/// host-services socket (`BATON_HOST_SOCKET` in every plugin's environment), next to
+/// `baton.host.v1.Host`. The same launch-token check guards them, and each request
+/// carries the caller's [`PluginIdentity`](crate::PluginIdentity) in its extensions.
+///
+/// ```no_run
+/// # use baton_host::{Config, HostBuilder};
+/// # async fn demo(config: Config) -> Result<(), baton_host::HostError> {
+/// # let (_, my_db) = tonic_health::server::health_reporter();
+/// // `my_db` is any tonic service, e.g. `MyDbServer::new(db)` generated from your proto.
+/// let host = HostBuilder::new(&config).with_service(my_db).start().await?;
+/// # host.shutdown().await; Ok(()) }
+/// ```
+pub struct HostBuilder {
+    config: Config,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    kv_limits: KvLimits,
+}
+
+impl HostBuilder {
+    /// A host for the plugins of `config`, with the built-in host services only.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            config: config.clone(),
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            kv_limits: KvLimits::default(),
+        }
+    }
+
+    /// Serves `service` (a tonic server such as `MyDbServer::new(db)`) to the plugins.
+    /// Read the calling plugin with [`PluginIdentity::of`](crate::PluginIdentity::of).
+    pub fn with_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Size limits for each plugin's key-value store.
+    pub fn kv_limits(mut self, limits: KvLimits) -> Self {
+        self.kv_limits = limits;
+        self
+    }
+
+    /// Starts the host; see [`Host::start`].
+    pub async fn start(self) -> Result<Host, HostError> {
+        let mut names = self.names.clone();
+        names.push(HostServer::<HostService>::NAME);
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(HostError::DuplicateService(pair[0]));
+        }
+        Host::start_with(self).await
+    }
+}
+
 impl Host {
     /// Starts every plugin in `config`. Returns at once; calls wait for their plugin to
-    /// come up (see [`PluginHandle::ready`]). Must run inside a tokio runtime.
+    /// come up (see [`PluginHandle::ready`]). Must run inside a tokio runtime. To offer
+    /// plugins services of your own, use [`HostBuilder`].
     pub async fn start(config: &Config) -> Result<Self, HostError> {
+        HostBuilder::new(config).start().await
+    }
+
+    async fn start_with(builder: HostBuilder) -> Result<Self, HostError> {
+        let config = &builder.config;
         // Bound first: a taken port fails the start before any plugin runs.
         let listener = match config.metrics_addr {
             Some(addr) => {
@@ -115,6 +212,19 @@ impl Host {
         )
         .map_err(HostError::Watcher)?;
         let (events, _) = broadcast::channel(1024);
+        // Served before any plugin starts, so a plugin may call it during its start-up.
+        let callers = Registry::default();
+        let socket = socket_dir.path().join(services::SOCKET_NAME);
+        let services = services::start(
+            socket.clone(),
+            callers.clone(),
+            builder.routes,
+            HostService::new(Arc::new(Kv::new(builder.kv_limits)), events.clone()),
+        )
+        .map_err(|source| HostError::Services {
+            path: socket,
+            source,
+        })?;
         let metrics = Arc::new(Metrics::new());
         // Subscribed before any plugin starts, so that no event is missed.
         let mut background = vec![metrics.clone().follow(events.subscribe())];
@@ -131,6 +241,8 @@ impl Host {
             events,
             watcher,
             _monitor_alive: Arc::new(()),
+            services,
+            callers,
             metrics,
             metrics_addr,
             background: Background(background),
@@ -174,6 +286,8 @@ impl Host {
             socket_dir: self.socket_dir.path().to_owned(),
             spawner: spawner.clone(),
             logs: LogRing::default(),
+            host_socket: self.services.socket().to_owned(),
+            callers: self.callers.clone(),
         };
         let changes = match reload {
             ReloadMode::Watch => {
@@ -241,6 +355,11 @@ impl Host {
         self.metrics_addr
     }
 
+    /// The host-services socket plugins call back into (`BATON_HOST_SOCKET`).
+    pub fn services_socket(&self) -> &Path {
+        self.services.socket()
+    }
+
     /// The private directory holding the plugins' sockets.
     pub fn socket_dir(&self) -> &Path {
         self.socket_dir.path()
@@ -257,6 +376,8 @@ impl Host {
         for task in self.tasks {
             let _ = task.await;
         }
+        // After the plugins: they may log or write while they shut down.
+        self.services.shutdown().await;
         drop(self.background);
         let dir = self.socket_dir.path().to_owned();
         if let Err(e) = self.socket_dir.close() {

@@ -28,12 +28,14 @@ mod host;
 pub mod metrics;
 mod monitor;
 pub mod process;
+pub mod services;
 pub mod supervisor;
 pub mod watch;
 
 pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
 pub use events::Event;
 pub use handle::{PluginHandle, Reply};
-pub use host::{Host, HostError};
+pub use host::{Host, HostBuilder, HostError};
 pub use metrics::Metrics;
+pub use services::{KvLimits, PluginIdentity};
 pub use supervisor::{PluginState, PluginStatus, RestartPolicy};

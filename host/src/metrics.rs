@@ -258,7 +258,7 @@ impl Metrics {
     pub fn observe(&self, event: &Event) {
         let label = plugin_label(&event.plugin);
         let generation = i64::try_from(event.generation).unwrap_or(i64::MAX);
-        match event.kind {
+        match event.kind.as_ref() {
             "started" | "restarted" => {
                 if event.kind == "restarted" {
                     self.restarts.get_or_create(&label).inc();

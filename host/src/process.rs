@@ -22,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::PluginConfig;
+use crate::services::{Admission, PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
 /// Longest handshake line accepted; anything longer is garbage.
@@ -196,6 +197,8 @@ pub struct Generation {
     child: Child,
     /// The private copy of the binary it runs, removed when it ends.
     copy: Option<PathBuf>,
+    /// Its token's right to call the host services, revoked when this is dropped.
+    _admission: Admission,
 }
 
 /// Why a process could not be brought to SERVING.
@@ -253,6 +256,10 @@ pub struct Launcher {
     pub spawner: Spawner,
     /// Where output lines are kept.
     pub logs: LogRing,
+    /// The host-services socket, passed to the plugin as `BATON_HOST_SOCKET`.
+    pub host_socket: PathBuf,
+    /// Who may call the host services: each generation is admitted with its token.
+    pub callers: Registry,
 }
 
 impl Launcher {
@@ -263,6 +270,14 @@ impl Launcher {
         let socket = self.socket_dir.join(format!("{}.{number}.sock", self.name));
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
+        // Admitted before the process starts: it may call the host during its start-up.
+        let admission = self.callers.admit(
+            &token,
+            PluginIdentity {
+                name: self.name.clone(),
+                generation: number,
+            },
+        );
 
         let program = self.config.command.clone();
         let private_copy = self.private_copy(number);
@@ -283,6 +298,7 @@ impl Launcher {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
+            .env(baton_proto::env::HOST_SOCKET, &self.host_socket)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -415,6 +431,7 @@ impl Launcher {
                     exit_tx,
                     child,
                     copy,
+                    _admission: admission,
                 })
             }
             Err(e) => {

@@ -15,7 +15,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROTO_ROOT = HERE.parent.parent / "proto"
-PROTO = "baton/plugin/v1/plugin.proto"
+#: The plugin contract, and the host services a plugin may call back into.
+PROTOS = ["baton/plugin/v1/plugin.proto", "baton/host/v1/host.proto"]
 OUT = HERE / "baton_plugin" / "_gen"
 STAMP = ".stamp"
 
@@ -27,12 +28,17 @@ def main() -> int:
     except ImportError:
         print("error: grpcio-tools is not installed; run plugin-sdk/python/setup-python.sh", file=sys.stderr)
         return 1
-    source = PROTO_ROOT / PROTO
-    if not source.is_file():
-        print(f"error: {source} does not exist", file=sys.stderr)
-        return 1
+    sources = [PROTO_ROOT / proto for proto in PROTOS]
+    for source in sources:
+        if not source.is_file():
+            print(f"error: {source} does not exist", file=sys.stderr)
+            return 1
     tools_version = importlib.metadata.version("grpcio-tools")
-    stamp = hashlib.sha256(source.read_bytes() + tools_version.encode()).hexdigest()
+    digest = hashlib.sha256()
+    for proto, source in zip(PROTOS, sources):
+        digest.update(proto.encode() + b"\0" + source.read_bytes())
+    digest.update(tools_version.encode())
+    stamp = digest.hexdigest()
     if "--force" not in sys.argv[1:] and _read(OUT / STAMP) == stamp:
         return 0
 
@@ -49,10 +55,10 @@ def main() -> int:
             f"--python_out={tmp}",
             f"--grpc_python_out={tmp}",
             f"--pyi_out={tmp}",
-            PROTO,
+            *PROTOS,
         ])
         if status != 0:
-            print(f"error: protoc failed on {source} (exit {status})", file=sys.stderr)
+            print(f"error: protoc failed on {', '.join(PROTOS)} (exit {status})", file=sys.stderr)
             return 1
         (tmp / STAMP).write_text(stamp + "\n")
         os.chmod(tmp, 0o755)
@@ -65,7 +71,7 @@ def main() -> int:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"generated the gRPC stubs for {PROTO} in {OUT}", file=sys.stderr)
+    print(f"generated the gRPC stubs for {', '.join(PROTOS)} in {OUT}", file=sys.stderr)
     return 0
 
 

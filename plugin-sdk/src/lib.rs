@@ -3,6 +3,8 @@
 //! The SDK does the launch handshake, serves gRPC health, refuses calls without the
 //! launch token, chunks and verifies state for `Snapshot`/`Restore`, and exits cleanly
 //! on `Shutdown` or SIGTERM. Logs go to stderr through `tracing`, which the host captures.
+//! [`HostClient`] calls back into the host: its log, a key-value store that outlives the
+//! plugin's processes, and its event stream.
 //!
 //! ```no_run
 //! use baton_plugin_sdk::{async_trait, Bytes, Description, Plugin, Status};
@@ -27,11 +29,13 @@
 //! }
 //! ```
 
+mod host;
 mod server;
 
 pub use baton_proto::state;
 
 pub use bytes::Bytes;
+pub use host::{AddToken, HostChannel, HostClient, HostClientError, LogLevel};
 pub use server::{Launch, LaunchError, serve, serve_with_listener};
 pub use tonic::{Code, Status, async_trait};
 pub use tracing;

@@ -1,5 +1,6 @@
 //! The baton wire contract, generated from `proto/`: the `Plugin` service every plugin
-//! serves, and the `Supervisor` control API every host serves.
+//! serves, the `Supervisor` control API every host serves, and the `Host` services a
+//! host offers its plugins.
 
 #![allow(missing_docs)]
 
@@ -8,7 +9,9 @@ pub mod plugin {
     tonic::include_proto!("baton.plugin.v1");
 }
 
-/// Messages and stubs of `baton.host.v1` (served by hosts).
+/// Messages and stubs of `baton.host.v1` (served by hosts): the `Supervisor` control API
+/// (`supervisor.proto`) and the `Host` services for plugins (`host.proto`). Both files
+/// are one protobuf package, so they generate into this one module.
 pub mod host {
     tonic::include_proto!("baton.host.v1");
 }
@@ -18,7 +21,8 @@ pub mod state;
 /// The protocol version this crate's `Plugin` contract is (the `1` in `baton|1|unix|...`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// The metadata key carrying the per-launch token on every host-to-plugin call.
+/// The metadata key carrying the per-launch token on every host-to-plugin call, and on
+/// every plugin-to-host call to the host services.
 pub const TOKEN_METADATA_KEY: &str = "x-baton-token";
 
 /// Environment variables of the launch handshake.
@@ -32,4 +36,6 @@ pub mod env {
     pub const TOKEN: &str = "BATON_PLUGIN_TOKEN";
     /// The plugin's configured name (informational).
     pub const PLUGIN_NAME: &str = "BATON_PLUGIN_NAME";
+    /// Path of the Unix socket where the host serves `baton.host.v1.Host` to its plugins.
+    pub const HOST_SOCKET: &str = "BATON_HOST_SOCKET";
 }

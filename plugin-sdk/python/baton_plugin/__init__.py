@@ -20,8 +20,12 @@ captures; stdout carries the handshake line only.
 
     if __name__ == "__main__":
         baton_plugin.serve(Hello())
+
+host_client() calls back into the host: its log, a key-value store that outlives the
+plugin's processes, and its event stream (see baton_plugin.host).
 """
 
+from .host import HostClient, HostClientError, host_client
 from .server import (
     PROTOCOL_VERSION,
     Description,
@@ -36,10 +40,13 @@ from .server import (
 __all__ = [
     "PROTOCOL_VERSION",
     "Description",
+    "HostClient",
+    "HostClientError",
     "Launch",
     "LaunchError",
     "Plugin",
     "PluginError",
+    "host_client",
     "run",
     "serve",
 ]

@@ -7,6 +7,7 @@ mod check;
 mod config;
 mod crashes;
 mod host_death;
+mod host_services;
 mod metrics;
 mod operations;
 mod python;
