@@ -9,7 +9,7 @@
 //!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
 //!   (exits on an unknown method), `FAULTY_SNAPSHOT_CLOCK` (a snapshot that is never
 //!   the same twice), `FAULTY_IGNORE_SIGTERM`, `FAULTY_LINGER` (does not exit after
-//!   `Shutdown`).
+//!   `Shutdown`), `FAULTY_LEAK_AT_START` (holds that many MiB from the start).
 //! - `garbage`: prints something other than the handshake line.
 //! - `wrong-version`: prints a handshake line for protocol version 99.
 //! - `silent`: prints nothing and waits forever.
@@ -176,7 +176,18 @@ fn main() -> ExitCode {
             {
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            let code = baton_plugin_sdk::serve(Faulty::default());
+            let faulty = Faulty::default();
+            // A process that is over a memory limit from its first moment.
+            if let Some(mib) = std::env::var("FAULTY_LEAK_AT_START")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                let mut leaked = faulty.leaked.lock().unwrap_or_else(|p| p.into_inner());
+                for _ in 0..mib {
+                    leaked.push(vec![1u8; 1 << 20]);
+                }
+            }
+            let code = baton_plugin_sdk::serve(faulty);
             if std::env::var_os("FAULTY_LINGER").is_some() {
                 eprintln!("lingering after shutdown");
                 return wait_forever();

@@ -409,3 +409,31 @@ async fn under_systemd_the_host_says_ready_and_pings_the_watchdog() {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
     assert!(!String::from_utf8_lossy(&environ).contains("NOTIFY_SOCKET"));
 }
+
+#[tokio::test]
+async fn a_plugin_over_its_limit_right_after_each_fresh_start_is_a_crash_loop() {
+    let host = TestHost::start(&format!(
+        "resource_interval_ms = 100\n{}[plugins.hog.env]\nFAULTY_LEAK_AT_START = \"80\"\n[plugins.hog.restart]\nmax_crashes = 3\n",
+        plugin("hog", "faulty", &["ok"], "max_rss_mb = 40\n")
+    ))
+    .await;
+    let failed = wait_until("hog is marked failed", Duration::from_secs(20), || async {
+        let s = host.status("hog").await;
+        (s.state == baton_proto::host::PluginState::Failed as i32).then_some(s)
+    })
+    .await;
+    assert!(
+        failed.last_error.contains("over max_rss_mb = 40"),
+        "{}",
+        failed.last_error
+    );
+    let err = host
+        .invoke("hog", "hit", "")
+        .await
+        .expect_err("failed plugin");
+    assert!(
+        err.message().contains("plugin hog failed"),
+        "{}",
+        err.message()
+    );
+}
