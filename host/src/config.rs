@@ -114,6 +114,15 @@ pub struct PluginConfig {
     /// crash or, with `state_dir`, after a host restart. Calls are held while it is taken.
     #[serde(default)]
     pub checkpoint_interval_ms: Option<u64>,
+    /// The binary's expected SHA-256 (hex). Checked before every start; in production
+    /// mode a pin is required, here or in a `<binary>.sha256` file beside the binary.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// In production mode plugins get a cleared environment: a short allow-list
+    /// (PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, TMPDIR, BATON_LOG, RUST_LOG), these
+    /// names from the host's environment, and `env`.
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// Resident memory above which the plugin is handed over to a fresh process (its
     /// state kept), in MiB. Crossing it again right after counts as a crash.
     #[serde(default)]
@@ -238,6 +247,8 @@ impl PluginConfig {
             shutdown_grace_ms: default_shutdown_grace_ms(),
             restart: RestartConfig::default(),
             checkpoint_interval_ms: None,
+            sha256: None,
+            inherit_env: Vec::new(),
             max_rss_mb: None,
             max_cpu_percent: None,
             cpu_window_ms: default_cpu_window_ms(),
@@ -383,6 +394,14 @@ impl Config {
                 if value < min {
                     return Err((field(key), format!("must be at least {min}, got {value}")));
                 }
+            }
+            if let Some(pin) = &plugin.sha256
+                && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err((
+                    field("sha256"),
+                    format!("must be 64 hex digits, got {pin:?}"),
+                ));
             }
             for entry in &plugin.watch {
                 if let Err(e) = glob::Pattern::new(entry) {

@@ -205,6 +205,12 @@ impl Host {
             std::fs::set_permissions(socket_dir.path(), std::fs::Permissions::from_mode(0o700))
                 .map_err(|source| HostError::SocketDir { base, source })?;
         }
+        remove_stale_runtime_dirs(socket_dir.path());
+        // Lets a later host tell this directory is abandoned if this one is killed.
+        let _ = std::fs::write(
+            socket_dir.path().join(PID_FILE),
+            std::process::id().to_string(),
+        );
         let spawner = Spawner::start().map_err(HostError::Spawner)?;
         let watcher = BinaryWatcher::start(
             config.watcher,
@@ -287,6 +293,7 @@ impl Host {
             spawner: spawner.clone(),
             logs: LogRing::default(),
             host_socket: self.services.socket().to_owned(),
+            production: mode == Mode::Production,
             callers: self.callers.clone(),
         };
         let changes = match reload {
@@ -384,6 +391,47 @@ impl Host {
             tracing::warn!("cannot remove the socket directory {}: {e}", dir.display());
         }
         tracing::info!("host stopped");
+    }
+}
+
+/// Names the host that owns a runtime directory.
+const PID_FILE: &str = "host.pid";
+
+/// Removes the runtime directories of baton hosts that were killed (SIGKILL leaves no
+/// chance to clean up) beside `ours`: same owner, with a pid file naming a process that
+/// is gone.
+fn remove_stale_runtime_dirs(ours: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(base), Ok(me)) = (ours.parent(), std::fs::metadata(ours)) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let uid = me.uid();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry.file_name().to_string_lossy().starts_with("baton-")
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !ours {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(path.join(PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(
+                "removed {}, left by a baton host (pid {pid}) that was killed",
+                path.display()
+            );
+        }
     }
 }
 

@@ -213,6 +213,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The binary failed a production or pin check.
+    #[error("refused to run {}: {why}", path.display())]
+    Refused {
+        /// The configured binary.
+        path: PathBuf,
+        /// Which check failed.
+        why: String,
+    },
     /// The handshake went wrong; the text says what was expected and what came.
     #[error("{0}")]
     Handshake(String),
@@ -258,6 +266,9 @@ pub struct Launcher {
     pub logs: LogRing,
     /// The host-services socket, passed to the plugin as `BATON_HOST_SOCKET`.
     pub host_socket: PathBuf,
+    /// Production mode: binaries must be pinned and owner-writable only, and the
+    /// environment is cleared to an allow-list.
+    pub production: bool,
     /// Who may call the host services: each generation is admitted with its token.
     pub callers: Registry,
 }
@@ -283,6 +294,18 @@ impl Launcher {
         let private_copy = self.private_copy(number);
         let copy = private_copy.clone();
         let mut command = Command::new(private_copy.as_deref().unwrap_or(&program));
+        if self.production {
+            command.env_clear();
+            for (key, value) in std::env::vars_os() {
+                let key_text = key.to_string_lossy();
+                let allowed = ENV_ALLOW.contains(&key_text.as_ref())
+                    || key_text.starts_with("LC_")
+                    || self.config.inherit_env.iter().any(|k| *k == key_text);
+                if allowed {
+                    command.env(key, value);
+                }
+            }
+        }
         command
             .arg0(&program)
             .args(&self.config.args)
@@ -307,6 +330,10 @@ impl Launcher {
         if let Some(dir) = &self.config.cwd {
             command.current_dir(dir);
         }
+        let policy = BinaryPolicy {
+            production: self.production,
+            pin: self.config.sha256.clone(),
+        };
         let host_pid = nix::unistd::getpid();
         // SAFETY: the closure runs between fork and exec and only makes two raw
         // syscalls (prctl, getppid), both async-signal-safe.
@@ -326,14 +353,23 @@ impl Launcher {
                 if let Some(copy) = &private_copy {
                     copy_binary(&program, copy)?;
                 }
+                // Checked on what will run: the private copy cannot change after this.
+                if let Err(e) = verify_binary(&program, private_copy.as_deref(), &policy) {
+                    if let Some(copy) = &private_copy {
+                        let _ = std::fs::remove_file(copy);
+                    }
+                    return Err(e);
+                }
                 let spawned = command.spawn().map_err(|source| StartError::Spawn {
                     command: program.clone(),
                     source,
                 });
-                // A script's interpreter reads the file after exec, so a copy that
-                // started is kept until its generation ends.
-                if spawned.is_err()
-                    && let Some(copy) = &private_copy
+                // A running binary needs no name on disk (the kernel holds the inode),
+                // so its copy goes at once and a killed host leaks nothing big; a
+                // script's interpreter opens the file after exec, so that copy stays
+                // until its generation ends.
+                if let Some(copy) = &private_copy
+                    && (spawned.is_err() || !is_script(copy))
                 {
                     let _ = std::fs::remove_file(copy);
                 }
@@ -446,11 +482,17 @@ impl Launcher {
         }
     }
 
-    /// The plugin's code, for the file watcher: the binary (if a path) and `watch`.
+    /// The plugin's code, for the file watcher: the binary (if a path), its pin file,
+    /// and `watch`.
     pub fn watch_set(&self) -> WatchSet {
         let binary =
             (self.config.command.components().count() > 1).then_some(self.config.command.as_path());
-        WatchSet::new(binary, &self.config.watch)
+        let set = WatchSet::new(binary, &self.config.watch);
+        match binary {
+            // A deploy may write the pin after the binary; its arrival is a change too.
+            Some(binary) => set.optional(&pin_file(binary)),
+            None => set,
+        }
     }
 
     /// Where generation `number` runs its private copy of the binary, if it gets one.
@@ -606,6 +648,128 @@ pub fn unix_channel(path: &Path) -> Channel {
             }
         },
     ))
+}
+
+/// Variables a production plugin keeps from the host's environment (and `LC_*`).
+const ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "TZ",
+    "TMPDIR",
+    "BATON_LOG",
+    "RUST_LOG",
+];
+
+/// What a binary must satisfy before it runs.
+struct BinaryPolicy {
+    production: bool,
+    pin: Option<String>,
+}
+
+/// Whether `path` starts with `#!`: run by an interpreter that reads it by name.
+fn is_script(path: &Path) -> bool {
+    use std::io::Read;
+    let mut start = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut start))
+        .is_ok_and(|()| &start == b"#!")
+}
+
+/// `<binary>.sha256`, the pin file a deploy may write beside the binary.
+fn pin_file(binary: &Path) -> PathBuf {
+    let mut name = binary.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// Refuses a binary that anyone but its owner could have changed (production), or
+/// whose SHA-256 differs from its pin (a pin is required in production). `copy` is
+/// the file that will actually run, if it is a private copy.
+fn verify_binary(
+    program: &Path,
+    copy: Option<&Path>,
+    policy: &BinaryPolicy,
+) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.components().count() <= 1 {
+        return Ok(()); // a bare name from PATH: the interpreter, not the plugin's code
+    }
+    let refuse = |why: String| StartError::Refused {
+        path: program.to_owned(),
+        why,
+    };
+    if policy.production {
+        let mut checked = vec![program.to_owned()];
+        checked.extend(program.parent().map(Path::to_owned));
+        for path in checked {
+            let mode = std::fs::metadata(&path)
+                .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
+                .permissions()
+                .mode();
+            if mode & 0o022 != 0 {
+                let who = if mode & 0o002 != 0 { "world" } else { "group" };
+                return Err(refuse(format!(
+                    "{} is {who}-writable (mode {:o}); in production a plugin's binary and its \
+                     directory may be writable by their owner only (chmod go-w {})",
+                    path.display(),
+                    mode & 0o7777,
+                    path.display()
+                )));
+            }
+        }
+    }
+    let pin_path = pin_file(program);
+    let pin = match &policy.pin {
+        Some(pin) => Some(pin.to_ascii_lowercase()),
+        None => match std::fs::read_to_string(&pin_path) {
+            // `sha256sum` output works as it is: the hash is the first word.
+            Ok(text) => Some(
+                text.split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase(),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(refuse(format!(
+                    "cannot read its pin {}: {e}",
+                    pin_path.display()
+                )));
+            }
+        },
+    };
+    let Some(pin) = pin else {
+        if policy.production {
+            return Err(refuse(format!(
+                "no SHA-256 pin: production mode requires `sha256 = \"...\"` for this plugin or a {} file",
+                pin_path.display()
+            )));
+        }
+        return Ok(());
+    };
+    let actual =
+        sha256_hex(copy.unwrap_or(program)).map_err(|e| refuse(format!("cannot hash it: {e}")))?;
+    if actual != pin {
+        return Err(refuse(format!(
+            "its SHA-256 is {actual}, but the pin says {pin}"
+        )));
+    }
+    Ok(())
+}
+
+fn sha256_hex(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Copies the binary to `to` (mode 0700), refusing a file that changed during the copy:

@@ -45,6 +45,13 @@ impl WatchSet {
         set
     }
 
+    /// Also watches `path`, which may not exist (its absence is not a missing file).
+    pub fn optional(mut self, path: &Path) -> Self {
+        let exact = glob::Pattern::escape(&path.to_string_lossy());
+        self.patterns.extend(glob::Pattern::new(&exact).ok());
+        self
+    }
+
     /// Whether nothing is watched.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.patterns.is_empty()

@@ -248,6 +248,10 @@ impl Drop for TestHost {
                 self.log()
             );
         }
+        // A graceful stop first, so the host cleans its runtime directory up.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop(Duration::from_secs(3));
+        }
         // Plugins die with the host (PDEATHSIG); the group kill covers anything else.
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
         let _ = self.child.kill();

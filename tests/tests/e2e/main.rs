@@ -12,4 +12,5 @@ mod metrics;
 mod operations;
 mod python;
 mod reload;
+mod security;
 mod token;

@@ -1,0 +1,178 @@
+//! Production mode lets nothing run that does not belong: pinned SHA-256, binaries and
+//! directories writable by their owner only, and a cleared environment.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_proto::host::PluginState;
+use baton_tests::{TestHost, bin, replace_by_rename, wait_until};
+
+fn stage() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("baton-prod-")
+        .tempdir()
+        .expect("temp dir");
+    let path = dir.path().join("counter");
+    std::fs::copy(bin("counter"), &path).expect("stage");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, path)
+}
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a hash")
+        .to_owned()
+}
+
+fn production(path: &Path, extra: &str) -> String {
+    format!(
+        "mode = \"production\"\n[plugins.counter]\ncommand = \"{}\"\n{extra}\n[plugins.counter.restart]\nmax_crashes = 2\n",
+        path.display()
+    )
+}
+
+async fn refusal(host: &TestHost) -> String {
+    wait_until(
+        "the counter is refused",
+        Duration::from_secs(10),
+        || async {
+            let s = host.status("counter").await;
+            (s.state == PluginState::Failed as i32).then_some(s.last_error)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn production_refuses_unpinned_mismatched_and_writable_binaries() {
+    let (dir, path) = stage();
+    let host = TestHost::start(&production(&path, "")).await;
+    let e = refusal(&host).await;
+    assert!(
+        e.contains("refused to run") && e.contains("no SHA-256 pin"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{}.sha256", path.display())),
+        "names the pin file: {e}"
+    );
+    drop(host);
+
+    std::fs::write(
+        path.with_extension("sha256"),
+        format!("{}  counter\n", "0".repeat(64)),
+    )
+    .expect("pin");
+    let host = TestHost::start(&production(&path, "")).await;
+    let e = refusal(&host).await;
+    assert!(
+        e.contains(&format!("its SHA-256 is {}", sha256(&path)))
+            && e.contains("but the pin says 0000"),
+        "{e}"
+    );
+    drop(host);
+
+    // The right pin, from the file in sha256sum's format: it runs.
+    std::fs::write(
+        path.with_extension("sha256"),
+        format!("{}  counter\n", sha256(&path)),
+    )
+    .expect("pin");
+    let host = TestHost::start(&production(&path, "")).await;
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    drop(host);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let host = TestHost::start(&production(&path, "")).await;
+    let e = refusal(&host).await;
+    assert!(
+        e.contains("is group-writable (mode 775)") && e.contains("chmod go-w"),
+        "{e}"
+    );
+    drop(host);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod dir");
+    let host = TestHost::start(&production(&path, "")).await;
+    let e = refusal(&host).await;
+    assert!(
+        e.contains(&format!("{} is world-writable", dir.path().display())),
+        "{e}"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod dir");
+}
+
+#[tokio::test]
+async fn a_tampered_binary_is_rolled_back_and_a_pin_in_the_config_works() {
+    let (_dir, path) = stage();
+    let pin = sha256(&path);
+    let host = TestHost::start(&production(&path, &format!("sha256 = \"{pin}\""))).await;
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    // Someone swaps the binary (here: for the echo plugin) without the operator's pin.
+    replace_by_rename(&path, &std::fs::read(bin("echo")).expect("read"));
+    let err = host
+        .client()
+        .reload(baton_proto::host::ReloadRequest {
+            plugin: "counter".into(),
+        })
+        .await
+        .expect_err("the tampered binary is refused");
+    assert!(
+        err.message().contains("but the pin says"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        host.call_text("counter", "get", "k").await,
+        "1",
+        "the old generation serves on"
+    );
+}
+
+#[tokio::test]
+async fn production_plugins_get_a_cleared_environment() {
+    let (_dir, path) = stage();
+    let pin = sha256(&path);
+    let env = [
+        ("BATON_TEST_SECRET", "hunter2"),
+        ("BATON_TEST_WANTED", "yes"),
+    ];
+    let host = TestHost::start_with_env(
+        &production(
+            &path,
+            &format!("sha256 = \"{pin}\"\ninherit_env = [\"BATON_TEST_WANTED\"]"),
+        ),
+        &env,
+    )
+    .await;
+    let pid = host.serving("counter", Duration::from_secs(10)).await.pid;
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).expect("environ"))
+            .replace('\0', "\n");
+    assert!(!environ.contains("BATON_TEST_SECRET"), "{environ}");
+    assert!(environ.contains("BATON_TEST_WANTED=yes"), "{environ}");
+    assert!(environ.lines().any(|l| l.starts_with("PATH=")), "{environ}");
+    assert!(environ.contains("BATON_PLUGIN_TOKEN="), "{environ}");
+
+    // In dev mode the environment is inherited.
+    let (_dev_dir, dev_path) = stage();
+    let dev = TestHost::start_with_env(
+        &format!("[plugins.counter]\ncommand = \"{}\"\n", dev_path.display()),
+        &env,
+    )
+    .await;
+    let pid = dev.serving("counter", Duration::from_secs(10)).await.pid;
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).expect("environ"))
+            .into_owned();
+    assert!(environ.contains("BATON_TEST_SECRET=hunter2"));
+}
