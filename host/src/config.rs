@@ -114,6 +114,14 @@ pub struct PluginConfig {
     /// crash or, with `state_dir`, after a host restart. Calls are held while it is taken.
     #[serde(default)]
     pub checkpoint_interval_ms: Option<u64>,
+    /// The largest message sent to or accepted from the plugin, in bytes (payloads plus a
+    /// little framing); larger ones fail with OUT_OF_RANGE naming both sizes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// At most this many calls wait for the plugin while it is handed over or restarts;
+    /// more are refused with RESOURCE_EXHAUSTED instead of piling up.
+    #[serde(default = "default_max_held_calls")]
+    pub max_held_calls: usize,
     /// The binary's expected SHA-256 (hex). Checked before every start; in production
     /// mode a pin is required, here or in a `<binary>.sha256` file beside the binary.
     #[serde(default)]
@@ -200,6 +208,12 @@ fn default_call_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     3_000
 }
+fn default_max_message_bytes() -> usize {
+    64 << 20
+}
+fn default_max_held_calls() -> usize {
+    10_000
+}
 fn default_cpu_window_ms() -> u64 {
     10_000
 }
@@ -248,6 +262,8 @@ impl PluginConfig {
             restart: RestartConfig::default(),
             checkpoint_interval_ms: None,
             sha256: None,
+            max_held_calls: default_max_held_calls(),
+            max_message_bytes: default_max_message_bytes(),
             inherit_env: Vec::new(),
             max_rss_mb: None,
             max_cpu_percent: None,
@@ -376,6 +392,7 @@ impl Config {
                 ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
                 ("handover_timeout_ms", plugin.handover_timeout_ms, 1),
                 ("cpu_window_ms", plugin.cpu_window_ms, 1),
+                ("max_message_bytes", plugin.max_message_bytes as u64, 1024),
                 (
                     "checkpoint_interval_ms",
                     plugin.checkpoint_interval_ms.unwrap_or(10),

@@ -24,23 +24,33 @@ use crate::supervisor::{PluginState, PluginStatus};
 /// The control API over a host's plugins.
 pub struct ControlService {
     plugins: BTreeMap<String, PluginHandle>,
+    /// Room for the largest payload any plugin takes, and the request around it.
+    max_message_bytes: usize,
     events: EventSender,
 }
 
 impl ControlService {
     /// A control service for `host`'s plugins.
     pub fn new(host: &Host) -> Self {
+        let largest = host
+            .plugins()
+            .values()
+            .map(|h| h.max_message_bytes())
+            .max()
+            .unwrap_or(MAX_MESSAGE_BYTES);
         Self {
             plugins: host.plugins().clone(),
             events: host.event_sender(),
+            max_message_bytes: largest + (64 << 10),
         }
     }
 
     /// The tonic service, with message limits matching the plugins'.
     pub fn into_server(self) -> SupervisorServer<Self> {
+        let limit = self.max_message_bytes;
         SupervisorServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
     }
 
     fn plugin(&self, name: &str) -> Result<&PluginHandle, Status> {

@@ -112,6 +112,29 @@ impl std::ops::Deref for InFlight {
     }
 }
 
+/// One call waiting for the plugin to serve; counted out when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn join(inner: &'a Inner) -> Result<Self, Status> {
+        let now = inner.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        let waiting = Waiting(&inner.waiting);
+        if now > inner.max_waiting {
+            return Err(Status::resource_exhausted(format!(
+                "plugin {} is not serving and {} calls already wait for it (max_held_calls)",
+                inner.name, inner.max_waiting
+            )));
+        }
+        Ok(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// How a failed call ends.
 enum Failure {
     /// The plugin never received the call; it may go to the next generation.
@@ -171,6 +194,12 @@ pub struct PluginHandle {
 
 struct Inner {
     name: Arc<str>,
+    /// Calls waiting for a generation to serve (held during a handover or restart).
+    waiting: AtomicUsize,
+    /// Past this many waiting calls, more are refused rather than queued without end.
+    max_waiting: usize,
+    /// The plugin's `max_message_bytes`.
+    max_message_bytes: usize,
     calls: AtomicU64,
     errors: AtomicU64,
     call_timeout: Duration,
@@ -198,10 +227,15 @@ impl PluginHandle {
         commands: mpsc::Sender<Command>,
         logs: LogRing,
         metrics: CallMetrics,
+        max_waiting: usize,
+        max_message_bytes: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name,
+                waiting: AtomicUsize::new(0),
+                max_waiting,
+                max_message_bytes,
                 calls: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 call_timeout,
@@ -255,6 +289,22 @@ impl PluginHandle {
         payload: Bytes,
         metadata: HashMap<String, String>,
     ) -> Result<Reply, Status> {
+        // tonic reports an oversized request as a broken HTTP/2 stream; say it plainly.
+        // The allowance covers the method name, metadata and protobuf framing.
+        let allowance = method.len()
+            + metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>()
+            + 64;
+        if payload.len() + allowance > self.inner.max_message_bytes {
+            return Err(Status::out_of_range(format!(
+                "plugin {}: the payload of {method:?} is {} bytes, over max_message_bytes = {}",
+                self.inner.name,
+                payload.len(),
+                self.inner.max_message_bytes
+            )));
+        }
         let deadline = tokio::time::Instant::now() + self.inner.call_timeout;
         let mut dead_generation = None;
         loop {
@@ -304,6 +354,7 @@ impl PluginHandle {
         {
             return Ok(live.enter());
         }
+        let _waiting = Waiting::join(&self.inner)?;
         let mut route = self.inner.route.clone();
         loop {
             let waiting_for = match &*route.borrow_and_update() {
@@ -415,6 +466,11 @@ impl PluginHandle {
     /// Recent lines, and a feed of the lines that come after them.
     pub fn follow_logs(&self) -> (Vec<LogLine>, tokio::sync::broadcast::Receiver<LogLine>) {
         self.inner.logs.follow()
+    }
+
+    /// The largest message the plugin's calls may carry.
+    pub fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes
     }
 
     /// Hands the plugin over to a fresh process (its state kept), even if nothing

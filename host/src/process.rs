@@ -544,8 +544,8 @@ impl Launcher {
         let token: AsciiMetadataValue = MetadataValue::try_from(token)
             .map_err(|_| StartError::Handshake("internal: token is not valid metadata".into()))?;
         let mut rpc = PluginClient::with_interceptor(channel, TokenInterceptor(token))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(self.config.max_message_bytes)
+            .max_encoding_message_size(self.config.max_message_bytes);
         let describe =
             match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
                 Ok(Ok(resp)) => resp.into_inner(),

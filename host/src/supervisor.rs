@@ -211,6 +211,8 @@ pub(crate) fn spawn(
         cmd_tx,
         launcher.logs.clone(),
         metrics,
+        launcher.config.max_held_calls,
+        launcher.config.max_message_bytes,
     );
     let policy = RestartPolicy::new(launcher.config.restart.clone());
     let launcher_checkpoint_every = launcher

@@ -122,3 +122,25 @@ async fn the_ctl_cli_lists_and_invokes() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_payload_over_max_message_bytes_fails_clearly_both_ways() {
+    let host = TestHost::start(&plugin("echo", "echo", &[], "max_message_bytes = 65536\n")).await;
+    assert_eq!(
+        host.invoke("echo", "echo", vec![7u8; 60_000])
+            .await
+            .expect("under the limit")
+            .len(),
+        60_000
+    );
+    let err = host
+        .invoke("echo", "echo", vec![7u8; 70_000])
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert!(
+        err.message().contains("plugin echo") && err.message().contains("65536"),
+        "{}",
+        err.message()
+    );
+}

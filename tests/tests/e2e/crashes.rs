@@ -226,3 +226,58 @@ async fn calls_made_while_a_plugin_restarts_wait_for_it() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn calls_beyond_max_held_calls_are_refused_not_queued() {
+    let host = TestHost::start(&plugin(
+        "slow",
+        "faulty",
+        &["ok"],
+        "max_held_calls = 3\n[plugins.slow.env]\nFAULTY_START_DELAY_MS = \"1500\"\n",
+    ))
+    .await;
+    let before = host.serving("slow", Duration::from_secs(10)).await;
+    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill");
+    wait_until(
+        "the host is restarting it",
+        Duration::from_secs(1),
+        || async {
+            let s = host.status("slow").await;
+            (s.state != PluginState::Serving as i32).then_some(())
+        },
+    )
+    .await;
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let client = host.client();
+            tokio::spawn(async move {
+                let mut client = client;
+                client
+                    .invoke(baton_proto::host::InvokeRequest {
+                        plugin: "slow".into(),
+                        method: "echo".into(),
+                        payload: format!("{i}").into_bytes().into(),
+                        metadata: Default::default(),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for call in calls {
+        match call.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                assert!(
+                    s.message().contains("plugin slow") && s.message().contains("max_held_calls"),
+                    "{}",
+                    s.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (3, 3));
+}
