@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
+use crate::config::PluginConfig;
 use crate::metrics::CallMetrics;
 use crate::process::{LogLine, LogRing, PluginRpc};
 use crate::supervisor::{Command, PluginStatus};
@@ -221,24 +222,22 @@ impl std::fmt::Debug for PluginHandle {
 impl PluginHandle {
     pub(crate) fn new(
         name: Arc<str>,
-        call_timeout: Duration,
+        config: &PluginConfig,
         route: watch::Receiver<Route>,
         status: Arc<Mutex<PluginStatus>>,
         commands: mpsc::Sender<Command>,
         logs: LogRing,
         metrics: CallMetrics,
-        max_waiting: usize,
-        max_message_bytes: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name,
                 waiting: AtomicUsize::new(0),
-                max_waiting,
-                max_message_bytes,
+                max_waiting: config.max_held_calls,
+                max_message_bytes: config.max_message_bytes,
                 calls: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
-                call_timeout,
+                call_timeout: config.call_timeout(),
                 route,
                 status,
                 commands,

@@ -205,14 +205,12 @@ pub(crate) fn spawn(
     }));
     let handle = PluginHandle::new(
         name,
-        launcher.config.call_timeout(),
+        &launcher.config,
         route_rx,
         status.clone(),
         cmd_tx,
         launcher.logs.clone(),
         metrics,
-        launcher.config.max_held_calls,
-        launcher.config.max_message_bytes,
     );
     let policy = RestartPolicy::new(launcher.config.restart.clone());
     let launcher_checkpoint_every = launcher
