@@ -3,6 +3,7 @@
 
 mod bad_plugins;
 mod calls;
+mod chaos;
 mod check;
 mod config;
 mod crashes;
