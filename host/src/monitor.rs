@@ -54,6 +54,7 @@ pub(crate) fn spawn(
             let interval = interval.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
             let mut system = System::new();
             let mut watched: HashMap<String, Watched> = HashMap::new();
+            let mut previous: Vec<Pid> = Vec::new();
             let refresh = ProcessRefreshKind::nothing().with_memory().with_cpu();
             loop {
                 std::thread::sleep(interval);
@@ -66,7 +67,12 @@ pub(crate) fn spawn(
                     .filter_map(|(i, (h, _))| h.status().pid.map(|pid| (i, pid)))
                     .collect();
                 let pids: Vec<Pid> = current.iter().map(|&(_, pid)| Pid::from_u32(pid)).collect();
-                system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, refresh);
+                // Last round's pids are listed too: sysinfo forgets a dead process (and
+                // closes the /proc file it keeps open for it) only when asked about it.
+                let mut asked = pids.clone();
+                asked.extend(previous.iter().filter(|p| !pids.contains(p)));
+                system.refresh_processes_specifics(ProcessesToUpdate::Some(&asked), true, refresh);
+                previous = pids;
                 for (i, pid) in current {
                     let (handle, limits) = &plugins[i];
                     let Some(process) = system.process(Pid::from_u32(pid)) else {
