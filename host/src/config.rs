@@ -122,6 +122,13 @@ pub struct PluginConfig {
     /// more are refused with RESOURCE_EXHAUSTED instead of piling up.
     #[serde(default = "default_max_held_calls")]
     pub max_held_calls: usize,
+    /// Run the plugin as this user (name), when the host runs as root. The plugin then
+    /// works in its own runtime directory, owned by that user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Run the plugin with this group (name); default: the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
     /// The binary's expected SHA-256 (hex). Checked before every start; in production
     /// mode a pin is required, here or in a `<binary>.sha256` file beside the binary.
     #[serde(default)]
@@ -262,6 +269,8 @@ impl PluginConfig {
             restart: RestartConfig::default(),
             checkpoint_interval_ms: None,
             sha256: None,
+            user: None,
+            group: None,
             max_held_calls: default_max_held_calls(),
             max_message_bytes: default_max_message_bytes(),
             inherit_env: Vec::new(),

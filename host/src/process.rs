@@ -278,7 +278,10 @@ impl Launcher {
     pub async fn launch(&self, number: u64) -> Result<Generation, StartError> {
         let started = Instant::now();
         let timeout = self.config.handshake_timeout();
-        let socket = self.socket_dir.join(format!("{}.{number}.sock", self.name));
+        let identity = self.identity()?;
+        let socket = self
+            .plugin_dir(identity.as_ref())?
+            .join(format!("{}.{number}.sock", self.name));
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
         // Admitted before the process starts: it may call the host during its start-up.
@@ -291,7 +294,7 @@ impl Launcher {
         );
 
         let program = self.config.command.clone();
-        let private_copy = self.private_copy(number);
+        let private_copy = self.private_copy(number, identity.as_ref());
         let copy = private_copy.clone();
         let mut command = Command::new(private_copy.as_deref().unwrap_or(&program));
         if self.production {
@@ -327,9 +330,23 @@ impl Launcher {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(dir) = &self.config.cwd {
-            command.current_dir(dir);
+        match &identity {
+            Some(id) => {
+                // The plugin's own directory: the config's directory may be closed to it.
+                command.uid(id.uid).gid(id.gid).current_dir(&id.dir);
+            }
+            None => {
+                if let Some(dir) = &self.config.cwd {
+                    command.current_dir(dir);
+                }
+            }
         }
+        let owner = identity.as_ref().map(|id| {
+            (
+                nix::unistd::Uid::from_raw(id.uid),
+                nix::unistd::Gid::from_raw(id.gid),
+            )
+        });
         let policy = BinaryPolicy {
             production: self.production,
             pin: self.config.sha256.clone(),
@@ -352,6 +369,16 @@ impl Launcher {
             .run(Box::new(move || {
                 if let Some(copy) = &private_copy {
                     copy_binary(&program, copy)?;
+                    if let Some((uid, gid)) = owner {
+                        nix::unistd::chown(copy.as_path(), Some(uid), Some(gid)).map_err(|e| {
+                            StartError::Refused {
+                                path: program.clone(),
+                                why: format!(
+                                    "cannot hand the private copy to the plugin's user: {e}"
+                                ),
+                            }
+                        })?;
+                    }
                 }
                 // Checked on what will run: the private copy cannot change after this.
                 if let Err(e) = verify_binary(&program, private_copy.as_deref(), &policy) {
@@ -496,12 +523,87 @@ impl Launcher {
     }
 
     /// Where generation `number` runs its private copy of the binary, if it gets one.
-    fn private_copy(&self, number: u64) -> Option<PathBuf> {
+    fn private_copy(&self, number: u64, identity: Option<&Identity>) -> Option<PathBuf> {
         (self.config.copy_binary && self.config.command.components().count() > 1).then(|| {
-            self.socket_dir
-                .join("bin")
-                .join(format!("{}.{number}", self.name))
+            match identity {
+                // Where that user can execute it.
+                Some(id) => id.dir.join(format!("{}.{number}.bin", self.name)),
+                None => self
+                    .socket_dir
+                    .join("bin")
+                    .join(format!("{}.{number}", self.name)),
+            }
         })
+    }
+
+    /// The user and group to run as, when `user` or `group` is configured.
+    fn identity(&self) -> Result<Option<Identity>, StartError> {
+        use nix::unistd::{Group, User};
+        let (user, group) = (self.config.user.as_deref(), self.config.group.as_deref());
+        if user.is_none() && group.is_none() {
+            return Ok(None);
+        }
+        let refuse = |why: String| StartError::Refused {
+            path: self.config.command.clone(),
+            why,
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Err(refuse("`user`/`group` need the host to run as root".into()));
+        }
+        let found = match user {
+            Some(name) => Some(
+                User::from_name(name)
+                    .map_err(|e| refuse(format!("cannot look up user {name:?}: {e}")))?
+                    .ok_or_else(|| refuse(format!("there is no user {name:?}")))?,
+            ),
+            None => None,
+        };
+        let gid = match group {
+            Some(name) => {
+                Group::from_name(name)
+                    .map_err(|e| refuse(format!("cannot look up group {name:?}: {e}")))?
+                    .ok_or_else(|| refuse(format!("there is no group {name:?}")))?
+                    .gid
+            }
+            None => found.as_ref().map_or(nix::unistd::getgid(), |u| u.gid),
+        };
+        let uid = found.as_ref().map_or(nix::unistd::getuid(), |u| u.uid);
+        Ok(Some(Identity {
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
+            dir: self.socket_dir.join(&*self.name),
+        }))
+    }
+
+    /// Where this plugin's sockets live: the host's directory, or for a plugin with its
+    /// own user a subdirectory it owns (the host's, then mode 0711, lets it through
+    /// without letting anyone list it).
+    fn plugin_dir(&self, identity: Option<&Identity>) -> Result<PathBuf, StartError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let Some(id) = identity else {
+            return Ok(self.socket_dir.clone());
+        };
+        let fail = |e: std::io::Error| StartError::Refused {
+            path: id.dir.clone(),
+            why: format!("cannot prepare the plugin's directory: {e}"),
+        };
+        std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(fail)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&id.dir)
+            .map_err(fail)?;
+        nix::unistd::chown(
+            &id.dir,
+            Some(nix::unistd::Uid::from_raw(id.uid)),
+            Some(nix::unistd::Gid::from_raw(id.gid)),
+        )
+        .map_err(|e| fail(e.into()))?;
+        // The host-services socket is then reachable by the plugin's user; the launch
+        // token still decides who may use it.
+        let _ = std::fs::set_permissions(&self.host_socket, std::fs::Permissions::from_mode(0o666));
+        Ok(id.dir.clone())
     }
 
     async fn connect(
@@ -667,6 +769,13 @@ const ENV_ALLOW: &[&str] = &[
 struct BinaryPolicy {
     production: bool,
     pin: Option<String>,
+}
+
+/// Who a plugin runs as, and its own directory.
+struct Identity {
+    uid: u32,
+    gid: u32,
+    dir: PathBuf,
 }
 
 /// Whether `path` starts with `#!`: run by an interpreter that reads it by name.

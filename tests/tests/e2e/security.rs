@@ -176,3 +176,66 @@ async fn production_plugins_get_a_cleared_environment() {
             .into_owned();
     assert!(environ.contains("BATON_TEST_SECRET=hunter2"));
 }
+
+fn process_uid(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn a_plugin_can_run_as_another_user_and_still_dies_with_the_host() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running a plugin as another user needs the host to run as root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("the nobody user exists");
+    let mut host = TestHost::start(&format!(
+        "[plugins.counter]\ncommand = \"{}\"\nuser = \"nobody\"\n",
+        bin("counter").display()
+    ))
+    .await;
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    let status = host.serving("counter", Duration::from_secs(10)).await;
+    assert_eq!(process_uid(status.pid), Some(nobody.uid.as_raw()));
+    // A reload keeps working with the plugin's own directory and copy.
+    host.client()
+        .reload(baton_proto::host::ReloadRequest {
+            plugin: "counter".into(),
+        })
+        .await
+        .expect("reload");
+    assert_eq!(host.call_text("counter", "get", "k").await, "1");
+    // PR_SET_PDEATHSIG is set after the switch of user, so it still holds.
+    let pid = host.status("counter").await.pid;
+    host.kill();
+    wait_until(
+        "the plugin dies with the host",
+        Duration::from_secs(1),
+        || async { (!baton_tests::alive(pid)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_refused_by_name() {
+    let host = TestHost::start(&format!(
+        "[plugins.counter]\ncommand = \"{}\"\nuser = \"baton-no-such-user\"\n[plugins.counter.restart]\nmax_crashes = 1\n",
+        bin("counter").display()
+    ))
+    .await;
+    let e = refusal(&host).await;
+    if nix::unistd::geteuid().is_root() {
+        assert!(e.contains("there is no user \"baton-no-such-user\""), "{e}");
+    } else {
+        assert!(e.contains("need the host to run as root"), "{e}");
+    }
+}
