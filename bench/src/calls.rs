@@ -286,3 +286,50 @@ pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> 
     paths.stop().await;
     Ok(())
 }
+
+/// Diagnostic: times `Snapshot` and `Restore` of a `bytes` state on plugins started by
+/// hand, each several times, to tell a cold process (first call) from a warm one.
+pub async fn probe_transfer(bins: &Bins, bytes: usize) -> Result<(), Error> {
+    use baton_proto::plugin::{SnapshotRequest, StateChunk};
+    let binary = bins.get("bench-plugin")?;
+    let mut from = crate::procs::BarePlugin::start(&binary).await?;
+    let mut to = crate::procs::BarePlugin::start(&binary).await?;
+    let mut fill = tonic::Request::new(baton_proto::plugin::InvokeRequest {
+        method: "fill".into(),
+        payload: bytes.to_string().into(),
+        metadata: HashMap::new(),
+    });
+    fill.metadata_mut()
+        .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
+    from.client.invoke(fill).await?;
+    for round in 0..5 {
+        let t = Instant::now();
+        let mut request = tonic::Request::new(SnapshotRequest {});
+        request
+            .metadata_mut()
+            .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
+        let mut stream = from.client.snapshot(request).await?.into_inner();
+        let mut chunks: Vec<StateChunk> = Vec::new();
+        while let Some(c) = stream.message().await? {
+            chunks.push(c);
+        }
+        let snap = t.elapsed();
+        let t = Instant::now();
+        let mut request = tonic::Request::new(tokio_stream_iter(chunks));
+        request
+            .metadata_mut()
+            .insert(baton_proto::TOKEN_METADATA_KEY, to.token.clone());
+        to.client.restore(request).await?;
+        println!(
+            "round {round}: snapshot {snap:?}, restore {:?}",
+            t.elapsed()
+        );
+    }
+    Ok(())
+}
+
+fn tokio_stream_iter(
+    chunks: Vec<baton_proto::plugin::StateChunk>,
+) -> impl tokio_stream::Stream<Item = baton_proto::plugin::StateChunk> + Send + 'static {
+    tokio_stream::iter(chunks)
+}

@@ -91,7 +91,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,scale]\n       baton-bench profile a|b|c CALLS";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,scale]\n       baton-bench profile a|b|c CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -114,6 +114,10 @@ fn parse_args() -> Result<Args, Error> {
                         .collect(),
                 )
             }
+            "probe-transfer" => {
+                let bytes = it.next().ok_or(USAGE)?.parse().map_err(|_| USAGE)?;
+                args.profile = Some(("probe-transfer".into(), bytes));
+            }
             "profile" => {
                 let path = it.next().ok_or(USAGE)?;
                 let calls = it.next().ok_or(USAGE)?.parse().map_err(|_| USAGE)?;
@@ -128,6 +132,9 @@ fn parse_args() -> Result<Args, Error> {
 
 async fn run(args: Args, bins: Bins) -> Result<(), Error> {
     if let Some((path, calls)) = args.profile {
+        if path == "probe-transfer" {
+            return calls::probe_transfer(&bins, calls as usize).await;
+        }
         return calls::profile(&bins, &path, calls).await;
     }
     let wants = |name: &str| {
