@@ -225,10 +225,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // On a worker thread, like any server task: a future polled by block_on on the
+        // main thread pays a cross-thread wake-up per call, which would inflate every path.
+        let work = tokio::spawn(run(args, Bins(dir)));
+        let abort = work.abort_handle();
         tokio::select! {
-            r = run(args, Bins(dir)) => r,
+            r = work => r.unwrap_or_else(|e| Err(format!("the benchmark task failed: {e}").into())),
             // Dropping the run stops every process it started (see procs.rs).
-            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+            _ = tokio::signal::ctrl_c() => {
+                abort.abort();
+                Err("interrupted".into())
+            }
         }
     });
     // The host's tasks own plugin processes (kill_on_drop): let them go now.

@@ -23,8 +23,9 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 
 fn die_with_us(command: &mut Command) {
     // SAFETY: between fork and exec this only makes the prctl syscall, which is
-    // async-signal-safe. The benchmark forks from its main thread, which lives as long
-    // as the benchmark, so the signal means what it says.
+    // async-signal-safe. The benchmark forks from tokio worker threads, which live as
+    // long as the runtime (never from the blocking pool, whose threads come and go), so
+    // the signal fires when the benchmark ends.
     unsafe {
         command.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
