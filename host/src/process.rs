@@ -16,9 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
+use tonic::codegen::http::{HeaderName, HeaderValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::PluginConfig;
@@ -35,17 +33,40 @@ const LOG_RING_LINES: usize = 500;
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// A gRPC client for one generation, adding its token to every call.
-pub type PluginRpc = PluginClient<InterceptedService<Channel, TokenInterceptor>>;
+pub type PluginRpc = PluginClient<TokenService<Channel>>;
 
-/// Adds the launch token to each call.
+/// Adds the launch token to each call's headers.
+///
+/// A tower service rather than a tonic `Interceptor`: an interceptor takes every request
+/// apart into a `tonic::Request` and builds it again (cloning its URI, moving every
+/// header into a new map), which callgrind showed costing more per call than adding one
+/// header here. The header value is built once per launch; cloning it is a refcount bump.
 #[derive(Clone)]
-pub struct TokenInterceptor(AsciiMetadataValue);
+pub struct TokenService<S> {
+    inner: S,
+    name: HeaderName,
+    token: HeaderValue,
+}
 
-impl Interceptor for TokenInterceptor {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut()
-            .insert(TOKEN_METADATA_KEY, self.0.clone());
-        Ok(req)
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for TokenService<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
+        req.headers_mut()
+            .insert(self.name.clone(), self.token.clone());
+        self.inner.call(req)
     }
 }
 
@@ -643,9 +664,14 @@ impl Launcher {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let token: AsciiMetadataValue = MetadataValue::try_from(token)
+        let token = HeaderValue::try_from(token)
             .map_err(|_| StartError::Handshake("internal: token is not valid metadata".into()))?;
-        let mut rpc = PluginClient::with_interceptor(channel, TokenInterceptor(token))
+        let service = TokenService {
+            inner: channel,
+            name: HeaderName::from_static(TOKEN_METADATA_KEY),
+            token,
+        };
+        let mut rpc = PluginClient::new(service)
             .max_decoding_message_size(self.config.max_message_bytes)
             .max_encoding_message_size(self.config.max_message_bytes);
         let describe =

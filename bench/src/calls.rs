@@ -1,0 +1,335 @@
+//! Unary call latency and throughput through three paths to the same `echo` plugin
+//! build: (a) a bare tonic client on a plugin started by hand (the floor), (b) the
+//! `baton-host` library's `PluginHandle`, (c) the `baton run` daemon's Supervisor API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_proto::host::supervisor_client::SupervisorClient;
+use baton_proto::plugin::plugin_client::PluginClient;
+use bytes::Bytes;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+
+use crate::report::{Row, quantile, sorted};
+use crate::{Bins, Error, Mode};
+
+/// One way of calling `echo`. Each caller owns a clone (tonic clients are cheap to clone).
+#[derive(Clone)]
+pub enum Path {
+    Bare(PluginClient<Channel>, AsciiMetadataValue),
+    Library(baton_host::PluginHandle),
+    Daemon(SupervisorClient<Channel>),
+}
+
+impl Path {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Path::Bare(..) => "(a) bare tonic",
+            Path::Library(_) => "(b) library",
+            Path::Daemon(_) => "(c) daemon",
+        }
+    }
+
+    pub async fn call(&mut self, method: &str, payload: Bytes) -> Result<Bytes, Error> {
+        Ok(match self {
+            Path::Bare(client, token) => {
+                let mut request = tonic::Request::new(baton_proto::plugin::InvokeRequest {
+                    method: method.to_owned(),
+                    payload,
+                    metadata: HashMap::new(),
+                });
+                request
+                    .metadata_mut()
+                    .insert(baton_proto::TOKEN_METADATA_KEY, token.clone());
+                client.invoke(request).await?.into_inner().payload
+            }
+            Path::Library(handle) => handle.invoke(method, payload).await?,
+            Path::Daemon(client) => {
+                client
+                    .invoke(baton_proto::host::InvokeRequest {
+                        plugin: "echo".into(),
+                        method: method.to_owned(),
+                        payload,
+                        metadata: HashMap::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .payload
+            }
+        })
+    }
+}
+
+/// The three paths, set up and warmed; dropping this stops what it started.
+pub struct Paths {
+    pub paths: Vec<Path>,
+    bare: crate::procs::BarePlugin,
+    host: Option<baton_host::Host>,
+    daemon: Option<crate::procs::Daemon>,
+}
+
+impl Paths {
+    pub async fn start(bins: &Bins) -> Result<Self, Error> {
+        let echo = bins.get("echo")?;
+        let bare = crate::procs::BarePlugin::start(&echo).await?;
+        let mut config = baton_host::Config::empty();
+        let mut plugin = baton_host::PluginConfig::new(&echo);
+        plugin.reload = Some(baton_host::ReloadMode::Manual);
+        config.plugins.insert("echo".into(), plugin);
+        let host = baton_host::Host::start(&config).await?;
+        let handle = host.plugin("echo").ok_or("the host has no echo")?;
+        handle.ready(Duration::from_secs(10)).await?;
+        let daemon = crate::procs::Daemon::start(
+            &bins.get("baton")?,
+            &format!(
+                "[plugins.echo]\ncommand = \"{}\"\nreload = \"manual\"\n",
+                echo.display()
+            ),
+            Duration::from_secs(10),
+        )
+        .await?;
+        let paths = vec![
+            Path::Bare(bare.client.clone(), bare.token.clone()),
+            Path::Library(handle),
+            Path::Daemon(daemon.client.clone()),
+        ];
+        let mut this = Self {
+            paths,
+            bare,
+            host: Some(host),
+            daemon: Some(daemon),
+        };
+        // The daemon's first call waits for its plugin to start; then warm every path.
+        for path in &mut this.paths {
+            for _ in 0..200 {
+                path.call("echo", Bytes::from_static(b"warm")).await?;
+            }
+        }
+        Ok(this)
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().map_or(0, crate::procs::Daemon::pid)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+        if let Some(daemon) = self.daemon.take() {
+            daemon.stop(Duration::from_secs(10)).await;
+        }
+        let _ = &self.bare;
+    }
+}
+
+/// p50/p99 of sequential calls, the paths interleaved in rounds so that load from
+/// elsewhere on the machine falls on all of them alike.
+pub async fn latency(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Error> {
+    for size in [64usize, 64 << 10] {
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let (rounds, per_round) = match (mode, size) {
+            (Mode::Quick, _) => (3, 100),
+            (Mode::Full, 64) => (20, 1000),
+            (Mode::Full, _) => (20, 250),
+        };
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.paths.len()];
+        for _ in 0..rounds {
+            for (i, path) in paths.paths.iter_mut().enumerate() {
+                for _ in 0..per_round {
+                    let t = Instant::now();
+                    let answer = path.call("echo", payload.clone()).await?;
+                    samples[i].push(t.elapsed().as_secs_f64() * 1e6);
+                    if answer.len() != size {
+                        return Err(format!(
+                            "{} echoed {} bytes, not {size}",
+                            path.label(),
+                            answer.len()
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+        let shown = if size == 64 { "64 B" } else { "64 KiB" };
+        let stats: Vec<(f64, f64)> = samples
+            .into_iter()
+            .map(|s| {
+                let s = sorted(s);
+                (quantile(&s, 0.5), quantile(&s, 0.99))
+            })
+            .collect();
+        let (a50, a99) = stats[0];
+        rows.push(Row::new(
+            "latency",
+            format!("{shown} p50 (a) bare tonic"),
+            a50,
+            "µs",
+        ));
+        rows.push(Row::new(
+            "latency",
+            format!("{shown} p99 (a) bare tonic"),
+            a99,
+            "µs",
+        ));
+        let (b50, b99) = stats[1];
+        rows.push(
+            Row::new("latency", format!("{shown} p50 (b) library"), b50, "µs")
+                .baseline(a50)
+                .target("≤ 1.10 × (a)", b50 <= 1.10 * a50),
+        );
+        rows.push(Row::new("latency", format!("{shown} p99 (b) library"), b99, "µs").baseline(a99));
+        let (c50, c99) = stats[2];
+        rows.push(
+            Row::new("latency", format!("{shown} p50 (c) daemon"), c50, "µs")
+                .baseline(a50)
+                .target("≤ 2 × (a)", c50 <= 2.0 * a50),
+        );
+        rows.push(Row::new("latency", format!("{shown} p99 (c) daemon"), c99, "µs").baseline(a99));
+    }
+    Ok(())
+}
+
+/// Calls per second with `callers` concurrent callers on one path for `window`.
+async fn rate(path: &Path, callers: usize, window: Duration) -> Result<f64, Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..callers {
+        let (mut path, stop) = (path.clone(), stop.clone());
+        tasks.spawn(async move {
+            let payload = Bytes::from_static(&[7u8; 64]);
+            let mut calls = 0u64;
+            // Bounded by the stop flag, and by a hard limit should it never come.
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < window * 3 {
+                path.call("echo", payload.clone()).await?;
+                calls += 1;
+            }
+            Ok::<u64, Error>(calls)
+        });
+    }
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Throughput with 1 and 16 callers; paths interleaved in rounds like `latency`.
+pub async fn throughput(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Error> {
+    let (rounds, window) = match mode {
+        Mode::Quick => (1, Duration::from_millis(500)),
+        Mode::Full => (3, Duration::from_secs(2)),
+    };
+    for callers in [1usize, 16] {
+        let mut sums = vec![0.0; paths.paths.len()];
+        for _ in 0..rounds {
+            for (i, path) in paths.paths.iter().enumerate() {
+                sums[i] += rate(path, callers, window).await? / rounds as f64;
+            }
+        }
+        rows.push(Row::new(
+            "throughput",
+            format!("64 B, {callers} caller(s), (a) bare tonic"),
+            sums[0],
+            "calls/s",
+        ));
+        rows.push(
+            Row::new(
+                "throughput",
+                format!("64 B, {callers} caller(s), (b) library"),
+                sums[1],
+                "calls/s",
+            )
+            .baseline(sums[0]),
+        );
+        rows.push(
+            Row::new(
+                "throughput",
+                format!("64 B, {callers} caller(s), (c) daemon"),
+                sums[2],
+                "calls/s",
+            )
+            .baseline(sums[0]),
+        );
+    }
+    Ok(())
+}
+
+/// For profiling under callgrind: `calls` sequential 64 B calls through one path only.
+pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> {
+    let mut paths = Paths::start(bins).await?;
+    let index = match which {
+        "a" => 0,
+        "b" => 1,
+        "c" => 2,
+        other => return Err(format!("profile wants a, b or c, not {other:?}").into()),
+    };
+    let mut path = paths.paths[index].clone();
+    let payload = Bytes::from_static(&[7u8; 64]);
+    let t = Instant::now();
+    for _ in 0..calls {
+        path.call("echo", payload.clone()).await?;
+    }
+    println!(
+        "{} calls through {} in {:?}",
+        calls,
+        path.label(),
+        t.elapsed()
+    );
+    paths.paths.clear();
+    paths.stop().await;
+    Ok(())
+}
+
+/// Diagnostic: times `Snapshot` and `Restore` of a `bytes` state on plugins started by
+/// hand, each several times, to tell a cold process (first call) from a warm one.
+pub async fn probe_transfer(bins: &Bins, bytes: usize) -> Result<(), Error> {
+    use baton_proto::plugin::{SnapshotRequest, StateChunk};
+    let binary = bins.get("bench-plugin")?;
+    let mut from = crate::procs::BarePlugin::start(&binary).await?;
+    let mut to = crate::procs::BarePlugin::start(&binary).await?;
+    let mut fill = tonic::Request::new(baton_proto::plugin::InvokeRequest {
+        method: "fill".into(),
+        payload: bytes.to_string().into(),
+        metadata: HashMap::new(),
+    });
+    fill.metadata_mut()
+        .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
+    from.client.invoke(fill).await?;
+    for round in 0..5 {
+        let t = Instant::now();
+        let mut request = tonic::Request::new(SnapshotRequest {});
+        request
+            .metadata_mut()
+            .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
+        let mut stream = from.client.snapshot(request).await?.into_inner();
+        let mut chunks: Vec<StateChunk> = Vec::new();
+        while let Some(c) = stream.message().await? {
+            chunks.push(c);
+        }
+        let snap = t.elapsed();
+        let t = Instant::now();
+        let mut request = tonic::Request::new(tokio_stream_iter(chunks));
+        request
+            .metadata_mut()
+            .insert(baton_proto::TOKEN_METADATA_KEY, to.token.clone());
+        to.client.restore(request).await?;
+        println!(
+            "round {round}: snapshot {snap:?}, restore {:?}",
+            t.elapsed()
+        );
+    }
+    Ok(())
+}
+
+fn tokio_stream_iter(
+    chunks: Vec<baton_proto::plugin::StateChunk>,
+) -> impl tokio_stream::Stream<Item = baton_proto::plugin::StateChunk> + Send + 'static {
+    tokio_stream::iter(chunks)
+}

@@ -1,0 +1,274 @@
+//! Processes the benchmark starts itself: a plugin launched by hand for the bare-tonic
+//! baseline, and `baton run` daemons. Each is in its own process group, dies with the
+//! benchmark (PR_SET_PDEATHSIG), and is killed with its group when dropped.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use baton_proto::host::supervisor_client::SupervisorClient;
+use baton_proto::plugin::plugin_client::PluginClient;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncBufReadExt;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::Error;
+
+/// Largest message either side accepts (the host's and the SDK's limit).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+fn die_with_us(command: &mut Command) {
+    // SAFETY: between fork and exec this only makes the prctl syscall, which is
+    // async-signal-safe. The benchmark forks from tokio worker threads, which live as
+    // long as the runtime (never from the blocking pool, whose threads come and go), so
+    // the signal fires when the benchmark ends.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            Ok(())
+        });
+    }
+    command.process_group(0);
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// A channel to a Unix socket, connected now.
+pub async fn unix_channel(path: &Path) -> Result<Channel, Error> {
+    let path = path.to_owned();
+    let shown = path.display().to_string();
+    Endpoint::from_static("http://bench")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot connect to {shown}: {e}").into())
+}
+
+/// A plugin started by hand, as a host would: the floor every host path is compared with.
+pub struct BarePlugin {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// A plain tonic client on the plugin's own socket.
+    pub client: PluginClient<Channel>,
+    /// The launch token every call must carry.
+    pub token: AsciiMetadataValue,
+}
+
+impl BarePlugin {
+    /// Launches `binary` with the handshake variables and connects to the socket it names.
+    pub async fn start(binary: &Path) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir()?;
+        let socket = dir.path().join("bare.sock");
+        let token = format!(
+            "{:032x}",
+            std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15
+        );
+        let mut command = Command::new(binary);
+        command
+            .env(baton_proto::env::SOCKET, &socket)
+            .env(baton_proto::env::PROTOCOL_VERSION, "1")
+            .env(baton_proto::env::TOKEN, &token)
+            .env("BATON_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        die_with_us(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("the plugin's stdout was not captured")?;
+        let mut plugin = Self {
+            child,
+            _dir: dir,
+            client: PluginClient::new(Channel::from_static("http://unused").connect_lazy()),
+            token: AsciiMetadataValue::try_from(token.as_str())
+                .map_err(|e| format!("bad token: {e}"))?,
+        };
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(tokio::process::ChildStdout::from_std(stdout)?);
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .map_err(|_| "the plugin printed no handshake line within 10 s")??;
+        let line = line.trim_end();
+        let path = match line.splitn(4, '|').collect::<Vec<_>>().as_slice() {
+            ["baton", "1", "unix", path] => PathBuf::from(path),
+            _ => return Err(format!("unexpected handshake line {line:?}").into()),
+        };
+        let channel = unix_channel(&path).await?;
+        plugin.client = PluginClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        // Keep reading stdout, so a stray line never blocks the plugin on a full pipe.
+        tokio::spawn(async move {
+            let mut sink = String::new();
+            for _ in 0..10_000 {
+                sink.clear();
+                if !matches!(reader.read_line(&mut sink).await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        });
+        Ok(plugin)
+    }
+}
+
+impl Drop for BarePlugin {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// A `baton run` process on a config written into a temporary directory.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Holds the config, the control socket and the daemon's log.
+    pub dir: tempfile::TempDir,
+    /// A client of its control API.
+    pub client: SupervisorClient<Channel>,
+}
+
+impl Daemon {
+    /// Starts `baton run` with `plugins_toml` and waits (up to `timeout`) for its control API.
+    pub async fn start(baton: &Path, plugins_toml: &str, timeout: Duration) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir()?;
+        let socket = dir.path().join("baton.sock");
+        let config = dir.path().join("baton.toml");
+        std::fs::write(
+            &config,
+            format!("socket = \"{}\"\n\n{plugins_toml}", socket.display()),
+        )?;
+        let log = std::fs::File::create(dir.path().join("baton.log"))?;
+        let mut command = Command::new(baton);
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("BATON_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        die_with_us(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", baton.display()))?;
+        let mut daemon = Self {
+            child: Some(child),
+            dir,
+            client: SupervisorClient::new(Channel::from_static("http://unused").connect_lazy()),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = loop {
+            if let Ok(c) = unix_channel(&socket).await {
+                break c;
+            }
+            if let Some(Ok(Some(status))) = daemon.child.as_mut().map(Child::try_wait) {
+                return Err(format!(
+                    "baton run exited at start ({status}); its log: {}",
+                    daemon.log_tail()
+                )
+                .into());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(
+                    format!("baton run did not serve its control API within {timeout:?}").into(),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        daemon.client = SupervisorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(daemon)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("baton.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// SIGTERM (the daemon stops its plugins), then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                kill_group(child.id());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        kill_group(child.id());
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // The daemon's plugins die with it (they are its children with PDEATHSIG).
+            kill_group(child.id());
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Resident memory of `pid`, in bytes (VmRSS).
+pub fn rss_bytes(pid: u32) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status").into())
+}
+
+/// CPU time `pid` has used (all threads, user + system).
+pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, Error> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| "malformed /proc/<pid>/stat".into())
+    };
+    let total = ticks(11)? + ticks(12)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100) as u64;
+    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
+}
