@@ -430,3 +430,64 @@ pub fn baton_check(
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Callers that keep calling one method of a plugin through the host until stopped,
+/// counting successes and keeping every failure.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    callers: Vec<tokio::task::JoinHandle<Vec<tonic::Status>>>,
+}
+
+impl Load {
+    /// Starts `callers` tasks calling `plugin.method(payload)` back to back (each at
+    /// most 1,000,000 times).
+    pub fn start(
+        host: &TestHost,
+        callers: usize,
+        plugin: &str,
+        method: &str,
+        payload: &str,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let callers = (0..callers)
+            .map(|_| {
+                let (mut client, stop, ok) = (host.client(), stop.clone(), ok.clone());
+                let request = InvokeRequest {
+                    plugin: plugin.into(),
+                    method: method.into(),
+                    payload: payload.as_bytes().to_vec().into(),
+                    metadata: Default::default(),
+                };
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    for _ in 0..1_000_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match client.invoke(request.clone()).await {
+                            Ok(_) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(status) => failures.push(status),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Self { stop, ok, callers }
+    }
+
+    /// Stops the callers; returns the number of successful calls and every failure.
+    pub async fn finish(self) -> (u64, Vec<tonic::Status>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for caller in self.callers {
+            failures.extend(caller.await.expect("a caller task panicked"));
+        }
+        (self.ok.load(std::sync::atomic::Ordering::SeqCst), failures)
+    }
+}

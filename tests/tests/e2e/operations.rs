@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baton_tests::{EventLog, TestHost, bin, plugin, wait_until};
+use baton_tests::{EventLog, Load, TestHost, bin, plugin, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -190,29 +190,7 @@ async fn a_plugin_over_its_memory_limit_is_handed_over_with_its_state() {
     for _ in 0..10 {
         host.call_text("leaky", "hit", "").await;
     }
-    let client = host.client();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let caller = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut client = client;
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 1_000_000 {
-                match client
-                    .invoke(baton_proto::host::InvokeRequest {
-                        plugin: "leaky".into(),
-                        method: "hit".into(),
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    Ok(_) => ok += 1,
-                    Err(s) => failed.push(s),
-                }
-            }
-            (ok, failed)
-        })
-    };
+    let load = Load::start(&host, 1, "leaky", "hit", "");
     assert!(
         host.call_text("leaky", "leak", "80")
             .await
@@ -221,8 +199,7 @@ async fn a_plugin_over_its_memory_limit_is_handed_over_with_its_state() {
     let done = events
         .wait_for("handover_done", 1, Duration::from_secs(15))
         .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = caller.await.expect("caller");
+    let (ok, failed) = load.finish().await;
     assert!(
         failed.is_empty(),
         "{} failed: {:?}",

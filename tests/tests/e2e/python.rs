@@ -2,12 +2,10 @@
 //! Rust counter, and a broken script is a clean rollback that shows Python's error.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use baton_tests::{
-    EventLog, TestHost, bin, replace_by_rename, repo_root, script, venv_python, wait_until,
+    EventLog, Load, TestHost, bin, replace_by_rename, repo_root, script, venv_python, wait_until,
 };
 
 /// The Python counter's script, copied to a directory of its own for the test to edit.
@@ -60,54 +58,20 @@ async fn saving_the_script_under_load_reloads_it_with_state_and_no_failed_call()
     let events = EventLog::start(&host).await;
     host.serving("pycounter", Duration::from_secs(20)).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, stop, ok) = (host.client(), stop.clone(), ok.clone());
-            tokio::spawn(async move {
-                let mut client = client;
-                let mut failures = Vec::new();
-                let mut n = 0u32;
-                while !stop.load(Ordering::Relaxed) && n < 100_000 {
-                    n += 1;
-                    let reply = client
-                        .invoke(baton_proto::host::InvokeRequest {
-                            plugin: "pycounter".into(),
-                            method: "incr".into(),
-                            payload: "saves".into(),
-                            metadata: Default::default(),
-                        })
-                        .await;
-                    match reply {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(s) => failures.push(s),
-                    }
-                }
-                failures
-            })
-        })
-        .collect();
+    let load = Load::start(&host, 4, "pycounter", "incr", "saves");
 
     let start = host.status("pycounter").await.generation;
     for i in 1..=4u64 {
         save_as_editor(&path, &format!("{original}\n# saved {i}\n"));
         wait_for_generation(&host, "pycounter", start + i).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for c in callers {
-        failures.extend(c.await.expect("caller"));
-    }
+    let (total, failures) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} calls failed, first: {:?}",
         failures.len(),
         failures.first()
     );
-    let total = ok.load(Ordering::SeqCst);
     assert!(total > 0);
     assert_eq!(
         host.call_text("pycounter", "get", "saves").await,

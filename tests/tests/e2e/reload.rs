@@ -2,13 +2,11 @@
 //! calls switch over, and nothing is lost; any failure leaves the old one serving.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_tests::{
-    EventLog, TestHost, bin, fd_count, replace_by_hard_link, replace_by_rename, rewrite_in_place,
-    script, wait_until, zombie_children,
+    EventLog, Load, TestHost, bin, fd_count, replace_by_hard_link, replace_by_rename,
+    rewrite_in_place, script, wait_until, zombie_children,
 };
 
 /// A copy of a workspace binary in a directory of its own, for the test to replace.
@@ -61,34 +59,7 @@ async fn reloads_under_load_lose_no_call_and_no_update() {
     let events = EventLog::start(&host).await;
     host.serving("counter", Duration::from_secs(10)).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let callers: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, stop, ok) = (host.client(), stop.clone(), ok.clone());
-            tokio::spawn(async move {
-                let mut client = client;
-                let mut failures = Vec::new();
-                let mut n = 0u32;
-                while !stop.load(Ordering::Relaxed) && n < 200_000 {
-                    n += 1;
-                    let call = client.invoke(baton_proto::host::InvokeRequest {
-                        plugin: "counter".into(),
-                        method: "incr".into(),
-                        payload: "hits".into(),
-                        metadata: Default::default(),
-                    });
-                    match call.await {
-                        Ok(_) => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(status) => failures.push(status),
-                    }
-                }
-                failures
-            })
-        })
-        .collect();
+    let load = Load::start(&host, 4, "counter", "incr", "hits");
 
     let reloads = 21u64;
     let start_generation = generation(&host).await;
@@ -105,18 +76,13 @@ async fn reloads_under_load_lose_no_call_and_no_update() {
             .await;
         assert!(done[i as usize].state_bytes > 0);
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut failures = Vec::new();
-    for caller in callers {
-        failures.extend(caller.await.expect("caller task"));
-    }
+    let (total, failures) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} calls failed, first: {:?}",
         failures.len(),
         failures.first()
     );
-    let total = ok.load(Ordering::SeqCst);
     assert!(total > reloads * 4, "too few calls made: {total}");
     assert_eq!(
         host.call_text("counter", "get", "hits").await,
