@@ -644,6 +644,9 @@ impl Supervisor {
             return;
         };
         let timeout = self.launcher.config.handover_timeout();
+        // Every call answered before this moment is in the checkpoint (calls are
+        // drained first); the event carries it so that what a crash may lose is known.
+        let taken_at = Event::new(self.name(), current.number, "checkpoint", String::new()).unix_ms;
         self.route.send_replace(Route::Held);
         let taken = tokio::time::timeout(timeout, async {
             live.drained().await;
@@ -671,7 +674,19 @@ impl Supervisor {
         };
         let bytes = checkpoint.state.len();
         match self.checkpoints.save(checkpoint) {
-            Ok(file) => tracing::debug!(bytes, file = ?file, "checkpoint saved"),
+            Ok(file) => {
+                tracing::debug!(bytes, file = ?file, "checkpoint saved");
+                let mut event = Event::new(
+                    self.name(),
+                    current.number,
+                    "checkpoint",
+                    format!("plugin {}: checkpoint of {bytes} bytes saved", self.name()),
+                );
+                event.unix_ms = taken_at;
+                event.state_bytes = bytes as u64;
+                // Not the status's last event: it would hide everything else there.
+                let _ = self.events.send(event);
+            }
             Err(e) => {
                 // The previous checkpoint files are untouched (see CheckpointStore::save).
                 let message = format!(

@@ -1,8 +1,9 @@
 //! Chaos: SIGKILLs of the serving process, of a new process mid-handover and of the old
 //! one mid-snapshot, and reloads, at random, under load, for a bounded time. The host
 //! must stay up and answering; calls must succeed or fail with a clear status; no caller
-//! may see an older generation after a newer one; no update may be applied twice; and
-//! no process may outlive the host or linger as a zombie.
+//! may see an older generation after a newer one; no update may be applied twice; no
+//! acknowledged update may be lost unless it came after the last checkpoint before a
+//! crash; and no process may outlive the host or linger as a zombie.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_proto::host::{InvokeRequest, ReloadRequest};
-use baton_tests::{TestHost, alive, plugin, wait_until, zombie_children};
+use baton_tests::{EventLog, TestHost, alive, plugin, wait_until, zombie_children};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -35,6 +36,12 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -56,6 +63,7 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
     ))
     .await;
     host.serving("counter", Duration::from_secs(10)).await;
+    let events = EventLog::start(&host).await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -71,6 +79,7 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
                 let mut client = client;
                 let key = format!("caller{i}");
                 let (mut acked, mut failed, mut last_generation) = (0u64, 0u64, 0u64);
+                let mut acked_at = Vec::new();
                 let mut unclear = Vec::new();
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) && n < 1_000_000 {
@@ -93,6 +102,7 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
                             );
                             last_generation = r.generation;
                             acked += 1;
+                            acked_at.push(unix_ms());
                         }
                         Err(s) => {
                             failed += 1;
@@ -106,7 +116,7 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
                         }
                     }
                 }
-                (key, acked, failed, unclear)
+                (key, acked, failed, unclear, acked_at)
             })
         })
         .collect();
@@ -187,10 +197,13 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
     }
     stop.store(true, Ordering::Relaxed);
     let mut totals = Vec::new();
+    let mut acks = Vec::new();
     for c in callers {
-        let (key, acked, failed, unclear) = c.await.expect("a caller saw an invariant broken");
+        let (key, acked, failed, unclear, acked_at) =
+            c.await.expect("a caller saw an invariant broken");
         assert!(unclear.is_empty(), "{key}: unclear failures: {unclear:?}");
         totals.push((key, acked, failed));
+        acks.push(acked_at);
     }
     eprintln!(
         "chaos actions [reload, kill serving, kill new, kill old] = {actions:?}; calls (key, ok, failed) = {totals:?}"
@@ -198,7 +211,17 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
 
     // Settled: every count is at most what was attempted (nothing applied twice).
     host.serving("counter", Duration::from_secs(10)).await;
-    for (key, acked, failed) in &totals {
+    let checkpoints: Vec<u64> = events
+        .of_kind("checkpoint")
+        .iter()
+        .map(|e| e.unix_ms)
+        .collect();
+    let crashes: Vec<u64> = events
+        .of_kind("crashed")
+        .iter()
+        .map(|e| e.unix_ms)
+        .collect();
+    for ((key, acked, failed), acked_at) in totals.iter().zip(&acks) {
         let value: u64 = host
             .call_text("counter", "get", key)
             .await
@@ -209,7 +232,32 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
             "{key}: {value} counted, only {} attempted",
             acked + failed
         );
+        // A crash may lose what was acknowledged after the last checkpoint before it.
+        let may_lose: u64 = crashes
+            .iter()
+            .map(|&crash| {
+                let since = checkpoints
+                    .iter()
+                    .copied()
+                    .filter(|&c| c <= crash)
+                    .max()
+                    .unwrap_or(0);
+                acked_at
+                    .iter()
+                    .filter(|&&t| t > since && t <= crash)
+                    .count() as u64
+            })
+            .sum();
+        eprintln!(
+            "{key}: {value} counted, {acked} acknowledged, at most {may_lose} losable to crashes"
+        );
+        assert!(
+            value + may_lose >= *acked,
+            "{key}: {value} counted of {acked} acknowledged; at most {may_lose} could be lost to {} crashes",
+            crashes.len()
+        );
     }
+    assert!(!checkpoints.is_empty(), "no checkpoint was taken");
     assert!(
         actions.iter().sum::<u32>() > 20,
         "too little chaos: {actions:?}"
