@@ -13,14 +13,15 @@ trap 'kill -TERM $host 2>/dev/null; wait $host 2>/dev/null' EXIT INT TERM
 B=./target/debug/baton
 ctl() { echo "\$ baton ctl $*" >&2; $B ctl --socket baton.sock "$@"; echo; }
 say() { printf '\n>>> %s\n' "$*" >&2; }
-generation() { $B ctl --socket baton.sock status "$1" | awk '/^generation:/ {print $2}'; }
+# Columns of `baton ctl status PLUGIN`: PLUGIN STATE GEN PID ...
+generation() { $B ctl --socket baton.sock status "$1" | awk 'NR == 2 {print $3}'; }
 wait_generation() { # plugin, generation: wait up to 10 s
     for _ in $(seq 200); do [ "$(generation "$1")" = "$2" ] && return 0; sleep 0.05; done
     echo "demo: $1 did not reach generation $2" >&2; return 1
 }
 for _ in $(seq 200); do $B ctl --socket baton.sock list >/dev/null 2>&1 && break; sleep 0.05; done
 for p in counter echo pycounter; do
-    for _ in $(seq 200); do $B ctl --socket baton.sock status $p 2>/dev/null | grep -q 'state: *serving' && break; sleep 0.05; done
+    for _ in $(seq 200); do [ "$($B ctl --socket baton.sock status $p 2>/dev/null | awk 'NR == 2 {print $2}')" = serving ] && break; sleep 0.05; done
 done
 ctl list
 ctl invoke counter incr demo
@@ -41,7 +42,7 @@ wait_generation pycounter $((before + 1))
 ctl invoke pycounter get demo
 
 say "killing the counter process: the host restarts it"
-kill -KILL "$($B ctl --socket baton.sock status counter | awk '/^pid:/ {print $2}')"
+kill -KILL "$($B ctl --socket baton.sock status counter | awk 'NR == 2 {print $4}')"
 ctl invoke counter incr after-crash
 ctl list
 cat >&2 <<'MSG'
