@@ -768,14 +768,18 @@ impl Generation {
 /// A lazily connecting gRPC channel to a Unix socket; it reconnects by itself.
 pub fn unix_channel(path: &Path) -> Channel {
     let path = path.to_owned();
-    Endpoint::from_static("http://baton-plugin").connect_with_connector_lazy(tower::service_fn(
-        move |_: tonic::transport::Uri| {
+    Endpoint::from_static("http://baton-plugin")
+        // State moves in 1 MiB chunks: frames and windows that hold a whole chunk save
+        // per-frame work and waits for window updates while calls are held.
+        .max_frame_size(1 << 20)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {
                 Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
             }
-        },
-    ))
+        }))
 }
 
 /// Variables a production plugin keeps from the host's environment (and `LC_*`).

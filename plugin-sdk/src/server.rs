@@ -21,6 +21,10 @@ use crate::state::{Reassembly, chunks};
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// HTTP/2 frame size for a plugin's connections (the protocol's default is 16 KiB).
+const TRANSFER_FRAME_BYTES: u32 = 1 << 20;
+/// HTTP/2 flow-control window per stream (the connection gets twice as much).
+const TRANSFER_WINDOW_BYTES: u32 = 8 << 20;
 /// Largest state `Restore` accepts.
 const MAX_STATE_BYTES: usize = 16 << 30;
 
@@ -179,6 +183,11 @@ pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result
         }
     };
     let result = tonic::transport::Server::builder()
+        // State moves in 1 MiB chunks: frames and windows that hold a whole chunk save
+        // the per-frame work and the wait for window updates during a handover.
+        .max_frame_size(TRANSFER_FRAME_BYTES)
+        .initial_stream_window_size(TRANSFER_WINDOW_BYTES)
+        .initial_connection_window_size(TRANSFER_WINDOW_BYTES * 2)
         .add_service(health_service)
         .add_service(plugin_server)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
