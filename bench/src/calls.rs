@@ -138,20 +138,31 @@ pub async fn latency(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> Resu
         };
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.paths.len()];
         for _ in 0..rounds {
-            for (i, path) in paths.paths.iter_mut().enumerate() {
-                for _ in 0..per_round {
-                    let t = Instant::now();
-                    let answer = path.call("echo", payload.clone()).await?;
-                    samples[i].push(t.elapsed().as_secs_f64() * 1e6);
-                    if answer.len() != size {
-                        return Err(format!(
-                            "{} echoed {} bytes, not {size}",
-                            path.label(),
-                            answer.len()
-                        )
-                        .into());
+            for (i, path) in paths.paths.iter().enumerate() {
+                // A fresh task per path and round: where the runtime places the calling
+                // task (beside its connection's task or not) moves latency by ~2x, and
+                // one long-lived task would give one path the lucky or unlucky draw.
+                let (mut path, payload) = (path.clone(), payload.clone());
+                let round = tokio::spawn(async move {
+                    let mut times = Vec::with_capacity(per_round);
+                    for _ in 0..per_round {
+                        let t = Instant::now();
+                        let answer = path.call("echo", payload.clone()).await?;
+                        times.push(t.elapsed().as_secs_f64() * 1e6);
+                        if answer.len() != size {
+                            return Err::<_, Error>(
+                                format!(
+                                    "{} echoed {} bytes, not {size}",
+                                    path.label(),
+                                    answer.len()
+                                )
+                                .into(),
+                            );
+                        }
                     }
-                }
+                    Ok(times)
+                });
+                samples[i].extend(round.await??);
             }
         }
         let shown = if size == 64 { "64 B" } else { "64 KiB" };

@@ -30,6 +30,10 @@ pub struct Config {
     /// Without it, checkpoints live in memory only and do not survive a host restart.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Threads of the daemon's async runtime; default: half the CPUs, at least one
+    /// (the daemon forwards calls; its plugins need the cores more).
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
     /// How often the plugins' memory and CPU are measured (only their own pids).
     #[serde(default = "default_resource_interval_ms")]
     pub resource_interval_ms: u64,
@@ -327,6 +331,7 @@ impl Config {
             poll_interval_ms: default_poll_interval_ms(),
             resource_interval_ms: default_resource_interval_ms(),
             state_dir: None,
+            worker_threads: None,
             metrics_addr: None,
             metrics_public: false,
             plugins: BTreeMap::new(),
