@@ -491,3 +491,20 @@ impl Load {
         (self.ok.load(std::sync::atomic::Ordering::SeqCst), failures)
     }
 }
+
+/// Runs `baton run` on `text` saved as `file_name` in a fresh directory, expecting it to
+/// refuse; returns its exit code and stderr.
+pub fn run_refused_config(file_name: &str, text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(file_name);
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(bin("baton"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run baton");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

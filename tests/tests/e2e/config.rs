@@ -2,21 +2,10 @@
 
 use std::process::Command;
 
-use baton_tests::bin;
+use baton_tests::{bin, run_refused_config};
 
 fn run_with(config: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("bad.toml");
-    std::fs::write(&path, config).expect("write config");
-    let out = Command::new(bin("baton"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run baton");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_refused_config("bad.toml", config)
 }
 
 #[test]

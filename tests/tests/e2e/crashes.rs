@@ -185,17 +185,7 @@ async fn calls_made_while_a_plugin_restarts_wait_for_it() {
         "[plugins.slow.env]\nFAULTY_START_DELAY_MS = \"400\"\n",
     ))
     .await;
-    let before = host.serving("slow", Duration::from_secs(10)).await;
-    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill");
-    wait_until(
-        "the host is restarting it",
-        Duration::from_secs(1),
-        || async {
-            let s = host.status("slow").await;
-            (s.state != PluginState::Serving as i32).then_some(())
-        },
-    )
-    .await;
+    let before = kill_and_wait_for_restart(&host, "slow").await;
     // The new process takes 400 ms to start; these calls wait rather than fail.
     let started = Instant::now();
     let calls: Vec<_> = (0..4)
@@ -236,17 +226,7 @@ async fn calls_beyond_max_held_calls_are_refused_not_queued() {
         "max_held_calls = 3\n[plugins.slow.env]\nFAULTY_START_DELAY_MS = \"1500\"\n",
     ))
     .await;
-    let before = host.serving("slow", Duration::from_secs(10)).await;
-    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill");
-    wait_until(
-        "the host is restarting it",
-        Duration::from_secs(1),
-        || async {
-            let s = host.status("slow").await;
-            (s.state != PluginState::Serving as i32).then_some(())
-        },
-    )
-    .await;
+    kill_and_wait_for_restart(&host, "slow").await;
     let calls: Vec<_> = (0..6)
         .map(|i| {
             let client = host.client();
@@ -280,4 +260,21 @@ async fn calls_beyond_max_held_calls_are_refused_not_queued() {
         }
     }
     assert_eq!((ok, refused), (3, 3));
+}
+
+/// SIGKILLs the plugin's serving process and waits until the host is restarting it;
+/// returns the status from before the kill.
+async fn kill_and_wait_for_restart(host: &TestHost, name: &str) -> baton_proto::host::PluginStatus {
+    let before = host.serving(name, Duration::from_secs(10)).await;
+    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill");
+    wait_until(
+        "the host is restarting it",
+        Duration::from_secs(1),
+        || async {
+            let s = host.status(name).await;
+            (s.state != PluginState::Serving as i32).then_some(())
+        },
+    )
+    .await;
+    before
 }

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use baton_proto::host::{PluginState, ReloadRequest};
-use baton_tests::{TestHost, bin, plugin, wait_until};
+use baton_tests::{TestHost, plugin, run_refused_config, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -455,25 +454,8 @@ async fn metrics_count_exactly_the_calls_reloads_and_restarts_that_happened() {
 }
 
 fn run_with(config: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("baton.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "socket = \"{}\"\n{config}",
-            dir.path().join("baton.sock").display()
-        ),
-    )
-    .expect("write config");
-    let out = Command::new(bin("baton"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run baton");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    // The socket line first, so the file's line numbers are what the test expects.
+    run_refused_config("baton.toml", &format!("socket = \"baton.sock\"\n{config}"))
 }
 
 #[test]
