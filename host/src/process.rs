@@ -769,8 +769,8 @@ impl Generation {
 pub fn unix_channel(path: &Path) -> Channel {
     let path = path.to_owned();
     Endpoint::from_static("http://baton-plugin")
-        // State moves in 1 MiB chunks: frames and windows that hold a whole chunk save
-        // per-frame work and waits for window updates while calls are held.
+        // Frames and windows far above the protocol's 16 KiB / 64 KiB defaults: a state
+        // streams through without waiting for window updates while calls are held.
         .max_frame_size(1 << 20)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)

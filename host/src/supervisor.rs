@@ -289,6 +289,11 @@ async fn snapshot_all(mut rpc: PluginRpc) -> Result<Checkpoint, String> {
         check
             .push(&chunk)
             .map_err(|e| format!("bad snapshot: {e}"))?;
+        if chunk.seq == 0
+            && let Some(total) = check.announced()
+        {
+            baton_proto::state::reserve_state(&mut state, total as usize);
+        }
         state.extend_from_slice(&chunk.data);
     }
     let (schema_version, _) = check.finish().map_err(|e| format!("bad snapshot: {e}"))?;

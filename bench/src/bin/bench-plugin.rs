@@ -70,8 +70,8 @@ impl Plugin for Bench {
         }
     }
 
-    async fn snapshot(&self) -> Result<Vec<u8>, Status> {
-        Ok(self.state().to_vec())
+    async fn snapshot(&self) -> Result<Bytes, Status> {
+        Ok(self.state())
     }
 
     async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {

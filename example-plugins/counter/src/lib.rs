@@ -156,8 +156,8 @@ impl Plugin for Counter {
         Ok(Bytes::from(value.to_string()))
     }
 
-    async fn snapshot(&self) -> Result<Vec<u8>, Status> {
-        Ok(encode(&self.counts()))
+    async fn snapshot(&self) -> Result<Bytes, Status> {
+        Ok(encode(&self.counts()).into())
     }
 
     async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {

@@ -12,17 +12,22 @@ CHUNK_SIZE = 1 << 20
 
 
 def chunks(schema_version: int, state: bytes) -> Iterator["pb.StateChunk"]:
-    """Splits `state` into chunks of at most CHUNK_SIZE bytes; the last carries the CRC-32."""
-    checksum = zlib.crc32(state)
+    """Splits `state` into chunks of at most CHUNK_SIZE bytes; the first carries the total
+    length, the last the CRC-32 (computed as the chunks go, so the first leaves at once)."""
     count = max(1, -(-len(state) // CHUNK_SIZE))
+    view = memoryview(state)
+    crc = 0
     for i in range(count):
         last = i + 1 == count
+        data = bytes(view[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE])
+        crc = zlib.crc32(data, crc)
         yield pb.StateChunk(
             schema_version=schema_version,
             seq=i,
-            data=state[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE],
+            data=data,
             last=last,
-            checksum=checksum if last else 0,
+            checksum=crc if last else 0,
+            total_bytes=len(state) if i == 0 else 0,
         )
 
 
@@ -54,6 +59,10 @@ class TooLarge(ReassemblyError):
     """The state is larger than the receiver accepts."""
 
 
+class LengthMismatch(ReassemblyError):
+    """The chunks' data does not add up to the length the first chunk announced."""
+
+
 class Reassembly:
     """Collects chunks, checking each as it comes."""
 
@@ -64,6 +73,7 @@ class Reassembly:
         self._data = bytearray()
         self._crc = 0
         self._done = False
+        self._announced = None
 
     def push(self, chunk: "pb.StateChunk") -> None:
         """Takes the next chunk, or raises a ReassemblyError saying why it does not fit."""
@@ -80,11 +90,23 @@ class Reassembly:
                 f"state chunk {chunk.seq} has schema version {chunk.schema_version}, "
                 f"but the snapshot started with {self._schema_version}"
             )
+        if chunk.seq == 0 and chunk.total_bytes:
+            if chunk.total_bytes > self._limit:
+                raise TooLarge(f"state exceeds the limit of {self._limit} bytes")
+            self._announced = chunk.total_bytes
         if len(self._data) + len(chunk.data) > self._limit:
             raise TooLarge(f"state exceeds the limit of {self._limit} bytes")
         self._crc = zlib.crc32(chunk.data, self._crc)
         self._data += chunk.data
         self._next_seq += 1
+        got = len(self._data)
+        if self._announced is not None and (
+            got > self._announced or (chunk.last and got != self._announced)
+        ):
+            raise LengthMismatch(
+                f"state length mismatch: the first chunk announced {self._announced} bytes, "
+                f"the chunks carry {got}"
+            )
         if chunk.last:
             self._done = True
             if self._crc != chunk.checksum:

@@ -6,6 +6,7 @@ from baton_plugin.state import (
     CHUNK_SIZE,
     AfterLast,
     ChecksumMismatch,
+    LengthMismatch,
     OutOfOrder,
     Reassembly,
     SchemaChanged,
@@ -47,6 +48,20 @@ class ChunkingTest(unittest.TestCase):
     def test_empty_state_is_one_empty_last_chunk(self):
         (c,) = chunks(3, b"")
         self.assertEqual((c.schema_version, c.seq, c.data, c.last, c.checksum), (3, 0, b"", True, 0))
+
+    def test_the_announced_length_is_kept_to(self):
+        state = bytes([3]) * (CHUNK_SIZE * 2 + 5)
+        good = list(chunks(1, state))
+        self.assertEqual([c.total_bytes for c in good], [len(state), 0, 0])
+        for announced in (CHUNK_SIZE, len(state) + 1):
+            with self.subTest(announced=announced):
+                with self.assertRaisesRegex(LengthMismatch, f"announced {announced} bytes"):
+                    reassemble([copy(good[0], total_bytes=announced)] + good[1:])
+        # Over the limit: refused on the first chunk, before the data adds up.
+        with self.assertRaises(TooLarge):
+            Reassembly(CHUNK_SIZE).push(good[0])
+        # Senders that do not announce the length are still read.
+        self.assertEqual(reassemble([copy(good[0], total_bytes=0)] + good[1:]), (1, state))
 
     def test_refuses_reordered_truncated_corrupted_and_schema_changing_streams(self):
         state = bytes([5]) * (CHUNK_SIZE * 3)

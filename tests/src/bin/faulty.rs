@@ -104,19 +104,20 @@ impl Plugin for Faulty {
         }
     }
 
-    async fn snapshot(&self) -> Result<Vec<u8>, Status> {
+    async fn snapshot(&self) -> Result<Bytes, Status> {
         if std::env::var_os("FAULTY_SNAPSHOT_CLOCK").is_some() {
             // A state that is different every time it is exported.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            return Ok(now.as_nanos().to_le_bytes().to_vec());
+            return Ok(Bytes::copy_from_slice(&now.as_nanos().to_le_bytes()));
         }
-        Ok(self
-            .hits
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .to_le_bytes()
-            .to_vec())
+        Ok(Bytes::copy_from_slice(
+            &self
+                .hits
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .to_le_bytes(),
+        ))
     }
 
     async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
