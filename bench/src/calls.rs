@@ -300,47 +300,80 @@ pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> 
 
 /// Diagnostic: times `Snapshot` and `Restore` of a `bytes` state on plugins started by
 /// hand, each several times, to tell a cold process (first call) from a warm one.
-pub async fn probe_transfer(bins: &Bins, bytes: usize) -> Result<(), Error> {
-    use baton_proto::plugin::{SnapshotRequest, StateChunk};
+/// The floor for a handover's transfer: a bare tonic client pipes `Snapshot` of one
+/// `bench-plugin` into `Restore` of another, through a 2-chunk channel as the host does
+/// (with the host's frame and window sizes, and without its checks). Returns GB/s per
+/// round and checks that the state arrived whole.
+pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<f64>, Error> {
+    use baton_proto::plugin::{InvokeRequest, SnapshotRequest, StateChunk};
     let binary = bins.get("bench-plugin")?;
-    let mut from = crate::procs::BarePlugin::start(&binary).await?;
-    let mut to = crate::procs::BarePlugin::start(&binary).await?;
-    let mut fill = tonic::Request::new(baton_proto::plugin::InvokeRequest {
-        method: "fill".into(),
-        payload: bytes.to_string().into(),
-        metadata: HashMap::new(),
-    });
-    fill.metadata_mut()
-        .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
-    from.client.invoke(fill).await?;
-    for round in 0..5 {
-        let t = Instant::now();
+    let mut from = crate::procs::BarePlugin::start_with(&binary, true).await?;
+    let mut to = crate::procs::BarePlugin::start_with(&binary, true).await?;
+    let call = |token: &tonic::metadata::AsciiMetadataValue, method: &str, payload: String| {
+        let mut request = tonic::Request::new(InvokeRequest {
+            method: method.into(),
+            payload: payload.into(),
+            metadata: HashMap::new(),
+        });
+        request
+            .metadata_mut()
+            .insert(baton_proto::TOKEN_METADATA_KEY, token.clone());
+        request
+    };
+    from.client
+        .invoke(call(&from.token, "fill", bytes.to_string()))
+        .await?;
+    let digest = from
+        .client
+        .invoke(call(&from.token, "digest", String::new()))
+        .await?
+        .into_inner()
+        .payload;
+    let mut rates = Vec::new();
+    for round in 0..rounds {
+        let started = Instant::now();
         let mut request = tonic::Request::new(SnapshotRequest {});
         request
             .metadata_mut()
             .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
-        let mut stream = from.client.snapshot(request).await?.into_inner();
-        let mut chunks: Vec<StateChunk> = Vec::new();
-        while let Some(c) = stream.message().await? {
-            chunks.push(c);
-        }
-        let snap = t.elapsed();
-        let t = Instant::now();
-        let mut request = tonic::Request::new(tokio_stream_iter(chunks));
+        let mut snapshot = from.client.snapshot(request).await?.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel::<StateChunk>(2);
+        let pump = async move {
+            while let Some(chunk) = snapshot.message().await? {
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, tonic::Status>(())
+        };
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         request
             .metadata_mut()
             .insert(baton_proto::TOKEN_METADATA_KEY, to.token.clone());
-        to.client.restore(request).await?;
-        println!(
-            "round {round}: snapshot {snap:?}, restore {:?}",
-            t.elapsed()
-        );
+        let (pumped, restored) = tokio::join!(pump, to.client.restore(request));
+        pumped?;
+        restored?;
+        let took = started.elapsed();
+        let got = to
+            .client
+            .invoke(call(&to.token, "digest", String::new()))
+            .await?
+            .into_inner()
+            .payload;
+        if got != digest {
+            return Err(
+                format!("round {round}: the relayed state differs from the original").into(),
+            );
+        }
+        rates.push(bytes as f64 / took.as_secs_f64() / 1e9);
     }
-    Ok(())
+    Ok(rates)
 }
 
-fn tokio_stream_iter(
-    chunks: Vec<baton_proto::plugin::StateChunk>,
-) -> impl tokio_stream::Stream<Item = baton_proto::plugin::StateChunk> + Send + 'static {
-    tokio_stream::iter(chunks)
+/// `probe-transfer BYTES`: the bare relay alone, round by round, for profiling.
+pub async fn probe_transfer(bins: &Bins, bytes: usize) -> Result<(), Error> {
+    for (round, rate) in bare_relay(bins, bytes, 5).await?.into_iter().enumerate() {
+        println!("round {round}: {rate:.2} GB/s");
+    }
+    Ok(())
 }

@@ -41,11 +41,19 @@ fn kill_group(pid: u32) {
     }
 }
 
-/// A channel to a Unix socket, connected now.
-pub async fn unix_channel(path: &Path) -> Result<Channel, Error> {
+/// A channel to a Unix socket, connected now: with HTTP/2's default frame and window
+/// sizes, or with the large ones the host uses for its plugins (`large_windows`).
+pub async fn unix_channel(path: &Path, large_windows: bool) -> Result<Channel, Error> {
     let path = path.to_owned();
     let shown = path.display().to_string();
-    Endpoint::from_static("http://bench")
+    let mut endpoint = Endpoint::from_static("http://bench");
+    if large_windows {
+        endpoint = endpoint
+            .max_frame_size(1 << 20)
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20);
+    }
+    endpoint
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {
@@ -67,8 +75,14 @@ pub struct BarePlugin {
 }
 
 impl BarePlugin {
-    /// Launches `binary` with the handshake variables and connects to the socket it names.
+    /// Launches `binary` with the handshake variables and connects to the socket it names,
+    /// with HTTP/2's default windows.
     pub async fn start(binary: &Path) -> Result<Self, Error> {
+        Self::start_with(binary, false).await
+    }
+
+    /// As [`BarePlugin::start`], with the host's large frames and windows if `large_windows`.
+    pub async fn start_with(binary: &Path, large_windows: bool) -> Result<Self, Error> {
         let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir()?;
         let socket = dir.path().join("bare.sock");
         let token = format!(
@@ -109,7 +123,7 @@ impl BarePlugin {
             ["baton", "1", "unix", path] => PathBuf::from(path),
             _ => return Err(format!("unexpected handshake line {line:?}").into()),
         };
-        let channel = unix_channel(&path).await?;
+        let channel = unix_channel(&path, large_windows).await?;
         plugin.client = PluginClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -173,7 +187,7 @@ impl Daemon {
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let channel = loop {
-            if let Ok(c) = unix_channel(&socket).await {
+            if let Ok(c) = unix_channel(&socket, false).await {
                 break c;
             }
             if let Some(Ok(Some(status))) = daemon.child.as_mut().map(Child::try_wait) {
