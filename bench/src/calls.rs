@@ -22,6 +22,8 @@ pub enum Path {
     Bare(PluginClient<Channel>, AsciiMetadataValue),
     Library(baton_host::PluginHandle),
     Daemon(SupervisorClient<Channel>),
+    /// `bench-relay`: a bare tonic server forwarding to the bare plugin, the daemon's floor.
+    Relay(SupervisorClient<Channel>),
 }
 
 impl Path {
@@ -30,6 +32,7 @@ impl Path {
             Path::Bare(..) => "(a) bare tonic",
             Path::Library(_) => "(b) library",
             Path::Daemon(_) => "(c) daemon",
+            Path::Relay(_) => "(d) bare tonic relay",
         }
     }
 
@@ -47,7 +50,7 @@ impl Path {
                 client.invoke(request).await?.into_inner().payload
             }
             Path::Library(handle) => handle.invoke(method, payload).await?,
-            Path::Daemon(client) => {
+            Path::Daemon(client) | Path::Relay(client) => {
                 client
                     .invoke(baton_proto::host::InvokeRequest {
                         plugin: "echo".into(),
@@ -69,6 +72,7 @@ pub struct Paths {
     bare: crate::procs::BarePlugin,
     host: Option<baton_host::Host>,
     daemon: Option<crate::procs::Daemon>,
+    _relay: crate::procs::Relay,
 }
 
 impl Paths {
@@ -91,16 +95,19 @@ impl Paths {
             Duration::from_secs(10),
         )
         .await?;
+        let relay = crate::procs::Relay::start(&bins.get("bench-relay")?, &bare).await?;
         let paths = vec![
             Path::Bare(bare.client.clone(), bare.token.clone()),
             Path::Library(handle),
             Path::Daemon(daemon.client.clone()),
+            Path::Relay(relay.client.clone()),
         ];
         let mut this = Self {
             paths,
             bare,
             host: Some(host),
             daemon: Some(daemon),
+            _relay: relay,
         };
         // The daemon's first call waits for its plugin to start; then warm every path.
         for path in &mut this.paths {
@@ -200,6 +207,34 @@ pub async fn latency(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> Resu
                 .target("≤ 2 × (a)", c50 <= 2.0 * a50),
         );
         rows.push(Row::new("latency", format!("{shown} p99 (c) daemon"), c99, "µs").baseline(a99));
+        let (d50, d99) = stats[3];
+        rows.push(
+            Row::new(
+                "latency",
+                format!("{shown} p50 (d) bare tonic relay"),
+                d50,
+                "µs",
+            )
+            .baseline(a50),
+        );
+        rows.push(
+            Row::new(
+                "latency",
+                format!("{shown} p99 (d) bare tonic relay"),
+                d99,
+                "µs",
+            )
+            .baseline(a99),
+        );
+        rows.push(
+            Row::new(
+                "latency",
+                format!("{shown} p50 (c) daemon vs (d) relay"),
+                c50,
+                "µs",
+            )
+            .baseline(d50),
+        );
     }
     Ok(())
 }
@@ -268,6 +303,15 @@ pub async fn throughput(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> R
             )
             .baseline(sums[0]),
         );
+        rows.push(
+            Row::new(
+                "throughput",
+                format!("64 B, {callers} caller(s), (d) bare tonic relay"),
+                sums[3],
+                "calls/s",
+            )
+            .baseline(sums[0]),
+        );
     }
     Ok(())
 }
@@ -279,7 +323,8 @@ pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> 
         "a" => 0,
         "b" => 1,
         "c" => 2,
-        other => return Err(format!("profile wants a, b or c, not {other:?}").into()),
+        "d" => 3,
+        other => return Err(format!("profile wants a, b, c or d, not {other:?}").into()),
     };
     let mut path = paths.paths[index].clone();
     let payload = Bytes::from_static(&[7u8; 64]);
@@ -298,8 +343,6 @@ pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> 
     Ok(())
 }
 
-/// Diagnostic: times `Snapshot` and `Restore` of a `bytes` state on plugins started by
-/// hand, each several times, to tell a cold process (first call) from a warm one.
 /// The floor for a handover's transfer: a bare tonic client pipes `Snapshot` of one
 /// `bench-plugin` into `Restore` of another, through a 2-chunk channel as the host does
 /// (with the host's frame and window sizes, and without its checks). Returns GB/s per

@@ -91,7 +91,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,scale]\n       baton-bench profile a|b|c CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {

@@ -72,6 +72,8 @@ pub struct BarePlugin {
     pub client: PluginClient<Channel>,
     /// The launch token every call must carry.
     pub token: AsciiMetadataValue,
+    /// The socket the plugin serves on.
+    pub socket: PathBuf,
 }
 
 impl BarePlugin {
@@ -112,6 +114,7 @@ impl BarePlugin {
             client: PluginClient::new(Channel::from_static("http://unused").connect_lazy()),
             token: AsciiMetadataValue::try_from(token.as_str())
                 .map_err(|e| format!("bad token: {e}"))?,
+            socket: PathBuf::new(),
         };
         let mut line = String::new();
         let mut reader = tokio::io::BufReader::new(tokio::process::ChildStdout::from_std(stdout)?);
@@ -124,6 +127,7 @@ impl BarePlugin {
             _ => return Err(format!("unexpected handshake line {line:?}").into()),
         };
         let channel = unix_channel(&path, large_windows).await?;
+        plugin.socket = path;
         plugin.client = PluginClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -142,6 +146,62 @@ impl BarePlugin {
 }
 
 impl Drop for BarePlugin {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// `bench-relay` in front of a bare plugin: the floor for the daemon path.
+pub struct Relay {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// A client of its `Supervisor/Invoke`.
+    pub client: SupervisorClient<Channel>,
+}
+
+impl Relay {
+    pub async fn start(binary: &Path, plugin: &BarePlugin) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new().prefix("baton-bench-").tempdir()?;
+        let socket = dir.path().join("relay.sock");
+        let mut command = Command::new(binary);
+        command
+            .arg(&socket)
+            .arg(&plugin.socket)
+            .env("BENCH_RELAY_TOKEN", plugin.token.to_str()?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        die_with_us(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        let mut relay = Self {
+            child,
+            _dir: dir,
+            client: SupervisorClient::new(Channel::from_static("http://unused").connect_lazy()),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let channel = loop {
+            if let Ok(c) = unix_channel(&socket, false).await {
+                break c;
+            }
+            if let Ok(Some(status)) = relay.child.try_wait() {
+                return Err(format!("bench-relay exited at start ({status})").into());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err("bench-relay did not listen within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        relay.client = SupervisorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(relay)
+    }
+}
+
+impl Drop for Relay {
     fn drop(&mut self) {
         kill_group(self.child.id());
         let _ = self.child.wait();

@@ -1,0 +1,159 @@
+//! `bench-relay LISTEN_SOCKET PLUGIN_SOCKET` (launch token in `BENCH_RELAY_TOKEN`): the
+//! floor for the daemon path. A bare tonic server offering `Supervisor/Invoke` that
+//! forwards each call to one plugin through a bare tonic client, and nothing else: no
+//! routing, no limits, no metrics, no handover. Whatever the daemon costs beyond this
+//! is what baton adds; what this costs beyond a direct call is the price of a second
+//! gRPC hop and a third process.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
+use baton_proto::host::{self as pb};
+use baton_proto::plugin::plugin_client::PluginClient;
+use hyper_util::rt::TokioIo;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+struct Relay {
+    plugin: PluginClient<Channel>,
+    token: AsciiMetadataValue,
+}
+
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+fn not_offered() -> Status {
+    Status::unimplemented("bench-relay only relays Invoke")
+}
+
+#[tonic::async_trait]
+impl Supervisor for Relay {
+    async fn list(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        Err(not_offered())
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let call = request.into_inner();
+        let mut forwarded = Request::new(baton_proto::plugin::InvokeRequest {
+            method: call.method,
+            payload: call.payload,
+            metadata: call.metadata,
+        });
+        forwarded
+            .metadata_mut()
+            .insert(baton_proto::TOKEN_METADATA_KEY, self.token.clone());
+        let reply = self.plugin.clone().invoke(forwarded).await?.into_inner();
+        Ok(Response::new(pb::InvokeResponse {
+            payload: reply.payload,
+            generation: 1,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::PluginStatus>, Status> {
+        Err(not_offered())
+    }
+
+    type LogsStream = Stream<pb::LogLine>;
+
+    async fn logs(
+        &self,
+        _: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Err(not_offered())
+    }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        Err(not_offered())
+    }
+
+    type EventsStream = Stream<pb::Event>;
+
+    async fn events(
+        &self,
+        _: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        Err(not_offered())
+    }
+}
+
+async fn serve(listen: PathBuf, plugin: PathBuf, token: AsciiMetadataValue) -> Result<(), String> {
+    // The same HTTP/2 settings as the daemon on both hops: its plugin channel's large
+    // frames and windows, its control server's defaults.
+    let channel = Endpoint::from_static("http://plugin")
+        .max_frame_size(1 << 20)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let plugin = plugin.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(plugin).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot connect to the plugin: {e}"))?;
+    let relay = Relay {
+        plugin: PluginClient::new(channel),
+        token,
+    };
+    let listener = tokio::net::UnixListener::bind(&listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", listen.display()))?;
+    Server::builder()
+        .add_service(SupervisorServer::new(relay))
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+        .await
+        .map_err(|e| format!("the relay's server failed: {e}"))
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(listen), Some(plugin)) = (args.next(), args.next()) else {
+        eprintln!("usage: BENCH_RELAY_TOKEN=... bench-relay LISTEN_SOCKET PLUGIN_SOCKET");
+        return ExitCode::from(2);
+    };
+    let token = match std::env::var("BENCH_RELAY_TOKEN")
+        .ok()
+        .and_then(|t| AsciiMetadataValue::try_from(t).ok())
+    {
+        Some(t) => t,
+        None => {
+            eprintln!("bench-relay: BENCH_RELAY_TOKEN is missing or not ASCII");
+            return ExitCode::from(2);
+        }
+    };
+    // The daemon's default: half the CPUs' workers (see `worker_threads` in baton's config).
+    let workers = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench-relay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(listen.into(), plugin.into(), token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
