@@ -106,6 +106,7 @@ fn to_proto_event(e: Event) -> pb::Event {
         hold_us: e.hold_us,
         state_bytes: e.state_bytes,
         duration_us: e.duration_us,
+        drain_us: e.drain_us,
     }
 }
 

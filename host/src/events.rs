@@ -25,6 +25,9 @@ pub struct Event {
     pub state_bytes: u64,
     /// For `handover_done`: the whole handover, in microseconds.
     pub duration_us: u64,
+    /// For `handover_done`: the part of `hold_us` spent waiting for calls in flight on
+    /// the old generation; the rest moved the state.
+    pub drain_us: u64,
 }
 
 impl Event {
@@ -47,6 +50,7 @@ impl Event {
             hold_us: 0,
             state_bytes: 0,
             duration_us: 0,
+            drain_us: 0,
         }
     }
 }

@@ -858,9 +858,11 @@ impl Supervisor {
         self.route.send_replace(Route::Held);
         let held_at = Instant::now();
         let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
+        let mut drain = Duration::ZERO;
         let moved = tokio::select! {
-            moved = tokio::time::timeout_at(deadline, async move {
+            moved = tokio::time::timeout_at(deadline, async {
                 old_live.drained().await;
+                drain = held_at.elapsed();
                 transfer((old, old_rpc), (number, new_rpc)).await
             }) => match moved {
                 Ok(Ok(moved)) => moved,
@@ -932,9 +934,10 @@ impl Supervisor {
         });
         let total = started.elapsed();
         let message = format!(
-            "plugin {} handed over from generation {old} to {number}: calls held {:.2} ms, {bytes} bytes of state (schema {schema}) moved, {:.1} ms in all",
+            "plugin {} handed over from generation {old} to {number}: calls held {:.2} ms ({:.2} ms for calls in flight to finish), {bytes} bytes of state (schema {schema}) moved, {:.1} ms in all",
             self.name(),
             hold.as_secs_f64() * 1e3,
+            drain.as_secs_f64() * 1e3,
             total.as_secs_f64() * 1e3
         );
         tracing::info!(generation = number, pid = current.pid, "{message}");
@@ -942,6 +945,7 @@ impl Supervisor {
         event.hold_us = hold.as_micros() as u64;
         event.state_bytes = bytes;
         event.duration_us = total.as_micros() as u64;
+        event.drain_us = drain.as_micros() as u64;
         self.publish(event);
         Handover::Done(number)
     }
