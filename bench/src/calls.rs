@@ -39,15 +39,16 @@ impl Path {
     pub async fn call(&mut self, method: &str, payload: Bytes) -> Result<Bytes, Error> {
         Ok(match self {
             Path::Bare(client, token) => {
-                let mut request = tonic::Request::new(baton_proto::plugin::InvokeRequest {
+                let request = baton_proto::plugin::InvokeRequest {
                     method: method.to_owned(),
                     payload,
                     metadata: HashMap::new(),
-                });
-                request
-                    .metadata_mut()
-                    .insert(baton_proto::TOKEN_METADATA_KEY, token.clone());
-                client.invoke(request).await?.into_inner().payload
+                };
+                client
+                    .invoke(with_token(request, token))
+                    .await?
+                    .into_inner()
+                    .payload
             }
             Path::Library(handle) => handle.invoke(method, payload).await?,
             Path::Daemon(client) | Path::Relay(client) => {
@@ -354,16 +355,13 @@ pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<
     let binary = bins.get("bench-plugin")?;
     let mut from = crate::procs::BarePlugin::start_with(&binary, true).await?;
     let mut to = crate::procs::BarePlugin::start_with(&binary, true).await?;
-    let call = |token: &tonic::metadata::AsciiMetadataValue, method: &str, payload: String| {
-        let mut request = tonic::Request::new(InvokeRequest {
+    let call = |token: &AsciiMetadataValue, method: &str, payload: String| {
+        let request = InvokeRequest {
             method: method.into(),
             payload: payload.into(),
             metadata: HashMap::new(),
-        });
-        request
-            .metadata_mut()
-            .insert(baton_proto::TOKEN_METADATA_KEY, token.clone());
-        request
+        };
+        with_token(request, token)
     };
     from.client
         .invoke(call(&from.token, "fill", bytes.to_string()))
@@ -377,10 +375,7 @@ pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<
     let mut rates = Vec::new();
     for round in 0..rounds {
         let started = Instant::now();
-        let mut request = tonic::Request::new(SnapshotRequest {});
-        request
-            .metadata_mut()
-            .insert(baton_proto::TOKEN_METADATA_KEY, from.token.clone());
+        let request = with_token(SnapshotRequest {}, &from.token);
         let mut snapshot = from.client.snapshot(request).await?.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<StateChunk>(2);
         let pump = async move {
@@ -391,10 +386,7 @@ pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<
             }
             Ok::<_, tonic::Status>(())
         };
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        request
-            .metadata_mut()
-            .insert(baton_proto::TOKEN_METADATA_KEY, to.token.clone());
+        let request = with_token(tokio_stream::wrappers::ReceiverStream::new(rx), &to.token);
         let (pumped, restored) = tokio::join!(pump, to.client.restore(request));
         pumped?;
         restored?;
@@ -413,6 +405,15 @@ pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<
         rates.push(bytes as f64 / took.as_secs_f64() / 1e9);
     }
     Ok(rates)
+}
+
+/// A request carrying a bare plugin's launch token, as a host's calls do.
+fn with_token<T>(message: T, token: &AsciiMetadataValue) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(baton_proto::TOKEN_METADATA_KEY, token.clone());
+    request
 }
 
 /// `probe-transfer BYTES`: the bare relay alone, round by round, for profiling.
