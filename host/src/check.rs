@@ -566,8 +566,16 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
                     .map_or(String::new(), |i| format!(", first difference at byte {i}"))
             ));
         }
+        // Optional in the contract, so not a failure, but worth saying: a receiver
+        // that knows the length allocates once and refuses an oversized state early.
+        let announced = match original.first().map_or(0, |c| c.total_bytes) {
+            0 if !x.is_empty() => {
+                "; the first chunk does not announce total_bytes (receivers cannot allocate once)"
+            }
+            _ => "",
+        };
         Ok(format!(
-            "{} bytes in {} chunks (schema {}) restored ({} bytes read) and reproduced",
+            "{} bytes in {} chunks (schema {}) restored ({} bytes read) and reproduced{announced}",
             x.len(),
             original.len(),
             original.first().map_or(0, |c| c.schema_version),

@@ -32,6 +32,7 @@ fn the_examples_pass_every_check() {
         line(&report, "snapshot and restore").contains("reproduced"),
         "{report}"
     );
+    assert!(!report.contains("does not announce"), "{report}");
 
     let echo = bin("echo");
     let (code, report) = baton_check(&[], &[echo.to_str().expect("path")], &[]);
@@ -50,6 +51,25 @@ fn the_examples_pass_every_check() {
     assert_eq!(code, Some(0), "{report}");
     assert!(
         line(&report, "describe").contains("python-counter"),
+        "{report}"
+    );
+    // Both SDKs announce the state's length, so the note below is absent.
+    assert!(!report.contains("does not announce"), "{report}");
+
+    // A plugin that leaves total_bytes at 0 still passes, with a note saying so.
+    let unannounced = repo_root().join("tests/plugins/unannounced.py");
+    let (code, report) = baton_check(
+        &["--call", "incr=a"],
+        &[
+            python.to_str().expect("path"),
+            unannounced.to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    let transfer = line(&report, "snapshot and restore");
+    assert!(
+        transfer.starts_with("pass") && transfer.contains("does not announce total_bytes"),
         "{report}"
     );
 }
