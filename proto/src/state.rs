@@ -244,8 +244,12 @@ impl Reassembly {
 /// 1 GiB state about once more in all and faulted in twice the memory. (Asking for
 /// huge pages or pre-faulting the buffer were tried too: both made a 1 GiB handover
 /// slower here, by direct compaction stalls and by faulting serially.)
+///
+/// `total` comes from the sender, so an allocation it cannot have is not an abort: the
+/// buffer then grows as the data really arrives (and the chunk check stops a sender
+/// whose data outruns what it announced).
 pub fn reserve_state(data: &mut Vec<u8>, total: usize) {
-    data.reserve_exact(total);
+    let _ = data.try_reserve_exact(total);
 }
 
 #[cfg(test)]
@@ -339,6 +343,22 @@ mod tests {
         let mut cs = split(1, state.clone());
         cs[0].total_bytes = 0;
         assert_eq!(reassemble(cs), Ok((1, state.to_vec())));
+    }
+
+    #[test]
+    fn an_impossible_announcement_is_no_abort() {
+        let mut data = Vec::new();
+        reserve_state(&mut data, usize::MAX);
+        assert_eq!(data.capacity(), 0);
+        let mut check = ChunkCheck::new(u64::MAX);
+        let mut chunk = split(1, Bytes::from_static(b"abc")).remove(0);
+        chunk.total_bytes = u64::MAX;
+        // The checker accepts the announcement (its limit is u64::MAX) and then catches
+        // the data falling short of it.
+        assert!(matches!(
+            check.push(&chunk),
+            Err(ReassemblyError::Length { .. })
+        ));
     }
 
     #[test]
