@@ -320,37 +320,55 @@ async fn transfer(from: (u64, PluginRpc), to: (u64, PluginRpc)) -> Result<(u32, 
         loop {
             match snapshot.message().await {
                 Ok(Some(chunk)) => {
-                    check
-                        .push(&chunk)
-                        .map_err(|e| format!("the snapshot of generation {old} is corrupt: {e}"))?;
+                    // Checked before it is passed on: a bad chunk never reaches n+1.
+                    check.push(&chunk).map_err(|e| {
+                        PumpError::Snapshot(format!(
+                            "the snapshot of generation {old} is corrupt: {e}"
+                        ))
+                    })?;
                     if tx.send(chunk).await.is_err() {
-                        return Err(format!("generation {new} stopped reading the state"));
+                        return Err(PumpError::ReceiverGone);
                     }
                 }
                 Ok(None) => break,
                 Err(s) => {
-                    return Err(format!(
+                    return Err(PumpError::Snapshot(format!(
                         "the Snapshot stream of generation {old} failed: {}",
                         s.message()
-                    ));
+                    )));
                 }
             }
         }
-        check
-            .finish()
-            .map_err(|e| format!("the snapshot of generation {old} is incomplete: {e}"))
+        check.finish().map_err(|e| {
+            PumpError::Snapshot(format!(
+                "the snapshot of generation {old} is incomplete: {e}"
+            ))
+        })
     };
     let restore = new_rpc.restore(tokio_stream::wrappers::ReceiverStream::new(rx));
     let (pumped, restored) = tokio::join!(pump, restore);
     match (pumped, restored) {
+        // A bad snapshot also fails the Restore (its stream ends early); the snapshot
+        // is the cause, and blaming n+1 would send its author looking in the wrong place.
+        (Err(PumpError::Snapshot(e)), _) => Err(e),
         (_, Err(s)) => Err(format!(
             "generation {new} refused the state ({:?}): {}",
             s.code(),
             s.message()
         )),
-        (Err(e), Ok(_)) => Err(e),
+        (Err(PumpError::ReceiverGone), Ok(_)) => {
+            Err(format!("generation {new} stopped reading the state"))
+        }
         (Ok(moved), Ok(_)) => Ok(moved),
     }
+}
+
+/// Why the pump from n's `Snapshot` into n+1's `Restore` stopped.
+enum PumpError {
+    /// n's snapshot failed its checks or broke off.
+    Snapshot(String),
+    /// n+1 stopped reading; its `Restore` result says why.
+    ReceiverGone,
 }
 
 impl Supervisor {
@@ -600,8 +618,8 @@ impl Supervisor {
                         let outcome = self.handover(&mut current, "requested by an operator", fingerprint).await;
                         let _ = reply.send(match &outcome {
                             Handover::Done(n) => Ok(*n),
-                            Handover::RolledBack(why) => Err(why.clone()),
-                            Handover::OldDied(status) => Err(format!("generation {} exited during the handover: {status}", current.number)),
+                            Handover::RolledBack(why) => Err(format!("plugin {} rolled back, generation {} keeps serving: {why}", self.name(), current.number)),
+                            Handover::OldDied(status) => Err(format!("plugin {}: generation {} exited during the handover: {status}", self.name(), current.number)),
                         });
                         outcome
                     }

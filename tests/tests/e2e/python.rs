@@ -188,3 +188,54 @@ async fn a_script_that_fails_to_import_is_rolled_back_with_pythons_error() {
         .await;
     assert_eq!(host.call_text("pycounter", "get", "kept").await, "2");
 }
+
+#[tokio::test]
+async fn a_snapshot_that_lies_about_its_length_is_caught_and_blamed_on_the_old_generation() {
+    let liar = repo_root().join("tests/plugins/lying_length.py");
+    let config = format!(
+        "[plugins.liar]\ncommand = \"{}\"\nargs = [\"{}\"]\nreload = \"manual\"\ncopy_binary = false\n",
+        venv_python().display(),
+        liar.display()
+    );
+    let host = TestHost::start(&config).await;
+    let events = EventLog::start(&host).await;
+    host.serving("liar", Duration::from_secs(20)).await;
+    assert_eq!(host.call_text("liar", "incr", "kept").await, "1");
+    let serving = host.status("liar").await;
+
+    // The operator's reload fails with the reason, naming the plugin and the culprit.
+    let refused = host
+        .client()
+        .reload(baton_proto::host::ReloadRequest {
+            plugin: "liar".into(),
+        })
+        .await
+        .expect_err("the reload rolls back");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().starts_with(&format!(
+            "plugin liar rolled back, generation {} keeps serving: the snapshot of generation {} is corrupt",
+            serving.generation, serving.generation
+        )),
+        "{}",
+        refused.message()
+    );
+    let rollback = events
+        .wait_for("rollback", 1, Duration::from_secs(20))
+        .await;
+    let why = &rollback[0].message;
+    assert!(why.contains("plugin liar"), "{why}");
+    assert!(
+        why.contains(&format!(
+            "the snapshot of generation {} is corrupt: state length mismatch",
+            serving.generation
+        )),
+        "{why}"
+    );
+    assert!(!why.contains("refused the state"), "{why}");
+
+    // The old generation serves on, with its state.
+    let now = host.status("liar").await;
+    assert_eq!((now.pid, now.generation), (serving.pid, serving.generation));
+    assert_eq!(host.call_text("liar", "incr", "kept").await, "2");
+}
