@@ -189,21 +189,7 @@ async fn calls_made_while_a_plugin_restarts_wait_for_it() {
     // The new process takes 400 ms to start; these calls wait rather than fail.
     let started = Instant::now();
     let calls: Vec<_> = (0..4)
-        .map(|i| {
-            let client = host.client();
-            tokio::spawn(async move {
-                let mut client = client;
-                client
-                    .invoke(baton_proto::host::InvokeRequest {
-                        plugin: "slow".into(),
-                        method: "echo".into(),
-                        payload: format!("held {i}").into_bytes().into(),
-                        metadata: Default::default(),
-                    })
-                    .await
-                    .map(|r| r.into_inner())
-            })
-        })
+        .map(|i| spawn_echo(&host, "slow", format!("held {i}")))
         .collect();
     for (i, call) in calls.into_iter().enumerate() {
         let reply = call.await.expect("task").expect("a held call succeeds");
@@ -228,20 +214,7 @@ async fn calls_beyond_max_held_calls_are_refused_not_queued() {
     .await;
     kill_and_wait_for_restart(&host, "slow").await;
     let calls: Vec<_> = (0..6)
-        .map(|i| {
-            let client = host.client();
-            tokio::spawn(async move {
-                let mut client = client;
-                client
-                    .invoke(baton_proto::host::InvokeRequest {
-                        plugin: "slow".into(),
-                        method: "echo".into(),
-                        payload: format!("{i}").into_bytes().into(),
-                        metadata: Default::default(),
-                    })
-                    .await
-            })
-        })
+        .map(|i| spawn_echo(&host, "slow", format!("{i}")))
         .collect();
     let mut ok = 0;
     let mut refused = 0;
@@ -260,6 +233,23 @@ async fn calls_beyond_max_held_calls_are_refused_not_queued() {
         }
     }
     assert_eq!((ok, refused), (3, 3));
+}
+
+/// Starts a call to `plugin`'s `echo` in a task of its own, so that several calls can
+/// be waiting at once.
+fn spawn_echo(
+    host: &TestHost,
+    plugin: &str,
+    payload: String,
+) -> tokio::task::JoinHandle<Result<baton_proto::host::InvokeResponse, tonic::Status>> {
+    let mut client = host.client();
+    let request = baton_proto::host::InvokeRequest {
+        plugin: plugin.into(),
+        method: "echo".into(),
+        payload: payload.into_bytes().into(),
+        metadata: Default::default(),
+    };
+    tokio::spawn(async move { client.invoke(request).await.map(|r| r.into_inner()) })
 }
 
 /// SIGKILLs the plugin's serving process and waits until the host is restarting it;
