@@ -15,13 +15,22 @@ from pathlib import Path
 import grpc
 
 from baton_plugin import server
-from baton_plugin._proto import pb_grpc
+from baton_plugin._proto import pb, pb_grpc
 
 REPO = Path(__file__).resolve().parents[3]
 COUNTER_PY = REPO / "example-plugins" / "python-counter" / "counter.py"
 #: The Rust counter, for the handover tests; they are skipped when it is not built.
 RUST_COUNTER = Path(os.environ.get("BATON_RUST_COUNTER", REPO / "target" / "debug" / "counter"))
 HANDSHAKE_TIMEOUT = 10.0
+
+
+def copy(chunk, **changes):
+    """A copy of a StateChunk with some fields changed, to make bad streams from good ones."""
+    c = pb.StateChunk()
+    c.CopyFrom(chunk)
+    for name, value in changes.items():
+        setattr(c, name, value)
+    return c
 
 
 def load_counter():

@@ -13,19 +13,11 @@ from baton_plugin import server
 from baton_plugin._proto import pb
 from baton_plugin.state import CHUNK_SIZE, chunks
 
-from support import RUST_COUNTER, PluginProcess, counter_process, load_counter
+from support import RUST_COUNTER, PluginProcess, copy, counter_process, load_counter
 
 counter = load_counter()
 EXIT_TIMEOUT = 5.0
 CALL_TIMEOUT = 10.0
-
-
-def copy(chunk, **changes):
-    c = pb.StateChunk()
-    c.CopyFrom(chunk)
-    for name, value in changes.items():
-        setattr(c, name, value)
-    return c
 
 
 class PluginTestCase(unittest.TestCase):

@@ -1,7 +1,6 @@
 import unittest
 import zlib
 
-from baton_plugin._proto import pb
 from baton_plugin.state import (
     CHUNK_SIZE,
     AfterLast,
@@ -14,6 +13,7 @@ from baton_plugin.state import (
     Truncated,
     chunks,
 )
+from support import copy
 
 
 def reassemble(cs, limit=1 << 40):
@@ -21,14 +21,6 @@ def reassemble(cs, limit=1 << 40):
     for c in cs:
         r.push(c)
     return r.finish()
-
-
-def copy(chunk, **changes):
-    c = pb.StateChunk()
-    c.CopyFrom(chunk)
-    for name, value in changes.items():
-        setattr(c, name, value)
-    return c
 
 
 class ChunkingTest(unittest.TestCase):
