@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_proto::plugin::{SnapshotRequest, StateChunk};
-use baton_proto::state::ChunkCheck;
+use baton_proto::state::{ChunkCheck, Reassembly};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -279,24 +279,17 @@ async fn snapshot_all(mut rpc: PluginRpc) -> Result<Checkpoint, String> {
         .await
         .map_err(|s| format!("Snapshot failed ({:?}): {}", s.code(), s.message()))?
         .into_inner();
-    let mut check = ChunkCheck::new(u64::MAX);
-    let mut state = Vec::new();
+    let mut state = Reassembly::new(usize::MAX);
     while let Some(chunk) = stream
         .message()
         .await
         .map_err(|s| format!("the Snapshot stream failed: {}", s.message()))?
     {
-        check
-            .push(&chunk)
+        state
+            .push(chunk)
             .map_err(|e| format!("bad snapshot: {e}"))?;
-        if chunk.seq == 0
-            && let Some(total) = check.announced()
-        {
-            baton_proto::state::reserve_state(&mut state, total as usize);
-        }
-        state.extend_from_slice(&chunk.data);
     }
-    let (schema_version, _) = check.finish().map_err(|e| format!("bad snapshot: {e}"))?;
+    let (schema_version, state) = state.finish().map_err(|e| format!("bad snapshot: {e}"))?;
     Ok(Checkpoint {
         schema_version,
         state: state.into(),

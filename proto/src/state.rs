@@ -248,7 +248,7 @@ impl Reassembly {
 /// `total` comes from the sender, so an allocation it cannot have is not an abort: the
 /// buffer then grows as the data really arrives (and the chunk check stops a sender
 /// whose data outruns what it announced).
-pub fn reserve_state(data: &mut Vec<u8>, total: usize) {
+fn reserve_state(data: &mut Vec<u8>, total: usize) {
     let _ = data.try_reserve_exact(total);
 }
 
