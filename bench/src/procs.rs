@@ -181,22 +181,14 @@ impl Relay {
             _dir: dir,
             client: SupervisorClient::new(Channel::from_static("http://unused").connect_lazy()),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let channel = loop {
-            if let Ok(c) = unix_channel(&socket, false).await {
-                break c;
-            }
-            if let Ok(Some(status)) = relay.child.try_wait() {
-                return Err(format!("bench-relay exited at start ({status})").into());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err("bench-relay did not listen within 10 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        relay.client = SupervisorClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let timeout = Duration::from_secs(10);
+        let child = &mut relay.child;
+        relay.client = supervisor_client(&socket, timeout, || child.try_wait().ok().flatten())
+            .await
+            .map_err(|e| match e {
+                NotListening::Exited(status) => format!("bench-relay exited at start ({status})"),
+                NotListening::TimedOut => format!("bench-relay did not listen within {timeout:?}"),
+            })?;
         Ok(relay)
     }
 }
@@ -206,6 +198,37 @@ impl Drop for Relay {
         kill_group(self.child.id());
         let _ = self.child.wait();
     }
+}
+
+/// Why a process just started does not serve on its socket.
+enum NotListening {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+}
+
+/// A `Supervisor` client on `socket`, once the process there listens: tries every 10 ms
+/// for up to `timeout`, and gives up at once if `exited` reports the process gone.
+async fn supervisor_client(
+    socket: &Path,
+    timeout: Duration,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> Result<SupervisorClient<Channel>, NotListening> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let channel = loop {
+        if let Ok(c) = unix_channel(socket, false).await {
+            break c;
+        }
+        if let Some(status) = exited() {
+            return Err(NotListening::Exited(status));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(NotListening::TimedOut);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    Ok(SupervisorClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// A `baton run` process on a config written into a temporary directory.
@@ -245,28 +268,20 @@ impl Daemon {
             dir,
             client: SupervisorClient::new(Channel::from_static("http://unused").connect_lazy()),
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let channel = loop {
-            if let Ok(c) = unix_channel(&socket, false).await {
-                break c;
+        let child = &mut daemon.child;
+        let connected = supervisor_client(&socket, timeout, || {
+            child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        })
+        .await;
+        daemon.client = connected.map_err(|e| match e {
+            NotListening::Exited(status) => format!(
+                "baton run exited at start ({status}); its log: {}",
+                daemon.log_tail()
+            ),
+            NotListening::TimedOut => {
+                format!("baton run did not serve its control API within {timeout:?}")
             }
-            if let Some(Ok(Some(status))) = daemon.child.as_mut().map(Child::try_wait) {
-                return Err(format!(
-                    "baton run exited at start ({status}); its log: {}",
-                    daemon.log_tail()
-                )
-                .into());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(
-                    format!("baton run did not serve its control API within {timeout:?}").into(),
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        daemon.client = SupervisorClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        })?;
         Ok(daemon)
     }
 
