@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::process::{check_handshake, describe_exit, new_token, unix_channel};
+use crate::launch::{check_handshake, describe_exit, new_token, unix_channel};
 
 /// What to check and how.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::Host;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
-use crate::process::MAX_MESSAGE_BYTES;
+use crate::launch::MAX_MESSAGE_BYTES;
 use crate::supervisor::{PluginState, PluginStatus};
 
 /// The control API over a host's plugins.
@@ -169,7 +169,7 @@ impl Supervisor for ControlService {
             0 => 0,
             n => recent.len().saturating_sub(n as usize),
         };
-        let to_proto = |l: crate::process::LogLine| pb::LogLine {
+        let to_proto = |l: crate::launch::LogLine| pb::LogLine {
             generation: l.generation,
             stream: l.stream.to_owned(),
             text: l.text,
@@ -278,5 +278,5 @@ pub async fn bind(path: &Path) -> Result<UnixListener, std::io::Error> {
 pub async fn connect(path: &Path) -> Result<Channel, std::io::Error> {
     // Connect once eagerly, so a missing or dead host is reported here, plainly.
     tokio::net::UnixStream::connect(path).await?;
-    Ok(crate::process::unix_channel(path))
+    Ok(crate::launch::unix_channel(path))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use crate::config::{Config, ConfigError};
-use crate::process::check_handshake;
+use crate::launch::check_handshake;
 
 /// Lines near the handshake format, where the interesting mistakes are.
 fn handshake_like() -> impl Strategy<Value = String> {

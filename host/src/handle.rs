@@ -13,8 +13,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tonic::{Code, Status};
 
 use crate::config::PluginConfig;
+use crate::launch::{LogLine, LogRing, PluginRpc};
 use crate::metrics::CallMetrics;
-use crate::process::{LogLine, LogRing, PluginRpc};
 use crate::supervisor::{Command, PluginStatus};
 
 /// How long a failed call waits to learn whether the process died, to say so.

@@ -26,7 +26,7 @@ use tonic::service::{InterceptorLayer, RoutesBuilder};
 use tonic::{Request, Response, Status};
 
 use crate::events::{Event, EventSender};
-use crate::process::MAX_MESSAGE_BYTES;
+use crate::launch::MAX_MESSAGE_BYTES;
 
 /// The host-services socket's file name in the host's socket directory.
 pub const SOCKET_NAME: &str = "host.sock";
@@ -684,7 +684,7 @@ mod tests {
                 generation: 2,
             },
         );
-        let mut client = HostClient::new(crate::process::unix_channel(server.socket()));
+        let mut client = HostClient::new(crate::launch::unix_channel(server.socket()));
         let with_token = |token: &str, kind: &str| {
             let mut request = Request::new(EmitEventRequest {
                 kind: kind.into(),

@@ -14,8 +14,8 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::RestartConfig;
 use crate::events::{Event, EventSender};
 use crate::handle::{Live, PluginHandle, Route};
+use crate::launch::{Generation, Launcher, PluginRpc};
 use crate::metrics::CallMetrics;
-use crate::process::{Generation, Launcher, PluginRpc};
 use crate::watch::{Fingerprint, WatchSet};
 
 /// Where a plugin is in its lifecycle.

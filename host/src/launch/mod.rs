@@ -1,186 +1,38 @@
-//! Starting one plugin process and bringing it to SERVING: the spawner thread that keeps
-//! PR_SET_PDEATHSIG meaningful, the handshake, the gRPC channel, health and Describe.
+//! Starting one plugin process and bringing it to SERVING: fork it from the spawner
+//! thread, read its handshake, connect, wait for health and Describe; and stopping it.
 
-use std::collections::VecDeque;
+mod binary;
+mod channel;
+mod handshake;
+mod logs;
+mod spawner;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton_proto::PROTOCOL_VERSION;
 use baton_proto::plugin::plugin_client::PluginClient;
 use baton_proto::plugin::{DescribeRequest, DescribeResponse};
-use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY};
-use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{Child, Command};
-use tokio::sync::{oneshot, watch};
-use tonic::codegen::http::{HeaderName, HeaderValue};
-use tonic::transport::{Channel, Endpoint};
+use tokio::sync::watch;
 
 use crate::config::PluginConfig;
 use crate::services::{Admission, PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
-/// Longest handshake line accepted; anything longer is garbage.
-const MAX_HANDSHAKE_LINE: u64 = 4096;
-/// Longest log line kept whole; longer lines are cut.
-const MAX_LOG_LINE: usize = 16 * 1024;
-/// Lines of output kept per plugin for error messages and `baton ctl logs`.
-const LOG_RING_LINES: usize = 500;
-/// Largest message sent to or accepted from a plugin.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
-/// A gRPC client for one generation, adding its token to every call.
-pub type PluginRpc = PluginClient<TokenService<Channel>>;
-
-/// Adds the launch token to each call's headers.
-///
-/// A tower service rather than a tonic `Interceptor`: an interceptor takes every request
-/// apart into a `tonic::Request` and builds it again (cloning its URI, moving every
-/// header into a new map), which callgrind showed costing more per call than adding one
-/// header here. The header value is built once per launch; cloning it is a refcount bump.
-#[derive(Clone)]
-pub struct TokenService<S> {
-    inner: S,
-    name: HeaderName,
-    token: HeaderValue,
-}
-
-impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for TokenService<S>
-where
-    S: tower::Service<tonic::codegen::http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
-        req.headers_mut()
-            .insert(self.name.clone(), self.token.clone());
-        self.inner.call(req)
-    }
-}
-
-/// Forks plugin processes from one long-lived thread.
-///
-/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the
-/// process; tokio's blocking threads come and go, so forking from them would kill
-/// healthy plugins. This thread lives as long as the host.
-#[derive(Clone)]
-pub struct Spawner {
-    tx: std::sync::mpsc::Sender<SpawnRequest>,
-}
-
-type SpawnJob = Box<dyn FnOnce() -> Result<Child, StartError> + Send>;
-type SpawnRequest = (SpawnJob, oneshot::Sender<Result<Child, StartError>>);
-
-impl Spawner {
-    /// Starts the spawner thread, bound to the current tokio runtime.
-    pub fn start() -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Handle::current();
-        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("baton-spawner".into())
-            .spawn(move || {
-                // Child reaping is driven by the runtime's signal handling.
-                let _guard = runtime.enter();
-                while let Ok((job, reply)) = rx.recv() {
-                    let _ = reply.send(job());
-                }
-            })?;
-        Ok(Self { tx })
-    }
-
-    /// Runs `job` (which forks) on the spawner thread. Copying a binary happens there
-    /// too: a fork while another thread holds the copy open for writing would make
-    /// the exec of that copy fail with ETXTBSY.
-    async fn run(&self, job: SpawnJob) -> Result<Child, StartError> {
-        let (reply, result) = oneshot::channel();
-        let gone = || StartError::Handshake("the host's spawner thread has stopped".into());
-        self.tx.send((job, reply)).map_err(|_| gone())?;
-        result.await.map_err(|_| gone())?
-    }
-}
-
-/// Recent output lines of one plugin, across its generations, and a feed of new ones.
-#[derive(Clone)]
-pub struct LogRing {
-    lines: Arc<Mutex<VecDeque<LogLine>>>,
-    feed: tokio::sync::broadcast::Sender<LogLine>,
-}
-
-impl Default for LogRing {
-    fn default() -> Self {
-        Self {
-            lines: Arc::default(),
-            feed: tokio::sync::broadcast::channel(256).0,
-        }
-    }
-}
-
-/// One captured line.
-#[derive(Clone, Debug)]
-pub struct LogLine {
-    /// Which generation wrote it.
-    pub generation: u64,
-    /// `stderr` or `stdout`.
-    pub stream: &'static str,
-    /// The text, without the newline.
-    pub text: String,
-}
-
-impl LogRing {
-    fn push(&self, line: LogLine) {
-        {
-            let mut ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-            if ring.len() == LOG_RING_LINES {
-                ring.pop_front();
-            }
-            ring.push_back(line.clone());
-        }
-        // Nobody following is the usual case, and fine.
-        let _ = self.feed.send(line);
-    }
-
-    /// The kept lines, and a feed of every line after them (none missed in between).
-    pub fn follow(&self) -> (Vec<LogLine>, tokio::sync::broadcast::Receiver<LogLine>) {
-        let ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        (ring.iter().cloned().collect(), self.feed.subscribe())
-    }
-
-    /// The last `n` lines of `generation`'s stderr.
-    pub fn tail_of(&self, generation: u64, n: usize) -> Vec<String> {
-        let ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lines: Vec<String> = ring
-            .iter()
-            .rev()
-            .filter(|l| l.generation == generation && l.stream == "stderr")
-            .take(n)
-            .map(|l| l.text.clone())
-            .collect();
-        lines.reverse();
-        lines
-    }
-
-    /// Every kept line, oldest first.
-    pub fn lines(&self) -> Vec<LogLine> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
+use binary::{BinaryPolicy, copy_binary, is_script, pin_file, verify_binary};
+pub(crate) use channel::MAX_MESSAGE_BYTES;
+pub use channel::{PluginRpc, TokenService, unix_channel};
+use handshake::read_handshake_line;
+pub use handshake::{check_handshake, new_token};
+use logs::capture_lines;
+pub use logs::{LogLine, LogRing};
+pub use spawner::Spawner;
 
 /// How a process ended, in words.
 pub fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
@@ -664,13 +516,8 @@ impl Launcher {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let token = HeaderValue::try_from(token)
-            .map_err(|_| StartError::Handshake("internal: token is not valid metadata".into()))?;
-        let service = TokenService {
-            inner: channel,
-            name: HeaderName::from_static(TOKEN_METADATA_KEY),
-            token,
-        };
+        let service = TokenService::new(channel, token)
+            .ok_or_else(|| StartError::Handshake("internal: token is not valid metadata".into()))?;
         let mut rpc = PluginClient::new(service)
             .max_decoding_message_size(self.config.max_message_bytes)
             .max_encoding_message_size(self.config.max_message_bytes);
@@ -765,23 +612,6 @@ impl Generation {
     }
 }
 
-/// A lazily connecting gRPC channel to a Unix socket; it reconnects by itself.
-pub fn unix_channel(path: &Path) -> Channel {
-    let path = path.to_owned();
-    Endpoint::from_static("http://baton-plugin")
-        // Frames and windows far above the protocol's 16 KiB / 64 KiB defaults: a state
-        // streams through without waiting for window updates while calls are held.
-        .max_frame_size(1 << 20)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20)
-        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-}
-
 /// Variables a production plugin keeps from the host's environment (and `LC_*`).
 const ENV_ALLOW: &[&str] = &[
     "PATH",
@@ -795,12 +625,6 @@ const ENV_ALLOW: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// What a binary must satisfy before it runs.
-struct BinaryPolicy {
-    production: bool,
-    pin: Option<String>,
-}
-
 /// Who a plugin runs as, and its own directory.
 struct Identity {
     uid: u32,
@@ -808,305 +632,10 @@ struct Identity {
     dir: PathBuf,
 }
 
-/// Whether `path` starts with `#!`: run by an interpreter that reads it by name.
-fn is_script(path: &Path) -> bool {
-    use std::io::Read;
-    let mut start = [0u8; 2];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut start))
-        .is_ok_and(|()| &start == b"#!")
-}
-
-/// `<binary>.sha256`, the pin file a deploy may write beside the binary.
-fn pin_file(binary: &Path) -> PathBuf {
-    let mut name = binary.as_os_str().to_owned();
-    name.push(".sha256");
-    PathBuf::from(name)
-}
-
-/// Refuses a binary that anyone but its owner could have changed (production), or
-/// whose SHA-256 differs from its pin (a pin is required in production). `copy` is
-/// the file that will actually run, if it is a private copy.
-fn verify_binary(
-    program: &Path,
-    copy: Option<&Path>,
-    policy: &BinaryPolicy,
-) -> Result<(), StartError> {
-    use std::os::unix::fs::PermissionsExt;
-    if program.components().count() <= 1 {
-        return Ok(()); // a bare name from PATH: the interpreter, not the plugin's code
-    }
-    let refuse = |why: String| StartError::Refused {
-        path: program.to_owned(),
-        why,
-    };
-    if policy.production {
-        let mut checked = vec![program.to_owned()];
-        checked.extend(program.parent().map(Path::to_owned));
-        for path in checked {
-            let mode = std::fs::metadata(&path)
-                .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
-                .permissions()
-                .mode();
-            if mode & 0o022 != 0 {
-                let who = if mode & 0o002 != 0 { "world" } else { "group" };
-                return Err(refuse(format!(
-                    "{} is {who}-writable (mode {:o}); in production a plugin's binary and its \
-                     directory may be writable by their owner only (chmod go-w {})",
-                    path.display(),
-                    mode & 0o7777,
-                    path.display()
-                )));
-            }
-        }
-    }
-    let pin_path = pin_file(program);
-    let pin = match &policy.pin {
-        Some(pin) => Some(pin.to_ascii_lowercase()),
-        None => match std::fs::read_to_string(&pin_path) {
-            // `sha256sum` output works as it is: the hash is the first word.
-            Ok(text) => Some(
-                text.split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase(),
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(refuse(format!(
-                    "cannot read its pin {}: {e}",
-                    pin_path.display()
-                )));
-            }
-        },
-    };
-    let Some(pin) = pin else {
-        if policy.production {
-            return Err(refuse(format!(
-                "no SHA-256 pin: production mode requires `sha256 = \"...\"` for this plugin or a {} file",
-                pin_path.display()
-            )));
-        }
-        return Ok(());
-    };
-    let actual =
-        sha256_hex(copy.unwrap_or(program)).map_err(|e| refuse(format!("cannot hash it: {e}")))?;
-    if actual != pin {
-        return Err(refuse(format!(
-            "its SHA-256 is {actual}, but the pin says {pin}"
-        )));
-    }
-    Ok(())
-}
-
-fn sha256_hex(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut file = std::fs::File::open(path)?;
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-/// Copies the binary to `to` (mode 0700), refusing a file that changed during the copy:
-/// it was still being written, and its settled version will come with the next change.
-fn copy_binary(from: &Path, to: &Path) -> Result<(), StartError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let fail = |what: &str, source: std::io::Error| StartError::Spawn {
-        command: from.to_owned(),
-        source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
-    };
-    let stamp = |m: &std::fs::Metadata| (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-    let before = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
-    if let Some(dir) = to.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| fail("cannot make the directory for private copies", e))?;
-    }
-    std::fs::copy(from, to).map_err(|e| fail("cannot copy it for private use", e))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| fail("cannot make the private copy executable", e))?;
-    let after = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
-    if stamp(&before) != stamp(&after) {
-        let _ = std::fs::remove_file(to);
-        return Err(fail(
-            "it changed while being copied",
-            std::io::Error::other("still being written?"),
-        ));
-    }
-    Ok(())
-}
-
 fn kill_group(pid: u32, signal: Signal) {
     if let Ok(pid) = i32::try_from(pid)
         && pid > 0
     {
         let _ = killpg(Pid::from_raw(pid), signal);
-    }
-}
-
-/// 32 bytes from the OS CSPRNG, hex-encoded. Without OS randomness no launch is safe,
-/// so that is a failed start rather than a weak token.
-pub fn new_token() -> Result<String, StartError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        StartError::Handshake(format!(
-            "cannot make a launch token: the OS random generator failed: {e}"
-        ))
-    })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-async fn read_handshake_line<R: AsyncRead + Unpin>(
-    stdout: &mut BufReader<R>,
-) -> Result<String, StartError> {
-    let mut buf = Vec::new();
-    let n = (&mut *stdout)
-        .take(MAX_HANDSHAKE_LINE)
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|e| StartError::Handshake(format!("cannot read stdout: {e}")))?;
-    if n == 0 {
-        return Err(StartError::Handshake(format!(
-            "closed stdout without printing the handshake line (expected `baton|{PROTOCOL_VERSION}|unix|<socket>`)"
-        )));
-    }
-    // A first line without a newline is judged as it came (stdout closed mid-line),
-    // unless it hit the length limit.
-    if buf.last() != Some(&b'\n') && n as u64 >= MAX_HANDSHAKE_LINE {
-        return Err(StartError::Handshake(format!(
-            "printed a first stdout line longer than {MAX_HANDSHAKE_LINE} bytes, expected `baton|{PROTOCOL_VERSION}|unix|<socket>`"
-        )));
-    }
-    Ok(String::from_utf8_lossy(&buf)
-        .trim_end_matches(['\n', '\r'])
-        .to_owned())
-}
-
-/// Checks `baton|<version>|unix|<path>`; the message says what was expected and what came.
-pub fn check_handshake(line: &str, socket: &Path) -> Result<(), StartError> {
-    let expected = format!("baton|{PROTOCOL_VERSION}|unix|{}", socket.display());
-    let shown: String = line.chars().take(200).collect();
-    let fail = |why: String| Err(StartError::Handshake(why));
-    let fields: Vec<&str> = line.splitn(4, '|').collect();
-    match fields.as_slice() {
-        ["baton", version, network, path] => {
-            if *version != PROTOCOL_VERSION.to_string() {
-                return fail(format!(
-                    "speaks protocol version {version:?}, this host speaks {PROTOCOL_VERSION} (handshake line `{shown}`)"
-                ));
-            }
-            if *network != "unix" {
-                return fail(format!(
-                    "offers network {network:?}, expected \"unix\" (handshake line `{shown}`)"
-                ));
-            }
-            if Path::new(path) != socket {
-                return fail(format!(
-                    "bound {path:?}, but was asked to bind {:?} (BATON_PLUGIN_SOCKET)",
-                    socket.display()
-                ));
-            }
-            Ok(())
-        }
-        _ => fail(format!(
-            "printed `{shown}` on stdout where the handshake line `{expected}` was expected"
-        )),
-    }
-}
-
-/// Sends each line of a plugin's output to the log, with the plugin's name, generation
-/// and pid, and keeps it in the ring.
-async fn capture_lines<R: AsyncRead + Unpin>(
-    reader: R,
-    name: Arc<str>,
-    generation: u64,
-    pid: u32,
-    stream: &'static str,
-    ring: LogRing,
-) {
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut reader)
-            .take(MAX_LOG_LINE as u64)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let text = String::from_utf8_lossy(&buf)
-            .trim_end_matches(['\n', '\r'])
-            .to_owned();
-        if stream == "stdout" {
-            tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "stray stdout after the handshake (logs belong on stderr): {text}");
-        } else {
-            let (level, rest) = level_of(&text);
-            match level {
-                tracing::Level::ERROR => {
-                    tracing::error!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
-                }
-                tracing::Level::WARN => {
-                    tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
-                }
-                tracing::Level::DEBUG | tracing::Level::TRACE => {
-                    tracing::debug!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
-                }
-                _ => {
-                    tracing::info!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
-                }
-            }
-        }
-        ring.push(LogLine {
-            generation,
-            stream,
-            text,
-        });
-    }
-}
-
-/// The level a plugin's line announces in its first word, and the line without that
-/// word (the host's own log line shows the level already).
-fn level_of(line: &str) -> (tracing::Level, &str) {
-    let trimmed = line.trim_start();
-    let (word, rest) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
-    let level = match word.trim_end_matches(':') {
-        "ERROR" | "error" | "CRITICAL" | "FATAL" => tracing::Level::ERROR,
-        "WARN" | "WARNING" | "warn" | "warning" => tracing::Level::WARN,
-        "INFO" | "info" => tracing::Level::INFO,
-        "DEBUG" | "debug" => tracing::Level::DEBUG,
-        "TRACE" | "trace" => tracing::Level::TRACE,
-        _ => return (tracing::Level::INFO, line),
-    };
-    (level, rest.trim_start())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn handshake_lines_are_judged_with_what_was_expected() {
-        let sock = Path::new("/tmp/x/counter.1.sock");
-        assert!(check_handshake("baton|1|unix|/tmp/x/counter.1.sock", sock).is_ok());
-        let e = |l: &str| {
-            check_handshake(l, sock)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        };
-        assert!(e("hello world").contains("printed `hello world`"));
-        assert!(e("hello world").contains("baton|1|unix|/tmp/x/counter.1.sock"));
-        assert!(e("baton|2|unix|/tmp/x/counter.1.sock").contains("protocol version \"2\""));
-        assert!(e("baton|1|tcp|127.0.0.1:1").contains("network \"tcp\""));
-        assert!(e("baton|1|unix|/elsewhere").contains("was asked to bind"));
-        assert!(e("").contains("where the handshake line"));
     }
 }
