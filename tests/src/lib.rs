@@ -508,3 +508,15 @@ pub fn run_refused_config(file_name: &str, text: &str) -> (Option<i32>, String) 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One variable of a running process's environment (as it was started).
+pub fn process_env(pid: u32, key: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let entry = String::from_utf8_lossy(entry);
+        entry
+            .strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(str::to_owned)
+    })
+}

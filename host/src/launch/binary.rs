@@ -114,26 +114,161 @@ fn sha256_hex(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// Copies the binary to `to` (mode 0700), refusing a file that changed during the copy:
-/// it was still being written, and its settled version will come with the next change.
-pub(super) fn copy_binary(from: &Path, to: &Path) -> Result<(), StartError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+/// Who will run a binary: the OS's execute permission is judged for them.
+#[derive(Clone, Copy)]
+pub(super) struct Runner {
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+}
+
+impl Runner {
+    /// The host itself.
+    pub(super) fn host() -> Self {
+        Self {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+
+    /// Groups the runner is in: its own, and its supplementary groups.
+    fn groups(&self) -> Vec<u32> {
+        let mut groups = vec![self.gid];
+        if self.uid == nix::unistd::geteuid().as_raw() {
+            groups.extend(
+                nix::unistd::getgroups()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|g| g.as_raw()),
+            );
+        } else if let Ok(Some(user)) = nix::unistd::User::from_uid(self.uid.into())
+            && let Ok(name) = std::ffi::CString::new(user.name)
+            && let Ok(list) = nix::unistd::getgrouplist(&name, self.gid.into())
+        {
+            groups.extend(list.iter().map(|g| g.as_raw()));
+        }
+        groups
+    }
+
+    /// Whether the OS would let this runner execute (files) or search (directories)
+    /// something with this owner and mode: one class of bits applies, as in the kernel.
+    fn may_execute(&self, meta: &std::fs::Metadata, groups: &[u32]) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let mode = meta.mode();
+        if self.uid == 0 {
+            return meta.is_dir() || mode & 0o111 != 0;
+        }
+        let bit = if meta.uid() == self.uid {
+            0o100
+        } else if groups.contains(&meta.gid()) {
+            0o010
+        } else {
+            0o001
+        };
+        mode & bit != 0
+    }
+}
+
+/// Refuses a binary that its runner could not execute itself: a private copy is
+/// executable by construction, so without this check a file that was never meant
+/// to run (no execute bit, or behind a directory the runner cannot enter) would.
+fn check_executable(from: &Path, meta: &std::fs::Metadata, runner: Runner) -> Result<(), String> {
+    let groups = runner.groups();
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if !runner.may_execute(meta, &groups) {
+        use std::os::unix::fs::MetadataExt;
+        return Err(format!(
+            "uid {} may not execute it (mode {:o}, owner {}:{}); the plugin would not run without \
+             baton's private copy either (chmod +x {})",
+            runner.uid,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            from.display()
+        ));
+    }
+    let full = std::fs::canonicalize(from).map_err(|e| format!("cannot resolve its path: {e}"))?;
+    for dir in full.ancestors().skip(1) {
+        let dir_meta =
+            std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if !runner.may_execute(&dir_meta, &groups) {
+            return Err(format!(
+                "uid {} may not enter {}, so it could not run the binary itself",
+                runner.uid,
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the host-owned directory that holds private copies. It lives in the host's
+/// runtime directory, which no one else can write, and is searchable (0711) so that a
+/// plugin running as another user can execute its copy without listing the others.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(dir)?;
+            if meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "{} exists and is not a directory of the host's",
+                    dir.display()
+                )))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies the binary to `to` for `runner`, refusing a file the runner could not execute
+/// and a file that changed during the copy (it was still being written; its settled
+/// version comes with the next change).
+///
+/// The copy is created new (`O_EXCL`, `O_NOFOLLOW`) in a directory only the host can
+/// write, and its owner and mode are set on the open file, never by path: nothing
+/// another user planted there can redirect the write or the chown.
+pub(super) fn copy_binary(from: &Path, to: &Path, runner: Runner) -> Result<(), StartError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let fail = |what: &str, source: std::io::Error| StartError::Spawn {
         command: from.to_owned(),
         source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
     };
     let stamp = |m: &std::fs::Metadata| (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-    let before = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
+    let mut source = std::fs::File::open(from).map_err(|e| fail("cannot read it", e))?;
+    let before = source.metadata().map_err(|e| fail("cannot read it", e))?;
+    check_executable(from, &before, runner).map_err(|why| StartError::Refused {
+        path: from.to_owned(),
+        why,
+    })?;
     if let Some(dir) = to.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| fail("cannot make the directory for private copies", e))?;
+        private_dir(dir).map_err(|e| fail("cannot make the directory for private copies", e))?;
     }
-    std::fs::copy(from, to).map_err(|e| fail("cannot copy it for private use", e))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| fail("cannot make the private copy executable", e))?;
+    // Left by a host killed mid-copy; the directory is the host's own, so this is ours.
+    let _ = std::fs::remove_file(to);
+    let written = (|| {
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(to)?;
+        std::io::copy(&mut source, &mut copy)?;
+        if runner.uid != nix::unistd::geteuid().as_raw() {
+            nix::unistd::fchown(&copy, Some(runner.uid.into()), Some(runner.gid.into()))?;
+        }
+        // Read and execute for its owner only: a script's interpreter reads it by name.
+        nix::sys::stat::fchmod(&copy, nix::sys::stat::Mode::from_bits_truncate(0o500))?;
+        Ok::<_, std::io::Error>(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(to);
+        return Err(fail("cannot make its private copy", e));
+    }
     let after = std::fs::metadata(from).map_err(|e| fail("cannot read it", e))?;
     if stamp(&before) != stamp(&after) {
         let _ = std::fs::remove_file(to);

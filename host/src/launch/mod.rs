@@ -25,7 +25,7 @@ use crate::config::PluginConfig;
 use crate::services::{Admission, PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
-use binary::{BinaryPolicy, copy_binary, is_script, pin_file, verify_binary};
+use binary::{BinaryPolicy, Runner, copy_binary, is_script, pin_file, verify_binary};
 pub(crate) use channel::MAX_MESSAGE_BYTES;
 pub use channel::{PluginRpc, TokenService, unix_channel};
 use handshake::read_handshake_line;
@@ -167,7 +167,7 @@ impl Launcher {
         );
 
         let program = self.config.command.clone();
-        let private_copy = self.private_copy(number, identity.as_ref());
+        let private_copy = self.private_copy(number);
         let copy = private_copy.clone();
         let mut command = Command::new(private_copy.as_deref().unwrap_or(&program));
         if self.production {
@@ -214,11 +214,9 @@ impl Launcher {
                 }
             }
         }
-        let owner = identity.as_ref().map(|id| {
-            (
-                nix::unistd::Uid::from_raw(id.uid),
-                nix::unistd::Gid::from_raw(id.gid),
-            )
+        let runner = identity.as_ref().map_or_else(Runner::host, |id| Runner {
+            uid: id.uid,
+            gid: id.gid,
         });
         let policy = BinaryPolicy {
             production: self.production,
@@ -241,17 +239,7 @@ impl Launcher {
             .spawner
             .run(Box::new(move || {
                 if let Some(copy) = &private_copy {
-                    copy_binary(&program, copy)?;
-                    if let Some((uid, gid)) = owner {
-                        nix::unistd::chown(copy.as_path(), Some(uid), Some(gid)).map_err(|e| {
-                            StartError::Refused {
-                                path: program.clone(),
-                                why: format!(
-                                    "cannot hand the private copy to the plugin's user: {e}"
-                                ),
-                            }
-                        })?;
-                    }
+                    copy_binary(&program, copy, runner)?;
                 }
                 // Checked on what will run: the private copy cannot change after this.
                 if let Err(e) = verify_binary(&program, private_copy.as_deref(), &policy) {
@@ -395,17 +383,14 @@ impl Launcher {
         }
     }
 
-    /// Where generation `number` runs its private copy of the binary, if it gets one.
-    fn private_copy(&self, number: u64, identity: Option<&Identity>) -> Option<PathBuf> {
+    /// Where generation `number` runs its private copy of the binary, if it gets one:
+    /// in the host's own directory even for a plugin with its own user, which must not
+    /// be able to plant anything where the host writes.
+    fn private_copy(&self, number: u64) -> Option<PathBuf> {
         (self.config.copy_binary && self.config.command.components().count() > 1).then(|| {
-            match identity {
-                // Where that user can execute it.
-                Some(id) => id.dir.join(format!("{}.{number}.bin", self.name)),
-                None => self
-                    .socket_dir
-                    .join("bin")
-                    .join(format!("{}.{number}", self.name)),
-            }
+            self.socket_dir
+                .join("bin")
+                .join(format!("{}.{number}", self.name))
         })
     }
 
@@ -452,7 +437,7 @@ impl Launcher {
     /// own user a subdirectory it owns (the host's, then mode 0711, lets it through
     /// without letting anyone list it).
     fn plugin_dir(&self, identity: Option<&Identity>) -> Result<PathBuf, StartError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         let Some(id) = identity else {
             return Ok(self.socket_dir.clone());
         };
@@ -462,17 +447,19 @@ impl Launcher {
         };
         std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o711))
             .map_err(fail)?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&id.dir)
+        match std::fs::DirBuilder::new().mode(0o700).create(&id.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(fail(e)),
+            _ => {}
+        }
+        // Handed over on the open directory, never by path: the plugin's user owns what
+        // is inside, and only the socket it binds is meant to be there.
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&id.dir)
             .map_err(fail)?;
-        nix::unistd::chown(
-            &id.dir,
-            Some(nix::unistd::Uid::from_raw(id.uid)),
-            Some(nix::unistd::Gid::from_raw(id.gid)),
-        )
-        .map_err(|e| fail(e.into()))?;
+        nix::unistd::fchown(&dir, Some(id.uid.into()), Some(id.gid.into()))
+            .map_err(|e| fail(e.into()))?;
         // The host-services socket is then reachable by the plugin's user; the launch
         // token still decides who may use it.
         let _ = std::fs::set_permissions(&self.host_socket, std::fs::Permissions::from_mode(0o666));

@@ -13,5 +13,6 @@ mod metrics;
 mod operations;
 mod python;
 mod reload;
+mod runtime_files;
 mod security;
 mod token;
