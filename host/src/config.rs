@@ -353,6 +353,23 @@ impl Config {
         };
         let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
         config.resolve_paths(&base);
+        let socket_len = config.socket.as_os_str().len();
+        if socket_len > crate::launch::MAX_SOCKET_PATH {
+            let (line, column) =
+                find_key(&text, "socket").map_or((0, 0), |s| line_column(&text, s.start));
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                field: "socket".into(),
+                message: format!(
+                    "{} is {socket_len} bytes long; a Unix socket path can have at most {} \
+                     (use a shorter path, or one relative to this file)",
+                    config.socket.display(),
+                    crate::launch::MAX_SOCKET_PATH
+                ),
+            });
+        }
         Ok(config)
     }
 

@@ -20,7 +20,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
-use crate::launch::{Launcher, LogRing, Spawner};
+use crate::launch::{self, Launcher, LogRing, Spawner};
 use crate::metrics::{self, Metrics};
 use crate::monitor;
 use crate::services::{self, HostService, Kv, KvLimits, Registry};
@@ -69,6 +69,18 @@ pub enum HostError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// Plugin socket paths under the runtime directory could outgrow the Unix limit.
+    #[error(
+        "the runtime directory {} is too long: plugin socket paths under it could reach {longest} bytes, over the {}-byte limit of a Unix socket path; point XDG_RUNTIME_DIR (or TMPDIR) at a shorter directory",
+        base.display(),
+        launch::MAX_SOCKET_PATH
+    )]
+    RuntimeDirTooLong {
+        /// `$XDG_RUNTIME_DIR` or the temp directory.
+        base: PathBuf,
+        /// The longest socket path it would lead to.
+        longest: usize,
     },
     /// The file watcher could not start.
     #[error("cannot start the file watcher: {0}")]
@@ -192,6 +204,11 @@ impl Host {
             None => None,
         };
         let base = runtime_base();
+        // tempfile's `baton-XXXXXX`, then the longest a plugin's socket path can grow.
+        let longest = base.as_os_str().len() + "/baton-XXXXXX".len() + launch::plugin_socket_tail();
+        if longest > launch::MAX_SOCKET_PATH {
+            return Err(HostError::RuntimeDirTooLong { base, longest });
+        }
         let socket_dir = tempfile::Builder::new()
             .prefix("baton-")
             .tempdir_in(&base)

@@ -231,6 +231,11 @@ fn run(config_path: PathBuf) -> ExitCode {
             Err(e) => {
                 tracing::error!("{e}");
                 let _ = std::fs::remove_file(&config.socket);
+                // The environment is configuration too: a runtime directory too long
+                // for sockets is the operator's to fix, not a failure to retry.
+                if matches!(e, baton_host::HostError::RuntimeDirTooLong { .. }) {
+                    return ExitCode::from(EXIT_CONFIG);
+                }
                 return ExitCode::FAILURE;
             }
         };

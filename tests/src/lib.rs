@@ -495,12 +495,22 @@ impl Load {
 /// Runs `baton run` on `text` saved as `file_name` in a fresh directory, expecting it to
 /// refuse; returns its exit code and stderr.
 pub fn run_refused_config(file_name: &str, text: &str) -> (Option<i32>, String) {
+    run_refused_config_with_env(file_name, text, &[])
+}
+
+/// Like [`run_refused_config`], with extra environment variables for the host.
+pub fn run_refused_config_with_env(
+    file_name: &str,
+    text: &str,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join(file_name);
     std::fs::write(&path, text).expect("write config");
     let out = Command::new(bin("baton"))
         .args(["run", "--config"])
         .arg(&path)
+        .envs(env.iter().copied())
         .output()
         .expect("run baton");
     (

@@ -152,9 +152,8 @@ impl Launcher {
         let started = Instant::now();
         let timeout = self.config.handshake_timeout();
         let identity = self.identity()?;
-        let socket = self
-            .plugin_dir(identity.as_ref())?
-            .join(format!("{}.{number}.sock", self.name));
+        let dir = self.plugin_dir(identity.as_ref())?;
+        let socket = dir.join(format!("{number}.sock"));
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
         // Admitted before the process starts: it may call the host during its start-up.
@@ -206,7 +205,7 @@ impl Launcher {
         match &identity {
             Some(id) => {
                 // The plugin's own directory: the config's directory may be closed to it.
-                command.uid(id.uid).gid(id.gid).current_dir(&id.dir);
+                command.uid(id.uid).gid(id.gid).current_dir(&dir);
             }
             None => {
                 if let Some(dir) = &self.config.cwd {
@@ -429,41 +428,41 @@ impl Launcher {
         Ok(Some(Identity {
             uid: uid.as_raw(),
             gid: gid.as_raw(),
-            dir: self.socket_dir.join(&*self.name),
         }))
     }
 
-    /// Where this plugin's sockets live: the host's directory, or for a plugin with its
-    /// own user a subdirectory it owns (the host's, then mode 0711, lets it through
-    /// without letting anyone list it).
+    /// Where this plugin's sockets live: a directory of its own in the host's, named
+    /// by [`socket_tag`]. For a plugin with its own user, that user owns it (the host's
+    /// directory, then mode 0711, lets it through without letting anyone list it).
     fn plugin_dir(&self, identity: Option<&Identity>) -> Result<PathBuf, StartError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        let Some(id) = identity else {
-            return Ok(self.socket_dir.clone());
-        };
+        let path = self.socket_dir.join(socket_tag(&self.name));
         let fail = |e: std::io::Error| StartError::Refused {
-            path: id.dir.clone(),
+            path: path.clone(),
             why: format!("cannot prepare the plugin's directory: {e}"),
         };
-        std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o711))
-            .map_err(fail)?;
-        match std::fs::DirBuilder::new().mode(0o700).create(&id.dir) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(fail(e)),
             _ => {}
         }
+        let Some(id) = identity else {
+            return Ok(path);
+        };
+        std::fs::set_permissions(&self.socket_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(fail)?;
         // Handed over on the open directory, never by path: the plugin's user owns what
         // is inside, and only the socket it binds is meant to be there.
         let dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&id.dir)
+            .open(&path)
             .map_err(fail)?;
         nix::unistd::fchown(&dir, Some(id.uid.into()), Some(id.gid.into()))
             .map_err(|e| fail(e.into()))?;
         // The host-services socket is then reachable by the plugin's user; the launch
         // token still decides who may use it.
         let _ = std::fs::set_permissions(&self.host_socket, std::fs::Permissions::from_mode(0o666));
-        Ok(id.dir.clone())
+        Ok(path)
     }
 
     async fn connect(
@@ -612,11 +611,44 @@ const ENV_ALLOW: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// Who a plugin runs as, and its own directory.
+/// Who a plugin runs as.
 struct Identity {
     uid: u32,
     gid: u32,
-    dir: PathBuf,
+}
+
+/// The longest path a Unix socket can have on Linux: `sun_path` holds 108 bytes,
+/// the last of which is its NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Longest [`socket_tag`].
+const MAX_TAG: usize = 16;
+
+/// The name of a plugin's socket directory: the plugin's own name when it is short, else
+/// its start and a hash of the whole. A socket path is then at most
+/// [`plugin_socket_tail`] bytes longer than the host's directory, whatever the name and
+/// however many generations have run.
+pub fn socket_tag(name: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    // The daemon's config allows only such names; an embedder's may hold anything,
+    // which must not become a path of its own (`..`, `/`).
+    if !name.is_empty() && name.len() <= MAX_TAG && name.chars().all(plain) {
+        return name.to_owned();
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let start: String = name
+        .chars()
+        .filter(|c| plain(*c))
+        .take(MAX_TAG - 9)
+        .collect();
+    format!("{start}~{hex}")
+}
+
+/// How much a plugin's socket path adds to the host's directory at most:
+/// `/<tag>/<generation, up to 20 digits>.sock`.
+pub const fn plugin_socket_tail() -> usize {
+    1 + MAX_TAG + 1 + 20 + ".sock".len()
 }
 
 fn kill_group(pid: u32, signal: Signal) {
@@ -624,5 +656,26 @@ fn kill_group(pid: u32, signal: Signal) {
         && pid > 0
     {
         let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_tags_are_short_plain_and_distinct() {
+        assert_eq!(socket_tag("counter"), "counter");
+        let long = "a".repeat(64);
+        let longer = format!("{long}b");
+        for name in [long.as_str(), longer.as_str(), "../../etc", "é", ""] {
+            let tag = socket_tag(name);
+            assert!(tag.len() <= MAX_TAG, "{tag}");
+            assert!(
+                !tag.contains('/') && tag != ".." && !tag.is_empty(),
+                "{tag}"
+            );
+        }
+        assert_ne!(socket_tag(&long), socket_tag(&longer));
     }
 }

@@ -157,3 +157,71 @@ async fn a_binary_without_its_execute_bit_is_not_run() {
     .await;
     assert!(e.contains("may not execute it"), "{e}");
 }
+
+#[tokio::test]
+async fn a_long_plugin_name_keeps_reloading_past_generation_ten() {
+    // A runtime directory of 22 bytes: with the plugin's 64-character name in its socket
+    // path, generation 1 would fit the 107-byte limit and generation 10 would not.
+    let runtime = tempfile::Builder::new()
+        .prefix("")
+        .rand_bytes(17)
+        .tempdir_in("/tmp")
+        .expect("a runtime dir");
+    let runtime_path = runtime.path().to_str().expect("utf-8").to_owned();
+    assert_eq!(runtime_path.len(), 22, "{runtime_path}");
+    let name = "n".repeat(64);
+    let host = TestHost::start_with_env(
+        &format!(
+            "[plugins.{name}]\ncommand = \"{}\"\nreload = \"manual\"\n",
+            bin("counter").display()
+        ),
+        &[("XDG_RUNTIME_DIR", &runtime_path)],
+    )
+    .await;
+    assert_eq!(host.call_text(&name, "incr", "k").await, "1");
+    for _ in 0..10 {
+        host.client()
+            .reload(ReloadRequest {
+                plugin: name.clone(),
+            })
+            .await
+            .expect("every reload goes through");
+    }
+    let status = serving_generation(&host, &name, 11).await;
+    assert!(status.socket.len() <= 107, "{}", status.socket);
+    assert_eq!(host.call_text(&name, "get", "k").await, "1");
+}
+
+#[tokio::test]
+async fn socket_paths_that_cannot_fit_are_refused_before_anything_runs() {
+    let counter = format!(
+        "[plugins.counter]\ncommand = \"{}\"\n",
+        bin("counter").display()
+    );
+    // The control socket is a config field: its file, line, field and length are named.
+    let long = format!("/tmp/{}/baton.sock", "d".repeat(110));
+    let (code, stderr) =
+        baton_tests::run_refused_config("baton.toml", &format!("socket = \"{long}\"\n{counter}"));
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("baton.toml:1:1")
+            && stderr.contains("socket")
+            && stderr.contains("126 bytes"),
+        "{stderr}"
+    );
+    // The runtime directory comes from the environment: named, with the limit.
+    let deep = tempfile::Builder::new()
+        .prefix(&"r".repeat(60))
+        .tempdir()
+        .expect("a long runtime dir");
+    let (code, stderr) = baton_tests::run_refused_config_with_env(
+        "baton.toml",
+        &format!("socket = \"baton.sock\"\n{counter}"),
+        &[("XDG_RUNTIME_DIR", deep.path().to_str().expect("utf-8"))],
+    );
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("XDG_RUNTIME_DIR") && stderr.contains("107-byte limit"),
+        "{stderr}"
+    );
+}
