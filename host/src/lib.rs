@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accept;
 pub mod check;
 pub mod checkpoint;
 pub mod config;

@@ -196,6 +196,19 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The control socket is 0600 already; checking the peer too keeps the bound on
+/// connections meaningful if its mode is ever widened.
+fn control_gate() -> baton_host::accept::Gate {
+    let host_uid = nix::unistd::geteuid().as_raw();
+    baton_host::accept::Gate {
+        what: "control API",
+        admits: std::sync::Arc::new(move |uid| uid == host_uid || uid == 0),
+        max_total: baton_host::accept::share_of_descriptors(16, 256),
+        // Its calls carry no token: `baton ctl events --follow` may idle for days.
+        auth_deadline: None,
+    }
+}
+
 fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -205,6 +218,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     init_logging();
+    baton_host::accept::raise_descriptor_limit();
     // The daemon mostly forwards calls; the plugins need the cores more. On 2 cores one
     // worker gave 1.6x lower daemon latency and 1.15x more throughput than two
     // (baton-bench, docs/performance.md).
@@ -249,7 +263,7 @@ fn run(config_path: PathBuf) -> ExitCode {
             tonic::transport::Server::builder()
                 .add_service(ControlService::new(&host).into_server())
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    baton_host::accept::incoming(listener, control_gate()),
                     async {
                         let _ = server_stopped.await;
                     },

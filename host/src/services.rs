@@ -80,17 +80,18 @@ impl PluginIdentity {
 /// guess, and a token is 256 random bits that only the host and its child ever see.
 #[derive(Clone, Default)]
 pub struct Registry {
-    tokens: Arc<RwLock<HashMap<String, PluginIdentity>>>,
+    /// Each running generation's token, who it is, and the uid it runs as.
+    tokens: Arc<RwLock<HashMap<String, (PluginIdentity, u32)>>>,
 }
 
 impl Registry {
-    /// Lets `token` call the host services as `identity` until the returned admission
-    /// is dropped (when its generation has ended).
-    pub(crate) fn admit(&self, token: &str, identity: PluginIdentity) -> Admission {
+    /// Lets `token` call the host services as `identity`, from processes running as
+    /// `uid`, until the returned admission is dropped (when its generation has ended).
+    pub(crate) fn admit(&self, token: &str, identity: PluginIdentity, uid: u32) -> Admission {
         self.tokens
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(token.to_owned(), identity);
+            .insert(token.to_owned(), (identity, uid));
         Admission {
             registry: self.clone(),
             token: token.to_owned(),
@@ -102,7 +103,17 @@ impl Registry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
-            .cloned()
+            .map(|(identity, _)| identity.clone())
+    }
+
+    /// Whether some running generation runs as `uid`: nobody else has any business
+    /// connecting to the host services.
+    pub(crate) fn admits_uid(&self, uid: u32) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|(_, admitted)| *admitted == uid)
     }
 
     /// The auth check in front of every service on the host socket.
@@ -122,6 +133,9 @@ impl Registry {
                  (a token ends with its process)"
             ))
         })?;
+        if let Some(peer) = request.extensions().get::<crate::accept::Peer>() {
+            peer.authenticated();
+        }
         request.extensions_mut().insert(identity);
         Ok(request)
     }
@@ -505,6 +519,15 @@ pub(crate) fn start(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
+    let gate = crate::accept::Gate {
+        what: "host services",
+        admits: {
+            let registry = registry.clone();
+            Arc::new(move |uid| registry.admits_uid(uid))
+        },
+        max_total: crate::accept::share_of_descriptors(8, 1024),
+        auth_deadline: Some(crate::accept::AUTH_DEADLINE),
+    };
     let auth = InterceptorLayer::new(move |request| registry.authenticate(request));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(
@@ -512,7 +535,7 @@ pub(crate) fn start(
             .layer(auth)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                crate::accept::incoming(listener, gate),
                 // A host dropped without `shutdown` drops the sender: stop then too.
                 async {
                     let _ = stopped.await;
@@ -641,7 +664,7 @@ mod tests {
             name: Arc::from("notes"),
             generation: 3,
         };
-        let admission = registry.admit("t0k3n", who.clone());
+        let admission = registry.admit("t0k3n", who.clone(), 0);
         let mut request = Request::new(());
         request
             .metadata_mut()
@@ -683,6 +706,7 @@ mod tests {
                 name: Arc::from("notes"),
                 generation: 2,
             },
+            nix::unistd::geteuid().as_raw(),
         );
         let mut client = HostClient::new(crate::launch::unix_channel(server.socket()));
         let with_token = |token: &str, kind: &str| {

@@ -123,8 +123,21 @@ impl RestartPolicy {
         if self.recent.len() >= self.config.max_crashes as usize {
             return None;
         }
+        Some(self.delay())
+    }
+
+    /// Records a start that failed for the host's own reason (out of descriptors or
+    /// memory): it waits like a crash, at least the initial backoff, but does not count
+    /// toward the breaker, which judges the plugin.
+    pub fn on_host_shortage(&mut self) -> Duration {
+        self.streak = self.streak.saturating_add(1);
+        self.delay()
+            .max(Duration::from_millis(self.config.initial_backoff_ms))
+    }
+
+    fn delay(&self) -> Duration {
         // The first restart is immediate: a one-off crash should cost milliseconds.
-        Some(match self.streak {
+        match self.streak {
             0 | 1 => Duration::ZERO,
             n => {
                 let factor = 1u64.checked_shl(n - 2).unwrap_or(u64::MAX);
@@ -135,7 +148,7 @@ impl RestartPolicy {
                         .min(self.config.max_backoff_ms),
                 )
             }
-        })
+        }
     }
 
     /// Forgets past crashes (after an operator revives the plugin).
@@ -428,15 +441,15 @@ impl Supervisor {
                     return;
                 }
             };
-            let (reason, uptime, tripped) = match launched {
+            let (reason, uptime, tripped, host_side) = match launched {
                 Ok(generation) => {
                     self.restore_checkpoint(&generation).await;
                     self.serve_started(&generation, restarting);
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
-                        Ended::Crashed { reason, uptime } => (reason, uptime, false),
-                        Ended::Tripped { reason } => (reason, Duration::ZERO, true),
+                        Ended::Crashed { reason, uptime } => (reason, uptime, false, false),
+                        Ended::Tripped { reason } => (reason, Duration::ZERO, true, false),
                     }
                 }
                 Err(e) => {
@@ -447,13 +460,15 @@ impl Supervisor {
                     tracing::error!(generation = number, "{reason}");
                     self.emit(number, "start_failed", reason.clone());
                     self.answer_pending(Err(reason.clone()));
-                    (reason, Duration::ZERO, false)
+                    (reason, Duration::ZERO, false, e.is_host_side())
                 }
             };
             restarting = true;
             self.live = None;
             let delay = if tripped {
                 None
+            } else if host_side {
+                Some(self.policy.on_host_shortage())
             } else {
                 self.policy.on_crash(Instant::now(), uptime)
             };
@@ -1081,5 +1096,21 @@ mod tests {
             p.on_crash(t + Duration::from_millis(5_500), Duration::ZERO)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_hosts_own_shortages_wait_but_never_trip_the_breaker() {
+        let mut p = RestartPolicy::new(RestartConfig {
+            max_crashes: 2,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 400,
+            ..RestartConfig::default()
+        });
+        let waits: Vec<u64> = (0..6)
+            .map(|_| p.on_host_shortage().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 100, 200, 400, 400, 400]);
+        // The plugin's own first crash is still its first.
+        assert!(p.on_crash(Instant::now(), Duration::ZERO).is_some());
     }
 }

@@ -101,6 +101,16 @@ impl TestHost {
 
     /// Like [`start`](Self::start), with extra environment variables for the host.
     pub async fn start_with_env(plugins_toml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(plugins_toml, env, None).await
+    }
+
+    /// Like [`start`](Self::start), with the host's open-files limit (soft and hard) set to
+    /// `limit`, as a tight `LimitNOFILE=` would.
+    pub async fn start_with_open_files(plugins_toml: &str, limit: u64) -> Self {
+        Self::start_with(plugins_toml, &[], Some(limit)).await
+    }
+
+    async fn start_with(plugins_toml: &str, env: &[(&str, &str)], open_files: Option<u64>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
@@ -113,7 +123,8 @@ impl TestHost {
         )
         .expect("write the config");
         let log = std::fs::File::create(dir.path().join("host.log")).expect("create the log");
-        let child = Command::new(bin("baton"))
+        let mut command = Command::new(bin("baton"));
+        command
             .args(["run", "--config"])
             .arg(&config)
             .env("BATON_LOG", "info,baton::plugin=debug")
@@ -121,9 +132,21 @@ impl TestHost {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup the log"))
             .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start baton");
+            .process_group(0);
+        if let Some(limit) = open_files {
+            // SAFETY: one raw syscall between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command.spawn().expect("start baton");
         let mut host = Self {
             child,
             dir,

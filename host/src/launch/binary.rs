@@ -234,10 +234,7 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 /// another user planted there can redirect the write or the chown.
 pub(super) fn copy_binary(from: &Path, to: &Path, runner: Runner) -> Result<(), StartError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let fail = |what: &str, source: std::io::Error| StartError::Spawn {
-        command: from.to_owned(),
-        source: std::io::Error::new(source.kind(), format!("{what}: {source}")),
-    };
+    let fail = |what: &str, source: std::io::Error| StartError::spawn(from, what, source);
     let stamp = |m: &std::fs::Metadata| (m.ino(), m.size(), m.mtime(), m.mtime_nsec());
     let mut source = std::fs::File::open(from).map_err(|e| fail("cannot read it", e))?;
     let before = source.metadata().map_err(|e| fail("cannot read it", e))?;

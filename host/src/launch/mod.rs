@@ -86,6 +86,18 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The host ran short of descriptors, memory or processes while starting it: not
+    /// the plugin's doing, so not counted as its crash.
+    #[error("the host could not start {}: {what}: {source}", command.display())]
+    HostShort {
+        /// The program.
+        command: PathBuf,
+        /// What the host was doing.
+        what: String,
+        /// The OS's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The binary failed a production or pin check.
     #[error("refused to run {}: {why}", path.display())]
     Refused {
@@ -115,6 +127,44 @@ pub enum StartError {
         /// Its last lines of stderr.
         stderr: Vec<String>,
     },
+}
+
+impl StartError {
+    /// A failed start of `command` while doing `what`: the host's shortage, or the
+    /// program's problem.
+    fn spawn(command: &Path, what: &str, source: std::io::Error) -> Self {
+        use nix::errno::Errno;
+        let short = source.raw_os_error().is_some_and(|code| {
+            [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN]
+                .contains(&Errno::from_raw(code))
+        });
+        if short {
+            return Self::HostShort {
+                command: command.to_owned(),
+                what: if what.is_empty() {
+                    "cannot start the process"
+                } else {
+                    what
+                }
+                .to_owned(),
+                source,
+            };
+        }
+        let source = if what.is_empty() {
+            source
+        } else {
+            std::io::Error::new(source.kind(), format!("{what}: {source}"))
+        };
+        Self::Spawn {
+            command: command.to_owned(),
+            source,
+        }
+    }
+
+    /// Whether the host, not the plugin, is why it did not start.
+    pub fn is_host_side(&self) -> bool {
+        matches!(self, Self::HostShort { .. })
+    }
 }
 
 fn stderr_suffix(lines: &[String]) -> String {
@@ -163,6 +213,9 @@ impl Launcher {
                 name: self.name.clone(),
                 generation: number,
             },
+            identity
+                .as_ref()
+                .map_or_else(|| nix::unistd::geteuid().as_raw(), |id| id.uid),
         );
 
         let program = self.config.command.clone();
@@ -247,10 +300,9 @@ impl Launcher {
                     }
                     return Err(e);
                 }
-                let spawned = command.spawn().map_err(|source| StartError::Spawn {
-                    command: program.clone(),
-                    source,
-                });
+                let spawned = command
+                    .spawn()
+                    .map_err(|source| StartError::spawn(&program, "", source));
                 // A running binary needs no name on disk (the kernel holds the inode),
                 // so its copy goes at once and a killed host leaks nothing big; a
                 // script's interpreter opens the file after exec, so that copy stays
@@ -662,6 +714,23 @@ fn kill_group(pid: u32, signal: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_or_memory_is_the_hosts_shortage() {
+        let start = |errno: nix::errno::Errno| {
+            StartError::spawn(
+                Path::new("./p"),
+                "cannot copy it",
+                std::io::Error::from_raw_os_error(errno as i32),
+            )
+        };
+        for errno in [nix::errno::Errno::EMFILE, nix::errno::Errno::ENOMEM] {
+            assert!(start(errno).is_host_side());
+        }
+        let missing = start(nix::errno::Errno::ENOENT);
+        assert!(!missing.is_host_side());
+        assert!(missing.to_string().contains("cannot copy it"), "{missing}");
+    }
 
     #[test]
     fn socket_tags_are_short_plain_and_distinct() {

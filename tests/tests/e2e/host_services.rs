@@ -1,7 +1,7 @@
 //! Host services: plugins call back into their host (log, key-value store, events) on
 //! the host's own socket, and only with their launch token.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use baton_proto::host::host_client::HostClient;
@@ -12,13 +12,12 @@ use baton_tests::{
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The host-services socket: `host.sock` beside the plugins' sockets.
+/// The host-services socket, as the plugin is told it.
 async fn host_socket(host: &TestHost, plugin: &str) -> PathBuf {
     let status = host.serving(plugin, Duration::from_secs(10)).await;
-    Path::new(&status.socket)
-        .parent()
-        .expect("the plugin socket is in the host's socket directory")
-        .join("host.sock")
+    PathBuf::from(
+        baton_tests::process_env(status.pid, "BATON_HOST_SOCKET").expect("BATON_HOST_SOCKET"),
+    )
 }
 
 #[tokio::test]

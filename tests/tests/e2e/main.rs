@@ -7,6 +7,7 @@ mod chaos;
 mod check;
 mod config;
 mod crashes;
+mod floods;
 mod host_death;
 mod host_services;
 mod metrics;

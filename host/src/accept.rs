@@ -1,0 +1,269 @@
+//! Accepting connections on the host's Unix sockets within bounds a hostile local peer
+//! cannot push past: the peer's uid is checked at accept (`SO_PEERCRED`), connections
+//! are capped per socket and per peer process, and on a socket that wants a token, a
+//! connection that has not shown one soon after connecting is closed.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tonic::transport::server::Connected;
+
+/// How long a connection to a socket that wants a token may stay without showing one.
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(3);
+/// Connections one peer process may hold on one socket.
+pub const MAX_PER_PEER: usize = 64;
+
+/// Who may connect to one socket, and how many.
+pub struct Gate {
+    /// The socket's role, for log lines (`host services`, `control API`).
+    pub what: &'static str,
+    /// Whether a peer with this uid may connect at all.
+    pub admits: Arc<dyn Fn(u32) -> bool + Send + Sync>,
+    /// Connections held at once on this socket.
+    pub max_total: usize,
+    /// Set for sockets whose calls carry a token: how long a connection may go without.
+    pub auth_deadline: Option<Duration>,
+}
+
+/// What the server knows about a connection's peer; in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The peer's user id, from the kernel.
+    pub uid: u32,
+    /// The peer's process id, from the kernel (0 if it did not say).
+    pub pid: u32,
+    authenticated: Arc<AtomicBool>,
+}
+
+impl Peer {
+    /// Records that a request on this connection carried a valid token: the connection
+    /// may then stay open as long as its peer likes.
+    pub fn authenticated(&self) {
+        self.authenticated.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_pid: HashMap<u32, usize>,
+}
+
+/// One connection's place in its socket's counts, given back when it closes.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    pid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_pid.get_mut(&self.pid) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_pid.remove(&self.pid);
+            }
+        }
+    }
+}
+
+/// An accepted connection within its socket's bounds.
+pub struct Guarded {
+    stream: UnixStream,
+    peer: Peer,
+    /// Until a token is shown: when the connection is closed without one.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _slot: Slot,
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline {
+            if this.peer.authenticated.load(Ordering::Relaxed) {
+                this.deadline = None;
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                // The server always has a read pending, so the timer's wake-up lands here.
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no valid token in time",
+                )));
+            }
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Why a connection was turned away, for the rate-limited log line.
+enum Refusal {
+    Uid(u32),
+    Total,
+    PerPeer(u32),
+}
+
+/// The connections a server should serve: those `gate` lets through. Accepting runs in
+/// its own task; a connection that may not stay is closed at once, so a flood never
+/// holds more descriptors than the bounds allow.
+pub fn incoming(
+    listener: UnixListener,
+    gate: Gate,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Guarded>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let mut refused = 0u64;
+        let mut last_report = Instant::now();
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let stream = match stream {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) and the like: the connection waits
+                    // in the backlog; try again shortly rather than spin.
+                    tracing::warn!("{}: cannot accept a connection: {e}", gate.what);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match admit(&gate, &counts, stream) {
+                Ok(guarded) => {
+                    if tx.send(Ok(guarded)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(why) => {
+                    refused += 1;
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        let reason = match why {
+                            Refusal::Uid(uid) => format!("uid {uid} may not use this socket"),
+                            Refusal::Total => {
+                                format!("{} connections are open already", gate.max_total)
+                            }
+                            Refusal::PerPeer(pid) => {
+                                format!("pid {pid} holds {MAX_PER_PEER} connections already")
+                            }
+                        };
+                        tracing::warn!(
+                            "{}: refused {refused} connection(s) in the last second; latest: {reason}",
+                            gate.what
+                        );
+                        refused = 0;
+                        last_report = Instant::now();
+                    }
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn admit(gate: &Gate, counts: &Arc<Mutex<Counts>>, stream: UnixStream) -> Result<Guarded, Refusal> {
+    // A peer the kernel cannot vouch for is nobody we know.
+    let cred = stream.peer_cred().map_err(|_| Refusal::Uid(u32::MAX))?;
+    let (uid, pid) = (cred.uid(), cred.pid().unwrap_or(0).max(0) as u32);
+    if !(gate.admits)(uid) {
+        return Err(Refusal::Uid(uid));
+    }
+    {
+        let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.total >= gate.max_total {
+            return Err(Refusal::Total);
+        }
+        let held = counts.per_pid.entry(pid).or_default();
+        if *held >= MAX_PER_PEER {
+            return Err(Refusal::PerPeer(pid));
+        }
+        *held += 1;
+        counts.total += 1;
+    }
+    Ok(Guarded {
+        stream,
+        peer: Peer {
+            uid,
+            pid,
+            authenticated: Arc::new(AtomicBool::new(false)),
+        },
+        deadline: gate.auth_deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+        _slot: Slot {
+            counts: counts.clone(),
+            pid,
+        },
+    })
+}
+
+/// Connections a socket may hold at once: a share of the descriptors this process may
+/// open, so that a flood on one socket leaves room for plugins, pipes and the others.
+pub fn share_of_descriptors(divisor: u64, cap: usize) -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / divisor)
+        .unwrap_or(cap)
+        .clamp(16, cap)
+}
+
+/// Raises this process's soft limit on open files to its hard limit: a host serves many
+/// plugins, each with sockets and pipes, and the default soft limit is often 1024.
+pub fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}")
+            }
+        },
+        _ => {}
+    }
+}

@@ -1,0 +1,157 @@
+//! Floods a hostile local peer can drive: connections to the host's sockets stay within
+//! bounds, and the host and its other plugins keep working through them.
+
+use std::time::Duration;
+
+use baton_proto::host::PluginState;
+use baton_tests::{EventLog, TestHost, bin, fd_count, process_env, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::net::UnixStream;
+
+/// Lets this test process hold a flood's worth of connections.
+fn raise_own_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Whether the other end has closed `stream` (end of file or an error, not "nothing yet").
+fn closed(stream: &UnixStream) -> bool {
+    let mut buf = [0u8; 64];
+    match stream.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[tokio::test]
+async fn a_connection_flood_on_the_host_socket_leaves_the_host_and_its_plugins_working() {
+    raise_own_open_files();
+    let host = TestHost::start_with_open_files(
+        &format!(
+            "[plugins.counter]\ncommand = \"{}\"\n[plugins.counter.restart]\nmax_crashes = 2\n\n\
+             [plugins.echo]\ncommand = \"{}\"\n",
+            bin("counter").display(),
+            bin("echo").display()
+        ),
+        256,
+    )
+    .await;
+    let counter = host.serving("counter", Duration::from_secs(10)).await;
+    let host_socket =
+        process_env(counter.pid, "BATON_HOST_SOCKET").expect("the host socket variable");
+
+    // Connections that never send a token, far more than the host may hold.
+    let mut flood = Vec::new();
+    for _ in 0..600 {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            UnixStream::connect(&host_socket),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => flood.push(stream),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    assert!(
+        flood.len() >= 300,
+        "only {} connections were made",
+        flood.len()
+    );
+
+    // While the flood holds: the control API answers, calls go through, and a neighbour
+    // that crashes comes back.
+    let listed = tokio::time::timeout(Duration::from_secs(3), host.list())
+        .await
+        .expect("the control API answers during the flood");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        host.call_text("echo", "echo", "still here").await,
+        "still here"
+    );
+    kill(Pid::from_raw(counter.pid as i32), Signal::SIGKILL).expect("kill the counter");
+    let back = wait_until(
+        "the counter serves again",
+        Duration::from_secs(10),
+        || async {
+            let s = host.status("counter").await;
+            (s.state == PluginState::Serving as i32 && s.pid != counter.pid).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(back.generation, counter.generation + 1);
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    let held = fd_count(host.pid());
+    assert!(
+        held < 160,
+        "the host holds {held} descriptors during the flood"
+    );
+
+    // Connections that never showed a token are closed within seconds.
+    wait_until(
+        "every flood connection is closed by the host",
+        Duration::from_secs(10),
+        || async { flood.iter().all(closed).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_start_the_host_cannot_afford_is_retried_and_not_blamed_on_the_plugin() {
+    raise_own_open_files();
+    // So few descriptors that a flood's share leaves none for starting a process.
+    let host = TestHost::start_with_open_files(
+        &format!(
+            "[plugins.counter]\ncommand = \"{}\"\n[plugins.counter.restart]\nmax_crashes = 2\n",
+            bin("counter").display()
+        ),
+        36,
+    )
+    .await;
+    let events = EventLog::start(&host).await;
+    let counter = host.serving("counter", Duration::from_secs(10)).await;
+    let host_socket =
+        process_env(counter.pid, "BATON_HOST_SOCKET").expect("the host socket variable");
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            UnixStream::connect(&host_socket),
+        )
+        .await
+        {
+            flood.push(stream);
+        }
+    }
+    kill(Pid::from_raw(counter.pid as i32), Signal::SIGKILL).expect("kill the counter");
+    let short = events
+        .wait_for("start_failed", 1, Duration::from_secs(10))
+        .await;
+    assert!(
+        short[0].message.contains("the host could not start")
+            && short[0].message.contains("Too many open files"),
+        "{}",
+        short[0].message
+    );
+    // Once the flood's connections are closed for want of a token, it starts: the one
+    // crash it had counts, the host's failed starts do not (two would trip the breaker).
+    let back = wait_until(
+        "the counter serves again",
+        Duration::from_secs(15),
+        || async {
+            let s = host.status("counter").await;
+            assert_ne!(s.state, PluginState::Failed as i32, "{}", s.last_error);
+            (s.state == PluginState::Serving as i32).then_some(s)
+        },
+    )
+    .await;
+    assert!(back.generation > counter.generation);
+    assert!(events.of_kind("failed").is_empty());
+    drop(flood);
+}
