@@ -84,7 +84,7 @@ async fn embed() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Only the host's plugins get in: a call without a launch token is refused.
-    let mut stranger = PluginClient::new(baton_host::process::unix_channel(host.services_socket()));
+    let mut stranger = PluginClient::new(baton_host::launch::unix_channel(host.services_socket()));
     let refused = stranger
         .invoke(InvokeRequest {
             method: "insert".into(),
