@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baton_host::control::{self, ControlService};
+use baton_host::socket_file::SocketPathError;
 use baton_host::{Config, Host};
 
 use crate::runtime;
@@ -24,6 +25,7 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
+
 pub(crate) fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -44,13 +46,18 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let listener = match control::bind(&config.socket).await {
+        let (listener, bound) = match control::bind(&config.socket).await {
             Ok(l) => l,
-            Err(e) => {
+            Err(e @ SocketPathError::NotASocket { .. }) => {
+                // The config points at something that is not ours: a config mistake.
                 tracing::error!(
-                    "cannot listen on the control socket {}: {e}",
-                    config.socket.display()
+                    "{}: field `socket`: cannot listen on the control socket: {e}",
+                    config_path.display()
                 );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                tracing::error!("cannot listen on the control socket: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -58,7 +65,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");
-                let _ = std::fs::remove_file(&config.socket);
+                bound.remove();
                 return ExitCode::FAILURE;
             }
         };
@@ -86,7 +93,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         // Plugins stop first, so calls still in flight through the control API end
         // (with an error naming the plugin) instead of holding the server open.
         host.shutdown().await;
-        let _ = std::fs::remove_file(&config.socket);
+        bound.remove();
         match tokio::time::timeout(CONTROL_DRAIN, server).await {
             Ok(Ok(Ok(()))) | Err(_) => ExitCode::SUCCESS,
             Ok(Ok(Err(e))) => {

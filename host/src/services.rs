@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::events::{Event, EventSender};
 use crate::launch::MAX_MESSAGE_BYTES;
+use crate::socket_file::BoundSocket;
 
 /// The host-services socket's file name in the host's socket directory.
 pub const SOCKET_NAME: &str = "host.sock";
@@ -482,7 +483,7 @@ impl HostApi for HostService {
 
 /// The running host-services server.
 pub(crate) struct Server {
-    socket: PathBuf,
+    socket: BoundSocket,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -496,9 +497,10 @@ pub(crate) fn start(
     host: HostService,
 ) -> std::io::Result<Server> {
     let listener = tokio::net::UnixListener::bind(&socket)?;
+    let socket = BoundSocket::bound(&socket)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(socket.path(), std::fs::Permissions::from_mode(0o600))?;
     }
     routes.add_service(
         HostServer::new(host)
@@ -525,7 +527,7 @@ pub(crate) fn start(
 impl Server {
     /// The socket plugins call.
     pub(crate) fn socket(&self) -> &Path {
-        &self.socket
+        self.socket.path()
     }
 
     /// Stops serving: calls in flight get a moment to finish.
@@ -538,7 +540,9 @@ impl Server {
             Ok(Err(_)) => {}
             Err(_) => abort.abort(),
         }
-        let _ = std::fs::remove_file(&self.socket);
+        // By inode: the directory is private, but a socket is removed by path only
+        // while that path still holds the one this server bound.
+        self.socket.remove();
     }
 }
 

@@ -6,6 +6,7 @@ mod calls;
 mod chaos;
 mod check;
 mod config;
+mod control_socket;
 mod crashes;
 mod host_death;
 mod host_services;
