@@ -19,6 +19,7 @@ use crate::Host;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::launch::MAX_MESSAGE_BYTES;
+use crate::size_guard::{self, SizeGuard};
 use crate::socket_file::{self, BoundSocket, SocketPathError};
 use crate::supervisor::{PluginState, PluginStatus};
 
@@ -42,16 +43,19 @@ impl ControlService {
         Self {
             plugins: host.plugins().clone(),
             events: host.event_sender(),
-            max_message_bytes: largest + (64 << 10),
+            max_message_bytes: largest + size_guard::ALLOWANCE,
         }
     }
 
-    /// The tonic service, with message limits matching the plugins'.
-    pub fn into_server(self) -> SupervisorServer<Self> {
+    /// The tonic service, with message limits matching the plugins', behind the check
+    /// that refuses an oversized `Invoke` from its frame header, naming its plugin.
+    pub fn into_server(self) -> SizeGuard<SupervisorServer<Self>> {
         let limit = self.max_message_bytes;
-        SupervisorServer::new(self)
+        let plugins = self.plugins.clone();
+        let server = SupervisorServer::new(self)
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        SizeGuard::new(server, plugins, limit)
     }
 
     fn plugin(&self, name: &str) -> Result<&PluginHandle, Status> {

@@ -14,6 +14,9 @@ use clap::Subcommand;
 
 use crate::runtime;
 
+/// The largest message gRPC's framing can carry (a 32-bit length).
+const MAX_GRPC_MESSAGE: usize = u32::MAX as usize;
+
 #[derive(Subcommand)]
 pub(crate) enum CtlCmd {
     /// One line per plugin: name, state, generation, pid, restarts, last error.
@@ -169,9 +172,12 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
     let channel = control::connect(socket)
         .await
         .map_err(|e| format!("cannot reach a baton host at {}: {e}", socket.display()))?;
+    // No limits of the CLI's own: the host judges each payload against its plugin's
+    // max_message_bytes, answers OUT_OF_RANGE naming them, and counts the failed call.
+    // A limit here would fail first, with other words and other figures, uncounted.
     let mut client = SupervisorClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
     match command {
         CtlCmd::List => {
             let list = client
@@ -259,8 +265,15 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
                 Some("-") => {
                     let mut buf = Vec::new();
                     std::io::stdin()
+                        .take(MAX_GRPC_MESSAGE as u64 + 1)
                         .read_to_end(&mut buf)
                         .map_err(|e| format!("cannot read the payload from stdin: {e}"))?;
+                    if buf.len() > MAX_GRPC_MESSAGE {
+                        return Err(format!(
+                            "the payload on stdin is over {MAX_GRPC_MESSAGE} bytes, more than \
+                             one gRPC message can carry"
+                        ));
+                    }
                     buf
                 }
                 Some(text) => text.as_bytes().to_vec(),

@@ -29,6 +29,7 @@ pub mod launch;
 pub mod metrics;
 mod monitor;
 pub mod services;
+pub mod size_guard;
 pub mod socket_file;
 pub mod supervisor;
 pub mod watch;
