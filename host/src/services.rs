@@ -26,7 +26,7 @@ use tonic::service::{InterceptorLayer, RoutesBuilder};
 use tonic::{Request, Response, Status};
 
 use crate::events::{Event, EventSender};
-use crate::launch::MAX_MESSAGE_BYTES;
+use crate::launch::{LogLimiter, MAX_MESSAGE_BYTES};
 use crate::socket_file::BoundSocket;
 
 /// The host-services socket's file name in the host's socket directory.
@@ -81,24 +81,29 @@ impl PluginIdentity {
 /// guess, and a token is 256 random bits that only the host and its child ever see.
 #[derive(Clone, Default)]
 pub struct Registry {
-    tokens: Arc<RwLock<HashMap<String, PluginIdentity>>>,
+    tokens: Arc<RwLock<HashMap<String, (PluginIdentity, LogLimiter)>>>,
 }
 
 impl Registry {
     /// Lets `token` call the host services as `identity` until the returned admission
-    /// is dropped (when its generation has ended).
-    pub(crate) fn admit(&self, token: &str, identity: PluginIdentity) -> Admission {
+    /// is dropped (when its generation has ended); its `Log` calls spend `log`.
+    pub(crate) fn admit(
+        &self,
+        token: &str,
+        identity: PluginIdentity,
+        log: LogLimiter,
+    ) -> Admission {
         self.tokens
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(token.to_owned(), identity);
+            .insert(token.to_owned(), (identity, log));
         Admission {
             registry: self.clone(),
             token: token.to_owned(),
         }
     }
 
-    fn identify(&self, token: &str) -> Option<PluginIdentity> {
+    fn identify(&self, token: &str) -> Option<(PluginIdentity, LogLimiter)> {
         self.tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -117,13 +122,14 @@ impl Registry {
             }
             Some(token) => token.to_str().ok().and_then(|t| self.identify(t)),
         };
-        let identity = identity.ok_or_else(|| {
+        let (identity, log) = identity.ok_or_else(|| {
             Status::unauthenticated(format!(
                 "unknown {TOKEN_METADATA_KEY}: no running plugin of this host holds it \
                  (a token ends with its process)"
             ))
         })?;
         request.extensions_mut().insert(identity);
+        request.extensions_mut().insert(log);
         Ok(request)
     }
 }
@@ -376,10 +382,16 @@ fn valid_event_kind(kind: &str) -> bool {
 impl HostApi for HostService {
     async fn log(&self, request: Request<LogRequest>) -> Result<Response<LogResponse>, Status> {
         let who = PluginIdentity::of(&request)?.clone();
+        let budget = request.extensions().get::<LogLimiter>().cloned();
         let req = request.into_inner();
         let message = cut(&req.message, MAX_LOG_BYTES);
         let fields = render_fields(&req.fields);
         let fields = cut(&fields, MAX_LOG_BYTES);
+        // Over the plugin's rate the line is dropped, not refused: logging must not
+        // fail a plugin's work, and the host reports the drops once a second.
+        if budget.is_some_and(|b| !b.admit(message.len() + fields.len())) {
+            return Ok(Response::new(LogResponse {}));
+        }
         let (name, generation) = (&*who.name, who.generation);
         // The same target as the plugin's captured stderr, so one filter covers both.
         macro_rules! log_at {
@@ -550,6 +562,13 @@ impl Server {
 mod tests {
     use super::*;
 
+    fn test_limiter() -> LogLimiter {
+        LogLimiter::new(
+            Arc::from("notes"),
+            crate::PluginConfig::new("x").log_limit(),
+        )
+    }
+
     fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> tonic::Code {
         r.expect_err("should be refused").code()
     }
@@ -645,7 +664,7 @@ mod tests {
             name: Arc::from("notes"),
             generation: 3,
         };
-        let admission = registry.admit("t0k3n", who.clone());
+        let admission = registry.admit("t0k3n", who.clone(), test_limiter());
         let mut request = Request::new(());
         request
             .metadata_mut()
@@ -687,6 +706,7 @@ mod tests {
                 name: Arc::from("notes"),
                 generation: 2,
             },
+            test_limiter(),
         );
         let mut client = HostClient::new(crate::launch::unix_channel(server.socket()));
         let with_token = |token: &str, kind: &str| {

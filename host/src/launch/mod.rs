@@ -31,7 +31,7 @@ pub use channel::{PluginRpc, TokenService, unix_channel};
 use handshake::read_handshake_line;
 pub use handshake::{check_handshake, new_token};
 use logs::capture_lines;
-pub use logs::{LogLine, LogRing};
+pub use logs::{LogLimit, LogLimiter, LogLine, LogRing};
 pub use spawner::Spawner;
 
 /// How a process ended, in words.
@@ -164,6 +164,7 @@ impl Launcher {
                 name: self.name.clone(),
                 generation: number,
             },
+            self.logs.limiter().clone(),
         );
 
         let program = self.config.command.clone();

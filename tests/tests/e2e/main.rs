@@ -10,6 +10,7 @@ mod control_socket;
 mod crashes;
 mod host_death;
 mod host_services;
+mod log_flood;
 mod message_limits;
 mod metrics;
 mod operations;
