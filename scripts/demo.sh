@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash plugin-sdk/python/setup-python.sh
 cargo build --workspace --locked
-rm -f baton.sock
+# No `rm -f baton.sock`: that would orphan a host already running here. The host itself
+# replaces a stale socket and refuses one a live host still answers on.
 ./target/debug/baton run --config baton.toml &
 host=$!
 trap 'kill -TERM $host 2>/dev/null; wait $host 2>/dev/null' EXIT INT TERM
@@ -19,7 +20,10 @@ wait_generation() { # plugin, generation: wait up to 10 s
     for _ in $(seq 200); do [ "$(generation "$1")" = "$2" ] && return 0; sleep 0.05; done
     echo "demo: $1 did not reach generation $2" >&2; return 1
 }
-for _ in $(seq 200); do $B ctl --socket baton.sock list >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq 200); do
+    kill -0 $host 2>/dev/null || { echo "demo: the host did not start (see its error above)" >&2; exit 1; }
+    $B ctl --socket baton.sock list >/dev/null 2>&1 && break; sleep 0.05
+done
 for p in counter echo pycounter; do
     for _ in $(seq 200); do [ "$($B ctl --socket baton.sock status $p 2>/dev/null | awk 'NR == 2 {print $2}')" = serving ] && break; sleep 0.05; done
 done

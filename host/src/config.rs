@@ -122,6 +122,15 @@ pub struct PluginConfig {
     /// little framing); larger ones fail with OUT_OF_RANGE naming both sizes.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Lines of the plugin's output (stderr, stray stdout) and `Log` calls together that
+    /// reach the host's log per second; more are dropped from the host's log (still
+    /// kept in `baton ctl logs`), and a line a second says how many. Default 1000.
+    #[serde(default = "default_log_lines_per_sec")]
+    pub log_lines_per_sec: u32,
+    /// Bytes of those lines per second, the same way; a second's first line always
+    /// passes, whatever its length (at most 16 KiB). Default 1 MiB.
+    #[serde(default = "default_log_bytes_per_sec")]
+    pub log_bytes_per_sec: u64,
     /// At most this many calls wait for the plugin while it is handed over or restarts;
     /// more are refused with RESOURCE_EXHAUSTED instead of piling up.
     #[serde(default = "default_max_held_calls")]
@@ -222,6 +231,12 @@ fn default_shutdown_grace_ms() -> u64 {
 fn default_max_message_bytes() -> usize {
     64 << 20
 }
+fn default_log_lines_per_sec() -> u32 {
+    1000
+}
+fn default_log_bytes_per_sec() -> u64 {
+    1 << 20
+}
 fn default_max_held_calls() -> usize {
     10_000
 }
@@ -277,6 +292,8 @@ impl PluginConfig {
             group: None,
             max_held_calls: default_max_held_calls(),
             max_message_bytes: default_max_message_bytes(),
+            log_lines_per_sec: default_log_lines_per_sec(),
+            log_bytes_per_sec: default_log_bytes_per_sec(),
             inherit_env: Vec::new(),
             max_rss_mb: None,
             max_cpu_percent: None,
@@ -314,6 +331,13 @@ impl PluginConfig {
     /// `call_timeout_ms` as a duration.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+    /// `log_lines_per_sec` and `log_bytes_per_sec`.
+    pub fn log_limit(&self) -> crate::launch::LogLimit {
+        crate::launch::LogLimit {
+            lines_per_sec: self.log_lines_per_sec,
+            bytes_per_sec: self.log_bytes_per_sec,
+        }
     }
     /// `shutdown_grace_ms` as a duration.
     pub fn shutdown_grace(&self) -> Duration {
@@ -424,6 +448,8 @@ impl Config {
                 ("handover_timeout_ms", plugin.handover_timeout_ms, 1),
                 ("cpu_window_ms", plugin.cpu_window_ms, 1),
                 ("max_message_bytes", plugin.max_message_bytes as u64, 1024),
+                ("log_lines_per_sec", u64::from(plugin.log_lines_per_sec), 1),
+                ("log_bytes_per_sec", plugin.log_bytes_per_sec, 1024),
                 (
                     "checkpoint_interval_ms",
                     plugin.checkpoint_interval_ms.unwrap_or(10),

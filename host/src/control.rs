@@ -19,6 +19,8 @@ use crate::Host;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::launch::MAX_MESSAGE_BYTES;
+use crate::size_guard::{self, SizeGuard};
+use crate::socket_file::{self, BoundSocket, SocketPathError};
 use crate::supervisor::{PluginState, PluginStatus};
 
 /// The control API over a host's plugins.
@@ -41,16 +43,19 @@ impl ControlService {
         Self {
             plugins: host.plugins().clone(),
             events: host.event_sender(),
-            max_message_bytes: largest + (64 << 10),
+            max_message_bytes: largest + size_guard::ALLOWANCE,
         }
     }
 
-    /// The tonic service, with message limits matching the plugins'.
-    pub fn into_server(self) -> SupervisorServer<Self> {
+    /// The tonic service, with message limits matching the plugins', behind the check
+    /// that refuses an oversized `Invoke` from its frame header, naming its plugin.
+    pub fn into_server(self) -> SizeGuard<SupervisorServer<Self>> {
         let limit = self.max_message_bytes;
-        SupervisorServer::new(self)
+        let plugins = self.plugins.clone();
+        let server = SupervisorServer::new(self)
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        SizeGuard::new(server, plugins, limit)
     }
 
     fn plugin(&self, name: &str) -> Result<&PluginHandle, Status> {
@@ -256,22 +261,22 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// Binds the control socket, refusing to take over one a live host still serves.
-pub async fn bind(path: &Path) -> Result<UnixListener, std::io::Error> {
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by another running baton host", path.display()),
-            ));
-        }
-        // A socket left behind by a host that was killed.
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
+/// Binds the control socket, refusing to take over one a live host still serves or a
+/// path that holds anything but a stale socket. The returned [`BoundSocket`] removes
+/// the socket later only if the path still holds this one.
+pub async fn bind(path: &Path) -> Result<(UnixListener, BoundSocket), SocketPathError> {
+    socket_file::claim(path).await?;
+    let io = |what, source| SocketPathError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(|e| io("bind the socket", e))?;
+    let bound = BoundSocket::bound(path).map_err(|e| io("check the socket just bound", e))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("make the socket 0600", e))?;
+    Ok((listener, bound))
 }
 
 /// A channel to a host's control socket.

@@ -275,11 +275,37 @@ impl PluginHandle {
         };
         let result = self.route_call(method, payload, metadata).await;
         counted.code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.count(result.is_err());
+        result
+    }
+
+    fn count(&self, failed: bool) {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        if result.is_err() {
+        if failed {
             self.inner.errors.fetch_add(1, Ordering::Relaxed);
         }
-        result
+    }
+
+    /// The OUT_OF_RANGE a call with a payload of `bytes` gets, naming the plugin, the
+    /// size, the limit and its config key.
+    fn oversized(&self, method: &str, bytes: usize) -> Status {
+        Status::out_of_range(format!(
+            "plugin {}: the payload of {method:?} is {bytes} bytes, over max_message_bytes = {} \
+             (the plugin's limit in the host's config)",
+            self.inner.name, self.inner.max_message_bytes
+        ))
+    }
+
+    /// Refuses, and counts as a failed call, a call the control API judged too large
+    /// before reading all of it (`bytes` is its payload's size, or the request's when
+    /// the payload's could not be seen).
+    pub(crate) fn refuse_oversized(&self, method: &str, bytes: usize) -> Status {
+        let status = self.oversized(method, bytes);
+        self.inner
+            .metrics
+            .record(method, status.code(), std::time::Duration::ZERO);
+        self.count(true);
+        status
     }
 
     async fn route_call(
@@ -297,12 +323,7 @@ impl PluginHandle {
                 .sum::<usize>()
             + 64;
         if payload.len() + allowance > self.inner.max_message_bytes {
-            return Err(Status::out_of_range(format!(
-                "plugin {}: the payload of {method:?} is {} bytes, over max_message_bytes = {}",
-                self.inner.name,
-                payload.len(),
-                self.inner.max_message_bytes
-            )));
+            return Err(self.oversized(method, payload.len()));
         }
         let deadline = tokio::time::Instant::now() + self.inner.call_timeout;
         let mut dead_generation = None;

@@ -303,12 +303,13 @@ impl Host {
         checkpoints: CheckpointStore,
     ) {
         let reload = config.reload_mode(mode);
+        let logs = LogRing::new(Arc::from(name), config.log_limit());
         let launcher = Launcher {
             name: Arc::from(name),
             config,
             socket_dir: self.socket_dir.path().to_owned(),
             spawner: spawner.clone(),
-            logs: LogRing::default(),
+            logs,
             host_socket: self.services.socket().to_owned(),
             production: mode == Mode::Production,
             callers: self.callers.clone(),

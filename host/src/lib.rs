@@ -30,6 +30,8 @@ pub mod launch;
 pub mod metrics;
 mod monitor;
 pub mod services;
+pub mod size_guard;
+pub mod socket_file;
 pub mod supervisor;
 pub mod watch;
 

@@ -26,7 +26,8 @@ use tonic::service::{InterceptorLayer, RoutesBuilder};
 use tonic::{Request, Response, Status};
 
 use crate::events::{Event, EventSender};
-use crate::launch::MAX_MESSAGE_BYTES;
+use crate::launch::{LogLimiter, MAX_MESSAGE_BYTES};
+use crate::socket_file::BoundSocket;
 
 /// The host-services socket's file name in the host's socket directory.
 pub const SOCKET_NAME: &str = "host.sock";
@@ -80,30 +81,45 @@ impl PluginIdentity {
 /// guess, and a token is 256 random bits that only the host and its child ever see.
 #[derive(Clone, Default)]
 pub struct Registry {
-    /// Each running generation's token, who it is, and the uid it runs as.
-    tokens: Arc<RwLock<HashMap<String, (PluginIdentity, u32)>>>,
+    tokens: Arc<RwLock<HashMap<String, Admitted>>>,
+}
+
+/// What the host knows about one running generation's token.
+struct Admitted {
+    identity: PluginIdentity,
+    /// The uid its processes run as.
+    uid: u32,
+    /// The budget its `Log` calls spend.
+    log: LogLimiter,
 }
 
 impl Registry {
     /// Lets `token` call the host services as `identity`, from processes running as
-    /// `uid`, until the returned admission is dropped (when its generation has ended).
-    pub(crate) fn admit(&self, token: &str, identity: PluginIdentity, uid: u32) -> Admission {
+    /// `uid`, until the returned admission is dropped (when its generation has ended);
+    /// its `Log` calls spend `log`.
+    pub(crate) fn admit(
+        &self,
+        token: &str,
+        identity: PluginIdentity,
+        uid: u32,
+        log: LogLimiter,
+    ) -> Admission {
         self.tokens
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(token.to_owned(), (identity, uid));
+            .insert(token.to_owned(), Admitted { identity, uid, log });
         Admission {
             registry: self.clone(),
             token: token.to_owned(),
         }
     }
 
-    fn identify(&self, token: &str) -> Option<PluginIdentity> {
+    fn identify(&self, token: &str) -> Option<(PluginIdentity, LogLimiter)> {
         self.tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
-            .map(|(identity, _)| identity.clone())
+            .map(|a| (a.identity.clone(), a.log.clone()))
     }
 
     /// Whether some running generation runs as `uid`: nobody else has any business
@@ -113,7 +129,7 @@ impl Registry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .any(|(_, admitted)| *admitted == uid)
+            .any(|a| a.uid == uid)
     }
 
     /// The auth check in front of every service on the host socket.
@@ -127,7 +143,7 @@ impl Registry {
             }
             Some(token) => token.to_str().ok().and_then(|t| self.identify(t)),
         };
-        let identity = identity.ok_or_else(|| {
+        let (identity, log) = identity.ok_or_else(|| {
             Status::unauthenticated(format!(
                 "unknown {TOKEN_METADATA_KEY}: no running plugin of this host holds it \
                  (a token ends with its process)"
@@ -137,6 +153,7 @@ impl Registry {
             peer.authenticated();
         }
         request.extensions_mut().insert(identity);
+        request.extensions_mut().insert(log);
         Ok(request)
     }
 }
@@ -389,10 +406,16 @@ fn valid_event_kind(kind: &str) -> bool {
 impl HostApi for HostService {
     async fn log(&self, request: Request<LogRequest>) -> Result<Response<LogResponse>, Status> {
         let who = PluginIdentity::of(&request)?.clone();
+        let budget = request.extensions().get::<LogLimiter>().cloned();
         let req = request.into_inner();
         let message = cut(&req.message, MAX_LOG_BYTES);
         let fields = render_fields(&req.fields);
         let fields = cut(&fields, MAX_LOG_BYTES);
+        // Over the plugin's rate the line is dropped, not refused: logging must not
+        // fail a plugin's work, and the host reports the drops once a second.
+        if budget.is_some_and(|b| !b.admit(message.len() + fields.len())) {
+            return Ok(Response::new(LogResponse {}));
+        }
         let (name, generation) = (&*who.name, who.generation);
         // The same target as the plugin's captured stderr, so one filter covers both.
         macro_rules! log_at {
@@ -496,7 +519,7 @@ impl HostApi for HostService {
 
 /// The running host-services server.
 pub(crate) struct Server {
-    socket: PathBuf,
+    socket: BoundSocket,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -510,9 +533,10 @@ pub(crate) fn start(
     host: HostService,
 ) -> std::io::Result<Server> {
     let listener = tokio::net::UnixListener::bind(&socket)?;
+    let socket = BoundSocket::bound(&socket)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(socket.path(), std::fs::Permissions::from_mode(0o600))?;
     }
     routes.add_service(
         HostServer::new(host)
@@ -548,7 +572,7 @@ pub(crate) fn start(
 impl Server {
     /// The socket plugins call.
     pub(crate) fn socket(&self) -> &Path {
-        &self.socket
+        self.socket.path()
     }
 
     /// Stops serving: calls in flight get a moment to finish.
@@ -561,13 +585,22 @@ impl Server {
             Ok(Err(_)) => {}
             Err(_) => abort.abort(),
         }
-        let _ = std::fs::remove_file(&self.socket);
+        // By inode: the directory is private, but a socket is removed by path only
+        // while that path still holds the one this server bound.
+        self.socket.remove();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_limiter() -> LogLimiter {
+        LogLimiter::new(
+            Arc::from("notes"),
+            crate::PluginConfig::new("x").log_limit(),
+        )
+    }
 
     fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> tonic::Code {
         r.expect_err("should be refused").code()
@@ -664,7 +697,7 @@ mod tests {
             name: Arc::from("notes"),
             generation: 3,
         };
-        let admission = registry.admit("t0k3n", who.clone(), 0);
+        let admission = registry.admit("t0k3n", who.clone(), 0, test_limiter());
         let mut request = Request::new(());
         request
             .metadata_mut()
@@ -707,6 +740,7 @@ mod tests {
                 generation: 2,
             },
             nix::unistd::geteuid().as_raw(),
+            test_limiter(),
         );
         let mut client = HostClient::new(crate::launch::unix_channel(server.socket()));
         let with_token = |token: &str, kind: &str| {

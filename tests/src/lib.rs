@@ -101,21 +101,32 @@ impl TestHost {
 
     /// Like [`start`](Self::start), with extra environment variables for the host.
     pub async fn start_with_env(plugins_toml: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_with(plugins_toml, env, None).await
+        Self::launch(None, plugins_toml, env, None).await
     }
 
     /// Like [`start`](Self::start), with the host's open-files limit (soft and hard) set to
     /// `limit`, as a tight `LimitNOFILE=` would.
     pub async fn start_with_open_files(plugins_toml: &str, limit: u64) -> Self {
-        Self::start_with(plugins_toml, &[], Some(limit)).await
+        Self::launch(None, plugins_toml, &[], Some(limit)).await
     }
 
-    async fn start_with(plugins_toml: &str, env: &[(&str, &str)], open_files: Option<u64>) -> Self {
+    /// Like [`start`](Self::start), with the control socket at `socket` instead of in
+    /// the host's own directory (for hosts that meet at one path).
+    pub async fn start_at(socket: &Path, plugins_toml: &str) -> Self {
+        Self::launch(Some(socket.to_owned()), plugins_toml, &[], None).await
+    }
+
+    async fn launch(
+        socket: Option<PathBuf>,
+        plugins_toml: &str,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("baton-test-")
             .tempdir()
             .expect("a temp dir");
-        let socket = dir.path().join("baton.sock");
+        let socket = socket.unwrap_or_else(|| dir.path().join("baton.sock"));
         let config = dir.path().join("baton.toml");
         std::fs::write(
             &config,
@@ -513,6 +524,38 @@ impl Load {
         }
         (self.ok.load(std::sync::atomic::Ordering::SeqCst), failures)
     }
+}
+
+/// Runs `baton run --config config` until it exits, killing it after `timeout` (a host
+/// that should have refused to start but did not); returns its exit code (`None` when
+/// it had to be killed) and what it wrote to stderr.
+pub fn run_until_exit(config: &Path, timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(bin("baton"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run baton");
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (code, stderr)
 }
 
 /// Runs `baton run` on `text` saved as `file_name` in a fresh directory, expecting it to

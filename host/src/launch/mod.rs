@@ -31,7 +31,7 @@ pub use channel::{PluginRpc, TokenService, unix_channel};
 use handshake::read_handshake_line;
 pub use handshake::{check_handshake, new_token};
 use logs::capture_lines;
-pub use logs::{LogLine, LogRing};
+pub use logs::{LogLimit, LogLimiter, LogLine, LogRing};
 pub use spawner::Spawner;
 
 /// How a process ended, in words.
@@ -216,6 +216,7 @@ impl Launcher {
             identity
                 .as_ref()
                 .map_or_else(|| nix::unistd::geteuid().as_raw(), |id| id.uid),
+            self.logs.limiter().clone(),
         );
 
         let program = self.config.command.clone();

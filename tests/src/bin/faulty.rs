@@ -3,7 +3,9 @@
 //!
 //! - `ok`: a healthy plugin (started `FAULTY_START_DELAY_MS` late, if set) whose methods misbehave on request: `echo`, `pid`,
 //!   `crash` (exits with code 3 mid-call), `abort` (dies by SIGABRT mid-call),
-//!   `hang` (never answers), `stdout` (writes a stray line to stdout).
+//!   `hang` (never answers), `stdout` (writes a stray line to stdout), `flood`
+//!   (writes PAYLOAD MiB of 100-byte lines to stderr as fast as it can), `flood-log`
+//!   (sends PAYLOAD lines through the host's `Log` service, back to back).
 //!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave;
 //!   otherwise it accepts any state (and keeps none). More faults, each by its own
 //!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
@@ -45,6 +47,8 @@ impl Plugin for Faulty {
             .method("abort", "dies by SIGABRT before answering")
             .method("hang", "never answers")
             .method("stdout", "prints a stray line on stdout")
+            .method("flood", "writes PAYLOAD MiB of lines to stderr")
+            .method("flood-log", "sends PAYLOAD lines to the host's Log service")
     }
 
     async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
@@ -93,6 +97,42 @@ impl Plugin for Faulty {
             "stdout" => {
                 println!("a stray line on stdout");
                 Ok(Bytes::new())
+            }
+            "flood" => {
+                let mib: usize = number(&payload)?;
+                // Blocking writes on a thread of their own: the call returns only once the
+                // host has read every byte, so a host that stops reading hangs the call.
+                let written = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let line = format!("{}\n", "x".repeat(99));
+                    let mut err = std::io::stderr().lock();
+                    let mut written = 0usize;
+                    while written < mib << 20 {
+                        if err.write_all(line.as_bytes()).is_err() {
+                            break;
+                        }
+                        written += line.len();
+                    }
+                    written
+                })
+                .await
+                .map_err(|e| Status::internal(format!("the flood thread failed: {e}")))?;
+                Ok(Bytes::from(written.to_string()))
+            }
+            "flood-log" => {
+                let lines: usize = number(&payload)?;
+                let host = baton_plugin_sdk::HostClient::from_env()
+                    .await
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                for i in 0..lines {
+                    host.log(
+                        baton_plugin_sdk::LogLevel::Info,
+                        format!("flooding the host log, line {i} {}", "y".repeat(60)),
+                        [("n", i.to_string())],
+                    )
+                    .await?;
+                }
+                Ok(Bytes::from(lines.to_string()))
             }
             other if std::env::var_os("FAULTY_UNKNOWN_CRASH").is_some() => {
                 eprintln!("panicking on unknown method {other:?}");
@@ -144,6 +184,14 @@ impl Plugin for Faulty {
             }
         }
     }
+}
+
+/// A decimal number in a payload.
+fn number(payload: &[u8]) -> Result<usize, Status> {
+    std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Status::invalid_argument("payload: a decimal number"))
 }
 
 fn socket() -> String {

@@ -1,0 +1,179 @@
+//! `baton run`: the daemon. It loads the config, starts the host and serves the control
+//! API until SIGINT or SIGTERM, then stops the plugins and cleans up.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use baton_host::control::{self, ControlService};
+use baton_host::socket_file::SocketPathError;
+use baton_host::{Config, Host};
+
+use crate::runtime;
+
+/// Exit code for a configuration the host cannot use (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// How long control clients get to finish after the plugins have stopped; idle
+/// client connections would otherwise hold the daemon open.
+const CONTROL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// The control socket is 0600 already; checking the peer too keeps the bound on
+/// connections meaningful if its mode is ever widened.
+fn control_gate() -> baton_host::accept::Gate {
+    let host_uid = nix::unistd::geteuid().as_raw();
+    baton_host::accept::Gate {
+        what: "control API",
+        admits: std::sync::Arc::new(move |uid| uid == host_uid || uid == 0),
+        max_total: baton_host::accept::share_of_descriptors(16, 256),
+        // Its calls carry no token: `baton ctl events --follow` may idle for days.
+        auth_deadline: None,
+    }
+}
+
+pub(crate) fn run(config_path: PathBuf) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
+    baton_host::accept::raise_descriptor_limit();
+    // The daemon mostly forwards calls; the plugins need the cores more. On 2 cores one
+    // worker gave 1.6x lower daemon latency and 1.15x more throughput than two
+    // (baton-bench, docs/performance.md).
+    let workers = config.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    });
+    let rt = match runtime(workers) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let (listener, bound) = match control::bind(&config.socket).await {
+            Ok(l) => l,
+            Err(e @ SocketPathError::NotASocket { .. }) => {
+                // The config points at something that is not ours: a config mistake.
+                tracing::error!(
+                    "{}: field `socket`: cannot listen on the control socket: {e}",
+                    config_path.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                tracing::error!("cannot listen on the control socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let host = match Host::start(&config).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("{e}");
+                bound.remove();
+                // The environment is configuration too: a runtime directory too long
+                // for sockets is the operator's to fix, not a failure to retry.
+                if matches!(e, baton_host::HostError::RuntimeDirTooLong { .. }) {
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            socket = %config.socket.display(),
+            "control API listening; try: baton ctl --socket {} list",
+            config.socket.display()
+        );
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlService::new(&host).into_server())
+                .serve_with_incoming_shutdown(
+                    baton_host::accept::incoming(listener, control_gate()),
+                    async {
+                        let _ = server_stopped.await;
+                    },
+                ),
+        );
+        notify_systemd(host.plugins().len());
+        shutdown_signal().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        tracing::info!("shutting down");
+        let _ = stop_server.send(());
+        // Plugins stop first, so calls still in flight through the control API end
+        // (with an error naming the plugin) instead of holding the server open.
+        host.shutdown().await;
+        bound.remove();
+        match tokio::time::timeout(CONTROL_DRAIN, server).await {
+            Ok(Ok(Ok(()))) | Err(_) => ExitCode::SUCCESS,
+            Ok(Ok(Err(e))) => {
+                tracing::error!("control API failed: {e}");
+                ExitCode::FAILURE
+            }
+            Ok(Err(e)) => {
+                tracing::error!("control API task failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Under systemd (`Type=notify`): READY once the control API serves, and WATCHDOG
+/// pings at half the configured interval while the runtime is alive. Without
+/// NOTIFY_SOCKET these do nothing.
+fn notify_systemd(plugins: usize) {
+    let status = format!("serving {plugins} plugins");
+    if let Err(e) = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ],
+    ) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must be this process.
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_none_or(|pid| pid == std::process::id());
+    if let Some(usec) = usec.filter(|&u| u > 0 && for_us) {
+        let every = std::time::Duration::from_micros(usec / 2);
+        tracing::info!("systemd watchdog enabled; pinging every {every:?}");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
