@@ -64,7 +64,7 @@ impl WatchSet {
     /// The directories to watch, and whether recursively.
     fn directories(&self) -> Vec<(PathBuf, RecursiveMode)> {
         let mut dirs = BTreeSet::new();
-        for f in &self.files {
+        for f in self.files.iter().chain(&self.links()) {
             if let Some(parent) = f.parent() {
                 dirs.insert((parent.to_owned(), false));
             }
@@ -93,6 +93,21 @@ impl WatchSet {
             .collect()
     }
 
+    /// The symbolic links met on the way to each watched file, and where each file
+    /// finally is: a deploy that flips a link (as Kubernetes does with `..data` when a
+    /// volume is updated) changes the file without touching its own name.
+    fn links(&self) -> BTreeSet<PathBuf> {
+        let mut found = BTreeSet::new();
+        for file in &self.files {
+            let (links, resolved) = link_chain(file);
+            found.extend(links);
+            if resolved != *file {
+                found.insert(resolved);
+            }
+        }
+        found
+    }
+
     /// The current metadata of every watched file.
     pub fn fingerprint(&self) -> Fingerprint {
         let mut paths: BTreeSet<PathBuf> = self.files.iter().cloned().collect();
@@ -117,6 +132,66 @@ impl WatchSet {
                 .collect(),
         )
     }
+}
+
+/// Every symbolic link met while resolving `path` (each as the path it was met at),
+/// and the path it resolves to. Stops quietly at a missing component or after 40
+/// links (a loop), as the kernel would.
+fn link_chain(path: &Path) -> (Vec<PathBuf>, PathBuf) {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    enum Part {
+        Root,
+        Parent,
+        Name(OsString),
+    }
+    let parts = |p: &Path| -> Vec<Part> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::RootDir | Component::Prefix(_) => Some(Part::Root),
+                Component::CurDir => None,
+                Component::ParentDir => Some(Part::Parent),
+                Component::Normal(name) => Some(Part::Name(name.to_owned())),
+            })
+            .collect()
+    };
+    let mut links = Vec::new();
+    let mut pending: VecDeque<Part> = parts(path).into();
+    let mut current = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        let name = match part {
+            Part::Root => {
+                current = PathBuf::from("/");
+                continue;
+            }
+            Part::Parent => {
+                current.pop();
+                continue;
+            }
+            Part::Name(name) => name,
+        };
+        current.push(name);
+        let is_link = std::fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            continue;
+        }
+        hops += 1;
+        let Ok(target) = std::fs::read_link(&current) else {
+            break;
+        };
+        if hops > 40 {
+            break;
+        }
+        links.push(current.clone());
+        current.pop();
+        // The target's parts come before what was left of the path.
+        for part in parts(&target).into_iter().rev() {
+            pending.push_front(part);
+        }
+    }
+    (links, current)
 }
 
 /// The identity and last change of one file.
@@ -172,6 +247,8 @@ pub enum WatchError {
 
 struct Subscriber {
     set: WatchSet,
+    /// The links on the way to its files, and where they lead (see [`WatchSet::links`]).
+    links: BTreeSet<PathBuf>,
     nudge: mpsc::Sender<()>,
     /// What the poller saw last (unused with native events).
     last: Fingerprint,
@@ -204,9 +281,17 @@ impl BinaryWatcher {
                 {
                     return;
                 }
-                let subscribers = subscribers.lock().unwrap_or_else(|p| p.into_inner());
-                for s in subscribers.iter() {
-                    if event.paths.iter().any(|p| s.set.matches(p)) {
+                let mut subscribers = subscribers.lock().unwrap_or_else(|p| p.into_inner());
+                for s in subscribers.iter_mut() {
+                    if event
+                        .paths
+                        .iter()
+                        .any(|p| s.set.matches(p) || s.links.contains(p))
+                    {
+                        // A flipped link may lead elsewhere now.
+                        if !s.links.is_empty() {
+                            s.links = s.set.links();
+                        }
                         // A full channel already holds a nudge: bursts coalesce here.
                         let _ = s.nudge.try_send(());
                     }
@@ -262,6 +347,7 @@ impl BinaryWatcher {
             .unwrap_or_else(|p| p.into_inner())
             .push(Subscriber {
                 last: set.fingerprint(),
+                links: set.links(),
                 set,
                 nudge,
             });
@@ -299,6 +385,23 @@ fn spawn_poller(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_chains_name_every_link_on_the_way() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        std::fs::create_dir(d.join("..2026_a"))?;
+        std::fs::write(d.join("..2026_a/plugin"), "x")?;
+        std::os::unix::fs::symlink("..2026_a", d.join("..data"))?;
+        std::os::unix::fs::symlink("..data/plugin", d.join("plugin"))?;
+        let (links, resolved) = link_chain(&d.join("plugin"));
+        assert_eq!(links, [d.join("plugin"), d.join("..data")]);
+        assert_eq!(resolved, d.join("..2026_a/plugin"));
+        // A loop ends quietly.
+        std::os::unix::fs::symlink("loop", d.join("loop"))?;
+        assert_eq!(link_chain(&d.join("loop")).0.len(), 40);
+        Ok(())
+    }
 
     #[test]
     fn sets_match_files_and_globs_and_watch_their_directories() {

@@ -11,6 +11,7 @@ mod crashes;
 mod floods;
 mod host_death;
 mod host_services;
+mod linked_deploys;
 mod log_flood;
 mod message_limits;
 mod metrics;
