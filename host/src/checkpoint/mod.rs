@@ -213,6 +213,10 @@ impl CheckpointStore {
                     // The writer failed; its result says why.
                     return Ok(None);
                 }
+                // Chunks that are already there would be taken one after another for
+                // a whole scheduling budget; other plugins' calls on this worker
+                // then wait behind megabytes of them.
+                tokio::task::yield_now().await;
             }
             check.finish().map(Some).map_err(bad)
         }
