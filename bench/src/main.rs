@@ -11,6 +11,7 @@
 //! `bench.json` into the `--out` directory (default `target/baton-bench`).
 
 mod calls;
+mod checkpoint;
 mod procs;
 mod reload;
 mod report;
@@ -91,7 +92,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -176,6 +177,10 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
     if wants("crash") {
         eprintln!("baton-bench: crash to serving …");
         reload::crash(&bins, mode, &mut rows).await?;
+    }
+    if wants("checkpoint") {
+        eprintln!("baton-bench: a neighbour's calls during large checkpoints …");
+        checkpoint::neighbour(&bins, mode, &mut rows).await?;
     }
     if wants("scale") {
         eprintln!("baton-bench: scale …");

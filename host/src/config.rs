@@ -118,6 +118,12 @@ pub struct PluginConfig {
     /// crash or, with `state_dir`, after a host restart. Calls are held while it is taken.
     #[serde(default)]
     pub checkpoint_interval_ms: Option<u64>,
+    /// The largest state the host accepts from the plugin, in bytes, in a checkpoint
+    /// or a handover; a larger (or endless) `Snapshot` is cut off there and fails,
+    /// naming this key. Default 1 GiB. It bounds what a checkpoint costs the host in
+    /// memory (without `state_dir`) or on disk (with it).
+    #[serde(default = "default_max_state_bytes")]
+    pub max_state_bytes: u64,
     /// The largest message sent to or accepted from the plugin, in bytes (payloads plus a
     /// little framing); larger ones fail with OUT_OF_RANGE naming both sizes.
     #[serde(default = "default_max_message_bytes")]
@@ -237,6 +243,9 @@ fn default_log_lines_per_sec() -> u32 {
 fn default_log_bytes_per_sec() -> u64 {
     1 << 20
 }
+fn default_max_state_bytes() -> u64 {
+    1 << 30
+}
 fn default_max_held_calls() -> usize {
     10_000
 }
@@ -287,6 +296,7 @@ impl PluginConfig {
             shutdown_grace_ms: default_shutdown_grace_ms(),
             restart: RestartConfig::default(),
             checkpoint_interval_ms: None,
+            max_state_bytes: default_max_state_bytes(),
             sha256: None,
             user: None,
             group: None,
@@ -456,6 +466,7 @@ impl Config {
                     10,
                 ),
                 ("max_rss_mb", plugin.max_rss_mb.unwrap_or(1), 1),
+                ("max_state_bytes", plugin.max_state_bytes, 1),
                 ("call_timeout_ms", plugin.call_timeout_ms, 1),
                 ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),
                 (

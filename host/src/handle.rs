@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use baton_proto::plugin::InvokeRequest;
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tonic::{Code, Status};
 
 use crate::config::PluginConfig;
 use crate::launch::{LogLine, LogRing, PluginRpc};
 use crate::metrics::CallMetrics;
-use crate::supervisor::{Command, PluginStatus};
+use crate::supervisor::{Command, CommandSender, PluginStatus};
 
 /// How long a failed call waits to learn whether the process died, to say so.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -206,7 +206,7 @@ struct Inner {
     call_timeout: Duration,
     route: watch::Receiver<Route>,
     status: Arc<Mutex<PluginStatus>>,
-    commands: mpsc::Sender<Command>,
+    commands: CommandSender,
     logs: LogRing,
     metrics: CallMetrics,
 }
@@ -225,7 +225,7 @@ impl PluginHandle {
         config: &PluginConfig,
         route: watch::Receiver<Route>,
         status: Arc<Mutex<PluginStatus>>,
-        commands: mpsc::Sender<Command>,
+        commands: CommandSender,
         logs: LogRing,
         metrics: CallMetrics,
     ) -> Self {

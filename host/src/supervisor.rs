@@ -6,17 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_proto::plugin::{SnapshotRequest, StateChunk};
-use baton_proto::state::{ChunkCheck, Reassembly};
+use baton_proto::state::{ChunkCheck, ReassemblyError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{CheckpointStore, snapshot_error};
 use crate::config::RestartConfig;
 use crate::events::{Event, EventSender};
 use crate::handle::{Live, PluginHandle, Route};
 use crate::launch::{Generation, Launcher, PluginRpc};
 use crate::metrics::CallMetrics;
 use crate::watch::{Fingerprint, WatchSet};
+
+mod checkpoints;
 
 /// Where a plugin is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,28 @@ pub(crate) enum Command {
     /// The serving process crossed a resource limit (the text says which): hand it
     /// over to a fresh one, unless that keeps happening.
     OverLimit { pid: u32, reason: String },
+}
+
+/// How handles send a supervisor commands. A stop is also flagged at once, so that
+/// work in progress (a checkpoint) can cut itself short instead of making the stop
+/// wait for its turn in the queue.
+#[derive(Clone)]
+pub(crate) struct CommandSender {
+    tx: mpsc::Sender<Command>,
+    stopping: Arc<watch::Sender<bool>>,
+}
+
+impl CommandSender {
+    pub(crate) async fn send(&self, cmd: Command) -> Result<(), mpsc::error::SendError<Command>> {
+        if matches!(cmd, Command::Stop(_)) {
+            self.stopping.send_replace(true);
+        }
+        self.tx.send(cmd).await
+    }
+
+    pub(crate) fn try_send(&self, cmd: Command) -> Result<(), mpsc::error::TrySendError<Command>> {
+        self.tx.try_send(cmd)
+    }
 }
 
 /// Exponential backoff with a crash-loop breaker.
@@ -163,6 +187,8 @@ pub(crate) struct Supervisor {
     route: watch::Sender<Route>,
     status: Arc<Mutex<PluginStatus>>,
     commands: mpsc::Receiver<Command>,
+    /// Set as soon as a stop is asked for, before the command is read.
+    stopping: watch::Receiver<bool>,
     events: EventSender,
     policy: RestartPolicy,
     /// What the plugin's code is made of, for noticing changes.
@@ -185,6 +211,9 @@ pub(crate) struct Supervisor {
     checkpoints: CheckpointStore,
     /// How often to take one; `None`: never.
     checkpoint_every: Option<Duration>,
+    /// A checkpoint ran (or was cut off) after a stop was asked for: the stop takes no
+    /// other.
+    stop_checkpoint_done: bool,
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
@@ -198,6 +227,11 @@ pub(crate) fn spawn(
     let name = launcher.name.clone();
     let (route_tx, route_rx) = watch::channel(Route::Starting);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let cmd_tx = CommandSender {
+        tx: cmd_tx,
+        stopping: Arc::new(stopping_tx),
+    };
     let status = Arc::new(Mutex::new(PluginStatus {
         name: name.to_string(),
         state: PluginState::Starting,
@@ -236,6 +270,7 @@ pub(crate) fn spawn(
         route: route_tx,
         status,
         commands: cmd_rx,
+        stopping,
         events,
         policy,
         watch_set,
@@ -248,6 +283,7 @@ pub(crate) fn spawn(
         pending_reload: None,
         checkpoint_every: launcher_checkpoint_every,
         checkpoints,
+        stop_checkpoint_done: false,
     };
     let span = tracing::info_span!("plugin", name = %handle.name());
     let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
@@ -285,33 +321,15 @@ async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     }
 }
 
-/// A whole snapshot, checked, in memory: what a checkpoint keeps.
-async fn snapshot_all(mut rpc: PluginRpc) -> Result<Checkpoint, String> {
-    let mut stream = rpc
-        .snapshot(SnapshotRequest {})
-        .await
-        .map_err(|s| format!("Snapshot failed ({:?}): {}", s.code(), s.message()))?
-        .into_inner();
-    let mut state = Reassembly::new(usize::MAX);
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(|s| format!("the Snapshot stream failed: {}", s.message()))?
-    {
-        state
-            .push(chunk)
-            .map_err(|e| format!("bad snapshot: {e}"))?;
-    }
-    let (schema_version, state) = state.finish().map_err(|e| format!("bad snapshot: {e}"))?;
-    Ok(Checkpoint {
-        schema_version,
-        state: state.into(),
-    })
-}
-
 /// Streams generation `from`'s `Snapshot` into `to`'s `Restore`, checking order and
 /// checksum on the way; the host holds at most a few chunks at a time.
-async fn transfer(from: (u64, PluginRpc), to: (u64, PluginRpc)) -> Result<(u32, u64), String> {
+/// More than `limit` bytes of state is refused, naming `plugin`'s `max_state_bytes`.
+async fn transfer(
+    plugin: &str,
+    limit: u64,
+    from: (u64, PluginRpc),
+    to: (u64, PluginRpc),
+) -> Result<(u32, u64), String> {
     let (old, mut old_rpc) = from;
     let (new, mut new_rpc) = to;
     let snapshot = old_rpc
@@ -322,15 +340,19 @@ async fn transfer(from: (u64, PluginRpc), to: (u64, PluginRpc)) -> Result<(u32, 
     let (tx, rx) = mpsc::channel::<StateChunk>(2);
     let pump = async move {
         let mut snapshot = snapshot;
-        let mut check = ChunkCheck::new(u64::MAX);
+        let mut check = ChunkCheck::new(limit);
         loop {
             match snapshot.message().await {
                 Ok(Some(chunk)) => {
                     // Checked before it is passed on: a bad chunk never reaches n+1.
                     check.push(&chunk).map_err(|e| {
-                        PumpError::Snapshot(format!(
-                            "the snapshot of generation {old} is corrupt: {e}"
-                        ))
+                        PumpError::Snapshot(match e {
+                            ReassemblyError::TooLarge { .. } => format!(
+                                "the snapshot of generation {old} was cut off: {}",
+                                snapshot_error(plugin, &e)
+                            ),
+                            e => format!("the snapshot of generation {old} is corrupt: {e}"),
+                        })
                     })?;
                     if tx.send(chunk).await.is_err() {
                         return Err(PumpError::ReceiverGone);
@@ -647,7 +669,7 @@ impl Supervisor {
                         self.handover(&mut current, &reason, fingerprint).await
                     }
                     stop => {
-                        if self.checkpoint_every.is_some() {
+                        if self.checkpoint_every.is_some() && !self.stop_checkpoint_done {
                             // The freshest state for the next start of the host.
                             self.checkpoint(&current).await;
                         }
@@ -663,126 +685,6 @@ impl Supervisor {
             };
             if let Handover::OldDied(status) = handover {
                 return self.crashed(&current, status);
-            }
-        }
-    }
-
-    /// Takes a checkpoint of the serving generation: calls are held while it exports
-    /// (the contract promises no calls during a snapshot), which costs them about as
-    /// long as the snapshot takes.
-    async fn checkpoint(&mut self, current: &Generation) {
-        let Some(live) = self.live.clone() else {
-            return;
-        };
-        let timeout = self.launcher.config.handover_timeout();
-        // Every call answered before this moment is in the checkpoint (calls are
-        // drained first); the event carries it so that what a crash may lose is known.
-        let taken_at = Event::new(self.name(), current.number, "checkpoint", String::new()).unix_ms;
-        self.route.send_replace(Route::Held);
-        let taken = tokio::time::timeout(timeout, async {
-            live.drained().await;
-            snapshot_all(current.rpc.clone()).await
-        })
-        .await;
-        self.route.send_replace(Route::Serving(live));
-        let checkpoint = match taken {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let message = format!("plugin {}: checkpoint failed: {e}", self.name());
-                tracing::error!("{message}");
-                self.emit(current.number, "checkpoint_failed", message);
-                return;
-            }
-            Err(_) => {
-                let message = format!(
-                    "plugin {}: checkpoint failed: the snapshot took longer than {timeout:?}",
-                    self.name()
-                );
-                tracing::error!("{message}");
-                self.emit(current.number, "checkpoint_failed", message);
-                return;
-            }
-        };
-        let bytes = checkpoint.state.len();
-        match self.checkpoints.save(checkpoint) {
-            Ok(file) => {
-                tracing::debug!(bytes, file = ?file, "checkpoint saved");
-                let mut event = Event::new(
-                    self.name(),
-                    current.number,
-                    "checkpoint",
-                    format!("plugin {}: checkpoint of {bytes} bytes saved", self.name()),
-                );
-                event.unix_ms = taken_at;
-                event.state_bytes = bytes as u64;
-                // Not the status's last event: it would hide everything else there.
-                let _ = self.events.send(event);
-            }
-            Err(e) => {
-                // The previous checkpoint files are untouched (see CheckpointStore::save).
-                let message = format!(
-                    "plugin {}: cannot write a checkpoint ({e}); the previous one is kept",
-                    self.name()
-                );
-                tracing::error!("{message}");
-                self.emit(current.number, "checkpoint_failed", message);
-            }
-        }
-    }
-
-    /// Before a new process serves: give it the latest checkpoint, if there is one.
-    async fn restore_checkpoint(&mut self, generation: &Generation) {
-        if self.checkpoint_every.is_none() {
-            return;
-        }
-        let name = self.name().to_owned();
-        let (checkpoint, source) = match self.checkpoints.latest() {
-            Some(c) => (Some(c.clone()), "memory".to_owned()),
-            None => {
-                let loaded = self.checkpoints.load();
-                for (file, why) in &loaded.corrupt {
-                    let message = format!(
-                        "plugin {name}: checkpoint {} is corrupt, skipped: {why}",
-                        file.display()
-                    );
-                    tracing::error!("{message}");
-                    self.emit(generation.number, "checkpoint_corrupt", message);
-                }
-                match loaded.checkpoint {
-                    Some((c, file)) => (Some(c), file.display().to_string()),
-                    None => (None, String::new()),
-                }
-            }
-        };
-        let Some(checkpoint) = checkpoint else {
-            let message =
-                format!("plugin {name} starts with an EMPTY state: no valid checkpoint was found");
-            tracing::warn!("{message}");
-            self.emit(generation.number, "checkpoint_none", message);
-            return;
-        };
-        let chunks =
-            baton_proto::state::chunks(checkpoint.schema_version, checkpoint.state.clone());
-        let mut rpc = generation.rpc.clone();
-        match rpc.restore(tokio_stream::iter(chunks)).await {
-            Ok(_) => {
-                let message = format!(
-                    "plugin {name} (generation {}) restored {} bytes of state from the checkpoint in {source}",
-                    generation.number,
-                    checkpoint.state.len()
-                );
-                tracing::info!("{message}");
-                self.emit(generation.number, "checkpoint_restored", message);
-            }
-            Err(s) => {
-                let message = format!(
-                    "plugin {name} (generation {}) refused the checkpoint from {source} ({:?}: {}); it starts with an EMPTY state",
-                    generation.number,
-                    s.code(),
-                    s.message()
-                );
-                tracing::error!("{message}");
-                self.emit(generation.number, "checkpoint_refused", message);
             }
         }
     }
@@ -884,12 +786,16 @@ impl Supervisor {
         self.route.send_replace(Route::Held);
         let held_at = Instant::now();
         let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
+        let (name, limit) = (
+            self.launcher.name.clone(),
+            self.launcher.config.max_state_bytes,
+        );
         let mut drain = Duration::ZERO;
         let moved = tokio::select! {
             moved = tokio::time::timeout_at(deadline, async {
                 old_live.drained().await;
                 drain = held_at.elapsed();
-                transfer((old, old_rpc), (number, new_rpc)).await
+                transfer(&name, limit, (old, old_rpc), (number, new_rpc)).await
             }) => match moved {
                 Ok(Ok(moved)) => moved,
                 Ok(Err(reason)) => {

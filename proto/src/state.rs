@@ -92,9 +92,10 @@ pub enum ReassemblyError {
         "state checksum mismatch: the last chunk says {expected:08x}, the data hashes to {got:08x}"
     )]
     Checksum { expected: u32, got: u32 },
-    /// The state is larger than the receiver accepts.
-    #[error("state exceeds the limit of {limit} bytes")]
-    TooLarge { limit: usize },
+    /// The state is larger than the receiver accepts: `got` bytes (announced, or
+    /// arrived so far) against a limit of `limit`.
+    #[error("a state of at least {got} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize, got: u64 },
     /// The chunks' data does not add up to the length the first chunk announced.
     #[error(
         "state length mismatch: the first chunk announced {announced} bytes, the chunks carry {got}"
@@ -161,6 +162,7 @@ impl ChunkCheck {
             if chunk.total_bytes > self.limit {
                 return Err(ReassemblyError::TooLarge {
                     limit: self.limit as usize,
+                    got: chunk.total_bytes,
                 });
             }
             self.announced = Some(chunk.total_bytes);
@@ -169,6 +171,7 @@ impl ChunkCheck {
         if self.bytes > self.limit {
             return Err(ReassemblyError::TooLarge {
                 limit: self.limit as usize,
+                got: self.bytes,
             });
         }
         if let Some(announced) = self.announced
@@ -336,7 +339,10 @@ mod tests {
         let mut r = Reassembly::new(CHUNK_SIZE);
         assert_eq!(
             r.push(split(1, state.clone()).remove(0)),
-            Err(ReassemblyError::TooLarge { limit: CHUNK_SIZE })
+            Err(ReassemblyError::TooLarge {
+                limit: CHUNK_SIZE,
+                got: state.len() as u64
+            })
         );
 
         // Senders that do not announce (0) are still accepted.
@@ -367,7 +373,7 @@ mod tests {
         let cs = split(1, Bytes::from(vec![0u8; 11]));
         assert_eq!(
             r.push(cs[0].clone()),
-            Err(ReassemblyError::TooLarge { limit: 10 })
+            Err(ReassemblyError::TooLarge { limit: 10, got: 11 })
         );
     }
 }

@@ -5,6 +5,7 @@ mod bad_plugins;
 mod calls;
 mod chaos;
 mod check;
+mod checkpoints;
 mod config;
 mod control_socket;
 mod crashes;

@@ -1,0 +1,395 @@
+//! Checkpoints: snapshots of a plugin's state that the host keeps, so a crash (or a
+//! host restart) resumes from recent state instead of empty. In memory, or with a
+//! `state_dir` on disk only, under `state_dir/<plugin>/` (see [`file`] for the format).
+//!
+//! On disk, a checkpoint is streamed to a private temp file as its chunks arrive (on a
+//! blocking thread, never on the async workers), then synced and renamed into place;
+//! the host's own files are ordered by a sequence number it keeps (continued from the
+//! highest on disk), never by the clock, and only they are loaded or pruned.
+
+mod file;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use baton_proto::plugin::{SnapshotRequest, StateChunk};
+use baton_proto::state::{ChunkCheck, Reassembly, ReassemblyError};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+
+pub use file::Unusable;
+
+use crate::launch::PluginRpc;
+
+/// Checkpoints kept on disk per plugin; older ones are removed after a newer one is safe.
+const KEEP: usize = 3;
+
+/// One checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The plugin's state schema version.
+    pub schema_version: u32,
+    /// The state.
+    pub state: Bytes,
+}
+
+/// What loading from disk found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The newest usable checkpoint and its file.
+    pub checkpoint: Option<(Checkpoint, PathBuf)>,
+    /// Newer files of the host's that could not be used, with why.
+    pub skipped: Vec<(PathBuf, Unusable)>,
+    /// Why the directory itself was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// Something about the checkpoint directory an operator should hear (a warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The event kind: `checkpoint_stranger` or `checkpoint_dir`.
+    pub kind: &'static str,
+    /// What, in words.
+    pub message: String,
+}
+
+/// A checkpoint that was taken.
+#[derive(Debug)]
+pub struct Taken {
+    /// The state's length.
+    pub bytes: u64,
+    /// The file it was written to, with a directory.
+    pub file: Option<PathBuf>,
+}
+
+/// Why a checkpoint was not taken. The previous checkpoint is untouched either way.
+#[derive(Debug)]
+pub enum TakeError {
+    /// The plugin's `Snapshot` failed, broke the chunk checks, or outgrew
+    /// `max_state_bytes`.
+    Snapshot(String),
+    /// The state could not be written.
+    Write(String),
+}
+
+/// The words for a snapshot that fails the chunk checks; one over `max_state_bytes`
+/// says the size, the limit and the key that sets it.
+pub(crate) fn snapshot_error(plugin: &str, e: &ReassemblyError) -> String {
+    match e {
+        ReassemblyError::TooLarge { limit, got } => format!(
+            "the state is larger than max_state_bytes = {limit} bytes: at least {got} bytes, cut off there; raise plugins.{plugin}.max_state_bytes if it is meant to be that large"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The checkpoints of one plugin.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    dir: Option<PathBuf>,
+    /// Without a directory: the newest checkpoint.
+    latest: Option<Checkpoint>,
+    /// The highest sequence number used or seen on disk; shared with the writers.
+    sequence: Arc<AtomicU64>,
+    /// Strangers already warned about, so each is named once, not at every checkpoint.
+    reported: HashSet<PathBuf>,
+    notices: Vec<Notice>,
+    #[cfg(test)]
+    disk_full: bool,
+}
+
+impl CheckpointStore {
+    /// A store for one plugin; `dir` is `state_dir/<plugin>` or `None` for memory only.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            latest: None,
+            sequence: Arc::new(AtomicU64::new(0)),
+            reported: HashSet::new(),
+            notices: Vec::new(),
+            #[cfg(test)]
+            disk_full: false,
+        }
+    }
+
+    /// The newest checkpoint kept in memory (only without a directory).
+    pub fn latest(&self) -> Option<&Checkpoint> {
+        self.latest.as_ref()
+    }
+
+    /// What the store noticed since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn notice_strangers(&mut self, strangers: Vec<(PathBuf, String)>) {
+        for (path, why) in strangers {
+            if self.reported.insert(path.clone()) {
+                self.notices.push(Notice {
+                    kind: "checkpoint_stranger",
+                    message: format!(
+                        "{} is not one of the host's checkpoints ({why}); it is left alone and never loaded",
+                        path.display()
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Takes a checkpoint of the plugin `plugin` behind `rpc`: its `Snapshot`, checked
+    /// chunk by chunk and cut off past `limit` bytes, into memory or, with a directory,
+    /// straight to a file. `captured` is called once the whole snapshot has been read,
+    /// before the file is synced. Dropping the future abandons the checkpoint (its temp
+    /// file is removed).
+    pub async fn take(
+        &mut self,
+        plugin: &str,
+        rpc: PluginRpc,
+        limit: u64,
+        captured: impl FnOnce(),
+    ) -> Result<Taken, TakeError> {
+        let mut rpc = rpc;
+        let stream = rpc
+            .snapshot(SnapshotRequest {})
+            .await
+            .map_err(|s| {
+                TakeError::Snapshot(format!("Snapshot failed ({:?}): {}", s.code(), s.message()))
+            })?
+            .into_inner();
+        self.take_stream(plugin, stream, limit, captured).await
+    }
+
+    /// [`take`](Self::take), from a stream of chunks.
+    async fn take_stream(
+        &mut self,
+        plugin: &str,
+        mut stream: impl Stream<Item = Result<StateChunk, tonic::Status>> + Unpin,
+        limit: u64,
+        captured: impl FnOnce(),
+    ) -> Result<Taken, TakeError> {
+        let broke = |s: tonic::Status| {
+            TakeError::Snapshot(format!("the Snapshot stream failed: {}", s.message()))
+        };
+        let bad = |e: ReassemblyError| {
+            TakeError::Snapshot(format!("bad snapshot: {}", snapshot_error(plugin, &e)))
+        };
+        let Some(dir) = self.dir.clone() else {
+            let mut state = Reassembly::new(usize::try_from(limit).unwrap_or(usize::MAX));
+            while let Some(chunk) = stream.next().await.transpose().map_err(broke)? {
+                state.push(chunk).map_err(bad)?;
+            }
+            captured();
+            let (schema_version, state) = state.finish().map_err(bad)?;
+            let bytes = state.len() as u64;
+            self.latest = Some(Checkpoint {
+                schema_version,
+                state: state.into(),
+            });
+            return Ok(Taken { bytes, file: None });
+        };
+
+        // A few chunks in flight to the writer: the disk paces the snapshot, and the
+        // host never holds more than these.
+        let (tx, rx) = mpsc::channel::<Piece>(8);
+        let job = Job {
+            dir,
+            sequence: self.sequence.clone(),
+            #[cfg(test)]
+            disk_full: self.disk_full,
+        };
+        let writer = tokio::task::spawn_blocking(move || job.run(rx));
+        let mut check = ChunkCheck::new(limit);
+        let mut crc = 0;
+        let read = async {
+            while let Some(chunk) = stream.next().await.transpose().map_err(broke)? {
+                check.push(&chunk).map_err(bad)?;
+                if chunk.last {
+                    crc = chunk.checksum;
+                }
+                if tx.send(Piece::Data(chunk.data)).await.is_err() {
+                    // The writer failed; its result says why.
+                    return Ok(None);
+                }
+                // Chunks that are already there would be taken one after another for
+                // a whole scheduling budget; other plugins' calls on this worker
+                // then wait behind megabytes of them.
+                tokio::task::yield_now().await;
+            }
+            check.finish().map(Some).map_err(bad)
+        }
+        .await;
+        drop(stream);
+        captured();
+        if let Ok(Some((schema_version, len))) = read {
+            let _ = tx
+                .send(Piece::Done {
+                    schema_version,
+                    len,
+                    crc,
+                })
+                .await;
+        }
+        drop(tx);
+        let report = writer
+            .await
+            .map_err(|e| TakeError::Write(format!("the checkpoint writer failed: {e}")))?;
+        self.notices.extend(report.notices);
+        self.notice_strangers(report.strangers);
+        read?;
+        let (file, bytes) = report.written.map_err(TakeError::Write)?;
+        Ok(Taken {
+            bytes,
+            file: Some(file),
+        })
+    }
+
+    /// The newest usable checkpoint on disk, skipping (and naming) damaged ones and
+    /// ones over `limit` bytes. Reads off the async workers.
+    pub async fn load(&mut self, limit: u64) -> Loaded {
+        let Some(dir) = self.dir.clone() else {
+            return Loaded::default();
+        };
+        let sequence = self.sequence.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut notices = Vec::new();
+            let mut loaded = Loaded::default();
+            match file::prepare_dir(&dir) {
+                Ok(tightened) => notices.extend(tightened.map(dir_notice)),
+                Err(why) => {
+                    loaded.refused = Some(why);
+                    return (loaded, notices, Vec::new());
+                }
+            }
+            let listing = match file::list(&dir) {
+                Ok(listing) => listing,
+                Err(e) => {
+                    loaded.refused = Some(format!("cannot list {}: {e}", dir.display()));
+                    return (loaded, notices, Vec::new());
+                }
+            };
+            // Later checkpoints continue from the highest number on disk.
+            sequence.fetch_max(listing.highest_sequence(), Ordering::SeqCst);
+            for own in listing.own.iter().rev() {
+                match file::read(own, limit) {
+                    Ok(checkpoint) => {
+                        loaded.checkpoint = Some((checkpoint, own.path.clone()));
+                        break;
+                    }
+                    Err(why) => loaded.skipped.push((own.path.clone(), why)),
+                }
+            }
+            (loaded, notices, listing.strangers)
+        })
+        .await;
+        match found {
+            Ok((loaded, notices, strangers)) => {
+                self.notices.extend(notices);
+                self.notice_strangers(strangers);
+                loaded
+            }
+            Err(e) => Loaded {
+                refused: Some(format!("the checkpoint reader failed: {e}")),
+                ..Loaded::default()
+            },
+        }
+    }
+}
+
+fn dir_notice(message: String) -> Notice {
+    Notice {
+        kind: "checkpoint_dir",
+        message,
+    }
+}
+
+/// What the writer is sent: the state's data as it arrives, then its summary.
+enum Piece {
+    Data(Bytes),
+    Done {
+        schema_version: u32,
+        len: u64,
+        crc: u32,
+    },
+}
+
+/// Writing one checkpoint file, on a blocking thread.
+struct Job {
+    dir: PathBuf,
+    sequence: Arc<AtomicU64>,
+    #[cfg(test)]
+    disk_full: bool,
+}
+
+struct Report {
+    written: Result<(PathBuf, u64), String>,
+    notices: Vec<Notice>,
+    strangers: Vec<(PathBuf, String)>,
+}
+
+impl Job {
+    fn run(self, mut rx: mpsc::Receiver<Piece>) -> Report {
+        let (mut notices, mut strangers) = (Vec::new(), Vec::new());
+        let written = self.write(&mut rx, &mut notices, &mut strangers);
+        Report {
+            written,
+            notices,
+            strangers,
+        }
+    }
+
+    fn write(
+        &self,
+        rx: &mut mpsc::Receiver<Piece>,
+        notices: &mut Vec<Notice>,
+        strangers: &mut Vec<(PathBuf, String)>,
+    ) -> Result<(PathBuf, u64), String> {
+        let dir = &self.dir;
+        if let Some(tightened) = file::prepare_dir(dir)? {
+            notices.push(dir_notice(tightened));
+        }
+        let listing = file::list(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let highest = listing.highest_sequence();
+        *strangers = listing.strangers;
+        let previous = self
+            .sequence
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                last.max(highest).checked_add(1)
+            })
+            .map_err(|_| {
+                format!(
+                    "no checkpoint number is left after {highest} in {}",
+                    dir.display()
+                )
+            })?;
+        let sequence = previous.max(highest) + 1;
+        let failed = |e: std::io::Error| format!("{e}");
+        let mut temp = file::TempFile::create(dir, sequence).map_err(failed)?;
+        #[cfg(test)]
+        if self.disk_full {
+            temp.fill_the_disk().map_err(failed)?;
+        }
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Piece::Data(data) => temp.write(&data).map_err(failed)?,
+                Piece::Done {
+                    schema_version,
+                    len,
+                    crc,
+                } => {
+                    let path = temp.commit(schema_version, len, crc).map_err(failed)?;
+                    if let Err(e) = file::prune(dir, KEEP) {
+                        tracing::warn!(dir = %dir.display(), "cannot remove old checkpoints: {e}");
+                    }
+                    return Ok((path, len));
+                }
+            }
+        }
+        Err("the checkpoint was abandoned".into())
+    }
+}
+
+#[cfg(test)]
+mod tests;
