@@ -29,6 +29,8 @@ use baton_proto::plugin::{
 use tonic::{Request, Response, Status, Streaming};
 
 fn main() -> ExitCode {
+    // Started by the host below as a plugin generation's init (its PID namespace).
+    baton_host::pid_init::run_if_requested();
     // Started by the host below as the `writer` plugin.
     if std::env::var_os(baton_proto::env::SOCKET).is_some() {
         return baton_plugin_sdk::serve(Writer::default());
@@ -67,6 +69,7 @@ async fn embed() -> Result<(), Box<dyn std::error::Error>> {
 
     let db = std::sync::Arc::new(Db::default());
     let host = HostBuilder::new(&config)
+        .with_pid_namespaces(baton_host::launch::this_executable())
         .with_service(PluginServer::from_arc(db.clone()))
         .start()
         .await?;

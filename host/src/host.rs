@@ -40,6 +40,8 @@ pub struct Host {
     /// The gRPC server plugins call back into.
     services: services::Server,
     callers: Registry,
+    /// Set when generations run in PID namespaces of their own.
+    pid_init: Option<launch::PidInit>,
     metrics: Arc<Metrics>,
     /// Where `GET /metrics` is served, if anywhere.
     metrics_addr: Option<SocketAddr>,
@@ -131,6 +133,7 @@ pub struct HostBuilder {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     kv_limits: KvLimits,
+    pid_init: Option<PathBuf>,
 }
 
 impl HostBuilder {
@@ -141,6 +144,7 @@ impl HostBuilder {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             kv_limits: KvLimits::default(),
+            pid_init: None,
         }
     }
 
@@ -164,6 +168,17 @@ impl HostBuilder {
     /// Size limits for each plugin's key-value store.
     pub fn kv_limits(mut self, limits: KvLimits) -> Self {
         self.kv_limits = limits;
+        self
+    }
+
+    /// Runs each plugin generation in a PID namespace of its own, so that nothing a
+    /// plugin starts outlives it (host SIGKILL included), through `helper`: a binary
+    /// that calls [`crate::pid_init::run_if_requested`] first thing in `main`, usually
+    /// this program itself ([`crate::launch::this_executable`]). Checked at start; where
+    /// namespaces cannot be made (not root, or a sandbox forbids them) the host says so
+    /// and runs plugins in process groups as without this.
+    pub fn with_pid_namespaces(mut self, helper: impl Into<PathBuf>) -> Self {
+        self.pid_init = Some(helper.into());
         self
     }
 
@@ -229,6 +244,22 @@ impl Host {
             std::process::id().to_string(),
         );
         let spawner = Spawner::start().map_err(HostError::Spawner)?;
+        let pid_init = match &builder.pid_init {
+            Some(helper) => match launch::PidInit::probe(helper).await {
+                Ok(init) => {
+                    tracing::info!("each plugin generation runs in a PID namespace of its own");
+                    Some(init)
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        "plugins run without PID namespaces ({why}): a process a plugin starts \
+                         in a new session (setsid) can outlive it; see docs/security.md"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let watcher = BinaryWatcher::start(
             config.watcher,
             std::time::Duration::from_millis(config.poll_interval_ms),
@@ -266,6 +297,7 @@ impl Host {
             _monitor_alive: Arc::new(()),
             services,
             callers,
+            pid_init,
             metrics,
             metrics_addr,
             background: Background(background),
@@ -313,6 +345,7 @@ impl Host {
             host_socket: self.services.socket().to_owned(),
             production: mode == Mode::Production,
             callers: self.callers.clone(),
+            pid_init: self.pid_init.clone(),
         };
         let changes = match reload {
             ReloadMode::Watch => {

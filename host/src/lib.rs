@@ -29,6 +29,7 @@ mod host;
 pub mod launch;
 pub mod metrics;
 mod monitor;
+pub mod pid_init;
 pub mod services;
 pub mod size_guard;
 pub mod socket_file;

@@ -59,6 +59,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // The host runs this binary again as each plugin generation's init.
+    baton_host::pid_init::run_if_requested();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Run { config } => run::run(config),

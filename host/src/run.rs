@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use baton_host::Config;
 use baton_host::control::{self, ControlService};
 use baton_host::socket_file::SocketPathError;
-use baton_host::{Config, Host};
 
 use crate::runtime;
 
@@ -75,7 +75,11 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let host = match Host::start(&config).await {
+        let host = match baton_host::HostBuilder::new(&config)
+            .with_pid_namespaces(baton_host::launch::this_executable())
+            .start()
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!("{e}");

@@ -4,6 +4,7 @@
 mod binary;
 mod channel;
 mod handshake;
+mod isolation;
 mod logs;
 mod spawner;
 
@@ -30,6 +31,8 @@ pub(crate) use channel::MAX_MESSAGE_BYTES;
 pub use channel::{PluginRpc, TokenService, unix_channel};
 use handshake::read_handshake_line;
 pub use handshake::{check_handshake, new_token};
+use isolation::PidPipe;
+pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
 pub use logs::{LogLimit, LogLimiter, LogLine, LogRing};
 pub use spawner::Spawner;
@@ -54,8 +57,11 @@ pub fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 pub struct Generation {
     /// Counts processes of this plugin, from 1.
     pub number: u64,
-    /// The process id (also its process group id).
+    /// The plugin's process id.
     pub pid: u32,
+    /// Its process group: the plugin's own pid, or in a PID namespace its keeper's
+    /// (see [`crate::pid_init`]), which is the host's child.
+    group: u32,
     /// Its socket.
     pub socket: PathBuf,
     /// The client the host calls it through.
@@ -70,6 +76,9 @@ pub struct Generation {
     child: Child,
     /// The private copy of the binary it runs, removed when it ends.
     copy: Option<PathBuf>,
+    /// The tasks reading its stdout and stderr: stopped shortly after it ends, even if
+    /// something it left behind still holds the other ends of the pipes.
+    readers: [tokio::task::AbortHandle; 2],
     /// Its token's right to call the host services, revoked when this is dropped.
     _admission: Admission,
 }
@@ -194,6 +203,8 @@ pub struct Launcher {
     pub production: bool,
     /// Who may call the host services: each generation is admitted with its token.
     pub callers: Registry,
+    /// The init that gives each generation a PID namespace, where that works.
+    pub pid_init: Option<PidInit>,
 }
 
 impl Launcher {
@@ -222,7 +233,27 @@ impl Launcher {
         let program = self.config.command.clone();
         let private_copy = self.private_copy(number);
         let copy = private_copy.clone();
-        let mut command = Command::new(private_copy.as_deref().unwrap_or(&program));
+        let exec = private_copy.as_deref().unwrap_or(&program);
+        let pid_pipe = match &self.pid_init {
+            Some(_) => Some(
+                PidPipe::new()
+                    .map_err(|e| StartError::spawn(&program, "cannot make the pid pipe", e))?,
+            ),
+            None => None,
+        };
+        let mut command = match &self.pid_init {
+            Some(init) => init.command(
+                exec,
+                &program,
+                &self.config.args,
+                identity.as_ref().map(|id| (id.uid, id.gid)),
+            ),
+            None => {
+                let mut command = Command::new(exec);
+                command.arg0(&program).args(&self.config.args);
+                command
+            }
+        };
         if self.production {
             command.env_clear();
             for (key, value) in std::env::vars_os() {
@@ -236,8 +267,6 @@ impl Launcher {
             }
         }
         command
-            .arg0(&program)
-            .args(&self.config.args)
             .envs(&self.config.env)
             .env(baton_proto::env::SOCKET, &socket)
             .env(
@@ -259,7 +288,11 @@ impl Launcher {
         match &identity {
             Some(id) => {
                 // The plugin's own directory: the config's directory may be closed to it.
-                command.uid(id.uid).gid(id.gid).current_dir(&dir);
+                command.current_dir(&dir);
+                // In a PID namespace, the init switches user after making it.
+                if self.pid_init.is_none() {
+                    command.uid(id.uid).gid(id.gid);
+                }
             }
             None => {
                 if let Some(dir) = &self.config.cwd {
@@ -276,14 +309,18 @@ impl Launcher {
             pin: self.config.sha256.clone(),
         };
         let host_pid = nix::unistd::getpid();
-        // SAFETY: the closure runs between fork and exec and only makes two raw
-        // syscalls (prctl, getppid), both async-signal-safe.
+        let pid_write = pid_pipe.as_ref().map(PidPipe::write_fd);
+        // SAFETY: the closure runs between fork and exec and only makes raw syscalls
+        // (prctl, getppid, dup2/fcntl), all async-signal-safe.
         unsafe {
             command.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The host may have died between fork and prctl; then nobody would kill us.
                 if nix::unistd::getppid() != host_pid {
                     return Err(std::io::Error::other("the baton host exited during start"));
+                }
+                if let Some(fd) = pid_write {
+                    PidPipe::hand_over(fd)?;
                 }
                 Ok(())
             });
@@ -304,13 +341,7 @@ impl Launcher {
                 let spawned = command
                     .spawn()
                     .map_err(|source| StartError::spawn(&program, "", source));
-                // A running binary needs no name on disk (the kernel holds the inode),
-                // so its copy goes at once and a killed host leaks nothing big; a
-                // script's interpreter opens the file after exec, so that copy stays
-                // until its generation ends.
-                if let Some(copy) = &private_copy
-                    && (spawned.is_err() || !is_script(copy))
-                {
+                if let (Some(copy), Err(_)) = (&private_copy, &spawned) {
                     let _ = std::fs::remove_file(copy);
                 }
                 spawned
@@ -319,7 +350,18 @@ impl Launcher {
         // The clock starts once the process runs: copying a large binary is the host's
         // work, not the plugin's.
         let deadline = tokio::time::Instant::now() + timeout;
-        let pid = child.id().unwrap_or(0);
+        let group = child.id().unwrap_or(0);
+        // In a namespace, the host's child is the init's keeper; the plugin says its pid
+        // just before it execs (if it never does, its start failed and stderr says why).
+        let pid = match pid_pipe {
+            Some(pipe) => pipe.plugin_pid(deadline).await.unwrap_or(group),
+            None => group,
+        };
+        // A running binary needs no name on disk (the kernel holds the inode), so its
+        // copy goes once it runs and a killed host leaks nothing big; a script's
+        // interpreter opens the file after exec, so that copy stays until its
+        // generation ends.
+        let remove_copy_once_running = copy.clone().filter(|c| !is_script(c));
         let (stdout, stderr) = match (child.stdout.take(), child.stderr.take()) {
             (Some(o), Some(e)) => (o, e),
             _ => {
@@ -336,6 +378,7 @@ impl Launcher {
             "stderr",
             self.logs.clone(),
         ));
+        let stderr_reader = stderr_done.abort_handle();
         let mut stdout = BufReader::new(stdout);
 
         let result = async {
@@ -378,17 +421,21 @@ impl Launcher {
             }
         }
         .await;
+        if let Some(copy) = &remove_copy_once_running {
+            let _ = std::fs::remove_file(copy);
+        }
 
         match result {
             Ok((rpc, describe)) => {
-                tokio::spawn(capture_lines(
+                let stdout_reader = tokio::spawn(capture_lines(
                     stdout,
                     self.name.clone(),
                     number,
                     pid,
                     "stdout",
                     self.logs.clone(),
-                ));
+                ))
+                .abort_handle();
                 let (exit_tx, exited) = watch::channel(None);
                 tracing::info!(
                     plugin = %self.name, generation = number, pid,
@@ -399,6 +446,7 @@ impl Launcher {
                 Ok(Generation {
                     number,
                     pid,
+                    group,
                     socket,
                     rpc,
                     describe,
@@ -407,11 +455,12 @@ impl Launcher {
                     exit_tx,
                     child,
                     copy,
+                    readers: [stdout_reader, stderr_reader],
                     _admission: admission,
                 })
             }
             Err(e) => {
-                kill_group(pid, Signal::SIGKILL);
+                kill_group(group, Signal::SIGKILL);
                 let _ = child.wait().await;
                 let _ = std::fs::remove_file(&socket);
                 if let Some(copy) = &copy {
@@ -610,26 +659,34 @@ impl Generation {
         {
             Ok(status) => describe_exit(&status),
             Err(_) => {
-                kill_group(self.pid, Signal::SIGTERM);
+                kill_group(self.group, Signal::SIGTERM);
                 match tokio::time::timeout(grace.min(Duration::from_secs(1)), self.child.wait())
                     .await
                 {
                     Ok(status) => describe_exit(&status),
                     Err(_) => {
-                        kill_group(self.pid, Signal::SIGKILL);
+                        kill_group(self.group, Signal::SIGKILL);
                         describe_exit(&self.child.wait().await)
                     }
                 }
             }
         };
         // Descendants the plugin left behind in its group go with it.
-        kill_group(self.pid, Signal::SIGKILL);
+        kill_group(self.group, Signal::SIGKILL);
         self.exit_tx.send_replace(Some(status.clone()));
         self.remove_files();
         status
     }
 
     fn remove_files(&self) {
+        let readers = self.readers.clone();
+        tokio::spawn(async move {
+            // Time for its last lines to arrive.
+            tokio::time::sleep(OUTPUT_DRAIN).await;
+            for reader in readers {
+                reader.abort();
+            }
+        });
         let _ = std::fs::remove_file(&self.socket);
         if let Some(copy) = &self.copy {
             let _ = std::fs::remove_file(copy);
@@ -638,7 +695,7 @@ impl Generation {
 
     /// Kills the process group at once and reaps it: for a generation that never served.
     pub async fn kill(mut self) {
-        kill_group(self.pid, Signal::SIGKILL);
+        kill_group(self.group, Signal::SIGKILL);
         let status = describe_exit(&self.child.wait().await);
         self.exit_tx.send_replace(Some(status));
         self.remove_files();
@@ -646,7 +703,7 @@ impl Generation {
 
     /// After the process exited on its own: kill what is left of its group, remove its socket.
     pub fn clean_up(&self) {
-        kill_group(self.pid, Signal::SIGKILL);
+        kill_group(self.group, Signal::SIGKILL);
         self.remove_files();
     }
 }
@@ -663,6 +720,9 @@ const ENV_ALLOW: &[&str] = &[
     "BATON_LOG",
     "RUST_LOG",
 ];
+
+/// How long output readers of an ended generation wait for its last lines.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// Who a plugin runs as.
 struct Identity {

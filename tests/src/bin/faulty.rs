@@ -5,7 +5,10 @@
 //!   `crash` (exits with code 3 mid-call), `abort` (dies by SIGABRT mid-call),
 //!   `hang` (never answers), `stdout` (writes a stray line to stdout), `flood`
 //!   (writes PAYLOAD MiB of 100-byte lines to stderr as fast as it can), `flood-log`
-//!   (sends PAYLOAD lines through the host's `Log` service, back to back).
+//!   (sends PAYLOAD lines through the host's `Log` service, back to back), `descendants`
+//!   (starts two `sleep`s that ignore SIGTERM, one in the plugin's process group and one
+//!   in a session of its own holding the plugin's stderr, each with `BATON_TEST_MARK` =
+//!   PAYLOAD in its environment).
 //!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave;
 //!   otherwise it accepts any state (and keeps none). More faults, each by its own
 //!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
@@ -49,6 +52,10 @@ impl Plugin for Faulty {
             .method("stdout", "prints a stray line on stdout")
             .method("flood", "writes PAYLOAD MiB of lines to stderr")
             .method("flood-log", "sends PAYLOAD lines to the host's Log service")
+            .method(
+                "descendants",
+                "starts two SIGTERM-proof children marked PAYLOAD",
+            )
     }
 
     async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
@@ -88,6 +95,32 @@ impl Plugin for Faulty {
                 Ok(Bytes::new())
             }
             "pid" => Ok(Bytes::from(std::process::id().to_string())),
+            "descendants" => {
+                use std::os::unix::process::CommandExt;
+                let mark = String::from_utf8_lossy(&payload).into_owned();
+                let sleeper = || {
+                    let mut c = std::process::Command::new("sh");
+                    // `trap '' TERM` ignores it, and `exec` keeps that for sleep.
+                    c.args(["-c", "trap '' TERM; exec sleep 600"])
+                        .env("BATON_TEST_MARK", &mark)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null());
+                    c
+                };
+                let grouped = sleeper();
+                let mut detached = sleeper();
+                // SAFETY: setsid is one async-signal-safe system call.
+                unsafe {
+                    detached.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(Into::into));
+                }
+                let spawn = |mut c: std::process::Command| {
+                    c.spawn()
+                        .map_err(|e| Status::internal(format!("cannot start sh: {e}")))
+                };
+                // Never waited for: these children are left behind on purpose.
+                let (a, b) = (spawn(grouped)?, spawn(detached)?);
+                Ok(Bytes::from(format!("{} {}", a.id(), b.id())))
+            }
             "crash" => std::process::exit(3),
             "abort" => std::process::abort(),
             "hang" => loop {

@@ -9,6 +9,7 @@ mod checkpoints;
 mod config;
 mod control_socket;
 mod crashes;
+mod descendants;
 mod floods;
 mod host_death;
 mod host_services;
