@@ -408,7 +408,7 @@ pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<
 }
 
 /// A request carrying a bare plugin's launch token, as a host's calls do.
-fn with_token<T>(message: T, token: &AsciiMetadataValue) -> tonic::Request<T> {
+pub fn with_token<T>(message: T, token: &AsciiMetadataValue) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()

@@ -44,6 +44,7 @@ pub async fn neighbour(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<(
     let result = measure(&daemon, state, checkpoints).await;
     daemon.stop(Duration::from_secs(10)).await;
     let (during, quiet, count) = result?;
+    let floor = floor(bins, state, checkpoints, interval_ms).await?;
     let name = format!("{} MiB", state / MIB);
     let (during_p99, quiet_p99) = (quantile(&during, 0.99), quantile(&quiet, 0.99));
     rows.push(Row::new(
@@ -74,7 +75,105 @@ pub async fn neighbour(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<(
         quantile(&during, 1.0),
         "µs",
     ));
+    rows.push(Row::new(
+        "checkpoint",
+        format!(
+            "floor: neighbour p99 while a bare client (no baton) reads the same {name} snapshots to disk ({} calls)",
+            floor.len()
+        ),
+        quantile(&floor, 0.99),
+        "µs",
+    ));
+    rows.push(
+        Row::new(
+            "checkpoint",
+            format!("neighbour p99 during {name} checkpoints vs the floor"),
+            during_p99,
+            "µs",
+        )
+        .baseline(quantile(&floor, 0.99)),
+    );
     Ok(())
+}
+
+/// The floor for a neighbour's calls during large checkpoints on this machine: the
+/// same `count` snapshots of a `state`-byte `bench-plugin`, read by a bare tonic
+/// client and written to a file (synced) as a checkpoint is, while `echo` is called
+/// through a daemon that runs it alone. Echo latencies (µs, sorted) during the reads.
+async fn floor(bins: &Bins, state: u64, count: usize, interval_ms: u64) -> Result<Vec<f64>, Error> {
+    use baton_proto::plugin::{InvokeRequest as PluginInvoke, SnapshotRequest};
+    use tokio::io::AsyncWriteExt;
+    let toml = format!(
+        "[plugins.echo]\ncommand = \"{}\"\nreload = \"manual\"\n",
+        bins.get("echo")?.display()
+    );
+    let daemon = Daemon::start(&bins.get("baton")?, &toml, Duration::from_secs(30)).await?;
+    let mut big = crate::procs::BarePlugin::start_with(&bins.get("bench-plugin")?, true).await?;
+    let fill = PluginInvoke {
+        method: "fill".into(),
+        payload: state.to_string().into(),
+        metadata: Default::default(),
+    };
+    big.client
+        .invoke(crate::calls::with_token(fill, &big.token))
+        .await?;
+    let dir = tempfile::Builder::new()
+        .prefix("baton-bench-floor-")
+        .tempdir()?;
+    let windows: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let sink = windows.clone();
+    let (mut client, token) = (big.client.clone(), big.token.clone());
+    let reader = tokio::spawn(async move {
+        for n in 0..count {
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+            let start = now_us();
+            let request = crate::calls::with_token(SnapshotRequest {}, &token);
+            let mut snapshot = client.snapshot(request).await?.into_inner();
+            let mut file = tokio::fs::File::create(dir.path().join(format!("{n}.ckpt"))).await?;
+            while let Some(chunk) = snapshot.message().await? {
+                file.write_all(&chunk.data).await?;
+            }
+            file.sync_all().await?;
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((start, now_us()));
+        }
+        Ok::<_, Error>(())
+    });
+    let mut echo = daemon.client.clone();
+    let mut calls = Vec::new();
+    while !reader.is_finished() {
+        let start_us = now_us();
+        let t = Instant::now();
+        echo.invoke(InvokeRequest {
+            plugin: "echo".into(),
+            method: "echo".into(),
+            payload: "ping".into(),
+            metadata: Default::default(),
+        })
+        .await?;
+        calls.push(Call {
+            start_us,
+            latency_us: t.elapsed().as_micros() as u64,
+        });
+    }
+    let read = reader.await;
+    daemon.stop(Duration::from_secs(10)).await;
+    drop(big);
+    read.map_err(|e| format!("the floor's reader failed: {e}"))??;
+    let windows = windows.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let during: Vec<f64> = calls
+        .iter()
+        .filter(|c| {
+            let end = c.start_us + c.latency_us;
+            windows.iter().any(|&(a, b)| c.start_us <= b && end >= a)
+        })
+        .map(|c| c.latency_us as f64)
+        .collect();
+    if during.is_empty() {
+        return Err("no echo call fell during the floor's snapshot reads".into());
+    }
+    Ok(sorted(during))
 }
 
 /// Echo latencies (µs, sorted) during and between `count` checkpoints of a `state`-byte

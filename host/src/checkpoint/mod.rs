@@ -8,8 +8,10 @@
 //! highest on disk), never by the clock, and only they are loaded or pruned.
 
 mod file;
+mod offload;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,50 +141,74 @@ impl CheckpointStore {
         }
     }
 
-    /// Takes a checkpoint of the plugin `plugin` behind `rpc`: its `Snapshot`, checked
-    /// chunk by chunk and cut off past `limit` bytes, into memory or, with a directory,
-    /// straight to a file. `captured` is called once the whole snapshot has been read,
+    /// Takes a checkpoint of the plugin `plugin`, through the client `connect` makes:
+    /// its `Snapshot`, checked chunk by chunk and cut off past `limit` bytes, into
+    /// memory or, with a directory, straight to a file. `captured` is called once the whole snapshot has been read,
     /// before the file is synced. Dropping the future abandons the checkpoint (its temp
     /// file is removed).
     pub async fn take(
         &mut self,
         plugin: &str,
-        rpc: PluginRpc,
+        connect: impl FnOnce() -> Option<PluginRpc> + Send + 'static,
         limit: u64,
         captured: impl FnOnce(),
     ) -> Result<Taken, TakeError> {
-        let mut rpc = rpc;
-        let stream = rpc
-            .snapshot(SnapshotRequest {})
-            .await
-            .map_err(|s| {
-                TakeError::Snapshot(format!("Snapshot failed ({:?}): {}", s.code(), s.message()))
-            })?
-            .into_inner();
-        self.take_stream(plugin, stream, limit, captured).await
+        let source = async move {
+            // Made here, on the checkpoint thread, so its connection is driven there.
+            let mut rpc = connect().ok_or_else(|| {
+                TakeError::Snapshot("internal: the plugin's token is not valid metadata".into())
+            })?;
+            rpc.snapshot(SnapshotRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| {
+                    TakeError::Snapshot(format!(
+                        "Snapshot failed ({:?}): {}",
+                        s.code(),
+                        s.message()
+                    ))
+                })
+        };
+        self.take_stream(plugin, source, limit, captured).await
     }
 
-    /// [`take`](Self::take), from a stream of chunks.
-    async fn take_stream(
+    /// [`take`](Self::take), from a stream of chunks that `source` opens. The stream is
+    /// opened and read on the checkpoint thread ([`offload`]), with a connection made
+    /// there, so none of the reading lands on the host's workers.
+    async fn take_stream<S>(
         &mut self,
         plugin: &str,
-        mut stream: impl Stream<Item = Result<StateChunk, tonic::Status>> + Unpin,
+        source: impl Future<Output = Result<S, TakeError>> + Send + 'static,
         limit: u64,
         captured: impl FnOnce(),
-    ) -> Result<Taken, TakeError> {
+    ) -> Result<Taken, TakeError>
+    where
+        S: Stream<Item = Result<StateChunk, tonic::Status>> + Unpin + Send + 'static,
+    {
+        let plugin: Arc<str> = Arc::from(plugin);
         let broke = |s: tonic::Status| {
             TakeError::Snapshot(format!("the Snapshot stream failed: {}", s.message()))
         };
-        let bad = |e: ReassemblyError| {
-            TakeError::Snapshot(format!("bad snapshot: {}", snapshot_error(plugin, &e)))
-        };
-        let Some(dir) = self.dir.clone() else {
-            let mut state = Reassembly::new(usize::try_from(limit).unwrap_or(usize::MAX));
-            while let Some(chunk) = stream.next().await.transpose().map_err(broke)? {
-                state.push(chunk).map_err(bad)?;
+        let bad = {
+            let plugin = plugin.clone();
+            move |e: ReassemblyError| {
+                TakeError::Snapshot(format!("bad snapshot: {}", snapshot_error(&plugin, &e)))
             }
+        };
+        let gone = || TakeError::Snapshot("the checkpoint thread stopped".into());
+        let Some(dir) = self.dir.clone() else {
+            let read = offload::run(async move {
+                let mut stream = source.await?;
+                let mut state = Reassembly::new(usize::try_from(limit).unwrap_or(usize::MAX));
+                while let Some(chunk) = stream.next().await.transpose().map_err(broke)? {
+                    state.push(chunk).map_err(&bad)?;
+                }
+                state.finish().map_err(&bad)
+            })
+            .await
+            .ok_or_else(gone);
             captured();
-            let (schema_version, state) = state.finish().map_err(bad)?;
+            let (schema_version, state) = read??;
             let bytes = state.len() as u64;
             self.latest = Some(Checkpoint {
                 schema_version,
@@ -201,38 +227,50 @@ impl CheckpointStore {
             disk_full: self.disk_full,
         };
         let writer = tokio::task::spawn_blocking(move || job.run(rx));
-        let mut check = ChunkCheck::new(limit);
-        let mut crc = 0;
-        let read = async {
-            while let Some(chunk) = stream.next().await.transpose().map_err(broke)? {
-                check.push(&chunk).map_err(bad)?;
-                if chunk.last {
-                    crc = chunk.checksum;
+        let read = offload::run(async move {
+            let read = async {
+                let mut stream = source.await?;
+                let mut check = ChunkCheck::new(limit);
+                let mut crc = 0;
+                while let Some(chunk) = stream.next().await.transpose().map_err(broke)? {
+                    check.push(&chunk).map_err(&bad)?;
+                    if chunk.last {
+                        crc = chunk.checksum;
+                    }
+                    if tx.send(Piece::Data(chunk.data)).await.is_err() {
+                        // The writer failed; its result says why.
+                        return Ok(None);
+                    }
                 }
-                if tx.send(Piece::Data(chunk.data)).await.is_err() {
-                    // The writer failed; its result says why.
-                    return Ok(None);
-                }
-                // Chunks that are already there would be taken one after another for
-                // a whole scheduling budget; other plugins' calls on this worker
-                // then wait behind megabytes of them.
-                tokio::task::yield_now().await;
-            }
-            check.finish().map(Some).map_err(bad)
-        }
-        .await;
-        drop(stream);
-        captured();
-        if let Ok(Some((schema_version, len))) = read {
-            let _ = tx
-                .send(Piece::Done {
+                let (schema_version, len) = check.finish().map_err(&bad)?;
+                Ok(Some(Piece::Done {
                     schema_version,
                     len,
                     crc,
-                })
-                .await;
-        }
-        drop(tx);
+                }))
+            }
+            .await;
+            (tx, read)
+        })
+        .await;
+        // Calls resume once the snapshot is read, before the file is synced.
+        captured();
+        // The writer ends when the last sender is gone: each arm lets go of its own.
+        let read = match read {
+            Some((tx, Ok(Some(done)))) => {
+                let _ = tx.send(done).await;
+                Ok(())
+            }
+            Some((tx, Ok(None))) => {
+                drop(tx);
+                Ok(())
+            }
+            Some((tx, Err(e))) => {
+                drop(tx);
+                Err(e)
+            }
+            None => Err(gone()),
+        };
         let report = writer
             .await
             .map_err(|e| TakeError::Write(format!("the checkpoint writer failed: {e}")))?;
@@ -332,7 +370,7 @@ struct Report {
 impl Job {
     fn run(self, mut rx: mpsc::Receiver<Piece>) -> Report {
         let (mut notices, mut strangers) = (Vec::new(), Vec::new());
-        let written = self.write(&mut rx, &mut notices, &mut strangers);
+        let written = offload::in_background(|| self.write(&mut rx, &mut notices, &mut strangers));
         Report {
             written,
             notices,

@@ -8,7 +8,9 @@ const LIMIT: u64 = 1 << 20;
 async fn save(store: &mut CheckpointStore, n: u8) -> Result<Taken, TakeError> {
     let chunks = baton_proto::state::chunks(1, Bytes::from(vec![n; 100]));
     let stream = tokio_stream::iter(chunks.map(Ok));
-    store.take_stream("p", stream, LIMIT, || {}).await
+    store
+        .take_stream("p", async move { Ok(stream) }, LIMIT, || {})
+        .await
 }
 
 async fn saved(store: &mut CheckpointStore, n: u8) -> PathBuf {
@@ -197,7 +199,10 @@ async fn a_state_over_the_limit_is_cut_off_naming_the_key() {
     let mut store = CheckpointStore::new(None);
     let chunks = baton_proto::state::chunks(1, Bytes::from(vec![0u8; 1000]));
     let stream = tokio_stream::iter(chunks.map(Ok));
-    match store.take_stream("big", stream, 999, || {}).await {
+    match store
+        .take_stream("big", async move { Ok(stream) }, 999, || {})
+        .await
+    {
         Err(TakeError::Snapshot(e)) => assert!(
             e.contains("max_state_bytes = 999") && e.contains("plugins.big.max_state_bytes"),
             "{e}"

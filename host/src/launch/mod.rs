@@ -66,6 +66,9 @@ pub struct Generation {
     pub socket: PathBuf,
     /// The client the host calls it through.
     pub rpc: PluginRpc,
+    /// Its launch token, for [`separate_rpc`](Self::separate_rpc).
+    token: Arc<str>,
+    max_message: usize,
     /// What it said about itself.
     pub describe: DescribeResponse,
     /// When it became ready.
@@ -449,6 +452,8 @@ impl Launcher {
                     group,
                     socket,
                     rpc,
+                    token: Arc::from(token.as_str()),
+                    max_message: self.config.max_message_bytes,
                     describe,
                     ready_at: Instant::now(),
                     exited,
@@ -604,11 +609,8 @@ impl Launcher {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let service = TokenService::new(channel, token)
+        let mut rpc = plugin_rpc(channel, token, self.config.max_message_bytes)
             .ok_or_else(|| StartError::Handshake("internal: token is not valid metadata".into()))?;
-        let mut rpc = PluginClient::new(service)
-            .max_decoding_message_size(self.config.max_message_bytes)
-            .max_encoding_message_size(self.config.max_message_bytes);
         let describe =
             match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
                 Ok(Ok(resp)) => resp.into_inner(),
@@ -638,6 +640,13 @@ impl Launcher {
 }
 
 impl Generation {
+    /// Makes a client on a connection of its own, driven by the runtime it is made on:
+    /// for bulk transfers that should share neither a worker nor a connection with calls.
+    pub fn separate_rpc(&self) -> impl FnOnce() -> Option<PluginRpc> + Send + 'static {
+        let (socket, token, max) = (self.socket.clone(), self.token.clone(), self.max_message);
+        move || plugin_rpc(unix_channel(&socket), &token, max)
+    }
+
     /// Waits for the process to exit, and records how.
     pub async fn wait(&mut self) -> String {
         let status = describe_exit(&self.child.wait().await);
@@ -720,6 +729,20 @@ const ENV_ALLOW: &[&str] = &[
     "BATON_LOG",
     "RUST_LOG",
 ];
+
+/// The client for one generation on `channel`, carrying its token; `None` if the token
+/// cannot be a header value.
+fn plugin_rpc(
+    channel: tonic::transport::Channel,
+    token: &str,
+    max_message: usize,
+) -> Option<PluginRpc> {
+    Some(
+        PluginClient::new(TokenService::new(channel, token)?)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+    )
+}
 
 /// How long output readers of an ended generation wait for its last lines.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(500);

@@ -40,11 +40,12 @@ impl Supervisor {
             let release = || {
                 route.send_replace(Route::Serving(live.clone()));
             };
+            // A connection of its own, read on the checkpoint thread: a large state
+            // then never shares a worker (or a connection) with other plugins' calls.
+            let connect = current.separate_rpc();
             let take = async {
                 live.drained().await;
-                self.checkpoints
-                    .take(&name, current.rpc.clone(), limit, release)
-                    .await
+                self.checkpoints.take(&name, connect, limit, release).await
             };
             tokio::pin!(take);
             let now = tokio::time::Instant::now();
