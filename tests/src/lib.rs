@@ -101,19 +101,25 @@ impl TestHost {
 
     /// Like [`start`](Self::start), with extra environment variables for the host.
     pub async fn start_with_env(plugins_toml: &str, env: &[(&str, &str)]) -> Self {
-        Self::launch(None, plugins_toml, env, None).await
+        Self::launch(None, plugins_toml, env, None, None).await
     }
 
     /// Like [`start`](Self::start), with the host's open-files limit (soft and hard) set to
     /// `limit`, as a tight `LimitNOFILE=` would.
     pub async fn start_with_open_files(plugins_toml: &str, limit: u64) -> Self {
-        Self::launch(None, plugins_toml, &[], Some(limit)).await
+        Self::launch(None, plugins_toml, &[], Some(limit), None).await
     }
 
     /// Like [`start`](Self::start), with the control socket at `socket` instead of in
     /// the host's own directory (for hosts that meet at one path).
     pub async fn start_at(socket: &Path, plugins_toml: &str) -> Self {
-        Self::launch(Some(socket.to_owned()), plugins_toml, &[], None).await
+        Self::launch(Some(socket.to_owned()), plugins_toml, &[], None, None).await
+    }
+
+    /// Like [`start`](Self::start), with the host running as `user` (uid, gid) rather
+    /// than as this test's user: for hosts without root's privileges.
+    pub async fn start_as(plugins_toml: &str, user: (u32, u32)) -> Self {
+        Self::launch(None, plugins_toml, &[], None, Some(user)).await
     }
 
     async fn launch(
@@ -121,6 +127,7 @@ impl TestHost {
         plugins_toml: &str,
         env: &[(&str, &str)],
         open_files: Option<u64>,
+        user: Option<(u32, u32)>,
     ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("baton-test-")
@@ -156,6 +163,10 @@ impl TestHost {
                     .map_err(std::io::Error::from)
                 });
             }
+        }
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("hand over the dir");
+            command.uid(uid).gid(gid);
         }
         let child = command.spawn().expect("start baton");
         let mut host = Self {

@@ -124,3 +124,50 @@ async fn a_host_killed_by_sigkill_takes_every_descendant_of_its_plugins() {
     host.kill();
     mark.all_gone("the host was SIGKILLed").await;
 }
+
+#[tokio::test]
+async fn without_pid_namespaces_the_host_says_so_and_a_retired_generations_pipes_still_close() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: this test starts the host as another user, which needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("the nobody user exists");
+    // Not root, so no PID namespaces: the process-group fallback.
+    let host = TestHost::start_as(&faulty(), (nobody.uid.as_raw(), nobody.gid.as_raw())).await;
+    wait_until(
+        "the host names the fallback",
+        Duration::from_secs(5),
+        || async {
+            host.log()
+                .contains("plugins run without PID namespaces")
+                .then_some(())
+        },
+    )
+    .await;
+    // Setsid children survive there (the documented limit), but the pipes they hold
+    // cost the host nothing once their generation is gone.
+    let warm = Marked::new("fallback-warm");
+    warm.start_in(&host).await;
+    reload(&host).await;
+    let before = fd_count(host.pid());
+    let mut marks = Vec::new();
+    for n in 0..10 {
+        let mark = Marked::new(&format!("fallback{n}"));
+        mark.start_in(&host).await;
+        reload(&host).await;
+        marks.push(mark);
+    }
+    let after = wait_until(
+        "the host's descriptors settle",
+        Duration::from_secs(5),
+        || async {
+            let now = fd_count(host.pid());
+            (now <= before + 2).then_some(now)
+        },
+    )
+    .await;
+    assert!(after <= before + 2, "{before} -> {after}");
+}
