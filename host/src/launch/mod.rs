@@ -3,189 +3,45 @@
 
 mod binary;
 mod channel;
+mod error;
+mod generation;
 mod handshake;
 mod isolation;
 mod logs;
+mod socket_path;
 mod spawner;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_proto::PROTOCOL_VERSION;
 use baton_proto::plugin::plugin_client::PluginClient;
 use baton_proto::plugin::{DescribeRequest, DescribeResponse};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::BufReader;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::PluginConfig;
-use crate::services::{Admission, PluginIdentity, Registry};
+use crate::services::{PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
 use binary::{BinaryPolicy, Runner, copy_binary, is_script, pin_file, verify_binary};
 pub(crate) use channel::MAX_MESSAGE_BYTES;
 pub use channel::{PluginRpc, TokenService, unix_channel};
+pub use error::StartError;
+use generation::kill_group;
+pub use generation::{Generation, describe_exit};
 use handshake::read_handshake_line;
 pub use handshake::{check_handshake, new_token};
 use isolation::PidPipe;
 pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
 pub use logs::{LogLimit, LogLimiter, LogLine, LogRing};
+pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
-
-/// How a process ended, in words.
-pub fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("exit code {code}"),
-            (None, Some(sig)) => match Signal::try_from(sig) {
-                Ok(signal) => format!("killed by signal {sig} ({})", signal.as_str()),
-                Err(_) => format!("killed by signal {sig}"),
-            },
-            _ => s.to_string(),
-        },
-        Err(e) => format!("unknown exit status ({e})"),
-    }
-}
-
-/// A running, handshaken, healthy plugin process: one generation.
-pub struct Generation {
-    /// Counts processes of this plugin, from 1.
-    pub number: u64,
-    /// The plugin's process id.
-    pub pid: u32,
-    /// Its process group: the plugin's own pid, or in a PID namespace its keeper's
-    /// (see [`crate::pid_init`]), which is the host's child.
-    group: u32,
-    /// Its socket.
-    pub socket: PathBuf,
-    /// The client the host calls it through.
-    pub rpc: PluginRpc,
-    /// Its launch token, for [`separate_rpc`](Self::separate_rpc).
-    token: Arc<str>,
-    max_message: usize,
-    /// What it said about itself.
-    pub describe: DescribeResponse,
-    /// When it became ready.
-    pub ready_at: Instant,
-    /// Set to how it ended, once it has.
-    pub exited: watch::Receiver<Option<String>>,
-    exit_tx: watch::Sender<Option<String>>,
-    child: Child,
-    /// The private copy of the binary it runs, removed when it ends.
-    copy: Option<PathBuf>,
-    /// The tasks reading its stdout and stderr: stopped shortly after it ends, even if
-    /// something it left behind still holds the other ends of the pipes.
-    readers: [tokio::task::AbortHandle; 2],
-    /// Its token's right to call the host services, revoked when this is dropped.
-    _admission: Admission,
-}
-
-/// Why a process could not be brought to SERVING.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The program could not be executed.
-    #[error("cannot run {}: {source}", command.display())]
-    Spawn {
-        /// The program.
-        command: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The host ran short of descriptors, memory or processes while starting it: not
-    /// the plugin's doing, so not counted as its crash.
-    #[error("the host could not start {}: {what}: {source}", command.display())]
-    HostShort {
-        /// The program.
-        command: PathBuf,
-        /// What the host was doing.
-        what: String,
-        /// The OS's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The binary failed a production or pin check.
-    #[error("refused to run {}: {why}", path.display())]
-    Refused {
-        /// The configured binary.
-        path: PathBuf,
-        /// Which check failed.
-        why: String,
-    },
-    /// The handshake went wrong; the text says what was expected and what came.
-    #[error("{0}")]
-    Handshake(String),
-    /// It exited while starting.
-    #[error("exited during start-up ({status}){}", stderr_suffix(.stderr))]
-    Exited {
-        /// How it exited.
-        status: String,
-        /// Its last lines of stderr.
-        stderr: Vec<String>,
-    },
-    /// It did not finish starting in time.
-    #[error("{what} within {timeout:?}{}", stderr_suffix(.stderr))]
-    Timeout {
-        /// What it failed to do.
-        what: String,
-        /// The limit.
-        timeout: Duration,
-        /// Its last lines of stderr.
-        stderr: Vec<String>,
-    },
-}
-
-impl StartError {
-    /// A failed start of `command` while doing `what`: the host's shortage, or the
-    /// program's problem.
-    fn spawn(command: &Path, what: &str, source: std::io::Error) -> Self {
-        use nix::errno::Errno;
-        let short = source.raw_os_error().is_some_and(|code| {
-            [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN]
-                .contains(&Errno::from_raw(code))
-        });
-        if short {
-            return Self::HostShort {
-                command: command.to_owned(),
-                what: if what.is_empty() {
-                    "cannot start the process"
-                } else {
-                    what
-                }
-                .to_owned(),
-                source,
-            };
-        }
-        let source = if what.is_empty() {
-            source
-        } else {
-            std::io::Error::new(source.kind(), format!("{what}: {source}"))
-        };
-        Self::Spawn {
-            command: command.to_owned(),
-            source,
-        }
-    }
-
-    /// Whether the host, not the plugin, is why it did not start.
-    pub fn is_host_side(&self) -> bool {
-        matches!(self, Self::HostShort { .. })
-    }
-}
-
-fn stderr_suffix(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!("; its stderr ended with: {}", lines.join(" | "))
-    }
-}
 
 /// Everything needed to start processes of one plugin.
 pub struct Launcher {
@@ -639,84 +495,6 @@ impl Launcher {
     }
 }
 
-impl Generation {
-    /// Makes a client on a connection of its own, driven by the runtime it is made on:
-    /// for bulk transfers that should share neither a worker nor a connection with calls.
-    pub fn separate_rpc(&self) -> impl FnOnce() -> Option<PluginRpc> + Send + 'static {
-        let (socket, token, max) = (self.socket.clone(), self.token.clone(), self.max_message);
-        move || plugin_rpc(unix_channel(&socket), &token, max)
-    }
-
-    /// Waits for the process to exit, and records how.
-    pub async fn wait(&mut self) -> String {
-        let status = describe_exit(&self.child.wait().await);
-        self.exit_tx.send_replace(Some(status.clone()));
-        status
-    }
-
-    /// Stops the process: `Shutdown`, then SIGTERM, then SIGKILL, each after waiting
-    /// part of `grace`; always reaps it and removes its socket.
-    pub async fn stop(mut self, grace: Duration) -> String {
-        let mut rpc = self.rpc.clone();
-        let asked =
-            tokio::time::timeout(grace, rpc.shutdown(baton_proto::plugin::ShutdownRequest {}));
-        let status = match tokio::time::timeout(grace, async {
-            let _ = asked.await;
-            self.child.wait().await
-        })
-        .await
-        {
-            Ok(status) => describe_exit(&status),
-            Err(_) => {
-                kill_group(self.group, Signal::SIGTERM);
-                match tokio::time::timeout(grace.min(Duration::from_secs(1)), self.child.wait())
-                    .await
-                {
-                    Ok(status) => describe_exit(&status),
-                    Err(_) => {
-                        kill_group(self.group, Signal::SIGKILL);
-                        describe_exit(&self.child.wait().await)
-                    }
-                }
-            }
-        };
-        // Descendants the plugin left behind in its group go with it.
-        kill_group(self.group, Signal::SIGKILL);
-        self.exit_tx.send_replace(Some(status.clone()));
-        self.remove_files();
-        status
-    }
-
-    fn remove_files(&self) {
-        let readers = self.readers.clone();
-        tokio::spawn(async move {
-            // Time for its last lines to arrive.
-            tokio::time::sleep(OUTPUT_DRAIN).await;
-            for reader in readers {
-                reader.abort();
-            }
-        });
-        let _ = std::fs::remove_file(&self.socket);
-        if let Some(copy) = &self.copy {
-            let _ = std::fs::remove_file(copy);
-        }
-    }
-
-    /// Kills the process group at once and reaps it: for a generation that never served.
-    pub async fn kill(mut self) {
-        kill_group(self.group, Signal::SIGKILL);
-        let status = describe_exit(&self.child.wait().await);
-        self.exit_tx.send_replace(Some(status));
-        self.remove_files();
-    }
-
-    /// After the process exited on its own: kill what is left of its group, remove its socket.
-    pub fn clean_up(&self) {
-        kill_group(self.group, Signal::SIGKILL);
-        self.remove_files();
-    }
-}
-
 /// Variables a production plugin keeps from the host's environment (and `LC_*`).
 const ENV_ALLOW: &[&str] = &[
     "PATH",
@@ -744,91 +522,8 @@ fn plugin_rpc(
     )
 }
 
-/// How long output readers of an ended generation wait for its last lines.
-const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
-
 /// Who a plugin runs as.
 struct Identity {
     uid: u32,
     gid: u32,
-}
-
-/// The longest path a Unix socket can have on Linux: `sun_path` holds 108 bytes,
-/// the last of which is its NUL.
-pub const MAX_SOCKET_PATH: usize = 107;
-/// Longest [`socket_tag`].
-const MAX_TAG: usize = 16;
-
-/// The name of a plugin's socket directory: the plugin's own name when it is short, else
-/// its start and a hash of the whole. A socket path is then at most
-/// [`plugin_socket_tail`] bytes longer than the host's directory, whatever the name and
-/// however many generations have run.
-pub fn socket_tag(name: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    // The daemon's config allows only such names; an embedder's may hold anything,
-    // which must not become a path of its own (`..`, `/`).
-    if !name.is_empty() && name.len() <= MAX_TAG && name.chars().all(plain) {
-        return name.to_owned();
-    }
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(name.as_bytes());
-    let hex: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let start: String = name
-        .chars()
-        .filter(|c| plain(*c))
-        .take(MAX_TAG - 9)
-        .collect();
-    format!("{start}~{hex}")
-}
-
-/// How much a plugin's socket path adds to the host's directory at most:
-/// `/<tag>/<generation, up to 20 digits>.sock`.
-pub const fn plugin_socket_tail() -> usize {
-    1 + MAX_TAG + 1 + 20 + ".sock".len()
-}
-
-fn kill_group(pid: u32, signal: Signal) {
-    if let Ok(pid) = i32::try_from(pid)
-        && pid > 0
-    {
-        let _ = killpg(Pid::from_raw(pid), signal);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn running_out_of_descriptors_or_memory_is_the_hosts_shortage() {
-        let start = |errno: nix::errno::Errno| {
-            StartError::spawn(
-                Path::new("./p"),
-                "cannot copy it",
-                std::io::Error::from_raw_os_error(errno as i32),
-            )
-        };
-        for errno in [nix::errno::Errno::EMFILE, nix::errno::Errno::ENOMEM] {
-            assert!(start(errno).is_host_side());
-        }
-        let missing = start(nix::errno::Errno::ENOENT);
-        assert!(!missing.is_host_side());
-        assert!(missing.to_string().contains("cannot copy it"), "{missing}");
-    }
-
-    #[test]
-    fn socket_tags_are_short_plain_and_distinct() {
-        assert_eq!(socket_tag("counter"), "counter");
-        let long = "a".repeat(64);
-        let longer = format!("{long}b");
-        for name in [long.as_str(), longer.as_str(), "../../etc", "é", ""] {
-            let tag = socket_tag(name);
-            assert!(tag.len() <= MAX_TAG, "{tag}");
-            assert!(
-                !tag.contains('/') && tag != ".." && !tag.is_empty(),
-                "{tag}"
-            );
-        }
-        assert_ne!(socket_tag(&long), socket_tag(&longer));
-    }
 }

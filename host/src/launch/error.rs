@@ -1,0 +1,127 @@
+//! Why a plugin process could not be brought to SERVING.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a process could not be brought to SERVING.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The program could not be executed.
+    #[error("cannot run {}: {source}", command.display())]
+    Spawn {
+        /// The program.
+        command: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host ran short of descriptors, memory or processes while starting it: not
+    /// the plugin's doing, so not counted as its crash.
+    #[error("the host could not start {}: {what}: {source}", command.display())]
+    HostShort {
+        /// The program.
+        command: PathBuf,
+        /// What the host was doing.
+        what: String,
+        /// The OS's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary failed a production or pin check.
+    #[error("refused to run {}: {why}", path.display())]
+    Refused {
+        /// The configured binary.
+        path: PathBuf,
+        /// Which check failed.
+        why: String,
+    },
+    /// The handshake went wrong; the text says what was expected and what came.
+    #[error("{0}")]
+    Handshake(String),
+    /// It exited while starting.
+    #[error("exited during start-up ({status}){}", stderr_suffix(.stderr))]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// Its last lines of stderr.
+        stderr: Vec<String>,
+    },
+    /// It did not finish starting in time.
+    #[error("{what} within {timeout:?}{}", stderr_suffix(.stderr))]
+    Timeout {
+        /// What it failed to do.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+        /// Its last lines of stderr.
+        stderr: Vec<String>,
+    },
+}
+
+impl StartError {
+    /// A failed start of `command` while doing `what`: the host's shortage, or the
+    /// program's problem.
+    pub(super) fn spawn(command: &Path, what: &str, source: std::io::Error) -> Self {
+        use nix::errno::Errno;
+        let short = source.raw_os_error().is_some_and(|code| {
+            [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN]
+                .contains(&Errno::from_raw(code))
+        });
+        if short {
+            return Self::HostShort {
+                command: command.to_owned(),
+                what: if what.is_empty() {
+                    "cannot start the process"
+                } else {
+                    what
+                }
+                .to_owned(),
+                source,
+            };
+        }
+        let source = if what.is_empty() {
+            source
+        } else {
+            std::io::Error::new(source.kind(), format!("{what}: {source}"))
+        };
+        Self::Spawn {
+            command: command.to_owned(),
+            source,
+        }
+    }
+
+    /// Whether the host, not the plugin, is why it did not start.
+    pub fn is_host_side(&self) -> bool {
+        matches!(self, Self::HostShort { .. })
+    }
+}
+
+fn stderr_suffix(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ended with: {}", lines.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_or_memory_is_the_hosts_shortage() {
+        let start = |errno: nix::errno::Errno| {
+            StartError::spawn(
+                Path::new("./p"),
+                "cannot copy it",
+                std::io::Error::from_raw_os_error(errno as i32),
+            )
+        };
+        for errno in [nix::errno::Errno::EMFILE, nix::errno::Errno::ENOMEM] {
+            assert!(start(errno).is_host_side());
+        }
+        let missing = start(nix::errno::Errno::ENOENT);
+        assert!(!missing.is_host_side());
+        assert!(missing.to_string().contains("cannot copy it"), "{missing}");
+    }
+}
