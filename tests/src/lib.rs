@@ -607,3 +607,18 @@ pub fn process_env(pid: u32, key: &str) -> Option<String> {
             .map(str::to_owned)
     })
 }
+
+/// The `nobody` user, when this test runs as root; `None` (with a line saying the test
+/// is skipped, and why) otherwise.
+pub fn nobody_when_root(why: &str) -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: {why} needs root");
+        return None;
+    }
+    Some(
+        nix::unistd::User::from_name("nobody")
+            .ok()
+            .flatten()
+            .expect("the nobody user exists"),
+    )
+}

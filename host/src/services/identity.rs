@@ -140,13 +140,7 @@ impl Drop for Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn test_limiter() -> LogLimiter {
-        LogLimiter::new(
-            Arc::from("notes"),
-            crate::PluginConfig::new("x").log_limit(),
-        )
-    }
+    use crate::services::test_limiter;
 
     fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> tonic::Code {
         r.expect_err("should be refused").code()

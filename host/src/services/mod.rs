@@ -312,17 +312,19 @@ impl Server {
     }
 }
 
+/// A log budget for the tests of this module and its children.
+#[cfg(test)]
+fn test_limiter() -> LogLimiter {
+    LogLimiter::new(
+        Arc::from("notes"),
+        crate::PluginConfig::new("x").log_limit(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use baton_proto::TOKEN_METADATA_KEY;
-
-    fn test_limiter() -> LogLimiter {
-        LogLimiter::new(
-            Arc::from("notes"),
-            crate::PluginConfig::new("x").log_limit(),
-        )
-    }
 
     #[tokio::test]
     async fn the_socket_checks_tokens_in_front_of_every_service() {

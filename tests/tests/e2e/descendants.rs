@@ -63,6 +63,16 @@ impl Drop for Marked {
     }
 }
 
+/// Waits until the host holds at most two descriptors more than `before`.
+async fn descriptors_settle(host: &TestHost, before: usize) {
+    wait_until(
+        &format!("the host's descriptors settle (from {before})"),
+        Duration::from_secs(5),
+        || async { (fd_count(host.pid()) <= before + 2).then_some(()) },
+    )
+    .await;
+}
+
 fn faulty() -> String {
     format!(
         "[plugins.faulty]\ncommand = \"{}\"\nargs = [\"ok\"]\nreload = \"manual\"\nshutdown_grace_ms = 500\n",
@@ -99,16 +109,7 @@ async fn a_reload_and_a_graceful_stop_leave_no_descendant_and_no_descriptor_behi
     for mark in &marks {
         mark.all_gone("ten reloads").await;
     }
-    let after = wait_until(
-        "the host's descriptors settle",
-        Duration::from_secs(5),
-        || async {
-            let now = fd_count(host.pid());
-            (now <= before + 2).then_some(now)
-        },
-    )
-    .await;
-    assert!(after <= before + 2, "{before} -> {after}");
+    descriptors_settle(&host, before).await;
 
     let last = Marked::new("stop");
     last.start_in(&host).await;
@@ -127,14 +128,10 @@ async fn a_host_killed_by_sigkill_takes_every_descendant_of_its_plugins() {
 
 #[tokio::test]
 async fn without_pid_namespaces_the_host_says_so_and_a_retired_generations_pipes_still_close() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: this test starts the host as another user, which needs root");
+    let Some(nobody) = baton_tests::nobody_when_root("this test starts the host as another user")
+    else {
         return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .ok()
-        .flatten()
-        .expect("the nobody user exists");
+    };
     // Not root, so no PID namespaces: the process-group fallback.
     let host = TestHost::start_as(&faulty(), (nobody.uid.as_raw(), nobody.gid.as_raw())).await;
     wait_until(
@@ -160,14 +157,5 @@ async fn without_pid_namespaces_the_host_says_so_and_a_retired_generations_pipes
         reload(&host).await;
         marks.push(mark);
     }
-    let after = wait_until(
-        "the host's descriptors settle",
-        Duration::from_secs(5),
-        || async {
-            let now = fd_count(host.pid());
-            (now <= before + 2).then_some(now)
-        },
-    )
-    .await;
-    assert!(after <= before + 2, "{before} -> {after}");
+    descriptors_settle(&host, before).await;
 }

@@ -37,14 +37,9 @@ async fn serving_generation(
 
 #[tokio::test]
 async fn links_planted_by_the_plugins_user_never_redirect_the_hosts_writes() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: running a plugin as another user needs the host to run as root");
+    let Some(nobody) = baton_tests::nobody_when_root("running a plugin as another user") else {
         return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .ok()
-        .flatten()
-        .expect("the nobody user exists");
+    };
     // A root-owned file the plugin's user must never be able to touch.
     let victim_dir = tempfile::tempdir().expect("temp dir");
     let victim = victim_dir.path().join("root-only.conf");

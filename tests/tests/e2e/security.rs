@@ -190,14 +190,9 @@ fn process_uid(pid: u32) -> Option<u32> {
 
 #[tokio::test]
 async fn a_plugin_can_run_as_another_user_and_still_dies_with_the_host() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: running a plugin as another user needs the host to run as root");
+    let Some(nobody) = baton_tests::nobody_when_root("running a plugin as another user") else {
         return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .ok()
-        .flatten()
-        .expect("the nobody user exists");
+    };
     let mut host = TestHost::start(&format!(
         "[plugins.counter]\ncommand = \"{}\"\nuser = \"nobody\"\n",
         bin("counter").display()
