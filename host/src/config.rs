@@ -108,6 +108,12 @@ pub struct PluginConfig {
     /// How long a call may take, including any time spent waiting for a restart.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// At a handover or checkpoint, how long response streams of application-service
+    /// calls still open on the old generation may take to end by themselves; the rest
+    /// are then ended with UNAVAILABLE saying the plugin moved and the stream should be
+    /// reopened, so that the state can move. Default 1000.
+    #[serde(default = "default_stream_drain_ms")]
+    pub stream_drain_ms: u64,
     /// After `Shutdown`, how long the process has to exit before SIGTERM, then SIGKILL.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -175,6 +181,11 @@ pub struct PluginConfig {
     /// the plugin, such as a script plugin's sources; relative to the config file.
     #[serde(default)]
     pub watch: Vec<String>,
+    /// Application services (full gRPC names, such as `mydb.trigger.v1.Trigger`) the
+    /// plugin must serve: a generation whose `Describe` does not list one of them fails
+    /// its start, and at a reload the handover rolls back naming what is missing.
+    #[serde(default)]
+    pub services: Vec<String>,
     /// How long a changed file must stay unchanged before it is loaded, so a file still
     /// being written is never started.
     #[serde(default = "default_settle_ms")]
@@ -227,6 +238,9 @@ fn default_socket() -> PathBuf {
 }
 fn default_handshake_timeout_ms() -> u64 {
     5_000
+}
+fn default_stream_drain_ms() -> u64 {
+    1000
 }
 fn default_call_timeout_ms() -> u64 {
     30_000
@@ -293,6 +307,7 @@ impl PluginConfig {
             env: BTreeMap::new(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             call_timeout_ms: default_call_timeout_ms(),
+            stream_drain_ms: default_stream_drain_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             restart: RestartConfig::default(),
             checkpoint_interval_ms: None,
@@ -310,6 +325,7 @@ impl PluginConfig {
             cpu_window_ms: default_cpu_window_ms(),
             reload: None,
             watch: Vec::new(),
+            services: Vec::new(),
             settle_ms: default_settle_ms(),
             handover_timeout_ms: default_handover_timeout_ms(),
             copy_binary: true,
@@ -337,6 +353,10 @@ impl PluginConfig {
     /// `handshake_timeout_ms` as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// `stream_drain_ms` as a duration.
+    pub fn stream_drain(&self) -> Duration {
+        Duration::from_millis(self.stream_drain_ms)
     }
     /// `call_timeout_ms` as a duration.
     pub fn call_timeout(&self) -> Duration {
@@ -487,6 +507,23 @@ impl Config {
                     field("sha256"),
                     format!("must be 64 hex digits, got {pin:?}"),
                 ));
+            }
+            for service in &plugin.services {
+                let part = |p: &str| {
+                    p.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                if !service.split('.').all(part) {
+                    return Err((
+                        field("services"),
+                        format!(
+                            "{service:?} is not a gRPC service name (dot-separated identifiers, \
+                             such as \"mydb.trigger.v1.Trigger\")"
+                        ),
+                    ));
+                }
             }
             for entry in &plugin.watch {
                 if let Err(e) = glob::Pattern::new(entry) {

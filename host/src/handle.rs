@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use baton_proto::plugin::InvokeRequest;
@@ -12,8 +12,11 @@ use bytes::Bytes;
 use tokio::sync::{Notify, oneshot, watch};
 use tonic::{Code, Status};
 
+use crate::channel::{PluginChannel, StreamSlot};
 use crate::config::PluginConfig;
-use crate::launch::{LogLine, LogRing, PluginRpc};
+use tonic::transport::Channel;
+
+use crate::launch::{Generation, LogLine, LogRing, PluginRpc, TokenService};
 use crate::metrics::CallMetrics;
 use crate::supervisor::{Command, CommandSender, PluginStatus};
 
@@ -42,28 +45,50 @@ pub(crate) struct Live {
     pub(crate) generation: u64,
     pub(crate) pid: u32,
     pub(crate) rpc: PluginRpc,
+    /// For calls to its application services.
+    pub(crate) transport: TokenService<Channel>,
     pub(crate) exited: watch::Receiver<Option<String>>,
     /// Calls sent to this generation and not yet answered.
     inflight: AtomicUsize,
     /// Woken when `inflight` drops to zero.
     idle: Notify,
+    /// Response streams of application-service calls still open here.
+    streams: Mutex<Vec<Weak<StreamSlot>>>,
 }
 
 impl Live {
-    pub(crate) fn new(
-        generation: u64,
-        pid: u32,
-        rpc: PluginRpc,
-        exited: watch::Receiver<Option<String>>,
-    ) -> Self {
+    /// The route's view of a generation that starts serving.
+    pub(crate) fn of(generation: &Generation) -> Self {
         Self {
-            generation,
-            pid,
-            rpc,
-            exited,
+            generation: generation.number,
+            pid: generation.pid,
+            rpc: generation.rpc.clone(),
+            transport: generation.transport.clone(),
+            exited: generation.exited.clone(),
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),
+            streams: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps `slot` where [`end_streams`](Self::end_streams) finds it.
+    pub(crate) fn register_stream(&self, slot: &Arc<StreamSlot>) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.retain(|s| s.strong_count() > 0);
+        streams.push(Arc::downgrade(slot));
+    }
+
+    /// Ends every response stream still open here with `status`, giving back their
+    /// places in the drain: for a handover that has waited long enough for them.
+    /// Returns how many it ended.
+    pub(crate) fn end_streams(&self, status: &Status) -> usize {
+        let streams = std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut ended = 0;
+        for slot in streams.iter().filter_map(Weak::upgrade) {
+            slot.end(status.clone());
+            ended += 1;
+        }
+        ended
     }
 
     /// Counts a call in. Called only while the route is borrowed, so once the
@@ -71,6 +96,23 @@ impl Live {
     fn enter(self: &Arc<Self>) -> InFlight {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.clone())
+    }
+
+    /// Waits until no call is in flight here, giving open response streams `streams`
+    /// to end by themselves before ending them with UNAVAILABLE and `why` (they would
+    /// otherwise hold the state in place for as long as they stay open).
+    pub(crate) async fn drained_ending_streams(&self, streams: Duration, why: &str) {
+        if tokio::time::timeout(streams, self.drained()).await.is_err() {
+            let ended = self.end_streams(&Status::unavailable(why.to_owned()));
+            if ended > 0 {
+                tracing::info!(
+                    generation = self.generation,
+                    ended,
+                    "open streams ended: {why}"
+                );
+            }
+            self.drained().await;
+        }
     }
 
     /// Waits until no call is in flight here. The caller has already taken this
@@ -89,7 +131,7 @@ impl Live {
 }
 
 /// One call in flight on a generation; counted out when dropped.
-struct InFlight(Arc<Live>);
+pub(crate) struct InFlight(Arc<Live>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -102,6 +144,11 @@ impl Drop for InFlight {
 impl InFlight {
     /// Counts the call out, keeping the generation's details for the reply.
     fn leave(self) -> Arc<Live> {
+        self.0.clone()
+    }
+
+    /// The generation, without counting the call out.
+    pub(crate) fn live(&self) -> Arc<Live> {
         self.0.clone()
     }
 }
@@ -363,7 +410,7 @@ impl PluginHandle {
 
     /// The serving generation, waiting (until `deadline`) while one is on its way.
     /// A generation known to be dead (`skip`) counts as not serving yet.
-    async fn serving(
+    pub(crate) async fn serving(
         &self,
         deadline: tokio::time::Instant,
         skip: Option<u64>,
@@ -409,6 +456,51 @@ impl PluginHandle {
                 }
             }
         }
+    }
+
+    /// A channel to the plugin's application services, for any tonic-generated client
+    /// (`TriggerClient::new(handle.channel())`); see [`PluginChannel`].
+    pub fn channel(&self) -> PluginChannel {
+        PluginChannel::new(self.clone())
+    }
+
+    /// How long a call waits for the plugin to serve.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.inner.call_timeout
+    }
+
+    /// Counts an application-service call that ended with `code`, by its gRPC path.
+    pub(crate) fn record_typed(&self, path: &str, code: Code, started: std::time::Instant) {
+        self.inner.metrics.record(path, code, started.elapsed());
+        self.count(code != Code::Ok);
+    }
+
+    /// Names the plugin in a failed application-service call's status, and says so when
+    /// the process died under it.
+    pub(crate) async fn explain_typed(&self, live: &Live, path: &str, status: Status) -> Status {
+        match self.explain(live, path, status).await {
+            Failure::Status(status) => status,
+            Failure::NeverSent => Status::unavailable(format!(
+                "plugin {} (generation {}, pid {}) was gone before the call to {path} reached it",
+                self.inner.name, live.generation, live.pid
+            )),
+        }
+    }
+
+    /// The status a caller gets when a response stream from `live` breaks: UNAVAILABLE
+    /// (the stream may be reopened), saying how the process ended if it did.
+    pub(crate) async fn explain_stream(&self, live: &Live, path: &str, status: Status) -> Status {
+        let named = self.explain_typed(live, path, status).await;
+        if named.code() == Code::Unavailable {
+            return named;
+        }
+        Status::unavailable(format!(
+            "plugin {} (generation {}, pid {}) broke off the stream of {path}: {}",
+            self.inner.name,
+            live.generation,
+            live.pid,
+            named.message()
+        ))
     }
 
     /// Turns a failed call's status into one that names the plugin, and says so when

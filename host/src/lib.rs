@@ -17,6 +17,7 @@
 //! ```
 
 pub mod accept;
+mod channel;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod socket_file;
 pub mod supervisor;
 pub mod watch;
 
+pub use channel::PluginChannel;
 pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
 pub use events::Event;
 pub use handle::{PluginHandle, Reply};

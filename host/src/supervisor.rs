@@ -507,12 +507,7 @@ impl Supervisor {
     }
 
     fn serve_started(&mut self, generation: &Generation, restarted: bool) {
-        let live = Arc::new(Live::new(
-            generation.number,
-            generation.pid,
-            generation.rpc.clone(),
-            generation.exited.clone(),
-        ));
+        let live = Arc::new(Live::of(generation));
         self.live = Some(live.clone());
         self.update(|s| {
             s.state = PluginState::Serving;
@@ -719,7 +714,12 @@ impl Supervisor {
         let mut drain = Duration::ZERO;
         let moved = tokio::select! {
             moved = tokio::time::timeout_at(deadline, async {
-                old_live.drained().await;
+                let why = format!(
+                    "plugin {name} moved to generation {number} (a reload); reopen the stream"
+                );
+                old_live
+                    .drained_ending_streams(self.launcher.config.stream_drain(), &why)
+                    .await;
                 drain = held_at.elapsed();
                 transfer(&name, limit, (old, old_rpc), (number, new_rpc)).await
             }) => match moved {
@@ -751,12 +751,7 @@ impl Supervisor {
 
         // 4. Switch: held calls go to n+1.
         let (schema, bytes) = moved;
-        let live = Arc::new(Live::new(
-            next.number,
-            next.pid,
-            next.rpc.clone(),
-            next.exited.clone(),
-        ));
+        let live = Arc::new(Live::of(&next));
         self.live = Some(live.clone());
         self.route.send_replace(Route::Serving(live));
         let hold = held_at.elapsed();

@@ -36,7 +36,7 @@ pub use baton_proto::state;
 
 pub use bytes::Bytes;
 pub use host::{AddToken, HostChannel, HostClient, HostClientError, LogLevel};
-pub use server::{Launch, LaunchError, serve, serve_with_listener};
+pub use server::{Launch, LaunchError, Server, serve, serve_with_listener};
 pub use tonic::{Code, Status, async_trait};
 pub use tracing;
 

@@ -13,6 +13,8 @@ use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -77,34 +79,199 @@ impl Launch {
 }
 
 /// Runs `plugin` until the host asks it to stop (or SIGTERM/SIGINT), and returns the
-/// process's exit code. Call it from `main`.
+/// process's exit code. Call it from `main`. To serve application services beside it,
+/// use [`Server`].
 pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
-    init_logging();
-    let launch = match Launch::from_env() {
-        Ok(launch) => launch,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve_with_listener(plugin, launch)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
+    Server::new(plugin).serve()
+}
+
+/// Binds the socket, prints the handshake line and serves `plugin` until shutdown,
+/// inside an existing tokio runtime.
+pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result<(), LaunchError> {
+    Server::new(plugin).serve_with_listener(launch).await
+}
+
+/// Adds one application service, behind the token check, to the plugin's routes.
+type AddService = Box<dyn FnOnce(&mut RoutesBuilder, TokenCheck) + Send>;
+
+/// A plugin and the application services it serves beside `baton.plugin.v1.Plugin`, on
+/// its one socket, every one of them behind the launch token:
+///
+/// ```ignore
+/// Server::new(MyPlugin::default())
+///     .add_service(TriggerServer::new(MyTrigger::default()))
+///     .serve()
+/// ```
+///
+/// `Describe` lists the added services by their gRPC names, so a host that requires one
+/// can tell before it sends any call.
+pub struct Server<P> {
+    plugin: P,
+    names: Vec<String>,
+    services: Vec<AddService>,
+}
+
+impl<P: Plugin> Server<P> {
+    /// A plugin with no application services yet.
+    pub fn new(plugin: P) -> Self {
+        Self {
+            plugin,
+            names: Vec::new(),
+            services: Vec::new(),
         }
     }
+
+    /// Serves `service` (a tonic-generated server such as `TriggerServer::new(t)`) on
+    /// the plugin's socket; calls without the launch token are refused.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME.to_owned());
+        self.services.push(Box::new(move |routes, check| {
+            routes.add_service(InterceptedService::new(service, check));
+        }));
+        self
+    }
+
+    /// Runs until the host asks the plugin to stop (or SIGTERM/SIGINT), and returns the
+    /// process's exit code. Call it from `main`.
+    pub fn serve(self) -> ExitCode {
+        init_logging();
+        let launch = match Launch::from_env() {
+            Ok(launch) => launch,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.serve_with_listener(launch)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Binds the socket, prints the handshake line and serves until shutdown, inside an
+    /// existing tokio runtime.
+    pub async fn serve_with_listener(self, launch: Launch) -> Result<(), LaunchError> {
+        let Self {
+            plugin,
+            names,
+            services,
+        } = self;
+        if launch.host_protocol_version != PROTOCOL_VERSION.to_string() {
+            tracing::warn!(
+                host = %launch.host_protocol_version,
+                ours = PROTOCOL_VERSION,
+                "the host speaks another protocol version; it will refuse this plugin's handshake"
+            );
+        }
+        // A socket left by a killed predecessor at the same path would make bind fail.
+        let _ = std::fs::remove_file(&launch.socket);
+        let listener = UnixListener::bind(&launch.socket).map_err(|source| LaunchError::Bind {
+            path: launch.socket.clone(),
+            source,
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&launch.socket, std::fs::Permissions::from_mode(0o600));
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(
+                "baton.plugin.v1.Plugin",
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
+
+        let stop = Arc::new(Notify::new());
+        let service = PluginService {
+            plugin: Arc::new(plugin),
+            stop: stop.clone(),
+            services: Arc::new(names),
+        };
+        let check = TokenCheck(Arc::from(launch.token.as_str()));
+        let plugin_server = PluginServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        routes.add_service(InterceptedService::new(plugin_server, check.clone()));
+        for add in services {
+            add(&mut routes, check.clone());
+        }
+
+        print_handshake(&launch)?;
+        tracing::info!(socket = %launch.socket.display(), "serving");
+
+        let shutdown = async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.notified() => tracing::info!("shutdown requested by the host"),
+                _ = sigterm => tracing::info!("SIGTERM received, shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+            }
+        };
+        let result = tonic::transport::Server::builder()
+            // Frames and windows far above the protocol's 16 KiB / 64 KiB defaults: a state
+            // streams through without waiting for window updates, in few frames.
+            .max_frame_size(TRANSFER_FRAME_BYTES)
+            .initial_stream_window_size(TRANSFER_WINDOW_BYTES)
+            .initial_connection_window_size(TRANSFER_WINDOW_BYTES * 2)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+            .await;
+        let _ = std::fs::remove_file(&launch.socket);
+        result?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn print_handshake(launch: &Launch) -> Result<(), LaunchError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "baton|{PROTOCOL_VERSION}|unix|{}",
+        launch.socket.display()
+    )
+    .and_then(|()| out.flush())
+    .map_err(LaunchError::Handshake)
 }
 
 fn init_logging() {
@@ -119,95 +286,15 @@ fn init_logging() {
         .try_init();
 }
 
-/// Binds the socket, prints the handshake line and serves until shutdown, inside an
-/// existing tokio runtime.
-pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result<(), LaunchError> {
-    if launch.host_protocol_version != PROTOCOL_VERSION.to_string() {
-        tracing::warn!(
-            host = %launch.host_protocol_version,
-            ours = PROTOCOL_VERSION,
-            "the host speaks another protocol version; it will refuse this plugin's handshake"
-        );
-    }
-    // A socket left by a killed predecessor at the same path would make bind fail.
-    let _ = std::fs::remove_file(&launch.socket);
-    let listener = UnixListener::bind(&launch.socket).map_err(|source| LaunchError::Bind {
-        path: launch.socket.clone(),
-        source,
-    })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&launch.socket, std::fs::Permissions::from_mode(0o600));
-    }
+/// The launch token check in front of every service but health.
+#[derive(Clone)]
+struct TokenCheck(Arc<str>);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(
-            "baton.plugin.v1.Plugin",
-            tonic_health::ServingStatus::Serving,
-        )
-        .await;
-
-    let stop = Arc::new(Notify::new());
-    let service = PluginService {
-        plugin: Arc::new(plugin),
-        stop: stop.clone(),
-    };
-    let token = launch.token.clone();
-    let plugin_server = PluginServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let plugin_server = InterceptedService::new(plugin_server, move |req: Request<()>| {
-        check_token(&req, &token)?;
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        check_token(&req, &self.0)?;
         Ok(req)
-    });
-
-    print_handshake(&launch)?;
-    tracing::info!(socket = %launch.socket.display(), "serving");
-
-    let shutdown = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = stop.notified() => tracing::info!("shutdown requested by the host"),
-            _ = sigterm => tracing::info!("SIGTERM received, shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-        }
-    };
-    let result = tonic::transport::Server::builder()
-        // Frames and windows far above the protocol's 16 KiB / 64 KiB defaults: a state
-        // streams through without waiting for window updates, in few frames.
-        .max_frame_size(TRANSFER_FRAME_BYTES)
-        .initial_stream_window_size(TRANSFER_WINDOW_BYTES)
-        .initial_connection_window_size(TRANSFER_WINDOW_BYTES * 2)
-        .add_service(health_service)
-        .add_service(plugin_server)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
-    let _ = std::fs::remove_file(&launch.socket);
-    result?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-fn print_handshake(launch: &Launch) -> Result<(), LaunchError> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "baton|{PROTOCOL_VERSION}|unix|{}",
-        launch.socket.display()
-    )
-    .and_then(|()| out.flush())
-    .map_err(LaunchError::Handshake)
+    }
 }
 
 fn check_token(req: &Request<()>, token: &str) -> Result<(), Status> {
@@ -231,6 +318,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct PluginService<P> {
     plugin: Arc<P>,
     stop: Arc<Notify>,
+    /// The application services served beside it, by gRPC name.
+    services: Arc<Vec<String>>,
 }
 
 #[tonic::async_trait]
@@ -250,6 +339,7 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
                 .into_iter()
                 .map(|(name, description)| MethodInfo { name, description })
                 .collect(),
+            services: self.services.to_vec(),
         }))
     }
 

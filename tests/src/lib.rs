@@ -1,6 +1,12 @@
 //! Helpers for baton's end-to-end tests: start a real `baton` host with real plugin
 //! processes, call it, wait for conditions with deadlines, and clean up every process.
 
+/// The tests' application API (`tests/proto/mydb/trigger/v1/trigger.proto`): what an
+/// embedder's own `.proto` would be.
+pub mod trigger {
+    tonic::include_proto!("mydb.trigger.v1");
+}
+
 use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

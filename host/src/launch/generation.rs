@@ -11,7 +11,9 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::watch;
 
-use super::{PluginRpc, plugin_rpc, unix_channel};
+use tonic::transport::Channel;
+
+use super::{PluginRpc, TokenService, plugin_rpc, unix_channel};
 use crate::services::Admission;
 
 /// How a process ended, in words.
@@ -43,6 +45,9 @@ pub struct Generation {
     pub socket: PathBuf,
     /// The client the host calls it through.
     pub rpc: PluginRpc,
+    /// The same connection as a plain gRPC transport carrying the token, for calls to
+    /// the application services it serves.
+    pub transport: TokenService<Channel>,
     /// Its launch token, for [`separate_rpc`](Self::separate_rpc).
     pub(super) token: Arc<str>,
     pub(super) max_message: usize,
@@ -68,7 +73,7 @@ impl Generation {
     /// for bulk transfers that should share neither a worker nor a connection with calls.
     pub fn separate_rpc(&self) -> impl FnOnce() -> Option<PluginRpc> + Send + 'static {
         let (socket, token, max) = (self.socket.clone(), self.token.clone(), self.max_message);
-        move || plugin_rpc(unix_channel(&socket), &token, max)
+        move || plugin_rpc(unix_channel(&socket), &token, max).map(|(rpc, _)| rpc)
     }
 
     /// Waits for the process to exit, and records how.

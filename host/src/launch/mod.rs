@@ -285,7 +285,7 @@ impl Launcher {
         }
 
         match result {
-            Ok((rpc, describe)) => {
+            Ok((rpc, transport, describe)) => {
                 let stdout_reader = tokio::spawn(capture_lines(
                     stdout,
                     self.name.clone(),
@@ -308,6 +308,7 @@ impl Launcher {
                     group,
                     socket,
                     rpc,
+                    transport,
                     token: Arc::from(token.as_str()),
                     max_message: self.config.max_message_bytes,
                     describe,
@@ -433,7 +434,14 @@ impl Launcher {
         socket: &Path,
         token: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<(PluginRpc, DescribeResponse), StartError> {
+    ) -> Result<
+        (
+            PluginRpc,
+            TokenService<tonic::transport::Channel>,
+            DescribeResponse,
+        ),
+        StartError,
+    > {
         let timeout = self.config.handshake_timeout();
         let channel = unix_channel(socket);
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -465,7 +473,7 @@ impl Launcher {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut rpc = plugin_rpc(channel, token, self.config.max_message_bytes)
+        let (mut rpc, transport) = plugin_rpc(channel, token, self.config.max_message_bytes)
             .ok_or_else(|| StartError::Handshake("internal: token is not valid metadata".into()))?;
         let describe =
             match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
@@ -491,7 +499,25 @@ impl Launcher {
                 describe.protocol_version
             )));
         }
-        Ok((rpc, describe))
+        let missing: Vec<&str> = self
+            .config
+            .services
+            .iter()
+            .filter(|wanted| !describe.services.contains(wanted))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            let offered = if describe.services.is_empty() {
+                "none".to_owned()
+            } else {
+                describe.services.join(", ")
+            };
+            return Err(StartError::Handshake(format!(
+                "does not serve {} (required by `services` in the config); it serves: {offered}",
+                missing.join(", ")
+            )));
+        }
+        Ok((rpc, transport, describe))
     }
 }
 
@@ -508,18 +534,18 @@ const ENV_ALLOW: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// The client for one generation on `channel`, carrying its token; `None` if the token
-/// cannot be a header value.
+/// The client for one generation on `channel`, carrying its token, and the same as a
+/// plain transport; `None` if the token cannot be a header value.
 fn plugin_rpc(
     channel: tonic::transport::Channel,
     token: &str,
     max_message: usize,
-) -> Option<PluginRpc> {
-    Some(
-        PluginClient::new(TokenService::new(channel, token)?)
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message),
-    )
+) -> Option<(PluginRpc, TokenService<tonic::transport::Channel>)> {
+    let transport = TokenService::new(channel, token)?;
+    let rpc = PluginClient::new(transport.clone())
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    Some((rpc, transport))
 }
 
 /// Who a plugin runs as.

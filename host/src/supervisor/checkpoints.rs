@@ -44,7 +44,10 @@ impl Supervisor {
             // then never shares a worker (or a connection) with other plugins' calls.
             let connect = current.separate_rpc();
             let take = async {
-                live.drained().await;
+                let why =
+                    format!("plugin {name} is taking a checkpoint of its state; reopen the stream");
+                live.drained_ending_streams(config.stream_drain(), &why)
+                    .await;
                 self.checkpoints.take(&name, connect, limit, release).await
             };
             tokio::pin!(take);

@@ -23,3 +23,4 @@ mod reload;
 mod runtime_files;
 mod security;
 mod token;
+mod typed;

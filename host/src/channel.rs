@@ -1,0 +1,269 @@
+//! [`PluginChannel`]: a plugin's application services (its own `.proto`) called through
+//! any tonic-generated client, on the same route as `invoke`: a call waits while the
+//! plugin starts, restarts or hands over, counts as in flight until its response ends
+//! (a stream, until its last message), carries the launch token, and fails with a
+//! status that names the plugin.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
+
+use crate::handle::{InFlight, Live, PluginHandle};
+
+/// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
+/// Cheap to clone; every clone follows the plugin across restarts and handovers.
+#[derive(Clone, Debug)]
+pub struct PluginChannel {
+    handle: PluginHandle,
+}
+
+impl PluginChannel {
+    pub(crate) fn new(handle: PluginHandle) -> Self {
+        Self { handle }
+    }
+}
+
+impl tower::Service<http::Request<Body>> for PluginChannel {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness is the route's: each call waits for a serving generation itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let handle = self.handle.clone();
+        Box::pin(async move { Ok(send(handle, request).await) })
+    }
+}
+
+/// One call: wait for a serving generation, send, and wrap the answer so that the call
+/// stays counted in flight (and in the metrics) until its response ends.
+async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Response<Body> {
+    let path: Arc<str> = Arc::from(request.uri().path());
+    let started = std::time::Instant::now();
+    let end = |code: Code| handle.record_typed(&path, code, started);
+    let deadline = tokio::time::Instant::now() + handle.call_timeout();
+    let live = match handle.serving(deadline, None).await {
+        Ok(live) => live,
+        Err(status) => {
+            end(status.code());
+            return status.into_http();
+        }
+    };
+    let mut transport = live.transport.clone();
+    let answer = match transport.ready().await {
+        Ok(transport) => transport.call(request).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(response) => {
+            // A trailers-only answer (an error, or an empty stream) says it all here.
+            if let Some(code) = grpc_code(response.headers()) {
+                end(code);
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let generation = live.live();
+            let slot = Arc::new(StreamSlot::holding(live));
+            generation.register_stream(&slot);
+            let body = CallBody {
+                inner: body,
+                slot,
+                generation,
+                handle: handle.clone(),
+                path,
+                started,
+                done: false,
+                broken: None,
+            };
+            http::Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            let status = handle
+                .explain_typed(&live, &path, Status::from_error(e.into()))
+                .await;
+            end(status.code());
+            status.into_http()
+        }
+    }
+}
+
+/// The gRPC status in a header map (trailers, or a trailers-only response's headers).
+fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(Code::from(value))
+}
+
+/// What the supervisor can do to a response stream still open when a handover must go
+/// on: release its place in the drain and have it end with a status.
+#[derive(Default)]
+pub(crate) struct StreamSlot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The call's place in its generation's drain, until the stream ends.
+    inflight: Option<InFlight>,
+    /// Set when the host ends the stream: the status its caller gets.
+    ended: Option<Status>,
+    waker: Option<Waker>,
+}
+
+impl StreamSlot {
+    fn holding(inflight: InFlight) -> Self {
+        Self {
+            state: Mutex::new(SlotState {
+                inflight: Some(inflight),
+                ..SlotState::default()
+            }),
+        }
+    }
+
+    /// Ends the stream with `status`: its place in the drain is given back now (a
+    /// caller that never polls again cannot hold a handover up), and its caller gets
+    /// `status` at the next poll.
+    pub(crate) fn end(&self, status: Status) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.inflight.take().is_none() {
+            return; // over already
+        }
+        state.ended = Some(status);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn release(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inflight = None;
+    }
+}
+
+/// A response body on its way from a generation to a caller.
+struct CallBody {
+    inner: Body,
+    slot: Arc<StreamSlot>,
+    /// The generation answering, to name it if the stream breaks.
+    generation: Arc<Live>,
+    handle: PluginHandle,
+    path: Arc<str>,
+    started: std::time::Instant,
+    done: bool,
+    /// After the stream broke: the status its caller gets, once known.
+    broken: Option<Pin<Box<dyn Future<Output = Status> + Send>>>,
+}
+
+impl CallBody {
+    fn finish(&mut self, code: Code) {
+        if !self.done {
+            self.done = true;
+            self.slot.release();
+            self.handle.record_typed(&self.path, code, self.started);
+        }
+    }
+}
+
+impl http_body::Body for CallBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(broken) = &mut this.broken {
+            let status = std::task::ready!(broken.as_mut().poll(cx));
+            this.broken = None;
+            this.finish(status.code());
+            return Poll::Ready(Some(Err(status)));
+        }
+        {
+            let mut state = this.slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(status) = state.ended.take() {
+                drop(state);
+                this.finish(status.code());
+                return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
+            }
+            state.waker = Some(cx.waker().clone());
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
+                    this.finish(code);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(status))) => {
+                // Learn (briefly) whether the process died, to say so.
+                let (handle, live, path) = (
+                    this.handle.clone(),
+                    this.generation.clone(),
+                    this.path.clone(),
+                );
+                this.broken = Some(Box::pin(async move {
+                    handle.explain_stream(&live, &path, status).await
+                }));
+                self.poll_frame(cx)
+            }
+            Poll::Ready(None) => {
+                this.finish(Code::Ok);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for CallBody {
+    fn drop(&mut self) {
+        // A caller that drops a stream before its end cancelled it.
+        self.finish(Code::Cancelled);
+    }
+}
+
+/// Trailers carrying `status`, as a gRPC server ends a stream with it.
+fn status_trailers(status: &Status) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+    // The message travels percent-encoded, as gRPC requires.
+    let message: String = status
+        .message()
+        .bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    if let Ok(value) = http::HeaderValue::from_str(&message) {
+        trailers.insert("grpc-message", value);
+    }
+    trailers
+}

@@ -1,0 +1,130 @@
+//! A plugin that serves the tests' application API, `mydb.trigger.v1.Trigger`, beside
+//! `baton.plugin.v1.Plugin`: `OnWrite` numbers the points it is given and counts them
+//! (the state, moved across reloads), `Subscribe` streams every point written from then
+//! on. `TRIGGER_WITHOUT_SERVICE` set: a build that dropped the service.
+
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use baton_plugin_sdk::{Bytes, Description, Plugin, Server, Status, async_trait};
+use baton_tests::trigger::trigger_server::{Trigger, TriggerServer};
+use baton_tests::trigger::{Filter, Point, TriggerResult, WriteBatch};
+use tokio::sync::broadcast;
+use tokio_stream::Stream;
+use tonic::{Request, Response};
+
+/// Points seen so far, across generations; and the feed of new points.
+struct Seen {
+    total: Mutex<u64>,
+    feed: broadcast::Sender<Point>,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            total: Mutex::new(0),
+            feed: broadcast::channel(1024).0,
+        }
+    }
+
+    fn total(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.total.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Clone)]
+struct Shared(std::sync::Arc<Seen>);
+
+#[async_trait]
+impl Plugin for Shared {
+    fn describe(&self) -> Description {
+        Description::new("trigger", "test")
+            .state_schema(1)
+            .method("total", "points seen so far")
+    }
+
+    async fn invoke(&self, method: &str, _payload: Bytes) -> Result<Bytes, Status> {
+        match method {
+            "total" => Ok(Bytes::from(self.0.total().to_string())),
+            other => Err(Status::unimplemented(format!("no method {other:?}"))),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Bytes, Status> {
+        Ok(Bytes::copy_from_slice(&self.0.total().to_le_bytes()))
+    }
+
+    async fn restore(&self, _schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
+        let bytes: [u8; 8] = state
+            .try_into()
+            .map_err(|_| Status::data_loss("the state is not 8 bytes"))?;
+        *self.0.total() = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+type PointStream = Pin<Box<dyn Stream<Item = Result<Point, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Trigger for Shared {
+    async fn on_write(
+        &self,
+        request: Request<WriteBatch>,
+    ) -> Result<Response<TriggerResult>, Status> {
+        let mut points = request.into_inner().points;
+        let total = {
+            let mut total = self.0.total();
+            for point in &mut points {
+                *total += 1;
+                point.sequence = *total;
+            }
+            *total
+        };
+        for point in points {
+            // Nobody subscribed is fine.
+            let _ = self.0.feed.send(point);
+        }
+        Ok(Response::new(TriggerResult { total }))
+    }
+
+    type SubscribeStream = PointStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<Filter>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let prefix = request.into_inner().prefix;
+        let mut feed = self.0.feed.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let point = match feed.recv().await {
+                    Ok(point) => point,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!("{n} points were dropped"))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if point.series.starts_with(&prefix) && tx.send(Ok(point)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn main() -> ExitCode {
+    let shared = Shared(std::sync::Arc::new(Seen::new()));
+    let server = Server::new(shared.clone());
+    if std::env::var_os("TRIGGER_WITHOUT_SERVICE").is_some() {
+        return server.serve();
+    }
+    server.add_service(TriggerServer::new(shared)).serve()
+}

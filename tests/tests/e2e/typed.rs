@@ -1,0 +1,237 @@
+//! Application services: a plugin serves the embedder's own gRPC API
+//! (`mydb.trigger.v1.Trigger`) beside baton's, and the host calls it through generated,
+//! typed clients, unary and streaming, on the same route as `invoke`: across reloads
+//! (state moved, open streams ended and reopened on the new generation), through a
+//! crash, behind the token, and behind the compatibility gate.
+
+use std::time::Duration;
+
+use baton_host::{Config, Host, PluginConfig, PluginHandle, ReloadMode};
+use baton_proto::host::PluginState;
+use baton_tests::trigger::trigger_client::TriggerClient;
+use baton_tests::trigger::{Filter, Point, WriteBatch};
+use baton_tests::{EventLog, TestHost, bin, replace_by_rename, script, wait_until};
+use tonic::Code;
+
+const TRIGGER: &str = "mydb.trigger.v1.Trigger";
+
+/// An in-process host (the library path) running the trigger plugin.
+async fn library_host(extra: impl FnOnce(&mut PluginConfig)) -> (Host, PluginHandle) {
+    let mut config = Config::empty();
+    let mut plugin = PluginConfig::new(bin("trigger"));
+    plugin.reload = Some(ReloadMode::Manual);
+    plugin.services = vec![TRIGGER.into()];
+    plugin.stream_drain_ms = 200;
+    extra(&mut plugin);
+    config.plugins.insert("trigger".into(), plugin);
+    let host = Host::start(&config).await.expect("the host starts");
+    let handle = host.plugin("trigger").expect("the trigger plugin");
+    handle
+        .ready(Duration::from_secs(10))
+        .await
+        .expect("the plugin serves");
+    (host, handle)
+}
+
+fn batch(series: &str, values: &[f64]) -> WriteBatch {
+    WriteBatch {
+        points: values
+            .iter()
+            .map(|&value| Point {
+                series: series.into(),
+                value,
+                sequence: 0,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn typed_calls_through_the_library_keep_state_and_streams_follow_reloads() {
+    let (host, handle) = library_host(|_| {}).await;
+    let mut trigger = TriggerClient::new(handle.channel());
+
+    // Unary: typed request, typed answer.
+    let total = trigger
+        .on_write(batch("cpu.a", &[1.0, 2.0]))
+        .await
+        .expect("OnWrite")
+        .into_inner()
+        .total;
+    assert_eq!(total, 2);
+
+    // Server streaming: every point written after the subscription, in order.
+    let mut stream = trigger
+        .subscribe(Filter {
+            prefix: "cpu.".into(),
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    // The plugin subscribes before it answers, so a write now is seen.
+    let mut writer = trigger.clone();
+    writer
+        .on_write(batch("cpu.b", &[3.0]))
+        .await
+        .expect("OnWrite");
+    let got = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a point within 5 s")
+        .expect("the stream is fine")
+        .expect("a point");
+    assert_eq!(got.series, "cpu.b");
+    let seen_before_reload = got.sequence;
+
+    // A reload while the stream is open: it is ended, saying why; the state moves.
+    let reloaded = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.reload().await }
+    });
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the stream was not ended within 10 s of the reload"),
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended
+            .message()
+            .contains("plugin trigger moved to generation 2")
+            && ended.message().contains("reopen the stream"),
+        "{}",
+        ended.message()
+    );
+    assert_eq!(reloaded.await.expect("join"), Ok(2));
+
+    // Reopened, the stream lands on generation 2, which numbers on from the old state.
+    let mut stream = trigger
+        .subscribe(Filter {
+            prefix: "cpu.".into(),
+        })
+        .await
+        .expect("Subscribe again")
+        .into_inner();
+    writer
+        .on_write(batch("cpu.c", &[4.0]))
+        .await
+        .expect("OnWrite after the reload");
+    let got = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a point within 5 s")
+        .expect("the stream is fine")
+        .expect("a point");
+    assert_eq!(
+        (got.series.as_str(), got.sequence),
+        ("cpu.c", seen_before_reload + 1)
+    );
+    assert_eq!(handle.status().generation, 2);
+    drop(stream);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_stream_gives_unavailable_naming_the_plugin() {
+    let (host, handle) = library_host(|_| {}).await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let mut stream = trigger
+        .subscribe(Filter {
+            prefix: String::new(),
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    let pid = handle.status().pid.expect("a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the plugin");
+    let broke = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends within 10 s")
+        .expect_err("the stream breaks");
+    assert_eq!(broke.code(), Code::Unavailable, "{broke:?}");
+    assert!(
+        broke.message().contains("plugin trigger (generation 1")
+            && broke.message().contains("SIGKILL"),
+        "{}",
+        broke.message()
+    );
+    // The next call waits for the restart and goes through.
+    let total = trigger
+        .on_write(batch("x", &[1.0]))
+        .await
+        .expect("OnWrite after the restart")
+        .into_inner()
+        .total;
+    assert_eq!(total, 1);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn application_services_refuse_calls_without_the_token() {
+    let (host, handle) = library_host(|_| {}).await;
+    let socket = handle.status().socket.expect("a socket");
+    let channel = baton_tests::unix_channel(&socket).await.expect("connect");
+    let refused = TriggerClient::new(channel)
+        .on_write(batch("x", &[1.0]))
+        .await
+        .expect_err("no token, no call");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_build_that_dropped_a_required_service_never_goes_live() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("trigger");
+    std::fs::copy(bin("trigger"), &path).expect("stage");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nreload = \"watch\"\nsettle_ms = 50\nservices = [\"{TRIGGER}\"]\n",
+        path.display()
+    ))
+    .await;
+    let events = EventLog::start(&host).await;
+    assert_eq!(host.call_text("trigger", "total", "").await, "0");
+
+    // The new build serves baton's service but no longer the application's.
+    replace_by_rename(
+        &path,
+        &script(&format!(
+            "TRIGGER_WITHOUT_SERVICE=1 exec {} \"$@\"",
+            bin("trigger").display()
+        )),
+    );
+    let rollback = events
+        .wait_for("rollback", 1, Duration::from_secs(10))
+        .await;
+    let why = &rollback[0].message;
+    assert!(
+        why.contains(&format!("does not serve {TRIGGER}"))
+            && why.contains("required by `services`"),
+        "{why}"
+    );
+    let status = host.status("trigger").await;
+    assert_eq!(
+        (status.generation, status.state),
+        (1, PluginState::Serving as i32)
+    );
+
+    // And a host started on such a build never serves it.
+    let refused = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nservices = [\"{TRIGGER}\"]\n[plugins.trigger.restart]\nmax_crashes = 1\n",
+        path.display()
+    ))
+    .await;
+    let e = wait_until("the build is refused", Duration::from_secs(10), || async {
+        let s = refused.status("trigger").await;
+        (s.state == PluginState::Failed as i32).then_some(s.last_error)
+    })
+    .await;
+    assert!(e.contains(&format!("does not serve {TRIGGER}")), "{e}");
+}
