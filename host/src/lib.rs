@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod control;
 pub mod events;
+pub mod forward;
 #[cfg(test)]
 mod fuzz;
 mod handle;

@@ -100,6 +100,8 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                // Calls for a plugin's own services go to it before the router sees them.
+                .layer(baton_host::forward::ForwardLayer::new(host.plugins()))
                 .add_service(ControlService::new(&host).into_server())
                 .serve_with_incoming_shutdown(
                     baton_host::accept::incoming(listener, control_gate()),

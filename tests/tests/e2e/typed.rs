@@ -235,3 +235,53 @@ async fn a_build_that_dropped_a_required_service_never_goes_live() {
     .await;
     assert!(e.contains(&format!("does not serve {TRIGGER}")), "{e}");
 }
+
+#[tokio::test]
+async fn a_stock_python_client_calls_the_plugins_own_service_through_the_daemon() {
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nservices = [\"{TRIGGER}\"]\n",
+        bin("trigger").display()
+    ))
+    .await;
+    host.serving("trigger", Duration::from_secs(10)).await;
+    // Stubs generated from the application's .proto, as any Python user would.
+    let stubs = tempfile::tempdir().expect("temp dir");
+    let root = baton_tests::repo_root();
+    let generated = std::process::Command::new(baton_tests::venv_python())
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(root.join("tests/proto"))
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .arg(root.join("tests/proto/mydb/trigger/v1/trigger.proto"))
+        .status()
+        .expect("run grpc_tools.protoc");
+    assert!(generated.success());
+    let out = tokio::process::Command::new(baton_tests::venv_python())
+        .arg(root.join("tests/clients/trigger_client.py"))
+        .arg(&host.socket)
+        .env("PYTHONPATH", stubs.path())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("the client ends within 30 s")
+        .expect("run the client");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seen: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the client prints JSON");
+    assert_eq!(seen["total"], 1, "{seen}");
+    assert_eq!(
+        seen["streamed"],
+        serde_json::json!([["py.b", 2], ["py.c", 4]]),
+        "{seen}"
+    );
+    assert_eq!(seen["unknown"][0], "NOT_FOUND", "{seen}");
+    assert!(
+        seen["unknown"][1]
+            .as_str()
+            .is_some_and(|m| m.contains("no plugin named \"nope\"")),
+        "{seen}"
+    );
+    // Counted like any call to the plugin: three calls, by their gRPC paths.
+    assert!(host.status("trigger").await.calls >= 3);
+}
