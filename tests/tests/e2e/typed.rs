@@ -285,3 +285,91 @@ async fn a_stock_python_client_calls_the_plugins_own_service_through_the_daemon(
     // Counted like any call to the plugin: three calls, by their gRPC paths.
     assert!(host.status("trigger").await.calls >= 3);
 }
+
+#[tokio::test]
+async fn a_subscription_follows_ten_reloads_under_load_losing_nothing_it_was_given() {
+    let (host, handle) = library_host(|p| p.stream_drain_ms = 100).await;
+    let trigger = TriggerClient::new(handle.channel());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Writers: one point per call, back to back; every call must succeed.
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut client, stop) = (trigger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut totals = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let total = client
+                        .on_write(batch("load", &[1.0]))
+                        .await
+                        .expect("no write fails across reloads")
+                        .into_inner()
+                        .total;
+                    totals.push(total);
+                }
+                totals
+            })
+        })
+        .collect();
+
+    // A subscriber that reopens its stream whenever the host ends it for a reload.
+    let subscriber = {
+        let (mut client, stop) = (trigger.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut received, mut reopened) = (Vec::<u64>::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut stream = client
+                    .subscribe(Filter {
+                        prefix: "load".into(),
+                    })
+                    .await
+                    .expect("Subscribe")
+                    .into_inner();
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
+                        Ok(Ok(Some(point))) => received.push(point.sequence),
+                        Ok(Err(status)) => {
+                            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                            assert!(status.message().contains("reopen the stream"), "{status:?}");
+                            reopened += 1;
+                            break;
+                        }
+                        Ok(Ok(None)) => panic!("the stream ended without a status"),
+                        Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
+                        Err(_) => {}
+                    }
+                }
+            }
+            (received, reopened)
+        })
+    };
+
+    for n in 2..=11 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(handle.reload().await, Ok(n), "reload to generation {n}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut totals = Vec::new();
+    for writer in writers {
+        totals.extend(writer.await.expect("a writer"));
+    }
+    let (received, reopened) = subscriber.await.expect("the subscriber");
+
+    // The state moved through all ten handovers: every write got the next number.
+    totals.sort_unstable();
+    let written = totals.len() as u64;
+    assert_eq!(totals, (1..=written).collect::<Vec<_>>());
+    // What the subscriber was given came in order, each point once, every one written.
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "{received:?}");
+    assert!(received.last().is_some_and(|&last| last <= written));
+    // It was ended and reopened at the reloads, and kept receiving on the new ones.
+    assert!(reopened >= 5, "reopened {reopened} times");
+    assert!(
+        received.len() as u64 >= written / 4,
+        "{} of {written}",
+        received.len()
+    );
+    assert_eq!(handle.status().generation, 11);
+    host.shutdown().await;
+}
