@@ -72,20 +72,15 @@ impl Trigger for Shared {
         &self,
         request: Request<WriteBatch>,
     ) -> Result<Response<TriggerResult>, Status> {
-        let mut points = request.into_inner().points;
-        let total = {
-            let mut total = self.0.total();
-            for point in &mut points {
-                *total += 1;
-                point.sequence = *total;
-            }
-            *total
-        };
-        for point in points {
+        let mut total = self.0.total();
+        for mut point in request.into_inner().points {
+            *total += 1;
+            point.sequence = *total;
+            // Under the lock, so subscribers see points in their numbers' order.
             // Nobody subscribed is fine.
             let _ = self.0.feed.send(point);
         }
-        Ok(Response::new(TriggerResult { total }))
+        Ok(Response::new(TriggerResult { total: *total }))
     }
 
     type SubscribeStream = PointStream;
