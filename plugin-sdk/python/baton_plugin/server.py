@@ -7,7 +7,7 @@ import signal
 import sys
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -112,21 +112,29 @@ class Launch:
         return cls(var(ENV_SOCKET), var(ENV_PROTOCOL_VERSION), var(ENV_TOKEN))
 
 
-def serve(plugin: Plugin) -> NoReturn:
-    """Runs `plugin` until the host asks it to stop (or SIGTERM/SIGINT), then exits the
-    process: 0 after a clean stop, 2 when not started by a host, 1 on other failures."""
+# An application service to serve beside the plugin: the generated
+# `add_<Service>Servicer_to_server` function and your servicer, for example
+# `(trigger_pb2_grpc.add_TriggerServicer_to_server, MyTrigger())`.
+Service = Tuple[Callable[[Any, grpc.Server], None], Any]
+
+
+def serve(plugin: Plugin, services: Sequence[Service] = ()) -> NoReturn:
+    """Runs `plugin`, and the application `services` beside it, until the host asks it to
+    stop (or SIGTERM/SIGINT), then exits the process: 0 after a clean stop, 2 when not
+    started by a host, 1 on other failures."""
     _init_logging()
     try:
         launch = Launch.from_env()
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(run(plugin, launch))
+    sys.exit(run(plugin, launch, services))
 
 
-def run(plugin: Plugin, launch: Launch) -> int:
+def run(plugin: Plugin, launch: Launch, services: Sequence[Service] = ()) -> int:
     """Binds the socket, prints the handshake line and serves until told to stop; returns
-    the exit code. Must be called from the main thread (it handles SIGTERM and SIGINT)."""
+    the exit code. Must be called from the main thread (it handles SIGTERM and SIGINT).
+    Every service, the application's included, refuses calls without the launch token."""
     if launch.host_protocol_version != str(PROTOCOL_VERSION):
         log.warning(
             "the host speaks protocol version %s, this plugin %s; "
@@ -145,7 +153,8 @@ def run(plugin: Plugin, launch: Launch) -> int:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_PluginServicer_to_server(_PluginService(plugin, stopper), server)
+    names = _add_services(server, services)
+    pb_grpc.add_PluginServicer_to_server(_PluginService(plugin, stopper, names), server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -239,6 +248,34 @@ class _Stopper:
         return self._reason or "stop requested"
 
 
+class _NamingServer:
+    """Passes a generated `add_*_to_server` function's registrations on to the server,
+    noting the services' names for Describe."""
+
+    def __init__(self, server: grpc.Server):
+        self._server = server
+        self.names: List[str] = []
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        for handler in handlers:
+            name = getattr(handler, "service_name", None)
+            if callable(name) and name() not in self.names:
+                self.names.append(name())
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, handlers) -> None:
+        if service_name not in self.names:
+            self.names.append(service_name)
+        self._server.add_registered_method_handlers(service_name, handlers)
+
+
+def _add_services(server: grpc.Server, services: Sequence[Service]) -> List[str]:
+    naming = _NamingServer(server)
+    for add, servicer in services:
+        add(servicer, naming)
+    return naming.names
+
+
 class _TokenCheck(grpc.ServerInterceptor):
     """Refuses calls without the launch token, except health checks."""
 
@@ -307,9 +344,10 @@ def _bytes(context: grpc.ServicerContext, what: str, value) -> bytes:
 
 
 class _PluginService(pb_grpc.PluginServicer):
-    def __init__(self, plugin: Plugin, stopper: _Stopper):
+    def __init__(self, plugin: Plugin, stopper: _Stopper, services: List[str]):
         self._plugin = plugin
         self._stopper = stopper
+        self._services = services
 
     def Describe(self, request, context):
         d = _call(context, "describe", self._plugin.describe)
@@ -319,6 +357,7 @@ class _PluginService(pb_grpc.PluginServicer):
             protocol_version=PROTOCOL_VERSION,
             state_schema_version=d.state_schema_version,
             methods=[pb.MethodInfo(name=n, description=text) for n, text in d.methods],
+            services=self._services,
         )
 
     def Invoke(self, request, context):

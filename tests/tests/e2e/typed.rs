@@ -247,18 +247,8 @@ async fn a_stock_python_client_calls_the_plugins_own_service_through_the_daemon(
     ))
     .await;
     host.serving("trigger", Duration::from_secs(10)).await;
-    // Stubs generated from the application's .proto, as any Python user would.
-    let stubs = tempfile::tempdir().expect("temp dir");
+    let stubs = python_stubs();
     let root = baton_tests::repo_root();
-    let generated = std::process::Command::new(baton_tests::venv_python())
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(root.join("tests/proto"))
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .arg(root.join("tests/proto/mydb/trigger/v1/trigger.proto"))
-        .status()
-        .expect("run grpc_tools.protoc");
-    assert!(generated.success());
     let out = tokio::process::Command::new(baton_tests::venv_python())
         .arg(root.join("tests/clients/trigger_client.py"))
         .arg(&host.socket)
@@ -377,4 +367,90 @@ async fn a_subscription_follows_ten_reloads_under_load_losing_nothing_it_was_giv
     );
     assert_eq!(handle.status().generation, 11);
     host.shutdown().await;
+}
+
+/// Generates the application's Python stubs (as any Python plugin author would) into a
+/// fresh directory, for PYTHONPATH.
+fn python_stubs() -> tempfile::TempDir {
+    let stubs = tempfile::tempdir().expect("temp dir");
+    let root = baton_tests::repo_root();
+    let generated = std::process::Command::new(baton_tests::venv_python())
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(root.join("tests/proto"))
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .arg(root.join("tests/proto/mydb/trigger/v1/trigger.proto"))
+        .status()
+        .expect("run grpc_tools.protoc");
+    assert!(generated.success());
+    stubs
+}
+
+#[tokio::test]
+async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_and_back() {
+    let stubs = python_stubs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let launcher = dir.path().join("trigger");
+    let python = format!(
+        "PYTHONPATH={} exec {} {} \"$@\"",
+        stubs.path().display(),
+        baton_tests::venv_python().display(),
+        baton_tests::repo_root()
+            .join("tests/plugins/trigger.py")
+            .display()
+    );
+    replace_by_rename(&launcher, &script(&python));
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nreload = \"watch\"\nsettle_ms = 50\nservices = [\"{TRIGGER}\"]\n",
+        launcher.display()
+    ))
+    .await;
+    host.serving("trigger", Duration::from_secs(20)).await;
+    // A typed client through the daemon, as an external program would call it.
+    let channel = baton_tests::unix_channel(&host.socket)
+        .await
+        .expect("connect");
+    let mut trigger = TriggerClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert(
+            "x-baton-plugin",
+            tonic::metadata::MetadataValue::from_static("trigger"),
+        );
+        Ok(r)
+    });
+    let write = |n: usize| batch("lang", &vec![1.0; n]);
+    assert_eq!(
+        trigger
+            .on_write(write(2))
+            .await
+            .expect("Python OnWrite")
+            .into_inner()
+            .total,
+        2
+    );
+
+    // Python → Rust → Python: the count moves with each handover.
+    let mut expected = 2;
+    for (n, command) in [
+        (2, format!("exec {} \"$@\"", bin("trigger").display())),
+        (3, python.clone()),
+    ] {
+        replace_by_rename(&launcher, &script(&command));
+        wait_until(
+            &format!("generation {n} serves"),
+            Duration::from_secs(20),
+            || async {
+                let s = host.status("trigger").await;
+                (s.generation >= n && s.state == PluginState::Serving as i32).then_some(())
+            },
+        )
+        .await;
+        expected += 3;
+        let total = trigger
+            .on_write(write(3))
+            .await
+            .expect("OnWrite after the handover")
+            .into_inner()
+            .total;
+        assert_eq!(total, expected, "generation {n}");
+    }
 }
