@@ -352,6 +352,62 @@ async fn call(
     }
 }
 
+/// For each application service `Describe` lists: a call without the token must be
+/// refused (UNAUTHENTICATED), and with it the service must be there (a method it does not
+/// have is then UNIMPLEMENTED, which needs no knowledge of its messages).
+async fn check_services(
+    instance: &Instance,
+    services: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    for service in services {
+        let probe = |token: Option<String>| {
+            let channel = instance.channel.clone();
+            let path = format!("/{service}/BatonCheckNoSuchMethod");
+            async move {
+                let path = tonic::codegen::http::uri::PathAndQuery::try_from(path)
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                let mut grpc = tonic::client::Grpc::new(channel);
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let mut request = tonic::Request::new(());
+                if let Some(token) = token.and_then(|t| t.parse().ok()) {
+                    request.metadata_mut().insert(TOKEN_METADATA_KEY, token);
+                }
+                grpc.unary::<(), (), _>(request, path, tonic_prost::ProstCodec::default())
+                    .await
+                    .map(|_| ())
+            }
+        };
+        let answer = |r: Result<Result<(), tonic::Status>, _>| match r {
+            Ok(Ok(())) => Err("an OK answer to a method it cannot have".to_owned()),
+            Ok(Err(s)) => Ok(s),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        let without = answer(tokio::time::timeout(timeout, probe(None)).await)
+            .map_err(|e| format!("{service} without the token: {e}"))?;
+        if without.code() != Code::Unauthenticated {
+            return Err(format!(
+                "{service} answered a call without x-baton-token with {:?} ({}), expected UNAUTHENTICATED",
+                without.code(),
+                without.message()
+            ));
+        }
+        let with = answer(tokio::time::timeout(timeout, probe(Some(instance.token.clone()))).await)
+            .map_err(|e| format!("{service} with the token: {e}"))?;
+        if with.code() != Code::Unimplemented {
+            return Err(format!(
+                "{service} is listed in Describe but does not seem to be served: a call to a method it \
+                 does not have got {:?} ({}), expected UNIMPLEMENTED",
+                with.code(),
+                with.message()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn is_unauthenticated(result: Result<(), tonic::Status>) -> Result<(), String> {
     match result {
         Err(s) if s.code() == Code::Unauthenticated => Ok(()),
@@ -465,6 +521,18 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
                 d.state_schema_version
             ));
         }
+    }
+
+    match describe.as_ref().map(|d| d.services.as_slice()) {
+        None => report.push(Verdict::Skip("needs Describe".into())),
+        Some([]) => report.push(Verdict::Skip("Describe lists none".into())),
+        Some(services) => match check_services(&a, services, timeout).await {
+            Ok(()) => report.pass(format!(
+                "{}: served, and refused without the token",
+                services.join(", ")
+            )),
+            Err(e) => report.fail(e),
+        },
     }
 
     if opts.calls.is_empty() {
@@ -634,12 +702,13 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
 }
 
 /// Every check, in the order they run.
-pub const ALL_CHECKS: [&str; 11] = [
+pub const ALL_CHECKS: [&str; 12] = [
     "handshake line",
     "protocol version",
     "health",
     "calls without the token",
     "describe",
+    "application services",
     "calls",
     "unknown method",
     "snapshot and restore",

@@ -628,3 +628,19 @@ pub fn nobody_when_root(why: &str) -> Option<nix::unistd::User> {
             .expect("the nobody user exists"),
     )
 }
+
+/// The Python stubs of the tests' application API, generated as any Python plugin author
+/// would (grpcio-tools), into a fresh directory for PYTHONPATH.
+pub fn trigger_python_stubs() -> tempfile::TempDir {
+    let stubs = tempfile::tempdir().expect("temp dir");
+    let generated = Command::new(venv_python())
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(repo_root().join("tests/proto"))
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .arg(repo_root().join("tests/proto/mydb/trigger/v1/trigger.proto"))
+        .status()
+        .expect("run grpc_tools.protoc");
+    assert!(generated.success(), "grpc_tools.protoc failed");
+    stubs
+}

@@ -284,7 +284,9 @@ class _TokenCheck(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith("/grpc.health.v1.Health/"):
+        # Unknown methods are refused without the token too: a caller without it learns
+        # nothing, not even which methods exist.
+        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
             return handler
         got = dict(handler_call_details.invocation_metadata or ()).get(TOKEN_METADATA_KEY)
         if got is None:
@@ -309,12 +311,15 @@ _HANDLER_FACTORIES = {
 }
 
 
-def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
+def _refusal(handler: Optional[grpc.RpcMethodHandler], message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` (unary for an unknown method) that
+    answers UNAUTHENTICATED."""
 
     def refuse(_request, context):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
+    if handler is None:
+        return grpc.unary_unary_rpc_method_handler(refuse)
     factory = _HANDLER_FACTORIES[(handler.request_streaming, handler.response_streaming)]
     return factory(
         refuse,

@@ -143,3 +143,38 @@ fn broken_plugins_fail_with_the_reason() {
     let (code, report) = baton_check(&fast, &[faulty, "ok"], &[]);
     assert_eq!(code, Some(0), "{report}");
 }
+
+#[test]
+fn application_services_are_checked_with_and_without_the_token() {
+    let trigger = bin("trigger");
+    let (code, report) = baton_check(&[], &[trigger.to_str().expect("path")], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let services = line(&report, "application services");
+    assert!(
+        services.starts_with("pass")
+            && services.contains("mydb.trigger.v1.Trigger: served, and refused without the token"),
+        "{report}"
+    );
+
+    // The same service in Python, once with the SDK's token check and once without.
+    let stubs = baton_tests::trigger_python_stubs();
+    let python = venv_python();
+    let pythonpath = stubs.path().to_str().expect("path");
+    for (script, passes) in [("trigger.py", true), ("trigger_tokenless.py", false)] {
+        let path = repo_root().join("tests/plugins").join(script);
+        let (code, report) = baton_check(
+            &[],
+            &[python.to_str().expect("path"), path.to_str().expect("path")],
+            &[("PYTHONPATH", pythonpath)],
+        );
+        if passes {
+            assert_eq!(code, Some(0), "{script}: {report}");
+        } else {
+            assert_fails(
+                &report,
+                "application services",
+                "mydb.trigger.v1.Trigger answered a call without x-baton-token",
+            );
+        }
+    }
+}

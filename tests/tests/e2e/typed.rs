@@ -247,7 +247,7 @@ async fn a_stock_python_client_calls_the_plugins_own_service_through_the_daemon(
     ))
     .await;
     host.serving("trigger", Duration::from_secs(10)).await;
-    let stubs = python_stubs();
+    let stubs = baton_tests::trigger_python_stubs();
     let root = baton_tests::repo_root();
     let out = tokio::process::Command::new(baton_tests::venv_python())
         .arg(root.join("tests/clients/trigger_client.py"))
@@ -369,26 +369,9 @@ async fn a_subscription_follows_ten_reloads_under_load_losing_nothing_it_was_giv
     host.shutdown().await;
 }
 
-/// Generates the application's Python stubs (as any Python plugin author would) into a
-/// fresh directory, for PYTHONPATH.
-fn python_stubs() -> tempfile::TempDir {
-    let stubs = tempfile::tempdir().expect("temp dir");
-    let root = baton_tests::repo_root();
-    let generated = std::process::Command::new(baton_tests::venv_python())
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(root.join("tests/proto"))
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .arg(root.join("tests/proto/mydb/trigger/v1/trigger.proto"))
-        .status()
-        .expect("run grpc_tools.protoc");
-    assert!(generated.success());
-    stubs
-}
-
 #[tokio::test]
 async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_and_back() {
-    let stubs = python_stubs();
+    let stubs = baton_tests::trigger_python_stubs();
     let dir = tempfile::tempdir().expect("temp dir");
     let launcher = dir.path().join("trigger");
     let python = format!(
