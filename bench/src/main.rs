@@ -17,6 +17,7 @@ mod reload;
 mod report;
 mod scale;
 mod svg;
+mod typed;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,7 +93,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,reload,handover,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,typed,reload,handover,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -166,6 +167,10 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
         measured?;
     }
     let mut trace = None;
+    if wants("typed") {
+        eprintln!("baton-bench: typed calls to an application service …");
+        typed::run(&bins, mode, &mut rows).await?;
+    }
     if wants("reload") {
         eprintln!("baton-bench: reloads under load …");
         trace = reload::under_load(&bins, mode, &mut rows).await?;

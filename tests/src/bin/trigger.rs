@@ -24,7 +24,8 @@ impl Seen {
     fn new() -> Self {
         Self {
             total: Mutex::new(0),
-            feed: broadcast::channel(1024).0,
+            // Room for a fast writer's bursts before a subscriber counts as lagging.
+            feed: broadcast::channel(1 << 16).0,
         }
     }
 
