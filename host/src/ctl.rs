@@ -30,6 +30,17 @@ pub(crate) enum CtlCmd {
         /// The payload as text, or `-` to read it from stdin. Empty if left out.
         payload: Option<String>,
     },
+    /// Call one method of PLUGIN's application service by name with a JSON request
+    /// (`-` reads it from stdin; `{}` if left out), printing the answer as JSON (one
+    /// line per message of a stream). Uses the plugin's gRPC reflection.
+    Call {
+        /// The plugin's configured name.
+        plugin: String,
+        /// The method, as `package.Service/Method`.
+        method: String,
+        /// The request, in protobuf's JSON mapping.
+        json: Option<String>,
+    },
     /// A table per plugin: state, generation, pid, uptime, restarts, reloads, memory,
     /// CPU, calls, errors, last event.
     Status {
@@ -175,10 +186,15 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
     // No limits of the CLI's own: the host judges each payload against its plugin's
     // max_message_bytes, answers OUT_OF_RANGE naming them, and counts the failed call.
     // A limit here would fail first, with other words and other figures, uncounted.
-    let mut client = SupervisorClient::new(channel)
+    let mut client = SupervisorClient::new(channel.clone())
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     match command {
+        CtlCmd::Call {
+            plugin,
+            method,
+            json,
+        } => crate::call::call(channel, &plugin, &method, json).await?,
         CtlCmd::List => {
             let list = client
                 .list(ListRequest {})

@@ -32,6 +32,7 @@ pub mod launch;
 pub mod metrics;
 mod monitor;
 pub mod pid_init;
+pub mod reflect;
 pub mod services;
 pub mod size_guard;
 pub mod socket_file;

@@ -1,6 +1,7 @@
 //! The `baton` command: `baton run` is the daemon (`run.rs`), `baton ctl` talks to a
 //! running one (`ctl.rs`), `baton check` tests a plugin against the contract.
 
+mod call;
 mod ctl;
 mod run;
 

@@ -109,6 +109,8 @@ pub struct Server<P> {
     plugin: P,
     names: Vec<String>,
     services: Vec<AddService>,
+    /// Encoded file descriptor sets the reflection service describes.
+    reflection: Vec<&'static [u8]>,
 }
 
 impl<P: Plugin> Server<P> {
@@ -118,7 +120,18 @@ impl<P: Plugin> Server<P> {
             plugin,
             names: Vec::new(),
             services: Vec::new(),
+            reflection: Vec::new(),
         }
+    }
+
+    /// Serves gRPC server reflection (`grpc.reflection.v1.ServerReflection`, behind the
+    /// token like every service) for the services in `file_descriptor_set` (an encoded
+    /// `FileDescriptorSet`, as tonic-prost-build or `protoc -o` write it): the host can
+    /// then check a new build's methods and message types before it goes live, and
+    /// `baton ctl call` can call them by name with JSON.
+    pub fn with_reflection(mut self, file_descriptor_set: &'static [u8]) -> Self {
+        self.reflection.push(file_descriptor_set);
+        self
     }
 
     /// Serves `service` (a tonic-generated server such as `TriggerServer::new(t)`) on
@@ -181,6 +194,7 @@ impl<P: Plugin> Server<P> {
             plugin,
             names,
             services,
+            reflection,
         } = self;
         if launch.host_protocol_version != PROTOCOL_VERSION.to_string() {
             tracing::warn!(
@@ -224,6 +238,19 @@ impl<P: Plugin> Server<P> {
         routes.add_service(InterceptedService::new(plugin_server, check.clone()));
         for add in services {
             add(&mut routes, check.clone());
+        }
+        if !reflection.is_empty() {
+            let mut builder = tonic_reflection::server::Builder::configure();
+            for set in reflection {
+                builder = builder.register_encoded_file_descriptor_set(set);
+            }
+            match builder.build_v1() {
+                Ok(service) => {
+                    routes.add_service(InterceptedService::new(service, check.clone()));
+                }
+                // A descriptor set that does not decode is the author's bug: say so.
+                Err(e) => tracing::error!("cannot serve reflection: {e}"),
+            }
         }
 
         print_handshake(&launch)?;

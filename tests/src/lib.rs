@@ -5,6 +5,10 @@
 /// embedder's own `.proto` would be.
 pub mod trigger {
     tonic::include_proto!("mydb.trigger.v1");
+
+    /// The API's encoded file descriptor set, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/trigger_descriptor.bin"));
 }
 
 use std::future::Future;

@@ -122,5 +122,8 @@ fn main() -> ExitCode {
     if std::env::var_os("TRIGGER_WITHOUT_SERVICE").is_some() {
         return server.serve();
     }
-    server.add_service(TriggerServer::new(shared)).serve()
+    server
+        .add_service(TriggerServer::new(shared))
+        .with_reflection(baton_tests::trigger::FILE_DESCRIPTOR_SET)
+        .serve()
 }

@@ -437,3 +437,111 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
         assert_eq!(total, expected, "generation {n}");
     }
 }
+
+/// `baton ctl call` against `host`, with its stdout and stderr.
+fn ctl_call(host: &TestHost, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin("baton"))
+        .args(["ctl", "--socket"])
+        .arg(&host.socket)
+        .arg("call")
+        .args(args)
+        .output()
+        .expect("run baton ctl call");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ctl_call_calls_a_method_by_name_with_json_using_the_plugins_reflection() {
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\n\n[plugins.echo]\ncommand = \"{}\"\n",
+        bin("trigger").display(),
+        bin("echo").display()
+    ))
+    .await;
+    host.serving("trigger", Duration::from_secs(10)).await;
+    host.serving("echo", Duration::from_secs(10)).await;
+    let on_write = format!("{TRIGGER}/OnWrite");
+
+    let (ok, out, err) = ctl_call(
+        &host,
+        &[
+            "trigger",
+            &on_write,
+            r#"{"points":[{"series":"a","value":1.5},{"series":"b"}]}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"total":"2"}"#);
+
+    // A server stream prints one line per message as it comes.
+    let mut subscriber = std::process::Command::new(bin("baton"))
+        .args(["ctl", "--socket"])
+        .arg(&host.socket)
+        .args([
+            "call",
+            "trigger",
+            &format!("{TRIGGER}/Subscribe"),
+            r#"{"prefix":"x"}"#,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run baton ctl call Subscribe");
+    let stdout = subscriber.stdout.take().expect("piped");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = wait_until(
+        "the stream prints the point",
+        Duration::from_secs(10),
+        || {
+            let (ok, _, err) = ctl_call(
+                &host,
+                &[
+                    "trigger",
+                    &on_write,
+                    r#"{"points":[{"series":"x1","value":2}]}"#,
+                ],
+            );
+            assert!(ok, "{err}");
+            let line = line_rx.recv_timeout(Duration::from_millis(200)).ok();
+            async move { line }
+        },
+    )
+    .await;
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    assert!(
+        line.starts_with(r#"{"series":"x1","value":2.0,"sequence":"#),
+        "{line}"
+    );
+
+    // What goes wrong is said plainly.
+    let (ok, _, err) = ctl_call(&host, &["trigger", &format!("{TRIGGER}/Nope")]);
+    assert!(
+        !ok && err.contains("has no method \"Nope\" (it has: OnWrite, Subscribe)"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl_call(&host, &["trigger", &on_write, r#"{"pointz":1}"#]);
+    assert!(
+        !ok && err.contains("is not a mydb.trigger.v1.WriteBatch in JSON"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl_call(&host, &["echo", "some.Service/Method"]);
+    assert!(
+        !ok && err.contains("plugin echo: it does not serve gRPC reflection"),
+        "{err}"
+    );
+}
