@@ -13,5 +13,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
+    // The same API as a later build changed it: only its descriptors, for reflection.
+    let changed = "proto-changed/mydb/trigger/v1/trigger.proto";
+    println!("cargo:rerun-if-changed={changed}");
+    let fds = protox::compile(["mydb/trigger/v1/trigger.proto"], ["proto-changed"])?;
+    std::fs::write(
+        out.join("trigger_changed_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     Ok(())
 }

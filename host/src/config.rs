@@ -186,6 +186,12 @@ pub struct PluginConfig {
     /// its start, and at a reload the handover rolls back naming what is missing.
     #[serde(default)]
     pub services: Vec<String>,
+    /// The application's own descriptors of those services: an encoded
+    /// `FileDescriptorSet` (`protoc -o`, `buf build -o`), relative to this file. With it,
+    /// a new build must also describe (over gRPC reflection) the same methods and
+    /// message types, field by field, or it never goes live.
+    #[serde(default)]
+    pub api_descriptors: Option<PathBuf>,
     /// How long a changed file must stay unchanged before it is loaded, so a file still
     /// being written is never started.
     #[serde(default = "default_settle_ms")]
@@ -326,6 +332,7 @@ impl PluginConfig {
             reload: None,
             watch: Vec::new(),
             services: Vec::new(),
+            api_descriptors: None,
             settle_ms: default_settle_ms(),
             handover_timeout_ms: default_handover_timeout_ms(),
             copy_binary: true,
@@ -407,6 +414,23 @@ impl Config {
         };
         let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
         config.resolve_paths(&base);
+        for (name, plugin) in &config.plugins {
+            let Some(descriptors) = &plugin.api_descriptors else {
+                continue;
+            };
+            if let Err(why) = crate::api_check::load(descriptors, &plugin.services) {
+                let field = format!("plugins.{name}.api_descriptors");
+                let (line, column) =
+                    find_key(&text, &field).map_or((0, 0), |s| line_column(&text, s.start));
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    field,
+                    message: why,
+                });
+            }
+        }
         let socket_len = config.socket.as_os_str().len();
         if socket_len > crate::launch::MAX_SOCKET_PATH {
             let (line, column) =
@@ -576,6 +600,11 @@ impl Config {
                 Some(dir) => dir,
                 None => base.to_owned(),
             });
+            if let Some(path) = &plugin.api_descriptors
+                && path.is_relative()
+            {
+                plugin.api_descriptors = Some(base.join(path));
+            }
             for entry in &mut plugin.watch {
                 if Path::new(entry.as_str()).is_relative() {
                     *entry = base.join(entry.as_str()).to_string_lossy().into_owned();

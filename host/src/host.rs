@@ -336,6 +336,10 @@ impl Host {
     ) {
         let reload = config.reload_mode(mode);
         let logs = LogRing::new(Arc::from(name), config.log_limit());
+        let api = config
+            .api_descriptors
+            .as_ref()
+            .map(|path| Arc::new(crate::api_check::load(path, &config.services)));
         let launcher = Launcher {
             name: Arc::from(name),
             config,
@@ -346,6 +350,7 @@ impl Host {
             production: mode == Mode::Production,
             callers: self.callers.clone(),
             pid_init: self.pid_init.clone(),
+            api,
         };
         let changes = match reload {
             ReloadMode::Watch => {

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod accept;
+mod api_check;
 mod channel;
 pub mod check;
 pub mod checkpoint;

@@ -64,6 +64,9 @@ pub struct Launcher {
     pub callers: Registry,
     /// The init that gives each generation a PID namespace, where that works.
     pub pid_init: Option<PidInit>,
+    /// The application's descriptors of the services the plugin must serve (from
+    /// `api_descriptors`), or why they could not be read.
+    pub api: Option<Arc<Result<prost_reflect::DescriptorPool, String>>>,
 }
 
 impl Launcher {
@@ -395,6 +398,45 @@ impl Launcher {
         }))
     }
 
+    /// Compares the services the new process describes over reflection with the
+    /// application's descriptors; any difference that breaks a call refuses it.
+    async fn check_api(
+        &self,
+        api: &Result<prost_reflect::DescriptorPool, String>,
+        transport: &TokenService<tonic::transport::Channel>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), StartError> {
+        let expected = api.as_ref().map_err(|why| StartError::Refused {
+            path: self.config.command.clone(),
+            why: format!("api_descriptors: {why}"),
+        })?;
+        for service in &self.config.services {
+            let offered = tokio::time::timeout_at(
+                deadline,
+                crate::reflect::descriptors(transport.clone(), service),
+            )
+            .await
+            .map_err(|_| StartError::Timeout {
+                what: format!("did not describe {service} over reflection"),
+                timeout: self.config.handshake_timeout(),
+                stderr: Vec::new(),
+            })?
+            .map_err(|e| {
+                StartError::Handshake(format!(
+                    "cannot check its {service} against api_descriptors: {e}"
+                ))
+            })?;
+            let problems = crate::api_check::incompatibilities(expected, &offered, service);
+            if !problems.is_empty() {
+                return Err(StartError::Handshake(format!(
+                    "its {service} is not compatible with the application's (api_descriptors): {}",
+                    problems.join("; ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Where this plugin's sockets live: a directory of its own in the host's, named
     /// by [`socket_tag`]. For a plugin with its own user, that user owns it (the host's
     /// directory, then mode 0711, lets it through without letting anyone list it).
@@ -516,6 +558,9 @@ impl Launcher {
                 "does not serve {} (required by `services` in the config); it serves: {offered}",
                 missing.join(", ")
             )));
+        }
+        if let Some(api) = &self.api {
+            self.check_api(api, &transport, deadline).await?;
         }
         Ok((rpc, transport, describe))
     }

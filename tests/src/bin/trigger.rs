@@ -1,7 +1,8 @@
 //! A plugin that serves the tests' application API, `mydb.trigger.v1.Trigger`, beside
 //! `baton.plugin.v1.Plugin`: `OnWrite` numbers the points it is given and counts them
 //! (the state, moved across reloads), `Subscribe` streams every point written from then
-//! on. `TRIGGER_WITHOUT_SERVICE` set: a build that dropped the service.
+//! on. `TRIGGER_WITHOUT_SERVICE` set: a build that dropped the service;
+//! `TRIGGER_CHANGED_API` set: one whose reflection describes a changed API.
 
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -122,8 +123,14 @@ fn main() -> ExitCode {
     if std::env::var_os("TRIGGER_WITHOUT_SERVICE").is_some() {
         return server.serve();
     }
+    // A build that says (through reflection) it changed the API's types.
+    let described = if std::env::var_os("TRIGGER_CHANGED_API").is_some() {
+        baton_tests::trigger::CHANGED_FILE_DESCRIPTOR_SET
+    } else {
+        baton_tests::trigger::FILE_DESCRIPTOR_SET
+    };
     server
         .add_service(TriggerServer::new(shared))
-        .with_reflection(baton_tests::trigger::FILE_DESCRIPTOR_SET)
+        .with_reflection(described)
         .serve()
 }

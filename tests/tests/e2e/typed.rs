@@ -545,3 +545,67 @@ async fn ctl_call_calls_a_method_by_name_with_json_using_the_plugins_reflection(
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_build_that_changed_a_message_type_is_refused_against_the_applications_descriptors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api = dir.path().join("trigger-api.bin");
+    std::fs::write(&api, baton_tests::trigger::FILE_DESCRIPTOR_SET).expect("write the descriptors");
+    let path = dir.path().join("trigger");
+    replace_by_rename(
+        &path,
+        &script(&format!("exec {} \"$@\"", bin("trigger").display())),
+    );
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nreload = \"watch\"\nsettle_ms = 50\nservices = [\"{TRIGGER}\"]\napi_descriptors = \"{}\"\n",
+        path.display(),
+        api.display()
+    ))
+    .await;
+    let events = EventLog::start(&host).await;
+    // The build the application was made against goes live.
+    host.serving("trigger", Duration::from_secs(10)).await;
+    assert_eq!(host.call_text("trigger", "total", "").await, "0");
+
+    // A build that still serves Trigger, but describes TriggerResult.total as a string.
+    replace_by_rename(
+        &path,
+        &script(&format!(
+            "TRIGGER_CHANGED_API=1 exec {} \"$@\"",
+            bin("trigger").display()
+        )),
+    );
+    let rollback = events
+        .wait_for("rollback", 1, Duration::from_secs(10))
+        .await;
+    let why = &rollback[0].message;
+    assert!(
+        why.contains("is not compatible with the application's (api_descriptors)")
+            && why.contains(
+                "mydb.trigger.v1.TriggerResult.total (field 1) changed from uint64 to string"
+            ),
+        "{why}"
+    );
+    let status = host.status("trigger").await;
+    assert_eq!(
+        (status.generation, status.state),
+        (1, PluginState::Serving as i32)
+    );
+
+    // Descriptors that do not define the service are a config error, before anything runs.
+    std::fs::write(&api, b"not a descriptor set").expect("write");
+    let (code, stderr) = baton_tests::run_refused_config(
+        "baton.toml",
+        &format!(
+            "[plugins.trigger]\ncommand = \"{}\"\nservices = [\"{TRIGGER}\"]\napi_descriptors = \"{}\"\n",
+            bin("trigger").display(),
+            api.display()
+        ),
+    );
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("plugins.trigger.api_descriptors")
+            && stderr.contains("is not an encoded FileDescriptorSet"),
+        "{stderr}"
+    );
+}
