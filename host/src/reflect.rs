@@ -10,53 +10,49 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
 /// Most files a service's descriptors may span (its own and every import).
 const MAX_FILES: usize = 256;
 
 /// The descriptors of `service` and everything it uses, fetched from the server behind
 /// `transport` (which adds whatever metadata routes the calls, such as `x-baton-plugin`).
+/// Asks `grpc.reflection.v1`, then the older `v1alpha` (all grpcio serves).
 pub async fn descriptors<T>(transport: T, service: &str) -> Result<DescriptorPool, String>
 where
-    T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + 'static,
     T::Error: Into<tonic::codegen::StdError>,
     T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
     T::Future: Send,
 {
-    let mut client = ServerReflectionClient::new(transport);
+    let mut version = Version::V1;
     let (mut files, mut seen) = (Vec::<Vec<u8>>::new(), BTreeSet::<String>::new());
-    let mut wanted = vec![MessageRequest::FileContainingSymbol(service.to_owned())];
+    let mut wanted = vec![Wanted::Symbol(service.to_owned())];
     while let Some(request) = wanted.pop() {
         if files.len() >= MAX_FILES {
             return Err(format!(
                 "{service}'s descriptors span more than {MAX_FILES} files"
             ));
         }
-        let answer = ask(&mut client, request).await?;
-        let found = match answer.message_response {
-            Some(MessageResponse::FileDescriptorResponse(found)) => found.file_descriptor_proto,
-            Some(MessageResponse::ErrorResponse(e)) => {
-                return Err(format!(
-                    "reflection: {} ({})",
-                    e.error_message, e.error_code
-                ));
+        let found = match ask(transport.clone(), version, request.clone()).await {
+            Err(status)
+                if status.code() == tonic::Code::Unimplemented && version == Version::V1 =>
+            {
+                version = Version::V1Alpha;
+                ask(transport.clone(), version, request).await
             }
-            _ => return Err("reflection gave no file descriptors".into()),
-        };
+            other => other,
+        }
+        .map_err(|s| reflection_status(&s))??;
         for file in found {
-            let proto = file_head(&file)?;
-            if !seen.insert(proto.name.clone()) {
+            let head = file_head(&file)?;
+            if !seen.insert(head.name.clone()) {
                 continue;
             }
             // Imports the server did not send along are asked for by name.
-            for import in proto.imports {
+            for import in head.imports {
                 if !seen.contains(&import) {
-                    wanted.push(MessageRequest::FileByFilename(import));
+                    wanted.push(Wanted::File(import));
                 }
             }
             files.push(file);
@@ -70,10 +66,24 @@ where
     DescriptorPool::decode(set.as_slice()).map_err(|e| format!("bad descriptors: {e}"))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V1Alpha,
+}
+
+#[derive(Clone)]
+enum Wanted {
+    Symbol(String),
+    File(String),
+}
+
+/// One reflection question; the files of the answer, or the server's error text.
 async fn ask<T>(
-    client: &mut ServerReflectionClient<T>,
-    request: MessageRequest,
-) -> Result<ServerReflectionResponse, String>
+    transport: T,
+    version: Version,
+    wanted: Wanted,
+) -> Result<Result<Vec<Vec<u8>>, String>, Status>
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
     T::Error: Into<tonic::codegen::StdError>,
@@ -81,25 +91,76 @@ where
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
     T::Future: Send,
 {
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(request),
-    };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .map_err(|s| reflection_status(&s))?
-        .into_inner();
-    answers
-        .message()
-        .await
-        .map_err(|s| reflection_status(&s))?
-        .ok_or_else(|| "reflection ended without an answer".to_owned())
+    let missing = || Status::internal("reflection ended without an answer");
+    match version {
+        Version::V1 => {
+            use tonic_reflection::pb::v1 as pb;
+            let request = pb::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(match wanted {
+                    Wanted::Symbol(s) => {
+                        pb::server_reflection_request::MessageRequest::FileContainingSymbol(s)
+                    }
+                    Wanted::File(f) => {
+                        pb::server_reflection_request::MessageRequest::FileByFilename(f)
+                    }
+                }),
+            };
+            let mut client = pb::server_reflection_client::ServerReflectionClient::new(transport);
+            let answer = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await?
+                .into_inner()
+                .message()
+                .await?
+                .ok_or_else(missing)?;
+            use pb::server_reflection_response::MessageResponse as R;
+            Ok(match answer.message_response {
+                Some(R::FileDescriptorResponse(found)) => Ok(found.file_descriptor_proto),
+                Some(R::ErrorResponse(e)) => Err(format!(
+                    "reflection: {} ({})",
+                    e.error_message, e.error_code
+                )),
+                _ => Err("reflection gave no file descriptors".into()),
+            })
+        }
+        Version::V1Alpha => {
+            use tonic_reflection::pb::v1alpha as pb;
+            let request = pb::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(match wanted {
+                    Wanted::Symbol(s) => {
+                        pb::server_reflection_request::MessageRequest::FileContainingSymbol(s)
+                    }
+                    Wanted::File(f) => {
+                        pb::server_reflection_request::MessageRequest::FileByFilename(f)
+                    }
+                }),
+            };
+            let mut client = pb::server_reflection_client::ServerReflectionClient::new(transport);
+            let answer = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await?
+                .into_inner()
+                .message()
+                .await?
+                .ok_or_else(missing)?;
+            use pb::server_reflection_response::MessageResponse as R;
+            Ok(match answer.message_response {
+                Some(R::FileDescriptorResponse(found)) => Ok(found.file_descriptor_proto),
+                Some(R::ErrorResponse(e)) => Err(format!(
+                    "reflection: {} ({})",
+                    e.error_message, e.error_code
+                )),
+                _ => Err("reflection gave no file descriptors".into()),
+            })
+        }
+    }
 }
 
 fn reflection_status(status: &Status) -> String {
     if status.code() == tonic::Code::Unimplemented {
-        "it does not serve gRPC reflection (grpc.reflection.v1), which calls by name need"
+        "it does not serve gRPC reflection (grpc.reflection.v1 or v1alpha), which calls by name need"
             .to_owned()
     } else {
         format!(

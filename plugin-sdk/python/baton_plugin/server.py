@@ -273,6 +273,13 @@ def _add_services(server: grpc.Server, services: Sequence[Service]) -> List[str]
     naming = _NamingServer(server)
     for add, servicer in services:
         add(servicer, naming)
+    if naming.names:
+        # Reflection (grpc.reflection.v1alpha, behind the token like the rest) lets the
+        # host check the services' types against the application's, and `baton ctl
+        # call` call them by name. The descriptors are the generated modules' own.
+        from grpc_reflection.v1alpha import reflection
+
+        reflection.enable_server_reflection(naming.names, server)
     return naming.names
 
 

@@ -383,12 +383,24 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
             .display()
     );
     replace_by_rename(&launcher, &script(&python));
+    // Checked against the application's descriptors at every start: the Python build
+    // describes itself over grpcio's reflection (v1alpha), the Rust one over v1.
+    let api = dir.path().join("trigger-api.bin");
+    std::fs::write(&api, baton_tests::trigger::FILE_DESCRIPTOR_SET).expect("write");
     let host = TestHost::start(&format!(
-        "[plugins.trigger]\ncommand = \"{}\"\nreload = \"watch\"\nsettle_ms = 50\nservices = [\"{TRIGGER}\"]\n",
-        launcher.display()
+        "[plugins.trigger]\ncommand = \"{}\"\nreload = \"watch\"\nsettle_ms = 50\nservices = [\"{TRIGGER}\"]\napi_descriptors = \"{}\"\n",
+        launcher.display(),
+        api.display()
     ))
     .await;
     host.serving("trigger", Duration::from_secs(20)).await;
+    // And called by name, with JSON, through the same reflection.
+    let (ok, out, err) = ctl_call(
+        &host,
+        &["trigger", &format!("{TRIGGER}/OnWrite"), r#"{"points":[{"series":"py"}]}"#],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"total":"1"}"#);
     // A typed client through the daemon, as an external program would call it.
     let channel = baton_tests::unix_channel(&host.socket)
         .await
@@ -408,11 +420,11 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
             .expect("Python OnWrite")
             .into_inner()
             .total,
-        2
+        3
     );
 
     // Python → Rust → Python: the count moves with each handover.
-    let mut expected = 2;
+    let mut expected = 3;
     for (n, command) in [
         (2, format!("exec {} \"$@\"", bin("trigger").display())),
         (3, python.clone()),
