@@ -101,49 +101,17 @@ async fn unary(
     };
     let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=rounds {
-        // Round 0 warms every path up and is not counted.
-        let keep = round > 0;
-        let mut client = bare.clone();
-        let times = tokio::spawn(async move {
-            let mut times = Vec::with_capacity(per_round);
-            for _ in 0..per_round {
-                let t = Instant::now();
-                client.on_write(one_point()).await?;
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok::<_, Error>(times)
-        });
-        let times = times.await??;
-        if keep {
-            a.extend(times);
-        }
-        let mut client = library.clone();
-        let times = tokio::spawn(async move {
-            let mut times = Vec::with_capacity(per_round);
-            for _ in 0..per_round {
-                let t = Instant::now();
-                client.on_write(one_point()).await?;
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok::<_, Error>(times)
-        });
-        let times = times.await??;
-        if keep {
-            b.extend(times);
-        }
-        let mut client = daemon.clone();
-        let times = tokio::spawn(async move {
-            let mut times = Vec::with_capacity(per_round);
-            for _ in 0..per_round {
-                let t = Instant::now();
-                client.on_write(one_point()).await?;
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok::<_, Error>(times)
-        });
-        let times = times.await??;
-        if keep {
-            c.extend(times);
+        // Round 0 warms every path up and is not counted. A fresh task per path and
+        // round, as in the `Invoke` rounds, so no path keeps one lucky placement.
+        let times = (
+            tokio::spawn(timed_writes(bare.clone(), per_round)).await??,
+            tokio::spawn(timed_writes(library.clone(), per_round)).await??,
+            tokio::spawn(timed_writes(daemon.clone(), per_round)).await??,
+        );
+        if round > 0 {
+            a.extend(times.0);
+            b.extend(times.1);
+            c.extend(times.2);
         }
     }
     let (a, b, c) = (sorted(a), sorted(b), sorted(c));
@@ -175,6 +143,24 @@ async fn unary(
         .baseline(a50),
     );
     Ok(())
+}
+
+/// `calls` sequential one-point `OnWrite`s through `client`: each one's time in µs.
+async fn timed_writes<S>(mut client: TriggerClient<S>, calls: usize) -> Result<Vec<f64>, Error>
+where
+    S: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<tonic::codegen::StdError>,
+    S::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <S::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        client.on_write(one_point()).await?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(times)
 }
 
 /// Points per second a `Subscribe` stream delivers while batches are written, through

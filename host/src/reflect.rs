@@ -91,70 +91,39 @@ where
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
     T::Future: Send,
 {
-    let missing = || Status::internal("reflection ended without an answer");
+    // The two versions' messages are alike field for field, in modules of their own.
+    macro_rules! ask_in {
+        ($pb:path) => {{
+            use pb::server_reflection_request::MessageRequest as Q;
+            use pb::server_reflection_response::MessageResponse as R;
+            use $pb as pb;
+            let request = pb::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(match wanted {
+                    Wanted::Symbol(s) => Q::FileContainingSymbol(s),
+                    Wanted::File(f) => Q::FileByFilename(f),
+                }),
+            };
+            let answer = pb::server_reflection_client::ServerReflectionClient::new(transport)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await?
+                .into_inner()
+                .message()
+                .await?
+                .ok_or_else(|| Status::internal("reflection ended without an answer"))?;
+            Ok(match answer.message_response {
+                Some(R::FileDescriptorResponse(found)) => Ok(found.file_descriptor_proto),
+                Some(R::ErrorResponse(e)) => Err(format!(
+                    "reflection: {} ({})",
+                    e.error_message, e.error_code
+                )),
+                _ => Err("reflection gave no file descriptors".into()),
+            })
+        }};
+    }
     match version {
-        Version::V1 => {
-            use tonic_reflection::pb::v1 as pb;
-            let request = pb::ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some(match wanted {
-                    Wanted::Symbol(s) => {
-                        pb::server_reflection_request::MessageRequest::FileContainingSymbol(s)
-                    }
-                    Wanted::File(f) => {
-                        pb::server_reflection_request::MessageRequest::FileByFilename(f)
-                    }
-                }),
-            };
-            let mut client = pb::server_reflection_client::ServerReflectionClient::new(transport);
-            let answer = client
-                .server_reflection_info(tokio_stream::iter([request]))
-                .await?
-                .into_inner()
-                .message()
-                .await?
-                .ok_or_else(missing)?;
-            use pb::server_reflection_response::MessageResponse as R;
-            Ok(match answer.message_response {
-                Some(R::FileDescriptorResponse(found)) => Ok(found.file_descriptor_proto),
-                Some(R::ErrorResponse(e)) => Err(format!(
-                    "reflection: {} ({})",
-                    e.error_message, e.error_code
-                )),
-                _ => Err("reflection gave no file descriptors".into()),
-            })
-        }
-        Version::V1Alpha => {
-            use tonic_reflection::pb::v1alpha as pb;
-            let request = pb::ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some(match wanted {
-                    Wanted::Symbol(s) => {
-                        pb::server_reflection_request::MessageRequest::FileContainingSymbol(s)
-                    }
-                    Wanted::File(f) => {
-                        pb::server_reflection_request::MessageRequest::FileByFilename(f)
-                    }
-                }),
-            };
-            let mut client = pb::server_reflection_client::ServerReflectionClient::new(transport);
-            let answer = client
-                .server_reflection_info(tokio_stream::iter([request]))
-                .await?
-                .into_inner()
-                .message()
-                .await?
-                .ok_or_else(missing)?;
-            use pb::server_reflection_response::MessageResponse as R;
-            Ok(match answer.message_response {
-                Some(R::FileDescriptorResponse(found)) => Ok(found.file_descriptor_proto),
-                Some(R::ErrorResponse(e)) => Err(format!(
-                    "reflection: {} ({})",
-                    e.error_message, e.error_code
-                )),
-                _ => Err("reflection gave no file descriptors".into()),
-            })
-        }
+        Version::V1 => ask_in!(tonic_reflection::pb::v1),
+        Version::V1Alpha => ask_in!(tonic_reflection::pb::v1alpha),
     }
 }
 

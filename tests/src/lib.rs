@@ -10,8 +10,8 @@ pub mod trigger {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/trigger_descriptor.bin"));
 
-    /// The same API as a later build changed it (`TriggerResult.total` a string), from
-    /// `tests/proto-changed`: what a plugin that broke the API would describe.
+    /// The same API as a later build changed it (`TriggerResult.total` a string, made by
+    /// `tests/build.rs`): what a plugin that broke the API would describe.
     pub const CHANGED_FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/trigger_changed_descriptor.bin"));
 }

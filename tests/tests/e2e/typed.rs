@@ -187,6 +187,22 @@ async fn application_services_refuse_calls_without_the_token() {
     host.shutdown().await;
 }
 
+/// Deploys at `path` the trigger plugin run with `variable` set (a broken build), and
+/// returns why the host rolled it back.
+async fn deploy_rolled_back(events: &EventLog, path: &std::path::Path, variable: &str) -> String {
+    replace_by_rename(
+        path,
+        &script(&format!(
+            "{variable}=1 exec {} \"$@\"",
+            bin("trigger").display()
+        )),
+    );
+    let rollback = events
+        .wait_for("rollback", 1, Duration::from_secs(10))
+        .await;
+    rollback[0].message.clone()
+}
+
 #[tokio::test]
 async fn a_build_that_dropped_a_required_service_never_goes_live() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -203,17 +219,7 @@ async fn a_build_that_dropped_a_required_service_never_goes_live() {
     assert_eq!(host.call_text("trigger", "total", "").await, "0");
 
     // The new build serves baton's service but no longer the application's.
-    replace_by_rename(
-        &path,
-        &script(&format!(
-            "TRIGGER_WITHOUT_SERVICE=1 exec {} \"$@\"",
-            bin("trigger").display()
-        )),
-    );
-    let rollback = events
-        .wait_for("rollback", 1, Duration::from_secs(10))
-        .await;
-    let why = &rollback[0].message;
+    let why = &deploy_rolled_back(&events, &path, "TRIGGER_WITHOUT_SERVICE").await;
     assert!(
         why.contains(&format!("does not serve {TRIGGER}"))
             && why.contains("required by `services`"),
@@ -397,7 +403,11 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
     // And called by name, with JSON, through the same reflection.
     let (ok, out, err) = ctl_call(
         &host,
-        &["trigger", &format!("{TRIGGER}/OnWrite"), r#"{"points":[{"series":"py"}]}"#],
+        &[
+            "trigger",
+            &format!("{TRIGGER}/OnWrite"),
+            r#"{"points":[{"series":"py"}]}"#,
+        ],
     );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), r#"{"total":"1"}"#);
@@ -580,17 +590,7 @@ async fn a_build_that_changed_a_message_type_is_refused_against_the_applications
     assert_eq!(host.call_text("trigger", "total", "").await, "0");
 
     // A build that still serves Trigger, but describes TriggerResult.total as a string.
-    replace_by_rename(
-        &path,
-        &script(&format!(
-            "TRIGGER_CHANGED_API=1 exec {} \"$@\"",
-            bin("trigger").display()
-        )),
-    );
-    let rollback = events
-        .wait_for("rollback", 1, Duration::from_secs(10))
-        .await;
-    let why = &rollback[0].message;
+    let why = &deploy_rolled_back(&events, &path, "TRIGGER_CHANGED_API").await;
     assert!(
         why.contains("is not compatible with the application's (api_descriptors)")
             && why.contains(
