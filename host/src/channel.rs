@@ -17,7 +17,8 @@ use tonic::codegen::http;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
-use crate::handle::{InFlight, Live, PluginHandle};
+use crate::handle::PluginHandle;
+use crate::route::{InFlight, Live};
 
 /// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
 /// Cheap to clone; every clone follows the plugin across restarts and handovers.

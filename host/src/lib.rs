@@ -34,6 +34,7 @@ pub mod metrics;
 mod monitor;
 pub mod pid_init;
 pub mod reflect;
+mod route;
 pub mod services;
 pub mod size_guard;
 pub mod socket_file;

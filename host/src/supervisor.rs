@@ -11,9 +11,10 @@ use tokio::task::JoinSet;
 
 use crate::checkpoint::{CheckpointStore, snapshot_error};
 use crate::events::{Event, EventSender};
-use crate::handle::{Live, PluginHandle, Route};
+use crate::handle::PluginHandle;
 use crate::launch::{Generation, Launcher, PluginRpc};
 use crate::metrics::CallMetrics;
+use crate::route::{Live, Route};
 use crate::watch::{Fingerprint, WatchSet};
 
 mod checkpoints;

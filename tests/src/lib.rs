@@ -14,6 +14,20 @@ pub mod trigger {
     /// `tests/build.rs`): what a plugin that broke the API would describe.
     pub const CHANGED_FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/trigger_changed_descriptor.bin"));
+
+    /// A batch of points of one series, numbered by the plugin.
+    pub fn batch(series: &str, values: &[f64]) -> WriteBatch {
+        WriteBatch {
+            points: values
+                .iter()
+                .map(|&value| Point {
+                    series: series.into(),
+                    value,
+                    sequence: 0,
+                })
+                .collect(),
+        }
+    }
 }
 
 use std::future::Future;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::Supervisor;
 use crate::checkpoint::{TakeError, Unusable};
 use crate::events::Event;
-use crate::handle::Route;
 use crate::launch::Generation;
+use crate::route::Route;
 
 impl Supervisor {
     /// Takes a checkpoint of the serving generation. Calls are held while it exports

@@ -24,3 +24,4 @@ mod runtime_files;
 mod security;
 mod token;
 mod typed;
+mod typed_daemon;
