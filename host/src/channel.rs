@@ -64,10 +64,24 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
             return status.into_http();
         }
     };
-    let mut transport = live.transport.clone();
-    let answer = match transport.ready().await {
-        Ok(transport) => transport.call(request).await,
-        Err(e) => Err(e),
+    // Registered from the start: a call still waiting for its answer (a client stream
+    // the caller keeps sending on, say) is ended like an open response stream when a
+    // handover has waited `stream_drain_ms` for it.
+    let generation = live.live();
+    let slot = Arc::new(StreamSlot::holding(live));
+    generation.register_stream(&slot);
+    let mut transport = generation.transport.clone();
+    let answer = tokio::select! {
+        answer = async {
+            match transport.ready().await {
+                Ok(transport) => transport.call(request).await,
+                Err(e) => Err(e),
+            }
+        } => answer,
+        status = slot.ended() => {
+            end(status.code());
+            return status.into_http();
+        }
     };
     match answer {
         Ok(response) => {
@@ -77,9 +91,6 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
                 return response;
             }
             let (parts, body) = response.into_parts();
-            let generation = live.live();
-            let slot = Arc::new(StreamSlot::holding(live));
-            generation.register_stream(&slot);
             let body = CallBody {
                 inner: body,
                 slot,
@@ -93,8 +104,9 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
             http::Response::from_parts(parts, Body::new(body))
         }
         Err(e) => {
+            drop(slot);
             let status = handle
-                .explain_typed(&live, &path, Status::from_error(e.into()))
+                .explain_typed(&generation, &path, Status::from_error(e.into()))
                 .await;
             end(status.code());
             status.into_http()
@@ -118,6 +130,8 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
 #[derive(Default)]
 pub(crate) struct StreamSlot {
     state: Mutex<SlotState>,
+    /// Woken when the host ends the call before its answer came.
+    ended: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -136,6 +150,24 @@ impl StreamSlot {
                 inflight: Some(inflight),
                 ..SlotState::default()
             }),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until the host ends the call; the status its caller gets.
+    async fn ended(&self) -> Status {
+        loop {
+            let woken = self.ended.notified();
+            if let Some(status) = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ended
+                .take()
+            {
+                return status;
+            }
+            woken.await;
         }
     }
 
@@ -151,6 +183,8 @@ impl StreamSlot {
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
+        // A permit is kept if nobody waits yet; the waiter then finds `ended` set.
+        self.ended.notify_one();
     }
 
     fn release(&self) {

@@ -46,6 +46,13 @@ class Trigger(baton_plugin.Plugin, rpc.TriggerServicer):
                     q.put(numbered)
             return pb.TriggerResult(total=self._total)
 
+    def WriteStream(self, request_iterator, context):
+        with self._lock:
+            result = pb.TriggerResult(total=self._total)
+        for batch in request_iterator:
+            result = self.OnWrite(batch, context)
+        return result
+
     def Subscribe(self, request, context):
         q = queue.Queue()
         with self._lock:

@@ -85,6 +85,18 @@ impl Trigger for Shared {
         Ok(Response::new(TriggerResult { total: *total }))
     }
 
+    async fn write_stream(
+        &self,
+        request: Request<tonic::Streaming<WriteBatch>>,
+    ) -> Result<Response<TriggerResult>, Status> {
+        let mut batches = request.into_inner();
+        let mut total = *self.0.total();
+        while let Some(batch) = batches.message().await? {
+            total = self.on_write(Request::new(batch)).await?.into_inner().total;
+        }
+        Ok(Response::new(TriggerResult { total }))
+    }
+
     type SubscribeStream = PointStream;
 
     async fn subscribe(

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use baton_host::{Config, Host, PluginConfig, PluginHandle, ReloadMode};
-use baton_tests::bin;
 use baton_tests::trigger::trigger_client::TriggerClient;
 use baton_tests::trigger::{Filter, batch};
+use baton_tests::{bin, wait_until};
 use tonic::Code;
 
 const TRIGGER: &str = "mydb.trigger.v1.Trigger";
@@ -260,5 +260,58 @@ async fn a_subscription_follows_ten_reloads_under_load_losing_nothing_it_was_giv
         received.len()
     );
     assert_eq!(handle.status().generation, 11);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_stream_completes_and_one_left_open_at_a_reload_is_ended_so_the_state_moves() {
+    let (host, handle) = library_host(|p| p.stream_drain_ms = 200).await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let batches = vec![batch("a", &[1.0]), batch("a", &[1.0, 1.0])];
+    let total = trigger
+        .write_stream(tokio_stream::iter(batches))
+        .await
+        .expect("WriteStream")
+        .into_inner()
+        .total;
+    assert_eq!(total, 3);
+
+    // A client stream its caller keeps open: a call in flight that would hold the state.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(batch("b", &[1.0])).await.expect("send a batch");
+    let open = tokio::spawn({
+        let mut trigger = trigger.clone();
+        async move {
+            trigger
+                .write_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        }
+    });
+    wait_until(
+        "the plugin has the stream's first batch",
+        Duration::from_secs(5),
+        || {
+            let handle = handle.clone();
+            async move { (handle.invoke("total", "").await.ok()? == "4").then_some(()) }
+        },
+    )
+    .await;
+    // The reload goes through (it does not wait out handover_timeout_ms and roll back):
+    // the open call is ended after stream_drain_ms, saying why.
+    assert_eq!(handle.reload().await, Ok(2));
+    let ended = open
+        .await
+        .expect("join")
+        .expect_err("the open stream is ended");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended
+            .message()
+            .contains("plugin trigger moved to generation 2"),
+        "{}",
+        ended.message()
+    );
+    drop(tx);
+    assert_eq!(&handle.invoke("total", "").await.expect("total")[..], b"4");
     host.shutdown().await;
 }
