@@ -288,7 +288,7 @@ async fn ctl_call_calls_a_method_by_name_with_json_using_the_plugins_reflection(
     // What goes wrong is said plainly.
     let (ok, _, err) = ctl_call(&host, &["trigger", &format!("{TRIGGER}/Nope")]);
     assert!(
-        !ok && err.contains("has no method \"Nope\" (it has: OnWrite, Subscribe)"),
+        !ok && err.contains("has no method \"Nope\" (it has: OnWrite, Subscribe, WriteStream)"),
         "{err}"
     );
     let (ok, _, err) = ctl_call(&host, &["trigger", &on_write, r#"{"pointz":1}"#]);
