@@ -18,6 +18,7 @@ use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
 use crate::handle::PluginHandle;
+use crate::message_limit::LimitedBody;
 use crate::route::{InFlight, Live};
 
 /// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
@@ -55,6 +56,14 @@ impl tower::Service<http::Request<Body>> for PluginChannel {
 async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Response<Body> {
     let path: Arc<str> = Arc::from(request.uri().path());
     let started = std::time::Instant::now();
+    // Each message of the request is held to the plugin's max_message_bytes as it goes.
+    let (request, refused) = {
+        let (parts, body) = request.into_parts();
+        let (limiter, named) = (handle.clone(), path.clone());
+        let refuse = Box::new(move |size| limiter.oversized(&named, size));
+        let (body, refused) = LimitedBody::new(body, handle.max_message_bytes(), refuse);
+        (http::Request::from_parts(parts, Body::new(body)), refused)
+    };
     let end = |code: Code| handle.record_typed(&path, code, started);
     let deadline = tokio::time::Instant::now() + handle.call_timeout();
     let live = match handle.serving(deadline, None).await {
@@ -83,6 +92,13 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
             return status.into_http();
         }
     };
+    // A request that stopped itself at a message over max_message_bytes: that is the
+    // whole story, whatever came back (a reset stream, or the plugin's view of a cut one).
+    if let Some(status) = refused.get() {
+        drop(slot);
+        end(status.code());
+        return status.clone().into_http();
+    }
     match answer {
         Ok(response) => {
             // A trailers-only answer (an error, or an empty stream) says it all here.

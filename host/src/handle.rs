@@ -197,7 +197,7 @@ impl PluginHandle {
 
     /// The OUT_OF_RANGE a call with a payload of `bytes` gets, naming the plugin, the
     /// size, the limit and its config key.
-    fn oversized(&self, method: &str, bytes: usize) -> Status {
+    pub(crate) fn oversized(&self, method: &str, bytes: usize) -> Status {
         Status::out_of_range(format!(
             "plugin {}: the payload of {method:?} is {bytes} bytes, over max_message_bytes = {} \
              (the plugin's limit in the host's config)",

@@ -30,6 +30,7 @@ mod fuzz;
 mod handle;
 mod host;
 pub mod launch;
+mod message_limit;
 pub mod metrics;
 mod monitor;
 pub mod pid_init;

@@ -315,3 +315,41 @@ async fn a_client_stream_completes_and_one_left_open_at_a_reload_is_ended_so_the
     assert_eq!(&handle.invoke("total", "").await.expect("total")[..], b"4");
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_over_max_message_bytes_is_refused_with_out_of_range_and_counted() {
+    let (host, handle) = library_host(|p| p.max_message_bytes = 2048).await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let errors_before = handle.status().errors;
+    let big = batch(&"s".repeat(100), &[1.0; 40]);
+    let refused = trigger
+        .on_write(big.clone())
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused.message().contains("plugin trigger")
+            && refused
+                .message()
+                .contains("/mydb.trigger.v1.Trigger/OnWrite")
+            && refused.message().contains("over max_message_bytes = 2048"),
+        "{}",
+        refused.message()
+    );
+    // Inside a client stream too: the second, larger message stops it.
+    let refused = trigger
+        .write_stream(tokio_stream::iter(vec![batch("ok", &[1.0]), big]))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert_eq!(handle.status().errors, errors_before + 2);
+    // Under the limit, all is as before.
+    let total = trigger
+        .on_write(batch("small", &[1.0]))
+        .await
+        .expect("a small write")
+        .into_inner()
+        .total;
+    assert!(total >= 1);
+    host.shutdown().await;
+}
