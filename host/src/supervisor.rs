@@ -550,14 +550,20 @@ impl Supervisor {
         loop {
             // Old generations that finished stopping.
             while self.retiring.try_join_next().is_some() {}
+            // Once a stop is asked for, no new periodic checkpoint starts: with both ready,
+            // select! would pick either, and a stop could wait behind several of them.
+            let stopping = *self.stopping.borrow();
             let handover = tokio::select! {
                 _ = async {
                     match &mut ticker {
                         Some(t) => { t.tick().await; }
                         None => std::future::pending().await,
                     }
-                } => {
-                    self.checkpoint(&current).await;
+                }, if !stopping => {
+                    // The stop may have come while this tick waited; it goes first.
+                    if !*self.stopping.borrow() {
+                        self.checkpoint(&current).await;
+                    }
                     continue;
                 }
                 status = current.wait() => {
