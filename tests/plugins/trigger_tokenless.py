@@ -1,4 +1,4 @@
-"""The Python trigger plugin with its token check taken out: its application service
+"""The example Python trigger plugin with its token check taken out: its application service
 answers anyone. `baton check` must fail it. Needs the trigger stubs on PYTHONPATH."""
 
 import os
@@ -13,4 +13,6 @@ def accept_everyone(self, continuation, handler_call_details):
 
 server._TokenCheck.intercept_service = accept_everyone
 here = os.path.dirname(os.path.abspath(__file__))
-runpy.run_path(os.path.join(here, "trigger.py"), run_name="__main__")
+runpy.run_path(
+    os.path.join(here, "..", "..", "example-plugins", "python-trigger", "trigger.py"), run_name="__main__"
+)

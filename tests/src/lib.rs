@@ -1,14 +1,10 @@
 //! Helpers for baton's end-to-end tests: start a real `baton` host with real plugin
 //! processes, call it, wait for conditions with deadlines, and clean up every process.
 
-/// The tests' application API (`tests/proto/mydb/trigger/v1/trigger.proto`): what an
-/// embedder's own `.proto` would be.
+/// The example application API (`example-plugins/trigger`), what an embedder's own
+/// `.proto` would be, with what the tests need around it.
 pub mod trigger {
-    tonic::include_proto!("mydb.trigger.v1");
-
-    /// The API's encoded file descriptor set, for the reflection service.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/trigger_descriptor.bin"));
+    pub use trigger_plugin::api::*;
 
     /// The same API as a later build changed it (`TriggerResult.total` a string, made by
     /// `tests/build.rs`): what a plugin that broke the API would describe.
@@ -652,16 +648,16 @@ pub fn nobody_when_root(why: &str) -> Option<nix::unistd::User> {
     )
 }
 
-/// The Python stubs of the tests' application API, generated as any Python plugin author
+/// The Python stubs of the example application API, generated as any Python plugin author
 /// would (grpcio-tools), into a fresh directory for PYTHONPATH.
 pub fn trigger_python_stubs() -> tempfile::TempDir {
     let stubs = tempfile::tempdir().expect("temp dir");
     let generated = Command::new(venv_python())
         .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(repo_root().join("tests/proto"))
+        .arg(repo_root().join("example-plugins/trigger/proto"))
         .arg(format!("--python_out={}", stubs.path().display()))
         .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .arg(repo_root().join("tests/proto/mydb/trigger/v1/trigger.proto"))
+        .arg(repo_root().join("example-plugins/trigger/proto/mydb/trigger/v1/trigger.proto"))
         .status()
         .expect("run grpc_tools.protoc");
     assert!(generated.success(), "grpc_tools.protoc failed");

@@ -160,8 +160,11 @@ fn application_services_are_checked_with_and_without_the_token() {
     let stubs = baton_tests::trigger_python_stubs();
     let python = venv_python();
     let pythonpath = stubs.path().to_str().expect("path");
-    for (script, passes) in [("trigger.py", true), ("trigger_tokenless.py", false)] {
-        let path = repo_root().join("tests/plugins").join(script);
+    for (script, passes) in [
+        ("example-plugins/python-trigger/trigger.py", true),
+        ("tests/plugins/trigger_tokenless.py", false),
+    ] {
+        let path = repo_root().join(script);
         let (code, report) = baton_check(
             &[],
             &[python.to_str().expect("path"), path.to_str().expect("path")],

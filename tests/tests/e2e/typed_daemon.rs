@@ -12,14 +12,14 @@ use baton_tests::{EventLog, TestHost, bin, replace_by_rename, script, wait_until
 
 const TRIGGER: &str = "mydb.trigger.v1.Trigger";
 
-/// Deploys at `path` the trigger plugin run with `variable` set (a broken build), and
-/// returns why the host rolled it back.
-async fn deploy_rolled_back(events: &EventLog, path: &std::path::Path, variable: &str) -> String {
+/// Deploys at `path` a build that broke the API (`broken-trigger VARIANT`), and returns
+/// why the host rolled it back.
+async fn deploy_rolled_back(events: &EventLog, path: &std::path::Path, variant: &str) -> String {
     replace_by_rename(
         path,
         &script(&format!(
-            "{variable}=1 exec {} \"$@\"",
-            bin("trigger").display()
+            "exec {} {variant} \"$@\"",
+            bin("broken-trigger").display()
         )),
     );
     let rollback = events
@@ -44,7 +44,7 @@ async fn a_build_that_dropped_a_required_service_never_goes_live() {
     assert_eq!(host.call_text("trigger", "total", "").await, "0");
 
     // The new build serves baton's service but no longer the application's.
-    let why = &deploy_rolled_back(&events, &path, "TRIGGER_WITHOUT_SERVICE").await;
+    let why = &deploy_rolled_back(&events, &path, "without-service").await;
     assert!(
         why.contains(&format!("does not serve {TRIGGER}"))
             && why.contains("required by `services`"),
@@ -120,7 +120,7 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
         stubs.path().display(),
         baton_tests::venv_python().display(),
         baton_tests::repo_root()
-            .join("tests/plugins/trigger.py")
+            .join("example-plugins/python-trigger/trigger.py")
             .display()
     );
     replace_by_rename(&launcher, &script(&python));
@@ -325,7 +325,7 @@ async fn a_build_that_changed_a_message_type_is_refused_against_the_applications
     assert_eq!(host.call_text("trigger", "total", "").await, "0");
 
     // A build that still serves Trigger, but describes TriggerResult.total as a string.
-    let why = &deploy_rolled_back(&events, &path, "TRIGGER_CHANGED_API").await;
+    let why = &deploy_rolled_back(&events, &path, "changed-api").await;
     assert!(
         why.contains("is not compatible with the application's (api_descriptors)")
             && why.contains(

@@ -1,7 +1,11 @@
-"""The tests' trigger plugin in Python: serves the application's mydb.trigger.v1.Trigger
-beside baton's Plugin service, with the same state format as the Rust one (the points
-seen so far, 8 bytes little-endian), so a handover between the two keeps the count.
-Needs the stubs generated from tests/proto on PYTHONPATH."""
+"""The trigger example plugin in Python: serves the application's mydb.trigger.v1.Trigger
+beside baton's Plugin service, with the same state format as the Rust one in
+example-plugins/trigger (the points seen so far, 8 bytes little-endian), so a handover
+between the two keeps the count. Generate the stubs first, and put them on PYTHONPATH:
+
+    python -m grpc_tools.protoc -I example-plugins/trigger/proto --python_out=STUBS \
+        --grpc_python_out=STUBS example-plugins/trigger/proto/mydb/trigger/v1/trigger.proto
+"""
 
 import queue
 import struct

@@ -1,17 +1,28 @@
-//! A plugin that serves the tests' application API, `mydb.trigger.v1.Trigger`, beside
-//! `baton.plugin.v1.Plugin`: `OnWrite` numbers the points it is given and counts them
-//! (the state, moved across reloads), `Subscribe` streams every point written from then
-//! on. `TRIGGER_WITHOUT_SERVICE` set: a build that dropped the service;
-//! `TRIGGER_CHANGED_API` set: one whose reflection describes a changed API.
+//! An application API as a database that embeds baton might define it
+//! (`proto/mydb/trigger/v1/trigger.proto`: `mydb.trigger.v1.Trigger`), and a plugin that
+//! serves it beside `baton.plugin.v1.Plugin`: `OnWrite` numbers the points it is given
+//! and counts them (the state, moved across reloads; 8 bytes little-endian, as the
+//! Python version in `example-plugins/python-trigger` keeps it too), `Subscribe` streams
+//! every point written from then on, `WriteStream` takes batches as a stream.
 
 use std::pin::Pin;
-use std::process::ExitCode;
 use std::sync::Mutex;
 
-use baton_plugin_sdk::{Bytes, Description, Plugin, Server, Status, async_trait};
-use baton_tests::trigger::trigger_server::{Trigger, TriggerServer};
-use baton_tests::trigger::{Filter, Point, TriggerResult, WriteBatch};
+use baton_plugin_sdk::{Bytes, Description, Plugin, Status, async_trait};
 use tokio::sync::broadcast;
+
+/// The application API, generated; what a host or a client of it compiles too.
+pub mod api {
+    tonic::include_proto!("mydb.trigger.v1");
+
+    /// The API's encoded file descriptor set, for the reflection service (and for a
+    /// host's `api_descriptors`).
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/trigger_descriptor.bin"));
+}
+
+use api::trigger_server::Trigger;
+use api::{Filter, Point, TriggerResult, WriteBatch};
 use tokio_stream::Stream;
 use tonic::{Request, Response};
 
@@ -35,11 +46,18 @@ impl Seen {
     }
 }
 
+/// The plugin: one value serves `Plugin` and `Trigger`; clones share the state.
 #[derive(Clone)]
-struct Shared(std::sync::Arc<Seen>);
+pub struct TriggerPlugin(std::sync::Arc<Seen>);
+
+impl Default for TriggerPlugin {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(Seen::new()))
+    }
+}
 
 #[async_trait]
-impl Plugin for Shared {
+impl Plugin for TriggerPlugin {
     fn describe(&self) -> Description {
         Description::new("trigger", "test")
             .state_schema(1)
@@ -69,7 +87,7 @@ impl Plugin for Shared {
 type PointStream = Pin<Box<dyn Stream<Item = Result<Point, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Trigger for Shared {
+impl Trigger for TriggerPlugin {
     async fn on_write(
         &self,
         request: Request<WriteBatch>,
@@ -127,22 +145,4 @@ impl Trigger for Shared {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
-}
-
-fn main() -> ExitCode {
-    let shared = Shared(std::sync::Arc::new(Seen::new()));
-    let server = Server::new(shared.clone());
-    if std::env::var_os("TRIGGER_WITHOUT_SERVICE").is_some() {
-        return server.serve();
-    }
-    // A build that says (through reflection) it changed the API's types.
-    let described = if std::env::var_os("TRIGGER_CHANGED_API").is_some() {
-        baton_tests::trigger::CHANGED_FILE_DESCRIPTOR_SET
-    } else {
-        baton_tests::trigger::FILE_DESCRIPTOR_SET
-    };
-    server
-        .add_service(TriggerServer::new(shared))
-        .with_reflection(described)
-        .serve()
 }
