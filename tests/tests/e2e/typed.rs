@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_host::{Config, Host, PluginConfig, PluginHandle, ReloadMode};
 use baton_tests::trigger::trigger_client::TriggerClient;
-use baton_tests::trigger::{Filter, batch};
+use baton_tests::trigger::{Filter, Point, batch};
 use baton_tests::{bin, wait_until};
 use tonic::Code;
 
@@ -30,6 +30,15 @@ async fn library_host(extra: impl FnOnce(&mut PluginConfig)) -> (Host, PluginHan
         .await
         .expect("the plugin serves");
     (host, handle)
+}
+
+/// The stream's next point, within 5 s.
+async fn next_point(stream: &mut tonic::Streaming<Point>) -> Point {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a point within 5 s")
+        .expect("the stream is fine")
+        .expect("a point")
 }
 
 #[tokio::test]
@@ -60,11 +69,7 @@ async fn typed_calls_through_the_library_keep_state_and_streams_follow_reloads()
         .on_write(batch("cpu.b", &[3.0]))
         .await
         .expect("OnWrite");
-    let got = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("a point within 5 s")
-        .expect("the stream is fine")
-        .expect("a point");
+    let got = next_point(&mut stream).await;
     assert_eq!(got.series, "cpu.b");
     let seen_before_reload = got.sequence;
 
@@ -104,11 +109,7 @@ async fn typed_calls_through_the_library_keep_state_and_streams_follow_reloads()
         .on_write(batch("cpu.c", &[4.0]))
         .await
         .expect("OnWrite after the reload");
-    let got = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("a point within 5 s")
-        .expect("the stream is fine")
-        .expect("a point");
+    let got = next_point(&mut stream).await;
     assert_eq!(
         (got.series.as_str(), got.sequence),
         ("cpu.c", seen_before_reload + 1)
