@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -17,8 +17,9 @@ use tonic::codegen::http;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
-use crate::handle::PluginHandle;
+use crate::handle::{self, PluginHandle};
 use crate::message_limit::LimitedBody;
+use crate::reclaim::Reclaimable;
 use crate::route::{InFlight, Live};
 
 /// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
@@ -57,77 +58,109 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
     let path: Arc<str> = Arc::from(request.uri().path());
     let started = std::time::Instant::now();
     // Each message of the request is held to the plugin's max_message_bytes as it goes.
-    let (request, refused) = {
+    let (parts, mut body, refused) = {
         let (parts, body) = request.into_parts();
         let (limiter, named) = (handle.clone(), path.clone());
         let refuse = Box::new(move |size| limiter.oversized(&named, size));
         let (body, refused) = LimitedBody::new(body, handle.max_message_bytes(), refuse);
-        (http::Request::from_parts(parts, Body::new(body)), refused)
+        (parts, Reclaimable::new(Body::new(body)), refused)
     };
     let end = |code: Code| handle.record_typed(&path, code, started);
     let deadline = tokio::time::Instant::now() + handle.call_timeout();
-    let live = match handle.serving(deadline, None).await {
-        Ok(live) => live,
-        Err(status) => {
-            end(status.code());
-            return status.into_http();
-        }
-    };
-    // Registered from the start: a call still waiting for its answer (a client stream
-    // the caller keeps sending on, say) is ended like an open response stream when a
-    // handover has waited `stream_drain_ms` for it.
-    let generation = live.live();
-    let slot = Arc::new(StreamSlot::holding(live));
-    generation.register_stream(&slot);
-    let mut transport = generation.transport.clone();
-    let answer = tokio::select! {
-        answer = async {
-            match transport.ready().await {
-                Ok(transport) => transport.call(request).await,
-                Err(e) => Err(e),
+    let mut dead_generation = None;
+    loop {
+        let live = match handle.serving(deadline, dead_generation).await {
+            Ok(live) => live,
+            Err(status) => {
+                end(status.code());
+                return status.into_http();
             }
-        } => answer,
-        status = slot.ended() => {
-            end(status.code());
-            return status.into_http();
-        }
-    };
-    // A request that stopped itself at a message over max_message_bytes: that is the
-    // whole story, whatever came back (a reset stream, or the plugin's view of a cut one).
-    if let Some(status) = refused.get() {
-        drop(slot);
-        end(status.code());
-        return status.clone().into_http();
-    }
-    match answer {
-        Ok(response) => {
-            // A trailers-only answer (an error, or an empty stream) says it all here.
-            if let Some(code) = grpc_code(response.headers()) {
-                end(code);
-                return response;
+        };
+        // Registered from the start: a call still waiting for its answer (a client
+        // stream the caller keeps sending on, say) is ended like an open response
+        // stream when a handover has waited `stream_drain_ms` for it.
+        let generation = live.live();
+        let slot = Arc::new(StreamSlot::holding(live));
+        generation.register_stream(&slot);
+        let mut transport = generation.transport.clone();
+        let request = http::Request::from_parts(parts.clone(), body.attempt());
+        let answer = tokio::select! {
+            answer = async {
+                match transport.ready().await {
+                    Ok(transport) => transport.call(request).await,
+                    Err(e) => Err(e),
+                }
+            } => answer,
+            status = slot.ended() => {
+                end(status.code());
+                return status.into_http();
             }
-            let (parts, body) = response.into_parts();
-            let body = CallBody {
-                inner: body,
-                slot,
-                generation,
-                handle: handle.clone(),
-                path,
-                started,
-                done: false,
-                broken: None,
-            };
-            http::Response::from_parts(parts, Body::new(body))
-        }
-        Err(e) => {
+        };
+        // A request that stopped itself at a message over max_message_bytes: that is
+        // the whole story, whatever came back (a reset stream, or the plugin's view of
+        // a cut one).
+        if let Some(status) = refused.get() {
             drop(slot);
-            let status = handle
-                .explain_typed(&generation, &path, Status::from_error(e.into()))
-                .await;
             end(status.code());
-            status.into_http()
+            return status.clone().into_http();
         }
+        let e = match answer {
+            Ok(response) => {
+                return answered(&handle, response, slot, generation, path, started, refused);
+            }
+            Err(e) => e,
+        };
+        drop(slot);
+        let status = Status::from_error(e.into());
+        // Refused before any of it left, by a process found dead: the call waits for
+        // the next generation like one made during a restart.
+        if handle::never_sent(&status)
+            && let Some(unsent) = body.reclaim()
+            && handle.died(&generation).await
+        {
+            body = unsent;
+            dead_generation = Some(generation.generation);
+            continue;
+        }
+        let status = handle.explain_typed(&generation, &path, status).await;
+        end(status.code());
+        return status.into_http();
     }
+}
+
+/// The caller's view of an answer that came: a trailers-only one says it all; any
+/// other is a body that stays counted in flight until it ends.
+fn answered(
+    handle: &PluginHandle,
+    response: http::Response<Body>,
+    slot: Arc<StreamSlot>,
+    generation: Arc<Live>,
+    path: Arc<str>,
+    started: std::time::Instant,
+    refused: Arc<OnceLock<Status>>,
+) -> http::Response<Body> {
+    if let Some(code) = grpc_code(response.headers()) {
+        handle.record_typed(&path, code, started);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The plugin's answers are held to its max_message_bytes too: a plugin cannot make
+    // its caller (or the daemon, forwarding) take in more than its config allows.
+    let (limiter, named) = (handle.clone(), path.clone());
+    let refuse = Box::new(move |size| limiter.oversized_answer(&named, size));
+    let (body, _) = LimitedBody::new(body, handle.max_message_bytes(), refuse);
+    let body = CallBody {
+        inner: Body::new(body),
+        slot,
+        generation,
+        handle: handle.clone(),
+        path,
+        started,
+        refused,
+        done: false,
+        broken: None,
+    };
+    http::Response::from_parts(parts, Body::new(body))
 }
 
 /// The gRPC status in a header map (trailers, or a trailers-only response's headers).
@@ -220,6 +253,8 @@ struct CallBody {
     handle: PluginHandle,
     path: Arc<str>,
     started: std::time::Instant,
+    /// Where the request's refusal is, if it stopped at a message over the limit.
+    refused: Arc<OnceLock<Status>>,
     done: bool,
     /// After the stream broke: the status its caller gets, once known.
     broken: Option<Pin<Box<dyn Future<Output = Status> + Send>>>,
@@ -270,6 +305,18 @@ impl http_body::Body for CallBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(status))) => {
+                // A request cut at a message over the limit resets the stream, whose
+                // answer may have begun (a bidirectional call): the refusal says why.
+                if let Some(refusal) = this.refused.get() {
+                    let refusal = refusal.clone();
+                    this.finish(refusal.code());
+                    return Poll::Ready(Some(Err(refusal)));
+                }
+                // An answer over the limit, stopped here: nothing to explain.
+                if status.code() == Code::OutOfRange {
+                    this.finish(status.code());
+                    return Poll::Ready(Some(Err(status)));
+                }
                 // Learn (briefly) whether the process died, to say so.
                 let (handle, live, path) = (
                     this.handle.clone(),

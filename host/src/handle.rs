@@ -53,10 +53,13 @@ enum Failure {
     Status(Status),
 }
 
-/// Whether the transport failed before the request could reach the plugin: only a
-/// failed connect proves that. A reset or broken pipe on an open connection does not,
-/// since the plugin may have run the call before dying, so such calls are not retried.
-fn never_sent(status: &Status) -> bool {
+/// Whether the transport failed before the request could reach the plugin. Three
+/// things prove that: a failed connect; hyper giving a request back unsent (the
+/// connection closed, or was not ready, while it was queued); and an HTTP/2
+/// REFUSED_STREAM, which by the protocol's rules means the peer processed nothing. A
+/// reset or broken pipe on an open connection proves nothing (the plugin may have run
+/// the call before dying), so such calls are not retried.
+pub(crate) fn never_sent(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -64,6 +67,16 @@ fn never_sent(status: &Status) -> bool {
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
             )
+        {
+            return true;
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        if e.downcast_ref::<h2::Error>()
+            .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
         {
             return true;
         }
@@ -201,6 +214,16 @@ impl PluginHandle {
         Status::out_of_range(format!(
             "plugin {}: the payload of {method:?} is {bytes} bytes, over max_message_bytes = {} \
              (the plugin's limit in the host's config)",
+            self.inner.name, self.inner.max_message_bytes
+        ))
+    }
+
+    /// The OUT_OF_RANGE a caller gets when the plugin's answer to `path` holds a
+    /// message of `bytes`, over the plugin's limit.
+    pub(crate) fn oversized_answer(&self, path: &str, bytes: usize) -> Status {
+        Status::out_of_range(format!(
+            "plugin {}: its answer to {path:?} holds a message of {bytes} bytes, over \
+             max_message_bytes = {} (the plugin's limit in the host's config)",
             self.inner.name, self.inner.max_message_bytes
         ))
     }
@@ -365,6 +388,22 @@ impl PluginHandle {
         ))
     }
 
+    /// How `live`'s process ended, waiting briefly (a failed call usually learns of a
+    /// death before the supervisor does); `None` while it still runs.
+    async fn exit_of(&self, live: &Live) -> Option<Option<String>> {
+        let mut exited = live.exited.clone();
+        let died = tokio::time::timeout(EXIT_GRACE, exited.wait_for(|e| e.is_some())).await;
+        match died {
+            Ok(Ok(how)) => Some(how.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether `live`'s process is dead (or dies within a moment).
+    pub(crate) async fn died(&self, live: &Live) -> bool {
+        self.exit_of(live).await.is_some()
+    }
+
     /// Turns a failed call's status into one that names the plugin, and says so when
     /// the process died under the call.
     async fn explain(&self, live: &Live, method: &str, status: Status) -> Failure {
@@ -372,21 +411,17 @@ impl PluginHandle {
             status.code(),
             Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
         );
-        if transport_like {
-            let mut exited = live.exited.clone();
-            let died = tokio::time::timeout(EXIT_GRACE, exited.wait_for(|e| e.is_some())).await;
-            if let Ok(Ok(how)) = died {
-                if never_sent(&status) {
-                    return Failure::NeverSent;
-                }
-                return Failure::Status(Status::unavailable(format!(
-                    "plugin {} (generation {}, pid {}) exited during the call to {method:?}: {}",
-                    self.inner.name,
-                    live.generation,
-                    live.pid,
-                    how.as_deref().unwrap_or("unknown status")
-                )));
+        if transport_like && let Some(how) = self.exit_of(live).await {
+            if never_sent(&status) {
+                return Failure::NeverSent;
             }
+            return Failure::Status(Status::unavailable(format!(
+                "plugin {} (generation {}, pid {}) exited during the call to {method:?}: {}",
+                self.inner.name,
+                live.generation,
+                live.pid,
+                how.as_deref().unwrap_or("unknown status")
+            )));
         }
         Failure::Status(Status::new(
             status.code(),

@@ -34,6 +34,7 @@ mod message_limit;
 pub mod metrics;
 mod monitor;
 pub mod pid_init;
+mod reclaim;
 pub mod reflect;
 mod route;
 pub mod services;

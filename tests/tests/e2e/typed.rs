@@ -162,6 +162,52 @@ async fn a_crash_mid_stream_gives_unavailable_naming_the_plugin() {
 }
 
 #[tokio::test]
+async fn calls_refused_by_a_dying_process_before_reaching_it_go_to_the_next_generation() {
+    let (_host, handle) = library_host(|plugin| {
+        plugin.command = bin("broken-trigger");
+        plugin.args = vec!["lingering".into()];
+    })
+    .await;
+    let first = handle.status();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.pid.expect("a pid") as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("stop the plugin");
+    // From this line to its exit (250 ms), every connect to the plugin fails.
+    wait_until(
+        "the plugin closed its socket",
+        Duration::from_secs(10),
+        || {
+            let gone = handle
+                .logs()
+                .iter()
+                .any(|l| l.text.contains("the socket is gone"));
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let (typed, invoked) = tokio::join!(
+        trigger.on_write(batch("cpu", &[1.0])),
+        handle.call("total", Default::default(), Default::default())
+    );
+    let typed = typed.expect("the typed call goes to the next generation");
+    assert_eq!(
+        typed.into_inner().total,
+        1,
+        "generation 2 starts from nothing"
+    );
+    let invoked = invoked.expect("invoke goes to the next generation too");
+    assert!(
+        invoked.generation > first.generation,
+        "answered by generation {} (the dying one was {})",
+        invoked.generation,
+        first.generation
+    );
+}
+
+#[tokio::test]
 async fn application_services_refuse_calls_without_the_token() {
     let (host, handle) = library_host(|_| {}).await;
     let socket = handle.status().socket.expect("a socket");
