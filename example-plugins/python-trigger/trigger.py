@@ -57,6 +57,10 @@ class Trigger(baton_plugin.Plugin, rpc.TriggerServicer):
             result = self.OnWrite(batch, context)
         return result
 
+    def WriteEach(self, request_iterator, context):
+        for batch in request_iterator:
+            yield self.OnWrite(batch, context)
+
     def Subscribe(self, request, context):
         q = queue.Queue()
         with self._lock:

@@ -32,13 +32,14 @@ pub(crate) enum CtlCmd {
     },
     /// Call one method of PLUGIN's application service by name with a JSON request
     /// (`-` reads it from stdin; `{}` if left out), printing the answer as JSON (one
-    /// line per message of a stream). Uses the plugin's gRPC reflection.
+    /// line per message of a stream). A method taking a stream takes JSON values one
+    /// after another (from stdin as typed, with `-`). Uses the plugin's gRPC reflection.
     Call {
         /// The plugin's configured name.
         plugin: String,
         /// The method, as `package.Service/Method`.
         method: String,
-        /// The request, in protobuf's JSON mapping.
+        /// The request, in protobuf's JSON mapping (several, for a stream).
         json: Option<String>,
     },
     /// A table per plugin: state, generation, pid, uptime, restarts, reloads, memory,

@@ -49,6 +49,10 @@ def main() -> None:
             break
     stream.cancel()
     out["streamed"] = streamed
+    # Both directions at once: each batch answered as it is taken.
+    batches = iter([pb.WriteBatch(points=[pb.Point(series="py.d")])] * 2)
+    answers = stub.WriteEach(batches, metadata=to_trigger, timeout=10)
+    out["each"] = [answer.total for answer in answers]
     try:
         stub.OnWrite(pb.WriteBatch(), metadata=(("x-baton-plugin", "nope"),), timeout=10)
         out["unknown"] = ["OK", ""]

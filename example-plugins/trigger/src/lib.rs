@@ -115,6 +115,33 @@ impl Trigger for TriggerPlugin {
         Ok(Response::new(TriggerResult { total }))
     }
 
+    type WriteEachStream = Pin<Box<dyn Stream<Item = Result<TriggerResult, Status>> + Send>>;
+
+    async fn write_each(
+        &self,
+        request: Request<tonic::Streaming<WriteBatch>>,
+    ) -> Result<Response<Self::WriteEachStream>, Status> {
+        let mut batches = request.into_inner();
+        let plugin = self.clone();
+        let answers = async_stream_of(move |tx| async move {
+            loop {
+                let answer = match batches.message().await {
+                    Ok(Some(batch)) => plugin
+                        .on_write(Request::new(batch))
+                        .await
+                        .map(Response::into_inner),
+                    Ok(None) => return,
+                    Err(status) => Err(status),
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(answers))
+    }
+
     type SubscribeStream = PointStream;
 
     async fn subscribe(
@@ -123,8 +150,7 @@ impl Trigger for TriggerPlugin {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let prefix = request.into_inner().prefix;
         let mut feed = self.0.feed.subscribe();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
+        Ok(Response::new(async_stream_of(move |tx| async move {
             loop {
                 let point = match feed.recv().await {
                     Ok(point) => point,
@@ -140,9 +166,18 @@ impl Trigger for TriggerPlugin {
                     return;
                 }
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        })))
     }
+}
+
+/// A stream fed by a task: `body` sends items until it returns or the caller goes away.
+fn async_stream_of<T, F, Fut>(body: F) -> Pin<Box<dyn Stream<Item = T> + Send>>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

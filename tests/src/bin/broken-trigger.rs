@@ -3,11 +3,18 @@
 //! `broken-trigger changed-api` serves it but describes (over reflection) a changed
 //! type, `TriggerResult.total` as a string. `broken-trigger lingering` serves the API
 //! but, stopped by SIGTERM, closes its socket and lives on a moment before exiting:
-//! calls made meanwhile are refused at connect, never reaching it.
+//! calls made meanwhile are refused at connect, never reaching it. `broken-trigger
+//! bloated` answers subscriptions with each point's series written 64 times over:
+//! answers far larger than the requests that caused them.
+
+use std::pin::Pin;
 
 use baton_plugin_sdk::Server;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 use trigger_plugin::TriggerPlugin;
-use trigger_plugin::api::trigger_server::TriggerServer;
+use trigger_plugin::api::trigger_server::{Trigger, TriggerServer};
+use trigger_plugin::api::{Filter, Point, TriggerResult, WriteBatch};
 
 fn main() -> std::process::ExitCode {
     let plugin = TriggerPlugin::default();
@@ -18,6 +25,9 @@ fn main() -> std::process::ExitCode {
             .add_service(TriggerServer::new(plugin))
             .with_reflection(baton_tests::trigger::CHANGED_FILE_DESCRIPTOR_SET)
             .serve(),
+        Some("bloated") => server
+            .add_service(TriggerServer::new(Bloated(plugin)))
+            .serve(),
         Some("lingering") => {
             let code = server.add_service(TriggerServer::new(plugin)).serve();
             eprintln!("lingering: the socket is gone, the process is not");
@@ -26,9 +36,49 @@ fn main() -> std::process::ExitCode {
         }
         other => {
             eprintln!(
-                "usage: broken-trigger without-service|changed-api|lingering (got {other:?})"
+                "usage: broken-trigger without-service|changed-api|lingering|bloated (got {other:?})"
             );
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// The trigger plugin, but every point a subscriber gets has its series written 64 times.
+struct Bloated(TriggerPlugin);
+
+type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Trigger for Bloated {
+    async fn on_write(&self, r: Request<WriteBatch>) -> Result<Response<TriggerResult>, Status> {
+        self.0.on_write(r).await
+    }
+
+    async fn write_stream(
+        &self,
+        r: Request<Streaming<WriteBatch>>,
+    ) -> Result<Response<TriggerResult>, Status> {
+        self.0.write_stream(r).await
+    }
+
+    type WriteEachStream = Answers<TriggerResult>;
+
+    async fn write_each(
+        &self,
+        r: Request<Streaming<WriteBatch>>,
+    ) -> Result<Response<Self::WriteEachStream>, Status> {
+        self.0.write_each(r).await
+    }
+
+    type SubscribeStream = Answers<Point>;
+
+    async fn subscribe(&self, r: Request<Filter>) -> Result<Response<Answers<Point>>, Status> {
+        let points = self.0.subscribe(r).await?.into_inner();
+        Ok(Response::new(Box::pin(points.map(|point| {
+            point.map(|p| Point {
+                series: p.series.repeat(64),
+                ..p
+            })
+        }))))
     }
 }

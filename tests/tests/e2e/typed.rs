@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio_stream::StreamExt;
+
 use baton_host::{Config, Host, PluginConfig, PluginHandle, ReloadMode};
 use baton_tests::trigger::trigger_client::TriggerClient;
 use baton_tests::trigger::{Filter, Point, batch};
@@ -364,6 +366,57 @@ async fn a_client_stream_completes_and_one_left_open_at_a_reload_is_ended_so_the
 }
 
 #[tokio::test]
+async fn a_bidirectional_stream_answers_as_it_goes_and_is_reopened_on_the_next_generation() {
+    let (host, handle) = library_host(|p| p.stream_drain_ms = 200).await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = trigger
+        .write_each(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("WriteEach")
+        .into_inner();
+    // Each batch is answered before the next is sent: both directions are open at once.
+    for expected in 1..=3u64 {
+        tx.send(batch("bidi", &[1.0])).await.expect("send a batch");
+        let answer = tokio::time::timeout(Duration::from_secs(5), answers.message())
+            .await
+            .expect("an answer within 5 s")
+            .expect("the stream is fine")
+            .expect("an answer");
+        assert_eq!(answer.total, expected);
+    }
+    // Open across a reload: ended after stream_drain_ms so that the state can move.
+    let reload = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.reload().await }
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("ended within 10 s")
+        .expect_err("ended by the host");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("moved to generation 2"),
+        "{}",
+        ended.message()
+    );
+    assert_eq!(reload.await.expect("the reload"), Ok(2));
+    drop(tx);
+    // Reopened, it lands on generation 2, which has the count.
+    let answers: Vec<u64> = trigger
+        .write_each(tokio_stream::iter(vec![batch("bidi", &[1.0]); 2]))
+        .await
+        .expect("WriteEach on generation 2")
+        .into_inner()
+        .map(|a| a.map(|a| a.total))
+        .collect::<Result<_, _>>()
+        .await
+        .expect("every answer");
+    assert_eq!(answers, vec![4, 5]);
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_message_over_max_message_bytes_is_refused_with_out_of_range_and_counted() {
     let (host, handle) = library_host(|p| p.max_message_bytes = 2048).await;
     let mut trigger = TriggerClient::new(handle.channel());
@@ -385,11 +438,37 @@ async fn a_message_over_max_message_bytes_is_refused_with_out_of_range_and_count
     );
     // Inside a client stream too: the second, larger message stops it.
     let refused = trigger
-        .write_stream(tokio_stream::iter(vec![batch("ok", &[1.0]), big]))
+        .write_stream(tokio_stream::iter(vec![batch("ok", &[1.0]), big.clone()]))
         .await
         .expect_err("over the limit");
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
-    assert_eq!(handle.status().errors, errors_before + 2);
+    // And in a bidirectional stream whose answers have begun.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = trigger
+        .write_each(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("WriteEach")
+        .into_inner();
+    tx.send(batch("ok", &[1.0])).await.expect("send a batch");
+    answers
+        .message()
+        .await
+        .expect("the first answer")
+        .expect("an answer");
+    tx.send(big).await.expect("send the large batch");
+    let refused = tokio::time::timeout(Duration::from_secs(5), answers.message())
+        .await
+        .expect("the stream ends within 5 s")
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("/mydb.trigger.v1.Trigger/WriteEach"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(handle.status().errors, errors_before + 3);
     // Under the limit, all is as before.
     let total = trigger
         .on_write(batch("small", &[1.0]))
@@ -398,5 +477,44 @@ async fn a_message_over_max_message_bytes_is_refused_with_out_of_range_and_count
         .into_inner()
         .total;
     assert!(total >= 1);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_over_max_message_bytes_ends_its_stream_with_out_of_range() {
+    let (host, handle) = library_host(|p| {
+        p.command = bin("broken-trigger");
+        p.args = vec!["bloated".into()];
+        p.max_message_bytes = 4096;
+    })
+    .await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let mut points = trigger
+        .subscribe(Filter {
+            prefix: String::new(),
+        })
+        .await
+        .expect("Subscribe")
+        .into_inner();
+    // 64 bytes of series in the request; the plugin answers with 64 × 64.
+    // (Subscribe answered once the plugin had subscribed to its feed.)
+    trigger
+        .on_write(batch(&"s".repeat(64), &[1.0]))
+        .await
+        .expect("OnWrite");
+    let refused = tokio::time::timeout(Duration::from_secs(5), points.message())
+        .await
+        .expect("the stream ends within 5 s")
+        .expect_err("the answer is over the limit");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(
+        refused.message().contains("plugin trigger")
+            && refused
+                .message()
+                .contains("its answer to \"/mydb.trigger.v1.Trigger/Subscribe\"")
+            && refused.message().contains("over max_message_bytes = 4096"),
+        "{}",
+        refused.message()
+    );
     host.shutdown().await;
 }

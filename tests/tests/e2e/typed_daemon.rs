@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio_stream::StreamExt;
+
 use baton_proto::host::PluginState;
 use baton_tests::trigger::batch;
 use baton_tests::trigger::trigger_client::TriggerClient;
@@ -99,6 +101,7 @@ async fn a_stock_python_client_calls_the_plugins_own_service_through_the_daemon(
         serde_json::json!([["py.b", 2], ["py.c", 4]]),
         "{seen}"
     );
+    assert_eq!(seen["each"], serde_json::json!([5, 6]), "{seen}");
     assert_eq!(seen["unknown"][0], "NOT_FOUND", "{seen}");
     assert!(
         seen["unknown"][1]
@@ -193,6 +196,17 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
             .total;
         assert_eq!(total, expected, "generation {n}");
     }
+    // The Python build's bidirectional method, through the daemon.
+    let each: Vec<u64> = trigger
+        .write_each(tokio_stream::iter(vec![write(1), write(1)]))
+        .await
+        .expect("Python WriteEach")
+        .into_inner()
+        .map(|a| a.map(|a| a.total))
+        .collect::<Result<_, _>>()
+        .await
+        .expect("every answer");
+    assert_eq!(each, vec![expected + 1, expected + 2]);
 }
 
 /// `baton ctl call` against `host`, with its stdout and stderr.
@@ -285,10 +299,75 @@ async fn ctl_call_calls_a_method_by_name_with_json_using_the_plugins_reflection(
         "{line}"
     );
 
+    // A client stream takes JSON values one after another.
+    let (ok, out, err) = ctl_call(
+        &host,
+        &[
+            "trigger",
+            &format!("{TRIGGER}/WriteStream"),
+            "{\"points\":[{\"series\":\"c\"}]}\n{\"points\":[{\"series\":\"c\"}]}",
+        ],
+    );
+    assert!(ok, "{err}");
+    let total: u64 = serde_json::from_str::<serde_json::Value>(out.trim()).expect("JSON")["total"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("a total");
+    assert!(total >= 5, "{out}");
+
+    // A bidirectional stream from stdin goes back and forth: each line typed is
+    // answered before the next is written.
+    let mut each = std::process::Command::new(bin("baton"))
+        .args(["ctl", "--socket"])
+        .arg(&host.socket)
+        .args(["call", "trigger", &format!("{TRIGGER}/WriteEach"), "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run baton ctl call WriteEach");
+    // A call that stops answering must not hang the test: killed after 20 s.
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = nix::unistd::Pid::from_raw(each.id() as i32);
+    std::thread::spawn(move || {
+        if watchdog.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+    let mut stdin = each.stdin.take().expect("piped");
+    let mut answers = std::io::BufReader::new(each.stdout.take().expect("piped"));
+    for n in 1..=2 {
+        use std::io::{BufRead, Write};
+        writeln!(stdin, r#"{{"points":[{{"series":"d"}}]}}"#).expect("write a request");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        answers.read_line(&mut line).expect("read an answer");
+        assert_eq!(line.trim(), format!(r#"{{"total":"{}"}}"#, total + n));
+    }
+    drop(stdin);
+    let status = each.wait().expect("ctl call ends");
+    let _ = done.send(());
+    assert!(status.success(), "{status}");
+
     // What goes wrong is said plainly.
+    let (ok, _, err) = ctl_call(
+        &host,
+        &[
+            "trigger",
+            &format!("{TRIGGER}/WriteStream"),
+            r#"{"points":[]} {"pointz":1}"#,
+        ],
+    );
+    assert!(
+        !ok && err.contains("request 2 is not a mydb.trigger.v1.WriteBatch in JSON"),
+        "{err}"
+    );
+    let (ok, _, err) = ctl_call(&host, &["trigger", &on_write, "{} {}"]);
+    assert!(!ok && err.contains("takes one request"), "{err}");
     let (ok, _, err) = ctl_call(&host, &["trigger", &format!("{TRIGGER}/Nope")]);
     assert!(
-        !ok && err.contains("has no method \"Nope\" (it has: OnWrite, Subscribe, WriteStream)"),
+        !ok && err.contains(
+            "has no method \"Nope\" (it has: OnWrite, Subscribe, WriteStream, WriteEach)"
+        ),
         "{err}"
     );
     let (ok, _, err) = ctl_call(&host, &["trigger", &on_write, r#"{"pointz":1}"#]);
