@@ -158,6 +158,8 @@ pub struct Relay {
     _dir: tempfile::TempDir,
     /// A client of its `Supervisor/Invoke`.
     pub client: SupervisorClient<Channel>,
+    /// Where it listens (raw frames for `x-baton-plugin` calls, too).
+    pub socket: PathBuf,
 }
 
 impl Relay {
@@ -180,6 +182,7 @@ impl Relay {
             child,
             _dir: dir,
             client: SupervisorClient::new(Channel::from_static("http://unused").connect_lazy()),
+            socket: socket.clone(),
         };
         let timeout = Duration::from_secs(10);
         let child = &mut relay.child;

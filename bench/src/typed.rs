@@ -1,8 +1,9 @@
 //! Application services (a plugin's own `.proto`, here the tests' `mydb.trigger.v1`)
 //! called through generated clients, each beside its floor in the same run: a typed
 //! unary call through (a) a bare tonic client on the plugin's socket, (b) the library's
-//! `PluginHandle::channel()`, (c) the daemon's forwarding (`x-baton-plugin`); and a
-//! server stream's throughput through (a) and (b).
+//! `PluginHandle::channel()`, (c) the daemon's forwarding (`x-baton-plugin`), (d) a
+//! bare raw-frame relay (`bench-relay`: (c)'s floor); and a server stream's throughput
+//! through each.
 
 use std::time::{Duration, Instant};
 
@@ -76,53 +77,68 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Err
         Header("x-baton-plugin", AsciiMetadataValue::from_static("trigger")),
     );
 
+    let relay = crate::procs::Relay::start(&bins.get("bench-relay")?, &bare_plugin).await?;
+    let through_relay: Bare = TriggerClient::with_interceptor(
+        crate::procs::unix_channel(&relay.socket, false).await?,
+        Header("x-baton-plugin", AsciiMetadataValue::from_static("trigger")),
+    );
+    let paths = Paths {
+        bare,
+        library,
+        daemon: through_daemon,
+        relay: through_relay,
+    };
+
     let result = async {
-        unary(&bare, &library, &through_daemon, mode, rows).await?;
-        streaming(&bare, &library, mode, rows).await
+        unary(&paths, mode, rows).await?;
+        streaming(&paths, mode, rows).await
     }
     .await;
     host.shutdown().await;
     daemon.stop(Duration::from_secs(10)).await;
+    drop(relay);
     drop(bare_plugin);
     result
 }
 
-/// p50 of sequential `OnWrite` calls, the three paths interleaved in rounds.
-async fn unary(
-    bare: &Bare,
-    library: &Library,
-    daemon: &Bare,
-    mode: Mode,
-    rows: &mut Vec<Row>,
-) -> Result<(), Error> {
+/// The four ways to the plugin's service.
+struct Paths {
+    bare: Bare,
+    library: Library,
+    daemon: Bare,
+    relay: Bare,
+}
+
+/// p50 of sequential `OnWrite` calls, the four paths interleaved in rounds.
+async fn unary(paths: &Paths, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Error> {
     let (rounds, per_round) = match mode {
         Mode::Quick => (3, 100),
         Mode::Full => (100, 200),
     };
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..=rounds {
         // Round 0 warms every path up and is not counted. A fresh task per path and
         // round, as in the `Invoke` rounds, so no path keeps one lucky placement.
         let times = (
-            tokio::spawn(timed_writes(bare.clone(), per_round)).await??,
-            tokio::spawn(timed_writes(library.clone(), per_round)).await??,
-            tokio::spawn(timed_writes(daemon.clone(), per_round)).await??,
+            tokio::spawn(timed_writes(paths.bare.clone(), per_round)).await??,
+            tokio::spawn(timed_writes(paths.library.clone(), per_round)).await??,
+            tokio::spawn(timed_writes(paths.daemon.clone(), per_round)).await??,
+            tokio::spawn(timed_writes(paths.relay.clone(), per_round)).await??,
         );
         if round > 0 {
             a.extend(times.0);
             b.extend(times.1);
             c.extend(times.2);
+            d.extend(times.3);
         }
     }
-    let (a, b, c) = (sorted(a), sorted(b), sorted(c));
-    let a50 = quantile(&a, 0.5);
+    let [a50, b50, c50, d50] = [a, b, c, d].map(|t| quantile(&sorted(t), 0.5));
     rows.push(Row::new(
         "typed",
         "OnWrite (unary) p50 (a) bare tonic client on the plugin socket",
         a50,
         "µs",
     ));
-    let b50 = quantile(&b, 0.5);
     rows.push(
         Row::new(
             "typed",
@@ -136,11 +152,20 @@ async fn unary(
     rows.push(
         Row::new(
             "typed",
-            "OnWrite (unary) p50 (c) daemon: x-baton-plugin forwarding",
-            quantile(&c, 0.5),
+            "OnWrite (unary) p50 (d) bare raw-frame relay (bench-relay)",
+            d50,
             "µs",
         )
         .baseline(a50),
+    );
+    rows.push(
+        Row::new(
+            "typed",
+            "OnWrite (unary) p50 (c) daemon: x-baton-plugin forwarding",
+            c50,
+            "µs",
+        )
+        .baseline(d50),
     );
     Ok(())
 }
@@ -164,20 +189,19 @@ where
 }
 
 /// Points per second a `Subscribe` stream delivers while batches are written, through
-/// the bare client and through the handle's channel.
-async fn streaming(
-    bare: &Bare,
-    library: &Library,
-    mode: Mode,
-    rows: &mut Vec<Row>,
-) -> Result<(), Error> {
+/// each path.
+async fn streaming(paths: &Paths, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Error> {
     let (batches, per_batch) = match mode {
         Mode::Quick => (20, 100),
         Mode::Full => (2000, 100),
     };
-    // Each path writes to its own plugin process, and reads back through itself.
-    let a = stream_rate(bare.clone(), bare.clone(), batches, per_batch).await?;
-    let b = stream_rate(library.clone(), library.clone(), batches, per_batch).await?;
+    // Each path writes through itself, and reads back through itself.
+    let rate = |client: &Bare| stream_rate(client.clone(), client.clone(), batches, per_batch);
+    let a = rate(&paths.bare).await?;
+    let library = paths.library.clone();
+    let b = stream_rate(library.clone(), library, batches, per_batch).await?;
+    let d = rate(&paths.relay).await?;
+    let c = rate(&paths.daemon).await?;
     rows.push(Row::new(
         "typed",
         format!(
@@ -195,6 +219,24 @@ async fn streaming(
         )
         .baseline(a)
         .target("≥ 0.9 × (a)", b >= 0.9 * a),
+    );
+    rows.push(
+        Row::new(
+            "typed",
+            "Subscribe (server streaming) (d) bare raw-frame relay: points/s",
+            d,
+            "points/s",
+        )
+        .baseline(a),
+    );
+    rows.push(
+        Row::new(
+            "typed",
+            "Subscribe (server streaming) (c) daemon: points/s",
+            c,
+            "points/s",
+        )
+        .baseline(d),
     );
     Ok(())
 }

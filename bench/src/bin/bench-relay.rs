@@ -1,18 +1,24 @@
 //! `bench-relay LISTEN_SOCKET PLUGIN_SOCKET` (launch token in `BENCH_RELAY_TOKEN`): the
 //! floor for the daemon path. A bare tonic server offering `Supervisor/Invoke` that
 //! forwards each call to one plugin through a bare tonic client, and nothing else: no
-//! routing, no limits, no metrics, no handover. Whatever the daemon costs beyond this
-//! is what baton adds; what this costs beyond a direct call is the price of a second
-//! gRPC hop and a third process.
+//! routing, no limits, no metrics, no handover. A call to any other service carrying
+//! `x-baton-plugin` goes to the plugin as raw frames, with the token added: the floor
+//! for the daemon's forwarding of application services. Whatever the daemon costs
+//! beyond this is what baton adds; what this costs beyond a direct call is the price of
+//! a second gRPC hop and a third process.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context, Poll};
 
 use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
 use baton_proto::host::{self as pb};
 use baton_proto::plugin::plugin_client::PluginClient;
 use hyper_util::rt::TokioIo;
+use tonic::body::Body;
+use tonic::codegen::http;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -107,6 +113,10 @@ async fn serve(listen: PathBuf, plugin: PathBuf, token: AsciiMetadataValue) -> R
         }))
         .await
         .map_err(|e| format!("cannot connect to the plugin: {e}"))?;
+    let raw = RawLayer {
+        plugin: channel.clone(),
+        token: token.clone(),
+    };
     let relay = Relay {
         plugin: PluginClient::new(channel),
         token,
@@ -114,10 +124,72 @@ async fn serve(listen: PathBuf, plugin: PathBuf, token: AsciiMetadataValue) -> R
     let listener = tokio::net::UnixListener::bind(&listen)
         .map_err(|e| format!("cannot listen on {}: {e}", listen.display()))?;
     Server::builder()
+        .layer(raw)
         .add_service(SupervisorServer::new(relay))
         .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
         .await
         .map_err(|e| format!("the relay's server failed: {e}"))
+}
+
+/// Takes calls carrying `x-baton-plugin` out in front of the router, as the daemon does,
+/// and sends them to the plugin as they are.
+#[derive(Clone)]
+struct RawLayer {
+    plugin: Channel,
+    token: AsciiMetadataValue,
+}
+
+impl<S> tower::Layer<S> for RawLayer {
+    type Service = Raw<S>;
+
+    fn layer(&self, inner: S) -> Raw<S> {
+        Raw {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Raw<S> {
+    inner: S,
+    layer: RawLayer,
+}
+
+type Answer<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Raw<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Answer<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Answer<S::Error> {
+        if !request.headers().contains_key("x-baton-plugin") {
+            return Box::pin(self.inner.call(request));
+        }
+        request.headers_mut().insert(
+            baton_proto::TOKEN_METADATA_KEY,
+            http::HeaderValue::from_bytes(self.layer.token.as_encoded_bytes())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+        );
+        let mut plugin = self.layer.plugin.clone();
+        Box::pin(async move {
+            use tower::ServiceExt;
+            let answer = match plugin.ready().await {
+                Ok(plugin) => plugin.call(request).await,
+                Err(e) => Err(e),
+            };
+            Ok(answer.unwrap_or_else(|e| Status::unavailable(e.to_string()).into_http()))
+        })
+    }
 }
 
 fn main() -> ExitCode {
