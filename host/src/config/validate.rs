@@ -1,0 +1,110 @@
+//! The checks serde cannot make: names, ranges, formats, and combinations of fields.
+//! Each refusal names the field it is about, so that it can be located in the file.
+
+use super::Config;
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(why) = self.refuse_public_metrics() {
+            return Err(("metrics_addr".into(), why));
+        }
+        for (name, plugin) in &self.plugins {
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err((
+                    format!("plugins.{name}"),
+                    "a plugin name must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
+                ));
+            }
+            let field = |f: &str| format!("plugins.{name}.{f}");
+            if plugin.command.as_os_str().is_empty() {
+                return Err((field("command"), "must name a program".into()));
+            }
+            for (key, value, min) in [
+                ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
+                ("handover_timeout_ms", plugin.handover_timeout_ms, 1),
+                ("cpu_window_ms", plugin.cpu_window_ms, 1),
+                ("max_message_bytes", plugin.max_message_bytes as u64, 1024),
+                ("log_lines_per_sec", u64::from(plugin.log_lines_per_sec), 1),
+                ("log_bytes_per_sec", plugin.log_bytes_per_sec, 1024),
+                (
+                    "checkpoint_interval_ms",
+                    plugin.checkpoint_interval_ms.unwrap_or(10),
+                    10,
+                ),
+                ("max_rss_mb", plugin.max_rss_mb.unwrap_or(1), 1),
+                ("max_state_bytes", plugin.max_state_bytes, 1),
+                ("call_timeout_ms", plugin.call_timeout_ms, 1),
+                ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),
+                (
+                    "restart.max_crashes",
+                    u64::from(plugin.restart.max_crashes),
+                    1,
+                ),
+                ("restart.crash_window_ms", plugin.restart.crash_window_ms, 1),
+            ] {
+                if value < min {
+                    return Err((field(key), format!("must be at least {min}, got {value}")));
+                }
+            }
+            if let Some(pin) = &plugin.sha256
+                && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err((
+                    field("sha256"),
+                    format!("must be 64 hex digits, got {pin:?}"),
+                ));
+            }
+            for service in &plugin.services {
+                let part = |p: &str| {
+                    p.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                };
+                if !service.split('.').all(part) {
+                    return Err((
+                        field("services"),
+                        format!(
+                            "{service:?} is not a gRPC service name (dot-separated identifiers, \
+                             such as \"mydb.trigger.v1.Trigger\")"
+                        ),
+                    ));
+                }
+            }
+            for entry in &plugin.watch {
+                if let Err(e) = glob::Pattern::new(entry) {
+                    return Err((
+                        field("watch"),
+                        format!("{entry:?} is not a valid glob: {e}"),
+                    ));
+                }
+            }
+            if plugin.restart.initial_backoff_ms > plugin.restart.max_backoff_ms {
+                return Err((
+                    field("restart.initial_backoff_ms"),
+                    format!(
+                        "must not exceed restart.max_backoff_ms ({}), got {}",
+                        plugin.restart.max_backoff_ms, plugin.restart.initial_backoff_ms
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why `metrics_addr` may not be served, if it may not: it is beyond loopback and
+    /// `metrics_public` was not set.
+    pub(crate) fn refuse_public_metrics(&self) -> Option<String> {
+        let addr = self.metrics_addr?;
+        (!addr.ip().is_loopback() && !self.metrics_public).then(|| {
+            format!(
+                "{addr} is not a loopback address; the metrics endpoint has no authentication, so serving it beyond this machine needs `metrics_public = true`"
+            )
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! The supervisor's loop: start a generation, serve it (commands, file changes,
+//! checkpoint ticks, handovers), and when it ends, restart it after a backoff or mark the
+//! plugin failed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::handover::Handover;
+use super::{Command, PluginState, Supervisor};
+use crate::launch::Generation;
+use crate::route::{Live, Route};
+use crate::watch::Fingerprint;
+
+/// How a serving generation ended.
+enum Ended {
+    Crashed {
+        reason: String,
+        uptime: Duration,
+    },
+    /// Crossed a resource limit again and again: straight to `Failed`.
+    Tripped {
+        reason: String,
+    },
+    Stopped,
+}
+
+/// The next nudge from the file watcher; never, without one.
+async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    pub(super) async fn run(mut self) {
+        let mut restarting = false;
+        loop {
+            let number = self.next_number();
+            self.update(|s| {
+                s.generation = number;
+                if !restarting {
+                    s.state = PluginState::Starting;
+                }
+            });
+            self.loaded = self.watch_set.fingerprint();
+            let launched = {
+                let launch = self.launcher.launch(number);
+                tokio::pin!(launch);
+                loop {
+                    tokio::select! {
+                        launched = &mut launch => break Ok(launched),
+                        cmd = self.commands.recv() => match cmd {
+                            Some(Command::Reload(reply)) => {
+                                let _ = reply.send(Err(format!("plugin {} is starting generation {number}", self.launcher.name)));
+                            }
+                            Some(Command::OverLimit { .. }) => {}
+                            stop => break Err(stop),
+                        },
+                    }
+                }
+            };
+            // Dropping the launch (above) killed a half-started process (kill_on_drop).
+            let launched = match launched {
+                Ok(launched) => launched,
+                Err(stop) => {
+                    self.finish(stop).await;
+                    return;
+                }
+            };
+            let (reason, uptime, tripped, host_side) = match launched {
+                Ok(generation) => {
+                    self.restore_checkpoint(&generation).await;
+                    self.serve_started(&generation, restarting);
+                    self.answer_pending(Ok(generation.number));
+                    match self.serve(generation).await {
+                        Ended::Stopped => return,
+                        Ended::Crashed { reason, uptime } => (reason, uptime, false, false),
+                        Ended::Tripped { reason } => (reason, Duration::ZERO, true, false),
+                    }
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "plugin {} (generation {number}) failed to start: {e}",
+                        self.name()
+                    );
+                    tracing::error!(generation = number, "{reason}");
+                    self.emit(number, "start_failed", reason.clone());
+                    self.answer_pending(Err(reason.clone()));
+                    (reason, Duration::ZERO, false, e.is_host_side())
+                }
+            };
+            restarting = true;
+            self.live = None;
+            let delay = if tripped {
+                None
+            } else if host_side {
+                Some(self.policy.on_host_shortage())
+            } else {
+                self.policy.on_crash(Instant::now(), uptime)
+            };
+            match delay {
+                Some(delay) => {
+                    self.route.send_replace(Route::Restarting {
+                        reason: reason.clone().into(),
+                    });
+                    self.update(|s| {
+                        s.state = PluginState::Crashed;
+                        s.pid = None;
+                        s.socket = None;
+                        s.ready_at = None;
+                        s.last_error = Some(reason.clone());
+                        s.restarts += 1;
+                    });
+                    tracing::info!(
+                        delay_ms = delay.as_millis() as u64,
+                        "restarting after backoff"
+                    );
+                    if !self.wait_to_restart(Some(delay)).await {
+                        return;
+                    }
+                }
+                None => {
+                    let cfg = &self.launcher.config.restart;
+                    let failed = format!(
+                        "plugin {} failed: {} crashes within {} ms; last: {reason}",
+                        self.name(),
+                        cfg.max_crashes,
+                        cfg.crash_window_ms
+                    );
+                    tracing::error!("{failed}");
+                    self.emit(number, "failed", failed.clone());
+                    self.route.send_replace(Route::Failed {
+                        reason: failed.clone().into(),
+                    });
+                    self.update(|s| {
+                        s.state = PluginState::Failed;
+                        s.pid = None;
+                        s.socket = None;
+                        s.ready_at = None;
+                        s.last_error = Some(failed);
+                    });
+                    if !self.wait_to_restart(None).await {
+                        return;
+                    }
+                    // Revived by an operator or a new binary: a fresh start.
+                    self.policy.reset();
+                }
+            }
+        }
+    }
+
+    /// Waits out a restart delay (`None`: until revived). A reload request or a changed
+    /// binary cuts the wait short. Returns false when the plugin is to stop.
+    async fn wait_to_restart(&mut self, delay: Option<Duration>) -> bool {
+        let sleep = async {
+            match delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Reload(reply)) => {
+                        // Answered once the next generation serves, or fails to start.
+                        self.pending_reload = Some(reply);
+                        return true;
+                    }
+                    Some(Command::OverLimit { .. }) => {}
+                    stop => {
+                        self.finish(stop).await;
+                        return false;
+                    }
+                },
+                Some(()) = next_change(&mut self.changes) => {
+                    if self.settled_change().await.is_some() {
+                        tracing::info!("the plugin's files changed; starting the new version now");
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve_started(&mut self, generation: &Generation, restarted: bool) {
+        let live = Arc::new(Live::of(generation));
+        self.live = Some(live.clone());
+        self.update(|s| {
+            s.state = PluginState::Serving;
+            s.generation = generation.number;
+            s.pid = Some(generation.pid);
+            s.rss_bytes = None;
+            s.cpu_percent = None;
+            s.socket = Some(generation.socket.clone());
+            s.plugin_version = generation.describe.plugin_version.clone();
+            s.methods = generation
+                .describe
+                .methods
+                .iter()
+                .map(|m| m.name.clone())
+                .collect();
+            s.ready_at = Some(generation.ready_at);
+        });
+        self.route.send_replace(Route::Serving(live));
+        let kind = if restarted { "restarted" } else { "started" };
+        self.emit(
+            generation.number,
+            kind,
+            format!(
+                "plugin {} {kind}: generation {}, pid {}, version {}",
+                self.name(),
+                generation.number,
+                generation.pid,
+                generation.describe.plugin_version
+            ),
+        );
+    }
+
+    async fn serve(&mut self, mut current: Generation) -> Ended {
+        let mut ticker = self.checkpoint_every.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            // Old generations that finished stopping.
+            while self.retiring.try_join_next().is_some() {}
+            // Once a stop is asked for, no new periodic checkpoint starts: with both ready,
+            // select! would pick either, and a stop could wait behind several of them.
+            let stopping = *self.stopping.borrow();
+            let handover = tokio::select! {
+                _ = async {
+                    match &mut ticker {
+                        Some(t) => { t.tick().await; }
+                        None => std::future::pending().await,
+                    }
+                }, if !stopping => {
+                    // The stop may have come while this tick waited; it goes first.
+                    if !*self.stopping.borrow() {
+                        self.checkpoint(&current).await;
+                    }
+                    continue;
+                }
+                status = current.wait() => {
+                    current.clean_up();
+                    return self.crashed(&current, status);
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Reload(reply)) => {
+                        let fingerprint = self.watch_set.fingerprint();
+                        let outcome = self.handover(&mut current, "requested by an operator", fingerprint).await;
+                        let _ = reply.send(match &outcome {
+                            Handover::Done(n) => Ok(*n),
+                            Handover::RolledBack(why) => Err(format!("plugin {} rolled back, generation {} keeps serving: {why}", self.name(), current.number)),
+                            Handover::OldDied(status) => Err(format!("plugin {}: generation {} exited during the handover: {status}", self.name(), current.number)),
+                        });
+                        outcome
+                    }
+                    Some(Command::OverLimit { pid, reason }) => {
+                        if pid != current.pid {
+                            continue; // measured on a generation that is gone
+                        }
+                        let message = format!("plugin {} (generation {}, pid {pid}) {reason}", self.name(), current.number);
+                        tracing::warn!("{message}");
+                        self.emit(current.number, "over_limit", message.clone());
+                        if self.policy.on_crash(Instant::now(), current.ready_at.elapsed()).is_none() {
+                            // Crossing the limit again right after a fresh start is a loop.
+                            self.stop_generation(current).await;
+                            return Ended::Tripped { reason: message };
+                        }
+                        let fingerprint = self.watch_set.fingerprint();
+                        self.handover(&mut current, &reason, fingerprint).await
+                    }
+                    stop => {
+                        if self.checkpoint_every.is_some() && !self.stop_checkpoint_done {
+                            // The freshest state for the next start of the host.
+                            self.checkpoint(&current).await;
+                        }
+                        self.stop_generation(current).await;
+                        self.finish(stop).await;
+                        return Ended::Stopped;
+                    }
+                },
+                Some(()) = next_change(&mut self.changes) => {
+                    let Some(fingerprint) = self.settled_change().await else { continue };
+                    self.handover(&mut current, "its files changed", fingerprint).await
+                }
+            };
+            if let Handover::OldDied(status) = handover {
+                return self.crashed(&current, status);
+            }
+        }
+    }
+
+    fn crashed(&self, generation: &Generation, status: String) -> Ended {
+        let reason = format!(
+            "plugin {} (generation {}, pid {}) exited unexpectedly: {status}",
+            self.name(),
+            generation.number,
+            generation.pid
+        );
+        tracing::error!(
+            generation = generation.number,
+            pid = generation.pid,
+            "{reason}"
+        );
+        self.emit(generation.number, "crashed", reason.clone());
+        Ended::Crashed {
+            reason,
+            uptime: generation.ready_at.elapsed(),
+        }
+    }
+
+    /// After a nudge: the files' new fingerprint once they have stopped changing, if it
+    /// differs from what runs and from what was rolled back.
+    async fn settled_change(&mut self) -> Option<Fingerprint> {
+        let settle = self.launcher.config.settle();
+        let mut seen = self.watch_set.fingerprint();
+        // A file rewritten for longer than this is loaded as it stands; a torn binary
+        // then fails to start and is rolled back, and its next write tries again.
+        for _ in 0..50 {
+            if seen == self.loaded || Some(&seen) == self.rejected.as_ref() {
+                return None;
+            }
+            tokio::time::sleep(settle).await;
+            // Nudges that came while settling belong to this same change.
+            if let Some(rx) = &mut self.changes {
+                while rx.try_recv().is_ok() {}
+            }
+            let now = self.watch_set.fingerprint();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        if !seen.missing().is_empty() {
+            // Mid-deploy (removed, not yet replaced): the replacement will nudge again.
+            return None;
+        }
+        Some(seen)
+    }
+
+    async fn stop_generation(&mut self, generation: Generation) {
+        self.route.send_replace(Route::Stopped);
+        self.update(|s| s.state = PluginState::Stopping);
+        let number = generation.number;
+        let status = generation.stop(self.launcher.config.shutdown_grace()).await;
+        let message = format!("plugin {} stopped: {status}", self.name());
+        tracing::info!(generation = number, "{message}");
+        self.emit(number, "stopped", message);
+        self.update(|s| {
+            s.pid = None;
+            s.socket = None;
+            s.ready_at = None;
+        });
+    }
+
+    /// Ends the task: waits for retiring generations, answers the stop request.
+    async fn finish(&mut self, cmd: Option<Command>) {
+        self.route.send_replace(Route::Stopped);
+        self.update(|s| {
+            s.state = PluginState::Stopping;
+            s.pid = None;
+        });
+        while self.retiring.join_next().await.is_some() {}
+        self.answer_pending(Err(format!("plugin {} is stopping", self.launcher.name)));
+        match cmd {
+            Some(Command::Stop(ack)) => {
+                let _ = ack.send(());
+            }
+            Some(Command::Reload(reply)) => {
+                let _ = reply.send(Err(format!("plugin {} is stopping", self.launcher.name)));
+            }
+            Some(Command::OverLimit { .. }) | None => {}
+        }
+    }
+}
