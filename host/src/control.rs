@@ -1,34 +1,49 @@
 //! The `Supervisor` gRPC service a daemon serves on its control socket, and the client
 //! side `baton ctl` uses.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
 
 use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
 use baton_proto::host::{
-    self as pb, EventsRequest, InvokeRequest, InvokeResponse, ListRequest, ListResponse,
-    LogsRequest, ReloadRequest, ReloadResponse, StatusRequest,
+    self as pb, EventsRequest, InvokeRequest, InvokeResponse, LifecycleRequest, LifecycleResponse,
+    ListRequest, ListResponse, LogsRequest, ReloadConfigRequest, ReloadConfigResponse,
+    ReloadRequest, ReloadResponse, StatusRequest,
 };
 use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::Host;
+use crate::accept::Peer;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
+use crate::host::ConfigReload;
 use crate::launch::MAX_MESSAGE_BYTES;
+use crate::plugin_set::PluginSet;
 use crate::size_guard::{self, SizeGuard};
 use crate::socket_file::{self, BoundSocket, SocketPathError};
 use crate::supervisor::{PluginState, PluginStatus};
+use crate::{Host, PluginState as State};
+
+/// A config reload asked for through the control API: who asked (as the host
+/// verified it), and where the outcome goes.
+pub struct ReloadConfigCall {
+    /// Who asked, e.g. "baton ctl (uid 1000, pid 4242)".
+    pub by: String,
+    /// The outcome, or why the config was refused (its file:line:column message).
+    pub reply: oneshot::Sender<Result<ConfigReload, String>>,
+}
 
 /// The control API over a host's plugins.
 pub struct ControlService {
-    plugins: BTreeMap<String, PluginHandle>,
+    plugins: PluginSet,
     /// Room for the largest payload any plugin takes, and the request around it.
     max_message_bytes: usize,
     events: EventSender,
+    /// Where `ReloadConfig` calls go: the daemon, which owns the config file.
+    reloads: Option<mpsc::Sender<ReloadConfigCall>>,
 }
 
 impl ControlService {
@@ -41,10 +56,18 @@ impl ControlService {
             .max()
             .unwrap_or(MAX_MESSAGE_BYTES);
         Self {
-            plugins: host.plugins().clone(),
+            plugins: host.plugin_set(),
             events: host.event_sender(),
             max_message_bytes: largest + size_guard::ALLOWANCE,
+            reloads: None,
         }
+    }
+
+    /// Sends `ReloadConfig` calls to `reloads`; without it they are refused (a host
+    /// embedded in a program has no config file of its own to read again).
+    pub fn with_config_reloads(mut self, reloads: mpsc::Sender<ReloadConfigCall>) -> Self {
+        self.reloads = Some(reloads);
+        self
     }
 
     /// The tonic service, with message limits matching the plugins', behind the check
@@ -58,14 +81,29 @@ impl ControlService {
         SizeGuard::new(server, plugins, limit)
     }
 
-    fn plugin(&self, name: &str) -> Result<&PluginHandle, Status> {
+    fn plugin(&self, name: &str) -> Result<PluginHandle, Status> {
         self.plugins.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
             Status::not_found(format!(
                 "no plugin named {name:?} in this host (it has: {})",
-                known.join(", ")
+                self.plugins.names().join(", ")
             ))
         })
+    }
+}
+
+/// Who asks, for events and for the errors of calls to a plugin stopped on request:
+/// what the client says it is (bounded, printable), and the uid and pid the kernel
+/// vouches for.
+fn asked_by<T>(request: &Request<T>, says: &str) -> String {
+    let says: String = says.chars().filter(|c| !c.is_control()).take(64).collect();
+    let says = if says.trim().is_empty() {
+        "the control API".to_owned()
+    } else {
+        says
+    };
+    match request.extensions().get::<Peer>() {
+        Some(peer) => format!("{says} (uid {}, pid {})", peer.uid, peer.pid),
+        None => says,
     }
 }
 
@@ -77,6 +115,7 @@ fn to_proto(s: PluginStatus) -> pb::PluginStatus {
         PluginState::Crashed => pb::PluginState::Crashed,
         PluginState::Failed => pb::PluginState::Failed,
         PluginState::Stopping => pb::PluginState::Stopping,
+        PluginState::Stopped => pb::PluginState::Stopped,
     };
     pb::PluginStatus {
         name: s.name,
@@ -121,6 +160,7 @@ impl Supervisor for ControlService {
         Ok(Response::new(ListResponse {
             plugins: self
                 .plugins
+                .now()
                 .values()
                 .map(|h| to_proto(h.status()))
                 .collect(),
@@ -160,6 +200,98 @@ impl Supervisor for ControlService {
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(ReloadResponse { generation }))
+    }
+
+    async fn stop(
+        &self,
+        request: Request<LifecycleRequest>,
+    ) -> Result<Response<LifecycleResponse>, Status> {
+        let by = asked_by(&request, &request.get_ref().by);
+        let message = self
+            .plugin(&request.get_ref().plugin)?
+            .suspend(&by)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(LifecycleResponse {
+            generation: 0,
+            message,
+        }))
+    }
+
+    async fn start(
+        &self,
+        request: Request<LifecycleRequest>,
+    ) -> Result<Response<LifecycleResponse>, Status> {
+        let by = asked_by(&request, &request.get_ref().by);
+        let plugin = &request.get_ref().plugin;
+        let handle = self.plugin(plugin)?;
+        if handle.status().state != State::Stopped {
+            return Err(Status::failed_precondition(format!(
+                "plugin {plugin} is not stopped (it is {:?}); `baton ctl restart {plugin}` replaces its process",
+                handle.status().state
+            )));
+        }
+        let generation = handle
+            .start(&by)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(LifecycleResponse {
+            generation,
+            message: format!("plugin {plugin} started: generation {generation} serves"),
+        }))
+    }
+
+    async fn restart(
+        &self,
+        request: Request<LifecycleRequest>,
+    ) -> Result<Response<LifecycleResponse>, Status> {
+        let by = asked_by(&request, &request.get_ref().by);
+        let LifecycleRequest { plugin, fresh, .. } = request.get_ref();
+        let generation = self
+            .plugin(plugin)?
+            .restart(*fresh, &by)
+            .await
+            .map_err(Status::failed_precondition)?;
+        let how = if *fresh {
+            "started fresh, its state dropped"
+        } else {
+            "handed over, state kept"
+        };
+        Ok(Response::new(LifecycleResponse {
+            generation,
+            message: format!("plugin {plugin} restarted ({how}): generation {generation} serves"),
+        }))
+    }
+
+    async fn reload_config(
+        &self,
+        request: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        let Some(reloads) = &self.reloads else {
+            return Err(Status::unimplemented(
+                "this host has no config file to read again (it is embedded in a program)",
+            ));
+        };
+        let by = asked_by(&request, &request.get_ref().by);
+        let (reply, outcome) = oneshot::channel();
+        let stopping = || Status::unavailable("the host is stopping");
+        reloads
+            .send(ReloadConfigCall { by, reply })
+            .await
+            .map_err(|_| stopping())?;
+        let done = outcome
+            .await
+            .map_err(|_| stopping())?
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(ReloadConfigResponse {
+            added: done.added,
+            removed: done.removed,
+            restarted: done.restarted,
+            updated: done.updated,
+            unchanged: done.unchanged,
+            changes: done.changes,
+            problems: done.problems,
+        }))
     }
 
     type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;

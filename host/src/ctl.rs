@@ -12,6 +12,7 @@ use baton_proto::host::{
 };
 use clap::Subcommand;
 
+use crate::lifecycle_cmd::Lifecycle;
 use crate::runtime;
 
 /// The largest message gRPC's framing can carry (a 32-bit length).
@@ -72,6 +73,29 @@ pub(crate) enum CtlCmd {
         /// Only this plugin's events.
         plugin: Option<String>,
     },
+    /// Stop PLUGIN (after a final checkpoint, if it keeps them) and keep it stopped:
+    /// its calls fail at once, saying who stopped it, until `start`.
+    Stop {
+        /// The plugin's configured name.
+        plugin: String,
+    },
+    /// Start PLUGIN after a `stop` (from its last checkpoint, if it keeps them).
+    Start {
+        /// The plugin's configured name.
+        plugin: String,
+    },
+    /// Replace PLUGIN's process: a handover that keeps its state, like `reload`.
+    Restart {
+        /// The plugin's configured name.
+        plugin: String,
+        /// Drop the state instead: the new process starts from nothing, and the
+        /// plugin's checkpoints are deleted (for a build that cannot read the old state).
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Read the config file again and apply the difference (as SIGHUP does): prints
+    /// what changed; a config with an error is refused whole and nothing changes.
+    ReloadConfig,
 }
 
 pub(crate) fn ctl(socket: PathBuf, command: CtlCmd) -> ExitCode {
@@ -100,6 +124,7 @@ fn state_name(state: i32) -> &'static str {
         Ok(PluginState::Crashed) => "crashed",
         Ok(PluginState::Failed) => "failed",
         Ok(PluginState::Stopping) => "stopping",
+        Ok(PluginState::Stopped) => "stopped",
         _ => "unknown",
     }
 }
@@ -196,6 +221,18 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
             method,
             json,
         } => crate::call::call(channel, &plugin, &method, json).await?,
+        CtlCmd::Stop { plugin } => {
+            crate::lifecycle_cmd::run(&mut client, Lifecycle::Stop(plugin)).await?;
+        }
+        CtlCmd::Start { plugin } => {
+            crate::lifecycle_cmd::run(&mut client, Lifecycle::Start(plugin)).await?;
+        }
+        CtlCmd::Restart { plugin, fresh } => {
+            crate::lifecycle_cmd::run(&mut client, Lifecycle::Restart { plugin, fresh }).await?;
+        }
+        CtlCmd::ReloadConfig => {
+            crate::lifecycle_cmd::run(&mut client, Lifecycle::ReloadConfig).await?;
+        }
         CtlCmd::List => {
             let list = client
                 .list(ListRequest {})

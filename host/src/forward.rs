@@ -4,10 +4,8 @@
 //! descriptors needed — through [`PluginHandle::channel`], so it waits, holds, counts
 //! and fails exactly as a library caller's would.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::Status;
@@ -15,7 +13,7 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tower::Service;
 
-use crate::handle::PluginHandle;
+use crate::plugin_set::PluginSet;
 
 /// The metadata key that names the plugin a forwarded call is for.
 pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";
@@ -26,15 +24,13 @@ const SUPERVISOR_PREFIX: &str = "/baton.host.v1.Supervisor/";
 /// Wraps the control socket's router: see the module's documentation.
 #[derive(Clone)]
 pub struct ForwardLayer {
-    plugins: Arc<BTreeMap<String, PluginHandle>>,
+    plugins: PluginSet,
 }
 
 impl ForwardLayer {
-    /// Forwards to these plugins, by name.
-    pub fn new(plugins: &BTreeMap<String, PluginHandle>) -> Self {
-        Self {
-            plugins: Arc::new(plugins.clone()),
-        }
+    /// Forwards to these plugins, by name, as the set is at each call.
+    pub fn new(plugins: PluginSet) -> Self {
+        Self { plugins }
     }
 }
 
@@ -53,7 +49,7 @@ impl<S> tower::Layer<S> for ForwardLayer {
 #[derive(Clone)]
 pub struct Forward<S> {
     inner: S,
-    plugins: Arc<BTreeMap<String, PluginHandle>>,
+    plugins: PluginSet,
 }
 
 type Answer<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>;
@@ -103,10 +99,9 @@ where
                 })
             }
             None => {
-                let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
                 let status = Status::not_found(format!(
                     "no plugin named {name:?} in this host (it has: {}); {PLUGIN_METADATA_KEY} names the plugin a call is for",
-                    known.join(", ")
+                    self.plugins.names().join(", ")
                 ));
                 Box::pin(async move { Ok(status.into_http()) })
             }

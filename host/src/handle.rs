@@ -16,8 +16,11 @@ use crate::channel::PluginChannel;
 use crate::config::PluginConfig;
 use crate::launch::{LogLine, LogRing};
 use crate::metrics::CallMetrics;
+use crate::monitor::Limits;
 use crate::route::{InFlight, Live, Route};
 use crate::supervisor::{Command, CommandSender, PluginStatus};
+
+mod operator;
 
 /// How long a failed call waits to learn whether the process died, to say so.
 const EXIT_GRACE: Duration = Duration::from_millis(500);
@@ -29,10 +32,11 @@ impl<'a> Waiting<'a> {
     fn join(inner: &'a Inner) -> Result<Self, Status> {
         let now = inner.waiting.fetch_add(1, Ordering::Relaxed) + 1;
         let waiting = Waiting(&inner.waiting);
-        if now > inner.max_waiting {
+        let max = inner.max_waiting.load(Ordering::Relaxed);
+        if now > max {
             return Err(Status::resource_exhausted(format!(
-                "plugin {} is not serving and {} calls already wait for it (max_held_calls)",
-                inner.name, inner.max_waiting
+                "plugin {} is not serving and {max} calls already wait for it (max_held_calls)",
+                inner.name
             )));
         }
         Ok(waiting)
@@ -120,12 +124,15 @@ struct Inner {
     /// Calls waiting for a generation to serve (held during a handover or restart).
     waiting: AtomicUsize,
     /// Past this many waiting calls, more are refused rather than queued without end.
-    max_waiting: usize,
+    /// This and the next two are the config's, replaced in place by a config reload.
+    max_waiting: AtomicUsize,
     /// The plugin's `max_message_bytes`.
-    max_message_bytes: usize,
+    max_message_bytes: AtomicUsize,
+    call_timeout_ms: AtomicU64,
+    /// Its resource limits, as the monitor checks them.
+    limits: Mutex<Limits>,
     calls: AtomicU64,
     errors: AtomicU64,
-    call_timeout: Duration,
     route: watch::Receiver<Route>,
     status: Arc<Mutex<PluginStatus>>,
     commands: CommandSender,
@@ -155,11 +162,12 @@ impl PluginHandle {
             inner: Arc::new(Inner {
                 name,
                 waiting: AtomicUsize::new(0),
-                max_waiting: config.max_held_calls,
-                max_message_bytes: config.max_message_bytes,
+                max_waiting: AtomicUsize::new(config.max_held_calls),
+                max_message_bytes: AtomicUsize::new(config.max_message_bytes),
+                call_timeout_ms: AtomicU64::new(config.call_timeout_ms),
+                limits: Mutex::new(Limits::of(config)),
                 calls: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
-                call_timeout: config.call_timeout(),
                 route,
                 status,
                 commands,
@@ -214,7 +222,8 @@ impl PluginHandle {
         Status::out_of_range(format!(
             "plugin {}: the payload of {method:?} is {bytes} bytes, over max_message_bytes = {} \
              (the plugin's limit in the host's config)",
-            self.inner.name, self.inner.max_message_bytes
+            self.inner.name,
+            self.max_message_bytes()
         ))
     }
 
@@ -224,7 +233,8 @@ impl PluginHandle {
         Status::out_of_range(format!(
             "plugin {}: its answer to {path:?} holds a message of {bytes} bytes, over \
              max_message_bytes = {} (the plugin's limit in the host's config)",
-            self.inner.name, self.inner.max_message_bytes
+            self.inner.name,
+            self.max_message_bytes()
         ))
     }
 
@@ -254,10 +264,10 @@ impl PluginHandle {
                 .map(|(k, v)| k.len() + v.len() + 8)
                 .sum::<usize>()
             + 64;
-        if payload.len() + allowance > self.inner.max_message_bytes {
+        if payload.len() + allowance > self.max_message_bytes() {
             return Err(self.oversized(method, payload.len()));
         }
-        let deadline = tokio::time::Instant::now() + self.inner.call_timeout;
+        let deadline = tokio::time::Instant::now() + self.call_timeout();
         let mut dead_generation = None;
         loop {
             let live = self.serving(deadline, dead_generation).await?;
@@ -287,7 +297,8 @@ impl PluginHandle {
                 },
                 Err(_) => Err(Status::deadline_exceeded(format!(
                     "plugin {} did not answer {method:?} within {:?}",
-                    self.inner.name, self.inner.call_timeout
+                    self.inner.name,
+                    self.call_timeout()
                 ))),
             };
         }
@@ -314,7 +325,7 @@ impl PluginHandle {
                 Route::Serving(live) => {
                     format!("to replace generation {}, which exited", live.generation)
                 }
-                Route::Failed { reason } => return Err(Status::unavailable(reason.to_string())),
+                Route::Refusing { reason } => return Err(Status::unavailable(reason.to_string())),
                 Route::Stopped => {
                     return Err(Status::unavailable(format!(
                         "plugin {} is stopped",
@@ -336,7 +347,8 @@ impl PluginHandle {
                 Err(_) => {
                     return Err(Status::unavailable(format!(
                         "plugin {} is not serving: waited {:?} for it {waiting_for}",
-                        self.inner.name, self.inner.call_timeout
+                        self.inner.name,
+                        self.call_timeout()
                     )));
                 }
             }
@@ -351,7 +363,7 @@ impl PluginHandle {
 
     /// How long a call waits for the plugin to serve.
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.inner.call_timeout
+        Duration::from_millis(self.inner.call_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Counts an application-service call that ended with `code`, by its gRPC path.
@@ -479,7 +491,7 @@ impl PluginHandle {
 
     /// The largest message the plugin's calls may carry.
     pub fn max_message_bytes(&self) -> usize {
-        self.inner.max_message_bytes
+        self.inner.max_message_bytes.load(Ordering::Relaxed)
     }
 
     /// Hands the plugin over to a fresh process (its state kept), even if nothing

@@ -23,14 +23,23 @@ use crate::handle::PluginHandle;
 use crate::launch::{self, Launcher, LogRing, Spawner};
 use crate::metrics::{self, Metrics};
 use crate::monitor;
+use crate::plugin_set::PluginSet;
 use crate::services::{self, HostService, Kv, KvLimits, Registry};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
 
+mod reconfigure;
+
+pub use reconfigure::ConfigReload;
+
 /// A running set of plugins.
 pub struct Host {
-    plugins: BTreeMap<String, PluginHandle>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    plugins: PluginSet,
+    /// Each plugin's supervisor task, by name.
+    tasks: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    /// The config in force: what a config reload is compared with.
+    config: Config,
+    spawner: Spawner,
     socket_dir: tempfile::TempDir,
     events: EventSender,
     /// Nudges the plugins that reload on change.
@@ -289,8 +298,10 @@ impl Host {
             metrics_addr = Some(addr);
         }
         let mut host = Self {
-            plugins: BTreeMap::new(),
-            tasks: Vec::new(),
+            plugins: PluginSet::default(),
+            tasks: BTreeMap::new(),
+            config: config.clone(),
+            spawner,
             socket_dir,
             events,
             watcher,
@@ -303,38 +314,27 @@ impl Host {
             background: Background(background),
         };
         for (name, plugin) in &config.plugins {
-            let checkpoints = CheckpointStore::new(config.state_dir.as_ref().map(|d| d.join(name)));
-            host.add(name, plugin.clone(), config.mode, &spawner, checkpoints);
+            host.add(name, plugin.clone());
         }
-        let watched = config
-            .plugins
-            .iter()
-            .filter_map(|(name, plugin)| Some((host.plugin(name)?, monitor::Limits::of(plugin))))
-            .collect();
         monitor::spawn(
-            watched,
+            host.plugins.clone(),
             host.metrics.clone(),
             std::time::Duration::from_millis(config.resource_interval_ms.max(10)),
             Arc::downgrade(&host._monitor_alive),
         )
         .map_err(HostError::Spawner)?;
         tracing::info!(
-            plugins = host.plugins.len(),
+            plugins = host.plugins.now().len(),
             socket_dir = %host.socket_dir.path().display(),
             "host started"
         );
         Ok(host)
     }
 
-    fn add(
-        &mut self,
-        name: &str,
-        config: PluginConfig,
-        mode: Mode,
-        spawner: &Spawner,
-        checkpoints: CheckpointStore,
-    ) {
-        let reload = config.reload_mode(mode);
+    fn add(&mut self, name: &str, config: PluginConfig) {
+        let mode = self.config.mode;
+        let checkpoints =
+            CheckpointStore::new(self.config.state_dir.as_ref().map(|d| d.join(name)));
         let logs = LogRing::new(Arc::from(name), config.log_limit());
         let api = config
             .api_descriptors
@@ -344,7 +344,7 @@ impl Host {
             name: Arc::from(name),
             config,
             socket_dir: self.socket_dir.path().to_owned(),
-            spawner: spawner.clone(),
+            spawner: self.spawner.clone(),
             logs,
             host_socket: self.services.socket().to_owned(),
             production: mode == Mode::Production,
@@ -352,9 +352,24 @@ impl Host {
             pid_init: self.pid_init.clone(),
             api,
         };
-        let changes = match reload {
+        let changes = self.subscribe_changes(name, &launcher.config);
+
+        let calls = self.metrics.add_plugin(name);
+        let (handle, task) =
+            supervisor::spawn(launcher, self.events.clone(), changes, checkpoints, calls);
+        self.plugins.insert(name, handle);
+        self.tasks.insert(name.to_owned(), task);
+    }
+
+    /// A subscription to the file watcher for a plugin that reloads on change.
+    fn subscribe_changes(
+        &self,
+        name: &str,
+        config: &PluginConfig,
+    ) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        match config.reload_mode(self.config.mode) {
             ReloadMode::Watch => {
-                let set = launcher.watch_set();
+                let set = launch::watch_set_of(config);
                 if set.is_empty() {
                     tracing::warn!(
                         plugin = name,
@@ -375,23 +390,23 @@ impl Host {
                 }
             }
             ReloadMode::Manual | ReloadMode::Off => None,
-        };
-
-        let calls = self.metrics.add_plugin(name);
-        let (handle, task) =
-            supervisor::spawn(launcher, self.events.clone(), changes, checkpoints, calls);
-        self.plugins.insert(name.to_owned(), handle);
-        self.tasks.push(task);
+        }
     }
 
     /// The handle of the plugin configured as `name`.
     pub fn plugin(&self, name: &str) -> Option<PluginHandle> {
-        self.plugins.get(name).cloned()
+        self.plugins.get(name)
     }
 
-    /// Every plugin's handle, by name.
-    pub fn plugins(&self) -> &BTreeMap<String, PluginHandle> {
-        &self.plugins
+    /// Every plugin's handle, by name, as the set is now (a config reload changes it).
+    pub fn plugins(&self) -> Arc<BTreeMap<String, PluginHandle>> {
+        self.plugins.now()
+    }
+
+    /// The plugins, as a set that follows config reloads: for what looks a plugin up
+    /// per call.
+    pub fn plugin_set(&self) -> PluginSet {
+        self.plugins.clone()
     }
 
     /// A live stream of lifecycle events from now on.
@@ -432,11 +447,13 @@ impl Host {
     /// removes the socket directory.
     pub async fn shutdown(self) {
         let mut stops = tokio::task::JoinSet::new();
-        for handle in self.plugins.into_values() {
+        let plugins = self.plugins.now();
+        for handle in plugins.values() {
+            let handle = handle.clone();
             stops.spawn(async move { handle.stop().await });
         }
         while stops.join_next().await.is_some() {}
-        for task in self.tasks {
+        for task in self.tasks.into_values() {
             let _ = task.await;
         }
         // After the plugins: they may log or write while they shut down.

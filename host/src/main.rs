@@ -3,6 +3,7 @@
 
 mod call;
 mod ctl;
+mod lifecycle_cmd;
 mod run;
 
 use std::path::PathBuf;

@@ -10,8 +10,10 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use crate::config::PluginConfig;
 use crate::handle::PluginHandle;
 use crate::metrics::Metrics;
+use crate::plugin_set::PluginSet;
 
 /// The limits of one plugin.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     max_rss_bytes: Option<u64>,
     max_cpu_percent: Option<f64>,
@@ -42,7 +44,7 @@ struct Watched {
 /// Starts the monitor thread; it ends when `alive` can no longer be upgraded (the host
 /// is gone). A thread, not a task: sysinfo reads /proc synchronously.
 pub(crate) fn spawn(
-    plugins: Vec<(PluginHandle, Limits)>,
+    plugins: PluginSet,
     metrics: Arc<Metrics>,
     interval: Duration,
     alive: Weak<()>,
@@ -61,20 +63,23 @@ pub(crate) fn spawn(
                 if alive.upgrade().is_none() {
                     return;
                 }
-                let current: Vec<(usize, u32)> = plugins
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, (h, _))| h.status().pid.map(|pid| (i, pid)))
+                // The set as it is now: a config reload adds and removes plugins, and
+                // changes their limits.
+                let current: Vec<(PluginHandle, u32)> = plugins
+                    .now()
+                    .values()
+                    .filter_map(|h| h.status().pid.map(|pid| (h.clone(), pid)))
                     .collect();
-                let pids: Vec<Pid> = current.iter().map(|&(_, pid)| Pid::from_u32(pid)).collect();
+                watched.retain(|name, _| current.iter().any(|(h, _)| h.name() == name));
+                let pids: Vec<Pid> = current.iter().map(|(_, pid)| Pid::from_u32(*pid)).collect();
                 // Last round's pids are listed too: sysinfo forgets a dead process (and
                 // closes the /proc file it keeps open for it) only when asked about it.
                 let mut asked = pids.clone();
                 asked.extend(previous.iter().filter(|p| !pids.contains(p)));
                 system.refresh_processes_specifics(ProcessesToUpdate::Some(&asked), true, refresh);
                 previous = pids;
-                for (i, pid) in current {
-                    let (handle, limits) = &plugins[i];
+                for (handle, pid) in current {
+                    let limits = &handle.limits();
                     let Some(process) = system.process(Pid::from_u32(pid)) else {
                         continue;
                     };

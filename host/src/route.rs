@@ -24,8 +24,8 @@ pub(crate) enum Route {
     Held,
     /// The process died and a new one is coming: calls wait.
     Restarting { reason: Arc<str> },
-    /// Crash loop: calls fail at once.
-    Failed { reason: Arc<str> },
+    /// Calls fail at once with this reason: a crash loop, or stopped by an operator.
+    Refusing { reason: Arc<str> },
     /// The host is stopping the plugin: calls fail at once.
     Stopped,
 }

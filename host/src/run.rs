@@ -1,12 +1,13 @@
 //! `baton run`: the daemon. It loads the config, starts the host and serves the control
-//! API until SIGINT or SIGTERM, then stops the plugins and cleans up.
+//! API until SIGINT or SIGTERM, then stops the plugins and cleans up. SIGHUP (and the
+//! control API's `ReloadConfig`) reads the config file again and applies the difference.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use baton_host::Config;
-use baton_host::control::{self, ControlService};
+use baton_host::control::{self, ControlService, ReloadConfigCall};
 use baton_host::socket_file::SocketPathError;
+use baton_host::{Config, Host};
 
 use crate::runtime;
 
@@ -75,7 +76,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let host = match baton_host::HostBuilder::new(&config)
+        let mut host = match baton_host::HostBuilder::new(&config)
             .with_pid_namespaces(baton_host::launch::this_executable())
             .start()
             .await
@@ -98,11 +99,13 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             config.socket.display()
         );
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let (reloads, mut reload_calls) = tokio::sync::mpsc::channel(4);
+        let control = ControlService::new(&host).with_config_reloads(reloads);
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 // Calls for a plugin's own services go to it before the router sees them.
-                .layer(baton_host::forward::ForwardLayer::new(host.plugins()))
-                .add_service(ControlService::new(&host).into_server())
+                .layer(baton_host::forward::ForwardLayer::new(host.plugin_set()))
+                .add_service(control.into_server())
                 .serve_with_incoming_shutdown(
                     baton_host::accept::incoming(listener, control_gate()),
                     async {
@@ -111,7 +114,31 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
                 ),
         );
         notify_systemd(host.plugins().len());
-        shutdown_signal().await;
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("cannot watch for SIGHUP (config reloads): {e}");
+                None
+            }
+        };
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            let call = tokio::select! {
+                () = &mut shutdown => break,
+                Some(()) = async {
+                    match hangups.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => ReloadConfigCall { by: "SIGHUP".into(), reply: tokio::sync::oneshot::channel().0 },
+                Some(call) = reload_calls.recv() => call,
+            };
+            let outcome = reload_config(&mut host, &config_path, &call.by).await;
+            let _ = call.reply.send(outcome);
+        }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down");
         let _ = stop_server.send(());
@@ -131,6 +158,37 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             }
         }
     })
+}
+
+/// Reads the config file again and applies it to `host`; a config with an error is
+/// refused whole (its message names the file, line and column) and nothing changes.
+async fn reload_config(
+    host: &mut Host,
+    path: &std::path::Path,
+    by: &str,
+) -> Result<baton_host::ConfigReload, String> {
+    tracing::info!(
+        "config reload asked for by {by}: reading {}",
+        path.display()
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let outcome = match Config::load(path) {
+        Ok(config) => Ok(host.reload_config(&config).await),
+        Err(e) => {
+            let why = format!("the config was refused, nothing changed: {e}");
+            tracing::error!("{why}");
+            Err(why)
+        }
+    };
+    let status = format!("serving {} plugins", host.plugins().len());
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ],
+    );
+    outcome
 }
 
 /// Under systemd (`Type=notify`): READY once the control API serves, and WATCHDOG

@@ -6,7 +6,6 @@
 //! the server's limit, not the plugin's) and was never counted, and one over the
 //! client's encoding limit broke the HTTP/2 stream.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,7 +17,7 @@ use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 
-use crate::handle::PluginHandle;
+use crate::plugin_set::PluginSet;
 
 /// The method whose requests carry payloads.
 const INVOKE_PATH: &str = "/baton.host.v1.Supervisor/Invoke";
@@ -33,17 +32,13 @@ pub(crate) const ALLOWANCE: usize = 64 << 10;
 #[derive(Clone)]
 pub struct SizeGuard<S> {
     inner: S,
-    plugins: BTreeMap<String, PluginHandle>,
+    plugins: PluginSet,
     /// The server's own decoding limit, for requests naming no known plugin.
     server_limit: usize,
 }
 
 impl<S> SizeGuard<S> {
-    pub(crate) fn new(
-        inner: S,
-        plugins: BTreeMap<String, PluginHandle>,
-        server_limit: usize,
-    ) -> Self {
+    pub(crate) fn new(inner: S, plugins: PluginSet, server_limit: usize) -> Self {
         Self {
             inner,
             plugins,

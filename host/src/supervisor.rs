@@ -18,6 +18,7 @@ use crate::watch::{Fingerprint, WatchSet};
 mod checkpoints;
 mod handover;
 mod lifecycle;
+mod operator;
 mod restart;
 
 pub use restart::RestartPolicy;
@@ -37,6 +38,8 @@ pub enum PluginState {
     Failed,
     /// Shutting down.
     Stopping,
+    /// Stopped on request (`baton ctl stop`): calls fail until it is started.
+    Stopped,
 }
 
 /// What the host reports about one plugin.
@@ -85,6 +88,46 @@ pub(crate) enum Command {
     /// The serving process crossed a resource limit (the text says which): hand it
     /// over to a fresh one, unless that keeps happening.
     OverLimit { pid: u32, reason: String },
+    /// Stop the process (a final checkpoint first, if it keeps them) and keep the
+    /// plugin stopped until `Resume`; `by` says who asked. Answers what was done.
+    Suspend {
+        by: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Start a suspended plugin; answers with the generation serving.
+    Resume {
+        by: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// A new process: a handover (state kept), or with `fresh` a start from nothing.
+    Restart {
+        fresh: bool,
+        by: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// New settings from a config reload.
+    Reconfigure(Box<Reconfigure>),
+}
+
+/// A plugin's new settings, and what they take.
+pub(crate) struct Reconfigure {
+    pub(crate) config: crate::config::PluginConfig,
+    pub(crate) change: crate::config::PluginChange,
+    /// The application's descriptors for the new settings.
+    pub(crate) api: Option<Arc<Result<prost_reflect::DescriptorPool, String>>>,
+    /// A new subscription to the file watcher, when what is watched changed (`None`
+    /// inside: no longer watched).
+    pub(crate) changes: Option<Option<mpsc::Receiver<()>>>,
+    pub(crate) reply: oneshot::Sender<Result<Reconfigured, String>>,
+}
+
+/// How new settings were taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reconfigured {
+    /// Read in place; the same process serves.
+    InPlace,
+    /// Handed over to this generation, which runs with them.
+    Generation(u64),
 }
 
 /// How handles send a supervisor commands. A stop is also flagged at once, so that
@@ -141,6 +184,8 @@ pub(crate) struct Supervisor {
     /// A checkpoint ran (or was cut off) after a stop was asked for: the stop takes no
     /// other.
     stop_checkpoint_done: bool,
+    /// New settings that came while a generation was starting, taken once it has.
+    deferred: Vec<Reconfigure>,
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
@@ -211,6 +256,7 @@ pub(crate) fn spawn(
         checkpoint_every: launcher_checkpoint_every,
         checkpoints,
         stop_checkpoint_done: false,
+        deferred: Vec::new(),
     };
     let span = tracing::info_span!("plugin", name = %handle.name());
     let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));

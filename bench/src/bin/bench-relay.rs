@@ -86,6 +86,34 @@ impl Supervisor for Relay {
         Err(not_offered())
     }
 
+    async fn stop(
+        &self,
+        _: Request<pb::LifecycleRequest>,
+    ) -> Result<Response<pb::LifecycleResponse>, Status> {
+        Err(not_offered())
+    }
+
+    async fn start(
+        &self,
+        _: Request<pb::LifecycleRequest>,
+    ) -> Result<Response<pb::LifecycleResponse>, Status> {
+        Err(not_offered())
+    }
+
+    async fn restart(
+        &self,
+        _: Request<pb::LifecycleRequest>,
+    ) -> Result<Response<pb::LifecycleResponse>, Status> {
+        Err(not_offered())
+    }
+
+    async fn reload_config(
+        &self,
+        _: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        Err(not_offered())
+    }
+
     type EventsStream = Stream<pb::Event>;
 
     async fn events(

@@ -122,6 +122,20 @@ impl CheckpointStore {
         self.latest.as_ref()
     }
 
+    /// Drops every checkpoint, in memory and the host's own files on disk, so that the
+    /// plugin's next start begins with no state (`baton ctl restart --fresh`).
+    pub async fn forget(&mut self) -> Result<(), String> {
+        self.latest = None;
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let shown = dir.display().to_string();
+        tokio::task::spawn_blocking(move || file::prune(&dir, 0))
+            .await
+            .map_err(|e| format!("cannot remove the checkpoints in {shown}: {e}"))?
+            .map_err(|e| format!("cannot remove the checkpoints in {shown}: {e}"))
+    }
+
     /// What the store noticed since the last call.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod diff;
 mod error;
 mod load;
 mod validate;
 
+pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 
 /// The whole configuration file.
@@ -213,7 +215,7 @@ pub struct PluginConfig {
 }
 
 /// Restart policy after crashes: exponential backoff and a crash-loop breaker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartConfig {
     /// The delay before the second restart in a row; the first is immediate.

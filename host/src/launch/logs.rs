@@ -34,13 +34,14 @@ pub struct LogLimit {
 #[derive(Clone)]
 pub struct LogLimiter {
     name: Arc<str>,
-    limit: LogLimit,
     window: Arc<Mutex<Window>>,
     /// Without a reporting task (no runtime), drops are reported as windows roll over.
     reported_by_task: bool,
 }
 
 struct Window {
+    /// In the window, so that a config reload can change it in place.
+    limit: LogLimit,
     started: Instant,
     lines: u32,
     bytes: u64,
@@ -57,9 +58,9 @@ impl LogLimiter {
         let runtime = tokio::runtime::Handle::try_current().ok();
         let limiter = Self {
             name,
-            limit,
             reported_by_task: runtime.is_some(),
             window: Arc::new(Mutex::new(Window {
+                limit,
                 started: Instant::now(),
                 lines: 0,
                 bytes: 0,
@@ -69,9 +70,9 @@ impl LogLimiter {
             })),
         };
         if let Some(runtime) = runtime {
-            let (name, limit) = (limiter.name.clone(), limiter.limit);
+            let name = limiter.name.clone();
             let window = Arc::downgrade(&limiter.window);
-            runtime.spawn(report_drops_every_second(name, limit, window));
+            runtime.spawn(report_drops_every_second(name, window));
         }
         limiter
     }
@@ -84,12 +85,12 @@ impl LogLimiter {
         let now = Instant::now();
         if now.duration_since(w.started) >= Duration::from_secs(1) {
             if !self.reported_by_task {
-                report(&self.name, self.limit, &mut w, now);
+                report(&self.name, &mut w, now);
             }
             (w.started, w.lines, w.bytes) = (now, 0, 0);
         }
-        let fits = w.lines < self.limit.lines_per_sec
-            && (w.bytes == 0 || w.bytes + bytes <= self.limit.bytes_per_sec);
+        let fits = w.lines < w.limit.lines_per_sec
+            && (w.bytes == 0 || w.bytes + bytes <= w.limit.bytes_per_sec);
         if fits {
             w.lines += 1;
             w.bytes += bytes;
@@ -100,9 +101,14 @@ impl LogLimiter {
         }
         fits
     }
+
+    /// A new budget, from the next line on (a config reload).
+    pub fn set_limit(&self, limit: LogLimit) {
+        self.window.lock().unwrap_or_else(|p| p.into_inner()).limit = limit;
+    }
 }
 
-async fn report_drops_every_second(name: Arc<str>, limit: LogLimit, window: Weak<Mutex<Window>>) {
+async fn report_drops_every_second(name: Arc<str>, window: Weak<Mutex<Window>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -111,12 +117,12 @@ async fn report_drops_every_second(name: Arc<str>, limit: LogLimit, window: Weak
             return;
         };
         let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
-        report(&name, limit, &mut w, Instant::now());
+        report(&name, &mut w, Instant::now());
     }
 }
 
 /// Logs what was dropped since the last report, if anything.
-fn report(name: &str, limit: LogLimit, w: &mut Window, now: Instant) {
+fn report(name: &str, w: &mut Window, now: Instant) {
     let Some(since) = w.dropped_since.take() else {
         return;
     };
@@ -128,8 +134,8 @@ fn report(name: &str, limit: LogLimit, w: &mut Window, now: Instant) {
         w.dropped_lines,
         w.dropped_bytes,
         now.duration_since(since).as_secs_f64(),
-        limit.lines_per_sec,
-        limit.bytes_per_sec,
+        w.limit.lines_per_sec,
+        w.limit.bytes_per_sec,
     );
     (w.dropped_lines, w.dropped_bytes) = (0, 0);
 }

@@ -339,14 +339,7 @@ impl Launcher {
     /// The plugin's code, for the file watcher: the binary (if a path), its pin file,
     /// and `watch`.
     pub fn watch_set(&self) -> WatchSet {
-        let binary =
-            (self.config.command.components().count() > 1).then_some(self.config.command.as_path());
-        let set = WatchSet::new(binary, &self.config.watch);
-        match binary {
-            // A deploy may write the pin after the binary; its arrival is a change too.
-            Some(binary) => set.optional(&pin_file(binary)),
-            None => set,
-        }
+        watch_set_of(&self.config)
     }
 
     /// Where generation `number` runs its private copy of the binary, if it gets one:
@@ -597,4 +590,16 @@ fn plugin_rpc(
 struct Identity {
     uid: u32,
     gid: u32,
+}
+
+/// What a plugin's code is made of, for noticing changes: its binary (when the command
+/// is a path), the pin beside it, and its `watch` list.
+pub fn watch_set_of(config: &PluginConfig) -> WatchSet {
+    let binary = (config.command.components().count() > 1).then_some(config.command.as_path());
+    let set = WatchSet::new(binary, &config.watch);
+    match binary {
+        // A deploy may write the pin after the binary; its arrival is a change too.
+        Some(binary) => set.optional(&pin_file(binary)),
+        None => set,
+    }
 }

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::handover::Handover;
+use super::operator::Woken;
 use super::{Command, PluginState, Supervisor};
 use crate::launch::Generation;
 use crate::route::{Live, Route};
@@ -24,10 +25,29 @@ enum Ended {
         reason: String,
     },
     Stopped,
+    /// Stopped on request; stays so until started.
+    Suspended {
+        by: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Stopped to start again from nothing.
+    Fresh {
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// What a plugin waiting to restart does next.
+enum Next {
+    Start,
+    End,
+    Suspend {
+        by: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// The next nudge from the file watcher; never, without one.
-async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+pub(super) async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match changes {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -53,9 +73,11 @@ impl Supervisor {
                     tokio::select! {
                         launched = &mut launch => break Ok(launched),
                         cmd = self.commands.recv() => match cmd {
-                            Some(Command::Reload(reply)) => {
-                                let _ = reply.send(Err(format!("plugin {} is starting generation {number}", self.launcher.name)));
+                            Some(Command::Reload(reply) | Command::Resume { reply, .. } | Command::Restart { reply, .. }) => {
+                                let _ = reply.send(Err(format!("plugin {} is starting generation {number}; ask again once it serves", self.launcher.name)));
                             }
+                            // Taken once this start has ended, one way or the other.
+                            Some(Command::Reconfigure(r)) => self.deferred.push(*r),
                             Some(Command::OverLimit { .. }) => {}
                             stop => break Err(stop),
                         },
@@ -65,6 +87,20 @@ impl Supervisor {
             // Dropping the launch (above) killed a half-started process (kill_on_drop).
             let launched = match launched {
                 Ok(launched) => launched,
+                Err(Some(Command::Suspend { by, reply })) => {
+                    self.emit(
+                        number,
+                        "stopped",
+                        format!("plugin {} stopped by {by} while starting", self.name()),
+                    );
+                    match self.stay_suspended(number, by, reply).await {
+                        Woken::Start => {
+                            restarting = false;
+                            continue;
+                        }
+                        Woken::End => return,
+                    }
+                }
                 Err(stop) => {
                     self.finish(stop).await;
                     return;
@@ -77,6 +113,21 @@ impl Supervisor {
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
+                        Ended::Suspended { by, reply } => {
+                            match self.stay_suspended(number, by, reply).await {
+                                Woken::Start => {
+                                    restarting = false;
+                                    continue;
+                                }
+                                Woken::End => return,
+                            }
+                        }
+                        Ended::Fresh { reply } => {
+                            self.pending_reload = Some(reply);
+                            self.live = None;
+                            restarting = true;
+                            continue;
+                        }
                         Ended::Crashed { reason, uptime } => (reason, uptime, false, false),
                         Ended::Tripped { reason } => (reason, Duration::ZERO, true, false),
                     }
@@ -118,7 +169,7 @@ impl Supervisor {
                         delay_ms = delay.as_millis() as u64,
                         "restarting after backoff"
                     );
-                    if !self.wait_to_restart(Some(delay)).await {
+                    if !self.after_wait(number, Some(delay)).await {
                         return;
                     }
                 }
@@ -132,7 +183,7 @@ impl Supervisor {
                     );
                     tracing::error!("{failed}");
                     self.emit(number, "failed", failed.clone());
-                    self.route.send_replace(Route::Failed {
+                    self.route.send_replace(Route::Refusing {
                         reason: failed.clone().into(),
                     });
                     self.update(|s| {
@@ -142,7 +193,7 @@ impl Supervisor {
                         s.ready_at = None;
                         s.last_error = Some(failed);
                     });
-                    if !self.wait_to_restart(None).await {
+                    if !self.after_wait(number, None).await {
                         return;
                     }
                     // Revived by an operator or a new binary: a fresh start.
@@ -152,9 +203,30 @@ impl Supervisor {
         }
     }
 
+    /// Waits to restart (see `wait_to_restart`), through a suspension if one is asked
+    /// for meanwhile. Returns false when the plugin is to stop.
+    async fn after_wait(&mut self, number: u64, delay: Option<Duration>) -> bool {
+        match self.wait_to_restart(delay).await {
+            Next::Start => true,
+            Next::End => false,
+            Next::Suspend { by, reply } => {
+                self.emit(
+                    number,
+                    "stopped",
+                    format!("plugin {} stopped by {by}", self.name()),
+                );
+                matches!(self.stay_suspended(number, by, reply).await, Woken::Start)
+            }
+        }
+    }
+
     /// Waits out a restart delay (`None`: until revived). A reload request or a changed
-    /// binary cuts the wait short. Returns false when the plugin is to stop.
-    async fn wait_to_restart(&mut self, delay: Option<Duration>) -> bool {
+    /// binary cuts the wait short, and so do new settings that need a new process for
+    /// a failed plugin.
+    async fn wait_to_restart(&mut self, delay: Option<Duration>) -> Next {
+        for r in std::mem::take(&mut self.deferred) {
+            self.reconfigure_idle(Box::new(r));
+        }
         let sleep = async {
             match delay {
                 Some(d) => tokio::time::sleep(d).await,
@@ -164,23 +236,41 @@ impl Supervisor {
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = &mut sleep => return true,
+                _ = &mut sleep => return Next::Start,
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Reload(reply)) => {
+                    Some(Command::Reload(reply) | Command::Resume { reply, .. } | Command::Restart { fresh: false, reply, .. }) => {
                         // Answered once the next generation serves, or fails to start.
                         self.pending_reload = Some(reply);
-                        return true;
+                        return Next::Start;
+                    }
+                    Some(Command::Restart { fresh: true, by, reply }) => {
+                        let number = self.last_number;
+                        self.emit(number, "restart_requested", format!("plugin {}: a fresh restart requested by {by}; its state is dropped", self.name()));
+                        if let Err(why) = self.checkpoints.forget().await {
+                            tracing::warn!("{why}");
+                        }
+                        self.pending_reload = Some(reply);
+                        return Next::Start;
+                    }
+                    Some(Command::Suspend { by, reply }) => return Next::Suspend { by, reply },
+                    Some(Command::Reconfigure(r)) => {
+                        let revives = delay.is_none() && !r.change.process.is_empty();
+                        self.reconfigure_idle(r);
+                        if revives {
+                            tracing::info!("new settings; starting the failed plugin with them");
+                            return Next::Start;
+                        }
                     }
                     Some(Command::OverLimit { .. }) => {}
                     stop => {
                         self.finish(stop).await;
-                        return false;
+                        return Next::End;
                     }
                 },
                 Some(()) = next_change(&mut self.changes) => {
                     if self.settled_change().await.is_some() {
                         tracing::info!("the plugin's files changed; starting the new version now");
-                        return true;
+                        return Next::Start;
                     }
                 }
             }
@@ -222,12 +312,30 @@ impl Supervisor {
     }
 
     async fn serve(&mut self, mut current: Generation) -> Ended {
-        let mut ticker = self.checkpoint_every.map(|every| {
-            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
+        let ticker_of = |every: Option<Duration>| {
+            every.map(|every| {
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            })
+        };
+        let mut ticking = self.checkpoint_every;
+        let mut ticker = ticker_of(ticking);
         loop {
+            // New settings that came while this generation was starting.
+            if let Some(r) = self.deferred.pop() {
+                if let Some(Handover::OldDied(status)) =
+                    self.reconfigure(&mut current, Box::new(r)).await
+                {
+                    return self.crashed(&current, status);
+                }
+                continue;
+            }
+            // A config reload may have changed the checkpoint interval.
+            if ticking != self.checkpoint_every {
+                ticking = self.checkpoint_every;
+                ticker = ticker_of(ticking);
+            }
             // Old generations that finished stopping.
             while self.retiring.try_join_next().is_some() {}
             // Once a stop is asked for, no new periodic checkpoint starts: with both ready,
@@ -261,6 +369,38 @@ impl Supervisor {
                         });
                         outcome
                     }
+                    Some(Command::Restart { fresh: false, by, reply }) => {
+                        let fingerprint = self.watch_set.fingerprint();
+                        let outcome = self.handover(&mut current, &format!("a restart requested by {by}"), fingerprint).await;
+                        let _ = reply.send(match &outcome {
+                            Handover::Done(n) => Ok(*n),
+                            Handover::RolledBack(why) => Err(format!("plugin {} rolled back, generation {} keeps serving: {why}", self.name(), current.number)),
+                            Handover::OldDied(status) => Err(format!("plugin {}: generation {} exited during the handover: {status}", self.name(), current.number)),
+                        });
+                        outcome
+                    }
+                    Some(Command::Restart { fresh: true, by, reply }) => {
+                        self.stop_for_fresh_start(current, &by).await;
+                        return Ended::Fresh { reply };
+                    }
+                    Some(Command::Suspend { by, reply }) => {
+                        if self.checkpoint_every.is_some() {
+                            // What the next start restores.
+                            self.checkpoint(&current).await;
+                        }
+                        self.stop_generation(current, Some(&by)).await;
+                        return Ended::Suspended { by, reply };
+                    }
+                    Some(Command::Resume { reply, .. }) => {
+                        let _ = reply.send(Err(format!("plugin {} is running already (generation {})", self.name(), current.number)));
+                        continue;
+                    }
+                    Some(Command::Reconfigure(r)) => {
+                        match self.reconfigure(&mut current, r).await {
+                            Some(outcome) => outcome,
+                            None => continue,
+                        }
+                    }
                     Some(Command::OverLimit { pid, reason }) => {
                         if pid != current.pid {
                             continue; // measured on a generation that is gone
@@ -270,7 +410,7 @@ impl Supervisor {
                         self.emit(current.number, "over_limit", message.clone());
                         if self.policy.on_crash(Instant::now(), current.ready_at.elapsed()).is_none() {
                             // Crossing the limit again right after a fresh start is a loop.
-                            self.stop_generation(current).await;
+                            self.stop_generation(current, None).await;
                             return Ended::Tripped { reason: message };
                         }
                         let fingerprint = self.watch_set.fingerprint();
@@ -281,7 +421,7 @@ impl Supervisor {
                             // The freshest state for the next start of the host.
                             self.checkpoint(&current).await;
                         }
-                        self.stop_generation(current).await;
+                        self.stop_generation(current, None).await;
                         self.finish(stop).await;
                         return Ended::Stopped;
                     }
@@ -345,12 +485,14 @@ impl Supervisor {
         Some(seen)
     }
 
-    async fn stop_generation(&mut self, generation: Generation) {
+    /// Stops `generation`; `by` names who asked, when an operator did.
+    pub(super) async fn stop_generation(&mut self, generation: Generation, by: Option<&str>) {
         self.route.send_replace(Route::Stopped);
         self.update(|s| s.state = PluginState::Stopping);
         let number = generation.number;
         let status = generation.stop(self.launcher.config.shutdown_grace()).await;
-        let message = format!("plugin {} stopped: {status}", self.name());
+        let by = by.map(|by| format!(" by {by}")).unwrap_or_default();
+        let message = format!("plugin {} stopped{by}: {status}", self.name());
         tracing::info!(generation = number, "{message}");
         self.emit(number, "stopped", message);
         self.update(|s| {
@@ -361,7 +503,7 @@ impl Supervisor {
     }
 
     /// Ends the task: waits for retiring generations, answers the stop request.
-    async fn finish(&mut self, cmd: Option<Command>) {
+    pub(super) async fn finish(&mut self, cmd: Option<Command>) {
         self.route.send_replace(Route::Stopped);
         self.update(|s| {
             s.state = PluginState::Stopping;
@@ -373,8 +515,20 @@ impl Supervisor {
             Some(Command::Stop(ack)) => {
                 let _ = ack.send(());
             }
-            Some(Command::Reload(reply)) => {
+            Some(
+                Command::Reload(reply)
+                | Command::Resume { reply, .. }
+                | Command::Restart { reply, .. },
+            ) => {
                 let _ = reply.send(Err(format!("plugin {} is stopping", self.launcher.name)));
+            }
+            Some(Command::Suspend { reply, .. }) => {
+                let _ = reply.send(Err(format!("plugin {} is stopping", self.launcher.name)));
+            }
+            Some(Command::Reconfigure(r)) => {
+                let _ = r
+                    .reply
+                    .send(Err(format!("plugin {} is stopping", self.launcher.name)));
             }
             Some(Command::OverLimit { .. }) | None => {}
         }

@@ -26,6 +26,11 @@ impl RestartPolicy {
         }
     }
 
+    /// New settings from a config reload; the crashes counted so far still count.
+    pub fn set_config(&mut self, config: RestartConfig) {
+        self.config = config;
+    }
+
     /// Records a crash of a process that had served for `uptime`; returns the delay
     /// before the next start, or `None` when the breaker trips.
     pub fn on_crash(&mut self, now: Instant, uptime: Duration) -> Option<Duration> {

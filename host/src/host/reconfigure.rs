@@ -1,0 +1,190 @@
+//! A config reload on a running host: plugins added start, removed ones stop (a final
+//! checkpoint first, if they keep them), changed ones take their new settings — in
+//! place, or through a handover to a generation that runs with them, state kept — and
+//! unchanged ones are not touched. A changed plugin whose handover rolls back keeps its
+//! previous settings (and generation), so the next reload tries again.
+
+use std::sync::Arc;
+
+use crate::config::{Config, PluginChange, PluginConfig, fixed_keys_changed, plugin_change};
+use crate::events::Event;
+use crate::supervisor::{Reconfigure, Reconfigured};
+
+use super::Host;
+
+/// What a config reload did, plugin by plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigReload {
+    /// Plugins added and started.
+    pub added: Vec<String>,
+    /// Plugins removed and stopped.
+    pub removed: Vec<String>,
+    /// Plugins handed over to a generation with their new settings.
+    pub restarted: Vec<String>,
+    /// Plugins whose new settings applied in place.
+    pub updated: Vec<String>,
+    /// Plugins with no change.
+    pub unchanged: Vec<String>,
+    /// One line per change, naming the plugin and what changed.
+    pub changes: Vec<String>,
+    /// What could not be applied; the rest of the config is in force.
+    pub problems: Vec<String>,
+}
+
+impl Host {
+    /// Applies `new` (already loaded and checked, as [`Config::load`] does) to the running
+    /// host; see the module's documentation. Host-wide keys that cannot change while
+    /// the host runs (the control socket, the mode, the state directory, the metrics
+    /// address, the watcher, the runtime's threads) keep their values, and each one
+    /// that differs is named in `problems`.
+    pub async fn reload_config(&mut self, new: &Config) -> ConfigReload {
+        let mut report = ConfigReload::default();
+        for key in fixed_keys_changed(&self.config, new) {
+            report.problems.push(format!(
+                "`{key}` cannot change while the host runs; it keeps its value until the daemon restarts"
+            ));
+        }
+        let running = self.config.plugins.clone();
+        for name in running.keys().filter(|n| !new.plugins.contains_key(*n)) {
+            self.remove(name).await;
+            report.removed.push(name.clone());
+            report
+                .changes
+                .push(format!("plugin {name}: removed, stopped"));
+        }
+        let mut changing = tokio::task::JoinSet::new();
+        for (name, config) in &new.plugins {
+            let Some(old) = running.get(name) else {
+                self.config.plugins.insert(name.clone(), config.clone());
+                self.add(name, config.clone());
+                self.announce(
+                    name,
+                    "added",
+                    format!("plugin {name} added by a config reload"),
+                );
+                report.added.push(name.clone());
+                report
+                    .changes
+                    .push(format!("plugin {name}: added, starting"));
+                continue;
+            };
+            let change = plugin_change(old, config);
+            if change.is_empty() {
+                report.unchanged.push(name.clone());
+                continue;
+            }
+            let Some(handle) = self.plugins.get(name) else {
+                continue;
+            };
+            let reconfigure = self.reconfiguration(name, old, config, change.clone());
+            let (name, config) = (name.clone(), config.clone());
+            changing.spawn(async move {
+                let outcome = handle.reconfigure(reconfigure).await;
+                if outcome.is_ok() {
+                    handle.apply_settings(&config);
+                }
+                (name, config, change, outcome)
+            });
+        }
+        let mut done = Vec::new();
+        while let Some(joined) = changing.join_next().await {
+            if let Ok(one) = joined {
+                done.push(one);
+            }
+        }
+        done.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, config, change, outcome) in done {
+            let keys = change.keys().join(", ");
+            match outcome {
+                Ok(how) => {
+                    let what = match how {
+                        Reconfigured::InPlace => {
+                            report.updated.push(name.clone());
+                            "applied in place".to_owned()
+                        }
+                        Reconfigured::Generation(n) => {
+                            report.restarted.push(name.clone());
+                            format!("handed over to generation {n}, state kept")
+                        }
+                    };
+                    let line = format!("plugin {name}: {keys} changed; {what}");
+                    self.announce(&name, "reconfigured", line.clone());
+                    report.changes.push(line);
+                    self.config.plugins.insert(name, config);
+                }
+                Err(why) => report
+                    .problems
+                    .push(format!("plugin {name}: {keys} changed, not applied: {why}")),
+            }
+        }
+        let mut summary = format!(
+            "config reloaded: {} added, {} removed, {} handed over, {} updated in place, {} unchanged",
+            report.added.len(),
+            report.removed.len(),
+            report.restarted.len(),
+            report.updated.len(),
+            report.unchanged.len()
+        );
+        if !report.problems.is_empty() {
+            summary.push_str(&format!("; {} problem(s)", report.problems.len()));
+        }
+        tracing::info!("{summary}");
+        for problem in &report.problems {
+            tracing::warn!("config reload: {problem}");
+        }
+        report
+    }
+
+    /// The command that hands plugin `name` its new settings.
+    fn reconfiguration(
+        &self,
+        name: &str,
+        old: &PluginConfig,
+        new: &PluginConfig,
+        change: PluginChange,
+    ) -> impl FnOnce(tokio::sync::oneshot::Sender<Result<Reconfigured, String>>) -> Reconfigure
+    + Send
+    + use<> {
+        let api = new
+            .api_descriptors
+            .as_ref()
+            .map(|path| Arc::new(crate::api_check::load(path, &new.services)));
+        // What is watched follows the command and `watch`; a new subscription replaces
+        // the old one only when they (or the reload mode) changed.
+        let watched_differently = old.command != new.command || !change.watching.is_empty();
+        let changes = watched_differently.then(|| self.subscribe_changes(name, new));
+        let config = new.clone();
+        move |reply| Reconfigure {
+            config,
+            change,
+            api,
+            changes,
+            reply,
+        }
+    }
+
+    /// Stops plugin `name` for good and forgets it.
+    async fn remove(&mut self, name: &str) {
+        if let Some(handle) = self.plugins.remove(name) {
+            handle.stop().await;
+            let generation = handle.status().generation;
+            let _ = self.events.send(Event::new(
+                name,
+                generation,
+                "removed",
+                format!("plugin {name} removed by a config reload"),
+            ));
+        }
+        if let Some(task) = self.tasks.remove(name) {
+            let _ = task.await;
+        }
+        self.config.plugins.remove(name);
+    }
+
+    fn announce(&self, name: &str, kind: &'static str, message: String) {
+        let generation = self.plugins.get(name).map_or(0, |h| h.status().generation);
+        let _ = self
+            .events
+            .send(Event::new(name, generation, kind, message));
+    }
+}

@@ -1,0 +1,54 @@
+//! [`PluginSet`]: the plugins a host runs, by name, shared by everything that looks one
+//! up per call (the control API, the daemon's forwarding, the resource monitor). A
+//! config reload adds and removes plugins while they run; a lookup sees the set as
+//! it was at one moment, never half a change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::handle::PluginHandle;
+
+/// See the module's documentation. Cheap to clone; every clone sees every change.
+#[derive(Clone, Default)]
+pub struct PluginSet {
+    plugins: Arc<RwLock<Arc<BTreeMap<String, PluginHandle>>>>,
+}
+
+impl PluginSet {
+    /// The plugin named `name`, if the host runs one.
+    pub fn get(&self, name: &str) -> Option<PluginHandle> {
+        self.now().get(name).cloned()
+    }
+
+    /// Every plugin, by name, as the set is now.
+    pub fn now(&self) -> Arc<BTreeMap<String, PluginHandle>> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The names, for messages that list what there is.
+    pub fn names(&self) -> Vec<String> {
+        self.now().keys().cloned().collect()
+    }
+
+    pub(crate) fn insert(&self, name: &str, handle: PluginHandle) {
+        self.change(|plugins| {
+            plugins.insert(name.to_owned(), handle);
+        });
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> Option<PluginHandle> {
+        let mut removed = None;
+        self.change(|plugins| removed = plugins.remove(name));
+        removed
+    }
+
+    fn change(&self, f: impl FnOnce(&mut BTreeMap<String, PluginHandle>)) {
+        let mut plugins = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = BTreeMap::clone(&plugins);
+        f(&mut next);
+        *plugins = Arc::new(next);
+    }
+}
