@@ -13,6 +13,7 @@ mod descendants;
 mod floods;
 mod host_death;
 mod host_services;
+mod lifecycle;
 mod linked_deploys;
 mod log_flood;
 mod message_limits;
