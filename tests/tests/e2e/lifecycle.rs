@@ -260,3 +260,29 @@ async fn a_config_reload_adds_removes_and_changes_plugins_keeping_state_and_refu
     assert_eq!(count(&host).await, 5);
     assert_eq!(host.stop(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test]
+async fn settings_a_new_generation_cannot_start_with_are_rolled_back_and_tried_again_next_time() {
+    let mut host = TestHost::start(&plugin("f", "faulty", &[], "")).await;
+    let first = host.serving("f", Duration::from_secs(10)).await;
+    rewrite_config(&host, &plugin("f", "faulty", &["exit-at-start"], ""));
+    let (ok, out, err) = ctl(&host, &["reload-config"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("plugin f: args changed, not applied")
+            && err.contains("keeps serving with its previous settings"),
+        "{err}"
+    );
+    let serving = host.status("f").await;
+    assert_eq!(serving.pid, first.pid, "the old generation serves on");
+    assert_eq!(host.call_text("f", "echo", "still").await, "still");
+    // The file still differs from what runs: the next reload tries again.
+    let (ok, _, err) = ctl(&host, &["reload-config"]);
+    assert!(!ok && err.contains("plugin f: args changed"), "{err}");
+    // Put back as it runs: nothing to do.
+    rewrite_config(&host, &plugin("f", "faulty", &[], ""));
+    let (ok, out, err) = ctl(&host, &["reload-config"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 unchanged"), "{out}");
+    assert_eq!(host.stop(Duration::from_secs(10)), Some(0));
+}
