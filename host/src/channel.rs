@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
@@ -80,7 +81,7 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
         // stream the caller keeps sending on, say) is ended like an open response
         // stream when a handover has waited `stream_drain_ms` for it.
         let generation = live.live();
-        let slot = Arc::new(StreamSlot::holding(live));
+        let slot = Arc::new(StreamSlot::holding(live, body.finished()));
         generation.register_stream(&slot);
         let mut transport = generation.transport.clone();
         let request = http::Request::from_parts(parts.clone(), body.attempt());
@@ -144,6 +145,7 @@ fn answered(
         return response;
     }
     let (parts, body) = response.into_parts();
+    slot.answering.store(true, Ordering::Relaxed);
     // The plugin's answers are held to its max_message_bytes too: a plugin cannot make
     // its caller (or the daemon, forwarding) take in more than its config allows.
     let (limiter, named) = (handle.clone(), path.clone());
@@ -176,11 +178,14 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
 
 /// What the supervisor can do to a response stream still open when a handover must go
 /// on: release its place in the drain and have it end with a status.
-#[derive(Default)]
 pub(crate) struct StreamSlot {
     state: Mutex<SlotState>,
     /// Woken when the host ends the call before its answer came.
     ended: tokio::sync::Notify,
+    /// Set once the caller has sent its whole request.
+    request_finished: Arc<AtomicBool>,
+    /// Set once the answer's body has begun.
+    answering: AtomicBool,
 }
 
 #[derive(Default)]
@@ -193,14 +198,24 @@ struct SlotState {
 }
 
 impl StreamSlot {
-    fn holding(inflight: InFlight) -> Self {
+    fn holding(inflight: InFlight, request_finished: Arc<AtomicBool>) -> Self {
         Self {
             state: Mutex::new(SlotState {
                 inflight: Some(inflight),
                 ..SlotState::default()
             }),
             ended: tokio::sync::Notify::new(),
+            request_finished,
+            answering: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the call is a stream a handover may end: its caller is still sending, or
+    /// its answer is under way. A call that has sent everything and waits for its one
+    /// answer (a unary call, a finished client stream) is left to finish, like an
+    /// `invoke`: ending it would fail a call the plugin may have carried out.
+    pub(crate) fn is_streaming(&self) -> bool {
+        !self.request_finished.load(Ordering::Relaxed) || self.answering.load(Ordering::Relaxed)
     }
 
     /// Waits until the host ends the call; the status its caller gets.

@@ -4,6 +4,7 @@
 //! body is taken back whole and the call goes to the next generation, as `invoke` does.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -21,18 +22,30 @@ struct State {
 
 /// The caller's request body, shared between the host and one attempt to send it.
 #[derive(Clone)]
-pub(crate) struct Reclaimable(Arc<Mutex<State>>);
+pub(crate) struct Reclaimable {
+    state: Arc<Mutex<State>>,
+    /// Set once the whole request has been read: the caller has said all it will.
+    finished: Arc<AtomicBool>,
+}
 
 impl Reclaimable {
     pub(crate) fn new(body: Body) -> Self {
-        Self(Arc::new(Mutex::new(State {
-            body: Some(body),
-            touched: false,
-        })))
+        Self {
+            state: Arc::new(Mutex::new(State {
+                body: Some(body),
+                touched: false,
+            })),
+            finished: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the whole request has been read (shared: it follows the body).
+    pub(crate) fn finished(&self) -> Arc<AtomicBool> {
+        self.finished.clone()
     }
 
     /// The body for one attempt to send the call.
@@ -48,7 +61,13 @@ impl Reclaimable {
             return None;
         }
         let body = state.body.take()?;
-        Some(Self::new(body))
+        Some(Self {
+            state: Arc::new(Mutex::new(State {
+                body: Some(body),
+                touched: false,
+            })),
+            finished: self.finished.clone(),
+        })
     }
 }
 
@@ -62,10 +81,22 @@ impl http_body::Body for Reclaimable {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let mut state = self.state();
         state.touched = true;
-        match state.body.as_mut() {
+        let frame = match state.body.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        let ended = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => state
+                .body
+                .as_ref()
+                .is_some_and(http_body::Body::is_end_stream),
+            _ => false,
+        };
+        if ended {
+            self.finished.store(true, Ordering::Relaxed);
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

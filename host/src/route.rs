@@ -68,16 +68,21 @@ impl Live {
         streams.push(Arc::downgrade(slot));
     }
 
-    /// Ends every response stream still open here with `status`, giving back their
-    /// places in the drain: for a handover that has waited long enough for them.
-    /// Returns how many it ended.
+    /// Ends every stream still open here with `status`, giving back their places in
+    /// the drain: for a handover that has waited long enough for them. Calls that only
+    /// wait for their one answer are left to finish. Returns how many it ended.
     pub(crate) fn end_streams(&self, status: &Status) -> usize {
-        let streams = std::mem::take(&mut *self.streams.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let mut ended = 0;
-        for slot in streams.iter().filter_map(Weak::upgrade) {
-            slot.end(status.clone());
-            ended += 1;
-        }
+        streams.retain(|slot| match slot.upgrade() {
+            Some(slot) if slot.is_streaming() => {
+                slot.end(status.clone());
+                ended += 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
         ended
     }
 

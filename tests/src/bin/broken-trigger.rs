@@ -5,7 +5,8 @@
 //! but, stopped by SIGTERM, closes its socket and lives on a moment before exiting:
 //! calls made meanwhile are refused at connect, never reaching it. `broken-trigger
 //! bloated` answers subscriptions with each point's series written 64 times over:
-//! answers far larger than the requests that caused them.
+//! answers far larger than the requests that caused them. `broken-trigger slow`
+//! takes a point of series "slow" to mean: wait its value in seconds before answering.
 
 use std::pin::Pin;
 
@@ -26,7 +27,10 @@ fn main() -> std::process::ExitCode {
             .with_reflection(baton_tests::trigger::CHANGED_FILE_DESCRIPTOR_SET)
             .serve(),
         Some("bloated") => server
-            .add_service(TriggerServer::new(Bloated(plugin)))
+            .add_service(TriggerServer::new(Odd(plugin, Oddity::Bloated)))
+            .serve(),
+        Some("slow") => server
+            .add_service(TriggerServer::new(Odd(plugin, Oddity::Slow)))
             .serve(),
         Some("lingering") => {
             let code = server.add_service(TriggerServer::new(plugin)).serve();
@@ -36,21 +40,35 @@ fn main() -> std::process::ExitCode {
         }
         other => {
             eprintln!(
-                "usage: broken-trigger without-service|changed-api|lingering|bloated (got {other:?})"
+                "usage: broken-trigger without-service|changed-api|lingering|bloated|slow (got {other:?})"
             );
             std::process::ExitCode::from(2)
         }
     }
 }
 
-/// The trigger plugin, but every point a subscriber gets has its series written 64 times.
-struct Bloated(TriggerPlugin);
+/// The trigger plugin, with one odd behaviour.
+struct Odd(TriggerPlugin, Oddity);
+
+#[derive(PartialEq)]
+enum Oddity {
+    /// Every point a subscriber gets has its series written 64 times.
+    Bloated,
+    /// A write of series "slow" waits its value in seconds before it is answered.
+    Slow,
+}
 
 type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Trigger for Bloated {
+impl Trigger for Odd {
     async fn on_write(&self, r: Request<WriteBatch>) -> Result<Response<TriggerResult>, Status> {
+        if self.1 == Oddity::Slow
+            && let Some(slow) = r.get_ref().points.iter().find(|p| p.series == "slow")
+        {
+            eprintln!("slow write: answering in {} s", slow.value);
+            tokio::time::sleep(std::time::Duration::from_secs_f64(slow.value)).await;
+        }
         self.0.on_write(r).await
     }
 
@@ -74,6 +92,9 @@ impl Trigger for Bloated {
 
     async fn subscribe(&self, r: Request<Filter>) -> Result<Response<Answers<Point>>, Status> {
         let points = self.0.subscribe(r).await?.into_inner();
+        if self.1 != Oddity::Bloated {
+            return Ok(Response::new(points));
+        }
         Ok(Response::new(Box::pin(points.map(|point| {
             point.map(|p| Point {
                 series: p.series.repeat(64),

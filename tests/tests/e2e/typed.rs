@@ -518,3 +518,49 @@ async fn an_answer_over_max_message_bytes_ends_its_stream_with_out_of_range() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_unary_call_still_waiting_for_its_answer_at_a_handover_is_left_to_finish() {
+    // Streams get 100 ms to end at a handover; the write takes 800 ms to answer.
+    let (host, handle) = library_host(|p| {
+        p.command = bin("broken-trigger");
+        p.args = vec!["slow".into()];
+        p.stream_drain_ms = 100;
+    })
+    .await;
+    let mut trigger = TriggerClient::new(handle.channel());
+    let write = tokio::spawn({
+        let mut trigger = trigger.clone();
+        async move { trigger.on_write(batch("slow", &[0.8])).await }
+    });
+    // The plugin has the call (its answer is what takes time) before the reload starts.
+    wait_until(
+        "the slow write is in flight",
+        Duration::from_secs(5),
+        || {
+            let taken = handle
+                .logs()
+                .iter()
+                .any(|l| l.text.contains("slow write: answering"));
+            async move { taken.then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(handle.reload().await, Ok(2), "the reload waits for it");
+    let total = write
+        .await
+        .expect("the write task")
+        .expect("the unary call is not ended by the handover")
+        .into_inner()
+        .total;
+    assert_eq!(total, 1);
+    // And its effect moved with the state.
+    let next = trigger
+        .on_write(batch("after", &[1.0]))
+        .await
+        .expect("OnWrite on generation 2")
+        .into_inner()
+        .total;
+    assert_eq!(next, 2);
+    host.shutdown().await;
+}
