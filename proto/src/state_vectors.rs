@@ -6,10 +6,13 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::plugin::StateChunk;
-use crate::state::{CHUNK_SIZE, ReassemblyError, Reassembly, chunks};
+use crate::state::{CHUNK_SIZE, Reassembly, ReassemblyError, chunks};
 
 fn vectors() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/testdata/state-vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proto/testdata/state-vectors.json"
+    );
     let text = std::fs::read_to_string(path).expect("read state-vectors.json");
     serde_json::from_str(&text).expect("state-vectors.json is JSON")
 }
