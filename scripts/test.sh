@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs baton's whole test suite: Rust unit tests, end-to-end tests with real processes
-# (Rust and Python plugins), and the Python SDK's tests. Sets up the Python environment
+# (Rust, Python, Go and TypeScript plugins), and the Python, Go and TypeScript SDKs' tests
+# (Go and TypeScript skipped, with a line saying so, where their tools are missing). Sets up the Python environment
 # (.venv) and builds every binary first, since the end-to-end tests run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,3 +9,4 @@ bash plugin-sdk/python/setup-python.sh
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
 .venv/bin/python -m unittest discover -s plugin-sdk/python/tests
+bash scripts/test-sdks.sh

@@ -17,6 +17,8 @@ pub mod host {
 }
 
 pub mod state;
+#[cfg(test)]
+mod state_vectors;
 
 /// The protocol version this crate's `Plugin` contract is (the `1` in `baton|1|unix|...`).
 pub const PROTOCOL_VERSION: u32 = 1;

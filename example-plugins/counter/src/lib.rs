@@ -189,6 +189,30 @@ mod tests {
     }
 
     #[test]
+    fn writes_the_shared_counter_state() {
+        // The same bytes the Python, Go and TypeScript counters' tests check.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../proto/testdata/state-vectors.json"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("read the vectors"))
+                .expect("the vectors are JSON");
+        let hex = doc["states"]
+            .as_array()
+            .expect("states")
+            .iter()
+            .find(|s| s["name"] == "counter: apples=3, pears=2")
+            .and_then(|s| s["state"]["hex"].as_str())
+            .expect("the counter state is in the vectors");
+        let mut counts = BTreeMap::new();
+        counts.insert("pears".to_owned(), 2);
+        counts.insert("apples".to_owned(), 3);
+        let encoded: String = encode(&counts).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(encoded, hex);
+    }
+
+    #[test]
     fn malformed_states_are_refused() {
         let mut counts = BTreeMap::new();
         counts.insert("key".to_owned(), 3);

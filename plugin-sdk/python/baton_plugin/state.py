@@ -11,15 +11,17 @@ from ._proto import pb
 CHUNK_SIZE = 1 << 20
 
 
-def chunks(schema_version: int, state: bytes) -> Iterator["pb.StateChunk"]:
-    """Splits `state` into chunks of at most CHUNK_SIZE bytes; the first carries the total
+def chunks(
+    schema_version: int, state: bytes, chunk_size: int = CHUNK_SIZE
+) -> Iterator["pb.StateChunk"]:
+    """Splits `state` into chunks of at most `chunk_size` bytes; the first carries the total
     length, the last the CRC-32 (computed as the chunks go, so the first leaves at once)."""
-    count = max(1, -(-len(state) // CHUNK_SIZE))
+    count = max(1, -(-len(state) // chunk_size))
     view = memoryview(state)
     crc = 0
     for i in range(count):
         last = i + 1 == count
-        data = bytes(view[i * CHUNK_SIZE:(i + 1) * CHUNK_SIZE])
+        data = bytes(view[i * chunk_size:(i + 1) * chunk_size])
         crc = zlib.crc32(data, crc)
         yield pb.StateChunk(
             schema_version=schema_version,

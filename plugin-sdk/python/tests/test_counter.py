@@ -1,10 +1,11 @@
+import json
 import unittest
 
 import grpc
 
 from baton_plugin import PluginError
 
-from support import load_counter
+from support import REPO, load_counter
 
 counter = load_counter()
 
@@ -21,6 +22,12 @@ class StateFormatTest(unittest.TestCase):
     def test_encodes_exactly_as_state_md_says(self):
         self.assertEqual(counter.encode({"b": -2, "a": 1}), A1_BMINUS2)
         self.assertEqual(counter.encode({}), b"BTNC\x00\x00\x00\x00")
+
+    def test_writes_the_shared_counter_state(self):
+        # The same bytes the Rust, Go and TypeScript counters' tests check.
+        doc = json.loads((REPO / "proto" / "testdata" / "state-vectors.json").read_text())
+        (entry,) = [s for s in doc["states"] if s["name"] == "counter: apples=3, pears=2"]
+        self.assertEqual(counter.encode({"pears": 2, "apples": 3}), bytes.fromhex(entry["state"]["hex"]))
 
     def test_sorts_by_key_bytes(self):
         # "Z" (0x5a) < "a" (0x61) < "é" (0xc3 0xa9), whatever order they came in.

@@ -22,6 +22,8 @@ mod operations;
 mod python;
 mod reload;
 mod runtime_files;
+mod sdk_counters;
+mod sdk_ring;
 mod security;
 mod token;
 mod typed;

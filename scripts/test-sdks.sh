@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the Go and TypeScript SDKs' own tests and their counters' (the shared wire vectors
+# included): go test for each Go module, node --test for each npm package. A machine
+# without Go, or without Node.js and npm, skips that half with a line saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v go >/dev/null; then
+    # Each is its own module: the SDK, its stub generator (whose test checks the
+    # committed stubs against the protos), and the Go counter, which imports the SDK
+    # by path as any module on this machine can.
+    for module in plugin-sdk/go plugin-sdk/go/tools/protogen example-plugins/go-counter; do
+        echo "test-sdks.sh: go test in $module" >&2
+        (cd "$module" && go test ./...)
+    done
+else
+    echo "skipped: the Go SDK's tests (go is not installed)" >&2
+fi
+
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    for package in plugin-sdk/node example-plugins/ts-counter; do
+        echo "test-sdks.sh: node --test in $package" >&2
+        (
+            cd "$package"
+            # npm ci only when the lock file changed since the last install.
+            if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+                npm ci --no-audit --no-fund
+            fi
+            npm test
+        )
+    done
+else
+    echo "skipped: the TypeScript SDK's tests (node or npm is not installed)" >&2
+fi
