@@ -191,9 +191,13 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
         eprintln!("baton-bench: scale …");
         scale::run(&bins, mode, one_plugin_rss, &mut rows).await?;
     }
-    let mode_name = if mode == Mode::Quick { "quick" } else { "full" };
-    let json = report::json_line(mode_name, &rows);
-    println!("{}", report::table(&rows));
+    let json = report::json_line(mode, &rows);
+    println!("{}", report::table(mode, &rows));
+    if mode == Mode::Quick {
+        eprintln!(
+            "baton-bench: a quick run is too small to judge speed targets; run without --quick to judge them"
+        );
+    }
     println!("{json}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("bench.json"), format!("{json}\n"))?;
