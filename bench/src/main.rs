@@ -40,7 +40,7 @@ impl Bins {
             Ok(path)
         } else {
             Err(format!(
-                "{} is missing: build it first (cargo build --release -p baton-host -p echo-plugin -p baton-bench)",
+                "{} is missing: build it first (cargo build --release --bins -p baton-host -p echo-plugin -p trigger-plugin -p baton-bench)",
                 path.display()
             )
             .into())
@@ -64,6 +64,8 @@ fn build_siblings(dir: &Path) -> Result<(), Error> {
             "baton-host",
             "-p",
             "echo-plugin",
+            "-p",
+            "trigger-plugin",
             "-p",
             "baton-bench",
             "--manifest-path",
