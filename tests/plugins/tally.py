@@ -52,7 +52,11 @@ class Tally(Plugin):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"tally reads state schema {STATE_SCHEMA}, was given {schema_version}",
             )
-        counts = json.loads(state) if state else {}
+        # Parsed in full before anything changes: a refused state leaves ours untouched.
+        try:
+            counts = json.loads(state)
+        except ValueError as e:
+            raise PluginError(grpc.StatusCode.INVALID_ARGUMENT, f"tally state: {e}") from None
         with self._lock:
             self._counts = counts
 
