@@ -1,24 +1,54 @@
 #!/usr/bin/env bash
-# Builds baton and the example plugins, runs the host with baton.toml, calls the plugins,
-# then replaces the counter's binary and saves the Python counter's script while the host
-# runs: each is handed over to a new process with its counts kept. Ctrl-C stops the host.
+# Builds baton and the example plugins it runs (nothing else), runs the host with
+# baton.toml and calls the plugins. While the host runs, it replaces the counter's binary
+# and saves the Python counter's script: each is handed over to a new process with its
+# counts kept. Then it kills both: the counter (no checkpoints) comes back empty, the
+# Python counter (a checkpoint every 500 ms) with its counts.
+#
+# On a terminal, the host then keeps running until Ctrl-C. With stdin or stdout not a
+# terminal (CI, a pipe, `</dev/null`), the demo stops the host and exits by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+interactive=false
+[ -t 0 ] && [ -t 1 ] && interactive=true
+if $interactive; then
+    echo ">>> demo: builds, shows a live reload and two crashes, then keeps the host running until Ctrl-C" >&2
+else
+    echo ">>> demo: builds, shows a live reload and two crashes, then stops (not on a terminal)" >&2
+fi
 bash plugin-sdk/python/setup-python.sh
-cargo build --workspace --locked
+cargo build --locked --bins -p baton-host -p counter-plugin -p echo-plugin
 # No `rm -f baton.sock`: that would orphan a host already running here. The host itself
 # replaces a stale socket and refuses one a live host still answers on.
 ./target/debug/baton run --config baton.toml &
 host=$!
-trap 'kill -TERM $host 2>/dev/null; wait $host 2>/dev/null' EXIT INT TERM
+stop_host() { kill -TERM $host 2>/dev/null || true; wait $host 2>/dev/null || true; }
+trap stop_host EXIT
+trap 'exit 130' INT TERM
 B=./target/debug/baton
 ctl() { echo "\$ baton ctl $*" >&2; $B ctl --socket baton.sock "$@"; echo; }
 say() { printf '\n>>> %s\n' "$*" >&2; }
 # Columns of `baton ctl status PLUGIN`: PLUGIN STATE GEN PID ...
 generation() { $B ctl --socket baton.sock status "$1" | awk 'NR == 2 {print $3}'; }
+pid() { $B ctl --socket baton.sock status "$1" | awk 'NR == 2 {print $4}'; }
 wait_generation() { # plugin, generation: wait up to 10 s
     for _ in $(seq 200); do [ "$(generation "$1")" = "$2" ] && return 0; sleep 0.05; done
     echo "demo: $1 did not reach generation $2" >&2; return 1
+}
+# Waits (up to 10 s) for a checkpoint of $1 that began after this call, and so holds
+# every answer given before it. `ctl events` lines: UNIX_MS PLUGIN gen=N KIND: MESSAGE,
+# stamped with the moment the checkpoint began.
+wait_checkpoint() {
+    local since ms kind watcher found=false
+    since=$(date +%s%3N)
+    while read -r ms _ _ kind _; do
+        if [ "$kind" = "checkpoint:" ] && [[ $ms =~ ^[0-9]+$ ]] && ((ms >= since)); then
+            found=true; break
+        fi
+    done < <(exec timeout 10 $B ctl --socket baton.sock events "$1")
+    watcher=$!
+    kill "$watcher" 2>/dev/null || true
+    $found || { echo "demo: no checkpoint of $1 within 10 s" >&2; return 1; }
 }
 for _ in $(seq 200); do
     kill -0 $host 2>/dev/null || { echo "demo: the host did not start (see its error above)" >&2; exit 1; }
@@ -43,12 +73,22 @@ say "saving the Python counter's script (as an editor does): live reload"
 before=$(generation pycounter)
 touch example-plugins/python-counter/counter.py
 wait_generation pycounter $((before + 1))
-ctl invoke pycounter get demo
+ctl invoke pycounter incr demo
 
-say "killing the counter process: the host restarts it"
-kill -KILL "$($B ctl --socket baton.sock status counter | awk 'NR == 2 {print $4}')"
-ctl invoke counter incr after-crash
+say "killing the counter process: the host restarts it, but the counter takes no checkpoints, so its counts are lost"
+kill -KILL "$(pid counter)"
+ctl invoke counter get demo
+
+say "killing the Python counter after its next checkpoint: restarted and restored from it, counts kept"
+wait_checkpoint pycounter
+kill -KILL "$(pid pycounter)"
+ctl invoke pycounter get demo
 ctl list
+
+if ! $interactive; then
+    say "not on a terminal: stopping the host"
+    exit 0
+fi
 cat >&2 <<'MSG'
 >>> The host keeps running. In another terminal, try:
       ./target/debug/baton ctl --socket baton.sock events           # live lifecycle events

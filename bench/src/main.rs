@@ -40,7 +40,7 @@ impl Bins {
             Ok(path)
         } else {
             Err(format!(
-                "{} is missing: build it first (cargo build --release -p baton-host -p echo-plugin -p baton-bench)",
+                "{} is missing: build it first (cargo build --release --bins -p baton-host -p echo-plugin -p trigger-plugin -p baton-bench)",
                 path.display()
             )
             .into())
@@ -64,6 +64,8 @@ fn build_siblings(dir: &Path) -> Result<(), Error> {
             "baton-host",
             "-p",
             "echo-plugin",
+            "-p",
+            "trigger-plugin",
             "-p",
             "baton-bench",
             "--manifest-path",
@@ -191,9 +193,13 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
         eprintln!("baton-bench: scale …");
         scale::run(&bins, mode, one_plugin_rss, &mut rows).await?;
     }
-    let mode_name = if mode == Mode::Quick { "quick" } else { "full" };
-    let json = report::json_line(mode_name, &rows);
-    println!("{}", report::table(&rows));
+    let json = report::json_line(mode, &rows);
+    println!("{}", report::table(mode, &rows));
+    if mode == Mode::Quick {
+        eprintln!(
+            "baton-bench: a quick run is too small to judge speed targets; run without --quick to judge them"
+        );
+    }
     println!("{json}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("bench.json"), format!("{json}\n"))?;

@@ -1,4 +1,5 @@
-"""The generated baton.plugin.v1 and baton.host.v1 (host.proto) stubs (see ../generate.py).
+"""The generated baton.plugin.v1 and baton.host.v1 (host.proto) stubs (see ../generate.py,
+run by setup-python.sh in a checkout and by setup.py when the package is built).
 
 protoc's Python output imports its siblings as `baton.plugin.v1.*`, after the proto
 package, so the generated tree's root has to be on sys.path for them to load.
@@ -14,8 +15,9 @@ if not all(
     for package, name in (("plugin", "plugin"), ("host", "host"))
 ):
     raise ImportError(
-        f"the baton gRPC stubs are not generated in {_GEN}: "
-        "run plugin-sdk/python/setup-python.sh (or generate.py with grpcio-tools installed)"
+        f"the baton gRPC stubs are not in {_GEN}: in a baton checkout, run "
+        "plugin-sdk/python/setup-python.sh (or generate.py with grpcio-tools installed); "
+        "an installed package makes them when it is built, so reinstall it with pip"
     )
 if str(_GEN) not in sys.path:
     sys.path.insert(0, str(_GEN))

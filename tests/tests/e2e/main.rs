@@ -20,6 +20,7 @@ mod message_limits;
 mod metrics;
 mod operations;
 mod python;
+mod python_package;
 mod reload;
 mod runtime_files;
 mod sdk_counters;
