@@ -1,0 +1,95 @@
+//! `tsdb.toml`: where the database listens and keeps its files, which baton config runs
+//! its plugins, and the triggers that connect the two.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP API's address (loopback by default).
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// Where the databases' SQLite files live, relative to this file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The baton config that runs the plugins (`[plugins.NAME]` tables), relative to
+    /// this file.
+    pub plugins: PathBuf,
+    /// The triggers.
+    #[serde(default)]
+    pub triggers: Vec<TriggerConfig>,
+}
+
+/// One trigger: when it fires, which plugin it calls, and what a failure does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Unique; shown in the status and passed to the plugin.
+    pub name: String,
+    /// The plugin (a name in the plugins' baton config).
+    pub plugin: String,
+    /// `table:NAME`, `all_tables`, `every:10s` (s, m, h, ms), `cron:SEC MIN HOUR DAY
+    /// MONTH WEEKDAY`, or `request:PATH` (served at /api/v3/engine/PATH).
+    pub on: String,
+    /// The database it watches and its plugin works in.
+    pub database: String,
+    /// `log` (the default), `retry` (a few times, with backoff, then log) or
+    /// `disable` (until enabled again through the HTTP API).
+    #[serde(default)]
+    pub error_policy: ErrorPolicy,
+    /// Passed to the plugin with every call.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+}
+
+/// What a failed trigger call does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorPolicy {
+    #[default]
+    Log,
+    Retry,
+    Disable,
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8181))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+impl Config {
+    /// Reads and checks `path`; errors name the file and what is wrong.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data_dir = base.join(&config.data_dir);
+        config.plugins = base.join(&config.plugins);
+        let mut names = std::collections::HashSet::new();
+        for t in &config.triggers {
+            if !names.insert(&t.name) {
+                return Err(format!(
+                    "{}: two triggers are named {:?}",
+                    path.display(),
+                    t.name
+                ));
+            }
+            crate::triggers::Spec::parse(&t.on)
+                .map_err(|e| format!("{}: trigger {:?}: `on`: {e}", path.display(), t.name))?;
+            crate::storage::check_database_name(&t.database).map_err(|e| {
+                format!("{}: trigger {:?}: `database`: {e}", path.display(), t.name)
+            })?;
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,22 @@
+//! tsdb: a small time-series database that embeds baton as its processing engine. Data
+//! comes in as InfluxDB line protocol over HTTP and lives in SQLite; triggers call
+//! plugins (any language, reloaded live with their state) on writes, on schedules and
+//! on HTTP requests, through the typed API in `proto/tsdb/engine/v1/engine.proto`; and
+//! plugins query and write the database back through the same API.
+
+pub mod config;
+pub mod host_api;
+pub mod http;
+pub mod line_protocol;
+pub mod storage;
+pub mod triggers;
+
+/// The plugin API, generated from `engine.proto`.
+pub mod api {
+    tonic::include_proto!("tsdb.engine.v1");
+}
+
+/// The API's encoded descriptors: for plugins' reflection, and for the host to check a
+/// new plugin build against (`api_descriptors`).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/engine_descriptor.bin"));

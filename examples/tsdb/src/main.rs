@@ -1,0 +1,142 @@
+//! `tsdb --config tsdb.toml [--dev]`: the database, its HTTP API and its processing
+//! engine (baton, linked as a library). `--dev` runs the plugins in baton's dev mode:
+//! a plugin reloads, state kept, whenever its file changes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use baton_host::{HostBuilder, Mode};
+use tsdb::api::database_server::DatabaseServer;
+use tsdb::config::Config;
+use tsdb::host_api::HostApi;
+use tsdb::storage::Storage;
+use tsdb::triggers::Engine;
+
+/// A config the database cannot use (EX_USAGE, as baton's own).
+const EXIT_CONFIG: u8 = 64;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: tsdb --config tsdb.toml [--dev]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (mut config, mut dev) = (None, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => config = args.next().map(PathBuf::from),
+            "--dev" => dev = true,
+            _ => return usage(),
+        }
+    }
+    let Some(config) = config else {
+        return usage();
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TSDB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tsdb: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config, dev))
+}
+
+async fn run(path: PathBuf, dev: bool) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut plugins = match baton_host::Config::load(&config.plugins) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if dev {
+        plugins.mode = Mode::Dev;
+    }
+    let storage = match Storage::new(&config.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot use {}: {e}", config.data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tsdb::http::bind(config.http).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {} (`http`): {e}", config.http);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let engine_cell: Arc<OnceLock<Arc<Engine>>> = Arc::default();
+    let api = HostApi {
+        storage: storage.clone(),
+        engine: engine_cell.clone(),
+    };
+    let host = match HostBuilder::new(&plugins)
+        .with_service(DatabaseServer::new(api))
+        .start()
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: the processing engine did not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = match Engine::start(&config.triggers, &host) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            host.shutdown().await;
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _ = engine_cell.set(engine.clone());
+    let addr = listener.local_addr().map_or(config.http, |a| a);
+    tracing::info!(
+        "tsdb: serving http://{addr} ({} triggers, {} plugins{})",
+        config.triggers.len(),
+        host.plugins().len(),
+        if dev { ", dev mode" } else { "" }
+    );
+    let server = tokio::spawn(tsdb::http::serve(
+        listener,
+        tsdb::http::Api { storage, engine },
+    ));
+    wait_for_stop().await;
+    tracing::info!("tsdb: stopping");
+    server.abort();
+    host.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

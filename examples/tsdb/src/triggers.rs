@@ -1,0 +1,419 @@
+//! The processing engine: triggers that call plugins on writes, on schedules and on
+//! HTTP requests, through the plugins' typed `Trigger` service (baton's
+//! `PluginHandle::channel`, so a call waits out a reload or a restart instead of
+//! failing), each with its error policy and a status the HTTP API shows.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use baton_host::{Host, PluginHandle};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::api::trigger_client::TriggerClient;
+use crate::api::{HttpRequest, HttpResponse, ScheduledCall, TableBatch, WriteBatch};
+use crate::config::{ErrorPolicy, TriggerConfig};
+
+/// Write batches waiting for one trigger; past this, batches are dropped and counted.
+const QUEUE: usize = 1024;
+/// Attempts of a call under the `retry` policy.
+const ATTEMPTS: u32 = 4;
+
+/// When a trigger fires.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    Table(String),
+    AllTables,
+    Every(Duration),
+    Cron(Box<cron::Schedule>),
+    Request(String),
+}
+
+impl Spec {
+    /// From the config's `on`; the error says what is accepted.
+    pub fn parse(on: &str) -> Result<Self, String> {
+        let (kind, rest) = on.split_once(':').unwrap_or((on, ""));
+        match kind {
+            "all_tables" if rest.is_empty() => Ok(Self::AllTables),
+            "table" if !rest.is_empty() => Ok(Self::Table(rest.to_owned())),
+            "every" => parse_every(rest).map(Self::Every),
+            "cron" => cron::Schedule::from_str(rest)
+                .map(|s| Self::Cron(Box::new(s)))
+                .map_err(|e| {
+                    format!(
+                        "{rest:?} is not a cron expression (SEC MIN HOUR DAY MONTH WEEKDAY): {e}"
+                    )
+                }),
+            "request" if !rest.is_empty() && !rest.starts_with('/') => {
+                Ok(Self::Request(rest.to_owned()))
+            }
+            _ => Err(format!(
+                "{on:?} is not a trigger: use table:NAME, all_tables, every:10s, cron:EXPR or request:PATH"
+            )),
+        }
+    }
+
+    fn fires_on_writes(&self) -> bool {
+        matches!(self, Self::Table(_) | Self::AllTables)
+    }
+}
+
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not an interval such as 10s, 5m, 1h or 500ms"))?;
+    let every = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    if every < Duration::from_millis(100) {
+        return Err(format!("{text:?} is too often (at least 100ms)"));
+    }
+    Ok(every)
+}
+
+/// What the status shows of one trigger.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TriggerStatus {
+    pub name: String,
+    pub plugin: String,
+    pub on: String,
+    pub database: String,
+    pub error_policy: String,
+    pub enabled: bool,
+    pub calls: u64,
+    pub errors: u64,
+    /// Write batches dropped because the trigger's queue was full.
+    pub dropped: u64,
+    pub last_error: Option<String>,
+    pub last_error_unix_ms: Option<u64>,
+    pub last_message: Option<String>,
+    /// The plugin as baton sees it: state, generation, and its last error (a start
+    /// that failed, a reload rolled back: where a syntax error in the plugin shows).
+    pub plugin_state: String,
+    pub plugin_generation: u64,
+    pub plugin_last_error: Option<String>,
+}
+
+/// One configured trigger.
+pub struct Trigger {
+    config: TriggerConfig,
+    spec: Spec,
+    plugin: PluginHandle,
+    status: Mutex<TriggerStatus>,
+    queue: Option<mpsc::Sender<WriteBatch>>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Trigger {
+    fn client(&self) -> TriggerClient<baton_host::PluginChannel> {
+        TriggerClient::new(self.plugin.channel())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut TriggerStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn enabled(&self) -> bool {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .enabled
+    }
+
+    /// Runs `call` under the trigger's error policy; the outcome is in its status.
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        if !self.enabled() {
+            return Err(Status::failed_precondition(format!(
+                "trigger {} is disabled after an error; enable it with POST /api/v3/configure/processing_engine_trigger/enable?trigger_name={}",
+                self.config.name, self.config.name
+            )));
+        }
+        let attempts = match self.config.error_policy {
+            ErrorPolicy::Retry => ATTEMPTS,
+            ErrorPolicy::Log | ErrorPolicy::Disable => 1,
+        };
+        let mut outcome = call().await;
+        for attempt in 1..attempts {
+            if outcome.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            outcome = call().await;
+        }
+        self.update(|s| s.calls += 1);
+        if let Err(status) = &outcome {
+            let error = format!("{:?}: {}", status.code(), status.message());
+            let disable = self.config.error_policy == ErrorPolicy::Disable;
+            self.update(|s| {
+                s.errors += 1;
+                s.last_error = Some(error.clone());
+                s.last_error_unix_ms = Some(unix_ms(SystemTime::now()));
+                if disable {
+                    s.enabled = false;
+                }
+            });
+            if disable {
+                tracing::error!(trigger = %self.config.name, "{error}; the trigger is disabled until enabled again");
+            } else {
+                tracing::warn!(trigger = %self.config.name, "{error}");
+            }
+        }
+        outcome
+    }
+
+    fn note(&self, message: String) {
+        if !message.is_empty() {
+            self.update(|s| s.last_message = Some(message));
+        }
+    }
+}
+
+/// Every trigger of the database.
+pub struct Engine {
+    triggers: Vec<Arc<Trigger>>,
+}
+
+impl Engine {
+    /// Starts the triggers of `configs` on `host`'s plugins: a worker per write
+    /// trigger, a timer per schedule.
+    pub fn start(configs: &[TriggerConfig], host: &Host) -> Result<Arc<Self>, String> {
+        let mut triggers = Vec::new();
+        for config in configs {
+            let spec = Spec::parse(&config.on)?;
+            let plugin = host.plugin(&config.plugin).ok_or_else(|| {
+                format!(
+                    "trigger {:?}: no plugin named {:?} in the plugins' config",
+                    config.name, config.plugin
+                )
+            })?;
+            let (queue, batches) = if spec.fires_on_writes() {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            let trigger = Arc::new(Trigger {
+                status: Mutex::new(TriggerStatus {
+                    name: config.name.clone(),
+                    plugin: config.plugin.clone(),
+                    on: config.on.clone(),
+                    database: config.database.clone(),
+                    error_policy: format!("{:?}", config.error_policy).to_lowercase(),
+                    enabled: true,
+                    ..TriggerStatus::default()
+                }),
+                config: config.clone(),
+                spec: spec.clone(),
+                plugin,
+                queue,
+            });
+            if let Some(batches) = batches {
+                tokio::spawn(on_writes(trigger.clone(), batches));
+            }
+            match &spec {
+                Spec::Every(every) => {
+                    tokio::spawn(every_interval(trigger.clone(), *every));
+                }
+                Spec::Cron(schedule) => {
+                    tokio::spawn(on_cron(trigger.clone(), schedule.as_ref().clone()));
+                }
+                _ => {}
+            }
+            triggers.push(trigger);
+        }
+        Ok(Arc::new(Self { triggers }))
+    }
+
+    /// A write landed in `database`: each write trigger there whose tables it touched
+    /// gets the rows (in order, through its queue); `by_plugin` names a plugin that
+    /// wrote, whose own triggers are not fired by its writes (no feedback loops).
+    pub fn written(
+        &self,
+        database: &str,
+        tables: &BTreeMap<String, Vec<crate::api::Point>>,
+        by_plugin: Option<&str>,
+    ) {
+        for trigger in &self.triggers {
+            let Some(queue) = &trigger.queue else {
+                continue;
+            };
+            if trigger.config.database != database
+                || by_plugin == Some(trigger.config.plugin.as_str())
+                || !trigger.enabled()
+            {
+                continue;
+            }
+            let tables: Vec<TableBatch> = tables
+                .iter()
+                .filter(|(table, _)| match &trigger.spec {
+                    Spec::Table(wanted) => wanted == *table,
+                    _ => true,
+                })
+                .map(|(table, points)| TableBatch {
+                    table: table.clone(),
+                    points: points.clone(),
+                })
+                .collect();
+            if tables.is_empty() {
+                continue;
+            }
+            let batch = WriteBatch {
+                trigger: trigger.config.name.clone(),
+                args: trigger.config.args.clone().into_iter().collect(),
+                database: database.to_owned(),
+                tables,
+            };
+            if queue.try_send(batch).is_err() {
+                trigger.update(|s| s.dropped += 1);
+                tracing::warn!(trigger = %trigger.config.name, "a write batch was dropped: the trigger's queue is full");
+            }
+        }
+    }
+
+    /// The request trigger serving `path`, called with `request`.
+    pub async fn request(
+        &self,
+        path: &str,
+        mut request: HttpRequest,
+    ) -> Option<Result<HttpResponse, Status>> {
+        let trigger = self
+            .triggers
+            .iter()
+            .find(|t| matches!(&t.spec, Spec::Request(p) if p == path))?;
+        request.trigger = trigger.config.name.clone();
+        request.args = trigger.config.args.clone().into_iter().collect();
+        request.database = trigger.config.database.clone();
+        let outcome = trigger
+            .run(|| {
+                let (mut client, request) = (trigger.client(), request.clone());
+                async move {
+                    client
+                        .on_request(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await;
+        Some(outcome)
+    }
+
+    /// Every trigger's status, with its plugin's.
+    pub fn status(&self) -> Vec<TriggerStatus> {
+        self.triggers
+            .iter()
+            .map(|t| {
+                let mut status = t.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let plugin = t.plugin.status();
+                status.plugin_state = format!("{:?}", plugin.state).to_lowercase();
+                status.plugin_generation = plugin.generation;
+                status.plugin_last_error = plugin.last_error;
+                status
+            })
+            .collect()
+    }
+
+    /// Enables (or disables) trigger `name`; false if there is none.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> bool {
+        let Some(trigger) = self.triggers.iter().find(|t| t.config.name == name) else {
+            return false;
+        };
+        trigger.update(|s| s.enabled = enabled);
+        true
+    }
+
+    /// The databases plugin `plugin` works in (those of its triggers).
+    pub fn databases_of(&self, plugin: &str) -> HashSet<String> {
+        self.triggers
+            .iter()
+            .filter(|t| t.config.plugin == plugin)
+            .map(|t| t.config.database.clone())
+            .collect()
+    }
+}
+
+async fn on_writes(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<WriteBatch>) {
+    while let Some(batch) = batches.recv().await {
+        let outcome = trigger
+            .run(|| {
+                let (mut client, batch) = (trigger.client(), batch.clone());
+                async move {
+                    client
+                        .on_write(batch)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await;
+        if let Ok(result) = outcome {
+            trigger.note(result.message);
+        }
+    }
+}
+
+async fn every_interval(trigger: Arc<Trigger>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        scheduled(&trigger, SystemTime::now()).await;
+    }
+}
+
+async fn on_cron(trigger: Arc<Trigger>, schedule: cron::Schedule) {
+    loop {
+        let Some(next) = schedule.upcoming(chrono::Utc).next() else {
+            return;
+        };
+        let wait = (next - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        scheduled(&trigger, SystemTime::now()).await;
+    }
+}
+
+async fn scheduled(trigger: &Trigger, at: SystemTime) {
+    if !trigger.enabled() {
+        return;
+    }
+    let call = ScheduledCall {
+        trigger: trigger.config.name.clone(),
+        args: trigger.config.args.clone().into_iter().collect(),
+        database: trigger.config.database.clone(),
+        call_time_ns: at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+    };
+    let outcome = trigger
+        .run(|| {
+            let (mut client, call) = (trigger.client(), call.clone());
+            async move {
+                client
+                    .on_schedule(call)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await;
+    if let Ok(result) = outcome {
+        trigger.note(result.message);
+    }
+}
