@@ -1,8 +1,11 @@
 //! The threshold alerter, a tsdb plugin (on write): for each point whose field crosses
 //! the trigger's threshold upward, it writes a row to the `alerts` table and logs it.
-//! Its state — the last value of each series and the count of alerts — moves to the new
-//! process at every reload, so a reload never re-raises or forgets an alert. The state
-//! is JSON (`{"alerts":N,"last":{SERIES:VALUE}}`), as the Python alerter's.
+//! Its state — the last value of each series, the count of alerts and of points seen,
+//! and each trigger's last batch — moves to the new process at every reload, so a reload
+//! never re-raises or forgets an alert; batches it has already are ignored, so one sent
+//! again after a crash counts once. The state is JSON
+//! (`{"alerts":N,"last":{SERIES:VALUE},"points":N,"positions":{TRIGGER:SEQ}}`), as the
+//! Python alerter's.
 //!
 //! Trigger args: `field` (default `value`), `threshold` (default 90), `fail` (`always`:
 //! every call fails, to see a trigger's error policy at work).
@@ -18,13 +21,18 @@ use tonic::{Request, Response};
 use tsdb::api::database_client::DatabaseClient;
 use tsdb::api::trigger_server::{Trigger, TriggerServer};
 use tsdb::api::{
-    HttpRequest, HttpResponse, ScheduledCall, TriggerResult, WriteBatch, WriteRequest, value,
+    HttpRequest, HttpResponse, PositionRequest, PositionResponse, ScheduledCall, TriggerResult,
+    WriteBatch, WriteRequest, value,
 };
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct State {
     alerts: u64,
     last: BTreeMap<String, f64>,
+    #[serde(default)]
+    points: u64,
+    #[serde(default)]
+    positions: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -107,6 +115,15 @@ impl Trigger for Shared {
         let mut lines = Vec::new();
         {
             let mut state = self.state();
+            let position = state.positions.entry(batch.trigger.clone()).or_default();
+            if batch.sequence != 0 && batch.sequence <= *position {
+                // Had it already: sent again after a crash.
+                let (alerts, points) = (state.alerts, state.points);
+                return Ok(Response::new(TriggerResult {
+                    message: format!("{alerts} alert(s) so far, {points} points"),
+                }));
+            }
+            *position = batch.sequence;
             for table in &batch.tables {
                 for point in &table.points {
                     let value = match point.fields.get(field).and_then(|v| v.kind.clone()) {
@@ -115,6 +132,7 @@ impl Trigger for Shared {
                         Some(value::Kind::Unsigned(u)) => u as f64,
                         _ => continue,
                     };
+                    state.points += 1;
                     let tags: BTreeMap<_, _> = point.tags.iter().collect();
                     let mut series = table.table.clone();
                     for (k, v) in tags {
@@ -149,10 +167,26 @@ impl Trigger for Shared {
                 )
                 .await;
         }
-        let alerts = self.state().alerts;
+        let (alerts, points) = {
+            let state = self.state();
+            (state.alerts, state.points)
+        };
         Ok(Response::new(TriggerResult {
-            message: format!("{alerts} alert(s) so far"),
+            message: format!("{alerts} alert(s) so far, {points} points"),
         }))
+    }
+
+    async fn position(
+        &self,
+        r: Request<PositionRequest>,
+    ) -> Result<Response<PositionResponse>, Status> {
+        let sequence = self
+            .state()
+            .positions
+            .get(&r.get_ref().trigger)
+            .copied()
+            .unwrap_or(0);
+        Ok(Response::new(PositionResponse { sequence }))
     }
 
     async fn on_schedule(

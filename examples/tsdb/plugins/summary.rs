@@ -12,7 +12,8 @@ use tonic::{Request, Response};
 use tsdb::api::database_client::DatabaseClient;
 use tsdb::api::trigger_server::{Trigger, TriggerServer};
 use tsdb::api::{
-    HttpRequest, HttpResponse, QueryRequest, ScheduledCall, TriggerResult, WriteBatch, value,
+    HttpRequest, HttpResponse, PositionRequest, PositionResponse, QueryRequest, ScheduledCall,
+    TriggerResult, WriteBatch, value,
 };
 
 #[derive(Clone, Default)]
@@ -101,6 +102,13 @@ impl Trigger for Summary {
         _: Request<ScheduledCall>,
     ) -> Result<Response<TriggerResult>, Status> {
         Err(Status::unimplemented("the summary answers HTTP requests"))
+    }
+
+    async fn position(
+        &self,
+        _: Request<PositionRequest>,
+    ) -> Result<Response<PositionResponse>, Status> {
+        Err(Status::unimplemented("the summary takes no write batches"))
     }
 }
 

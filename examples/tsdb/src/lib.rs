@@ -5,6 +5,7 @@
 //! plugins query and write the database back through the same API.
 
 pub mod config;
+mod delivery;
 pub mod host_api;
 pub mod http;
 pub mod line_protocol;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use baton_host::{Host, PluginHandle};
 use tokio::sync::mpsc;
@@ -94,6 +94,12 @@ pub struct TriggerStatus {
     pub errors: u64,
     /// Write batches dropped because the trigger's queue was full.
     pub dropped: u64,
+    /// Batches sent again after the plugin came back with an older state (a crash
+    /// and a restart from its last checkpoint), the latest last.
+    pub replays: Vec<String>,
+    /// From a write accepted to the plugin's answer, over the last 4096 batches.
+    pub latency_p50_us: Option<u64>,
+    pub latency_p99_us: Option<u64>,
     pub last_error: Option<String>,
     pub last_error_unix_ms: Option<u64>,
     pub last_message: Option<String>,
@@ -106,11 +112,17 @@ pub struct TriggerStatus {
 
 /// One configured trigger.
 pub struct Trigger {
-    config: TriggerConfig,
+    pub(crate) config: TriggerConfig,
     spec: Spec,
-    plugin: PluginHandle,
+    pub(crate) plugin: PluginHandle,
     status: Mutex<TriggerStatus>,
-    queue: Option<mpsc::Sender<WriteBatch>>,
+    /// Write batches on their way to the plugin, with when each write was accepted.
+    queue: Option<mpsc::Sender<(WriteBatch, Instant)>>,
+    /// The last sequence number given to a write batch; held while one is queued, so
+    /// that the queue's order is the numbers' order.
+    sequence: Mutex<u64>,
+    /// Recent write-to-answer latencies, in µs.
+    latencies: Mutex<std::collections::VecDeque<u64>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -119,15 +131,58 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Trigger {
-    fn client(&self) -> TriggerClient<baton_host::PluginChannel> {
+    pub(crate) fn client(&self) -> TriggerClient<baton_host::PluginChannel> {
         TriggerClient::new(self.plugin.channel())
     }
 
-    fn update(&self, f: impl FnOnce(&mut TriggerStatus)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut TriggerStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    fn enabled(&self) -> bool {
+    /// Records one write batch answered, `latency` after its write was accepted.
+    pub(crate) fn answered(&self, message: String, latency: Duration) {
+        let mut recent = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == 4096 {
+            recent.pop_front();
+        }
+        recent.push_back(latency.as_micros() as u64);
+        let mut sorted: Vec<u64> = recent.iter().copied().collect();
+        drop(recent);
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let (p50, p99) = (at(0.5), at(0.99));
+        self.update(|s| {
+            s.calls += 1;
+            s.latency_p50_us = Some(p50);
+            s.latency_p99_us = Some(p99);
+            if !message.is_empty() {
+                s.last_message = Some(message);
+            }
+        });
+    }
+
+    /// What a call that failed for good does, by the trigger's error policy: counted
+    /// and logged, and under `disable`, the trigger stops.
+    pub(crate) fn failed(&self, status: &Status) {
+        let error = format!("{:?}: {}", status.code(), status.message());
+        let disable = self.config.error_policy == ErrorPolicy::Disable;
+        self.update(|s| {
+            s.calls += 1;
+            s.errors += 1;
+            s.last_error = Some(error.clone());
+            s.last_error_unix_ms = Some(unix_ms(SystemTime::now()));
+            if disable {
+                s.enabled = false;
+            }
+        });
+        if disable {
+            tracing::error!(trigger = %self.config.name, "{error}; the trigger is disabled until enabled again");
+        } else {
+            tracing::warn!(trigger = %self.config.name, "{error}");
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
         self.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -158,28 +213,14 @@ impl Trigger {
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             outcome = call().await;
         }
-        self.update(|s| s.calls += 1);
-        if let Err(status) = &outcome {
-            let error = format!("{:?}: {}", status.code(), status.message());
-            let disable = self.config.error_policy == ErrorPolicy::Disable;
-            self.update(|s| {
-                s.errors += 1;
-                s.last_error = Some(error.clone());
-                s.last_error_unix_ms = Some(unix_ms(SystemTime::now()));
-                if disable {
-                    s.enabled = false;
-                }
-            });
-            if disable {
-                tracing::error!(trigger = %self.config.name, "{error}; the trigger is disabled until enabled again");
-            } else {
-                tracing::warn!(trigger = %self.config.name, "{error}");
-            }
+        match &outcome {
+            Ok(_) => self.update(|s| s.calls += 1),
+            Err(status) => self.failed(status),
         }
         outcome
     }
 
-    fn note(&self, message: String) {
+    pub(crate) fn note(&self, message: String) {
         if !message.is_empty() {
             self.update(|s| s.last_message = Some(message));
         }
@@ -224,9 +265,11 @@ impl Engine {
                 spec: spec.clone(),
                 plugin,
                 queue,
+                sequence: Mutex::new(0),
+                latencies: Mutex::default(),
             });
             if let Some(batches) = batches {
-                tokio::spawn(on_writes(trigger.clone(), batches));
+                tokio::spawn(crate::delivery::deliver(trigger.clone(), batches));
             }
             match &spec {
                 Spec::Every(every) => {
@@ -275,13 +318,18 @@ impl Engine {
             if tables.is_empty() {
                 continue;
             }
+            let mut sequence = trigger.sequence.lock().unwrap_or_else(|p| p.into_inner());
             let batch = WriteBatch {
                 trigger: trigger.config.name.clone(),
                 args: trigger.config.args.clone().into_iter().collect(),
                 database: database.to_owned(),
                 tables,
+                sequence: *sequence + 1,
             };
-            if queue.try_send(batch).is_err() {
+            if queue.try_send((batch, Instant::now())).is_ok() {
+                *sequence += 1;
+            } else {
+                drop(sequence);
                 trigger.update(|s| s.dropped += 1);
                 tracing::warn!(trigger = %trigger.config.name, "a write batch was dropped: the trigger's queue is full");
             }
@@ -346,25 +394,6 @@ impl Engine {
             .filter(|t| t.config.plugin == plugin)
             .map(|t| t.config.database.clone())
             .collect()
-    }
-}
-
-async fn on_writes(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<WriteBatch>) {
-    while let Some(batch) = batches.recv().await {
-        let outcome = trigger
-            .run(|| {
-                let (mut client, batch) = (trigger.client(), batch.clone());
-                async move {
-                    client
-                        .on_write(batch)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            })
-            .await;
-        if let Ok(result) = outcome {
-            trigger.note(result.message);
-        }
     }
 }
 

@@ -1,6 +1,8 @@
 """The threshold alerter in Python, a tsdb plugin (on write): the same behaviour and the
 same state format as the Rust one (plugins/alerter.rs), so a reload may swap one for the
-other with the alerts kept. State: JSON {"alerts": N, "last": {SERIES: VALUE}}.
+other with the alerts kept. State: JSON {"alerts": N, "last": {SERIES: VALUE}, "points":
+N, "positions": {TRIGGER: SEQ}}; a batch at or below its trigger's position (sent again
+after a crash) is ignored.
 
 Trigger args: field (default "value"), threshold (default 90), fail ("always": every
 call fails, to see a trigger's error policy at work).
@@ -21,6 +23,8 @@ class Alerter(baton_plugin.Plugin, rpc.TriggerServicer):
         self._lock = threading.Lock()
         self._alerts = 0
         self._last = {}
+        self._points = 0
+        self._positions = {}
 
     def describe(self):
         return baton_plugin.Description("tsdb-alerter", "1-python", state_schema_version=1)
@@ -35,13 +39,21 @@ class Alerter(baton_plugin.Plugin, rpc.TriggerServicer):
 
     def snapshot(self):
         with self._lock:
-            return json.dumps({"alerts": self._alerts, "last": self._last}, sort_keys=True).encode()
+            state = {
+                "alerts": self._alerts,
+                "last": self._last,
+                "points": self._points,
+                "positions": self._positions,
+            }
+            return json.dumps(state, sort_keys=True).encode()
 
     def restore(self, schema_version, state):
         data = json.loads(state)
         with self._lock:
             self._alerts = int(data["alerts"])
             self._last = {k: float(v) for k, v in data["last"].items()}
+            self._points = int(data.get("points", 0))
+            self._positions = {k: int(v) for k, v in data.get("positions", {}).items()}
 
     def OnWrite(self, request, context):
         args = request.args
@@ -51,6 +63,10 @@ class Alerter(baton_plugin.Plugin, rpc.TriggerServicer):
         threshold = float(args.get("threshold", "90"))
         lines = []
         with self._lock:
+            position = self._positions.get(request.trigger, 0)
+            if request.sequence and request.sequence <= position:
+                return pb.TriggerResult(message=f"{self._alerts} alert(s) so far, {self._points} points")
+            self._positions[request.trigger] = request.sequence
             for table in request.tables:
                 for point in table.points:
                     if field not in point.fields:
@@ -58,6 +74,7 @@ class Alerter(baton_plugin.Plugin, rpc.TriggerServicer):
                     value = tsdb_plugin.number(point.fields[field])
                     if value is None:
                         continue
+                    self._points += 1
                     series = table.table + "".join(f",{k}={v}" for k, v in sorted(point.tags.items()))
                     before = self._last.get(series)
                     self._last[series] = value
@@ -68,13 +85,17 @@ class Alerter(baton_plugin.Plugin, rpc.TriggerServicer):
                             f"series={tsdb_plugin.escape(series)} "
                             f"value={value},threshold={threshold} {point.time_ns}"
                         )
-            alerts = self._alerts
+            alerts, points = self._alerts, self._points
         if lines:
             tsdb_plugin.database().Write(
                 pb.WriteRequest(database=request.database, line_protocol="\n".join(lines))
             )
             tsdb_plugin.host().log("warn", f"{len(lines)} alert(s) raised", trigger=request.trigger)
-        return pb.TriggerResult(message=f"{alerts} alert(s) so far")
+        return pb.TriggerResult(message=f"{alerts} alert(s) so far, {points} points")
+
+    def Position(self, request, context):
+        with self._lock:
+            return pb.PositionResponse(sequence=self._positions.get(request.trigger, 0))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,140 @@
+//! Delivering one write trigger's batches to its plugin: in order, one at a time,
+//! numbered. Through baton's channel a call waits out a reload or a restart, so across
+//! reloads each batch reaches the plugin exactly once. A crash can lose what the plugin
+//! had applied since its last checkpoint: after a failed call, and whenever the plugin
+//! was restarted since the last batch, the database asks the plugin where its state
+//! stands (`Position`) and sends every batch after that again, from the batches it
+//! keeps (the last `KEPT`). The plugin ignores batches it has; so each batch is applied
+//! once, and the ones sent twice are named in the trigger's status.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use crate::api::{PositionRequest, WriteBatch};
+use crate::config::ErrorPolicy;
+use crate::triggers::Trigger;
+
+/// Batches kept after delivery, to send again to a plugin that lost them.
+const KEPT: usize = 4096;
+/// Tries of one batch under the `retry` policy.
+const ATTEMPTS: u32 = 4;
+/// Replays named in the status.
+const REPLAYS_SHOWN: usize = 16;
+
+pub(crate) async fn deliver(
+    trigger: Arc<Trigger>,
+    mut batches: mpsc::Receiver<(WriteBatch, Instant)>,
+) {
+    let mut kept: VecDeque<WriteBatch> = VecDeque::new();
+    let mut pending: VecDeque<(WriteBatch, Instant)> = VecDeque::new();
+    let mut restarts = trigger.plugin.status().restarts;
+    while let Some(next) = batches.recv().await {
+        pending.push_back(next);
+        while let Some((batch, accepted)) = pending.pop_front() {
+            if !trigger.enabled() {
+                continue; // written while the trigger was off: not its business
+            }
+            // Restarted since the last batch: it may have come back from an older state.
+            let now = trigger.plugin.status().restarts;
+            if now != restarts {
+                restarts = now;
+                if resend_lost(&trigger, &mut kept, &mut pending, (batch.clone(), accepted)).await {
+                    continue;
+                }
+            }
+            let mut attempt = 1;
+            loop {
+                match trigger.client().on_write(batch.clone()).await {
+                    Ok(answer) => {
+                        trigger.answered(answer.into_inner().message, accepted.elapsed());
+                        kept.push_back(batch);
+                        if kept.len() > KEPT {
+                            kept.pop_front();
+                        }
+                        break;
+                    }
+                    Err(status) => {
+                        if trigger.config.error_policy != ErrorPolicy::Retry || attempt == ATTEMPTS
+                        {
+                            trigger.failed(&status);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                        attempt += 1;
+                        restarts = trigger.plugin.status().restarts;
+                        if resend_lost(&trigger, &mut kept, &mut pending, (batch.clone(), accepted))
+                            .await
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Asks the plugin where its state stands and, if it lost batches it had been sent,
+/// puts them (and `current`) back in front of `pending`: true then. False when nothing
+/// was lost, or the plugin keeps no position (or cannot say).
+async fn resend_lost(
+    trigger: &Trigger,
+    kept: &mut VecDeque<WriteBatch>,
+    pending: &mut VecDeque<(WriteBatch, Instant)>,
+    current: (WriteBatch, Instant),
+) -> bool {
+    let asked = trigger
+        .client()
+        .position(PositionRequest {
+            trigger: trigger.config.name.clone(),
+        })
+        .await;
+    let position = match asked {
+        Ok(p) => p.into_inner().sequence,
+        Err(s) if s.code() == Code::Unimplemented => return false,
+        Err(s) => {
+            tracing::warn!(trigger = %trigger.config.name, "cannot learn the plugin's position: {}", s.message());
+            return false;
+        }
+    };
+    let lost: Vec<WriteBatch> = kept
+        .iter()
+        .filter(|b| b.sequence > position)
+        .cloned()
+        .collect();
+    if lost.is_empty() {
+        return false;
+    }
+    let (first, last) = (lost[0].sequence, lost[lost.len() - 1].sequence);
+    let gap = kept.front().is_some_and(|b| b.sequence > position + 1);
+    let line = format!(
+        "batches {first}–{last} sent again: the plugin's state stood at batch {position} (it was restarted){}",
+        if gap {
+            format!(
+                "; batches {}–{} are no longer kept and stay lost to it",
+                position + 1,
+                first - 1
+            )
+        } else {
+            String::new()
+        }
+    );
+    tracing::warn!(trigger = %trigger.config.name, "{line}");
+    trigger.update(|s| {
+        s.replays.push(line);
+        if s.replays.len() > REPLAYS_SHOWN {
+            s.replays.remove(0);
+        }
+    });
+    kept.retain(|b| b.sequence <= position);
+    pending.push_front(current);
+    let now = Instant::now();
+    for batch in lost.into_iter().rev() {
+        pending.push_front((batch, now));
+    }
+    true
+}
