@@ -8,7 +8,8 @@
 //! Python alerter's.
 //!
 //! Trigger args: `field` (default `value`), `threshold` (default 90), `fail` (`always`:
-//! every call fails, to see a trigger's error policy at work).
+//! every call fails, to see a trigger's error policy at work), `crash` (`always`: the
+//! process exits on every batch).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,10 @@ impl Plugin for Shared {
 impl Trigger for Shared {
     async fn on_write(&self, r: Request<WriteBatch>) -> Result<Response<TriggerResult>, Status> {
         let batch = r.into_inner();
+        if batch.args.get("crash").map(String::as_str) == Some("always") {
+            // A plugin that dies on every batch: the process exits mid-call.
+            std::process::exit(3);
+        }
         if batch.args.get("fail").map(String::as_str) == Some("always") {
             return Err(Status::internal(
                 "the alerter was told to fail (fail = \"always\")",
@@ -122,6 +127,14 @@ impl Trigger for Shared {
                 return Ok(Response::new(TriggerResult {
                     message: format!("{alerts} alert(s) so far, {points} points"),
                 }));
+            }
+            if *position != 0 && batch.previous != *position {
+                // Batches were lost (a crash since the last checkpoint): say so, so
+                // that the database sends them again.
+                return Err(Status::failed_precondition(format!(
+                    "batch {} follows batch {}, but this state stands at batch {}",
+                    batch.sequence, batch.previous, *position
+                )));
             }
             *position = batch.sequence;
             for table in &batch.tables {

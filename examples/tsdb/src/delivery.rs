@@ -32,9 +32,11 @@ pub(crate) async fn deliver(
     let mut kept: VecDeque<WriteBatch> = VecDeque::new();
     let mut pending: VecDeque<(WriteBatch, Instant)> = VecDeque::new();
     let mut restarts = trigger.plugin.status().restarts;
+    // Where the plugin's state stands, as far as the database knows.
+    let mut last_sent = 0;
     while let Some(next) = batches.recv().await {
         pending.push_back(next);
-        while let Some((batch, accepted)) = pending.pop_front() {
+        while let Some((mut batch, accepted)) = pending.pop_front() {
             if !trigger.enabled() {
                 continue; // written while the trigger was off: not its business
             }
@@ -42,15 +44,21 @@ pub(crate) async fn deliver(
             let now = trigger.plugin.status().restarts;
             if now != restarts {
                 restarts = now;
-                if resend_lost(&trigger, &mut kept, &mut pending, (batch.clone(), accepted)).await {
+                let current = (batch.clone(), accepted);
+                if let Some(position) =
+                    resend_lost(&trigger, &mut kept, &mut pending, current).await
+                {
+                    last_sent = position;
                     continue;
                 }
             }
+            batch.previous = last_sent;
             let mut attempt = 1;
             loop {
                 match trigger.client().on_write(batch.clone()).await {
                     Ok(answer) => {
                         trigger.answered(answer.into_inner().message, accepted.elapsed());
+                        last_sent = batch.sequence;
                         kept.push_back(batch);
                         if kept.len() > KEPT {
                             kept.pop_front();
@@ -66,9 +74,11 @@ pub(crate) async fn deliver(
                         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                         attempt += 1;
                         restarts = trigger.plugin.status().restarts;
-                        if resend_lost(&trigger, &mut kept, &mut pending, (batch.clone(), accepted))
-                            .await
+                        let current = (batch.clone(), accepted);
+                        if let Some(position) =
+                            resend_lost(&trigger, &mut kept, &mut pending, current).await
                         {
+                            last_sent = position;
                             break;
                         }
                     }
@@ -78,15 +88,16 @@ pub(crate) async fn deliver(
     }
 }
 
-/// Asks the plugin where its state stands and, if it lost batches it had been sent,
-/// puts them (and `current`) back in front of `pending`: true then. False when nothing
-/// was lost, or the plugin keeps no position (or cannot say).
+/// Asks the plugin where its state stands and, if that is behind what the database
+/// sent it, puts the batches it lost that are still kept (and `current`) back in front
+/// of `pending`, and returns the position to go on from. `None` when nothing was lost,
+/// or the plugin keeps no position (or cannot say).
 async fn resend_lost(
     trigger: &Trigger,
     kept: &mut VecDeque<WriteBatch>,
     pending: &mut VecDeque<(WriteBatch, Instant)>,
     current: (WriteBatch, Instant),
-) -> bool {
+) -> Option<u64> {
     let asked = trigger
         .client()
         .position(PositionRequest {
@@ -95,10 +106,10 @@ async fn resend_lost(
         .await;
     let position = match asked {
         Ok(p) => p.into_inner().sequence,
-        Err(s) if s.code() == Code::Unimplemented => return false,
+        Err(s) if s.code() == Code::Unimplemented => return None,
         Err(s) => {
             tracing::warn!(trigger = %trigger.config.name, "cannot learn the plugin's position: {}", s.message());
-            return false;
+            return None;
         }
     };
     let lost: Vec<WriteBatch> = kept
@@ -106,23 +117,24 @@ async fn resend_lost(
         .filter(|b| b.sequence > position)
         .cloned()
         .collect();
-    if lost.is_empty() {
-        return false;
+    let resumes_at = lost.first().map_or(current.0.sequence, |b| b.sequence);
+    if lost.is_empty() && position + 1 >= resumes_at {
+        return None;
     }
-    let (first, last) = (lost[0].sequence, lost[lost.len() - 1].sequence);
-    let gap = kept.front().is_some_and(|b| b.sequence > position + 1);
-    let line = format!(
-        "batches {first}–{last} sent again: the plugin's state stood at batch {position} (it was restarted){}",
-        if gap {
-            format!(
-                "; batches {}–{} are no longer kept and stay lost to it",
-                position + 1,
-                first - 1
-            )
-        } else {
-            String::new()
-        }
-    );
+    let mut line = match (lost.first(), lost.last()) {
+        (Some(first), Some(last)) => format!(
+            "batches {}–{} sent again: the plugin's state stood at batch {position} (it was restarted)",
+            first.sequence, last.sequence
+        ),
+        _ => format!("the plugin's state stood at batch {position} (it was restarted)"),
+    };
+    if position + 1 < resumes_at {
+        line.push_str(&format!(
+            "; batches {}–{} are no longer kept and stay lost to it",
+            position + 1,
+            resumes_at - 1
+        ));
+    }
     tracing::warn!(trigger = %trigger.config.name, "{line}");
     trigger.update(|s| {
         s.replays.push(line);
@@ -136,5 +148,6 @@ async fn resend_lost(
     for batch in lost.into_iter().rev() {
         pending.push_front((batch, now));
     }
-    true
+    // Past a gap the database cannot fill, the plugin goes on from the next batch.
+    Some(position.max(resumes_at.saturating_sub(1)))
 }

@@ -107,6 +107,7 @@ pub struct TriggerStatus {
     /// that failed, a reload rolled back: where a syntax error in the plugin shows).
     pub plugin_state: String,
     pub plugin_generation: u64,
+    pub plugin_pid: Option<u32>,
     pub plugin_last_error: Option<String>,
 }
 
@@ -325,6 +326,7 @@ impl Engine {
                 database: database.to_owned(),
                 tables,
                 sequence: *sequence + 1,
+                previous: 0,
             };
             if queue.try_send((batch, Instant::now())).is_ok() {
                 *sequence += 1;
@@ -372,6 +374,7 @@ impl Engine {
                 let plugin = t.plugin.status();
                 status.plugin_state = format!("{:?}", plugin.state).to_lowercase();
                 status.plugin_generation = plugin.generation;
+                status.plugin_pid = plugin.pid;
                 status.plugin_last_error = plugin.last_error;
                 status
             })

@@ -66,6 +66,14 @@ class Alerter(baton_plugin.Plugin, rpc.TriggerServicer):
             position = self._positions.get(request.trigger, 0)
             if request.sequence and request.sequence <= position:
                 return pb.TriggerResult(message=f"{self._alerts} alert(s) so far, {self._points} points")
+            if position and request.previous != position:
+                # Batches were lost (a crash since the last checkpoint): say so, so that
+                # the database sends them again.
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"batch {request.sequence} follows batch {request.previous}, "
+                    f"but this state stands at batch {position}",
+                )
             self._positions[request.trigger] = request.sequence
             for table in request.tables:
                 for point in table.points:

@@ -4,7 +4,8 @@ that have ended since it last ran. Where it got to is kept in the host's key-val
 (the plugins' cache), so it survives reloads and crashes without a state of its own.
 
 Trigger args: source (default "cpu"), target (default SOURCE_1m), field (default
-"value").
+"value"), bucket_seconds (default 60: the minute), grace_ms (default 1000: a bucket is
+taken once it ended this long ago, so that writes stamped just before its end are in).
 """
 
 import re
@@ -15,7 +16,7 @@ from tsdb_plugin import pb, rpc
 
 import baton_plugin
 
-MINUTE_NS = 60 * 1_000_000_000
+SECOND_NS = 1_000_000_000
 NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -35,16 +36,18 @@ class Downsampler(baton_plugin.Plugin, rpc.TriggerServicer):
         for name in (source, target, field):
             if not NAME.match(name):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name!r} is not a table or field name")
+        bucket = int(request.args.get("bucket_seconds", "60")) * SECOND_NS
+        grace = int(request.args.get("grace_ms", "1000")) * 1_000_000
         host = tsdb_plugin.host()
-        key = f"downsampled:{request.database}:{source}"
+        key = f"downsampled:{request.database}:{source}:{target}"
         done = int(host.kv_get(key) or b"0")
-        # Only minutes that have ended: a later point cannot change their mean.
-        until = (request.call_time_ns // MINUTE_NS) * MINUTE_NS
+        # Only buckets that have ended: a later point cannot change their mean.
+        until = ((request.call_time_ns - grace) // bucket) * bucket
         rows = tsdb_plugin.database().Query(
             pb.QueryRequest(
                 database=request.database,
                 sql=(
-                    f"SELECT (time / {MINUTE_NS}) * {MINUTE_NS} AS minute, AVG({field}) AS mean, "
+                    f"SELECT (time / {bucket}) * {bucket} AS minute, AVG({field}) AS mean, "
                     f"COUNT(*) AS points FROM {source} WHERE time >= ?1 AND time < ?2 "
                     f"GROUP BY minute ORDER BY minute"
                 ),

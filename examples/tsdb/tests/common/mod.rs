@@ -1,0 +1,194 @@
+//! What the tsdb end-to-end tests share: a database process on a temp directory, an
+//! HTTP client, and waiting with a deadline.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Polls `check` every 20 ms until it gives a value, or panics naming `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to tsdb");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The rows of `sql`, or `None` while it cannot run (its table not made yet, say).
+pub fn query(addr: SocketAddr, sql: &str) -> Option<serde_json::Value> {
+    let q: String = sql
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'*' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (status, body) = http(
+        addr,
+        "GET",
+        &format!("/api/v3/query_sql?db=metrics&q={q}"),
+        "",
+    );
+    (status == 200).then(|| serde_json::from_str(&body).expect("JSON rows"))
+}
+
+pub fn trigger(addr: SocketAddr, name: &str) -> serde_json::Value {
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/api/v3/configure/processing_engine_trigger",
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+    all.into_iter()
+        .find(|t| t["name"] == name)
+        .expect("the trigger")
+}
+
+/// Writes `path` whole through a rename, as an editor or a deploy would, keeping its
+/// permissions.
+pub fn replace(path: &Path, content: &[u8]) {
+    let temp = path.with_extension("swap");
+    std::fs::write(&temp, content).expect("write");
+    let permissions = std::fs::metadata(path).expect("stat").permissions();
+    std::fs::set_permissions(&temp, permissions).expect("chmod");
+    std::fs::rename(&temp, path).expect("rename");
+}
+
+pub struct Tsdb {
+    pub child: Child,
+    pub log: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Tsdb {
+    fn drop(&mut self) {
+        let _ = nix_kill(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    // SIGTERM to the database stops its plugins with it.
+    Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .map(|_| ())
+}
+
+pub fn start(dir: &Path) -> Tsdb {
+    let log = dir.join("tsdb.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tsdb"))
+        .args(["--dev", "--config"])
+        .arg(dir.join("tsdb.toml"))
+        .env("TSDB_LOG", "info,baton::plugin=info")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.log")).expect("log"))
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start tsdb");
+    let addr = wait_until("tsdb serves HTTP", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let at = text.find("serving http://")? + "serving http://".len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    });
+    Tsdb { child, log, addr }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read a dir") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// What a test's plugins run from: the repository's Python, copies of the Python
+/// plugins (with their stubs) and of the Rust alerter, in the test's directory, so that
+/// a test may edit and replace them.
+pub struct Prepared {
+    pub python: PathBuf,
+    pub py: PathBuf,
+    pub alerter: PathBuf,
+}
+
+/// Prepares `dir`; `None` (with a line saying so) where there is no Python venv.
+pub fn prepare(dir: &Path) -> Option<Prepared> {
+    let python = root().join(".venv/bin/python");
+    if !python.exists() {
+        eprintln!("skipped: no .venv (run plugin-sdk/python/setup-python.sh)");
+        return None;
+    }
+    // The Python plugins, copied so the test may edit them; their stubs made first.
+    let py = dir.join("py");
+    std::fs::create_dir(&py).expect("mkdir");
+    let source = root().join("examples/tsdb/plugins/python");
+    for file in [
+        "gen_stubs.py",
+        "tsdb_plugin.py",
+        "alerter.py",
+        "downsampler.py",
+    ] {
+        std::fs::copy(source.join(file), py.join(file)).expect("copy a plugin file");
+    }
+    let status = Command::new(&python)
+        .arg(source.join("gen_stubs.py"))
+        .status()
+        .expect("generate the stubs");
+    assert!(status.success());
+    copy_dir(&source.join("tsdb_api"), &py.join("tsdb_api"));
+    // The Rust alerter, copied so that replacing it reloads it.
+    let alerter = dir.join("tsdb-alerter");
+    std::fs::copy(env!("CARGO_BIN_EXE_tsdb-alerter"), &alerter).expect("copy the alerter");
+    Some(Prepared {
+        python,
+        py,
+        alerter,
+    })
+}
