@@ -449,3 +449,35 @@ async fn scheduled(trigger: &Trigger, at: SystemTime) {
         trigger.note(result.message);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_specs_and_their_errors() {
+        assert!(matches!(Spec::parse("table:cpu"), Ok(Spec::Table(t)) if t == "cpu"));
+        assert!(matches!(Spec::parse("all_tables"), Ok(Spec::AllTables)));
+        assert!(
+            matches!(Spec::parse("every:10s"), Ok(Spec::Every(d)) if d == Duration::from_secs(10))
+        );
+        assert!(
+            matches!(Spec::parse("every:2m"), Ok(Spec::Every(d)) if d == Duration::from_secs(120))
+        );
+        assert!(matches!(
+            Spec::parse("cron:0 */5 * * * *"),
+            Ok(Spec::Cron(_))
+        ));
+        assert!(matches!(Spec::parse("request:summary"), Ok(Spec::Request(p)) if p == "summary"));
+        for (bad, says) in [
+            ("every:10", "the unit must be"),
+            ("every:5ms", "too often"),
+            ("cron:nope", "not a cron expression"),
+            ("request:/x", "is not a trigger"),
+            ("tables", "is not a trigger"),
+        ] {
+            let err = Spec::parse(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}

@@ -76,6 +76,13 @@ database = "metrics"
 args = { source = "cpu", target = "cpu_1m" }
 
 [[triggers]]
+name = "every_second"
+plugin = "downsampler"
+on = "cron:* * * * * *"
+database = "metrics"
+args = { source = "cpu", target = "cpu_cron" }
+
+[[triggers]]
 name = "summary"
 plugin = "summary"
 on = "request:summary"
@@ -94,11 +101,17 @@ args = { fail = "always" }
     let db = start(dir.path());
     let addr = db.addr;
     for name in ["cpu_alerts", "mem_alerts", "downsample", "summary"] {
-        wait_until(
-            &format!("{name}'s plugin serves"),
-            Duration::from_secs(30),
-            || (trigger(addr, name)["plugin_state"] == "serving").then_some(()),
-        );
+        let mut seen = serde_json::Value::Null;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen["plugin_state"] != "serving" {
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s plugin does not serve: {seen}\n{}",
+                std::fs::read_to_string(&db.log).unwrap_or_default()
+            );
+            seen = trigger(addr, name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     // Line protocol in; a batch with a bad line is refused whole, naming it.
@@ -148,6 +161,12 @@ args = { fail = "always" }
     });
     assert_eq!(downsampled[0]["value"], 72.5, "{downsampled}");
     assert_eq!(downsampled[0]["time"], minute, "{downsampled}");
+
+    // A cron schedule (every second) runs the same plugin with other args.
+    wait_until("the cron trigger ran", Duration::from_secs(15), || {
+        let rows = query(addr, "SELECT * FROM cpu_cron")?;
+        (rows.as_array()?.len() == 1).then_some(())
+    });
 
     // The error policy `disable`: one failure, and the trigger waits to be enabled again.
     assert_eq!(write(&format!("bad value=1 {minute}")).0, 204);

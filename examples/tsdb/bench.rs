@@ -1,0 +1,208 @@
+//! `tsdb-bench [--quick]`: tsdb's ingest throughput with an on-write trigger (the Rust
+//! alerter) beside the same database without it, measured in interleaved rounds in one
+//! run, and the trigger's latency (a write accepted → the plugin answered, from the
+//! trigger's status). Build it in release: `cargo build --release -p baton-tsdb`, then
+//! `./target/release/tsdb-bench`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running tsdb and a kept-alive connection to it.
+struct Db {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &Path, with_trigger: bool) -> Result<Db, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let plugins = format!(
+        "[plugins.alerter]\ncommand = \"{}\"\n",
+        bin.join("tsdb-alerter").display()
+    );
+    let trigger = if with_trigger {
+        "[[triggers]]\nname = \"alerts\"\nplugin = \"alerter\"\non = \"table:cpu\"\ndatabase = \"bench\"\nargs = { threshold = \"90\" }\n"
+    } else {
+        ""
+    };
+    std::fs::write(dir.path().join("plugins.toml"), plugins).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.path().join("tsdb.toml"),
+        format!("http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n{trigger}"),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = dir.path().join("tsdb.log");
+    let child = Command::new(bin.join("tsdb"))
+        .arg("--config")
+        .arg(dir.path().join("tsdb.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.join("tsdb").display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find("serving http://") {
+            let rest = &text[at + "serving http://".len()..];
+            if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
+                break addr;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("tsdb did not start: {text}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Db {
+        child,
+        addr,
+        _dir: dir,
+    })
+}
+
+/// One request on a kept-alive connection; the status and the body.
+fn request(
+    conn: &mut BufReader<TcpStream>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let io = |e: std::io::Error| e.to_string();
+    write!(
+        conn.get_mut(),
+        "{method} {path} HTTP/1.1\r\nhost: tsdb\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(io)?;
+    let mut line = String::new();
+    conn.read_line(&mut line).map_err(io)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))?;
+    let mut length = 0;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).map_err(io)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).map_err(io)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Points per second over `batches` writes of `per_batch` points.
+fn ingest(db: &Db, batches: usize, per_batch: usize, start_n: &mut usize) -> Result<f64, String> {
+    let mut conn = BufReader::new(TcpStream::connect(db.addr).map_err(|e| e.to_string())?);
+    let started = Instant::now();
+    for _ in 0..batches {
+        let mut body = String::with_capacity(per_batch * 40);
+        for _ in 0..per_batch {
+            let n = *start_n;
+            *start_n += 1;
+            body.push_str(&format!(
+                "cpu,host=h{} value={},n={n}i\n",
+                n % 16,
+                (n * 7) % 100
+            ));
+        }
+        let (status, answer) = request(&mut conn, "POST", "/api/v3/write_lp?db=bench", &body)?;
+        if status != 204 {
+            return Err(format!("a write was refused ({status}): {answer}"));
+        }
+    }
+    Ok((batches * per_batch) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn run(quick: bool) -> Result<(), String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .ok_or("no directory for this binary")?
+        .to_owned();
+    let (rounds, batches, per_batch) = if quick { (2, 20, 100) } else { (10, 200, 100) };
+    let plain = start(&bin, false)?;
+    let triggered = start(&bin, true)?;
+    let (mut a, mut b, mut n) = (Vec::new(), Vec::new(), 0);
+    for round in 0..=rounds {
+        let (x, y) = (
+            ingest(&plain, batches, per_batch, &mut n)?,
+            ingest(&triggered, batches, per_batch, &mut n)?,
+        );
+        // Round 0 warms both up.
+        if round > 0 {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    // The trigger's queue drains; then its latencies cover every batch of the rounds.
+    let mut conn = BufReader::new(TcpStream::connect(triggered.addr).map_err(|e| e.to_string())?);
+    let want = ((rounds + 1) * batches) as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let (_, body) = request(
+            &mut conn,
+            "GET",
+            "/api/v3/configure/processing_engine_trigger",
+            "",
+        )?;
+        let all: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if all[0]["calls"].as_u64() >= Some(want) || Instant::now() > deadline {
+            break all[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (pa, pb) = (median(&mut a), median(&mut b));
+    println!("| figure | value | baseline | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| ingest, no trigger (median of {rounds} rounds of {batches} writes × {per_batch} points) | {pa:.0} points/s | | |"
+    );
+    println!(
+        "| ingest with the on-write alerter | {pb:.0} points/s | {pa:.0} | {:.2}× |",
+        pb / pa
+    );
+    println!(
+        "| trigger latency, write accepted → plugin answered, p50 / p99 (last 4096 batches) | {} / {} µs | | |",
+        status["latency_p50_us"], status["latency_p99_us"]
+    );
+    println!(
+        "| batches delivered / errors / dropped | {} / {} / {} | | |",
+        status["calls"], status["errors"], status["dropped"]
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let quick = std::env::args().any(|a| a == "--quick");
+    match run(quick) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tsdb-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
