@@ -81,12 +81,12 @@ fn request(
     body: &str,
 ) -> Result<(u16, String), String> {
     let io = |e: std::io::Error| e.to_string();
-    write!(
-        conn.get_mut(),
+    // One write, and no Nagle: a request in pieces waits out the peer's delayed ACK.
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: tsdb\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .map_err(io)?;
+    );
+    conn.get_mut().write_all(request.as_bytes()).map_err(io)?;
     let mut line = String::new();
     conn.read_line(&mut line).map_err(io)?;
     let status = line
@@ -111,8 +111,14 @@ fn request(
 }
 
 /// Points per second over `batches` writes of `per_batch` points.
+fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
+    let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(BufReader::new(stream))
+}
+
 fn ingest(db: &Db, batches: usize, per_batch: usize, start_n: &mut usize) -> Result<f64, String> {
-    let mut conn = BufReader::new(TcpStream::connect(db.addr).map_err(|e| e.to_string())?);
+    let mut conn = connect(db.addr)?;
     let started = Instant::now();
     for _ in 0..batches {
         let mut body = String::with_capacity(per_batch * 40);
@@ -155,7 +161,7 @@ fn run(quick: bool) -> Result<(), String> {
         }
     }
     // The trigger's queue drains; then its latencies cover every batch of the rounds.
-    let mut conn = BufReader::new(TcpStream::connect(triggered.addr).map_err(|e| e.to_string())?);
+    let mut conn = connect(triggered.addr)?;
     let want = ((rounds + 1) * batches) as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
