@@ -43,7 +43,10 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Every mistake, each on its own line.
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 mod error;
 mod load;
+mod read;
+mod spans;
+mod suggest;
 mod validate;
 
 pub use error::ConfigError;
