@@ -29,7 +29,7 @@ impl Config {
         };
         let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
         config.resolve_paths(&base);
-        problems.extend(config.check_files());
+        problems.extend(config.check_files(&base));
         match refuse(path, &text, &spans, problems) {
             Some(e) => Err(e),
             None => Ok(config),
@@ -47,10 +47,10 @@ impl Config {
         }
     }
 
-    /// The checks that look at the disk: each plugin's descriptors, and whether the
-    /// control socket's path fits.
-    fn check_files(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
+    /// The checks that look at the disk: each plugin's program and pin, its
+    /// descriptors, and whether the control socket's path fits.
+    fn check_files(&self, base: &Path) -> Vec<Problem> {
+        let mut problems = self.check_programs(base);
         for (name, plugin) in &self.plugins {
             let Some(descriptors) = &plugin.api_descriptors else {
                 continue;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 mod error;
 mod load;
+mod program;
 mod read;
 mod spans;
 mod suggest;
