@@ -19,6 +19,7 @@ mod checkpoints;
 mod handover;
 mod lifecycle;
 mod restart;
+mod waiting;
 
 pub use restart::RestartPolicy;
 

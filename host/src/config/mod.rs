@@ -17,6 +17,7 @@ mod suggest;
 mod validate;
 
 pub use error::ConfigError;
+pub(crate) use program::is_path;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

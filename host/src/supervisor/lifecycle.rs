@@ -27,7 +27,7 @@ enum Ended {
 }
 
 /// The next nudge from the file watcher; never, without one.
-async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+pub(super) async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match changes {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -38,6 +38,9 @@ impl Supervisor {
     pub(super) async fn run(mut self) {
         let mut restarting = false;
         loop {
+            if !self.wait_for_binary().await {
+                return;
+            }
             let number = self.next_number();
             self.update(|s| {
                 s.generation = number;
@@ -361,7 +364,7 @@ impl Supervisor {
     }
 
     /// Ends the task: waits for retiring generations, answers the stop request.
-    async fn finish(&mut self, cmd: Option<Command>) {
+    pub(super) async fn finish(&mut self, cmd: Option<Command>) {
         self.route.send_replace(Route::Stopped);
         self.update(|s| {
             s.state = PluginState::Stopping;
