@@ -11,7 +11,7 @@ use baton_host::socket_file::SocketPathError;
 use crate::runtime;
 
 /// Exit code for a configuration the host cannot use (EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 /// How long control clients get to finish after the plugins have stopped; idle
 /// client connections would otherwise hold the daemon open.
 const CONTROL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
