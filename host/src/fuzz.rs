@@ -60,9 +60,13 @@ proptest! {
 
     #[test]
     fn config_errors_never_panic_and_point_inside_the_file(text in config_like()) {
-        if let Err(ConfigError::Invalid { line, .. }) = Config::parse(&text, Path::new("fuzz.toml")) {
-            let lines = text.lines().count().max(1);
-            prop_assert!(line <= lines + 1, "line {} of a {}-line file", line, lines);
+        if let Err(e) = Config::parse(&text, Path::new("fuzz.toml")) {
+            for one in e.each() {
+                if let ConfigError::Invalid { line, .. } = one {
+                    let lines = text.lines().count().max(1);
+                    prop_assert!(*line <= lines + 1, "line {} of a {}-line file", line, lines);
+                }
+            }
         }
     }
 }

@@ -333,6 +333,7 @@ impl PluginHandle {
                     )));
                 }
                 Route::Starting => "to start".to_owned(),
+                Route::Waiting { reason } => format!("to start: {reason}"),
                 Route::Held => "to finish a handover".to_owned(),
                 Route::Restarting { reason } => format!("to restart after: {reason}"),
             };

@@ -227,12 +227,7 @@ impl Host {
             }
             None => None,
         };
-        let base = runtime_base();
-        // tempfile's `baton-XXXXXX`, then the longest a plugin's socket path can grow.
-        let longest = base.as_os_str().len() + "/baton-XXXXXX".len() + launch::plugin_socket_tail();
-        if longest > launch::MAX_SOCKET_PATH {
-            return Err(HostError::RuntimeDirTooLong { base, longest });
-        }
+        let base = Host::runtime_base()?;
         let socket_dir = tempfile::Builder::new()
             .prefix("baton-")
             .tempdir_in(&base)
@@ -505,6 +500,21 @@ fn remove_stale_runtime_dirs(ours: &Path) {
                 path.display()
             );
         }
+    }
+}
+
+impl Host {
+    /// Where the host makes its runtime directory, refused when plugin socket paths
+    /// under it could outgrow the Unix limit: the environment's part of the
+    /// configuration, which `baton validate` checks too.
+    pub fn runtime_base() -> Result<PathBuf, HostError> {
+        let base = runtime_base();
+        // tempfile's `baton-XXXXXX`, then the longest a plugin's socket path can grow.
+        let longest = base.as_os_str().len() + "/baton-XXXXXX".len() + launch::plugin_socket_tail();
+        if longest > launch::MAX_SOCKET_PATH {
+            return Err(HostError::RuntimeDirTooLong { base, longest });
+        }
+        Ok(base)
     }
 }
 

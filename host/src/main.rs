@@ -1,10 +1,12 @@
 //! The `baton` command: `baton run` is the daemon (`run.rs`), `baton ctl` talks to a
-//! running one (`ctl.rs`), `baton check` tests a plugin against the contract.
+//! running one (`ctl.rs`), `baton check` tests a plugin against the contract,
+//! `baton validate` checks a config (`validate.rs`).
 
 mod call;
 mod ctl;
 mod lifecycle_cmd;
 mod run;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,16 @@ enum Cmd {
     Run {
         /// The config file.
         #[arg(long, short, default_value = "baton.toml")]
+        config: PathBuf,
+        /// Only check the config, as `baton validate` does, and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check a config file as `baton run` would before starting anything, and exit: 0
+    /// with a one-line summary, or 64 with every mistake in it, each on its line.
+    Validate {
+        /// The config file.
+        #[arg(default_value = "baton.toml")]
         config: PathBuf,
     },
     /// Check that a plugin keeps the baton contract: launch it as a host would and
@@ -65,7 +77,15 @@ fn main() -> ExitCode {
     baton_host::pid_init::run_if_requested();
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { config } => run::run(config),
+        Cmd::Run {
+            config,
+            check: false,
+        } => run::run(config),
+        Cmd::Run {
+            config,
+            check: true,
+        }
+        | Cmd::Validate { config } => validate::validate(&config),
         Cmd::Ctl { socket, command } => ctl::ctl(socket, command),
         Cmd::Check {
             calls,

@@ -18,6 +18,9 @@ use crate::launch::{Generation, PluginRpc, TokenService};
 pub(crate) enum Route {
     /// The first process is starting: calls wait.
     Starting,
+    /// The plugin's binary is not there yet (the daemon started before the first
+    /// build): calls wait for it, and the reason says so if they time out.
+    Waiting { reason: Arc<str> },
     /// Calls go to this generation.
     Serving(Arc<Live>),
     /// A handover is moving state between generations: calls wait, briefly.

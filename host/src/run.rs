@@ -12,7 +12,7 @@ use baton_host::{Config, Host};
 use crate::runtime;
 
 /// Exit code for a configuration the host cannot use (EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 /// How long control clients get to finish after the plugins have stopped; idle
 /// client connections would otherwise hold the daemon open.
 const CONTROL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
@@ -44,7 +44,10 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Every mistake, each on its own line.
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -20,6 +20,7 @@ mod handover;
 mod lifecycle;
 mod operator;
 mod restart;
+mod waiting;
 
 pub use restart::RestartPolicy;
 

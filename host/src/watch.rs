@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::config::WatcherKind;
 
+mod pending;
+
+use pending::{Backend, Directories};
+
 /// What one plugin depends on: files by exact path, and glob patterns.
 #[derive(Debug, Clone, Default)]
 pub struct WatchSet {
@@ -254,16 +258,9 @@ struct Subscriber {
     last: Fingerprint,
 }
 
-enum Backend {
-    Native(notify::RecommendedWatcher),
-    /// A thread compares fingerprints at an interval. notify's own poller compares
-    /// mtimes in whole seconds, which misses a replacement within the same second.
-    Poll,
-}
-
 /// The host's one file watcher.
 pub struct BinaryWatcher {
-    backend: Mutex<Backend>,
+    directories: Arc<Mutex<Directories>>,
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
 }
 
@@ -271,6 +268,9 @@ impl BinaryWatcher {
     /// Starts the watcher. `Native` falls back to polling if the OS watcher cannot start.
     pub fn start(kind: WatcherKind, poll_interval: Duration) -> Result<Self, notify::Error> {
         let subscribers: Arc<Mutex<Vec<Subscriber>>> = Arc::default();
+        // Wakes the thread that follows directories not made yet; one pending wake-up
+        // covers a burst of events.
+        let (changed, wakes) = std::sync::mpsc::sync_channel::<()>(1);
         let handler = {
             let subscribers = subscribers.clone();
             move |event: notify::Result<notify::Event>| {
@@ -281,6 +281,7 @@ impl BinaryWatcher {
                 {
                     return;
                 }
+                let _ = changed.try_send(());
                 let mut subscribers = subscribers.lock().unwrap_or_else(|p| p.into_inner());
                 for s in subscribers.iter_mut() {
                     if event
@@ -312,34 +313,31 @@ impl BinaryWatcher {
                 }
             }
         };
-        if let Backend::Poll = backend {
+        let directories = Arc::new(Mutex::new(Directories::new(backend)));
+        if directories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_poll()
+        {
             spawn_poller(Arc::downgrade(&subscribers), poll_interval)?;
+        } else {
+            spawn_follower(Arc::downgrade(&directories), wakes)?;
         }
         Ok(Self {
-            backend: Mutex::new(backend),
+            directories,
             subscribers,
         })
     }
 
     /// Watches `set`; each change event touching it sends one nudge on the returned
-    /// channel (bursts coalesce into one pending nudge).
+    /// channel (bursts coalesce into one pending nudge). A directory that does not exist
+    /// yet is watched for, and its arrival is a nudge too.
     pub fn subscribe(&self, set: WatchSet) -> Result<mpsc::Receiver<()>, WatchError> {
         let (nudge, rx) = mpsc::channel(1);
         {
-            let mut backend = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+            let mut directories = self.directories.lock().unwrap_or_else(|p| p.into_inner());
             for (dir, mode) in set.directories() {
-                let result = match &mut *backend {
-                    Backend::Native(w) => w.watch(&dir, mode),
-                    Backend::Poll => Ok(()),
-                };
-                if let Err(source) = result {
-                    return Err(match source.kind {
-                        notify::ErrorKind::MaxFilesWatch => {
-                            WatchError::TooManyWatches { path: dir }
-                        }
-                        _ => WatchError::Watch { path: dir, source },
-                    });
-                }
+                directories.watch(&dir, mode, &nudge)?;
             }
         }
         self.subscribers
@@ -353,6 +351,30 @@ impl BinaryWatcher {
             });
         Ok(rx)
     }
+}
+
+/// Follows directories not made yet down as events come, until the watcher is dropped.
+/// Its own thread: adding a watch waits for notify's event thread, which must not be
+/// the one asking.
+fn spawn_follower(
+    directories: std::sync::Weak<Mutex<Directories>>,
+    wakes: std::sync::mpsc::Receiver<()>,
+) -> Result<(), notify::Error> {
+    std::thread::Builder::new()
+        .name("baton-watch-follower".into())
+        .spawn(move || {
+            while wakes.recv().is_ok() {
+                let Some(directories) = directories.upgrade() else {
+                    return;
+                };
+                directories
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .descend();
+            }
+        })
+        .map(|_| ())
+        .map_err(notify::Error::io)
 }
 
 /// Checks every subscriber's fingerprint each `interval`, until the watcher is dropped.

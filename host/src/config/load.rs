@@ -3,17 +3,24 @@
 
 use std::path::Path;
 
-use super::Config;
-use super::error::{ConfigError, find_key, line_column};
+use super::error::{Problem, plugin_field, refuse};
+use super::read::Parsed;
+use super::spans::KeySpans;
+use super::{Config, ConfigError};
 
 impl Config {
-    /// Reads and checks a config file; relative paths in it are resolved against its directory.
+    /// Reads and checks a config file; relative paths in it are resolved against its
+    /// directory. Every mistake in it is reported, each with its line and column.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::parse(&text, path)?;
+        let Parsed {
+            mut config,
+            mut problems,
+            spans,
+        } = Self::read(&text).map_err(|syntax| syntax.locate(path, &text, &KeySpans::default()))?;
         // Absolute, so that file-change events (which carry the watched directory's
         // path) can be matched against the configured paths.
         let dir = match path.parent() {
@@ -22,67 +29,49 @@ impl Config {
         };
         let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
         config.resolve_paths(&base);
-        for (name, plugin) in &config.plugins {
+        problems.extend(config.check_files(&base));
+        match refuse(path, &text, &spans, problems) {
+            Some(e) => Err(e),
+            None => Ok(config),
+        }
+    }
+
+    /// Parses config text and checks its values (not the files it names); `path` is
+    /// only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let parsed =
+            Self::read(text).map_err(|syntax| syntax.locate(path, text, &KeySpans::default()))?;
+        match refuse(path, text, &parsed.spans, parsed.problems) {
+            Some(e) => Err(e),
+            None => Ok(parsed.config),
+        }
+    }
+
+    /// The checks that look at the disk: each plugin's program and pin, its
+    /// descriptors, and whether the control socket's path fits.
+    fn check_files(&self, base: &Path) -> Vec<Problem> {
+        let mut problems = self.check_programs(base);
+        for (name, plugin) in &self.plugins {
             let Some(descriptors) = &plugin.api_descriptors else {
                 continue;
             };
             if let Err(why) = crate::api_check::load(descriptors, &plugin.services) {
-                let field = format!("plugins.{name}.api_descriptors");
-                let (line, column) =
-                    find_key(&text, &field).map_or((0, 0), |s| line_column(&text, s.start));
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    field,
-                    message: why,
-                });
+                problems.push(Problem::at(plugin_field(name, "api_descriptors"), why));
             }
         }
-        let socket_len = config.socket.as_os_str().len();
+        let socket_len = self.socket.as_os_str().len();
         if socket_len > crate::launch::MAX_SOCKET_PATH {
-            let (line, column) =
-                find_key(&text, "socket").map_or((0, 0), |s| line_column(&text, s.start));
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                field: "socket".into(),
-                message: format!(
+            problems.push(Problem::at(
+                vec!["socket".into()],
+                format!(
                     "{} is {socket_len} bytes long; a Unix socket path can have at most {} \
                      (use a shorter path, or one relative to this file)",
-                    config.socket.display(),
+                    self.socket.display(),
                     crate::launch::MAX_SOCKET_PATH
                 ),
-            });
+            ));
         }
-        Ok(config)
-    }
-
-    /// Parses config text; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let located = |span: Option<std::ops::Range<usize>>, field: String, message: String| {
-            let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                field,
-                message,
-            }
-        };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| located(e.span(), String::new(), e.message().to_owned()))?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            located(inner.span(), field, inner.message().to_owned())
-        })?;
-        config.validate().map_err(|(field, message)| {
-            let span = find_key(text, &field);
-            located(span, field, message)
-        })?;
-        Ok(config)
+        problems
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -157,8 +146,12 @@ mod tests {
         assert!(e.starts_with("baton.toml:1:"), "{e}");
         assert!(e.contains("mode"), "{e}");
 
-        let e = err("[plugins.\"bad name\"]\ncommand = \"c\"\n");
-        assert!(e.contains("plugins.bad name"), "{e}");
+        // The name's own place, quoted as it is written.
+        let e = err("mode = \"dev\"\n\n[plugins.\"bad name\"]\ncommand = \"c\"\n");
+        assert!(
+            e.starts_with("baton.toml:3:10: field `plugins.bad name`"),
+            "{e}"
+        );
 
         let e = err(
             "[plugins.counter]\ncommand = \"c\"\n\n[plugins.counter.restart]\nmax_crashes = 0\n",
@@ -168,6 +161,87 @@ mod tests {
 
         let e = err("[plugins.counter\n");
         assert!(e.starts_with("baton.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_in_file_order() {
+        let e = err("socket = 7\n\
+                     [plugins.a]\ncomand = \"x\"\n\
+                     [plugins.b]\ncommand = \"y\"\ncall_timeout_ms = 0\n\
+                     [plugins.\"c d\"]\ncommand = \"z\"\nhandshake_timeout_ms = 0\n\
+                     [plugins.e]\ncommand = \"w\"\nsha256 = \"nope\"\n");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 6, "{e}");
+        assert!(
+            lines[0].starts_with("baton.toml:1:") && lines[0].contains("`socket`"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("baton.toml:3:1: field `plugins.a.comand`: unknown key `comand`; did you mean `command`?"),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("baton.toml:6:1: field `plugins.b.call_timeout_ms`"),
+            "{e}"
+        );
+        assert!(
+            lines[3].starts_with("baton.toml:7:10: field `plugins.c d`"),
+            "{e}"
+        );
+        assert!(
+            lines[4].starts_with("baton.toml:9:1: field `plugins.c d.handshake_timeout_ms`"),
+            "{e}"
+        );
+        assert!(
+            lines[5].starts_with("baton.toml:12:1: field `plugins.e.sha256`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_refused_key_of_a_table_is_reported_not_only_the_first() {
+        let e = err("mode = \"fast\"\nwatchr = \"poll\"\n\
+                     [plugins.a]\ncommand = 7\nargs = [1]\nsettle_ms = \"x\"\n\
+                     [plugins.a.restart]\nmax_crashes = -1\n");
+        let fields: Vec<&str> = e.lines().filter_map(|l| l.split('`').nth(1)).collect();
+        assert_eq!(
+            fields,
+            [
+                "mode",
+                "watchr",
+                "plugins.a.command",
+                "plugins.a.args[0]",
+                "plugins.a.settle_ms",
+                "plugins.a.restart.max_crashes"
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn misspelt_keys_and_values_suggest_the_nearest() {
+        let e = err("[plugins.a]\ncommand = \"x\"\n[plugins.a.restart]\nmax_crashs = 2\n");
+        assert!(
+            e.starts_with("baton.toml:4:1: field `plugins.a.restart.max_crashs`: unknown key `max_crashs`; did you mean `max_crashes`?"),
+            "{e}"
+        );
+        let e = err("mod = \"dev\"\n");
+        assert!(e.contains("did you mean `mode`?"), "{e}");
+        let e = err("mode = \"prodution\"\n");
+        assert!(e.starts_with("baton.toml:1:8: field `mode`"), "{e}");
+        assert!(e.contains("did you mean `production`?"), "{e}");
+        // Nothing near: the known keys are listed instead.
+        let e = err("[plugins.a]\ncommand = \"x\"\nretries = 3\n");
+        assert!(e.contains("expected one of `command`"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_command_is_placed_at_its_table() {
+        let e = err("\n[plugins.a]\nargs = []\n");
+        assert_eq!(
+            e,
+            "baton.toml:2:10: field `plugins.a.command`: required, but missing"
+        );
     }
 
     #[test]

@@ -11,10 +11,15 @@ use serde::Deserialize;
 mod diff;
 mod error;
 mod load;
+mod program;
+mod read;
+mod spans;
+mod suggest;
 mod validate;
 
 pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
+pub(crate) use program::is_path;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

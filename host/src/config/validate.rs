@@ -1,12 +1,15 @@
 //! The checks serde cannot make: names, ranges, formats, and combinations of fields.
-//! Each refusal names the field it is about, so that it can be located in the file.
+//! Each refusal names the field it is about, so that it can be located in the file, and
+//! every one is reported, not only the first.
 
 use super::Config;
+use super::error::{Problem, plugin_field};
 
 impl Config {
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+    pub(super) fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
         if let Some(why) = self.refuse_public_metrics() {
-            return Err(("metrics_addr".into(), why));
+            problems.push(Problem::at(vec!["metrics_addr".into()], why));
         }
         for (name, plugin) in &self.plugins {
             let valid = !name.is_empty()
@@ -15,14 +18,19 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
-                return Err((
-                    format!("plugins.{name}"),
-                    "a plugin name must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
+                problems.push(Problem::at(
+                    plugin_field(name, ""),
+                    format!(
+                        "{name:?} is not a plugin name: a name must be 1 to 64 ASCII letters, \
+                         digits, '-' or '_'"
+                    ),
                 ));
             }
-            let field = |f: &str| format!("plugins.{name}.{f}");
+            let mut refuse = |key: &str, message: String| {
+                problems.push(Problem::at(plugin_field(name, key), message));
+            };
             if plugin.command.as_os_str().is_empty() {
-                return Err((field("command"), "must name a program".into()));
+                refuse("command", "must name a program".into());
             }
             for (key, value, min) in [
                 ("handshake_timeout_ms", plugin.handshake_timeout_ms, 1),
@@ -48,16 +56,13 @@ impl Config {
                 ("restart.crash_window_ms", plugin.restart.crash_window_ms, 1),
             ] {
                 if value < min {
-                    return Err((field(key), format!("must be at least {min}, got {value}")));
+                    refuse(key, format!("must be at least {min}, got {value}"));
                 }
             }
             if let Some(pin) = &plugin.sha256
                 && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
             {
-                return Err((
-                    field("sha256"),
-                    format!("must be 64 hex digits, got {pin:?}"),
-                ));
+                refuse("sha256", format!("must be 64 hex digits, got {pin:?}"));
             }
             for service in &plugin.services {
                 let part = |p: &str| {
@@ -67,34 +72,31 @@ impl Config {
                         && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 };
                 if !service.split('.').all(part) {
-                    return Err((
-                        field("services"),
+                    refuse(
+                        "services",
                         format!(
                             "{service:?} is not a gRPC service name (dot-separated identifiers, \
                              such as \"mydb.trigger.v1.Trigger\")"
                         ),
-                    ));
+                    );
                 }
             }
             for entry in &plugin.watch {
                 if let Err(e) = glob::Pattern::new(entry) {
-                    return Err((
-                        field("watch"),
-                        format!("{entry:?} is not a valid glob: {e}"),
-                    ));
+                    refuse("watch", format!("{entry:?} is not a valid glob: {e}"));
                 }
             }
             if plugin.restart.initial_backoff_ms > plugin.restart.max_backoff_ms {
-                return Err((
-                    field("restart.initial_backoff_ms"),
+                refuse(
+                    "restart.initial_backoff_ms",
                     format!(
                         "must not exceed restart.max_backoff_ms ({}), got {}",
                         plugin.restart.max_backoff_ms, plugin.restart.initial_backoff_ms
                     ),
-                ));
+                );
             }
         }
-        Ok(())
+        problems
     }
 
     /// Why `metrics_addr` may not be served, if it may not: it is beyond loopback and

@@ -21,7 +21,7 @@ pub(super) fn is_script(path: &Path) -> bool {
 }
 
 /// `<binary>.sha256`, the pin file a deploy may write beside the binary.
-pub(super) fn pin_file(binary: &Path) -> PathBuf {
+pub(crate) fn pin_file(binary: &Path) -> PathBuf {
     let mut name = binary.as_os_str().to_owned();
     name.push(".sha256");
     PathBuf::from(name)

@@ -28,7 +28,8 @@ use crate::config::PluginConfig;
 use crate::services::{PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
-use binary::{BinaryPolicy, Runner, copy_binary, is_script, pin_file, verify_binary};
+pub(crate) use binary::pin_file;
+use binary::{BinaryPolicy, Runner, copy_binary, is_script, verify_binary};
 pub(crate) use channel::MAX_MESSAGE_BYTES;
 pub use channel::{PluginRpc, TokenService, unix_channel};
 pub use error::StartError;

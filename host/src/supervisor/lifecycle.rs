@@ -58,6 +58,9 @@ impl Supervisor {
     pub(super) async fn run(mut self) {
         let mut restarting = false;
         loop {
+            if !self.wait_for_binary().await {
+                return;
+            }
             let number = self.next_number();
             self.update(|s| {
                 s.generation = number;

@@ -7,6 +7,7 @@ mod chaos;
 mod check;
 mod checkpoints;
 mod config;
+mod config_first_build;
 mod control_socket;
 mod crashes;
 mod descendants;

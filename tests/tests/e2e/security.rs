@@ -53,17 +53,19 @@ async fn refusal(host: &TestHost) -> String {
 #[tokio::test]
 async fn production_refuses_unpinned_mismatched_and_writable_binaries() {
     let (dir, path) = stage();
-    let host = TestHost::start(&production(&path, "")).await;
-    let e = refusal(&host).await;
+    // No pin at all is the operator's to fix: refused with the config, nothing runs.
+    let config = dir.path().join("baton.toml");
+    std::fs::write(&config, production(&path, "")).expect("write the config");
+    let (code, e) = baton_tests::run_until_exit(&config, Duration::from_secs(5));
+    assert_eq!(code, Some(64), "{e}");
     assert!(
-        e.contains("refused to run") && e.contains("no SHA-256 pin"),
+        e.contains("plugins.counter.sha256") && e.contains("production mode runs only pinned"),
         "{e}"
     );
     assert!(
         e.contains(&format!("{}.sha256", path.display())),
         "names the pin file: {e}"
     );
-    drop(host);
 
     std::fs::write(
         path.with_extension("sha256"),
@@ -87,7 +89,26 @@ async fn production_refuses_unpinned_mismatched_and_writable_binaries() {
     .expect("pin");
     let host = TestHost::start(&production(&path, "")).await;
     assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    // A pin removed after the config was loaded still stops the next start.
+    std::fs::remove_file(path.with_extension("sha256")).expect("remove the pin");
+    let err = host
+        .client()
+        .reload(baton_proto::host::ReloadRequest {
+            plugin: "counter".into(),
+        })
+        .await
+        .expect_err("an unpinned binary is refused");
+    assert!(
+        err.message().contains("no SHA-256 pin"),
+        "{}",
+        err.message()
+    );
     drop(host);
+    std::fs::write(
+        path.with_extension("sha256"),
+        format!("{}  counter\n", sha256(&path)),
+    )
+    .expect("pin");
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).expect("chmod");
     let host = TestHost::start(&production(&path, "")).await;
