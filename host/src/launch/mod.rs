@@ -201,8 +201,7 @@ impl Launcher {
                     }
                     return Err(e);
                 }
-                let spawned = command
-                    .spawn()
+                let spawned = spawn_through_busy_text(&mut command)
                     .map_err(|source| StartError::spawn(&program, "", source));
                 if let (Some(copy), Err(_)) = (&private_copy, &spawned) {
                     let _ = std::fs::remove_file(copy);
@@ -602,5 +601,24 @@ pub fn watch_set_of(config: &PluginConfig) -> WatchSet {
         // A deploy may write the pin after the binary; its arrival is a change too.
         Some(binary) => set.optional(&pin_file(binary)),
         None => set,
+    }
+}
+
+/// Spawns `command`, trying again for a moment while its program is "text file busy".
+/// A private copy is written on the spawner thread, but a fork on any other thread of
+/// the process (an embedding program's own children, another host) made while the copy
+/// was open for writing holds that descriptor until its child execs: the copy cannot be
+/// executed until then, for a few milliseconds at most.
+fn spawn_through_busy_text(command: &mut Command) -> std::io::Result<tokio::process::Child> {
+    const BUSY: i32 = nix::errno::Errno::ETXTBSY as i32;
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(BUSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
     }
 }

@@ -12,6 +12,7 @@ mod control_socket;
 mod crashes;
 mod descendants;
 mod floods;
+mod forks;
 mod host_death;
 mod host_services;
 mod lifecycle;

@@ -34,6 +34,19 @@ async fn library_host(extra: impl FnOnce(&mut PluginConfig)) -> (Host, PluginHan
     (host, handle)
 }
 
+/// Waits (up to 10 s) until the plugin has written a line containing `text`.
+async fn logged(handle: &PluginHandle, text: &str) {
+    wait_until(
+        &format!("the plugin logs {text:?}"),
+        Duration::from_secs(10),
+        || {
+            let seen = handle.logs().iter().any(|l| l.text.contains(text));
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// The stream's next point, within 5 s.
 async fn next_point(stream: &mut tonic::Streaming<Point>) -> Point {
     tokio::time::timeout(Duration::from_secs(5), stream.message())
@@ -177,18 +190,7 @@ async fn calls_refused_by_a_dying_process_before_reaching_it_go_to_the_next_gene
     )
     .expect("stop the plugin");
     // From this line to its exit (250 ms), every connect to the plugin fails.
-    wait_until(
-        "the plugin closed its socket",
-        Duration::from_secs(10),
-        || {
-            let gone = handle
-                .logs()
-                .iter()
-                .any(|l| l.text.contains("the socket is gone"));
-            async move { gone.then_some(()) }
-        },
-    )
-    .await;
+    logged(&handle, "the socket is gone").await;
     let mut trigger = TriggerClient::new(handle.channel());
     let (typed, invoked) = tokio::join!(
         trigger.on_write(batch("cpu", &[1.0])),
@@ -534,18 +536,7 @@ async fn a_unary_call_still_waiting_for_its_answer_at_a_handover_is_left_to_fini
         async move { trigger.on_write(batch("slow", &[0.8])).await }
     });
     // The plugin has the call (its answer is what takes time) before the reload starts.
-    wait_until(
-        "the slow write is in flight",
-        Duration::from_secs(5),
-        || {
-            let taken = handle
-                .logs()
-                .iter()
-                .any(|l| l.text.contains("slow write: answering"));
-            async move { taken.then_some(()) }
-        },
-    )
-    .await;
+    logged(&handle, "slow write: answering").await;
     assert_eq!(handle.reload().await, Ok(2), "the reload waits for it");
     let total = write
         .await

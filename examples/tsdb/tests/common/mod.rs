@@ -40,7 +40,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
         "{method} {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).expect("send the request");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read the answer");
     let status = answer
