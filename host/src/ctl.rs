@@ -369,6 +369,7 @@ async fn ctl_async(socket: &std::path::Path, command: CtlCmd) -> Result<(), Stri
             let mut stream = client
                 .events(EventsRequest {
                     plugin: plugin.unwrap_or_default(),
+                    last: 0,
                 })
                 .await
                 .map_err(|s| status_line(&s))?

@@ -101,6 +101,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let (reloads, mut reload_calls) = tokio::sync::mpsc::channel(4);
         let control = ControlService::new(&host).with_config_reloads(reloads);
+        let streams_end = control.streams_end();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 // Calls for a plugin's own services go to it before the router sees them.
@@ -145,6 +146,9 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         // Plugins stop first, so calls still in flight through the control API end
         // (with an error naming the plugin) instead of holding the server open.
         host.shutdown().await;
+        // Followers of events and logs have seen the plugins stop; their streams end
+        // cleanly now, which lets the server finish.
+        streams_end.end();
         bound.remove();
         match tokio::time::timeout(CONTROL_DRAIN, server).await {
             Ok(Ok(Ok(()))) | Err(_) => ExitCode::SUCCESS,

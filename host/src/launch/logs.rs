@@ -174,6 +174,15 @@ pub struct LogLine {
     pub stream: &'static str,
     /// The text, without the newline.
     pub text: String,
+    /// When the host read it, in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl LogRing {
@@ -242,6 +251,7 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let unix_ms = unix_ms_now();
         let text = String::from_utf8_lossy(&buf)
             .trim_end_matches(['\n', '\r'])
             .to_owned();
@@ -271,6 +281,7 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
             generation,
             stream,
             text,
+            unix_ms,
         });
     }
 }
