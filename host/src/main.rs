@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::ctl::CtlCmd;
+use crate::ctl::Ctl;
 
 #[derive(Parser)]
 #[command(
@@ -51,13 +51,7 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Talk to a running host.
-    Ctl {
-        /// The host's control socket.
-        #[arg(long, env = "BATON_SOCKET", default_value = "baton.sock")]
-        socket: PathBuf,
-        #[command(subcommand)]
-        command: CtlCmd,
-    },
+    Ctl(Ctl),
 }
 
 fn main() -> ExitCode {
@@ -66,7 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Run { config } => run::run(config),
-        Cmd::Ctl { socket, command } => ctl::ctl(socket, command),
+        Cmd::Ctl(args) => ctl::ctl(args),
         Cmd::Check {
             calls,
             timeout_ms,
