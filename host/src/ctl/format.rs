@@ -74,6 +74,16 @@ pub(crate) fn human_duration(ms: u64) -> String {
     }
 }
 
+/// A latency in the unit that reads best; "-" for none.
+pub(crate) fn latency(us: u64) -> String {
+    match us {
+        0 => "-".into(),
+        us if us < 1000 => format!("{us}µs"),
+        us if us < 1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        us => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
 pub(crate) fn rss(bytes: u64) -> String {
     if bytes == 0 {
         "-".to_owned()
@@ -239,12 +249,15 @@ mod tests {
     }
 
     #[test]
-    fn ages_read_short() {
+    fn ages_and_latencies_read_short() {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         assert_eq!(age(now - 5_000), "5s");
         assert_eq!(age(now - 185_000), "3m");
         assert_eq!(age(now - 3 * 86_400_000), "3d");
+        assert_eq!(latency(85), "85µs");
+        assert_eq!(latency(1_240), "1.2ms");
+        assert_eq!(latency(0), "-");
     }
 }

@@ -15,6 +15,7 @@ use crate::runtime;
 
 mod follow;
 mod format;
+mod top;
 
 use follow::Output;
 
@@ -105,6 +106,17 @@ pub(crate) enum CtlCmd {
         /// One JSON object per line (`time` in RFC 3339), for scripts.
         #[arg(long)]
         json: bool,
+    },
+    /// A live table of the plugins (state, generation, calls/s, errors, p99 latency,
+    /// memory, CPU, last event), refreshed in place on a terminal (q to quit); a table
+    /// per refresh when stdout is not a terminal.
+    Top {
+        /// Time between refreshes, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        interval: u64,
+        /// Print one table (its rates measured over one interval) and exit.
+        #[arg(long)]
+        once: bool,
     },
     /// Stop PLUGIN (after a final checkpoint, if it keeps them) and keep it stopped:
     /// its calls fail at once, saying who stopped it, until `start`.
@@ -233,6 +245,11 @@ async fn ctl_async(Ctl { socket, command }: Ctl) -> Result<(), String> {
         }
         CtlCmd::Events { plugin, last, json } => {
             follow::events(&mut client, plugin, last, output(json)).await?;
+        }
+        CtlCmd::Top { interval, once } => {
+            let every = std::time::Duration::from_millis(interval.max(100));
+            let socket = socket.unwrap_or_else(|| DEFAULT_SOCKET.into());
+            top::run(&mut client, &socket, every, once).await?;
         }
         CtlCmd::Invoke {
             plugin,
