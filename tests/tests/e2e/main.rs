@@ -6,6 +6,7 @@ mod calls;
 mod chaos;
 mod check;
 mod checkpoints;
+mod cli;
 mod config;
 mod control_socket;
 mod crashes;
