@@ -24,5 +24,6 @@ mod reload;
 mod runtime_files;
 mod security;
 mod token;
+mod top;
 mod typed;
 mod typed_daemon;
