@@ -208,7 +208,9 @@ async fn events_prints_the_last_ones_then_follows() {
         .into_inner();
     let mut all: Vec<baton_proto::host::Event> = Vec::new();
     while all.last().is_none_or(|e| e.kind != "handover_done") {
-        all.push(stream.message().await.expect("an event").expect("more"));
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+        let next = next.unwrap_or_else(|_| panic!("the kept events end in the restart: {all:?}"));
+        all.push(next.expect("an event").expect("more"));
     }
     assert!(all.len() >= 2 && all[0].kind == "started", "{all:?}");
     let last_two: Vec<String> = all[all.len() - 2..]
@@ -233,18 +235,9 @@ async fn events_prints_the_last_ones_then_follows() {
         assert_eq!(line.as_bytes()[10], b' ', "{line}");
     }
 
-    // --last 0: nothing from before, only what happens next. When it has subscribed
-    // cannot be seen from outside, so echo is restarted until a restart shows up.
+    // --last 0: nothing from before, only what happens next.
     let live = Watched::spawn(ctl_command(&host.socket, &["events", "--last", "0"]));
-    wait_until(
-        "a restart after subscribing shows",
-        Duration::from_secs(20),
-        || async {
-            ok(ctl_at(&host.socket, &["restart", "echo"], &[]), "restart");
-            live.stdout().contains("handover_done").then_some(())
-        },
-    )
-    .await;
+    following(&host, &live).await;
     assert!(
         !live.stdout().contains("gen=1 started:"),
         "{}",
@@ -252,18 +245,31 @@ async fn events_prints_the_last_ones_then_follows() {
     );
 }
 
+/// Returns once `events` (a `baton ctl events`) follows the host: when it has
+/// subscribed cannot be seen from outside, so echo is restarted until a restart shows.
+async fn following(host: &TestHost, events: &Watched) {
+    wait_until(
+        "a restart after subscribing shows",
+        Duration::from_secs(20),
+        || async {
+            ok(ctl_at(&host.socket, &["restart", "echo"], &[]), "restart");
+            events.stdout().contains("handover_done").then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_host_that_stops_ends_events_and_logs_follow_cleanly() {
     let mut host = host().await;
     let events = Watched::spawn(ctl_command(&host.socket, &["events"]));
     let logs = Watched::spawn(ctl_command(&host.socket, &["logs", "faulty", "--follow"]));
+    following(&host, &events).await;
+    logs.wait_for_stdout("the stream started", Duration::from_secs(10), |out| {
+        !out.is_empty()
+    })
+    .await;
     let mut followers = [events, logs];
-    for f in &followers {
-        f.wait_for_stdout("the stream started", Duration::from_secs(10), |out| {
-            !out.is_empty()
-        })
-        .await;
-    }
     assert_eq!(host.stop(Duration::from_secs(10)), Some(0));
     for f in &mut followers {
         assert_eq!(
@@ -289,11 +295,7 @@ async fn a_host_that_stops_ends_events_and_logs_follow_cleanly() {
     // A host that dies without a word: the connection closes under the stream.
     let mut host = self::host().await;
     let mut events = Watched::spawn(ctl_command(&host.socket, &["events"]));
-    events
-        .wait_for_stdout("the stream started", Duration::from_secs(10), |out| {
-            !out.is_empty()
-        })
-        .await;
+    following(&host, &events).await;
     host.kill();
     assert_eq!(
         events.exit_code(Duration::from_secs(10)).await,
