@@ -334,8 +334,8 @@ async fn invoke(
         .map_err(|e| format!("cannot write the answer to stdout: {e}"))
 }
 
-/// When `method` is not one the plugin describes: a line listing those it does (from
-/// its `Describe`); empty otherwise, or when the host cannot say.
+/// When `method` is not one the plugin describes: the methods it does (from its
+/// `Describe`), to add to the error; empty otherwise, or when the host cannot say.
 async fn methods_hint(
     client: &mut SupervisorClient<Channel>,
     plugin: &str,
@@ -353,8 +353,9 @@ async fn methods_hint(
     if methods.is_empty() || methods.iter().any(|m| m == method) {
         return String::new();
     }
+    // On the error's line: scripts and logs take an error as one line.
     format!(
-        "\nplugin {plugin} describes no method {method:?}; its methods: {}",
+        " (plugin {plugin} describes no method {method:?}; its methods: {})",
         methods.join(", ")
     )
 }

@@ -119,8 +119,9 @@ async fn an_unknown_method_is_answered_with_the_methods_the_plugin_has() {
     let host = host().await;
     let (code, _, stderr) = ctl_at(&host.socket, &["invoke", "echo", "ehco", "x"], &[]);
     assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(
-        stderr.contains("describes no method \"ehco\"; its methods: echo"),
+        stderr.contains("(plugin echo describes no method \"ehco\"; its methods: echo)"),
         "{stderr}"
     );
     // A method the plugin has that fails says nothing of the kind.
