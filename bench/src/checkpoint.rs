@@ -218,6 +218,7 @@ async fn measure(
     let mut events = client
         .events(EventsRequest {
             plugin: "big".into(),
+            last: 0,
         })
         .await?
         .into_inner();

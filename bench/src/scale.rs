@@ -68,7 +68,7 @@ pub async fn run(
         tokio::time::sleep(idle).await;
         let cpu = (cpu_time(pid)? - cpu_before).as_secs_f64() / t.elapsed().as_secs_f64() * 100.0;
 
-        let mut events = daemon.client.events(EventsRequest { plugin: String::new() }).await?.into_inner();
+        let mut events = daemon.client.events(EventsRequest::default()).await?.into_inner();
         let mut detect = Vec::new();
         for k in 0..deploys {
             let i = (k * 37) % plugins;

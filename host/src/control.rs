@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use baton_proto::host::supervisor_server::{Supervisor, SupervisorServer};
 use baton_proto::host::{
@@ -11,7 +13,7 @@ use baton_proto::host::{
     ReloadRequest, ReloadResponse, StatusRequest,
 };
 use tokio::net::UnixListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -36,6 +38,25 @@ pub struct ReloadConfigCall {
     pub reply: oneshot::Sender<Result<ConfigReload, String>>,
 }
 
+/// Ends the control API's endless streams (`Events`, and `Logs` with `follow`) when the
+/// host stops: each sends what it has left and ends cleanly, so that a follower sees
+/// the host stop rather than a connection dropped mid-stream.
+#[derive(Clone)]
+pub struct StreamsEnd(Arc<watch::Sender<bool>>);
+
+impl StreamsEnd {
+    /// Ends every open stream, and every stream opened from now on once it has sent
+    /// what it was asked for.
+    pub fn end(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once the streams are to end (or nothing can end them any more).
+    async fn ended(mut watching: watch::Receiver<bool>) {
+        let _ = watching.wait_for(|ended| *ended).await;
+    }
+}
+
 /// The control API over a host's plugins.
 pub struct ControlService {
     plugins: PluginSet,
@@ -44,6 +65,7 @@ pub struct ControlService {
     events: EventSender,
     /// Where `ReloadConfig` calls go: the daemon, which owns the config file.
     reloads: Option<mpsc::Sender<ReloadConfigCall>>,
+    streams_end: StreamsEnd,
 }
 
 impl ControlService {
@@ -60,7 +82,14 @@ impl ControlService {
             events: host.event_sender(),
             max_message_bytes: largest + size_guard::ALLOWANCE,
             reloads: None,
+            streams_end: StreamsEnd(Arc::new(watch::channel(false).0)),
         }
+    }
+
+    /// What ends this service's endless streams; the daemon uses it once its plugins
+    /// have stopped (their last events sent).
+    pub fn streams_end(&self) -> StreamsEnd {
+        self.streams_end.clone()
     }
 
     /// Sends `ReloadConfig` calls to `reloads`; without it they are refused (a host
@@ -137,6 +166,11 @@ fn to_proto(s: PluginStatus) -> pb::PluginStatus {
         calls: s.calls,
         errors: s.errors,
         last_event: s.last_event.unwrap_or_default(),
+        last_error_unix_ms: s.last_error_at.map_or(0, |t| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        }),
+        p99_latency_us: s.p99_latency.map_or(0, |d| d.as_micros() as u64),
     }
 }
 
@@ -310,9 +344,10 @@ impl Supervisor for ControlService {
             generation: l.generation,
             stream: l.stream.to_owned(),
             text: l.text,
+            unix_ms: l.unix_ms,
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
+        let ended = StreamsEnd::ended(self.streams_end.0.subscribe());
+        Ok(Response::new(feed_stream(move |tx| async move {
             for line in recent.into_iter().skip(skip) {
                 if tx.send(Ok(to_proto(line))).await.is_err() {
                     return;
@@ -321,29 +356,37 @@ impl Supervisor for ControlService {
             if !req.follow {
                 return;
             }
+            tokio::pin!(ended);
             loop {
                 let next = tokio::select! {
                     next = feed.recv() => next,
                     // The client hung up: stop waiting for lines nobody will read.
                     () = tx.closed() => return,
+                    () = &mut ended => {
+                        // The host stops: the lines it read before go out, then the end.
+                        while let Ok(line) = feed.try_recv() {
+                            if tx.send(Ok(to_proto(line))).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
                 };
                 let line = match next {
                     Ok(line) => Ok(to_proto(line)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Ok(pb::LogLine {
+                    Err(broadcast::error::RecvError::Lagged(n)) => Ok(pb::LogLine {
                         generation: 0,
                         stream: "baton".into(),
                         text: format!("[{n} lines dropped: the client read too slowly]"),
+                        unix_ms: crate::launch::unix_ms_now(),
                     }),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
                 };
                 if tx.send(line).await.is_err() {
                     return;
                 }
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        })))
     }
 
     type EventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
@@ -352,21 +395,42 @@ impl Supervisor for ControlService {
         &self,
         request: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        let only = request.into_inner().plugin;
+        let EventsRequest { plugin: only, last } = request.into_inner();
         if !only.is_empty() {
             self.plugin(&only)?;
         }
-        let mut rx = self.events.subscribe();
-        let stream = async_stream(move |tx| async move {
+        let wanted = move |e: &Event| only.is_empty() || e.plugin == only;
+        let (recent, mut rx) = self.events.subscribe_after(last as usize, &wanted);
+        let ended = StreamsEnd::ended(self.streams_end.0.subscribe());
+        Ok(Response::new(feed_stream(move |tx| async move {
+            for e in recent {
+                if tx.send(Ok(to_proto_event(e))).await.is_err() {
+                    return;
+                }
+            }
+            tokio::pin!(ended);
             loop {
-                match rx.recv().await {
-                    Ok(e) if only.is_empty() || e.plugin == only => {
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    () = tx.closed() => return,
+                    () = &mut ended => {
+                        // The host stops: its last events (plugins stopping) go out first.
+                        while let Ok(e) = rx.try_recv() {
+                            if wanted(&e) && tx.send(Ok(to_proto_event(e))).await.is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                };
+                match next {
+                    Ok(e) if wanted(&e) => {
                         if tx.send(Ok(to_proto_event(e))).await.is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
                         let _ = tx
                             .send(Err(Status::data_loss(format!(
                                 "{n} events were dropped: the client read too slowly"
@@ -374,21 +438,21 @@ impl Supervisor for ControlService {
                             .await;
                         return;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
-        });
-        Ok(Response::new(stream))
+        })))
     }
 }
 
-/// A stream fed by a task through a small channel.
-fn async_stream<F, Fut>(body: F) -> Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
+/// A stream of `T` fed by a task through a small channel.
+fn feed_stream<T, F, Fut>(body: F) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Event, Status>>) -> Fut,
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(64);
     tokio::spawn(body(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

@@ -1,8 +1,16 @@
 //! Lifecycle events: what happened to which plugin, broadcast to whoever listens
-//! (`baton ctl events`, tests, an embedding program).
+//! (`baton ctl events`, tests, an embedding program), the last few kept for late comers.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast;
+
+/// Events kept for `baton ctl events --last N`: enough for what led up to a problem,
+/// bounded whatever the plugins emit.
+pub const KEPT_EVENTS: usize = 256;
 
 /// One thing that happened to a plugin.
 #[derive(Debug, Clone)]
@@ -55,5 +63,79 @@ impl Event {
     }
 }
 
-/// The sending side every supervisor shares.
-pub type EventSender = tokio::sync::broadcast::Sender<Event>;
+/// The sending side every supervisor shares: a broadcast to live subscribers, and the
+/// last [`KEPT_EVENTS`] events for those who subscribe later.
+#[derive(Clone)]
+pub struct EventSender {
+    live: broadcast::Sender<Event>,
+    kept: Arc<Mutex<VecDeque<Event>>>,
+}
+
+impl EventSender {
+    /// A sender whose subscribers may fall `capacity` events behind before they lag.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            live: broadcast::channel(capacity).0,
+            kept: Arc::default(),
+        }
+    }
+
+    /// Keeps `event` and sends it to every subscriber; nobody listening is fine.
+    pub fn send(&self, event: Event) {
+        // Under the lock, so that `subscribe_after` sees each event exactly once: kept
+        // before it subscribed, or sent after.
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() == KEPT_EVENTS {
+            kept.pop_front();
+        }
+        kept.push_back(event.clone());
+        let _ = self.live.send(event);
+    }
+
+    /// A live feed of the events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
+    /// The last `n` kept events that `wanted` accepts, oldest first, and a live feed of
+    /// every event after them: none missed, none twice.
+    pub fn subscribe_after(
+        &self,
+        n: usize,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut recent: Vec<Event> = kept
+            .iter()
+            .rev()
+            .filter(|e| wanted(e))
+            .take(n)
+            .cloned()
+            .collect();
+        recent.reverse();
+        (recent, self.live.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_events_are_kept_and_the_feed_goes_on_from_there() {
+        let events = EventSender::new(16);
+        for i in 0..KEPT_EVENTS + 10 {
+            let plugin = if i % 2 == 0 { "even" } else { "odd" };
+            events.send(Event::new(plugin, i as u64, "started", String::new()));
+        }
+        let (recent, mut feed) = events.subscribe_after(3, |e| e.plugin == "odd");
+        let generations: Vec<u64> = recent.iter().map(|e| e.generation).collect();
+        let last = (KEPT_EVENTS + 9) as u64;
+        assert_eq!(generations, [last - 4, last - 2, last]);
+        let (all, _) = events.subscribe_after(usize::MAX, |_| true);
+        assert_eq!(all.len(), KEPT_EVENTS, "the history is bounded");
+        assert_eq!(all[0].generation, 10, "the oldest went first");
+        events.send(Event::new("odd", 1000, "stopped", String::new()));
+        assert_eq!(feed.try_recv().map(|e| e.generation).ok(), Some(1000));
+    }
+}

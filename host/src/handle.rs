@@ -452,6 +452,7 @@ impl PluginHandle {
             .clone();
         status.calls = self.inner.calls.load(Ordering::Relaxed);
         status.errors = self.inner.errors.load(Ordering::Relaxed);
+        status.p99_latency = self.inner.metrics.recent_p99();
         status
     }
 

@@ -269,7 +269,7 @@ impl Host {
             std::time::Duration::from_millis(config.poll_interval_ms),
         )
         .map_err(HostError::Watcher)?;
-        let (events, _) = broadcast::channel(1024);
+        let events = EventSender::new(1024);
         // Served before any plugin starts, so a plugin may call it during its start-up.
         let callers = Registry::default();
         let socket = socket_dir.path().join(services::SOCKET_NAME);

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::ctl::CtlCmd;
+use crate::ctl::Ctl;
 
 #[derive(Parser)]
 #[command(
@@ -63,13 +63,7 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Talk to a running host.
-    Ctl {
-        /// The host's control socket.
-        #[arg(long, env = "BATON_SOCKET", default_value = "baton.sock")]
-        socket: PathBuf,
-        #[command(subcommand)]
-        command: CtlCmd,
-    },
+    Ctl(Ctl),
 }
 
 fn main() -> ExitCode {
@@ -86,7 +80,7 @@ fn main() -> ExitCode {
             check: true,
         }
         | Cmd::Validate { config } => validate::validate(&config),
-        Cmd::Ctl { socket, command } => ctl::ctl(socket, command),
+        Cmd::Ctl(args) => ctl::ctl(args),
         Cmd::Check {
             calls,
             timeout_ms,

@@ -17,9 +17,61 @@ pub(crate) const EXIT_CONFIG: u8 = 64;
 /// client connections would otherwise hold the daemon open.
 const CONTROL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The crates whose logs are baton's own: what a bare level in `BATON_LOG` is about.
+const BATON_CRATES: [&str; 3] = ["baton", "baton_host", "baton_proto"];
+/// The gRPC and HTTP/2 plumbing: its debug logs are frames and connection states, a
+/// flood that buries baton's own. Kept at `warn` unless `BATON_LOG` names them.
+const TRANSPORT_CRATES: [&str; 6] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "tonic",
+    "tonic_health",
+];
+
+/// `BATON_LOG` as the filter means it: a bare level (`debug`, or the `info` in
+/// `info,baton::plugin=trace`) sets baton's own crates to it, other crates to it or
+/// `info` (the quieter), and the transport crates to `warn` at most, unless named;
+/// anything else is as `EnvFilter` reads it.
+fn log_filter(spec: &str) -> String {
+    use tracing_subscriber::filter::LevelFilter;
+    let mut bare = None;
+    let mut named = Vec::new();
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.parse::<LevelFilter>() {
+            Ok(level) if !directive.contains('=') => bare = Some(level),
+            _ => named.push(directive),
+        }
+    }
+    let Some(level) = bare else {
+        return spec.to_owned();
+    };
+    let names = |krate: &str| {
+        named.iter().any(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or_default();
+            target == krate || target.starts_with(&format!("{krate}::"))
+        })
+    };
+    let word = |level: LevelFilter| level.to_string().to_lowercase();
+    let mut filter = vec![word(level.min(LevelFilter::INFO))];
+    filter.extend(BATON_CRATES.iter().map(|c| format!("{c}={}", word(level))));
+    filter.extend(
+        TRANSPORT_CRATES
+            .iter()
+            .filter(|c| !names(c))
+            .map(|c| format!("{c}={}", word(level.min(LevelFilter::WARN)))),
+    );
+    filter.extend(named.iter().map(|d| d.to_string()));
+    filter.join(",")
+}
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = std::env::var("BATON_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&spec)).unwrap_or_else(|e| {
+        eprintln!("warning: BATON_LOG={spec:?} is not a log filter ({e}); logging at info");
+        tracing_subscriber::EnvFilter::new(log_filter("info"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,6 +156,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let (reloads, mut reload_calls) = tokio::sync::mpsc::channel(4);
         let control = ControlService::new(&host).with_config_reloads(reloads);
+        let streams_end = control.streams_end();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 // Calls for a plugin's own services go to it before the router sees them.
@@ -148,6 +201,9 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         // Plugins stop first, so calls still in flight through the control API end
         // (with an error naming the plugin) instead of holding the server open.
         host.shutdown().await;
+        // Followers of events and logs have seen the plugins stop; their streams end
+        // cleanly now, which lets the server finish.
+        streams_end.end();
         bound.remove();
         match tokio::time::timeout(CONTROL_DRAIN, server).await {
             Ok(Ok(Ok(()))) | Err(_) => ExitCode::SUCCESS,
@@ -242,5 +298,46 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_bare_level_is_for_baton_and_keeps_the_transport_quiet() {
+        let debug = log_filter("debug");
+        for part in [
+            "baton=debug",
+            "baton_host=debug",
+            "h2=warn",
+            "hyper=warn",
+            "tonic=warn",
+        ] {
+            assert!(debug.split(',').any(|d| d == part), "{part} in {debug}");
+        }
+        assert!(
+            debug.starts_with("info,"),
+            "other crates stay at info: {debug}"
+        );
+        let named = log_filter("trace,h2=debug,baton::plugin=info");
+        assert!(
+            named.contains("h2=debug") && !named.contains("h2=warn"),
+            "{named}"
+        );
+        assert!(
+            named.contains("baton::plugin=info") && named.contains("baton=trace"),
+            "{named}"
+        );
+        assert!(
+            log_filter("error").contains("hyper=error"),
+            "quieter than warn stays so"
+        );
+        assert_eq!(
+            log_filter("baton_host=debug"),
+            "baton_host=debug",
+            "no bare level"
+        );
     }
 }

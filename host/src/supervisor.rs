@@ -2,7 +2,7 @@
 //! restart policy. Everything else talks to it through a [`PluginHandle`] and messages.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -60,8 +60,11 @@ pub struct PluginStatus {
     pub restarts: u64,
     /// Completed handovers.
     pub reloads: u64,
-    /// The most recent failure, in words.
+    /// The most recent failure, in words; cleared by a later start or handover, except
+    /// the automatic restart after a crash (which it explains).
     pub last_error: Option<String>,
+    /// When `last_error` happened.
+    pub last_error_at: Option<SystemTime>,
     /// The serving build's version.
     pub plugin_version: String,
     /// The serving build's methods.
@@ -78,6 +81,21 @@ pub struct PluginStatus {
     pub errors: u64,
     /// The most recent lifecycle event, as `kind: message`.
     pub last_event: Option<String>,
+    /// The 99th percentile of the latency of the plugin's recent calls (up to the last
+    /// 1024, of the last 60 s); `None` without any.
+    pub p99_latency: Option<Duration>,
+}
+
+impl PluginStatus {
+    pub(crate) fn set_error(&mut self, error: String) {
+        self.last_error = Some(error);
+        self.last_error_at = Some(SystemTime::now());
+    }
+
+    pub(crate) fn clear_error(&mut self) {
+        self.last_error = None;
+        self.last_error_at = None;
+    }
 }
 
 /// Messages to a supervisor.
@@ -187,6 +205,9 @@ pub(crate) struct Supervisor {
     stop_checkpoint_done: bool,
     /// New settings that came while a generation was starting, taken once it has.
     deferred: Vec<Reconfigure>,
+    /// The next start is the automatic restart after a failure (its backoff ran out),
+    /// not one an operator or a change of files asked for.
+    retrying: bool,
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
@@ -214,6 +235,7 @@ pub(crate) fn spawn(
         restarts: 0,
         reloads: 0,
         last_error: None,
+        last_error_at: None,
         plugin_version: String::new(),
         methods: Vec::new(),
         ready_at: None,
@@ -222,6 +244,7 @@ pub(crate) fn spawn(
         calls: 0,
         errors: 0,
         last_event: None,
+        p99_latency: None,
     }));
     let handle = PluginHandle::new(
         name,
@@ -258,6 +281,7 @@ pub(crate) fn spawn(
         checkpoints,
         stop_checkpoint_done: false,
         deferred: Vec::new(),
+        retrying: false,
     };
     let span = tracing::info_span!("plugin", name = %handle.name());
     let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
@@ -279,7 +303,7 @@ impl Supervisor {
 
     fn publish(&self, event: Event) {
         self.update(|s| s.last_event = Some(format!("{}: {}", event.kind, event.message)));
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     fn next_number(&mut self) -> u64 {

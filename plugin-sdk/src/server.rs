@@ -301,8 +301,39 @@ fn print_handshake(launch: &Launch) -> Result<(), LaunchError> {
     .map_err(LaunchError::Handshake)
 }
 
+/// The gRPC and HTTP/2 plumbing, whose debug logs are frames and connection states.
+const TRANSPORT_CRATES: [&str; 5] = ["h2", "hyper", "hyper_util", "tower", "tonic"];
+
+/// `BATON_LOG` (which plugins inherit from the host in dev mode) as the host reads it:
+/// a bare level is for the plugin's code; the transport crates stay at `warn` at most
+/// unless named, so that `BATON_LOG=debug` does not bury the plugin's lines in frames.
+fn log_filter(spec: &str) -> String {
+    use tracing_subscriber::filter::LevelFilter;
+    let directives: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let Some(level) = directives
+        .iter()
+        .filter(|d| !d.contains('='))
+        .find_map(|d| d.parse::<LevelFilter>().ok())
+    else {
+        return spec.to_owned();
+    };
+    let quiet = level.min(LevelFilter::WARN).to_string().to_lowercase();
+    let mut filter = spec.to_owned();
+    for krate in TRANSPORT_CRATES {
+        let named = directives.iter().any(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or_default();
+            target == krate || target.starts_with(&format!("{krate}::"))
+        });
+        if !named {
+            filter.push_str(&format!(",{krate}={quiet}"));
+        }
+    }
+    filter
+}
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+    let spec = std::env::var("BATON_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&spec))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The host timestamps every captured line, so the plugin's own clock is left out.
     let _ = tracing_subscriber::fmt()
@@ -424,5 +455,24 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
     ) -> Result<Response<ShutdownResponse>, Status> {
         self.stop.notify_one();
         Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_bare_level_leaves_the_transport_at_warn_unless_named() {
+        assert_eq!(
+            log_filter("debug"),
+            "debug,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn"
+        );
+        let named = log_filter("trace,h2=debug");
+        assert!(
+            named.contains("h2=debug") && !named.contains("h2=warn"),
+            "{named}"
+        );
+        assert_eq!(log_filter("my_plugin=debug"), "my_plugin=debug");
     }
 }

@@ -168,7 +168,7 @@ impl Host {
         if let Some(handle) = self.plugins.remove(name) {
             handle.stop().await;
             let generation = handle.status().generation;
-            let _ = self.events.send(Event::new(
+            self.events.send(Event::new(
                 name,
                 generation,
                 "removed",
@@ -183,8 +183,7 @@ impl Host {
 
     fn announce(&self, name: &str, kind: &'static str, message: String) {
         let generation = self.plugins.get(name).map_or(0, |h| h.status().generation);
-        let _ = self
-            .events
+        self.events
             .send(Event::new(name, generation, kind, message));
     }
 }

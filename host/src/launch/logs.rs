@@ -174,6 +174,15 @@ pub struct LogLine {
     pub stream: &'static str,
     /// The text, without the newline.
     pub text: String,
+    /// When the host read it, in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl LogRing {
@@ -232,6 +241,7 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
 ) {
     let mut reader = BufReader::new(reader);
     let mut buf = Vec::new();
+    let mut python = PythonErrors::default();
     loop {
         buf.clear();
         match (&mut reader)
@@ -242,16 +252,22 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
+        let unix_ms = unix_ms_now();
         let text = String::from_utf8_lossy(&buf)
             .trim_end_matches(['\n', '\r'])
             .to_owned();
+        let python_error = python.is_error(&text);
         // Over the rate, a line is kept in the ring only; the reader goes on either way,
         // so the plugin never blocks on a full pipe.
         let logged = ring.limiter.admit(text.len());
         if logged && stream == "stdout" {
             tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "stray stdout after the handshake (logs belong on stderr): {text}");
         } else if logged {
-            let (level, rest) = level_of(&text);
+            let (level, rest) = if python_error {
+                (tracing::Level::ERROR, text.as_str())
+            } else {
+                level_of(&text)
+            };
             match level {
                 tracing::Level::ERROR => {
                     tracing::error!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
@@ -271,8 +287,60 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
             generation,
             stream,
             text,
+            unix_ms,
         });
     }
+}
+
+/// Follows a Python plugin's stderr for the error reports the interpreter writes
+/// itself, without a level word: a traceback (from its `Traceback (most recent call
+/// last):` line to the exception line that ends it, chained ones included), a syntax
+/// error's `File "...", line N` block, and any line that starts with an exception's
+/// name (`SyntaxError: ...`, `mymod.BadConfig: ...`). All of them are errors.
+#[derive(Default)]
+struct PythonErrors {
+    in_report: bool,
+}
+
+impl PythonErrors {
+    /// Whether `line` is part of an error report, given the lines before it.
+    fn is_error(&mut self, line: &str) -> bool {
+        let trimmed = line.trim_start();
+        let starts_report = trimmed.starts_with("Traceback (most recent call last):")
+            || trimmed.starts_with("Exception Group Traceback (most recent call last):")
+            || (line.starts_with("  File \"") && line.contains("\", line "));
+        if starts_report {
+            self.in_report = true;
+            return true;
+        }
+        if self.in_report {
+            // The frames and source lines are indented; the first line that is not
+            // names the exception and ends the report.
+            if line.is_empty() || line.starts_with([' ', '\t']) {
+                return true;
+            }
+            self.in_report = false;
+            return true;
+        }
+        is_exception_line(line)
+            || line.starts_with("During handling of the above exception")
+            || line.starts_with("The above exception was the direct cause")
+    }
+}
+
+/// Whether `line` starts with an exception's (possibly dotted) name ending in `Error`
+/// or `Exception`, then `:` or nothing: how Python's last line of a report reads.
+fn is_exception_line(line: &str) -> bool {
+    let name = line.split_once(':').map_or(line, |(name, _)| name);
+    let simple = name.rsplit('.').next().unwrap_or(name);
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        })
+        && (simple.ends_with("Error") || simple.ends_with("Exception"))
 }
 
 /// The level a plugin's line announces in its first word, and the line without that
@@ -294,6 +362,37 @@ fn level_of(line: &str) -> (tracing::Level, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_tracebacks_and_exception_lines_are_errors() {
+        let stderr = [
+            ("INFO starting", false),
+            ("Traceback (most recent call last):", true),
+            ("  File \"/srv/plugin.py\", line 3, in <module>", true),
+            ("    import nope", true),
+            ("ModuleNotFoundError: No module named 'nope'", true),
+            ("after the report", false),
+            ("  File \"/srv/bad.py\", line 7", true),
+            ("    def f(", true),
+            ("         ^", true),
+            ("SyntaxError: '(' was never closed", true),
+            ("", false),
+            ("ValueError: raised without a traceback", true),
+            ("grpc._channel._InactiveRpcError: <details>", true),
+            (
+                "During handling of the above exception, another exception occurred:",
+                true,
+            ),
+            ("KeyError", true),
+            ("Errors: 3 of 10 (not an exception)", false),
+            ("the word Error: inside a sentence", false),
+            ("  File listing done", false),
+        ];
+        let mut python = PythonErrors::default();
+        for (line, error) in stderr {
+            assert_eq!(python.is_error(line), error, "{line:?}");
+        }
+    }
 
     #[test]
     fn lines_over_the_rate_are_dropped_and_a_long_first_line_still_passes() {

@@ -40,6 +40,7 @@ pub use handshake::{check_handshake, new_token};
 use isolation::PidPipe;
 pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
+pub(crate) use logs::unix_ms_now;
 pub use logs::{LogLimit, LogLimiter, LogLine, LogRing};
 pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;

@@ -2,8 +2,9 @@
 //! they took, counted per call without building a label set.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -58,6 +59,7 @@ impl Metrics {
             duration: self.call_duration.get_or_create_owned(&label),
             methods: RwLock::new(HashMap::new()),
             other: MethodCalls::default(),
+            recent: RecentLatencies::new(),
         }
     }
 }
@@ -70,6 +72,7 @@ pub(crate) struct CallMetrics {
     duration: Histogram,
     methods: RwLock<HashMap<Box<str>, MethodCalls>>,
     other: MethodCalls,
+    recent: RecentLatencies,
 }
 
 /// One method's counters, by code number; made on the code's first use, so that only
@@ -83,6 +86,7 @@ impl CallMetrics {
     /// Counts one finished call.
     pub(crate) fn record(&self, method: &str, code: Code, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
+        self.recent.record(elapsed);
         {
             let methods = self.methods.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(calls) = methods.get(method) {
@@ -101,6 +105,11 @@ impl CallMetrics {
         self.count(calls, method, code);
     }
 
+    /// The 99th percentile of the latency of the recent calls (see [`RecentLatencies`]).
+    pub(crate) fn recent_p99(&self) -> Option<Duration> {
+        self.recent.p99(Instant::now())
+    }
+
     fn count(&self, calls: &MethodCalls, method: &str, code: Code) {
         let index = code as usize;
         let (Some(slot), Some(&name)) = (calls.by_code.get(index), CODE_NAMES.get(index)) else {
@@ -117,10 +126,90 @@ impl CallMetrics {
     }
 }
 
+/// Calls kept for a recent percentile: enough for a p99 that means something, small
+/// enough to sort on each status request.
+const RECENT_CALLS: usize = 1024;
+/// Calls older than this do not count as recent, however few came since.
+const RECENT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The latencies of a plugin's last [`RECENT_CALLS`] calls, each with the second it
+/// ended in, for a p99 of what callers see now (the histogram holds every call since
+/// the host started). A call costs one atomic increment and one store; the percentile
+/// is worked out only when asked for.
+pub(crate) struct RecentLatencies {
+    epoch: Instant,
+    next: AtomicUsize,
+    /// The second since `epoch` (plus one: 0 is an empty slot) in the high half,
+    /// microseconds (saturated) in the low half.
+    slots: Box<[AtomicU64]>,
+}
+
+impl RecentLatencies {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            next: AtomicUsize::new(0),
+            slots: (0..RECENT_CALLS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn second(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_secs() + 1
+    }
+
+    fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .min(u64::from(u32::MAX));
+        let second = self.second(Instant::now()).min(u64::from(u32::MAX));
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % RECENT_CALLS;
+        if let Some(slot) = self.slots.get(i) {
+            slot.store(second << 32 | micros, Ordering::Relaxed);
+        }
+    }
+
+    /// The 99th percentile (nearest rank) of the calls that ended within
+    /// [`RECENT_WINDOW`] of `now`; `None` without any.
+    fn p99(&self, now: Instant) -> Option<Duration> {
+        let oldest = self.second(now).saturating_sub(RECENT_WINDOW.as_secs());
+        let mut micros: Vec<u64> = self
+            .slots
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|&packed| packed != 0 && packed >> 32 >= oldest)
+            .map(|packed| packed & u64::from(u32::MAX))
+            .collect();
+        if micros.is_empty() {
+            return None;
+        }
+        let rank = (micros.len() * 99).div_ceil(100).max(1) - 1;
+        let (_, p99, _) = micros.select_nth_unstable(rank);
+        Some(Duration::from_micros(*p99))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::tests::sample;
+
+    #[test]
+    fn the_recent_p99_is_of_the_last_calls_within_the_window() {
+        let recent = RecentLatencies::new();
+        assert_eq!(recent.p99(Instant::now()), None);
+        for ms in 1..=100 {
+            recent.record(Duration::from_millis(ms));
+        }
+        assert_eq!(recent.p99(Instant::now()), Some(Duration::from_millis(99)));
+        // Only the last RECENT_CALLS count: slow calls long gone are forgotten.
+        for _ in 0..RECENT_CALLS {
+            recent.record(Duration::from_micros(70));
+        }
+        assert_eq!(recent.p99(Instant::now()), Some(Duration::from_micros(70)));
+        // And none older than the window, however few came since.
+        let later = Instant::now() + RECENT_WINDOW + Duration::from_secs(2);
+        assert_eq!(recent.p99(later), None);
+    }
 
     #[test]
     fn code_names_match_tonic() {

@@ -233,7 +233,7 @@ impl HostApi for HostService {
             req.message,
         );
         // Nobody listening is fine: events are for whoever watches.
-        let _ = self.events.send(event);
+        self.events.send(event);
         Ok(Response::new(EmitEventResponse {}))
     }
 }
@@ -331,7 +331,8 @@ mod tests {
         use baton_proto::host::host_client::HostClient;
         let dir = tempfile::tempdir().expect("temp dir");
         let registry = Registry::default();
-        let (events, mut heard) = tokio::sync::broadcast::channel(8);
+        let events = EventSender::new(8);
+        let mut heard = events.subscribe();
         let server = start(
             dir.path().join(SOCKET_NAME),
             registry.clone(),
@@ -386,7 +387,7 @@ mod tests {
     async fn a_second_service_with_a_taken_name_is_refused_before_anything_starts() {
         let ours = HostServer::new(HostService::new(
             Arc::new(Kv::new(KvLimits::default())),
-            tokio::sync::broadcast::channel(1).0,
+            EventSender::new(1),
         ));
         let refused = crate::HostBuilder::new(&crate::Config::empty())
             .with_service(ours)

@@ -85,7 +85,7 @@ impl Supervisor {
                 event.unix_ms = taken_at;
                 event.state_bytes = taken.bytes;
                 // Not the status's last event: it would hide everything else there.
-                let _ = self.events.send(event);
+                self.events.send(event);
                 return;
             }
             Some(Err(TakeError::Snapshot(e))) => failed(format!("checkpoint failed: {e}")),

@@ -231,6 +231,7 @@ impl Supervisor {
                 .collect();
             s.ready_at = Some(current.ready_at);
             s.reloads += 1;
+            s.clear_error();
         });
         let total = started.elapsed();
         let message = format!(
@@ -271,7 +272,7 @@ impl Supervisor {
         tracing::error!("{message}");
         self.update(|s| {
             s.state = PluginState::Serving;
-            s.last_error = Some(message.clone());
+            s.set_error(message.clone());
         });
         let generation = self.live.as_ref().map_or(0, |l| l.generation);
         self.emit(generation, "rollback", message);

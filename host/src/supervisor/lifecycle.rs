@@ -62,6 +62,7 @@ impl Supervisor {
                 return;
             }
             let number = self.next_number();
+            let retrying = std::mem::take(&mut self.retrying);
             self.update(|s| {
                 s.generation = number;
                 if !restarting {
@@ -112,7 +113,7 @@ impl Supervisor {
             let (reason, uptime, tripped, host_side) = match launched {
                 Ok(generation) => {
                     self.restore_checkpoint(&generation).await;
-                    self.serve_started(&generation, restarting);
+                    self.serve_started(&generation, restarting, retrying);
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
@@ -165,7 +166,7 @@ impl Supervisor {
                         s.pid = None;
                         s.socket = None;
                         s.ready_at = None;
-                        s.last_error = Some(reason.clone());
+                        s.set_error(reason.clone());
                         s.restarts += 1;
                     });
                     tracing::info!(
@@ -194,7 +195,7 @@ impl Supervisor {
                         s.pid = None;
                         s.socket = None;
                         s.ready_at = None;
-                        s.last_error = Some(failed);
+                        s.set_error(failed);
                     });
                     if !self.after_wait(number, None).await {
                         return;
@@ -239,7 +240,10 @@ impl Supervisor {
         tokio::pin!(sleep);
         loop {
             tokio::select! {
-                _ = &mut sleep => return Next::Start,
+                _ = &mut sleep => {
+                    self.retrying = true;
+                    return Next::Start;
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Reload(reply) | Command::Resume { reply, .. } | Command::Restart { fresh: false, reply, .. }) => {
                         // Answered once the next generation serves, or fails to start.
@@ -280,10 +284,15 @@ impl Supervisor {
         }
     }
 
-    fn serve_started(&mut self, generation: &Generation, restarted: bool) {
+    /// `retrying`: an automatic restart after a failure, which keeps the failure as the
+    /// last error (it explains the restart); any other start clears it.
+    fn serve_started(&mut self, generation: &Generation, restarted: bool, retrying: bool) {
         let live = Arc::new(Live::of(generation));
         self.live = Some(live.clone());
         self.update(|s| {
+            if !retrying {
+                s.clear_error();
+            }
             s.state = PluginState::Serving;
             s.generation = generation.number;
             s.pid = Some(generation.pid);
