@@ -36,16 +36,17 @@ wait_generation() { # plugin, generation: wait up to 10 s
     echo "demo: $1 did not reach generation $2" >&2; return 1
 }
 # Waits (up to 10 s) for a checkpoint of $1 that began after this call, and so holds
-# every answer given before it. `ctl events` lines: UNIX_MS PLUGIN gen=N KIND: MESSAGE,
-# stamped with the moment the checkpoint began.
+# every answer given before it: `ctl events --json` lines, each stamped (unix_ms) with
+# the moment the event began.
 wait_checkpoint() {
-    local since ms kind watcher found=false
+    local since line watcher found=false
     since=$(date +%s%3N)
-    while read -r ms _ _ kind _; do
-        if [ "$kind" = "checkpoint:" ] && [[ $ms =~ ^[0-9]+$ ]] && ((ms >= since)); then
+    while read -r line; do
+        [[ $line == *'"kind":"checkpoint"'* ]] || continue
+        if [[ $line =~ \"unix_ms\":([0-9]+) ]] && ((BASH_REMATCH[1] >= since)); then
             found=true; break
         fi
-    done < <(exec timeout 10 $B ctl --socket baton.sock events "$1")
+    done < <(exec timeout 10 $B ctl --socket baton.sock events --json --last 0 "$1")
     watcher=$!
     kill "$watcher" 2>/dev/null || true
     $found || { echo "demo: no checkpoint of $1 within 10 s" >&2; return 1; }
