@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Prepared, http, prepare, query, replace, start, trigger, wait_until};
@@ -41,10 +42,17 @@ settle_ms = 50
 command = "{python}"
 args = ["{py}/downsampler.py"]
 copy_binary = false
+
+[plugins.everything]
+command = "{summary_dir}/tsdb-alerter"
 "#,
         alerter = alerter.display(),
         summary = env!("CARGO_BIN_EXE_tsdb-summary"),
         python = python.display(),
+        summary_dir = Path::new(env!("CARGO_BIN_EXE_tsdb-alerter"))
+            .parent()
+            .expect("a directory")
+            .display(),
         py = py.display(),
     );
     std::fs::write(dir.path().join("plugins.toml"), plugins).expect("write plugins.toml");
@@ -95,6 +103,13 @@ on = "table:bad"
 database = "metrics"
 error_policy = "disable"
 args = { fail = "always" }
+
+[[triggers]]
+name = "all"
+plugin = "everything"
+on = "all_tables"
+database = "metrics"
+args = { threshold = "1000" }
 "#,
     )
     .expect("write tsdb.toml");
@@ -192,6 +207,24 @@ args = { fail = "always" }
     );
     assert_eq!(status, 200);
     assert_eq!(trigger(addr, "broken")["enabled"], true);
+
+    // all_tables: one trigger sees the writes of every table: cpu (2 points), bad (1)
+    // and the alerts the alerter wrote back (1), and the downsampled rows after them.
+    let all = wait_until(
+        "the all_tables trigger caught up",
+        Duration::from_secs(10),
+        || {
+            let t = trigger(addr, "all");
+            let message = t["last_message"].as_str()?.to_owned();
+            let points: u64 = message
+                .strip_prefix("0 alert(s) so far, ")?
+                .strip_suffix(" points")?
+                .parse()
+                .ok()?;
+            (points >= 4).then_some(t)
+        },
+    );
+    assert_eq!(all["errors"], 0, "{all}");
 
     // The dev loop, on the Python alerter, while data streams in.
     let mem = |n: i64, value: f64| write(&format!("mem,host=a value={value} {}", minute + n));
