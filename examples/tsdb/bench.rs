@@ -177,6 +177,42 @@ fn run(quick: bool) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // The latency of a batch that finds the trigger idle: a third database, written to
+    // at a pace its plugin keeps up with.
+    let paced = start(&bin, true)?;
+    let mut conn = connect(paced.addr)?;
+    let paced_writes = if quick { 20 } else { 500 };
+    for _ in 0..paced_writes {
+        let mut body = String::new();
+        for _ in 0..per_batch {
+            body.push_str(&format!(
+                "cpu,host=h{} value={},n={n}i\n",
+                n % 16,
+                (n * 7) % 100
+            ));
+            n += 1;
+        }
+        let (status, answer) = request(&mut conn, "POST", "/api/v3/write_lp?db=bench", &body)?;
+        if status != 204 {
+            return Err(format!("a write was refused ({status}): {answer}"));
+        }
+        // The pace of this writer: 200 writes a second.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let idle = loop {
+        let (_, body) = request(
+            &mut conn,
+            "GET",
+            "/api/v3/configure/processing_engine_trigger",
+            "",
+        )?;
+        let all: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if all[0]["calls"].as_u64() >= Some(paced_writes as u64) || Instant::now() > deadline {
+            break all[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -198,6 +234,10 @@ fn run(quick: bool) -> Result<(), String> {
     println!(
         "| batches delivered / errors / dropped | {} / {} / {} | | |",
         status["calls"], status["errors"], status["dropped"]
+    );
+    println!(
+        "| trigger latency with the writer paced at 200 writes/s × {per_batch} points, p50 / p99 | {} / {} µs | | |",
+        idle["latency_p50_us"], idle["latency_p99_us"]
     );
     Ok(())
 }
