@@ -11,6 +11,7 @@ mod control_socket;
 mod crashes;
 mod descendants;
 mod floods;
+mod go_kv;
 mod host_death;
 mod host_services;
 mod lifecycle;
