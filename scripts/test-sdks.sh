@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 if command -v go >/dev/null; then
     # Each is its own module: the SDK, its stub generator (whose test checks the
-    # committed stubs against the protos), and the Go counter, which imports the SDK
-    # by path as any module on this machine can.
-    for module in plugin-sdk/go plugin-sdk/go/tools/protogen example-plugins/go-counter; do
+    # committed stubs, the SDK's and go-kv's, against the protos), and the Go counter
+    # and go-kv, which import the SDK by path as any module on this machine can.
+    for module in plugin-sdk/go plugin-sdk/go/tools/protogen example-plugins/go-counter example-plugins/go-kv; do
         echo "test-sdks.sh: go test in $module" >&2
         (cd "$module" && go test ./...)
     done

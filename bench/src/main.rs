@@ -16,6 +16,7 @@ mod procs;
 mod reload;
 mod report;
 mod scale;
+mod sdk;
 mod svg;
 mod typed;
 
@@ -40,7 +41,7 @@ impl Bins {
             Ok(path)
         } else {
             Err(format!(
-                "{} is missing: build it first (cargo build --release --bins -p baton-host -p echo-plugin -p trigger-plugin -p baton-bench)",
+                "{} is missing: build it first (cargo build --release --bins -p baton-host -p echo-plugin -p counter-plugin -p trigger-plugin -p baton-bench)",
                 path.display()
             )
             .into())
@@ -64,6 +65,8 @@ fn build_siblings(dir: &Path) -> Result<(), Error> {
             "baton-host",
             "-p",
             "echo-plugin",
+            "-p",
+            "counter-plugin",
             "-p",
             "trigger-plugin",
             "-p",
@@ -95,7 +98,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,typed,reload,handover,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,sdk,typed,reload,handover,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -167,6 +170,10 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
             .map(|b| b as f64 / (1u64 << 20) as f64);
         paths.stop().await;
         measured?;
+    }
+    if wants("sdk") {
+        eprintln!("baton-bench: one counter in each SDK (Rust, Python, Go, TypeScript) …");
+        sdk::run(&bins, mode, &mut rows).await?;
     }
     let mut trace = None;
     if wants("typed") {

@@ -702,20 +702,42 @@ fn build_step(dir: &Path, program: &str, args: &[&str]) {
 pub fn go_counter() -> Option<PathBuf> {
     static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            if !tool_or_skip("go", "version", "the Go counter") {
-                return None;
-            }
-            let out = repo_root().join("target/go/go-counter");
-            let out_arg = out.to_str().expect("a UTF-8 repository path");
-            build_step(
-                &repo_root().join("example-plugins/go-counter"),
-                "go",
-                &["build", "-o", out_arg, "."],
-            );
-            Some(out)
-        })
+        .get_or_init(|| go_example("go-counter", ".", "go-counter", "the Go counter"))
         .clone()
+}
+
+/// The go-kv example (`example-plugins/go-kv`: the go-plugin port), built once per
+/// test run into `target/go/`; `None`, with a line saying so, where Go is not installed.
+pub fn go_kv() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| go_example("go-kv", ".", "go-kv", "the go-kv example"))
+        .clone()
+}
+
+/// go-kv's Go client (`example-plugins/go-kv/client`), which calls the plugin through
+/// a daemon with the generated kv.v1 client, built like [`go_kv`].
+pub fn go_kv_client() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| go_example("go-kv", "./client", "go-kv-client", "go-kv's client"))
+        .clone()
+}
+
+/// Builds `package` of the module `example-plugins/<module>` with `go build` into
+/// `target/go/<binary>`.
+fn go_example(module: &str, package: &str, binary: &str, what: &str) -> Option<PathBuf> {
+    if !tool_or_skip("go", "version", what) {
+        return None;
+    }
+    let out = repo_root().join("target/go").join(binary);
+    let out_arg = out.to_str().expect("a UTF-8 repository path");
+    build_step(
+        &repo_root().join("example-plugins").join(module),
+        "go",
+        &["build", "-o", out_arg, package],
+    );
+    Some(out)
 }
 
 /// The command of the TypeScript counter (`example-plugins/ts-counter`): `node` and its

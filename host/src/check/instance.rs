@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
 use super::CheckOptions;
-use crate::launch::{describe_exit, new_token, unix_channel};
+use crate::launch::{StderrExcerpt, describe_exit, new_token, unix_channel};
 
 /// A plugin process started for checking.
 pub(super) struct Instance {
@@ -38,18 +38,11 @@ impl Instance {
     }
 
     pub(super) fn stderr_tail(&self) -> String {
-        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        let tail: Vec<&str> = lines
-            .iter()
-            .rev()
-            .take(5)
-            .rev()
-            .map(String::as_str)
-            .collect();
-        if tail.is_empty() {
+        let excerpt = excerpt_of(&self.stderr);
+        if excerpt.is_empty() {
             String::new()
         } else {
-            format!(" (its stderr ended with: {})", tail.join(" | "))
+            format!(" ({excerpt})")
         }
     }
 
@@ -140,8 +133,8 @@ pub(super) async fn start(
         status = child.wait() => {
             // Give stderr a moment to be read, so the reason shows.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let tail = stderr_lines.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().take(5).rev().cloned().collect::<Vec<_>>().join(" | ");
-            return (Err(format!("exited before printing the handshake line ({}); stderr: {tail}", describe_exit(&status))), None);
+            let excerpt = suffix(excerpt_of(&stderr_lines));
+            return (Err(format!("exited before printing the handshake line ({}){excerpt}", describe_exit(&status))), None);
         }
     };
     let line = match first {
@@ -150,23 +143,14 @@ pub(super) async fn start(
             // Exiting closes stdout first; say how it exited, and why.
             let status = tokio::time::timeout(Duration::from_millis(500), child.wait()).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let tail = stderr_lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .rev()
-                .take(5)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(" | ");
+            let excerpt = suffix(excerpt_of(&stderr_lines));
             let how = match status {
                 Ok(status) => format!("exited ({})", describe_exit(&status)),
                 Err(_) => "closed stdout".to_owned(),
             };
             return (
                 Err(format!(
-                    "{how} without printing the handshake line; stderr: {tail}"
+                    "{how} without printing the handshake line{excerpt}"
                 )),
                 None,
             );
@@ -230,5 +214,19 @@ pub(super) async fn wait_serving(instance: &Instance, timeout: Duration) -> Resu
             ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The first error line and the last lines of what a checked process wrote on stderr.
+fn excerpt_of(lines: &Mutex<Vec<String>>) -> StderrExcerpt {
+    StderrExcerpt::of_lines(&lines.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// `; <excerpt>`, or nothing when the process wrote nothing on stderr.
+fn suffix(excerpt: StderrExcerpt) -> String {
+    if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!("; {excerpt}")
     }
 }

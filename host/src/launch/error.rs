@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::logs::StderrExcerpt;
+
 /// Why a process could not be brought to SERVING.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -43,8 +45,8 @@ pub enum StartError {
     Exited {
         /// How it exited.
         status: String,
-        /// Its last lines of stderr.
-        stderr: Vec<String>,
+        /// Its first error line and last lines of stderr.
+        stderr: StderrExcerpt,
     },
     /// It did not finish starting in time.
     #[error("{what} within {timeout:?}{}", stderr_suffix(.stderr))]
@@ -53,8 +55,8 @@ pub enum StartError {
         what: String,
         /// The limit.
         timeout: Duration,
-        /// Its last lines of stderr.
-        stderr: Vec<String>,
+        /// Its first error line and last lines of stderr.
+        stderr: StderrExcerpt,
     },
 }
 
@@ -96,11 +98,11 @@ impl StartError {
     }
 }
 
-fn stderr_suffix(lines: &[String]) -> String {
-    if lines.is_empty() {
+fn stderr_suffix(stderr: &StderrExcerpt) -> String {
+    if stderr.is_empty() {
         String::new()
     } else {
-        format!("; its stderr ended with: {}", lines.join(" | "))
+        format!("; {stderr}")
     }
 }
 

@@ -8,6 +8,7 @@
 //! crash are the ones start-up errors and `baton ctl logs` must show.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 const MAX_LOG_LINE: usize = 16 * 1024;
 /// Lines of output kept per plugin for error messages and `baton ctl logs`.
 const LOG_RING_LINES: usize = 500;
+/// Generations whose first error line is kept: a failed start reads its own at once.
+const FIRST_ERRORS_KEPT: usize = 8;
+/// Lines of stderr a failed start's message ends with.
+const START_FAILURE_TAIL: usize = 5;
 
 /// How much of one plugin's logging reaches the host's log each second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +150,10 @@ fn report(name: &str, w: &mut Window, now: Instant) {
 #[derive(Clone)]
 pub struct LogRing {
     lines: Arc<Mutex<VecDeque<LogLine>>>,
+    /// Each recent generation's first stderr line that reads as an error, kept apart
+    /// from the ring: a long stack after it must not push it out before a failed start
+    /// reports it.
+    first_errors: Arc<Mutex<VecDeque<(u64, String)>>>,
     feed: tokio::sync::broadcast::Sender<LogLine>,
     limiter: LogLimiter,
 }
@@ -154,6 +163,7 @@ impl LogRing {
     pub fn new(name: Arc<str>, limit: LogLimit) -> Self {
         Self {
             lines: Arc::default(),
+            first_errors: Arc::default(),
             feed: tokio::sync::broadcast::channel(256).0,
             limiter: LogLimiter::new(name, limit),
         }
@@ -218,6 +228,27 @@ impl LogRing {
         lines
     }
 
+    /// What a failed start of `generation` reports of its stderr: the first line that
+    /// reads as an error, and the last lines.
+    pub fn start_failure_excerpt(&self, generation: u64) -> StderrExcerpt {
+        let first_error = self
+            .first_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, line)| line.clone());
+        StderrExcerpt::new(first_error, self.tail_of(generation, START_FAILURE_TAIL))
+    }
+
+    fn note_first_error(&self, generation: u64, line: &str) {
+        let mut kept = self.first_errors.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == FIRST_ERRORS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((generation, line.to_owned()));
+    }
+
     /// Every kept line, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
         self.lines
@@ -242,6 +273,7 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
     let mut reader = BufReader::new(reader);
     let mut buf = Vec::new();
     let mut python = PythonErrors::default();
+    let mut error_noted = false;
     loop {
         buf.clear();
         match (&mut reader)
@@ -282,6 +314,10 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
                     tracing::info!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")
                 }
             }
+        }
+        if stream == "stderr" && !error_noted && looks_like_error(&text) {
+            ring.note_first_error(generation, &text);
+            error_noted = true;
         }
         ring.push(LogLine {
             generation,
@@ -343,6 +379,86 @@ fn is_exception_line(line: &str) -> bool {
         && (simple.ends_with("Error") || simple.ends_with("Exception"))
 }
 
+/// What a failed start's message shows of the plugin's stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StderrExcerpt {
+    /// The first line that reads as an error, when it is not among `last`: Node.js,
+    /// the JVM and others print the error first and a long stack after it, so the last
+    /// lines alone show only the stack.
+    pub first_error: Option<String>,
+    /// The last lines, oldest first.
+    pub last: Vec<String>,
+}
+
+impl StderrExcerpt {
+    /// The excerpt of one process's stderr lines, oldest first.
+    pub fn of_lines(lines: &[String]) -> Self {
+        let last = lines[lines.len().saturating_sub(START_FAILURE_TAIL)..].to_vec();
+        let first_error = lines.iter().find(|l| looks_like_error(l)).cloned();
+        Self::new(first_error, last)
+    }
+
+    fn new(first_error: Option<String>, last: Vec<String>) -> Self {
+        Self {
+            first_error: first_error.filter(|line| !last.contains(line)),
+            last,
+        }
+    }
+
+    /// Whether there is nothing to show.
+    pub fn is_empty(&self) -> bool {
+        self.first_error.is_none() && self.last.is_empty()
+    }
+}
+
+/// `its stderr said first: ERROR LINE … and ended with: A | B`, or, when the error is
+/// among the last lines (or there is none), `its stderr ended with: A | B`.
+impl fmt::Display for StderrExcerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.first_error, self.last.is_empty()) {
+            (None, true) => Ok(()),
+            (None, false) => write!(f, "its stderr ended with: {}", self.last.join(" | ")),
+            (Some(error), _) => write!(
+                f,
+                "its stderr said first: {error} … and ended with: {}",
+                self.last.join(" | ")
+            ),
+        }
+    }
+}
+
+/// Whether a line of stderr reads as an error report: a level word first (`ERROR`,
+/// `error:`, `FATAL`, ...), an error or exception type first (`Error: ...`,
+/// `TypeError: ...`, `Error [ERR_MODULE_NOT_FOUND]: ...`, `ModuleNotFoundError: ...`,
+/// `java.lang.IllegalStateException: ...`, also after Node's `Uncaught `), Go's
+/// `panic:` and `fatal error:`, or Rust's `panicked at`.
+fn looks_like_error(line: &str) -> bool {
+    let line = line.trim_start();
+    if level_of(line).0 == tracing::Level::ERROR || line.contains(" panicked at ") {
+        return true;
+    }
+    let Some((head, _)) = line
+        .strip_prefix("Uncaught ")
+        .unwrap_or(line)
+        .split_once(':')
+    else {
+        return false;
+    };
+    if head == "panic" || head == "fatal error" {
+        return true;
+    }
+    // Node.js puts a code in brackets after the type: `Error [ERR_X]`.
+    let name = match head.split_once(" [") {
+        Some((name, code)) if code.ends_with(']') => name,
+        _ => head,
+    };
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$')
+        && (name.ends_with("Error") || name.ends_with("Exception"))
+}
+
 /// The level a plugin's line announces in its first word, and the line without that
 /// word (the host's own log line shows the level already).
 fn level_of(line: &str) -> (tracing::Level, &str) {
@@ -392,6 +508,64 @@ mod tests {
         for (line, error) in stderr {
             assert_eq!(python.is_error(line), error, "{line:?}");
         }
+    }
+
+    #[test]
+    fn error_lines_are_told_from_stack_lines() {
+        for error in [
+            "Error: Cannot find module 'left-pad'",
+            "Error [ERR_MODULE_NOT_FOUND]: Cannot find package 'x' imported from /p/main.js",
+            "TypeError: Cannot read properties of undefined (reading 'x')",
+            "Uncaught ReferenceError: x is not defined",
+            "ModuleNotFoundError: No module named 'grpc'",
+            "java.lang.IllegalStateException: no config",
+            "panic: runtime error: index out of range [3] with length 3",
+            "fatal error: all goroutines are asleep - deadlock!",
+            "thread 'main' panicked at src/main.rs:3:5:",
+            "ERROR cannot bind the plugin socket",
+            "error: BATON_PLUGIN_SOCKET is not set",
+        ] {
+            assert!(looks_like_error(error), "{error}");
+        }
+        for other in [
+            "    at Module._load (node:internal/modules/cjs/loader:1019:12)",
+            "node:internal/modules/cjs/loader:1228",
+            "  throw err;",
+            "Traceback (most recent call last):",
+            "goroutine 1 [running]:",
+            "INFO serving socket=/tmp/p.sock",
+            "Require stack:",
+            "The Error: is in the middle",
+            "",
+        ] {
+            assert!(!looks_like_error(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_excerpt_keeps_the_first_error_line_and_the_last_lines() {
+        let mut lines = vec!["node:internal/x:1".to_owned(), "Error: boom".to_owned()];
+        lines.extend((0..20).map(|i| format!("    at f{i} (x.js:{i})")));
+        let excerpt = StderrExcerpt::of_lines(&lines);
+        assert_eq!(excerpt.first_error.as_deref(), Some("Error: boom"));
+        assert_eq!(excerpt.last.len(), START_FAILURE_TAIL);
+        assert_eq!(
+            excerpt.to_string(),
+            format!(
+                "its stderr said first: Error: boom … and ended with: {}",
+                lines[lines.len() - START_FAILURE_TAIL..].join(" | ")
+            )
+        );
+        // Python's error comes last: said once.
+        let python = ["Traceback (most recent call last):", "ValueError: bad"].map(String::from);
+        let excerpt = StderrExcerpt::of_lines(&python);
+        assert_eq!(excerpt.first_error, None);
+        assert_eq!(
+            excerpt.to_string(),
+            "its stderr ended with: Traceback (most recent call last): | ValueError: bad"
+        );
+        assert!(StderrExcerpt::of_lines(&[]).is_empty());
+        assert_eq!(StderrExcerpt::of_lines(&[]).to_string(), "");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use isolation::PidPipe;
 pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
 pub(crate) use logs::unix_ms_now;
-pub use logs::{LogLimit, LogLimiter, LogLine, LogRing};
+pub use logs::{LogLimit, LogLimiter, LogLine, LogRing, StderrExcerpt};
 pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
 
@@ -254,7 +254,7 @@ impl Launcher {
                             let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
                             return Err(StartError::Exited {
                                 status: describe_exit(&status),
-                                stderr: self.logs.tail_of(number, 5),
+                                stderr: self.logs.start_failure_excerpt(number),
                             });
                         }
                         Err(_) => return Err(e),
@@ -264,13 +264,13 @@ impl Launcher {
                     let status = describe_exit(&status);
                     // Let the stderr reader drain, so the message shows why it exited.
                     let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
-                    return Err(StartError::Exited { status, stderr: self.logs.tail_of(number, 5) });
+                    return Err(StartError::Exited { status, stderr: self.logs.start_failure_excerpt(number) });
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(StartError::Timeout {
                         what: format!("printed no handshake line (expected `baton|{PROTOCOL_VERSION}|unix|{}`)", socket.display()),
                         timeout,
-                        stderr: self.logs.tail_of(number, 5),
+                        stderr: self.logs.start_failure_excerpt(number),
                     });
                 }
             };
@@ -279,7 +279,7 @@ impl Launcher {
                 ready = self.connect(&socket, &token, deadline) => ready,
                 status = child.wait() => Err(StartError::Exited {
                     status: describe_exit(&status),
-                    stderr: self.logs.tail_of(number, 5),
+                    stderr: self.logs.start_failure_excerpt(number),
                 }),
             }
         }
@@ -413,7 +413,7 @@ impl Launcher {
             .map_err(|_| StartError::Timeout {
                 what: format!("did not describe {service} over reflection"),
                 timeout: self.config.handshake_timeout(),
-                stderr: Vec::new(),
+                stderr: StderrExcerpt::default(),
             })?
             .map_err(|e| {
                 StartError::Handshake(format!(
@@ -504,7 +504,7 @@ impl Launcher {
                         "did not report SERVING for baton.plugin.v1.Plugin on its health service (last: {last})"
                     ),
                     timeout,
-                    stderr: Vec::new(),
+                    stderr: StderrExcerpt::default(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -525,7 +525,7 @@ impl Launcher {
                     return Err(StartError::Timeout {
                         what: "did not answer Describe".into(),
                         timeout,
-                        stderr: Vec::new(),
+                        stderr: StderrExcerpt::default(),
                     });
                 }
             };

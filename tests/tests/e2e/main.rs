@@ -14,6 +14,7 @@ mod crashes;
 mod descendants;
 mod floods;
 mod forks;
+mod go_kv;
 mod host_death;
 mod host_services;
 mod lifecycle;

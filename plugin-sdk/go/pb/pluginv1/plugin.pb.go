@@ -1,19 +1,41 @@
 // The contract every baton plugin serves, in any language with gRPC.
 //
 // Launch handshake (before any RPC):
-//   1. The host sets three environment variables:
-//        BATON_PLUGIN_SOCKET     absolute path of the Unix socket the plugin must bind
+//   1. The host starts the plugin with stdin closed, stdout and stderr piped, in
+//      the config file's directory (or the plugin's `cwd`; with `user` set, in
+//      its socket's directory), and sets five environment variables:
+//        BATON_PLUGIN_SOCKET     absolute path of the Unix socket the plugin must
+//                                bind, in a private directory (mode 0700)
 //        BATON_PROTOCOL_VERSION  the protocol version the host speaks (this file: 1)
 //        BATON_PLUGIN_TOKEN      a fresh secret for this launch
+//        BATON_PLUGIN_NAME       the plugin's name in the host's config
+//                                (informational)
+//        BATON_HOST_SOCKET       the socket where the host serves
+//                                baton.host.v1.Host to its plugins (host.proto),
+//                                called with the same token
 //   2. The plugin binds BATON_PLUGIN_SOCKET, serves this service and the standard
-//      grpc.health.v1.Health service on it, then prints exactly one line on stdout:
+//      grpc.health.v1.Health service on it (proto/grpc/health/v1/health.proto),
+//      then prints exactly one line on stdout:
 //        baton|1|unix|<socket path>
-//      Nothing else may be printed on stdout before that line. Logs go to stderr.
-//   3. Every call from the host carries the metadata entry
+//      Anything else on stdout before that line is a failed start; after it, a
+//      mistake the host logs. Logs go to stderr.
+//   3. The host then calls grpc.health.v1.Health/Check with
+//      HealthCheckRequest.service = "baton.plugin.v1.Plugin", without a token,
+//      every few milliseconds until the answer is SERVING (or the handshake
+//      timeout, 5 s by default, passes: a failed start), and then Describe. It
+//      calls neither Watch nor Check with any other service name, and Check only
+//      during start-up.
+//   4. Every call from the host carries the metadata entry
 //        x-baton-token: <BATON_PLUGIN_TOKEN>
 //      and the plugin must refuse any call to this service, and to every
 //      application service it serves, without it, with UNAUTHENTICATED. The
-//      health service may answer without a token.
+//      health service must answer without a token.
+//
+// Status codes are written here as gRPC names them (FAILED_PRECONDITION, as
+// grpc-python's StatusCode and grpc-js's status do). The `baton` CLI and the
+// host's messages print the same codes in CamelCase, as tonic and grpc-go's
+// codes.Code.String() do: FAILED_PRECONDITION is FailedPrecondition, code 9
+// (docs/writing-a-plugin.md has the table).
 //
 // Application services: beside this service a plugin may serve any number of
 // services defined by the application that hosts it (for a database, say,

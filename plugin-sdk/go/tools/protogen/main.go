@@ -1,7 +1,9 @@
-// Command protogen writes the Go SDK's gRPC stubs (../../pb) from the repository's
-// proto/ with protoc-gen-go and protoc-gen-go-grpc, without a system protoc:
-// protocompile parses the .proto files into descriptors, and this program hands them
-// to the two plugins as protoc would, in a CodeGeneratorRequest on their stdin.
+// Command protogen writes the repository's Go gRPC stubs with protoc-gen-go and
+// protoc-gen-go-grpc, without a system protoc: protocompile parses the .proto files
+// into descriptors, and this program hands them to the two plugins as protoc would, in
+// a CodeGeneratorRequest on their stdin. It writes the Go SDK's stubs (../../pb, from
+// the repository's proto/) and the go-kv example's (example-plugins/go-kv/kvpb, from
+// its own proto/).
 //
 // Run it from this directory: go run . (or go run . -check to compare only).
 package main
@@ -15,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/bufbuild/protocompile"
@@ -24,20 +27,38 @@ import (
 	"google.golang.org/protobuf/types/pluginpb"
 )
 
-// module is the SDK's module path; the stubs' import paths are beneath it.
-const module = "baton.invalid/baton"
-
-// stubs maps each .proto, relative to the repository's proto/, to its Go package.
-var stubs = []struct{ proto, goPackage string }{
-	{"baton/plugin/v1/plugin.proto", module + "/pb/pluginv1;pluginv1"},
-	{"baton/host/v1/host.proto", module + "/pb/hostv1;hostv1"},
+// A target is one Go module's stubs: .proto files beneath protoRoot, generated into
+// the module whose root is outRoot (both relative to this directory).
+type target struct {
+	protoRoot, outRoot string
+	// module is the Go module's path; the stubs' import paths are beneath it.
+	module string
+	stubs  []stub
 }
 
-// Paths relative to this directory.
-const (
-	protoRoot = "../../../../proto"
-	sdkRoot   = "../.."
-)
+// A stub is one .proto, relative to its target's protoRoot, and its Go package
+// ("import/path;name"), or "" to take the file's own go_package option.
+type stub struct{ proto, goPackage string }
+
+var targets = []target{
+	{
+		protoRoot: "../../../../proto",
+		outRoot:   "../..",
+		module:    "baton.invalid/baton",
+		stubs: []stub{
+			{"baton/plugin/v1/plugin.proto", "baton.invalid/baton/pb/pluginv1;pluginv1"},
+			{"baton/host/v1/host.proto", "baton.invalid/baton/pb/hostv1;hostv1"},
+		},
+	},
+	{
+		// An application's own API, as a plugin author gets it: its go_package says
+		// where the stubs go, as it did for the plugin's go-plugin build.
+		protoRoot: "../../../../example-plugins/go-kv/proto",
+		outRoot:   "../../../../example-plugins/go-kv",
+		module:    "baton.invalid/examples/go-kv",
+		stubs:     []stub{{"kv/v1/kv.proto", ""}},
+	},
+}
 
 func main() {
 	check := flag.Bool("check", false, "compare the committed stubs with fresh ones instead of writing them")
@@ -54,8 +75,7 @@ func main() {
 		}
 		return
 	}
-	for name, content := range files {
-		path := filepath.Join(sdkRoot, name)
+	for path, content := range files {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			fmt.Fprintln(os.Stderr, "protogen:", err)
 			os.Exit(1)
@@ -67,38 +87,42 @@ func main() {
 	}
 }
 
-// generate returns every stub file, by path relative to the SDK's root.
+// generate returns every stub file of every target, by path relative to this directory.
 func generate(ctx context.Context) (map[string][]byte, error) {
-	request, err := codeGeneratorRequest(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := map[string][]byte{}
-	for _, plugin := range []string{"protoc-gen-go", "protoc-gen-go-grpc"} {
-		files, err := runPlugin(ctx, plugin, request)
+	for _, t := range targets {
+		request, err := codeGeneratorRequest(ctx, t)
 		if err != nil {
 			return nil, err
 		}
-		for name, content := range files {
-			out[name] = content
+		for _, plugin := range []string{"protoc-gen-go", "protoc-gen-go-grpc"} {
+			files, err := runPlugin(ctx, plugin, request)
+			if err != nil {
+				return nil, err
+			}
+			for name, content := range files {
+				out[filepath.Join(t.outRoot, name)] = content
+			}
 		}
 	}
 	return out, nil
 }
 
-func codeGeneratorRequest(ctx context.Context) (*pluginpb.CodeGeneratorRequest, error) {
+func codeGeneratorRequest(ctx context.Context, t target) (*pluginpb.CodeGeneratorRequest, error) {
 	compiler := protocompile.Compiler{
 		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
-			ImportPaths: []string{protoRoot},
+			ImportPaths: []string{t.protoRoot},
 		}),
 		// The stubs carry the .proto files' comments.
 		SourceInfoMode: protocompile.SourceInfoStandard,
 	}
 	var names []string
-	params := []string{"module=" + module}
-	for _, s := range stubs {
+	params := []string{"module=" + t.module}
+	for _, s := range t.stubs {
 		names = append(names, s.proto)
-		params = append(params, "M"+s.proto+"="+s.goPackage)
+		if s.goPackage != "" {
+			params = append(params, "M"+s.proto+"="+s.goPackage)
+		}
 	}
 	compiled, err := compiler.Compile(ctx, names...)
 	if err != nil {
@@ -146,14 +170,15 @@ func runPlugin(ctx context.Context, plugin string, request *pluginpb.CodeGenerat
 	return files, nil
 }
 
-// compare returns the stub files whose committed content differs from `files`.
+// compare returns the stub files whose committed content differs from `files`, sorted.
 func compare(files map[string][]byte) []string {
 	var stale []string
-	for name, content := range files {
-		committed, err := os.ReadFile(filepath.Join(sdkRoot, name))
+	for path, content := range files {
+		committed, err := os.ReadFile(path)
 		if err != nil || !bytes.Equal(committed, content) {
-			stale = append(stale, name)
+			stale = append(stale, path)
 		}
 	}
+	sort.Strings(stale)
 	return stale
 }

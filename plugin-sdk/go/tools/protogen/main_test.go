@@ -12,8 +12,8 @@ func TestCommittedStubsMatchTheProtos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 4 {
-		t.Fatalf("expected 4 stub files (2 protos x 2 plugins), got %d", len(files))
+	if len(files) != 6 {
+		t.Fatalf("expected 6 stub files (3 protos x 2 plugins), got %d", len(files))
 	}
 	if stale := compare(files); len(stale) > 0 {
 		t.Fatalf("stale stubs: %v; run `go run .` in plugin-sdk/go/tools/protogen", stale)
