@@ -110,6 +110,24 @@ fn request(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// The trigger's status once it has answered `want` batches (or after a minute).
+fn delivered(conn: &mut BufReader<TcpStream>, want: u64) -> Result<serde_json::Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = request(
+            conn,
+            "GET",
+            "/api/v3/configure/processing_engine_trigger",
+            "",
+        )?;
+        let all: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if all[0]["calls"].as_u64() >= Some(want) || Instant::now() > deadline {
+            return Ok(all[0].clone());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Points per second over `batches` writes of `per_batch` points.
 fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
     let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
@@ -163,20 +181,7 @@ fn run(quick: bool) -> Result<(), String> {
     // The trigger's queue drains; then its latencies cover every batch of the rounds.
     let mut conn = connect(triggered.addr)?;
     let want = ((rounds + 1) * batches) as u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let (_, body) = request(
-            &mut conn,
-            "GET",
-            "/api/v3/configure/processing_engine_trigger",
-            "",
-        )?;
-        let all: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if all[0]["calls"].as_u64() >= Some(want) || Instant::now() > deadline {
-            break all[0].clone();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = delivered(&mut conn, want)?;
     // The latency of a batch that finds the trigger idle: a third database, written to
     // at a pace its plugin keeps up with.
     let paced = start(&bin, true)?;
@@ -199,20 +204,7 @@ fn run(quick: bool) -> Result<(), String> {
         // The pace of this writer: 200 writes a second.
         std::thread::sleep(Duration::from_millis(5));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let idle = loop {
-        let (_, body) = request(
-            &mut conn,
-            "GET",
-            "/api/v3/configure/processing_engine_trigger",
-            "",
-        )?;
-        let all: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if all[0]["calls"].as_u64() >= Some(paced_writes as u64) || Instant::now() > deadline {
-            break all[0].clone();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let idle = delivered(&mut conn, paced_writes as u64)?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

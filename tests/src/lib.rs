@@ -218,6 +218,13 @@ impl TestHost {
         host
     }
 
+    /// Runs `baton ctl ARGS...` against this host to the end: whether it succeeded,
+    /// its stdout and its stderr.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let (code, out, err) = ctl_at(&self.socket, args, &[]);
+        (code == Some(0), out, err)
+    }
+
     /// A client of the control API.
     pub fn client(&self) -> SupervisorClient<Channel> {
         self.client.clone().expect("the host was started")

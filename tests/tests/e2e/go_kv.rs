@@ -6,28 +6,13 @@
 
 use std::time::Duration;
 
-use baton_tests::{EventLog, TestHost, baton_check, bin, go_kv, go_kv_client, replace_by_rename};
+use baton_tests::{EventLog, TestHost, baton_check, go_kv, go_kv_client, replace_by_rename};
 
 const KV: &str = "kv.v1.KV";
 
-/// `baton ctl call` against `host`: (succeeded, stdout, stderr).
-fn ctl(host: &TestHost, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bin("baton"))
-        .args(["ctl", "--socket"])
-        .arg(&host.socket)
-        .args(args)
-        .output()
-        .expect("run baton ctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn put(host: &TestHost, key: &str, base64_value: &str) {
     let request = format!(r#"{{"key":"{key}","value":"{base64_value}"}}"#);
-    let (ok, out, err) = ctl(host, &["call", "kv", &format!("{KV}/Put"), &request]);
+    let (ok, out, err) = host.ctl(&["call", "kv", &format!("{KV}/Put"), &request]);
     assert!(ok, "Put {key}: {err}");
     assert_eq!(out.trim(), "{}");
 }
@@ -35,7 +20,7 @@ fn put(host: &TestHost, key: &str, base64_value: &str) {
 /// The JSON answer of `Get(key)`, or the CLI's error.
 fn get(host: &TestHost, key: &str) -> Result<String, String> {
     let request = format!(r#"{{"key":"{key}"}}"#);
-    match ctl(host, &["call", "kv", &format!("{KV}/Get"), &request]) {
+    match host.ctl(&["call", "kv", &format!("{KV}/Get"), &request]) {
         (true, out, _) => Ok(out.trim().to_owned()),
         (false, _, err) => Err(err),
     }
@@ -93,7 +78,7 @@ async fn go_kv_serves_its_own_api_by_name_and_keeps_its_data_across_reloads() {
     );
 
     // An operator's reload: a new process of the same build, the data handed over.
-    let (ok, out, err) = ctl(&host, &["reload", "kv"]);
+    let (ok, out, err) = host.ctl(&["reload", "kv"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "kv: generation 2 serving");
     let second = host.status("kv").await;

@@ -6,22 +6,7 @@
 use std::time::{Duration, Instant};
 
 use baton_proto::host::PluginState;
-use baton_tests::{EventLog, TestHost, bin, plugin, wait_until};
-
-/// `baton ctl ARGS` against `host`: success, stdout, stderr.
-fn ctl(host: &TestHost, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bin("baton"))
-        .args(["ctl", "--socket"])
-        .arg(&host.socket)
-        .args(args)
-        .output()
-        .expect("run baton ctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use baton_tests::{EventLog, TestHost, plugin, wait_until};
 
 async fn count(host: &TestHost) -> u64 {
     host.call_text("counter", "get", "k")
@@ -51,7 +36,7 @@ async fn stop_start_and_restart_one_plugin_with_and_without_its_state() {
     }
 
     // Stopped: its calls fail at once, saying by whom; the neighbour does not notice.
-    let (ok, out, err) = ctl(&host, &["stop", "counter"]);
+    let (ok, out, err) = host.ctl(&["stop", "counter"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("plugin counter stopped (by baton ctl (uid "),
@@ -85,11 +70,11 @@ async fn stop_start_and_restart_one_plugin_with_and_without_its_state() {
         stopped[0].message.contains("stopped by baton ctl"),
         "{stopped:?}"
     );
-    let (ok, _, err) = ctl(&host, &["stop", "counter"]);
+    let (ok, _, err) = host.ctl(&["stop", "counter"]);
     assert!(ok, "stopping a stopped plugin is no error: {err}");
 
     // Started: from the checkpoint taken as it stopped.
-    let (ok, out, err) = ctl(&host, &["start", "counter"]);
+    let (ok, out, err) = host.ctl(&["start", "counter"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("plugin counter started: generation 2"),
@@ -99,14 +84,14 @@ async fn stop_start_and_restart_one_plugin_with_and_without_its_state() {
     events
         .wait_for("start_requested", 1, Duration::from_secs(5))
         .await;
-    let (ok, _, err) = ctl(&host, &["start", "counter"]);
+    let (ok, _, err) = host.ctl(&["start", "counter"]);
     assert!(
         !ok && err.contains("plugin counter is not stopped"),
         "{err}"
     );
 
     // Restarted: a handover, state kept.
-    let (ok, out, err) = ctl(&host, &["restart", "counter"]);
+    let (ok, out, err) = host.ctl(&["restart", "counter"]);
     assert!(ok, "{err}");
     assert!(out.contains("state kept): generation 3"), "{out}");
     assert_eq!(count(&host).await, 3);
@@ -116,13 +101,13 @@ async fn stop_start_and_restart_one_plugin_with_and_without_its_state() {
 
     // Restarted fresh: the state is dropped, checkpoints too (a stop and start after
     // it restores the fresh state, not the old one).
-    let (ok, out, err) = ctl(&host, &["restart", "counter", "--fresh"]);
+    let (ok, out, err) = host.ctl(&["restart", "counter", "--fresh"]);
     assert!(ok, "{err}");
     assert!(out.contains("started fresh"), "{out}");
     assert_eq!(count(&host).await, 0);
     host.call_text("counter", "incr", "k").await;
-    assert!(ctl(&host, &["stop", "counter"]).0);
-    assert!(ctl(&host, &["start", "counter"]).0);
+    assert!(host.ctl(&["stop", "counter"]).0);
+    assert!(host.ctl(&["start", "counter"]).0);
     assert_eq!(count(&host).await, 1);
     let fresh = events
         .wait_for("restart_requested", 1, Duration::from_secs(5))
@@ -132,7 +117,7 @@ async fn stop_start_and_restart_one_plugin_with_and_without_its_state() {
         "{fresh:?}"
     );
 
-    let (ok, _, err) = ctl(&host, &["stop", "nope"]);
+    let (ok, _, err) = host.ctl(&["stop", "nope"]);
     assert!(!ok && err.contains("no plugin named \"nope\""), "{err}");
 }
 
@@ -224,7 +209,7 @@ async fn a_config_reload_adds_removes_and_changes_plugins_keeping_state_and_refu
         &host,
         &format!("{after}\n[plugins.broken]\ncomand = \"x\"\n"),
     );
-    let (ok, _, err) = ctl(&host, &["reload-config"]);
+    let (ok, _, err) = host.ctl(&["reload-config"]);
     assert!(!ok, "refused");
     assert!(
         err.contains("nothing changed") && err.contains("baton.toml:") && err.contains("comand"),
@@ -245,7 +230,7 @@ async fn a_config_reload_adds_removes_and_changes_plugins_keeping_state_and_refu
         plugin("same", "echo", &[], "")
     );
     rewrite_config(&host, &last);
-    let (ok, out, err) = ctl(&host, &["reload-config"]);
+    let (ok, out, err) = host.ctl(&["reload-config"]);
     assert!(!ok, "a key that cannot change is reported as a problem");
     assert!(out.contains("plugin new: removed, stopped"), "{out}");
     assert!(
@@ -266,7 +251,7 @@ async fn settings_a_new_generation_cannot_start_with_are_rolled_back_and_tried_a
     let mut host = TestHost::start(&plugin("f", "faulty", &[], "")).await;
     let first = host.serving("f", Duration::from_secs(10)).await;
     rewrite_config(&host, &plugin("f", "faulty", &["exit-at-start"], ""));
-    let (ok, out, err) = ctl(&host, &["reload-config"]);
+    let (ok, out, err) = host.ctl(&["reload-config"]);
     assert!(!ok, "{out}");
     assert!(
         err.contains("plugin f: args changed, not applied")
@@ -277,11 +262,11 @@ async fn settings_a_new_generation_cannot_start_with_are_rolled_back_and_tried_a
     assert_eq!(serving.pid, first.pid, "the old generation serves on");
     assert_eq!(host.call_text("f", "echo", "still").await, "still");
     // The file still differs from what runs: the next reload tries again.
-    let (ok, _, err) = ctl(&host, &["reload-config"]);
+    let (ok, _, err) = host.ctl(&["reload-config"]);
     assert!(!ok && err.contains("plugin f: args changed"), "{err}");
     // Put back as it runs: nothing to do.
     rewrite_config(&host, &plugin("f", "faulty", &[], ""));
-    let (ok, out, err) = ctl(&host, &["reload-config"]);
+    let (ok, out, err) = host.ctl(&["reload-config"]);
     assert!(ok, "{err}");
     assert!(out.contains("1 unchanged"), "{out}");
     assert_eq!(host.stop(Duration::from_secs(10)), Some(0));

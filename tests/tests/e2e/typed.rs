@@ -34,6 +34,19 @@ async fn library_host(extra: impl FnOnce(&mut PluginConfig)) -> (Host, PluginHan
     (host, handle)
 }
 
+/// The library host running `broken-trigger MODE` in the trigger's place.
+async fn broken_trigger_host(
+    mode: &str,
+    extra: impl FnOnce(&mut PluginConfig),
+) -> (Host, PluginHandle) {
+    library_host(|p| {
+        p.command = bin("broken-trigger");
+        p.args = vec![mode.into()];
+        extra(p);
+    })
+    .await
+}
+
 /// Waits (up to 10 s) until the plugin has written a line containing `text`.
 async fn logged(handle: &PluginHandle, text: &str) {
     wait_until(
@@ -178,11 +191,7 @@ async fn a_crash_mid_stream_gives_unavailable_naming_the_plugin() {
 
 #[tokio::test]
 async fn calls_refused_by_a_dying_process_before_reaching_it_go_to_the_next_generation() {
-    let (_host, handle) = library_host(|plugin| {
-        plugin.command = bin("broken-trigger");
-        plugin.args = vec!["lingering".into()];
-    })
-    .await;
+    let (_host, handle) = broken_trigger_host("lingering", |_| {}).await;
     let first = handle.status();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first.pid.expect("a pid") as i32),
@@ -484,9 +493,7 @@ async fn a_message_over_max_message_bytes_is_refused_with_out_of_range_and_count
 
 #[tokio::test]
 async fn an_answer_over_max_message_bytes_ends_its_stream_with_out_of_range() {
-    let (host, handle) = library_host(|p| {
-        p.command = bin("broken-trigger");
-        p.args = vec!["bloated".into()];
+    let (host, handle) = broken_trigger_host("bloated", |p| {
         p.max_message_bytes = 4096;
     })
     .await;
@@ -524,9 +531,7 @@ async fn an_answer_over_max_message_bytes_ends_its_stream_with_out_of_range() {
 #[tokio::test]
 async fn a_unary_call_still_waiting_for_its_answer_at_a_handover_is_left_to_finish() {
     // Streams get 100 ms to end at a handover; the write takes 800 ms to answer.
-    let (host, handle) = library_host(|p| {
-        p.command = bin("broken-trigger");
-        p.args = vec!["slow".into()];
+    let (host, handle) = broken_trigger_host("slow", |p| {
         p.stream_drain_ms = 100;
     })
     .await;

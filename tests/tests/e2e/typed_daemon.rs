@@ -209,20 +209,9 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
     assert_eq!(each, vec![expected + 1, expected + 2]);
 }
 
-/// `baton ctl call` against `host`, with its stdout and stderr.
+/// `baton ctl call ARGS...` against `host`: success, stdout, stderr.
 fn ctl_call(host: &TestHost, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bin("baton"))
-        .args(["ctl", "--socket"])
-        .arg(&host.socket)
-        .arg("call")
-        .args(args)
-        .output()
-        .expect("run baton ctl call");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    host.ctl(&[&["call"], args].concat())
 }
 
 #[tokio::test]
