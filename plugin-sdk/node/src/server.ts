@@ -2,6 +2,8 @@
 
 import * as fs from "node:fs";
 import * as grpc from "@grpc/grpc-js";
+import type { PackageDefinition } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
 
 import { log } from "./log";
 import { Code, PluginError, type Plugin } from "./plugin";
@@ -60,6 +62,13 @@ export interface Service {
 export interface ServeOptions {
   /** Application services (from the application's own .proto), behind the token too. */
   services?: Service[];
+  /**
+   * The application's .proto as @grpc/proto-loader loaded it: served over gRPC server
+   * reflection (v1 and v1alpha, behind the token), so that a host can check this build
+   * against the application's descriptors (`api_descriptors`) and `baton ctl call` can
+   * call its methods by name.
+   */
+  reflection?: PackageDefinition;
 }
 
 /** A plugin being served by run(). */
@@ -120,6 +129,10 @@ export async function run(plugin: Plugin, launch: Launch, options: ServeOptions 
     if (name !== undefined && !names.includes(name)) {
       names.push(name);
     }
+  }
+
+  if (options.reflection !== undefined) {
+    new ReflectionService(options.reflection).addToServer(server);
   }
 
   let stopRequested: (reason: string) => void = () => {};

@@ -424,3 +424,117 @@ async fn a_build_that_changed_a_message_type_is_refused_against_the_applications
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_typescript_plugin_serves_the_application_service_and_hands_over_to_rust_and_back() {
+    // Built with the TypeScript counter (the SDK and its test fixtures); skipped, with a
+    // line saying so, where Node.js is missing.
+    let Some(node) = baton_tests::ts_counter().map(|command| command[0].clone()) else {
+        return;
+    };
+    let fixture = baton_tests::repo_root().join("plugin-sdk/node/dist/test/fixtures/trigger.js");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let launcher = dir.path().join("trigger");
+    let typescript = format!("exec {node} {} \"$@\"", fixture.display());
+    replace_by_rename(&launcher, &script(&typescript));
+    let api = dir.path().join("trigger-api.bin");
+    std::fs::write(&api, baton_tests::trigger::FILE_DESCRIPTOR_SET).expect("write");
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nreload = \"watch\"\nsettle_ms = 50\nservices = [\"{TRIGGER}\"]\napi_descriptors = \"{}\"\n",
+        launcher.display(),
+        api.display()
+    ))
+    .await;
+    // Checked against the application's descriptors over the SDK's reflection.
+    host.serving("trigger", Duration::from_secs(20)).await;
+    let channel = baton_tests::unix_channel(&host.socket)
+        .await
+        .expect("connect");
+    let mut trigger = TriggerClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert(
+            "x-baton-plugin",
+            tonic::metadata::MetadataValue::from_static("trigger"),
+        );
+        Ok(r)
+    });
+    // Server streaming and unary, through the daemon.
+    let mut points = trigger
+        .subscribe(baton_tests::trigger::Filter {
+            prefix: "ts.".into(),
+        })
+        .await
+        .expect("TypeScript Subscribe")
+        .into_inner();
+    let total = trigger
+        .on_write(batch("ts.a", &[1.0, 2.0]))
+        .await
+        .expect("TypeScript OnWrite")
+        .into_inner()
+        .total;
+    assert_eq!(total, 2);
+    let first = tokio::time::timeout(Duration::from_secs(5), points.message())
+        .await
+        .expect("a point within 5 s")
+        .expect("the stream is fine")
+        .expect("a point");
+    assert_eq!((first.series.as_str(), first.sequence), ("ts.a", 1));
+    // Bidirectional.
+    let each: Vec<u64> = trigger
+        .write_each(tokio_stream::iter(vec![
+            batch("x", &[1.0]),
+            batch("x", &[1.0]),
+        ]))
+        .await
+        .expect("TypeScript WriteEach")
+        .into_inner()
+        .map(|a| a.map(|a| a.total))
+        .collect::<Result<_, _>>()
+        .await
+        .expect("every answer");
+    assert_eq!(each, vec![3, 4]);
+    // By name, with JSON, through the SDK's reflection.
+    let (ok, out, err) = ctl_call(
+        &host,
+        &[
+            "trigger",
+            &format!("{TRIGGER}/OnWrite"),
+            r#"{"points":[{"series":"j"}]}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"total":"5"}"#);
+    // The host's key-value store, through the SDK's HostClient.
+    host.invoke("trigger", "remember", "kept by the host")
+        .await
+        .expect("remember");
+    assert_eq!(
+        host.call_text("trigger", "recall", "").await,
+        "kept by the host"
+    );
+
+    // TypeScript → Rust → TypeScript: the count moves with each handover.
+    let mut expected = 5;
+    for (n, command) in [
+        (2, format!("exec {} \"$@\"", bin("trigger").display())),
+        (3, typescript.clone()),
+    ] {
+        replace_by_rename(&launcher, &script(&command));
+        wait_until(
+            &format!("generation {n} serves"),
+            Duration::from_secs(20),
+            || async {
+                let s = host.status("trigger").await;
+                (s.generation >= n && s.state == PluginState::Serving as i32).then_some(())
+            },
+        )
+        .await;
+        expected += 1;
+        let total = trigger
+            .on_write(batch("lang", &[1.0]))
+            .await
+            .expect("OnWrite after the handover")
+            .into_inner()
+            .total;
+        assert_eq!(total, expected, "generation {n}");
+    }
+}
