@@ -122,6 +122,7 @@ export async function run(plugin: Plugin, launch: Launch, options: ServeOptions 
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   });
+  putUnknownMethodsBehindTheToken(server);
   const names: string[] = [];
   for (const s of options.services ?? []) {
     server.addService(s.definition, s.implementation);
@@ -177,6 +178,31 @@ function serviceName(definition: grpc.ServiceDefinition): string | undefined {
 }
 
 /** Refuses calls without the launch token, on every service but health. */
+/**
+ * grpc-js answers a call to a method nobody registered before any interceptor runs, which
+ * would tell a caller without the token which methods exist. A stand-in handler for every
+ * unknown method puts such calls through the token check like any other: with the token
+ * they get UNIMPLEMENTED, as before; without it, UNAUTHENTICATED. `_retrieveHandler` is
+ * grpc-js's own lookup (1.14); the SDK's tests fail if an update renames it.
+ */
+function putUnknownMethodsBehindTheToken(server: grpc.Server): void {
+  const internals = server as unknown as { _retrieveHandler?: (path: string) => unknown };
+  const lookup = internals._retrieveHandler;
+  if (typeof lookup !== "function") {
+    log.warn("this grpc-js has no handler lookup to wrap: unknown methods answer without the token check");
+    return;
+  }
+  internals._retrieveHandler = (path: string) =>
+    lookup.call(server, path) ?? {
+      type: "unary",
+      path,
+      serialize: (value: Buffer) => value,
+      deserialize: (bytes: Buffer) => bytes,
+      func: (_call: unknown, done: grpc.sendUnaryData<Buffer>) =>
+        done({ code: grpc.status.UNIMPLEMENTED, details: `this plugin has no method ${path}` }),
+    };
+}
+
 function tokenCheck(token: string): grpc.ServerInterceptor {
   const expected = Buffer.from(token);
   return (method, call) =>

@@ -33,6 +33,23 @@ test("a plugin process keeps stdout for the handshake and refuses calls without 
     code: grpc.status.UNIMPLEMENTED,
     details: 'memo has no method "nope"',
   });
+  // A method the plugin does not have is behind the token too: nothing is said of it
+  // to a caller without the token.
+  const raw = new grpc.Client(`unix:${p.socket}`, grpc.credentials.createInsecure());
+  t.after(() => raw.close());
+  const unknown = (md: grpc.Metadata) =>
+    new Promise<void>((resolve, reject) =>
+      raw.makeUnaryRequest(
+        "/some.Service/NoSuchMethod",
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        md,
+        (e) => (e ? reject(e) : resolve()),
+      ),
+    );
+  await assert.rejects(unknown(new grpc.Metadata()), { code: grpc.status.UNAUTHENTICATED });
+  await assert.rejects(unknown(p.metadata()), { code: grpc.status.UNIMPLEMENTED });
   await assert.rejects(p.unary("Invoke", { method: "fail" }), {
     code: grpc.status.INTERNAL,
     details: "the plugin's invoke failed: Error: plain error",

@@ -433,6 +433,12 @@ async fn a_typescript_plugin_serves_the_application_service_and_hands_over_to_ru
         return;
     };
     let fixture = baton_tests::repo_root().join("plugin-sdk/node/dist/test/fixtures/trigger.js");
+    // The contract, application services included (an unknown method is behind the
+    // token too, which grpc-js does not do by itself).
+    let fixture_path = fixture.to_str().expect("a UTF-8 path");
+    let (code, report) = baton_tests::baton_check(&[], &[&node, fixture_path], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("pass  application services"), "{report}");
     let dir = tempfile::tempdir().expect("temp dir");
     let launcher = dir.path().join("trigger");
     let typescript = format!("exec {node} {} \"$@\"", fixture.display());
