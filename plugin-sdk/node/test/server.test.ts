@@ -7,7 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 
 import { HealthService, type StateChunk } from "../src/proto";
 import { chunks } from "../src/state";
-import { memoProcess } from "./support";
+import { memoProcess, streamedProcess } from "./support";
 
 test("a plugin process keeps stdout for the handshake and refuses calls without the token", async (t) => {
   const p = memoProcess();
@@ -93,4 +93,32 @@ test("the state moves between two processes, and a refused restore changes nothi
 
   from.child.kill("SIGTERM");
   assert.equal(await from.exited(), 0);
+});
+
+test("a state handed over as a stream arrives whole, and a broken stream commits nothing", async (t) => {
+  const from = streamedProcess();
+  const to = streamedProcess();
+  t.after(() => {
+    from.close();
+    to.close();
+  });
+  await Promise.all([from.handshake(), to.handshake()]);
+  await from.unary("Invoke", { method: "fill", payload: Buffer.from(String(5 * 65536 + 123)) });
+  const digest = (await from.unary<{ payload: Buffer }>("Invoke", { method: "digest" })).payload.toString();
+  const sent = await from.snapshot();
+  assert.equal(sent.length, 6, "re-cut into 64 KiB chunks");
+  assert.equal(sent[0]!.total_bytes, 5 * 65536 + 123, "the length announced");
+
+  await to.unary("Invoke", { method: "fill", payload: Buffer.from("3") });
+  const before = (await to.unary<{ payload: Buffer }>("Invoke", { method: "digest" })).payload.toString();
+  await assert.rejects(to.restore(sent.slice(0, 3)), { code: grpc.status.DATA_LOSS });
+  const corrupt: StateChunk[] = sent.map((c, i) => (i === 5 ? { ...c, checksum: c.checksum ^ 1 } : c));
+  await assert.rejects(to.restore(corrupt), { code: grpc.status.DATA_LOSS });
+  const after = (await to.unary<{ payload: Buffer }>("Invoke", { method: "digest" })).payload.toString();
+  assert.equal(after, before, "nothing committed from a broken stream");
+
+  const reply = await to.restore(sent);
+  assert.equal(reply.bytes_restored, 5 * 65536 + 123);
+  const moved = (await to.unary<{ payload: Buffer }>("Invoke", { method: "digest" })).payload.toString();
+  assert.equal(moved, digest);
 });

@@ -124,3 +124,8 @@ export class PluginProcess {
 export function memoProcess(): PluginProcess {
   return new PluginProcess(process.execPath, [path.join(__dirname, "fixtures", "memo.js")]);
 }
+
+/** The streamed fixture, as a process. */
+export function streamedProcess(): PluginProcess {
+  return new PluginProcess(process.execPath, [path.join(__dirname, "fixtures", "streamed.js")]);
+}
