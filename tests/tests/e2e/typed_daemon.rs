@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 
 use baton_proto::host::PluginState;
-use baton_tests::trigger::batch;
 use baton_tests::trigger::trigger_client::TriggerClient;
+use baton_tests::trigger::{WriteBatch, batch};
 use baton_tests::{EventLog, TestHost, bin, replace_by_rename, script, wait_until};
 
 const TRIGGER: &str = "mydb.trigger.v1.Trigger";
@@ -150,16 +150,7 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
     assert!(ok, "{err}");
     assert_eq!(out.trim(), r#"{"total":"1"}"#);
     // A typed client through the daemon, as an external program would call it.
-    let channel = baton_tests::unix_channel(&host.socket)
-        .await
-        .expect("connect");
-    let mut trigger = TriggerClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert(
-            "x-baton-plugin",
-            tonic::metadata::MetadataValue::from_static("trigger"),
-        );
-        Ok(r)
-    });
+    let mut trigger = through_daemon(&host).await;
     let write = |n: usize| batch("lang", &vec![1.0; n]);
     assert_eq!(
         trigger
@@ -172,12 +163,51 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
     );
 
     // Python → Rust → Python: the count moves with each handover.
-    let mut expected = 3;
+    let expected = to_rust_and_back(&host, &mut trigger, &launcher, &python, 3, 3).await;
+    // The Python build's bidirectional method, through the daemon.
+    let each = write_each(&mut trigger, vec![write(1), write(1)]).await;
+    assert_eq!(each, vec![expected + 1, expected + 2]);
+}
+
+/// A typed client of the trigger plugin through `host`'s daemon, as an external program
+/// would call it: `x-baton-plugin: trigger` on every call.
+type ThroughDaemon = TriggerClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+async fn through_daemon(host: &TestHost) -> ThroughDaemon {
+    fn to_trigger(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert(
+            "x-baton-plugin",
+            tonic::metadata::MetadataValue::from_static("trigger"),
+        );
+        Ok(r)
+    }
+    let channel = baton_tests::unix_channel(&host.socket)
+        .await
+        .expect("connect");
+    TriggerClient::with_interceptor(channel, to_trigger as fn(_) -> _)
+}
+
+/// Hands the plugin behind `launcher` over to the Rust trigger and back to `other` (a
+/// launcher script's body), writing `per_write` points after each handover: the count,
+/// which started at `total`, must go on. Returns it.
+async fn to_rust_and_back(
+    host: &TestHost,
+    trigger: &mut ThroughDaemon,
+    launcher: &std::path::Path,
+    other: &str,
+    mut total: u64,
+    per_write: usize,
+) -> u64 {
     for (n, command) in [
         (2, format!("exec {} \"$@\"", bin("trigger").display())),
-        (3, python.clone()),
+        (3, other.to_owned()),
     ] {
-        replace_by_rename(&launcher, &script(&command));
+        replace_by_rename(launcher, &script(&command));
         wait_until(
             &format!("generation {n} serves"),
             Duration::from_secs(20),
@@ -187,26 +217,29 @@ async fn a_python_plugin_serves_the_application_service_and_hands_over_to_rust_a
             },
         )
         .await;
-        expected += 3;
-        let total = trigger
-            .on_write(write(3))
+        total += per_write as u64;
+        let answer = trigger
+            .on_write(batch("lang", &vec![1.0; per_write]))
             .await
             .expect("OnWrite after the handover")
             .into_inner()
             .total;
-        assert_eq!(total, expected, "generation {n}");
+        assert_eq!(answer, total, "generation {n}");
     }
-    // The Python build's bidirectional method, through the daemon.
-    let each: Vec<u64> = trigger
-        .write_each(tokio_stream::iter(vec![write(1), write(1)]))
+    total
+}
+
+/// WriteEach with `batches`: every answer's total, in order.
+async fn write_each(trigger: &mut ThroughDaemon, batches: Vec<WriteBatch>) -> Vec<u64> {
+    trigger
+        .write_each(tokio_stream::iter(batches))
         .await
-        .expect("Python WriteEach")
+        .expect("WriteEach")
         .into_inner()
         .map(|a| a.map(|a| a.total))
         .collect::<Result<_, _>>()
         .await
-        .expect("every answer");
-    assert_eq!(each, vec![expected + 1, expected + 2]);
+        .expect("every answer")
 }
 
 /// `baton ctl call ARGS...` against `host`: success, stdout, stderr.
@@ -453,16 +486,7 @@ async fn a_typescript_plugin_serves_the_application_service_and_hands_over_to_ru
     .await;
     // Checked against the application's descriptors over the SDK's reflection.
     host.serving("trigger", Duration::from_secs(20)).await;
-    let channel = baton_tests::unix_channel(&host.socket)
-        .await
-        .expect("connect");
-    let mut trigger = TriggerClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert(
-            "x-baton-plugin",
-            tonic::metadata::MetadataValue::from_static("trigger"),
-        );
-        Ok(r)
-    });
+    let mut trigger = through_daemon(&host).await;
     // Server streaming and unary, through the daemon.
     let mut points = trigger
         .subscribe(baton_tests::trigger::Filter {
@@ -485,18 +509,7 @@ async fn a_typescript_plugin_serves_the_application_service_and_hands_over_to_ru
         .expect("a point");
     assert_eq!((first.series.as_str(), first.sequence), ("ts.a", 1));
     // Bidirectional.
-    let each: Vec<u64> = trigger
-        .write_each(tokio_stream::iter(vec![
-            batch("x", &[1.0]),
-            batch("x", &[1.0]),
-        ]))
-        .await
-        .expect("TypeScript WriteEach")
-        .into_inner()
-        .map(|a| a.map(|a| a.total))
-        .collect::<Result<_, _>>()
-        .await
-        .expect("every answer");
+    let each = write_each(&mut trigger, vec![batch("x", &[1.0]); 2]).await;
     assert_eq!(each, vec![3, 4]);
     // By name, with JSON, through the SDK's reflection.
     let (ok, out, err) = ctl_call(
@@ -519,28 +532,5 @@ async fn a_typescript_plugin_serves_the_application_service_and_hands_over_to_ru
     );
 
     // TypeScript → Rust → TypeScript: the count moves with each handover.
-    let mut expected = 5;
-    for (n, command) in [
-        (2, format!("exec {} \"$@\"", bin("trigger").display())),
-        (3, typescript.clone()),
-    ] {
-        replace_by_rename(&launcher, &script(&command));
-        wait_until(
-            &format!("generation {n} serves"),
-            Duration::from_secs(20),
-            || async {
-                let s = host.status("trigger").await;
-                (s.generation >= n && s.state == PluginState::Serving as i32).then_some(())
-            },
-        )
-        .await;
-        expected += 1;
-        let total = trigger
-            .on_write(batch("lang", &[1.0]))
-            .await
-            .expect("OnWrite after the handover")
-            .into_inner()
-            .total;
-        assert_eq!(total, expected, "generation {n}");
-    }
+    to_rust_and_back(&host, &mut trigger, &launcher, &typescript, 5, 1).await;
 }
