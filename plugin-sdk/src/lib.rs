@@ -30,12 +30,16 @@
 //! ```
 
 mod host;
+mod image;
 mod server;
+pub mod state_map;
 
 pub use baton_proto::state;
 
 pub use bytes::Bytes;
 pub use host::{AddToken, HostChannel, HostClient, HostClientError, LogLevel};
+pub use image::StateImage;
+pub use state_map::StateMap;
 pub use server::{Launch, LaunchError, Server, serve, serve_with_listener};
 pub use tonic::{Code, Status, async_trait};
 pub use tracing;
@@ -51,6 +55,9 @@ pub struct Description {
     pub state_schema_version: u32,
     /// `(name, one-line description)` of each method.
     pub methods: Vec<(String, String)>,
+    /// Whether the plugin takes a cursor in [`Plugin::snapshot_since`] and answers with
+    /// deltas (see [`Description::incremental`]).
+    pub incremental_snapshots: bool,
 }
 
 impl Description {
@@ -61,6 +68,7 @@ impl Description {
             version: version.into(),
             state_schema_version: 0,
             methods: Vec::new(),
+            incremental_snapshots: false,
         }
     }
 
@@ -73,6 +81,15 @@ impl Description {
     /// Declares the state format version this build writes and reads.
     pub fn state_schema(mut self, version: u32) -> Self {
         self.state_schema_version = version;
+        self
+    }
+
+    /// Declares incremental snapshots: the plugin implements [`Plugin::snapshot_since`]
+    /// and [`Plugin::restore_delta`] (a [`StateMap`] does both), so the host can copy
+    /// its state while it keeps serving and hold calls only for the last small delta.
+    /// Snapshots then come while calls run, and must be consistent as of their cursor.
+    pub fn incremental(mut self) -> Self {
+        self.incremental_snapshots = true;
         self
     }
 }
@@ -100,13 +117,38 @@ pub trait Plugin: Send + Sync + 'static {
     /// Refuse a format you cannot read with `Status::failed_precondition`, leaving the
     /// current state untouched.
     async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
-        if state.is_empty() {
-            Ok(())
-        } else {
-            Err(Status::failed_precondition(format!(
-                "this plugin keeps no state, but was given {} bytes in schema version {schema_version}",
-                state.len()
-            )))
-        }
+        restore_nothing(schema_version, state)
+    }
+
+    /// For a plugin that declares [`Description::incremental`]: its state as of a new
+    /// cursor, either whole or, when `since` is the cursor that ended its latest
+    /// snapshot, only the changes after it ([`StateImage::delta`]). Called while calls
+    /// run. Answering with a whole state is always allowed. [`StateMap::snapshot_since`]
+    /// is one. The default is [`Plugin::snapshot`], whole and without a cursor.
+    async fn snapshot_since(&self, since: Option<Bytes>) -> Result<StateImage, Status> {
+        let _ = since;
+        Ok(StateImage::full(self.snapshot().await?))
+    }
+
+    /// Applies a delta written by [`Plugin::snapshot_since`] (of some build, in format
+    /// `schema_version`) on top of the state restored so far. The SDK has checked that
+    /// it follows the last state applied here; apply all of it or, refusing, none.
+    async fn restore_delta(&self, schema_version: u32, delta: Vec<u8>) -> Result<(), Status> {
+        Err(Status::failed_precondition(format!(
+            "this plugin takes no deltas, but was given {} bytes of one in schema version {schema_version}",
+            delta.len()
+        )))
+    }
+}
+
+/// What [`Plugin::restore`] does by default: accept the empty state only.
+fn restore_nothing(schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
+    if state.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "this plugin keeps no state, but was given {} bytes in schema version {schema_version}",
+            state.len()
+        )))
     }
 }

@@ -10,6 +10,7 @@ use baton_proto::plugin::{
     RestoreResponse, ShutdownRequest, ShutdownResponse, SnapshotRequest, StateChunk,
 };
 use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
+use bytes::Bytes;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -18,8 +19,8 @@ use tonic::service::RoutesBuilder;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::Plugin;
-use crate::state::{Reassembly, chunks};
+use crate::state::{Marks, Reassembly, chunks};
+use crate::{Plugin, StateImage};
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -228,6 +229,7 @@ impl<P: Plugin> Server<P> {
             plugin: Arc::new(plugin),
             stop: stop.clone(),
             services: Arc::new(names),
+            applied: Arc::default(),
         };
         let check = TokenCheck(Arc::from(launch.token.as_str()));
         let plugin_server = PluginServer::new(service)
@@ -378,6 +380,17 @@ struct PluginService<P> {
     stop: Arc<Notify>,
     /// The application services served beside it, by gRPC name.
     services: Arc<Vec<String>>,
+    /// The cursor of the last state restored here, which a delta must follow. Held
+    /// through each restore, so restores apply one at a time, in the order they came.
+    applied: Arc<tokio::sync::Mutex<Bytes>>,
+}
+
+/// A cursor as people read it in a message.
+fn hex(cursor: &[u8]) -> String {
+    if cursor.is_empty() {
+        return "(none)".into();
+    }
+    cursor.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tonic::async_trait]
@@ -398,6 +411,7 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
                 .map(|(name, description)| MethodInfo { name, description })
                 .collect(),
             services: self.services.to_vec(),
+            incremental_snapshots: d.incremental_snapshots,
         }))
     }
 
@@ -416,13 +430,33 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let schema = self.plugin.describe().state_schema_version;
-        let state = self.plugin.snapshot().await?;
-        let len = state.len();
-        let chunks = chunks(schema, state);
-        tracing::debug!(bytes = len, chunks = chunks.len(), "snapshot taken");
+        let description = self.plugin.describe();
+        let schema = description.state_schema_version;
+        let since = request.into_inner().since;
+        let image = if description.incremental_snapshots {
+            self.plugin
+                .snapshot_since((!since.is_empty()).then_some(since))
+                .await?
+        } else {
+            StateImage::full(self.plugin.snapshot().await?)
+        };
+        if image.cursor.len() > crate::state::MAX_CURSOR_BYTES {
+            return Err(Status::internal(format!(
+                "the plugin's cursor is {} bytes; the contract allows {}",
+                image.cursor.len(),
+                crate::state::MAX_CURSOR_BYTES
+            )));
+        }
+        let len = image.data.len();
+        let delta = image.delta;
+        let chunks = chunks(schema, image.data).marked(Marks {
+            delta: image.delta,
+            base_cursor: image.base_cursor,
+            cursor: image.cursor,
+        });
+        tracing::debug!(bytes = len, chunks = chunks.len(), delta, "snapshot taken");
         let chunks = chunks.map(Ok as fn(StateChunk) -> Result<StateChunk, Status>);
         Ok(Response::new(tokio_stream::iter(chunks)))
     }
@@ -432,18 +466,32 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
         request: Request<Streaming<StateChunk>>,
     ) -> Result<Response<RestoreResponse>, Status> {
         let mut stream = request.into_inner();
+        let mut applied = self.applied.lock().await;
         let mut reassembly = Reassembly::new(MAX_STATE_BYTES);
         while let Some(chunk) = stream.message().await? {
             reassembly
                 .push(chunk)
                 .map_err(|e| Status::data_loss(e.to_string()))?;
         }
-        let (schema, state) = reassembly
-            .finish()
+        let (schema, state, marks) = reassembly
+            .finish_marked()
             .map_err(|e| Status::data_loss(e.to_string()))?;
         let len = state.len() as u64;
-        self.plugin.restore(schema, state).await?;
-        tracing::info!(bytes = len, schema, "state restored");
+        if marks.delta {
+            if applied.is_empty() || marks.base_cursor != *applied {
+                return Err(Status::data_loss(format!(
+                    "a delta that follows cursor {} does not follow the state restored here (cursor {}): a delta out of order, or one lost before it",
+                    hex(&marks.base_cursor),
+                    hex(&applied)
+                )));
+            }
+            self.plugin.restore_delta(schema, state).await?;
+            tracing::debug!(bytes = len, schema, "delta applied");
+        } else {
+            self.plugin.restore(schema, state).await?;
+            tracing::info!(bytes = len, schema, "state restored");
+        }
+        *applied = marks.cursor;
         Ok(Response::new(RestoreResponse {
             bytes_restored: len,
         }))

@@ -19,6 +19,32 @@ pub fn chunks(schema_version: u32, state: Bytes) -> Chunks {
         state,
         seq: 0,
         hasher: crc32fast::Hasher::new(),
+        marks: Marks::default(),
+    }
+}
+
+/// The longest cursor a plugin may send: cursors are opaque, but the host keeps them
+/// and sends them back, so a plugin does not get to make them large.
+pub const MAX_CURSOR_BYTES: usize = 256;
+
+/// What a snapshot says of itself beyond its data, for incremental snapshots: whether it
+/// is a delta, the cursor it follows, and the cursor it is consistent as of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// A delta (the changes since `base_cursor`), not a whole state.
+    pub delta: bool,
+    /// For a delta: the cursor it follows.
+    pub base_cursor: Bytes,
+    /// The cursor this snapshot is consistent as of; empty from a plugin without
+    /// incremental snapshots.
+    pub cursor: Bytes,
+}
+
+impl Chunks {
+    /// The same chunks, marked: `delta` and `base_cursor` on the first, `cursor` on the last.
+    pub fn marked(mut self, marks: Marks) -> Self {
+        self.marks = marks;
+        self
     }
 }
 
@@ -33,6 +59,7 @@ pub struct Chunks {
     seq: u64,
     count: u64,
     hasher: crc32fast::Hasher,
+    marks: Marks,
 }
 
 impl Iterator for Chunks {
@@ -59,6 +86,17 @@ impl Iterator for Chunks {
                 0
             },
             total_bytes: if first { self.state.len() as u64 } else { 0 },
+            delta: first && self.marks.delta,
+            base_cursor: if first {
+                self.marks.base_cursor.clone()
+            } else {
+                Bytes::new()
+            },
+            cursor: if last {
+                self.marks.cursor.clone()
+            } else {
+                Bytes::new()
+            },
         };
         self.seq += 1;
         Some(chunk)
@@ -101,6 +139,9 @@ pub enum ReassemblyError {
         "state length mismatch: the first chunk announced {announced} bytes, the chunks carry {got}"
     )]
     Length { announced: u64, got: u64 },
+    /// A cursor longer than [`MAX_CURSOR_BYTES`].
+    #[error("state chunk {seq} carries a cursor of {len} bytes; the limit is {MAX_CURSOR_BYTES}")]
+    CursorTooLong { seq: u64, len: usize },
 }
 
 /// Checks a stream of chunks as it passes, without keeping their data: what the host
@@ -114,6 +155,7 @@ pub struct ChunkCheck {
     done: bool,
     limit: u64,
     announced: Option<u64>,
+    marks: Marks,
 }
 
 impl ChunkCheck {
@@ -127,7 +169,14 @@ impl ChunkCheck {
             done: false,
             limit,
             announced: None,
+            marks: Marks::default(),
         }
+    }
+
+    /// The snapshot's marks as read so far: `delta` and `base_cursor` from the first
+    /// chunk, `cursor` from the last (complete once [`ChunkCheck::finish`] succeeds).
+    pub fn marks(&self) -> &Marks {
+        &self.marks
     }
 
     /// The state's length as the first chunk announced it, once that chunk has passed
@@ -158,6 +207,18 @@ impl ChunkCheck {
             }
             Some(_) => {}
         }
+        for cursor in [&chunk.base_cursor, &chunk.cursor] {
+            if cursor.len() > MAX_CURSOR_BYTES {
+                return Err(ReassemblyError::CursorTooLong {
+                    seq: chunk.seq,
+                    len: cursor.len(),
+                });
+            }
+        }
+        if chunk.seq == 0 {
+            self.marks.delta = chunk.delta;
+            self.marks.base_cursor = chunk.base_cursor.clone();
+        }
         if chunk.seq == 0 && chunk.total_bytes != 0 {
             if chunk.total_bytes > self.limit {
                 return Err(ReassemblyError::TooLarge {
@@ -186,6 +247,7 @@ impl ChunkCheck {
         self.next_seq += 1;
         if chunk.last {
             self.done = true;
+            self.marks.cursor = chunk.cursor.clone();
             let got = self.hasher.clone().finalize();
             if got != chunk.checksum {
                 return Err(ReassemblyError::Checksum {
@@ -240,6 +302,12 @@ impl Reassembly {
     pub fn finish(self) -> Result<(u32, Vec<u8>), ReassemblyError> {
         let (schema, _) = self.check.finish()?;
         Ok((schema, self.data))
+    }
+
+    /// The schema version, the state and its marks, once the last chunk has arrived.
+    pub fn finish_marked(self) -> Result<(u32, Vec<u8>, Marks), ReassemblyError> {
+        let (schema, _) = self.check.finish()?;
+        Ok((schema, self.data, self.check.marks))
     }
 }
 
@@ -402,6 +470,7 @@ mod fuzz {
                     last,
                     checksum,
                     total_bytes,
+                    ..Default::default()
                 }
             })
     }

@@ -106,6 +106,7 @@ fn streams_are_accepted_or_refused_as_published() {
                 last: c["last"].as_bool().expect("last"),
                 checksum: u64_of(c, "checksum") as u32,
                 total_bytes: u64_of(c, "total_bytes"),
+                ..Default::default()
             };
             result = r.push(chunk);
             if result.is_err() {

@@ -1,0 +1,124 @@
+use super::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn restored(images: &[StateImage]) -> StateMap<Bytes, Bytes> {
+    let copy = StateMap::new();
+    for image in images {
+        if image.delta {
+            copy.restore_delta(image.data.to_vec()).expect("delta applies");
+        } else {
+            copy.restore(image.data.to_vec()).expect("state restores");
+        }
+    }
+    copy
+}
+
+#[test]
+fn a_snapshot_since_the_latest_cursor_is_a_delta_of_what_changed() {
+    let map = StateMap::new();
+    map.insert(b("a"), b("1"));
+    map.insert(b("b"), b("2"));
+    let full = map.snapshot_since(None);
+    assert!(!full.delta && !full.cursor.is_empty());
+
+    map.insert(b("c"), b("3"));
+    map.remove(&b("a")[..]);
+    map.update(b("b"), |v| {
+        assert_eq!(v, Some(&b("2")));
+        b("22")
+    });
+    let delta = map.snapshot_since(Some(&full.cursor));
+    assert!(delta.delta);
+    assert_eq!(delta.base_cursor, full.cursor);
+    let changes = decode_delta(delta.data.clone()).expect("a delta");
+    assert_eq!(
+        changes,
+        vec![(b("a"), None), (b("b"), Some(b("22"))), (b("c"), Some(b("3")))]
+    );
+
+    // Nothing changed since: an empty delta.
+    let empty = map.snapshot_since(Some(&delta.cursor));
+    assert!(empty.delta);
+    assert_eq!(decode_delta(empty.data.clone()).expect("a delta"), vec![]);
+
+    let copy = restored(&[full, delta, empty]);
+    assert_eq!(copy.read(), map.read());
+}
+
+#[test]
+fn any_other_cursor_gets_the_whole_map() {
+    let map: StateMap<Bytes, Bytes> = StateMap::new();
+    map.insert(b("k"), b("v"));
+    let first = map.snapshot_since(None);
+    let second = map.snapshot_since(Some(&first.cursor));
+    assert!(second.delta);
+    // `first` is no longer the latest cursor.
+    let again = map.snapshot_since(Some(&first.cursor));
+    assert!(!again.delta);
+    // Another map's cursor never follows, even at the same count.
+    let other: StateMap<Bytes, Bytes> = StateMap::new();
+    let foreign = other.snapshot_since(None).cursor;
+    assert!(!map.snapshot_since(Some(&foreign)).delta);
+    // A restore starts the chain again.
+    let latest = map.snapshot_since(None).cursor;
+    map.restore(encode_full(&OrdMap::new())).expect("restores");
+    assert!(!map.snapshot_since(Some(&latest)).delta);
+}
+
+#[test]
+fn a_snapshot_is_consistent_while_writers_carry_on() {
+    let map = std::sync::Arc::new(StateMap::new());
+    let mut images = vec![map.snapshot_since(None)];
+    let writer = {
+        let map = map.clone();
+        std::thread::spawn(move || {
+            for i in 0..20_000u32 {
+                map.insert(Bytes::from(format!("k{:05}", i % 5000)), Bytes::from(i.to_string()));
+                if i % 7 == 0 {
+                    map.remove(&Bytes::from(format!("k{:05}", (i / 7) % 5000))[..]);
+                }
+            }
+        })
+    };
+    while !writer.is_finished() {
+        let cursor = images.last().map(|i| i.cursor.clone());
+        images.push(map.snapshot_since(cursor.as_deref()));
+    }
+    writer.join().expect("the writer ran");
+    let cursor = images.last().map(|i| i.cursor.clone());
+    images.push(map.snapshot_since(cursor.as_deref()));
+    assert!(images[1..].iter().all(|i| i.delta));
+    assert_eq!(restored(&images).read(), map.read());
+}
+
+#[test]
+fn malformed_bytes_are_refused_and_leave_the_map_as_it_was() {
+    let map: StateMap<Bytes, Bytes> = StateMap::new();
+    map.insert(b("keep"), b("me"));
+    let mut whole = OrdMap::new();
+    whole.insert(b("x"), b("1"));
+    let good = encode_full(&whole);
+    for (bad, want) in [
+        (b"NOPE".to_vec(), "magic"),
+        (good[..good.len() - 1].to_vec(), "truncated"),
+        ([good.clone(), vec![0]].concat(), "unexpected bytes"),
+    ] {
+        let e = map.restore(bad).expect_err("refused");
+        assert!(e.message().contains(want), "{}", e.message());
+    }
+    let unsorted = encode_delta(&[(b("b"), None), (b("a"), None)]);
+    assert!(
+        map.restore_delta(unsorted)
+            .expect_err("refused")
+            .message()
+            .contains("not greater")
+    );
+    let mut bad_tag = encode_delta(&[(b("a"), None)]);
+    *bad_tag.last_mut().expect("a tag") = 7;
+    assert!(map.restore_delta(bad_tag).is_err());
+    assert_eq!(map.get(&b("keep")[..]), Some(b("me")));
+    assert_eq!(map.len(), 1);
+}
