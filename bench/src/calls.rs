@@ -375,7 +375,7 @@ pub async fn bare_relay(bins: &Bins, bytes: usize, rounds: usize) -> Result<Vec<
     let mut rates = Vec::new();
     for round in 0..rounds {
         let started = Instant::now();
-        let request = with_token(SnapshotRequest {}, &from.token);
+        let request = with_token(SnapshotRequest::default(), &from.token);
         let mut snapshot = from.client.snapshot(request).await?.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<StateChunk>(2);
         let pump = async move {

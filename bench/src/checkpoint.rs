@@ -127,7 +127,7 @@ async fn floor(bins: &Bins, state: u64, count: usize, interval_ms: u64) -> Resul
         for n in 0..count {
             tokio::time::sleep(Duration::from_millis(interval_ms)).await;
             let start = now_us();
-            let request = crate::calls::with_token(SnapshotRequest {}, &token);
+            let request = crate::calls::with_token(SnapshotRequest::default(), &token);
             let mut snapshot = client.snapshot(request).await?.into_inner();
             let mut file = tokio::fs::File::create(dir.path().join(format!("{n}.ckpt"))).await?;
             while let Some(chunk) = snapshot.message().await? {

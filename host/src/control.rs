@@ -185,6 +185,9 @@ fn to_proto_event(e: Event) -> pb::Event {
         state_bytes: e.state_bytes,
         duration_us: e.duration_us,
         drain_us: e.drain_us,
+        precopy_bytes: e.precopy_bytes,
+        final_bytes: e.final_bytes,
+        precopy: e.precopy.into_owned(),
     }
 }
 

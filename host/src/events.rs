@@ -36,6 +36,14 @@ pub struct Event {
     /// For `handover_done`: the part of `hold_us` spent waiting for calls in flight on
     /// the old generation; the rest moved the state.
     pub drain_us: u64,
+    /// For `handover_done`: the bytes copied in each pre-copy round while the old
+    /// generation served; empty for a stop-and-copy handover.
+    pub precopy_bytes: Vec<u64>,
+    /// For `handover_done`: the bytes moved while calls were held.
+    pub final_bytes: u64,
+    /// For `handover_done`: how the state moved (`stop_and_copy`, `converged`,
+    /// `not_shrinking`, `round_limit`, `time_limit`, `no_cursor`).
+    pub precopy: Cow<'static, str>,
 }
 
 impl Event {
@@ -59,6 +67,9 @@ impl Event {
             state_bytes: 0,
             duration_us: 0,
             drain_us: 0,
+            precopy_bytes: Vec::new(),
+            final_bytes: 0,
+            precopy: Cow::Borrowed(""),
         }
     }
 }

@@ -19,7 +19,9 @@ mod checkpoints;
 mod handover;
 mod lifecycle;
 mod operator;
+mod precopy;
 mod restart;
+mod transfer;
 mod waiting;
 
 pub use restart::RestartPolicy;

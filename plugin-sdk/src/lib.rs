@@ -39,8 +39,8 @@ pub use baton_proto::state;
 pub use bytes::Bytes;
 pub use host::{AddToken, HostChannel, HostClient, HostClientError, LogLevel};
 pub use image::StateImage;
-pub use state_map::StateMap;
 pub use server::{Launch, LaunchError, Server, serve, serve_with_listener};
+pub use state_map::StateMap;
 pub use tonic::{Code, Status, async_trait};
 pub use tracing;
 

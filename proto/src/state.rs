@@ -436,6 +436,39 @@ mod tests {
     }
 
     #[test]
+    fn marks_ride_on_the_first_and_last_chunks_and_long_cursors_are_refused() {
+        let marks = Marks {
+            delta: true,
+            base_cursor: Bytes::from_static(b"base"),
+            cursor: Bytes::from_static(b"next"),
+        };
+        let cs: Vec<_> = chunks(1, Bytes::from(vec![1u8; CHUNK_SIZE * 2 + 1]))
+            .marked(marks.clone())
+            .collect();
+        assert!(cs[0].delta && cs[0].base_cursor == marks.base_cursor && cs[0].cursor.is_empty());
+        assert!(!cs[1].delta && cs[1].base_cursor.is_empty() && cs[1].cursor.is_empty());
+        assert!(!cs[2].delta && cs[2].cursor == marks.cursor);
+        let mut r = Reassembly::new(usize::MAX);
+        for c in cs.clone() {
+            r.push(c).expect("a good chunk");
+        }
+        assert_eq!(r.finish_marked().map(|(_, _, m)| m), Ok(marks));
+
+        let mut long = cs;
+        long[2].cursor = Bytes::from(vec![0u8; MAX_CURSOR_BYTES + 1]);
+        let mut check = ChunkCheck::new(u64::MAX);
+        check.push(&long[0]).expect("first");
+        check.push(&long[1]).expect("second");
+        assert_eq!(
+            check.push(&long[2]),
+            Err(ReassemblyError::CursorTooLong {
+                seq: 2,
+                len: MAX_CURSOR_BYTES + 1
+            })
+        );
+    }
+
+    #[test]
     fn enforces_the_size_limit() {
         let mut r = Reassembly::new(10);
         let cs = split(1, Bytes::from(vec![0u8; 11]));

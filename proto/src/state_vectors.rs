@@ -48,6 +48,7 @@ fn error_name(e: &ReassemblyError) -> &'static str {
         ReassemblyError::Checksum { .. } => "checksum",
         ReassemblyError::TooLarge { .. } => "too_large",
         ReassemblyError::Length { .. } => "length",
+        ReassemblyError::CursorTooLong { .. } => "cursor_too_long",
     }
 }
 

@@ -1,41 +1,37 @@
 //! The counter example plugin: named counters you can `incr` and `get`, whose state
 //! survives handovers. The state format is documented in `STATE.md` beside this crate.
+//! The counts live in a [`StateMap`], so handovers copy them while the plugin serves
+//! and hold calls only for the counters changed during the copy.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
-use baton_plugin_sdk::{Bytes, Description, Plugin, Status, async_trait};
+use baton_plugin_sdk::{Bytes, Description, Plugin, StateImage, StateMap, Status, async_trait};
 
 /// The state format version this build writes and reads.
 pub const STATE_SCHEMA: u32 = 1;
 const MAGIC: &[u8; 4] = b"BTNC";
 
-/// Named counters. A `BTreeMap` keeps the encoding deterministic: the same counts
-/// always give the same snapshot bytes.
-#[derive(Debug, Default)]
+/// Named counters. The map is ordered, which keeps the encoding deterministic: the
+/// same counts always give the same snapshot bytes.
+#[derive(Default)]
 pub struct Counter {
-    counts: Mutex<BTreeMap<String, i64>>,
+    counts: StateMap<String, i64>,
 }
 
-impl Counter {
-    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
-        // A panic while holding the lock cannot leave the map half-updated (each
-        // update is one insert), so a poisoned lock is still safe to use.
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Encodes counts in state format 1 (see `STATE.md`).
-pub fn encode(counts: &BTreeMap<String, i64>) -> Vec<u8> {
-    let size = 8 + counts.keys().map(|k| 12 + k.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+/// Encodes counts in state format 1 (see `STATE.md`), given in key order: a whole
+/// state, or a delta listing the counters that changed.
+pub fn encode<'a>(counts: impl IntoIterator<Item = (&'a String, &'a i64)>) -> Vec<u8> {
+    let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
     for (key, value) in counts {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(&value.to_le_bytes());
+        count += 1;
     }
+    out[4..8].copy_from_slice(&count.to_le_bytes());
     out
 }
 
@@ -122,11 +118,22 @@ fn key_of(payload: &[u8]) -> Result<&str, Status> {
     }
 }
 
+fn schema_1(schema_version: u32) -> Result<(), Status> {
+    if schema_version == STATE_SCHEMA {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "counter reads state schema {STATE_SCHEMA}, was given schema {schema_version}"
+        )))
+    }
+}
+
 #[async_trait]
 impl Plugin for Counter {
     fn describe(&self) -> Description {
         Description::new("counter", env!("CARGO_PKG_VERSION"))
             .state_schema(STATE_SCHEMA)
+            .incremental()
             .method(
                 "incr",
                 "adds one to the counter named by the payload; returns the new value",
@@ -141,12 +148,10 @@ impl Plugin for Counter {
         let value = match method {
             "incr" => {
                 let key = key_of(&payload)?;
-                let mut counts = self.counts();
-                let v = counts.entry(key.to_owned()).or_insert(0);
-                *v += 1;
-                *v
+                self.counts
+                    .update(key.to_owned(), |v| v.copied().unwrap_or(0) + 1)
             }
-            "get" => self.counts().get(key_of(&payload)?).copied().unwrap_or(0),
+            "get" => self.counts.get(key_of(&payload)?).unwrap_or(0),
             other => {
                 return Err(Status::unimplemented(format!(
                     "counter has no method {other:?} (it has incr, get)"
@@ -157,17 +162,29 @@ impl Plugin for Counter {
     }
 
     async fn snapshot(&self) -> Result<Bytes, Status> {
-        Ok(encode(&self.counts()).into())
+        Ok(encode(&self.counts.read()).into())
+    }
+
+    async fn snapshot_since(&self, since: Option<Bytes>) -> Result<StateImage, Status> {
+        Ok(self.counts.image_since(since.as_deref()).encode(
+            |counts| encode(counts),
+            // Counters are never removed: every changed one has a count.
+            |changes| encode(changes.iter().filter_map(|(k, v)| Some((k, v.as_ref()?)))),
+        ))
     }
 
     async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
-        if schema_version != STATE_SCHEMA {
-            return Err(Status::failed_precondition(format!(
-                "counter reads state schema {STATE_SCHEMA}, was given schema {schema_version}"
-            )));
-        }
+        schema_1(schema_version)?;
         let counts = decode(&state).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        *self.counts() = counts;
+        self.counts.replace(counts.into_iter().collect());
+        Ok(())
+    }
+
+    async fn restore_delta(&self, schema_version: u32, delta: Vec<u8>) -> Result<(), Status> {
+        schema_1(schema_version)?;
+        let changed = decode(&delta).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.counts
+            .apply(changed.into_iter().map(|(k, v)| (k, Some(v))));
         Ok(())
     }
 }

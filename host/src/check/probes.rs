@@ -14,7 +14,7 @@ pub(super) async fn snapshot(
     timeout: Duration,
 ) -> Result<Vec<StateChunk>, String> {
     let mut rpc = instance.rpc();
-    let mut stream = tokio::time::timeout(timeout, rpc.snapshot(SnapshotRequest {}))
+    let mut stream = tokio::time::timeout(timeout, rpc.snapshot(SnapshotRequest::default()))
         .await
         .map_err(|_| format!("Snapshot did not answer within {timeout:?}"))?
         .map_err(|s| format!("Snapshot failed ({:?}): {}", s.code(), s.message()))?

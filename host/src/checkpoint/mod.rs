@@ -172,7 +172,7 @@ impl CheckpointStore {
             let mut rpc = connect().ok_or_else(|| {
                 TakeError::Snapshot("internal: the plugin's token is not valid metadata".into())
             })?;
-            rpc.snapshot(SnapshotRequest {})
+            rpc.snapshot(SnapshotRequest::default())
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(|s| {

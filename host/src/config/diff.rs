@@ -64,6 +64,7 @@ pub fn plugin_change(old: &PluginConfig, new: &PluginConfig) -> PluginChange {
         api_descriptors,
         settle_ms,
         handover_timeout_ms,
+        pre_copy,
         copy_binary,
     } = old;
     let mut change = PluginChange::default();
@@ -80,7 +81,7 @@ pub fn plugin_change(old: &PluginConfig, new: &PluginConfig) -> PluginChange {
     compare!(in_place: handshake_timeout_ms, call_timeout_ms, stream_drain_ms,
         shutdown_grace_ms, restart, checkpoint_interval_ms, max_state_bytes,
         log_lines_per_sec, log_bytes_per_sec, max_held_calls, max_rss_mb, max_cpu_percent,
-        cpu_window_ms, settle_ms, handover_timeout_ms);
+        cpu_window_ms, settle_ms, handover_timeout_ms, pre_copy);
     change
 }
 

@@ -213,6 +213,11 @@ pub struct PluginConfig {
     /// calls to it; past it the new process is dropped and the old one keeps serving.
     #[serde(default = "default_handover_timeout_ms")]
     pub handover_timeout_ms: u64,
+    /// For a plugin that declares incremental snapshots: copy its state while it keeps
+    /// serving, then hold calls only for the last, small delta (docs/incremental-state.md).
+    /// `false` holds calls for the whole copy, as for any other plugin. Default true.
+    #[serde(default = "default_true")]
+    pub pre_copy: bool,
     /// Run a private copy of the binary, so the original can be rewritten in place,
     /// even half-way, while the plugin runs. Only for commands given as a path.
     #[serde(default = "default_true")]
@@ -348,6 +353,7 @@ impl PluginConfig {
             api_descriptors: None,
             settle_ms: default_settle_ms(),
             handover_timeout_ms: default_handover_timeout_ms(),
+            pre_copy: true,
             copy_binary: true,
         }
     }

@@ -206,6 +206,9 @@ pub(crate) fn event_json(e: &Event) -> Value {
         "state_bytes": e.state_bytes,
         "duration_us": e.duration_us,
         "drain_us": e.drain_us,
+        "precopy_bytes": e.precopy_bytes,
+        "final_bytes": e.final_bytes,
+        "precopy": e.precopy,
     })
 }
 

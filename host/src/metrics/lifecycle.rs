@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::{Metrics, RollbackLabels, plugin_label};
+use super::{Metrics, RollbackLabels, StateMovedLabels, plugin_label};
 use crate::events::Event;
 
 impl Metrics {
@@ -33,6 +33,16 @@ impl Metrics {
                 self.handover_duration
                     .get_or_create(&label)
                     .observe(seconds(event.duration_us));
+                let moved = |phase, bytes| {
+                    self.handover_state
+                        .get_or_create(&StateMovedLabels {
+                            plugin: label.plugin.clone(),
+                            phase,
+                        })
+                        .inc_by(bytes);
+                };
+                moved("serving", event.precopy_bytes.iter().sum());
+                moved("held", event.final_bytes);
             }
             "rollback" => {
                 self.rollbacks

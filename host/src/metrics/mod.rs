@@ -48,6 +48,13 @@ struct RollbackLabels {
     reason: &'static str,
 }
 
+/// When state moved in a handover: `serving` (pre-copy rounds) or `held` (calls held).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateMovedLabels {
+    plugin: String,
+    phase: &'static str,
+}
+
 type Histograms = Family<PluginLabel, Histogram, fn() -> Histogram>;
 
 fn histogram() -> Histogram {
@@ -66,6 +73,7 @@ pub struct Metrics {
     crashes: Family<PluginLabel, Counter>,
     handover_hold: Histograms,
     handover_duration: Histograms,
+    handover_state: Family<StateMovedLabels, Counter>,
     rss: Family<PluginLabel, Gauge>,
     cpu: Family<PluginLabel, Gauge<f64, AtomicU64>>,
     generation: Family<PluginLabel, Gauge>,
@@ -92,6 +100,7 @@ impl Metrics {
             crashes: Family::default(),
             handover_hold: histograms(),
             handover_duration: histograms(),
+            handover_state: Family::default(),
             rss: Family::default(),
             cpu: Family::default(),
             generation: Family::default(),
@@ -141,6 +150,12 @@ impl Metrics {
             "Whole handovers, from starting the new process to switching calls to it",
             Unit::Seconds,
             m.handover_duration.clone(),
+        );
+        r.register_with_unit(
+            "baton_handover_state",
+            "State moved in handovers, by phase: \"serving\" (copied by pre-copy rounds while the old generation served) or \"held\" (moved while calls were held)",
+            Unit::Bytes,
+            m.handover_state.clone(),
         );
         r.register_with_unit(
             "baton_plugin_rss",
@@ -268,6 +283,7 @@ mod tests {
             "baton_crashes_total",
             "baton_handover_hold_seconds",
             "baton_handover_duration_seconds",
+            "baton_handover_state_bytes_total",
             "baton_plugin_rss_bytes",
             "baton_plugin_cpu_ratio",
             "baton_plugin_generation",

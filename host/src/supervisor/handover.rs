@@ -1,18 +1,18 @@
 //! Handing a plugin over to a fresh process, in the steps DESIGN.md numbers: start n+1
 //! beside n, hold calls, let n's calls finish and stream its state into n+1, switch, and
-//! retire n; or roll back to n, which never stopped being able to serve.
+//! retire n; or roll back to n, which never stopped being able to serve. A plugin with
+//! incremental snapshots has most of its state copied before the hold (pre-copy).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_proto::plugin::{SnapshotRequest, StateChunk};
-use baton_proto::state::{ChunkCheck, ReassemblyError};
-use tokio::sync::mpsc;
+use bytes::Bytes;
 
+use super::precopy::{PreCopy, precopy};
+use super::transfer::transfer;
 use super::{PluginState, Supervisor};
-use crate::checkpoint::snapshot_error;
 use crate::events::Event;
-use crate::launch::{Generation, PluginRpc};
+use crate::launch::Generation;
 use crate::route::{Live, Route};
 use crate::watch::Fingerprint;
 
@@ -24,84 +24,6 @@ pub(super) enum Handover {
     RolledBack(String),
     /// The old generation died during the handover.
     OldDied(String),
-}
-
-/// Streams generation `from`'s `Snapshot` into `to`'s `Restore`, checking order and
-/// checksum on the way; the host holds at most a few chunks at a time.
-/// More than `limit` bytes of state is refused, naming `plugin`'s `max_state_bytes`.
-async fn transfer(
-    plugin: &str,
-    limit: u64,
-    from: (u64, PluginRpc),
-    to: (u64, PluginRpc),
-) -> Result<(u32, u64), String> {
-    let (old, mut old_rpc) = from;
-    let (new, mut new_rpc) = to;
-    let snapshot = old_rpc
-        .snapshot(SnapshotRequest {})
-        .await
-        .map_err(|s| format!("Snapshot of generation {old} failed: {}", s.message()))?
-        .into_inner();
-    let (tx, rx) = mpsc::channel::<StateChunk>(2);
-    let pump = async move {
-        let mut snapshot = snapshot;
-        let mut check = ChunkCheck::new(limit);
-        loop {
-            match snapshot.message().await {
-                Ok(Some(chunk)) => {
-                    // Checked before it is passed on: a bad chunk never reaches n+1.
-                    check.push(&chunk).map_err(|e| {
-                        PumpError::Snapshot(match e {
-                            ReassemblyError::TooLarge { .. } => format!(
-                                "the snapshot of generation {old} was cut off: {}",
-                                snapshot_error(plugin, &e)
-                            ),
-                            e => format!("the snapshot of generation {old} is corrupt: {e}"),
-                        })
-                    })?;
-                    if tx.send(chunk).await.is_err() {
-                        return Err(PumpError::ReceiverGone);
-                    }
-                }
-                Ok(None) => break,
-                Err(s) => {
-                    return Err(PumpError::Snapshot(format!(
-                        "the Snapshot stream of generation {old} failed: {}",
-                        s.message()
-                    )));
-                }
-            }
-        }
-        check.finish().map_err(|e| {
-            PumpError::Snapshot(format!(
-                "the snapshot of generation {old} is incomplete: {e}"
-            ))
-        })
-    };
-    let restore = new_rpc.restore(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let (pumped, restored) = tokio::join!(pump, restore);
-    match (pumped, restored) {
-        // A bad snapshot also fails the Restore (its stream ends early); the snapshot
-        // is the cause, and blaming n+1 would send its author looking in the wrong place.
-        (Err(PumpError::Snapshot(e)), _) => Err(e),
-        (_, Err(s)) => Err(format!(
-            "generation {new} refused the state ({:?}): {}",
-            s.code(),
-            s.message()
-        )),
-        (Err(PumpError::ReceiverGone), Ok(_)) => {
-            Err(format!("generation {new} stopped reading the state"))
-        }
-        (Ok(moved), Ok(_)) => Ok(moved),
-    }
-}
-
-/// Why the pump from n's `Snapshot` into n+1's `Restore` stopped.
-enum PumpError {
-    /// n's snapshot failed its checks or broke off.
-    Snapshot(String),
-    /// n+1 stopped reading; its `Restore` result says why.
-    ReceiverGone,
 }
 
 impl Supervisor {
@@ -150,14 +72,68 @@ impl Supervisor {
             }
         };
 
-        // 2. Hold new calls; 3. let n's calls finish, then move the state.
-        self.route.send_replace(Route::Held);
-        let held_at = Instant::now();
-        let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
         let (name, limit) = (
             self.launcher.name.clone(),
             self.launcher.config.max_state_bytes,
         );
+
+        // 1b. Pre-copy: while n serves, copy its state into n+1, then what changed since.
+        let incremental = self.launcher.config.pre_copy
+            && current.describe.incremental_snapshots
+            && next.describe.incremental_snapshots
+            && current.describe.state_schema_version == next.describe.state_schema_version;
+        let mut copied: Option<PreCopy> = None;
+        if incremental {
+            let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
+            // Half the handover's time at most, so the final delta has the rest.
+            let budget = timeout / 2;
+            tokio::select! {
+                done = tokio::time::timeout_at(deadline, precopy(&name, limit, (old, old_rpc), (number, new_rpc), budget)) => match done {
+                    Ok(Ok(done)) => copied = Some(done),
+                    Ok(Err(reason)) => {
+                        // A round that broke off because a process died says more as its exit.
+                        tokio::select! {
+                            status = current.wait() => {
+                                current.clean_up();
+                                next.kill().await;
+                                return Handover::OldDied(status);
+                            }
+                            status = next.wait() => {
+                                next.clean_up();
+                                let reason = format!("generation {number} exited during the pre-copy: {status} ({reason})");
+                                return self.rollback(Some(next), fingerprint, reason).await;
+                            }
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                                return self.rollback(Some(next), fingerprint, format!("the pre-copy failed: {reason}")).await;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        let reason = format!("the pre-copy outran the handover timeout of {timeout:?}");
+                        return self.rollback(Some(next), fingerprint, reason).await;
+                    }
+                },
+                status = current.wait() => {
+                    current.clean_up();
+                    next.kill().await;
+                    return Handover::OldDied(status);
+                }
+                status = next.wait() => {
+                    next.clean_up();
+                    let reason = format!("generation {number} exited during the pre-copy: {status}");
+                    return self.rollback(Some(next), fingerprint, reason).await;
+                }
+            }
+        }
+        let since = copied
+            .as_ref()
+            .map_or_else(Bytes::new, |c| c.cursor.clone());
+
+        // 2. Hold new calls; 3. let n's calls finish, then move the state (or what of it
+        // changed since the pre-copy).
+        self.route.send_replace(Route::Held);
+        let held_at = Instant::now();
+        let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
         let mut drain = Duration::ZERO;
         let moved = tokio::select! {
             moved = tokio::time::timeout_at(deadline, async {
@@ -168,16 +144,26 @@ impl Supervisor {
                     .drained_ending_streams(self.launcher.config.stream_drain(), &why)
                     .await;
                 drain = held_at.elapsed();
-                transfer(&name, limit, (old, old_rpc), (number, new_rpc)).await
+                transfer(&name, limit, (old, old_rpc), (number, new_rpc), since).await
             }) => match moved {
                 Ok(Ok(moved)) => moved,
                 Ok(Err(reason)) => {
-                    // A transfer that broke off because n+1 died says more as its exit.
-                    let reason = match tokio::time::timeout(Duration::from_millis(250), next.wait()).await {
-                        Ok(status) => format!("generation {number} exited during the handover: {status} ({reason})"),
-                        Err(_) => reason,
-                    };
-                    return self.rollback(Some(next), fingerprint, reason).await;
+                    // A transfer that broke off because a process died says more as its exit.
+                    tokio::select! {
+                        status = current.wait() => {
+                            current.clean_up();
+                            next.kill().await;
+                            return Handover::OldDied(status);
+                        }
+                        status = next.wait() => {
+                            next.clean_up();
+                            let reason = format!("generation {number} exited during the handover: {status} ({reason})");
+                            return self.rollback(Some(next), fingerprint, reason).await;
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                            return self.rollback(Some(next), fingerprint, reason).await;
+                        }
+                    }
                 }
                 Err(_) => {
                     let reason = format!("the handover outran its timeout of {timeout:?} (calls in flight on generation {old} did not finish, or the state transfer was too slow)");
@@ -197,7 +183,7 @@ impl Supervisor {
         };
 
         // 4. Switch: held calls go to n+1.
-        let (schema, bytes) = moved;
+        let (schema, final_bytes) = (moved.schema, moved.bytes);
         let live = Arc::new(Live::of(&next));
         self.live = Some(live.clone());
         self.route.send_replace(Route::Serving(live));
@@ -234,8 +220,20 @@ impl Supervisor {
             s.clear_error();
         });
         let total = started.elapsed();
+        let moved_how = match &copied {
+            Some(c) => format!(
+                "{}; then {final_bytes} bytes ({}) moved with calls held",
+                c.describe(),
+                if moved.delta {
+                    "the final delta"
+                } else {
+                    "the whole state"
+                }
+            ),
+            None => format!("{final_bytes} bytes of state moved with calls held"),
+        };
         let message = format!(
-            "plugin {} handed over from generation {old} to {number}: calls held {:.2} ms ({:.2} ms for calls in flight to finish), {bytes} bytes of state (schema {schema}) moved, {:.1} ms in all",
+            "plugin {} handed over from generation {old} to {number}: calls held {:.2} ms ({:.2} ms for calls in flight to finish), {moved_how} (schema {schema}), {:.1} ms in all",
             self.name(),
             hold.as_secs_f64() * 1e3,
             drain.as_secs_f64() * 1e3,
@@ -244,9 +242,20 @@ impl Supervisor {
         tracing::info!(generation = number, pid = current.pid, "{message}");
         let mut event = Event::new(self.name(), number, "handover_done", message);
         event.hold_us = hold.as_micros() as u64;
-        event.state_bytes = bytes;
         event.duration_us = total.as_micros() as u64;
         event.drain_us = drain.as_micros() as u64;
+        event.final_bytes = final_bytes;
+        match copied {
+            Some(c) => {
+                event.state_bytes = c.rounds.iter().sum::<u64>() + final_bytes;
+                event.precopy_bytes = c.rounds;
+                event.precopy = c.outcome.into();
+            }
+            None => {
+                event.state_bytes = final_bytes;
+                event.precopy = "stop_and_copy".into();
+            }
+        }
         self.publish(event);
         Handover::Done(number)
     }

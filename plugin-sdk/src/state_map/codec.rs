@@ -45,7 +45,11 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The whole map: `BTKV`, the entry count (u64), then each entry in key order as a
 /// length-prefixed (u32) key and value. All integers little-endian.
 pub fn encode_full(map: &OrdMap<Bytes, Bytes>) -> Vec<u8> {
-    let size = 12 + map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+    let size = 12
+        + map
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(FULL_MAGIC);
     out.extend_from_slice(&(map.len() as u64).to_le_bytes());

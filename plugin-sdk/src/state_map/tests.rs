@@ -8,7 +8,8 @@ fn restored(images: &[StateImage]) -> StateMap<Bytes, Bytes> {
     let copy = StateMap::new();
     for image in images {
         if image.delta {
-            copy.restore_delta(image.data.to_vec()).expect("delta applies");
+            copy.restore_delta(image.data.to_vec())
+                .expect("delta applies");
         } else {
             copy.restore(image.data.to_vec()).expect("state restores");
         }
@@ -36,7 +37,11 @@ fn a_snapshot_since_the_latest_cursor_is_a_delta_of_what_changed() {
     let changes = decode_delta(delta.data.clone()).expect("a delta");
     assert_eq!(
         changes,
-        vec![(b("a"), None), (b("b"), Some(b("22"))), (b("c"), Some(b("3")))]
+        vec![
+            (b("a"), None),
+            (b("b"), Some(b("22"))),
+            (b("c"), Some(b("3")))
+        ]
     );
 
     // Nothing changed since: an empty delta.
@@ -76,7 +81,10 @@ fn a_snapshot_is_consistent_while_writers_carry_on() {
         let map = map.clone();
         std::thread::spawn(move || {
             for i in 0..20_000u32 {
-                map.insert(Bytes::from(format!("k{:05}", i % 5000)), Bytes::from(i.to_string()));
+                map.insert(
+                    Bytes::from(format!("k{:05}", i % 5000)),
+                    Bytes::from(i.to_string()),
+                );
                 if i % 7 == 0 {
                     map.remove(&Bytes::from(format!("k{:05}", (i / 7) % 5000))[..]);
                 }
