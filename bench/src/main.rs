@@ -12,6 +12,7 @@
 
 mod calls;
 mod checkpoint;
+mod precopy;
 mod procs;
 mod reload;
 mod report;
@@ -98,7 +99,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,sdk,typed,reload,handover,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,sdk,typed,reload,handover,live,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -187,6 +188,10 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
     if wants("handover") {
         eprintln!("baton-bench: large-state handover …");
         reload::large_state(&bins, mode, &mut rows).await?;
+    }
+    if wants("live") {
+        eprintln!("baton-bench: live handover against stop-and-copy, under writers …");
+        precopy::run(&bins, mode, &mut rows).await?;
     }
     if wants("crash") {
         eprintln!("baton-bench: crash to serving …");

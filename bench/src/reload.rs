@@ -25,7 +25,7 @@ pub fn replace_binary(from: &Path, to: &Path) -> Result<(), Error> {
 }
 
 /// The next `handover_done` of `plugin`; a rollback is an error.
-async fn handover_done(
+pub(crate) async fn handover_done(
     events: &mut broadcast::Receiver<Event>,
     plugin: &str,
     within: Duration,
