@@ -21,11 +21,16 @@ captures; stdout carries the handshake line only.
     if __name__ == "__main__":
         baton_plugin.serve(Hello())
 
+Incremental snapshots (docs/incremental-state.md) let the host copy a plugin's state
+while it keeps serving: declare Description(..., incremental=True) and implement
+snapshot_since and restore_delta.
+
 host_client() calls back into the host: its log, a key-value store that outlives the
 plugin's processes, and its event stream (see baton_plugin.host).
 """
 
 from .host import HostClient, HostClientError, host_client
+from .image import StateImage
 from .server import (
     PROTOCOL_VERSION,
     Description,
@@ -46,6 +51,7 @@ __all__ = [
     "LaunchError",
     "Plugin",
     "PluginError",
+    "StateImage",
     "host_client",
     "run",
     "serve",
