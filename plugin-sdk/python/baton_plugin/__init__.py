@@ -23,7 +23,8 @@ captures; stdout carries the handshake line only.
 
 Incremental snapshots (docs/incremental-state.md) let the host copy a plugin's state
 while it keeps serving: declare Description(..., incremental=True) and implement
-snapshot_since and restore_delta.
+snapshot_since and restore_delta, or keep the state in a StateMap, which tracks what
+changed since each snapshot and does both.
 
 host_client() calls back into the host: its log, a key-value store that outlives the
 plugin's processes, and its event stream (see baton_plugin.host).
@@ -41,6 +42,7 @@ from .server import (
     run,
     serve,
 )
+from .state_map import StateMap
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -52,6 +54,7 @@ __all__ = [
     "Plugin",
     "PluginError",
     "StateImage",
+    "StateMap",
     "host_client",
     "run",
     "serve",
