@@ -4,7 +4,6 @@
 import json
 import sys
 import threading
-import time
 import unittest
 
 import grpc
@@ -18,7 +17,7 @@ from baton_plugin.state_map import (
     encode_full,
 )
 
-from support import REPO
+from support import REPO, YieldingLock
 
 
 def restored(images):
@@ -41,21 +40,6 @@ class FastSwitching:
 
     def __exit__(self, *_):
         sys.setswitchinterval(self._interval)
-
-
-class YieldingLock:
-    """A lock that lets other threads run right after each release, so that work a map
-    does outside its lock meets a writer's changes in every gap between locked steps."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        self._lock.acquire()
-
-    def __exit__(self, *_):
-        self._lock.release()
-        time.sleep(0)
 
 
 class StateMapTest(unittest.TestCase):
