@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ._proto import pb, pb_grpc
 from .image import StateImage
-from .state import MAX_CURSOR_BYTES, Marks, Reassembly, ReassemblyError, chunks
+from .state import MAX_CURSOR_BYTES, Marks, Reassembly, ReassemblyError, chunks, marked
 
 #: The protocol version of proto/baton/plugin/v1/plugin.proto.
 PROTOCOL_VERSION = 1
@@ -445,7 +445,7 @@ class _PluginService(pb_grpc.PluginServicer):
             "snapshot taken: %d bytes in schema %d%s",
             len(state), schema, " (a delta)" if marks.delta else "",
         )
-        yield from chunks(schema, state, marks=marks)
+        yield from marked(chunks(schema, state), marks)
 
     def Restore(self, request_iterator, context):
         with self._restore_lock:

@@ -8,7 +8,7 @@ A snapshot also carries marks for incremental snapshots (docs/incremental-state.
 
 import zlib
 from dataclasses import dataclass
-from typing import Iterator, Tuple
+from typing import Iterable, Iterator, Tuple
 
 from ._proto import pb
 
@@ -37,8 +37,13 @@ def chunks(
     marks: Marks = Marks(),
 ) -> Iterator["pb.StateChunk"]:
     """Splits `state` into chunks of at most `chunk_size` bytes; the first carries the total
-    length (and the marks' delta and base_cursor), the last the CRC-32 (computed as the
-    chunks go, so the first leaves at once) and the marks' cursor."""
+    length, the last the CRC-32 (computed as the chunks go, so the first leaves at once);
+    with `marks`, marked as `marked` does."""
+    split = _split(schema_version, state, chunk_size)
+    return marked(split, marks) if marks != Marks() else split
+
+
+def _split(schema_version: int, state: bytes, chunk_size: int) -> Iterator["pb.StateChunk"]:
     count = max(1, -(-len(state) // chunk_size))
     view = memoryview(state)
     crc = 0
@@ -53,10 +58,19 @@ def chunks(
             last=last,
             checksum=crc if last else 0,
             total_bytes=len(state) if i == 0 else 0,
-            delta=i == 0 and marks.delta,
-            base_cursor=marks.base_cursor if i == 0 else b"",
-            cursor=marks.cursor if last else b"",
         )
+
+
+def marked(stream: Iterable["pb.StateChunk"], marks: Marks) -> Iterator["pb.StateChunk"]:
+    """The chunks of `stream`, marked: `delta` and `base_cursor` on the first (seq 0),
+    `cursor` on the last."""
+    for chunk in stream:
+        if chunk.seq == 0:
+            chunk.delta = marks.delta
+            chunk.base_cursor = marks.base_cursor
+        if chunk.last:
+            chunk.cursor = marks.cursor
+        yield chunk
 
 
 class ReassemblyError(Exception):

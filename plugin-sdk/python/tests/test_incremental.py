@@ -13,7 +13,7 @@ from baton_plugin._proto import pb
 from baton_plugin.state import CHUNK_SIZE, Marks, chunks
 from baton_plugin.state_map import decode_delta, decode_full, encode_delta, encode_full
 
-from support import PluginProcess, copy
+from support import REPO, PluginProcess, copy
 from test_e2e import CALL_TIMEOUT, PluginTestCase
 
 MAP_PLUGIN = Path(__file__).with_name("map_plugin.py")
@@ -208,6 +208,21 @@ class IncrementalTest(PluginTestCase):
         details = self.assertCode(grpc.StatusCode.FAILED_PRECONDITION, lambda: self.restore(p, delta))
         self.assertIn("this plugin takes no deltas", details)
         self.assertEqual(self.dump(p), {b"x": b"1"})
+
+    def test_the_marks_survive_a_chunker_replaced_as_the_e2e_plugins_do(self):
+        # tests/plugins/*.py replace baton_plugin.server.chunks with a function of
+        # (schema_version, state): the SDK marks what that function makes.
+        script = REPO / "tests" / "plugins" / "unannounced.py"
+        p = PluginProcess([sys.executable, str(script)], "unannounced")
+        self.addCleanup(p.close)
+        p.read_handshake()
+        self.invoke(p, "incr", b"a")
+        (full,) = self.snapshot_since(p, b"")
+        self.assertEqual((full.total_bytes, len(full.cursor)), (0, 16))
+        self.invoke(p, "incr", b"b")
+        delta = self.snapshot_since(p, full.cursor)
+        self.assertMarked(delta, True, full.cursor, delta[-1].cursor)
+        self.assertEqual(delta[0].total_bytes, 0)
 
     def test_restores_apply_one_at_a_time(self):
         p = self.start_map("p")
