@@ -109,7 +109,9 @@ def incremented(key: str):
         value = value or 0
         # The state format holds an i64; Python's ints would silently outgrow it.
         if value == I64_MAX:
-            raise PluginError(grpc.StatusCode.OUT_OF_RANGE, f"the counter {key!r} is at its maximum")
+            raise PluginError(
+                grpc.StatusCode.OUT_OF_RANGE, f"the counter {key!r} is at its maximum"
+            )
         return value + 1
 
     return step

@@ -39,7 +39,8 @@ log = logging.getLogger("baton_plugin")
 
 class PluginError(Exception):
     """An error for the caller, sent as a gRPC status. Raise it from invoke, snapshot,
-    restore, snapshot_since or restore_delta, e.g. `PluginError(grpc.StatusCode.INVALID_ARGUMENT, "bad payload")`."""
+    restore, snapshot_since or restore_delta, e.g.
+    `PluginError(grpc.StatusCode.INVALID_ARGUMENT, "bad payload")`."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)

@@ -247,7 +247,9 @@ class StateMap(Generic[K, V]):
 
 def _value(value):
     if value is None:
-        raise TypeError("a StateMap value cannot be None (a delta's mark of a removed key); use remove()")
+        raise TypeError(
+            "a StateMap value cannot be None (a delta's mark of a removed key); use remove()"
+        )
     return value
 
 
