@@ -1,20 +1,22 @@
 """The counter example plugin in Python: named counters you can `incr` and `get`.
 
 Its state format is the Rust counter's (../counter/STATE.md), byte for byte, so a
-snapshot of either restores into the other. Run it with the repository's venv
-(plugin-sdk/python/setup-python.sh makes it), which has the SDK installed.
+snapshot of either restores into the other. It keeps its counts in a StateMap and
+declares incremental snapshots: a snapshot asked since its latest cursor is a delta,
+the counters changed since, in the same format (STATE.md, "Deltas"). Run it with the
+repository's venv (plugin-sdk/python/setup-python.sh makes it), which has the SDK
+installed.
 """
 
 import struct
 import sys
-import threading
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 try:
     import grpc
 
     import baton_plugin
-    from baton_plugin import Description, Plugin, PluginError
+    from baton_plugin import Description, Plugin, PluginError, StateImage, StateMap
 except ImportError as e:
     print(
         f"error: {e}\nRun this plugin with the repository's venv python "
@@ -40,6 +42,18 @@ def encode(counts: Dict[str, int]) -> bytes:
     for key, value in entries:
         out += [_U32.pack(len(key)), key, _I64.pack(value)]
     return b"".join(out)
+
+
+def encode_delta(changes: List[Tuple[str, Optional[int]]]) -> bytes:
+    """Encodes the counters changed since a cursor as a schema-1 delta (STATE.md,
+    "Deltas"): the layout of a whole state, listing only them."""
+    counts = {}
+    for key, value in changes:
+        # Counters are never removed, so a delta has no tombstones to write.
+        if value is None:
+            raise ValueError(f"the counter {key!r} was removed, which counters never are")
+        counts[key] = value
+    return encode(counts)
 
 
 class DecodeError(ValueError):
@@ -88,10 +102,24 @@ def key_of(payload: bytes) -> str:
     return key
 
 
+def incremented(key: str):
+    """The step of `incr` for `key`: its next count."""
+
+    def step(value: Optional[int]) -> int:
+        value = value or 0
+        # The state format holds an i64; Python's ints would silently outgrow it.
+        if value == I64_MAX:
+            raise PluginError(
+                grpc.StatusCode.OUT_OF_RANGE, f"the counter {key!r} is at its maximum"
+            )
+        return value + 1
+
+    return step
+
+
 class Counter(Plugin):
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Dict[str, int] = {}
+        self._counts: "StateMap[str, int]" = StateMap()
 
     def describe(self) -> Description:
         return Description(
@@ -102,23 +130,15 @@ class Counter(Plugin):
                 ("incr", "adds one to the counter named by the payload; returns the new value"),
                 ("get", "returns the value of the counter named by the payload (0 if unset)"),
             ],
+            incremental=True,
         )
 
     def invoke(self, method: str, payload: bytes) -> bytes:
         if method == "incr":
             key = key_of(payload)
-            with self._lock:
-                value = self._counts.get(key, 0)
-                # The state format holds an i64; Python's ints would silently outgrow it.
-                if value == I64_MAX:
-                    raise PluginError(
-                        grpc.StatusCode.OUT_OF_RANGE, f"the counter {key!r} is at its maximum"
-                    )
-                self._counts[key] = value = value + 1
+            value = self._counts.update(key, incremented(key))
         elif method == "get":
-            key = key_of(payload)
-            with self._lock:
-                value = self._counts.get(key, 0)
+            value = self._counts.get(key_of(payload), 0)
         else:
             raise PluginError(
                 grpc.StatusCode.UNIMPLEMENTED, f"counter has no method {method!r} (it has incr, get)"
@@ -126,22 +146,30 @@ class Counter(Plugin):
         return str(value).encode()
 
     def snapshot(self) -> bytes:
-        with self._lock:
-            return encode(self._counts)
+        return encode(self._counts.read())
+
+    def snapshot_since(self, since: Optional[bytes]) -> StateImage:
+        return self._counts.image_since(since).encode(encode, encode_delta)
 
     def restore(self, schema_version: int, state: bytes) -> None:
+        self._counts.replace(self._decode(schema_version, state))
+
+    def restore_delta(self, schema_version: int, delta: bytes) -> None:
+        # Sets the counters it lists, and leaves the others as they are.
+        self._counts.apply(self._decode(schema_version, delta).items())
+
+    @staticmethod
+    def _decode(schema_version: int, data: bytes) -> Dict[str, int]:
         if schema_version != STATE_SCHEMA:
             raise PluginError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"counter reads state schema {STATE_SCHEMA}, was given schema {schema_version}",
             )
         try:
-            counts = decode(state)
+            return decode(data)
         except DecodeError as e:
             # INVALID_ARGUMENT, as the Rust counter answers a malformed state.
             raise PluginError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        with self._lock:
-            self._counts = counts
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Writes state-vectors.json: the StateChunk streams every baton SDK must agree on.
+"""Writes state-vectors.json: the StateChunk streams every baton SDK must agree on, and
+the byte formats of incremental snapshots (a StateMap, a counter delta).
 
 The file is committed; this script is how it was made (python3, no packages), and
 running it again must leave it unchanged. Each SDK's tests read the JSON, not this.
@@ -21,6 +22,26 @@ def counter_state(counts):
     out = b"BTNC" + len(entries).to_bytes(4, "little")
     for key, value in entries:
         out += len(key).to_bytes(4, "little") + key + value.to_bytes(8, "little", signed=True)
+    return out
+
+
+def state_map_full(entries):
+    """A StateMap of bytes to bytes, whole (docs/incremental-state.md)."""
+    out = b"BTKV" + len(entries).to_bytes(8, "little")
+    for key, value in sorted(entries.items()):
+        out += len(key).to_bytes(4, "little") + key + len(value).to_bytes(4, "little") + value
+    return out
+
+
+def state_map_delta(changes):
+    """A StateMap delta: each key set (with its value) or removed (None)."""
+    out = b"BTKD" + len(changes).to_bytes(8, "little")
+    for key, value in sorted(changes, key=lambda kv: kv[0]):
+        out += len(key).to_bytes(4, "little") + key
+        if value is None:
+            out += b"\x00"
+        else:
+            out += b"\x01" + len(value).to_bytes(4, "little") + value
     return out
 
 
@@ -117,6 +138,37 @@ def main():
          "chunks": [chunk(0, ab), chunk(1, cd, last=True, checksum=crc)],
          "expect": {"error": "too_large"}},
     ]
+    # Keys in byte order, not the order given: "pear" < "pears" < "\xff"; an empty
+    # value is a value, not a removal.
+    map_entries = {b"pears": b"2", b"apples": b"3", b"pear": b"", b"\xff": b"\x00\x01"}
+    map_changes = [(b"pears", b"5"), (b"apples", None), (b"cherries", b"10"), (b"pear", b"")]
+    state_map = {
+        "about": (
+            "A baton StateMap of bytes to bytes in the SDKs' own format "
+            "(docs/incremental-state.md): 'entries' whole is full_hex; 'changes' "
+            "(value_hex null: the key is removed) as a delta is delta_hex. Keys and "
+            "values are hex. The Rust SDK's test (plugin-sdk/src/state_map/tests.rs) "
+            "holds the same entries and changes."
+        ),
+        "entries": [{"key_hex": k.hex(), "value_hex": v.hex()} for k, v in map_entries.items()],
+        "full_hex": state_map_full(map_entries).hex(),
+        "changes": [
+            {"key_hex": k.hex(), "value_hex": None if v is None else v.hex()}
+            for k, v in map_changes
+        ],
+        "delta_hex": state_map_delta(map_changes).hex(),
+    }
+    counter_delta = {
+        "about": (
+            "A counter delta, schema 1 (example-plugins/counter/STATE.md, Deltas): the "
+            "layout of a whole counter state, listing only the changed counters. Applied "
+            "to base_hex (apples=3, pears=2) it gives result_hex."
+        ),
+        "base_hex": counter.hex(),
+        "changes": {"pears": 5, "quinces": 1},
+        "delta_hex": counter_state({"pears": 5, "quinces": 1}).hex(),
+        "result_hex": counter_state({"apples": 3, "pears": 5, "quinces": 1}).hex(),
+    }
     doc = {
         "about": (
             "StateChunk streams (proto/baton/plugin/v1/plugin.proto) that every baton SDK "
@@ -131,6 +183,8 @@ def main():
         "chunk_size": CHUNK_SIZE,
         "states": states,
         "streams": streams,
+        "state_map": state_map,
+        "counter_delta": counter_delta,
     }
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
 

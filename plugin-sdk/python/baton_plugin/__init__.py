@@ -21,11 +21,17 @@ captures; stdout carries the handshake line only.
     if __name__ == "__main__":
         baton_plugin.serve(Hello())
 
+Incremental snapshots (docs/incremental-state.md) let the host copy a plugin's state
+while it keeps serving: declare Description(..., incremental=True) and implement
+snapshot_since and restore_delta, or keep the state in a StateMap, which tracks what
+changed since each snapshot and does both.
+
 host_client() calls back into the host: its log, a key-value store that outlives the
 plugin's processes, and its event stream (see baton_plugin.host).
 """
 
 from .host import HostClient, HostClientError, host_client
+from .image import StateImage
 from .server import (
     PROTOCOL_VERSION,
     Description,
@@ -36,6 +42,7 @@ from .server import (
     run,
     serve,
 )
+from .state_map import StateMap
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -46,6 +53,8 @@ __all__ = [
     "LaunchError",
     "Plugin",
     "PluginError",
+    "StateImage",
+    "StateMap",
     "host_client",
     "run",
     "serve",

@@ -5,6 +5,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple
@@ -13,7 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ._proto import pb, pb_grpc
-from .state import Reassembly, ReassemblyError, chunks
+from .image import StateImage
+from .state import MAX_CURSOR_BYTES, Marks, Reassembly, ReassemblyError, chunks, marked
 
 #: The protocol version of proto/baton/plugin/v1/plugin.proto.
 PROTOCOL_VERSION = 1
@@ -36,8 +38,9 @@ log = logging.getLogger("baton_plugin")
 
 
 class PluginError(Exception):
-    """An error for the caller, sent as a gRPC status. Raise it from invoke, snapshot or
-    restore, e.g. `PluginError(grpc.StatusCode.INVALID_ARGUMENT, "bad payload")`."""
+    """An error for the caller, sent as a gRPC status. Raise it from invoke, snapshot,
+    restore, snapshot_since or restore_delta, e.g.
+    `PluginError(grpc.StatusCode.INVALID_ARGUMENT, "bad payload")`."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
@@ -55,6 +58,11 @@ class Description:
     state_schema_version: int = 0
     #: (name, one-line description) of each method.
     methods: Sequence[Tuple[str, str]] = ()
+    #: Incremental snapshots (docs/incremental-state.md): the plugin implements
+    #: snapshot_since and restore_delta (a StateMap does both), so the host can copy its
+    #: state while it keeps serving and hold calls only for the last, small delta.
+    #: Snapshots then come while calls run, and must be consistent as of their cursor.
+    incremental: bool = False
 
 
 class Plugin:
@@ -84,6 +92,25 @@ class Plugin:
                 f"this plugin keeps no state, but was given {len(state)} bytes "
                 f"in schema version {schema_version}",
             )
+
+    def snapshot_since(self, since: Optional[bytes]) -> StateImage:
+        """For a plugin whose description says `incremental=True`: its state as of a new
+        cursor, either whole or, when `since` is the cursor that ended its latest
+        snapshot, only the changes after it (StateImage(delta=True, base_cursor=since)).
+        Called while calls run. Answering with a whole state is always allowed; a
+        StateMap's image_since or snapshot_since is one. The default is snapshot(), whole
+        and without a cursor."""
+        return StateImage(self.snapshot())
+
+    def restore_delta(self, schema_version: int, delta: bytes) -> None:
+        """Applies a delta written by snapshot_since (of some build, in format
+        `schema_version`) on top of the state restored so far. The SDK has checked that
+        it follows the last state applied here; apply all of it or, refusing, none."""
+        raise PluginError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"this plugin takes no deltas, but was given {len(delta)} bytes of one "
+            f"in schema version {schema_version}",
+        )
 
 
 class LaunchError(Exception):
@@ -355,11 +382,20 @@ def _bytes(context: grpc.ServicerContext, what: str, value) -> bytes:
     return bytes(value)
 
 
+def _hex(cursor: bytes) -> str:
+    """A cursor as people read it in a message."""
+    return cursor.hex() if cursor else "(none)"
+
+
 class _PluginService(pb_grpc.PluginServicer):
     def __init__(self, plugin: Plugin, stopper: _Stopper, services: List[str]):
         self._plugin = plugin
         self._stopper = stopper
         self._services = services
+        # The cursor of the last state restored here, which a delta must follow. The
+        # lock is held through each restore, so restores apply one at a time.
+        self._restore_lock = threading.Lock()
+        self._applied = b""
 
     def Describe(self, request, context):
         d = _call(context, "describe", self._plugin.describe)
@@ -370,6 +406,7 @@ class _PluginService(pb_grpc.PluginServicer):
             state_schema_version=d.state_schema_version,
             methods=[pb.MethodInfo(name=n, description=text) for n, text in d.methods],
             services=self._services,
+            incremental_snapshots=bool(getattr(d, "incremental", False)),
         )
 
     def Invoke(self, request, context):
@@ -377,22 +414,64 @@ class _PluginService(pb_grpc.PluginServicer):
         return pb.InvokeResponse(payload=_bytes(context, "invoke", out))
 
     def Snapshot(self, request, context):
-        schema = _call(context, "describe", self._plugin.describe).state_schema_version
-        state = _bytes(context, "snapshot", _call(context, "snapshot", self._plugin.snapshot))
-        log.debug("snapshot taken: %d bytes in schema %d", len(state), schema)
-        yield from chunks(schema, state)
+        d = _call(context, "describe", self._plugin.describe)
+        schema = d.state_schema_version
+        if getattr(d, "incremental", False):
+            image = _call(
+                context, "snapshot_since", self._plugin.snapshot_since, request.since or None
+            )
+            if not isinstance(image, StateImage):
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"the plugin's snapshot_since returned {type(image).__name__}, "
+                    "not a StateImage",
+                )
+            marks = Marks(
+                delta=bool(image.delta),
+                base_cursor=_bytes(context, "snapshot_since base_cursor", image.base_cursor),
+                cursor=_bytes(context, "snapshot_since cursor", image.cursor),
+            )
+            state = _bytes(context, "snapshot_since", image.data)
+        else:
+            marks = Marks()
+            state = _bytes(context, "snapshot", _call(context, "snapshot", self._plugin.snapshot))
+        for cursor in (marks.base_cursor, marks.cursor):
+            if len(cursor) > MAX_CURSOR_BYTES:
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"the plugin's cursor is {len(cursor)} bytes; "
+                    f"the contract allows {MAX_CURSOR_BYTES}",
+                )
+        log.debug(
+            "snapshot taken: %d bytes in schema %d%s",
+            len(state), schema, " (a delta)" if marks.delta else "",
+        )
+        yield from marked(chunks(schema, state), marks)
 
     def Restore(self, request_iterator, context):
-        reassembly = Reassembly(MAX_STATE_BYTES)
-        try:
-            for chunk in request_iterator:
-                reassembly.push(chunk)
-            schema, state = reassembly.finish()
-        except ReassemblyError as e:
-            context.abort(grpc.StatusCode.DATA_LOSS, str(e))
-        _call(context, "restore", self._plugin.restore, schema, state)
-        log.info("state restored: %d bytes in schema %d", len(state), schema)
-        return pb.RestoreResponse(bytes_restored=len(state))
+        with self._restore_lock:
+            reassembly = Reassembly(MAX_STATE_BYTES)
+            try:
+                for chunk in request_iterator:
+                    reassembly.push(chunk)
+                schema, state, marks = reassembly.finish_marked()
+            except ReassemblyError as e:
+                context.abort(grpc.StatusCode.DATA_LOSS, str(e))
+            if marks.delta:
+                if not self._applied or marks.base_cursor != self._applied:
+                    context.abort(
+                        grpc.StatusCode.DATA_LOSS,
+                        f"a delta that follows cursor {_hex(marks.base_cursor)} does not "
+                        f"follow the state restored here (cursor {_hex(self._applied)}): "
+                        "a delta out of order, or one lost before it",
+                    )
+                _call(context, "restore_delta", self._plugin.restore_delta, schema, state)
+                log.debug("delta applied: %d bytes in schema %d", len(state), schema)
+            else:
+                _call(context, "restore", self._plugin.restore, schema, state)
+                log.info("state restored: %d bytes in schema %d", len(state), schema)
+            self._applied = marks.cursor
+            return pb.RestoreResponse(bytes_restored=len(state))
 
     def Shutdown(self, request, context):
         # The main thread stops the server gracefully, which lets this answer go out.

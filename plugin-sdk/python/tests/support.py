@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,21 @@ def load_counter():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class YieldingLock:
+    """A lock that lets other threads run right after each release, so that work a map
+    (or its user) does outside its lock meets a writer's changes in every gap between locked steps."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+
+    def __exit__(self, *_):
+        self._lock.release()
+        time.sleep(0)
 
 
 class PluginProcess:

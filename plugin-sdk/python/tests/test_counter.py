@@ -1,11 +1,13 @@
 import json
+import sys
+import threading
 import unittest
 
 import grpc
 
 from baton_plugin import PluginError
 
-from support import REPO, load_counter
+from support import REPO, YieldingLock, load_counter
 
 counter = load_counter()
 
@@ -95,7 +97,115 @@ class CounterPluginTest(unittest.TestCase):
 
     def test_refuses_to_overflow_i64(self):
         self.c.restore(1, counter.encode({"big": (1 << 63) - 1}))
+        cursor = self.c.snapshot_since(None).cursor
         self.assertStatus(grpc.StatusCode.OUT_OF_RANGE, self.c.invoke, "incr", b"big")
+        self.assertEqual(self.c.invoke("get", b"big"), str((1 << 63) - 1).encode())
+        self.assertEqual(self.c.snapshot_since(cursor).data, counter.encode({}), "nothing changed")
+
+
+class CounterDeltaTest(unittest.TestCase):
+    """Incremental snapshots: a delta is a counter state of the counters changed since the
+    cursor (STATE.md, "Deltas")."""
+
+    def setUp(self):
+        self.c = counter.Counter()
+
+    def replay(self, images):
+        copy = counter.Counter()
+        for image in images:
+            if image.delta:
+                copy.restore_delta(1, image.data)
+            else:
+                copy.restore(1, image.data)
+        return copy
+
+    def test_declares_incremental_snapshots(self):
+        self.assertTrue(self.c.describe().incremental)
+
+    def test_a_delta_lists_the_counters_changed_since_the_cursor(self):
+        for key in (b"a", b"b", b"b"):
+            self.c.invoke("incr", key)
+        full = self.c.snapshot_since(None)
+        self.assertFalse(full.delta)
+        self.assertEqual(full.data, counter.encode({"a": 1, "b": 2}))
+        self.assertEqual(len(full.cursor), 16)
+        for key in (b"z", b"b", "é".encode(), b"c"):
+            self.c.invoke("incr", key)
+        self.c.invoke("get", b"a")
+        delta = self.c.snapshot_since(full.cursor)
+        self.assertTrue(delta.delta)
+        self.assertEqual(delta.base_cursor, full.cursor)
+        self.assertEqual(delta.data, counter.encode({"b": 3, "c": 1, "z": 1, "é": 1}))
+        empty = self.c.snapshot_since(delta.cursor)
+        self.assertEqual((empty.delta, empty.data), (True, counter.encode({})))
+        # Not the latest cursor: the whole state.
+        again = self.c.snapshot_since(delta.cursor)
+        self.assertEqual((again.delta, again.data), (False, self.c.snapshot()))
+        self.assertEqual(self.replay([full, delta, empty]).snapshot(), self.c.snapshot())
+
+    def test_writes_and_applies_the_shared_counter_delta(self):
+        # The same bytes the Rust counter's tests check.
+        doc = json.loads((REPO / "proto" / "testdata" / "state-vectors.json").read_text())
+        v = doc["counter_delta"]
+        self.c.restore(1, bytes.fromhex(v["base_hex"]))
+        cursor = self.c.snapshot_since(None).cursor
+        for key, count in v["changes"].items():
+            for _ in range(count - int(self.c.invoke("get", key.encode()))):
+                self.c.invoke("incr", key.encode())
+        delta = self.c.snapshot_since(cursor)
+        self.assertEqual(delta.data.hex(), v["delta_hex"])
+        self.assertEqual(counter.encode_delta(sorted(v["changes"].items())).hex(), v["delta_hex"])
+        self.assertEqual(self.c.snapshot().hex(), v["result_hex"])
+
+        other = counter.Counter()
+        other.restore(1, bytes.fromhex(v["base_hex"]))
+        other.restore_delta(1, bytes.fromhex(v["delta_hex"]))
+        self.assertEqual(other.snapshot().hex(), v["result_hex"])
+
+    def test_refused_deltas_change_nothing(self):
+        self.c.restore(1, A1_BMINUS2)
+        cursor = self.c.snapshot_since(None).cursor
+        good = counter.encode({"a": 5})
+        for schema, delta, code in [
+            (2, good, grpc.StatusCode.FAILED_PRECONDITION),
+            (1, good[:-1], grpc.StatusCode.INVALID_ARGUMENT),
+            (1, good + good[8:], grpc.StatusCode.INVALID_ARGUMENT),
+            (1, b"BTKD" + bytes(8), grpc.StatusCode.INVALID_ARGUMENT),
+        ]:
+            with self.subTest(delta=delta.hex()), self.assertRaises(PluginError) as caught:
+                self.c.restore_delta(schema, delta)
+            self.assertEqual(caught.exception.code, code)
+        self.assertEqual(self.c.snapshot(), A1_BMINUS2)
+        self.assertEqual(self.c.snapshot_since(cursor).data, counter.encode({}))
+        self.c.restore_delta(1, good)
+        self.assertEqual(self.c.snapshot(), counter.encode({"a": 5, "b": -2}))
+
+    def test_snapshots_while_counters_go_up_replay_to_the_same_counts(self):
+        images = [self.c.snapshot_since(None)]
+
+        def count():
+            for i in range(3000):
+                self.c.invoke("incr", f"k{i % 50}".encode())
+
+        # Threads switch as often as they can, and at every release of the map's lock,
+        # so that an increment that is not atomic loses counts.
+        self.c._counts._lock = YieldingLock()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=count) for _ in range(2)]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                images.append(self.c.snapshot_since(images[-1].cursor))
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+        images.append(self.c.snapshot_since(images[-1].cursor))
+        self.assertTrue(all(i.delta for i in images[1:]))
+        self.assertEqual(self.replay(images).snapshot(), self.c.snapshot())
+        self.assertEqual(counter.decode(self.c.snapshot()), {f"k{i}": 120 for i in range(50)})
 
 
 if __name__ == "__main__":

@@ -40,12 +40,19 @@ class PluginTestCase(unittest.TestCase):
         request = pb.InvokeRequest(method=method, payload=payload)
         return p.stub().Invoke(request, metadata=metadata or p.auth(), timeout=CALL_TIMEOUT).payload
 
-    def snapshot(self, p, metadata=None):
-        stream = p.stub().Snapshot(pb.SnapshotRequest(), metadata=metadata or p.auth(), timeout=CALL_TIMEOUT)
+    def snapshot(self, p, metadata=None, since=b""):
+        request = pb.SnapshotRequest(since=since)
+        stream = p.stub().Snapshot(request, metadata=metadata or p.auth(), timeout=CALL_TIMEOUT)
         return list(stream)
 
     def restore(self, p, cs, metadata=None):
         return p.stub().Restore(iter(cs), metadata=metadata or p.auth(), timeout=CALL_TIMEOUT)
+
+    @staticmethod
+    def state(cs):
+        """The schema version and the data of a snapshot: what two snapshots of equal
+        states share (a counter's cursors are its own, different in each snapshot)."""
+        return cs[0].schema_version, b"".join(c.data for c in cs)
 
 
 class CounterProcessTest(PluginTestCase):
@@ -72,6 +79,7 @@ class CounterProcessTest(PluginTestCase):
 
         d = old.stub().Describe(pb.DescribeRequest(), metadata=old.auth(), timeout=CALL_TIMEOUT)
         self.assertEqual((d.protocol_version, d.state_schema_version), (1, 1))
+        self.assertTrue(d.incremental_snapshots)
         self.assertEqual([m.name for m in d.methods], ["incr", "get"])
 
         self.assertEqual([self.invoke(old, "incr", b"a") for _ in range(2)], [b"1", b"2"])
@@ -89,10 +97,11 @@ class CounterProcessTest(PluginTestCase):
         self.assertEqual((c.schema_version, c.seq, c.last), (1, 0, True))
         self.assertEqual(c.data, counter.encode({"a": 2, "b": 1}))
         self.assertEqual(c.checksum, zlib.crc32(c.data))
+        self.assertEqual((c.delta, c.base_cursor, len(c.cursor)), (False, b"", 16))
 
         new = self.start("new")
         self.assertEqual(self.restore(new, taken).bytes_restored, len(c.data))
-        self.assertEqual(self.snapshot(new), taken)
+        self.assertEqual(self.state(self.snapshot(new)), self.state(taken))
         self.assertEqual(self.invoke(new, "incr", b"a"), b"3")
 
         reply = old.stub().Shutdown(pb.ShutdownRequest(), metadata=old.auth(), timeout=CALL_TIMEOUT)
@@ -118,7 +127,31 @@ class CounterProcessTest(PluginTestCase):
         ]:
             with self.subTest(name):
                 self.assertCode(code, lambda: self.restore(p, stream))
-        self.assertEqual(self.snapshot(p), before)
+        self.assertEqual(self.state(self.snapshot(p)), self.state(before))
+
+    def test_deltas_move_the_counts_between_processes(self):
+        old, new = self.start("old"), self.start("new")
+        self.invoke(old, "incr", b"a")
+        self.invoke(old, "incr", b"kept")
+        full = self.snapshot(old)
+        self.restore(new, full)
+        for key in (b"b", b"a", b"a"):
+            self.invoke(old, "incr", key)
+        delta = self.snapshot(old, since=full[-1].cursor)
+        (c,) = delta
+        self.assertEqual((c.delta, c.base_cursor, len(c.cursor)), (True, full[-1].cursor, 16))
+        self.assertEqual(c.data, counter.encode({"a": 3, "b": 1}))
+
+        # A delta whose base is not what `new` restored: refused, nothing applied.
+        stray = [copy(c, base_cursor=c.cursor)]
+        details = self.assertCode(grpc.StatusCode.DATA_LOSS, lambda: self.restore(new, stray))
+        self.assertIn("a delta out of order, or one lost before it", details)
+        self.assertEqual(self.invoke(new, "get", b"a"), b"1")
+
+        self.assertEqual(self.restore(new, delta).bytes_restored, len(c.data))
+        self.assertEqual(self.state(self.snapshot(new)), self.state(self.snapshot(old)))
+        self.assertEqual(self.invoke(new, "get", b"kept"), b"1")
+        self.assertEqual(self.invoke(new, "incr", b"b"), b"2")
 
     def test_multi_chunk_state_round_trips_and_sigterm_stops_cleanly(self):
         p = self.start("big")
@@ -144,15 +177,32 @@ class HandoverWithRustCounterTest(PluginTestCase):
         for key in [b"b", b"a", "é".encode(), b"b", b"Z"]:
             self.assertEqual(self.invoke(rust, "incr", key), self.invoke(python, "incr", key))
         from_rust, from_python = self.snapshot(rust), self.snapshot(python)
-        self.assertEqual(from_python, from_rust, "equal counts, equal snapshot bytes")
+        self.assertEqual(self.state(from_python), self.state(from_rust), "equal counts, equal snapshot bytes")
 
         rust2, python2 = self.start("rust2", rust=True), self.start("python2")
         self.restore(python2, from_rust)
         self.restore(rust2, from_python)
-        self.assertEqual(self.snapshot(python2), from_rust)
-        self.assertEqual(self.snapshot(rust2), from_python)
+        self.assertEqual(self.state(self.snapshot(python2)), self.state(from_rust))
+        self.assertEqual(self.state(self.snapshot(rust2)), self.state(from_python))
         self.assertEqual(self.invoke(python2, "incr", b"b"), b"3")
         self.assertEqual(self.invoke(rust2, "get", "é".encode()), b"1")
+
+    def test_deltas_move_both_ways(self):
+        rust, python = self.start("rust", rust=True), self.start("python")
+        d = rust.stub().Describe(pb.DescribeRequest(), metadata=rust.auth(), timeout=CALL_TIMEOUT)
+        if not d.incremental_snapshots:
+            self.skipTest("this build of the Rust counter does not declare incremental snapshots")
+        for source, target in ((rust, python), (python, rust)):
+            with self.subTest(source="rust" if source is rust else "python"):
+                self.invoke(source, "incr", b"a")
+                full = self.snapshot(source)
+                self.restore(target, full)
+                for key in (b"b", b"a", "é".encode()):
+                    self.invoke(source, "incr", key)
+                delta = self.snapshot(source, since=full[-1].cursor)
+                self.assertTrue(delta[0].delta)
+                self.restore(target, delta)
+                self.assertEqual(self.state(self.snapshot(target)), self.state(self.snapshot(source)))
 
 
 if __name__ == "__main__":

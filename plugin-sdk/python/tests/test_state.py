@@ -4,8 +4,11 @@ import zlib
 from baton_plugin.state import (
     CHUNK_SIZE,
     AfterLast,
+    MAX_CURSOR_BYTES,
     ChecksumMismatch,
+    CursorTooLong,
     LengthMismatch,
+    Marks,
     OutOfOrder,
     Reassembly,
     SchemaChanged,
@@ -73,6 +76,34 @@ class ChunkingTest(unittest.TestCase):
             reassemble(good[:2] + [copy(good[2], schema_version=2)])
         with self.assertRaises(AfterLast):
             reassemble(good + [copy(good[2], seq=3)])
+
+    def test_marks_go_on_the_first_and_last_chunks_and_come_back(self):
+        state = bytes([9]) * (2 * CHUNK_SIZE + 1)
+        marks = Marks(delta=True, base_cursor=b"base", cursor=b"cursor")
+        cs = list(chunks(1, state, marks=marks))
+        self.assertEqual([(c.delta, c.base_cursor) for c in cs], [(True, b"base"), (False, b""), (False, b"")])
+        self.assertEqual([c.cursor for c in cs], [b"", b"", b"cursor"])
+        r = Reassembly(1 << 40)
+        for c in cs:
+            r.push(c)
+        self.assertEqual(r.finish_marked(), (1, state, marks))
+        (one,) = chunks(1, b"x", marks=marks)
+        self.assertEqual((one.delta, one.base_cursor, one.cursor), (True, b"base", b"cursor"))
+        r = Reassembly(10)
+        r.push(one)
+        self.assertEqual(r.finish_marked(), (1, b"x", marks))
+        # Unmarked chunks, as from a plugin without incremental snapshots.
+        r = Reassembly(10)
+        for c in chunks(1, b"x"):
+            r.push(c)
+        self.assertEqual(r.finish_marked(), (1, b"x", Marks()))
+
+    def test_refuses_a_cursor_over_the_limit(self):
+        (c,) = chunks(1, b"x", marks=Marks(True, b"b" * MAX_CURSOR_BYTES, b"c" * MAX_CURSOR_BYTES))
+        Reassembly(10).push(c)
+        for field in ("base_cursor", "cursor"):
+            with self.subTest(field), self.assertRaisesRegex(CursorTooLong, "257 bytes; the limit is 256"):
+                Reassembly(10).push(copy(c, **{field: b"x" * 257}))
 
     def test_enforces_the_size_limit(self):
         (c,) = chunks(1, bytes(11))

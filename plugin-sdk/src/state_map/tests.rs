@@ -130,3 +130,53 @@ fn malformed_bytes_are_refused_and_leave_the_map_as_it_was() {
     assert_eq!(map.get(&b("keep")[..]), Some(b("me")));
     assert_eq!(map.len(), 1);
 }
+
+/// The hex string of `field` in the `section` object of proto/testdata/state-vectors.json
+/// (which the Python SDK's tests read too). Found by text, as this crate has no JSON
+/// parser: the generator writes each of these fields once per section.
+fn vector(section: &str, field: &str) -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../proto/testdata/state-vectors.json"
+    );
+    let text = std::fs::read_to_string(path).expect("read state-vectors.json");
+    let (_, rest) = text
+        .split_once(&format!("\"{section}\": {{"))
+        .unwrap_or_else(|| panic!("no {section} section in state-vectors.json"));
+    let (_, rest) = rest
+        .split_once(&format!("\"{field}\": \""))
+        .unwrap_or_else(|| panic!("no {field} in the {section} section"));
+    let hex = &rest[..rest.find('"').expect("a closing quote")];
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn writes_the_shared_state_map_vectors() {
+    // The entries and changes of the `state_map` section, in the order it lists them.
+    let mut entries = OrdMap::new();
+    for (k, v) in [
+        (&b"pears"[..], &b"2"[..]),
+        (b"apples", b"3"),
+        (b"pear", b""),
+        (b"\xff", b"\x00\x01"),
+    ] {
+        entries.insert(Bytes::from_static(k), Bytes::from_static(v));
+    }
+    let full = vector("state_map", "full_hex");
+    assert_eq!(encode_full(&entries), full);
+    assert_eq!(decode_full(Bytes::from(full)), Ok(entries));
+
+    // encode_delta takes the changes in key order, as StateMap::image_since gives them.
+    let changes: Vec<(Bytes, Option<Bytes>)> = vec![
+        (b("apples"), None),
+        (b("cherries"), Some(b("10"))),
+        (b("pear"), Some(b(""))),
+        (b("pears"), Some(b("5"))),
+    ];
+    let delta = vector("state_map", "delta_hex");
+    assert_eq!(encode_delta(&changes), delta);
+    assert_eq!(decode_delta(Bytes::from(delta)), Ok(changes));
+}
