@@ -106,9 +106,12 @@ pub fn rollback_reason(message: &str) -> &'static str {
                     // A bad or missing handshake line, Describe failing or lying.
                     "handshake"
                 }
-            } else if rest.starts_with("refused the state") {
+            } else if rest.starts_with("refused the state") || rest.starts_with("refused the delta")
+            {
                 "restore_refused"
-            } else if rest.starts_with("exited during the handover") {
+            } else if rest.starts_with("exited during the handover")
+                || rest.starts_with("exited during the pre-copy")
+            {
                 "crashed"
             } else if rest.starts_with("did not start within the handover timeout") {
                 "timeout"
@@ -116,7 +119,11 @@ pub fn rollback_reason(message: &str) -> &'static str {
                 "other"
             }
         }
-        None if reason.starts_with("the handover outran its timeout") => "timeout",
+        None if reason.starts_with("the handover outran its timeout")
+            || reason.starts_with("the pre-copy outran") =>
+        {
+            "timeout"
+        }
         None => "other",
     }
 }
@@ -221,6 +228,15 @@ mod tests {
                 "the handover outran its timeout of 10s (calls in flight on generation 2 did not finish, or the state transfer was too slow)",
                 "timeout",
             ),
+            (
+                "generation 3 refused the delta (DataLoss): a delta that follows cursor 00 does not follow the state restored here (cursor 01) (in pre-copy round 2, while generation 2 served)",
+                "restore_refused",
+            ),
+            (
+                "generation 3 exited during the pre-copy: exit code 3 (generation 3 stopped reading the state)",
+                "crashed",
+            ),
+            ("the pre-copy outran the handover timeout of 10s", "timeout"),
             ("Snapshot of generation 2 failed: unimplemented", "other"),
             ("no generation is serving", "other"),
         ] {

@@ -104,7 +104,7 @@ impl Supervisor {
                                 return self.rollback(Some(next), fingerprint, reason).await;
                             }
                             _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                                return self.rollback(Some(next), fingerprint, format!("the pre-copy failed: {reason}")).await;
+                                return self.rollback(Some(next), fingerprint, reason).await;
                             }
                         }
                     }

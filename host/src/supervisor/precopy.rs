@@ -67,7 +67,15 @@ pub(super) async fn precopy(
     let mut since = Bytes::new();
     loop {
         let round = Instant::now();
-        let moved = transfer(plugin, limit, from.clone(), to.clone(), since).await?;
+        let moved = transfer(plugin, limit, from.clone(), to.clone(), since)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{e} (in pre-copy round {}, while generation {} served)",
+                    rounds.len() + 1,
+                    from.0
+                )
+            })?;
         rounds.push(moved.bytes);
         since = moved.cursor;
         let done = |outcome| PreCopy {
