@@ -13,6 +13,7 @@ use tonic::Code;
 
 use crate::launch::{check_handshake, describe_exit};
 
+mod incremental;
 mod instance;
 mod probes;
 
@@ -308,9 +309,23 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
             restored.bytes_restored
         ))
     };
-    match transfer.await {
+    let transferred = transfer.await;
+    let moved = transferred.is_ok();
+    match transferred {
         Ok(text) => report.pass(text),
         Err(e) => report.fail(e),
+    }
+
+    match (&b, describe.as_ref().map(|d| d.incremental_snapshots)) {
+        (_, None) => report.push(Verdict::Skip("needs Describe".into())),
+        (_, Some(false)) => report.push(Verdict::Skip("Describe does not declare them".into())),
+        (Some(b), Some(true)) if moved => {
+            match incremental::check(&a, b, &opts.calls, timeout).await {
+                Ok(text) => report.pass(text),
+                Err(e) => report.fail(e),
+            }
+        }
+        _ => report.push(Verdict::Skip("needs the snapshot and restore check".into())),
     }
 
     match &mut b {
@@ -360,7 +375,7 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
 }
 
 /// Every check, in the order they run.
-pub const ALL_CHECKS: [&str; 12] = [
+pub const ALL_CHECKS: [&str; 13] = [
     "handshake line",
     "protocol version",
     "health",
@@ -370,6 +385,7 @@ pub const ALL_CHECKS: [&str; 12] = [
     "calls",
     "unknown method",
     "snapshot and restore",
+    "incremental snapshots",
     "shutdown",
     "sigterm",
     "stdout",

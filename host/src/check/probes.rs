@@ -13,8 +13,17 @@ pub(super) async fn snapshot(
     instance: &Instance,
     timeout: Duration,
 ) -> Result<Vec<StateChunk>, String> {
+    snapshot_since(instance, bytes::Bytes::new(), timeout).await
+}
+
+/// A snapshot since `since` (the whole state when it is empty), its chunks checked.
+pub(super) async fn snapshot_since(
+    instance: &Instance,
+    since: bytes::Bytes,
+    timeout: Duration,
+) -> Result<Vec<StateChunk>, String> {
     let mut rpc = instance.rpc();
-    let mut stream = tokio::time::timeout(timeout, rpc.snapshot(SnapshotRequest::default()))
+    let mut stream = tokio::time::timeout(timeout, rpc.snapshot(SnapshotRequest { since }))
         .await
         .map_err(|_| format!("Snapshot did not answer within {timeout:?}"))?
         .map_err(|s| format!("Snapshot failed ({:?}): {}", s.code(), s.message()))?
@@ -44,6 +53,21 @@ pub(super) async fn snapshot(
         .finish()
         .map_err(|e| format!("Snapshot ended badly: {e}"))?;
     Ok(chunks)
+}
+
+/// Restores `chunks` into `instance`.
+pub(super) async fn restore(
+    instance: &Instance,
+    chunks: Vec<StateChunk>,
+    timeout: Duration,
+) -> Result<u64, tonic::Status> {
+    let mut rpc = instance.rpc();
+    match tokio::time::timeout(timeout, rpc.restore(tokio_stream::iter(chunks))).await {
+        Ok(answer) => answer.map(|r| r.into_inner().bytes_restored),
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "Restore did not answer within {timeout:?}"
+        ))),
+    }
 }
 
 pub(super) fn joined(chunks: &[StateChunk]) -> Vec<u8> {

@@ -33,10 +33,19 @@ fn the_examples_pass_every_check() {
         "{report}"
     );
     assert!(!report.contains("does not announce"), "{report}");
+    assert!(
+        line(&report, "incremental snapshots")
+            .contains("a delta out of order refused with DATA_LOSS"),
+        "{report}"
+    );
 
     let echo = bin("echo");
     let (code, report) = baton_check(&[], &[echo.to_str().expect("path")], &[]);
     assert_eq!(code, Some(0), "{report}");
+    assert!(
+        line(&report, "incremental snapshots").contains("does not declare them"),
+        "{report}"
+    );
 
     let python = venv_python();
     let script = repo_root().join("example-plugins/python-counter/counter.py");
@@ -51,6 +60,11 @@ fn the_examples_pass_every_check() {
     assert_eq!(code, Some(0), "{report}");
     assert!(
         line(&report, "describe").contains("python-counter"),
+        "{report}"
+    );
+    assert!(
+        line(&report, "incremental snapshots")
+            .contains("a delta out of order refused with DATA_LOSS"),
         "{report}"
     );
     // Both SDKs announce the state's length, so the note below is absent.
@@ -180,4 +194,24 @@ fn application_services_are_checked_with_and_without_the_token() {
             );
         }
     }
+}
+
+#[test]
+fn a_delta_that_does_not_follow_its_cursor_fails_the_incremental_check() {
+    let deltas = bin("deltas");
+    let deltas = deltas.to_str().expect("path");
+    let (code, report) = baton_check(&["--call", "put=a=1"], &[deltas], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    // Its deltas claim to follow a cursor it never gave.
+    let (code, report) = baton_check(
+        &["--call", "fault=wrong-base", "--call", "put=a=1"],
+        &[deltas],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{report}");
+    assert_fails(
+        &report,
+        "incremental snapshots",
+        "is a delta that says it follows",
+    );
 }

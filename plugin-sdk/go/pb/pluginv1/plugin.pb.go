@@ -127,9 +127,14 @@ type DescribeResponse struct {
 	// The application services the plugin serves on its socket, by full gRPC
 	// name (`package.Service`, as in a request path `/package.Service/Method`).
 	// Not baton.plugin.v1.Plugin or grpc.health.v1.Health.
-	Services      []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Services []string `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
+	// True if the plugin takes SnapshotRequest.since and may answer with deltas,
+	// under the rules written at Snapshot and Restore. The host moves the state of
+	// a plugin that says so while it keeps serving, when the new process says so
+	// too and writes the same state_schema_version.
+	IncrementalSnapshots bool `protobuf:"varint,7,opt,name=incremental_snapshots,json=incrementalSnapshots,proto3" json:"incremental_snapshots,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -202,6 +207,13 @@ func (x *DescribeResponse) GetServices() []string {
 		return x.Services
 	}
 	return nil
+}
+
+func (x *DescribeResponse) GetIncrementalSnapshots() bool {
+	if x != nil {
+		return x.IncrementalSnapshots
+	}
+	return false
 }
 
 // One method a plugin accepts in Invoke.
@@ -369,9 +381,13 @@ func (x *InvokeResponse) GetPayload() []byte {
 	return nil
 }
 
-// Snapshot takes no arguments.
+// Which snapshot to take.
 type SnapshotRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: the whole state. Otherwise the cursor that ended an earlier snapshot
+	// of this same process: the plugin may answer with only the changes made
+	// since (see Snapshot). Plugins without incremental_snapshots ignore it.
+	Since         []byte `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +422,13 @@ func (*SnapshotRequest) Descriptor() ([]byte, []int) {
 	return file_baton_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
+func (x *SnapshotRequest) GetSince() []byte {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 // One piece of a plugin's state, in order.
 type StateChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -426,7 +449,16 @@ type StateChunk struct {
 	// allocate it once (and refuse one over its limit before any data moves).
 	// 0 means unknown. When it is not 0, a stream whose data adds up to another
 	// length is refused as corrupt.
-	TotalBytes    uint64 `protobuf:"varint,6,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	TotalBytes uint64 `protobuf:"varint,6,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// On the first chunk: true if this snapshot is a delta, the changes since
+	// base_cursor in the plugin's delta format, rather than a whole state.
+	Delta bool `protobuf:"varint,7,opt,name=delta,proto3" json:"delta,omitempty"`
+	// On the first chunk of a delta: the cursor it follows (the request's since).
+	BaseCursor []byte `protobuf:"bytes,8,opt,name=base_cursor,json=baseCursor,proto3" json:"base_cursor,omitempty"`
+	// On the last chunk, from a plugin with incremental_snapshots: the cursor as
+	// of which this snapshot is consistent, opaque to the host (at most 256
+	// bytes). Empty from other plugins.
+	Cursor        []byte `protobuf:"bytes,9,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -501,6 +533,27 @@ func (x *StateChunk) GetTotalBytes() uint64 {
 		return x.TotalBytes
 	}
 	return 0
+}
+
+func (x *StateChunk) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *StateChunk) GetBaseCursor() []byte {
+	if x != nil {
+		return x.BaseCursor
+	}
+	return nil
+}
+
+func (x *StateChunk) GetCursor() []byte {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
 }
 
 // A restore that was accepted.
@@ -628,14 +681,15 @@ var File_baton_plugin_v1_plugin_proto protoreflect.FileDescriptor
 const file_baton_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"\x1cbaton/plugin/v1/plugin.proto\x12\x0fbaton.plugin.v1\"\x11\n" +
-	"\x0fDescribeRequest\"\xfd\x01\n" +
+	"\x0fDescribeRequest\"\xb2\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0eplugin_version\x18\x02 \x01(\tR\rpluginVersion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x120\n" +
 	"\x14state_schema_version\x18\x04 \x01(\rR\x12stateSchemaVersion\x125\n" +
 	"\amethods\x18\x05 \x03(\v2\x1b.baton.plugin.v1.MethodInfoR\amethods\x12\x1a\n" +
-	"\bservices\x18\x06 \x03(\tR\bservices\"B\n" +
+	"\bservices\x18\x06 \x03(\tR\bservices\x123\n" +
+	"\x15incremental_snapshots\x18\a \x01(\bR\x14incrementalSnapshots\"B\n" +
 	"\n" +
 	"MethodInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -648,8 +702,9 @@ const file_baton_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"*\n" +
 	"\x0eInvokeResponse\x12\x18\n" +
-	"\apayload\x18\x01 \x01(\fR\apayload\"\x11\n" +
-	"\x0fSnapshotRequest\"\xaa\x01\n" +
+	"\apayload\x18\x01 \x01(\fR\apayload\"'\n" +
+	"\x0fSnapshotRequest\x12\x14\n" +
+	"\x05since\x18\x01 \x01(\fR\x05since\"\xf9\x01\n" +
 	"\n" +
 	"StateChunk\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x10\n" +
@@ -658,7 +713,11 @@ const file_baton_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04last\x18\x04 \x01(\bR\x04last\x12\x1a\n" +
 	"\bchecksum\x18\x05 \x01(\rR\bchecksum\x12\x1f\n" +
 	"\vtotal_bytes\x18\x06 \x01(\x04R\n" +
-	"totalBytes\"8\n" +
+	"totalBytes\x12\x14\n" +
+	"\x05delta\x18\a \x01(\bR\x05delta\x12\x1f\n" +
+	"\vbase_cursor\x18\b \x01(\fR\n" +
+	"baseCursor\x12\x16\n" +
+	"\x06cursor\x18\t \x01(\fR\x06cursor\"8\n" +
 	"\x0fRestoreResponse\x12%\n" +
 	"\x0ebytes_restored\x18\x01 \x01(\x04R\rbytesRestored\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +

@@ -93,6 +93,22 @@ type PluginClient interface {
 	// Export a consistent copy of the plugin's whole state as an ordered stream
 	// of chunks. The plugin must not change its state while exporting. The host
 	// stops sending Invoke calls before it asks for a snapshot.
+	//
+	// Incremental snapshots (optional, added in protocol version 1 without
+	// changing it): a plugin that sets DescribeResponse.incremental_snapshots
+	// ends every snapshot with a cursor (StateChunk.cursor on the last chunk).
+	// Given that cursor back in SnapshotRequest.since, it may answer with only
+	// what changed after it: a delta, in its own format for its schema version,
+	// marked StateChunk.delta with StateChunk.base_cursor = since on the first
+	// chunk. It may always answer with a full snapshot instead (an unknown or old
+	// cursor, say). Such a plugin must expect Snapshot while calls still run, and
+	// each snapshot must be consistent as of its cursor: every change made before
+	// the cursor was taken is in it or in an earlier snapshot of the chain, every
+	// later change is in a later delta. The host uses this to copy a large state
+	// while the old process keeps serving (docs/incremental-state.md): a full
+	// snapshot, then deltas while they shrink, and only the last, small delta with
+	// calls held. The chunks of each snapshot, full or delta, follow the rules of
+	// StateChunk on their own (seq from 0, a last chunk, a checksum).
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StateChunk], error)
 	// Replace the plugin's state with the one carried by the chunks (as produced
 	// by Snapshot of the same plugin, possibly an older or newer build). A refused
@@ -112,6 +128,14 @@ type PluginClient interface {
 	//	                     cannot parse (what the example plugins answer; the
 	//	                     SDKs pass on whatever status the plugin's restore
 	//	                     returns, and INTERNAL for an error that is not one)
+	//
+	// A plugin with incremental_snapshots takes a full snapshot followed by
+	// deltas, one Restore call each, applied in order on top of each other. It
+	// keeps the cursor of the last snapshot it applied (a full one sets it, a
+	// delta moves it on) and refuses, with DATA_LOSS and its state unchanged, a
+	// delta whose base_cursor is not that cursor (a delta out of order, a round
+	// lost, or a delta with nothing applied before it). A delta is refused as a
+	// whole or applied as a whole.
 	Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StateChunk, RestoreResponse], error)
 	// Finish the calls in flight, flush, and exit the process on its own soon
 	// after answering. The host sends SIGTERM, and later SIGKILL, to a plugin
@@ -204,6 +228,22 @@ type PluginServer interface {
 	// Export a consistent copy of the plugin's whole state as an ordered stream
 	// of chunks. The plugin must not change its state while exporting. The host
 	// stops sending Invoke calls before it asks for a snapshot.
+	//
+	// Incremental snapshots (optional, added in protocol version 1 without
+	// changing it): a plugin that sets DescribeResponse.incremental_snapshots
+	// ends every snapshot with a cursor (StateChunk.cursor on the last chunk).
+	// Given that cursor back in SnapshotRequest.since, it may answer with only
+	// what changed after it: a delta, in its own format for its schema version,
+	// marked StateChunk.delta with StateChunk.base_cursor = since on the first
+	// chunk. It may always answer with a full snapshot instead (an unknown or old
+	// cursor, say). Such a plugin must expect Snapshot while calls still run, and
+	// each snapshot must be consistent as of its cursor: every change made before
+	// the cursor was taken is in it or in an earlier snapshot of the chain, every
+	// later change is in a later delta. The host uses this to copy a large state
+	// while the old process keeps serving (docs/incremental-state.md): a full
+	// snapshot, then deltas while they shrink, and only the last, small delta with
+	// calls held. The chunks of each snapshot, full or delta, follow the rules of
+	// StateChunk on their own (seq from 0, a last chunk, a checksum).
 	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[StateChunk]) error
 	// Replace the plugin's state with the one carried by the chunks (as produced
 	// by Snapshot of the same plugin, possibly an older or newer build). A refused
@@ -223,6 +263,14 @@ type PluginServer interface {
 	//	                     cannot parse (what the example plugins answer; the
 	//	                     SDKs pass on whatever status the plugin's restore
 	//	                     returns, and INTERNAL for an error that is not one)
+	//
+	// A plugin with incremental_snapshots takes a full snapshot followed by
+	// deltas, one Restore call each, applied in order on top of each other. It
+	// keeps the cursor of the last snapshot it applied (a full one sets it, a
+	// delta moves it on) and refuses, with DATA_LOSS and its state unchanged, a
+	// delta whose base_cursor is not that cursor (a delta out of order, a round
+	// lost, or a delta with nothing applied before it). A delta is refused as a
+	// whole or applied as a whole.
 	Restore(grpc.ClientStreamingServer[StateChunk, RestoreResponse]) error
 	// Finish the calls in flight, flush, and exit the process on its own soon
 	// after answering. The host sends SIGTERM, and later SIGKILL, to a plugin
