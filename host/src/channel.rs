@@ -87,7 +87,7 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
         let request = http::Request::from_parts(parts.clone(), body.attempt());
         let answer = tokio::select! {
             answer = async {
-                match transport.ready().await {
+                match ServiceExt::<http::Request<Body>>::ready(&mut transport).await {
                     Ok(transport) => transport.call(request).await,
                     Err(e) => Err(e),
                 }

@@ -58,14 +58,17 @@ enum Failure {
 }
 
 /// Whether the transport failed before the request could reach the plugin. Three
-/// things prove that: a failed connect; hyper giving a request back unsent (the
-/// connection closed, or was not ready, while it was queued); and an HTTP/2
-/// REFUSED_STREAM, which by the protocol's rules means the peer processed nothing. A
+/// things prove that: a failed connect; the transport finding the connection gone
+/// before the request was handed to it ([`NotSent`](crate::launch::NotSent), or hyper's
+/// unsent request on a tonic channel); and an HTTP/2 REFUSED_STREAM, which by the protocol's rules means the peer processed nothing. A
 /// reset or broken pipe on an open connection proves nothing (the plugin may have run
 /// the call before dying), so such calls are not retried.
 pub(crate) fn never_sent(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
+        if e.is::<crate::launch::NotSent>() {
+            return true;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(
                 io.kind(),

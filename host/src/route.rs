@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tonic::Status;
-use tonic::transport::Channel;
 
 use crate::channel::StreamSlot;
 use crate::launch::{Generation, PluginRpc, TokenService};
@@ -39,7 +38,7 @@ pub(crate) struct Live {
     pub(crate) pid: u32,
     pub(crate) rpc: PluginRpc,
     /// For calls to its application services.
-    pub(crate) transport: TokenService<Channel>,
+    pub(crate) transport: TokenService<crate::launch::PluginTransport>,
     pub(crate) exited: watch::Receiver<Option<String>>,
     /// Calls sent to this generation and not yet answered.
     inflight: AtomicUsize,

@@ -11,9 +11,8 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::watch;
 
-use tonic::transport::Channel;
 
-use super::{PluginRpc, TokenService, plugin_rpc, unix_channel};
+use super::{PluginRpc, PluginTransport, TokenService, plugin_rpc};
 use crate::services::Admission;
 
 /// How a process ended, in words.
@@ -47,7 +46,7 @@ pub struct Generation {
     pub rpc: PluginRpc,
     /// The same connection as a plain gRPC transport carrying the token, for calls to
     /// the application services it serves.
-    pub transport: TokenService<Channel>,
+    pub transport: TokenService<PluginTransport>,
     /// Its launch token, for [`separate_rpc`](Self::separate_rpc).
     pub(super) token: Arc<str>,
     pub(super) max_message: usize,
@@ -73,7 +72,7 @@ impl Generation {
     /// for bulk transfers that should share neither a worker nor a connection with calls.
     pub fn separate_rpc(&self) -> impl FnOnce() -> Option<PluginRpc> + Send + 'static {
         let (socket, token, max) = (self.socket.clone(), self.token.clone(), self.max_message);
-        move || plugin_rpc(unix_channel(&socket), &token, max).map(|(rpc, _)| rpc)
+        move || plugin_rpc(PluginTransport::new(&socket), &token, max).map(|(rpc, _)| rpc)
     }
 
     /// Waits for the process to exit, and records how.

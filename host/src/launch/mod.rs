@@ -10,6 +10,7 @@ mod isolation;
 mod logs;
 mod socket_path;
 mod spawner;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,6 +33,7 @@ pub(crate) use binary::pin_file;
 use binary::{BinaryPolicy, Runner, copy_binary, is_script, verify_binary};
 pub(crate) use channel::MAX_MESSAGE_BYTES;
 pub use channel::{PluginRpc, TokenService, unix_channel};
+pub use transport::{NotSent, PluginTransport};
 pub use error::StartError;
 use generation::kill_group;
 pub use generation::{Generation, describe_exit};
@@ -397,7 +399,7 @@ impl Launcher {
     async fn check_api(
         &self,
         api: &Result<prost_reflect::DescriptorPool, String>,
-        transport: &TokenService<tonic::transport::Channel>,
+        transport: &TokenService<PluginTransport>,
         deadline: tokio::time::Instant,
     ) -> Result<(), StartError> {
         let expected = api.as_ref().map_err(|why| StartError::Refused {
@@ -473,13 +475,13 @@ impl Launcher {
     ) -> Result<
         (
             PluginRpc,
-            TokenService<tonic::transport::Channel>,
+            TokenService<PluginTransport>,
             DescribeResponse,
         ),
         StartError,
     > {
         let timeout = self.config.handshake_timeout();
-        let channel = unix_channel(socket);
+        let channel = PluginTransport::new(socket);
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let mut last = String::from("no answer");
         loop {
@@ -576,10 +578,10 @@ const ENV_ALLOW: &[&str] = &[
 /// The client for one generation on `channel`, carrying its token, and the same as a
 /// plain transport; `None` if the token cannot be a header value.
 fn plugin_rpc(
-    channel: tonic::transport::Channel,
+    channel: PluginTransport,
     token: &str,
     max_message: usize,
-) -> Option<(PluginRpc, TokenService<tonic::transport::Channel>)> {
+) -> Option<(PluginRpc, TokenService<PluginTransport>)> {
     let transport = TokenService::new(channel, token)?;
     let rpc = PluginClient::new(transport.clone())
         .max_decoding_message_size(max_message)
