@@ -157,6 +157,7 @@ impl PluginTransport {
                 body: Box::pin(body),
                 stream,
                 pending: None,
+                started: false,
             };
             // Written from this task while the body has it ready (a unary call's one
             // message); only a body that has to wait gets a task of its own.
@@ -208,6 +209,8 @@ struct Pump<B> {
     stream: SendStream<Bytes>,
     /// Data taken from the body and not yet written.
     pending: Option<(Bytes, bool)>,
+    /// Whether a message has been written.
+    started: bool,
 }
 
 impl<B> Pump<B>
@@ -220,13 +223,18 @@ where
     fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if let Some((data, end)) = self.pending.take() {
-                // Capacity comes from the connection's window at once when it has room,
-                // so a small message is written without waiting for anything.
+                // The first message goes at once, whatever the window: h2 holds what the
+                // window does not cover (a stream is only given capacity once the
+                // connection task has opened it, and waiting for that would send a
+                // unary call's one message through another task). Later ones wait for
+                // room, which bounds what a slow reader makes the host hold.
+                let first = !self.started;
+                self.started = true;
                 let want = data.len().min(SEND_AHEAD_BYTES);
-                if !data.is_empty() && self.stream.capacity() < want {
+                if !first && !data.is_empty() && self.stream.capacity() < want {
                     self.stream.reserve_capacity(want);
                 }
-                if data.is_empty() || self.stream.capacity() >= want {
+                if first || data.is_empty() || self.stream.capacity() >= want {
                     if self.stream.send_data(data, end).is_err() || end {
                         return Poll::Ready(());
                     }
