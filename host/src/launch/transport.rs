@@ -232,7 +232,7 @@ where
                 self.started = true;
                 let want = data.len().min(SEND_AHEAD_BYTES);
                 if !first && !data.is_empty() && self.stream.capacity() < want {
-                    self.stream.reserve_capacity(want);
+                    self.stream.reserve_capacity(SEND_AHEAD_BYTES);
                 }
                 if first || data.is_empty() || self.stream.capacity() >= want {
                     if self.stream.send_data(data, end).is_err() || end {
