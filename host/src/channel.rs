@@ -112,7 +112,7 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
             Err(e) => e,
         };
         drop(slot);
-        let status = Status::from_error(e.into());
+        let status = Status::from_error(e);
         // Refused before any of it left, by a process found dead: the call waits for
         // the next generation like one made during a restart.
         if handle::never_sent(&status)

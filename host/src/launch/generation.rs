@@ -11,7 +11,6 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::watch;
 
-
 use super::{PluginRpc, PluginTransport, TokenService, plugin_rpc};
 use crate::services::Admission;
 

@@ -33,7 +33,6 @@ pub(crate) use binary::pin_file;
 use binary::{BinaryPolicy, Runner, copy_binary, is_script, verify_binary};
 pub(crate) use channel::MAX_MESSAGE_BYTES;
 pub use channel::{PluginRpc, TokenService, unix_channel};
-pub use transport::{NotSent, PluginTransport};
 pub use error::StartError;
 use generation::kill_group;
 pub use generation::{Generation, describe_exit};
@@ -46,6 +45,7 @@ pub(crate) use logs::unix_ms_now;
 pub use logs::{LogLimit, LogLimiter, LogLine, LogRing, StderrExcerpt};
 pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
+pub use transport::{NotSent, PluginTransport};
 
 /// Everything needed to start processes of one plugin.
 pub struct Launcher {
@@ -472,14 +472,7 @@ impl Launcher {
         socket: &Path,
         token: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<
-        (
-            PluginRpc,
-            TokenService<PluginTransport>,
-            DescribeResponse,
-        ),
-        StartError,
-    > {
+    ) -> Result<(PluginRpc, TokenService<PluginTransport>, DescribeResponse), StartError> {
         let timeout = self.config.handshake_timeout();
         let channel = PluginTransport::new(socket);
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());

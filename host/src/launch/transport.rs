@@ -120,7 +120,7 @@ impl PluginTransport {
         Ok(sender)
     }
 
-    /// Forgets `broken`, unless another call already replaced it.
+    /// Forgets the cached connection, found broken: the next call connects anew.
     fn forget(&self) {
         *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
@@ -167,7 +167,13 @@ impl PluginTransport {
             }
         }
         let response = response.await?;
-        Ok(response.map(|recv| Body::new(Received { recv, trailers: false })))
+        Ok(response.map(|recv| {
+            Body::new(Received {
+                recv,
+                trailers: false,
+                done: false,
+            })
+        }))
     }
 }
 
@@ -296,7 +302,10 @@ where
 /// data is taken.
 struct Received {
     recv: RecvStream,
+    /// The data has all been read; the trailers are next.
     trailers: bool,
+    /// The trailers have been read too.
+    done: bool,
 }
 
 impl http_body::Body for Received {
@@ -318,15 +327,26 @@ impl http_body::Body for Received {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        if self.done {
+            return Poll::Ready(None);
+        }
         match self.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Ok(Some(trailers))) => {
+                self.done = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Poll::Ready(Ok(None)) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        // h2 counts unread trailers as pending, so this is true of a trailers-only
+        // answer (its status in the headers), which a proxy must pass on as one.
+        self.done || self.recv.is_end_stream()
     }
 }
