@@ -157,18 +157,18 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         let (reloads, mut reload_calls) = tokio::sync::mpsc::channel(4);
         let control = ControlService::new(&host).with_config_reloads(reloads);
         let streams_end = control.streams_end();
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                // Calls for a plugin's own services go to it before the router sees them.
-                .layer(baton_host::forward::ForwardLayer::new(host.plugin_set()))
-                .add_service(control.into_server())
-                .serve_with_incoming_shutdown(
-                    baton_host::accept::incoming(listener, control_gate()),
-                    async {
-                        let _ = server_stopped.await;
-                    },
-                ),
+        // Calls for a plugin's own services go to it before the router sees them.
+        let service = tower::Layer::layer(
+            &baton_host::forward::ForwardLayer::new(host.plugin_set()),
+            tonic::service::Routes::new(control.into_server()),
         );
+        let server = tokio::spawn(baton_host::h2_server::serve(
+            baton_host::accept::incoming(listener, control_gate()),
+            service,
+            async {
+                let _ = server_stopped.await;
+            },
+        ));
         notify_systemd(host.plugins().len());
         let mut hangups = match tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::hangup(),

@@ -14,10 +14,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{RecvStream, SendStream};
-use http_body::{Body as _, Frame};
 use tonic::body::Body;
 use tonic::codegen::http;
+
+use crate::h2_body::{Pump, Received};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,9 +27,6 @@ const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// Flow-control windows: a state streams through without waiting for window updates.
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
-/// How much of a request body is written ahead of the peer's window before the writer
-/// waits for it: bounds what a slow plugin makes the host buffer for one stream.
-const SEND_AHEAD_BYTES: usize = 1 << 20;
 
 /// A call the plugin never received: the connection could not be made, or was gone
 /// before the request was handed to it. Such a call may go to another process.
@@ -153,12 +150,7 @@ impl PluginTransport {
             .send_request(head, body_done)
             .map_err(|e| NotSent(e.into()))?;
         if !body_done {
-            let mut pump = Pump {
-                body: Box::pin(body),
-                stream,
-                pending: None,
-                started: false,
-            };
+            let mut pump = Pump::new(body, stream);
             // Written from this task while the body has it ready (a unary call's one
             // message); only a body that has to wait gets a task of its own.
             let finished = std::future::poll_fn(|cx| Poll::Ready(pump.poll_pump(cx))).await;
@@ -167,13 +159,7 @@ impl PluginTransport {
             }
         }
         let response = response.await?;
-        Ok(response.map(|recv| {
-            Body::new(Received {
-                recv,
-                trailers: false,
-                done: false,
-            })
-        }))
+        Ok(response.map(|recv| Body::new(Received::new(recv))))
     }
 }
 
@@ -206,147 +192,5 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         Box::pin(self.clone().send(request))
-    }
-}
-
-/// Writes a request body into its HTTP/2 stream, within the peer's window.
-struct Pump<B> {
-    body: Pin<Box<B>>,
-    stream: SendStream<Bytes>,
-    /// Data taken from the body and not yet written.
-    pending: Option<(Bytes, bool)>,
-    /// Whether a message has been written.
-    started: bool,
-}
-
-impl<B> Pump<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    /// `Ready` once the body is written (or abandoned: the stream was reset, or the body
-    /// failed, which resets it).
-    fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if let Some((data, end)) = self.pending.take() {
-                // The first message goes at once, whatever the window: h2 holds what the
-                // window does not cover (a stream is only given capacity once the
-                // connection task has opened it, and waiting for that would send a
-                // unary call's one message through another task). Later ones wait for
-                // room, which bounds what a slow reader makes the host hold.
-                let first = !self.started;
-                self.started = true;
-                let want = data.len().min(SEND_AHEAD_BYTES);
-                if !first && !data.is_empty() && self.stream.capacity() < want {
-                    self.stream.reserve_capacity(SEND_AHEAD_BYTES);
-                }
-                if first || data.is_empty() || self.stream.capacity() >= want {
-                    if self.stream.send_data(data, end).is_err() || end {
-                        return Poll::Ready(());
-                    }
-                    continue;
-                }
-                match self.stream.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(_))) => {
-                        let room = self.stream.capacity();
-                        if room >= data.len() {
-                            self.pending = Some((data, end));
-                        } else {
-                            let mut data = data;
-                            let rest = data.split_off(room);
-                            if self.stream.send_data(data, false).is_err() {
-                                return Poll::Ready(());
-                            }
-                            self.pending = Some((rest, end));
-                        }
-                        continue;
-                    }
-                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
-                    Poll::Pending => {
-                        self.pending = Some((data, end));
-                        return Poll::Pending;
-                    }
-                }
-            }
-            match self.body.as_mut().poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        // Marked last in the same frame when the body knows it has ended.
-                        let end = self.body.is_end_stream();
-                        self.pending = Some((data, end));
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            let _ = self.stream.send_trailers(trailers);
-                        }
-                        return Poll::Ready(());
-                    }
-                },
-                Poll::Ready(None) => {
-                    let _ = self.stream.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let e: BoxError = e.into();
-                    tracing::debug!("a request body failed: {e}");
-                    self.stream.send_reset(h2::Reason::CANCEL);
-                    return Poll::Ready(());
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// A response body read from its HTTP/2 stream, giving the peer its window back as the
-/// data is taken.
-struct Received {
-    recv: RecvStream,
-    /// The data has all been read; the trailers are next.
-    trailers: bool,
-    /// The trailers have been read too.
-    done: bool,
-}
-
-impl http_body::Body for Received {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.trailers {
-            match self.recv.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => self.trailers = true,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(trailers))) => {
-                self.done = true;
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-            }
-            Poll::Ready(Ok(None)) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // h2 counts unread trailers as pending, so this is true of a trailers-only
-        // answer (its status in the headers), which a proxy must pass on as one.
-        self.done || self.recv.is_end_stream()
     }
 }
