@@ -27,12 +27,19 @@ use crate::h2_body::{Pump, Received};
 const MAX_FRAME_BYTES: u32 = 1 << 20;
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Streams one connection may have open at once: each is a call this connection's task
+/// runs, so a peer (a plugin, on the host-services socket) does not get to add them
+/// without end.
+const MAX_STREAMS: u32 = 1024;
+/// Bytes of headers per request (h2's own default is 16 MiB; hyper's server kept 16 KiB):
+/// metadata beyond this is refused, not held.
+pub(crate) const MAX_HEADER_BYTES: u32 = 64 << 10;
 
 /// Serves `service` on each connection `incoming` yields until `shutdown` completes;
 /// then asks every connection to finish (HTTP/2 GOAWAY: calls in flight go on, no new
 /// ones start) and returns once they have. Each connection's `connect_info` is put in
 /// its requests' extensions, as tonic's server does.
-pub async fn serve<I, T, S>(
+pub async fn serve<I, T, S, B>(
     mut incoming: I,
     service: S,
     shutdown: impl Future<Output = ()>,
@@ -41,11 +48,13 @@ where
     I: futures_util::Stream<Item = std::io::Result<T>> + Unpin,
     T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     T::ConnectInfo: Clone + Send + Sync + 'static,
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     let (stop, stopping) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -68,21 +77,25 @@ where
     Ok(())
 }
 
-async fn connection<T, S>(io: T, service: S, mut stopping: watch::Receiver<bool>)
+async fn connection<T, S, B>(io: T, service: S, mut stopping: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     T::ConnectInfo: Clone + Send + Sync + 'static,
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     let info = io.connect_info();
     let mut conn = match h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_BYTES)
         .handshake::<_, Bytes>(io)
         .await
     {
@@ -120,14 +133,16 @@ where
     while calls.next().await.is_some() {}
 }
 
-async fn call<S, C>(
+async fn call<S, C, B>(
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     mut service: S,
     info: C,
 ) where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>,
     C: Clone + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     let (mut parts, recv) = request.into_parts();
     parts.extensions.insert(info);
@@ -136,7 +151,7 @@ async fn call<S, C>(
     let answer = async {
         match service.ready().await {
             Ok(service) => match service.call(request).await {
-                Ok(response) => response,
+                Ok(response) => response.map(Body::new),
                 Err(never) => match never {},
             },
             Err(never) => match never {},

@@ -105,6 +105,8 @@ impl PluginTransport {
             .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .max_frame_size(MAX_FRAME_BYTES)
+            // A plugin's answer headers are bounded like a caller's request headers.
+            .max_header_list_size(crate::h2_server::MAX_HEADER_BYTES)
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| NotSent(e.into()))?;

@@ -242,7 +242,7 @@ impl HostApi for HostService {
 pub(crate) struct Server {
     socket: BoundSocket,
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    task: tokio::task::JoinHandle<Result<(), std::convert::Infallible>>,
 }
 
 /// Binds `socket` (mode 0600) and serves `routes` plus `baton.host.v1.Host` on it, every
@@ -275,18 +275,15 @@ pub(crate) fn start(
     };
     let auth = InterceptorLayer::new(move |request| registry.authenticate(request));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(auth)
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(
-                crate::accept::incoming(listener, gate),
-                // A host dropped without `shutdown` drops the sender: stop then too.
-                async {
-                    let _ = stopped.await;
-                },
-            ),
-    );
+    let service = tower::Layer::layer(&auth, routes.routes());
+    let task = tokio::spawn(crate::h2_server::serve(
+        crate::accept::incoming(listener, gate),
+        service,
+        // A host dropped without `shutdown` drops the sender: stop then too.
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Ok(Server { socket, stop, task })
 }
 
@@ -302,7 +299,7 @@ impl Server {
         let abort = self.task.abort_handle();
         match tokio::time::timeout(DRAIN, self.task).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("the host-services server failed: {e}"),
+            Ok(Ok(Err(never))) => match never {},
             Ok(Err(_)) => {}
             Err(_) => abort.abort(),
         }

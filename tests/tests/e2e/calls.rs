@@ -144,3 +144,29 @@ async fn a_payload_over_max_message_bytes_fails_clearly_both_ways() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn oversized_headers_are_refused_without_harm_to_the_daemon() {
+    let host = baton_tests::TestHost::start(&baton_tests::plugin("echo", "echo", &[], "")).await;
+    host.serving("echo", std::time::Duration::from_secs(10))
+        .await;
+    // 100 KiB of metadata: over what the control socket takes in headers (64 KiB).
+    let mut request = tonic::Request::new(baton_proto::host::InvokeRequest {
+        plugin: "echo".into(),
+        method: "echo".into(),
+        payload: b"hi".to_vec().into(),
+        metadata: Default::default(),
+    });
+    let big: tonic::metadata::MetadataValue<_> = "x".repeat(100 << 10).parse().expect("ASCII");
+    request.metadata_mut().insert("x-big", big);
+    let refused = host.client().invoke(request).await;
+    assert!(
+        refused.is_err(),
+        "a request with 100 KiB of headers was served"
+    );
+    // The daemon serves on, on new connections and old.
+    assert_eq!(
+        host.call_text("echo", "echo", "still here").await,
+        "still here"
+    );
+}
