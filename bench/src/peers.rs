@@ -115,8 +115,22 @@ fn go_peer() -> Result<Option<PathBuf>, Error> {
     Ok(Some(out))
 }
 
+/// The 1-minute load average, which counts the benchmark's own processes.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String, Error> {
     let go = go_peer()?;
+    // Other work on the machine changes these figures more than any other scenario's:
+    // a busy vCPU wakes at once, an idle one halts (see docs/performance.md).
+    eprintln!(
+        "baton-bench: peers: 1-minute load average at the start: {}",
+        load()
+    );
     let floor = bins.get("bench-floor")?;
     let paths = Paths::start(bins).await?;
     let mut all = Vec::new();
@@ -156,6 +170,10 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
     }
     paths.stop().await;
     measured?;
+    eprintln!(
+        "baton-bench: peers: 1-minute load average at the end: {}",
+        load()
+    );
     Ok(report(&all, go.is_some(), rows))
 }
 
