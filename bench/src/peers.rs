@@ -445,3 +445,90 @@ fn matrix(all: &[Participant], q: &Quantiles, have_go: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Verdict;
+
+    /// A participant whose every call took `us` (64 B; twice that at 64 KiB), with
+    /// `per_sec_16` calls/s at 16 callers and 10 µs of CPU and one switch per call.
+    fn fake(label: &'static str, us: f64, per_sec_16: u64) -> Participant {
+        let roles = vec![("client", 1), ("server", 2)];
+        let load = |calls: u64| Load {
+            calls,
+            secs: 1.0,
+            cpu: vec![Duration::from_micros(10 * calls); 2],
+            switches: vec![calls; 2],
+        };
+        let mut p = Participant::new(label, roles, Caller::Driven(0));
+        p.latency = [vec![us; 10], vec![2.0 * us; 10]];
+        p.load = [load(1000), load(per_sec_16)];
+        p
+    }
+
+    fn verdict(rows: &[Row], figure: &str) -> Option<Verdict> {
+        rows.iter()
+            .find(|r| r.figure == figure)
+            .unwrap_or_else(|| panic!("no row {figure:?}"))
+            .verdict(Mode::Full)
+    }
+
+    #[test]
+    fn the_targets_are_ratios_of_figures_from_the_same_run() {
+        let all = vec![
+            fake(FLOOR, 10.0, 200_000),
+            fake(BARE, 40.0, 40_000),
+            fake(LIBRARY, 14.0, 61_000),
+            fake(DAEMON, 30.0, 20_000),
+            fake("(d) bare tonic relay", 30.0, 20_000),
+            fake(GO, 20.0, 40_000),
+        ];
+        let mut rows = Vec::new();
+        let table = report(&all, true, &mut rows);
+        let met = Some(Verdict::Met);
+        let missed = Some(Verdict::Missed);
+        // 14 ≤ 1.5 × 10; 14 > 0.6 × 20; 14 ≤ 0.7 × 40; 30 > 2.5 × 10; 61 000 ≥ 1.5 × 40 000.
+        let figure = |f: &str| format!("target: 64 B {f}");
+        assert_eq!(
+            verdict(&rows, &figure("p50, (b) library / floor (raw UDS)")),
+            met
+        );
+        assert_eq!(
+            verdict(&rows, &figure("p50, (b) library / go-plugin")),
+            missed
+        );
+        assert_eq!(
+            verdict(&rows, &figure("p99, (b) library / (a) bare tonic")),
+            met
+        );
+        assert_eq!(
+            verdict(&rows, &figure("p50, (c) daemon / floor (raw UDS)")),
+            missed
+        );
+        assert_eq!(
+            verdict(&rows, "target: 64 B, 16 callers, (b) library / go-plugin"),
+            met
+        );
+        let cpu = rows
+            .iter()
+            .find(|r| r.figure == "CPU per call, 1 caller, go-plugin: server")
+            .expect("a CPU row");
+        assert!((cpu.value - 10.0).abs() < 1e-9, "{}", cpu.value);
+        assert_eq!(table.lines().count(), 2 + all.len(), "{table}");
+    }
+
+    #[test]
+    fn without_go_its_rows_say_so_and_the_rest_stand() {
+        let all = vec![fake(FLOOR, 10.0, 200_000), fake(LIBRARY, 14.0, 61_000)];
+        let mut rows = Vec::new();
+        let table = report(&all, false, &mut rows);
+        assert!(rows.iter().any(|r| r.figure.contains(NO_GO)));
+        assert!(!rows.iter().any(|r| r.figure.contains("/ go-plugin")));
+        assert!(table.contains(&format!("| {GO} | {NO_GO} |")), "{table}");
+        assert_eq!(
+            verdict(&rows, "target: 64 B p50, (b) library / floor (raw UDS)"),
+            Some(Verdict::Met)
+        );
+    }
+}
