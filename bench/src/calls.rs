@@ -73,7 +73,7 @@ pub struct Paths {
     bare: crate::procs::BarePlugin,
     host: Option<baton_host::Host>,
     daemon: Option<crate::procs::Daemon>,
-    _relay: crate::procs::Relay,
+    relay: crate::procs::Relay,
 }
 
 impl Paths {
@@ -108,7 +108,7 @@ impl Paths {
             bare,
             host: Some(host),
             daemon: Some(daemon),
-            _relay: relay,
+            relay,
         };
         // The daemon's first call waits for its plugin to start; then warm every path.
         for path in &mut this.paths {
@@ -123,6 +123,31 @@ impl Paths {
         self.daemon.as_ref().map_or(0, crate::procs::Daemon::pid)
     }
 
+    /// The processes a call through `paths[index]` passes besides the caller's own, as
+    /// (role, pid): the plugin ("server"; under the daemon, below its pid-namespace init
+    /// processes), and for (c) and (d) the process in between.
+    pub fn processes(&self, index: usize) -> Result<Vec<(&'static str, u32)>, Error> {
+        let library_plugin = || {
+            self.host
+                .as_ref()
+                .and_then(|h| h.plugin("echo"))
+                .and_then(|p| p.status().pid)
+                .ok_or("the library's echo has no pid")
+        };
+        let daemon = self.daemon_pid();
+        Ok(match index {
+            0 => vec![("server", self.bare.pid())],
+            1 => vec![("server", library_plugin()?)],
+            2 => {
+                let plugin = crate::procs::deepest_descendant(daemon)?
+                    .ok_or("the daemon has no child process")?;
+                vec![("daemon", daemon), ("server", plugin)]
+            }
+            3 => vec![("relay", self.relay.pid()), ("server", self.bare.pid())],
+            _ => return Err(format!("no path {index}").into()),
+        })
+    }
+
     pub async fn stop(mut self) {
         if let Some(host) = self.host.take() {
             host.shutdown().await;
@@ -130,8 +155,30 @@ impl Paths {
         if let Some(daemon) = self.daemon.take() {
             daemon.stop(Duration::from_secs(10)).await;
         }
-        let _ = &self.bare;
+        let _ = (&self.bare, &self.relay);
     }
+}
+
+/// One round of `per_round` sequential calls of `payload` through `path`, in a fresh task;
+/// µs per call. Checks that every answer is as long as the payload.
+pub async fn round(path: &Path, payload: &Bytes, per_round: usize) -> Result<Vec<f64>, Error> {
+    let (mut path, payload) = (path.clone(), payload.clone());
+    let size = payload.len();
+    tokio::spawn(async move {
+        let mut times = Vec::with_capacity(per_round);
+        for _ in 0..per_round {
+            let t = Instant::now();
+            let answer = path.call("echo", payload.clone()).await?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+            if answer.len() != size {
+                return Err::<_, Error>(
+                    format!("{} echoed {} bytes, not {size}", path.label(), answer.len()).into(),
+                );
+            }
+        }
+        Ok(times)
+    })
+    .await?
 }
 
 /// p50/p99 of sequential calls, the paths interleaved in rounds so that load from
@@ -152,27 +199,7 @@ pub async fn latency(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> Resu
                 // A fresh task per path and round: where the runtime places the calling
                 // task (beside its connection's task or not) moves latency by ~2x, and
                 // one long-lived task would give one path the lucky or unlucky draw.
-                let (mut path, payload) = (path.clone(), payload.clone());
-                let round = tokio::spawn(async move {
-                    let mut times = Vec::with_capacity(per_round);
-                    for _ in 0..per_round {
-                        let t = Instant::now();
-                        let answer = path.call("echo", payload.clone()).await?;
-                        times.push(t.elapsed().as_secs_f64() * 1e6);
-                        if answer.len() != size {
-                            return Err::<_, Error>(
-                                format!(
-                                    "{} echoed {} bytes, not {size}",
-                                    path.label(),
-                                    answer.len()
-                                )
-                                .into(),
-                            );
-                        }
-                    }
-                    Ok(times)
-                });
-                samples[i].extend(round.await??);
+                samples[i].extend(round(path, &payload, per_round).await?);
             }
         }
         let shown = if size == 64 { "64 B" } else { "64 KiB" };
@@ -244,6 +271,17 @@ pub async fn latency(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> Resu
 
 /// Calls per second with `callers` concurrent callers on one path for `window`.
 async fn rate(path: &Path, callers: usize, window: Duration) -> Result<f64, Error> {
+    let (calls, secs) = rate_counted(path, callers, window).await?;
+    Ok(calls as f64 / secs)
+}
+
+/// Calls made by `callers` concurrent callers (64 B each) on one path in about `window`,
+/// and the seconds they took.
+pub async fn rate_counted(
+    path: &Path,
+    callers: usize,
+    window: Duration,
+) -> Result<(u64, f64), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now();
@@ -266,7 +304,7 @@ async fn rate(path: &Path, callers: usize, window: Duration) -> Result<f64, Erro
     while let Some(done) = tasks.join_next().await {
         total += done??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok((total, start.elapsed().as_secs_f64()))
 }
 
 /// Throughput with 1 and 16 callers; paths interleaved in rounds like `latency`.

@@ -12,6 +12,7 @@
 
 mod calls;
 mod checkpoint;
+mod peers;
 mod precopy;
 mod procs;
 mod reload;
@@ -99,7 +100,7 @@ struct Args {
     profile: Option<(String, u64)>,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,sdk,typed,reload,handover,live,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,peers,sdk,typed,reload,handover,live,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -172,6 +173,11 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
         paths.stop().await;
         measured?;
     }
+    let mut peers_table = None;
+    if wants("peers") {
+        eprintln!("baton-bench: calls at the floor: the raw UDS floor, every path and go-plugin …");
+        peers_table = Some(peers::run(&bins, mode, &mut rows).await?);
+    }
     if wants("sdk") {
         eprintln!("baton-bench: one counter in each SDK (Rust, Python, Go, TypeScript) …");
         sdk::run(&bins, mode, &mut rows).await?;
@@ -207,6 +213,9 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
     }
     let json = report::json_line(mode, &rows);
     println!("{}", report::table(mode, &rows));
+    if let Some(peers) = peers_table {
+        println!("Calls at the floor, side by side (the peers rows above):\n\n{peers}");
+    }
     if mode == Mode::Quick {
         eprintln!(
             "baton-bench: a quick run is too small to judge speed targets; run without --quick to judge them"

@@ -145,6 +145,13 @@ impl BarePlugin {
     }
 }
 
+impl BarePlugin {
+    /// The plugin's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for BarePlugin {
     fn drop(&mut self) {
         kill_group(self.child.id());
@@ -193,6 +200,13 @@ impl Relay {
                 NotListening::TimedOut => format!("bench-relay did not listen within {timeout:?}"),
             })?;
         Ok(relay)
+    }
+}
+
+impl Relay {
+    /// The relay's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -363,4 +377,215 @@ pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
         .filter(|&h| h > 0)
         .unwrap_or(100) as u64;
     Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
+}
+
+/// The processes whose parent is `pid`, lowest pid first.
+pub fn children(pid: u32) -> Result<Vec<u32>, Error> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(child) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read: skip it.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // After the parenthesised name: state, then the parent's pid.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            found.push(child);
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// The deepest process below `pid` (breadth first, so the last one found): a daemon's
+/// plugin, under the daemon's pid-namespace init processes when it uses them.
+pub fn deepest_descendant(pid: u32) -> Result<Option<u32>, Error> {
+    let mut level = vec![pid];
+    let mut deepest = None;
+    // Bounded: a process tree deeper than this is not one the benchmark made.
+    for _ in 0..8 {
+        let mut next = Vec::new();
+        for &p in &level {
+            next.extend(children(p)?);
+        }
+        if next.is_empty() {
+            break;
+        }
+        deepest = next.last().copied();
+        level = next;
+    }
+    Ok(deepest)
+}
+
+/// Context switches of `pid` so far, voluntary and involuntary, summed over its
+/// threads (`/proc/<pid>/task/*/status`; a thread that has ended is no longer counted).
+pub fn context_switches(pid: u32) -> Result<u64, Error> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A process the benchmark drives over its stdin and stdout, one command a line and
+/// one JSON line back (`bench-floor`, `go-plugin-peer`): it times its own calls, and
+/// the benchmark reads the figures. Its first line names its pids:
+/// `{"ready":true,"client":PID,"server":PID}`. Killed with its group when dropped.
+pub struct Driver {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    name: String,
+    /// Its pid, which is its process group's id.
+    group: u32,
+    /// The process making the calls.
+    pub client: u32,
+    /// The process answering them.
+    pub server: u32,
+}
+
+impl Driver {
+    /// Starts `binary` and waits (up to `timeout`) for its ready line.
+    pub async fn start(binary: &Path, timeout: Duration) -> Result<Self, Error> {
+        let name = binary.file_name().map_or_else(
+            || binary.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut command = Command::new(binary);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        die_with_us(&mut command);
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        let group = child.id().ok_or("the driver exited at once")?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or("the driver's stdin was not piped")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("the driver's stdout was not piped")?;
+        let mut driver = Self {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+            name,
+            group,
+            client: 0,
+            server: 0,
+        };
+        let ready = driver.answer(timeout).await?;
+        let pid = |key: &str| {
+            ready[key]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|&p| p > 0)
+        };
+        match (pid("client"), pid("server")) {
+            (Some(client), Some(server)) => {
+                driver.client = client;
+                driver.server = server;
+                Ok(driver)
+            }
+            _ => Err(format!("{}: unexpected ready line {ready}", driver.name).into()),
+        }
+    }
+
+    async fn answer(&mut self, timeout: Duration) -> Result<serde_json::Value, Error> {
+        let line = tokio::time::timeout(timeout, self.lines.next_line())
+            .await
+            .map_err(|_| format!("{} did not answer within {timeout:?}", self.name))??
+            .ok_or_else(|| format!("{} exited", self.name))?;
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| format!("{} answered {line:?}: {e}", self.name))?;
+        if let Some(e) = value.get("error") {
+            return Err(format!("{}: {e}", self.name).into());
+        }
+        Ok(value)
+    }
+
+    /// Sends one command and waits (up to `timeout`) for its answer.
+    pub async fn ask(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, Error> {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        self.answer(timeout).await
+    }
+
+    /// `latency SIZE COUNT`: µs per call of `count` sequential calls.
+    pub async fn latency(&mut self, size: usize, count: usize) -> Result<Vec<f64>, Error> {
+        let answer = self
+            .ask(&format!("latency {size} {count}"), Duration::from_secs(120))
+            .await?;
+        let times: Option<Vec<f64>> = answer["us"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect());
+        match times {
+            Some(t) if t.len() == count => Ok(t),
+            _ => Err(format!("{}: unexpected answer {answer}", self.name).into()),
+        }
+    }
+
+    /// `rate CALLERS SIZE MILLIS`: calls made and the seconds they took.
+    pub async fn rate(
+        &mut self,
+        callers: usize,
+        size: usize,
+        window: Duration,
+    ) -> Result<(u64, f64), Error> {
+        let command = format!("rate {callers} {size} {}", window.as_millis());
+        let answer = self
+            .ask(&command, window * 3 + Duration::from_secs(30))
+            .await?;
+        match (answer["calls"].as_u64(), answer["secs"].as_f64()) {
+            (Some(calls), Some(secs)) if secs > 0.0 => Ok((calls, secs)),
+            _ => Err(format!("{}: unexpected answer {answer}", self.name).into()),
+        }
+    }
+
+    /// Asks it to stop, then kills its group after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stdin.write_all(b"quit\n").await;
+        let _ = tokio::time::timeout(grace, self.child.wait()).await;
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Its server too, whether or not it has exited (a group outlives its leader).
+        kill_group(self.group);
+    }
 }

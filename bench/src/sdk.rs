@@ -24,12 +24,12 @@ struct Counter {
     config: baton_host::PluginConfig,
 }
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Runs a build step in `dir`, with its output in the error if it fails.
-fn build_step(dir: &Path, program: &str, args: &[&str]) -> Result<(), Error> {
+pub(crate) fn build_step(dir: &Path, program: &str, args: &[&str]) -> Result<(), Error> {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)

@@ -1,0 +1,358 @@
+//! `bench-floor`: the floor under every call path, for the `peers` scenario. Two
+//! processes ping-pong length-prefixed messages over Unix socketpairs with blocking reads
+//! and writes: no HTTP/2, no gRPC, no runtime, one thread per socket on each side. What
+//! a call costs here is what the kernel and the scheduler charge for a round trip
+//! between two processes: any transport's floor on this machine.
+//!
+//! Run with no argument it is the client: it makes `PAIRS` socketpairs, each with a
+//! caller thread of its own, starts itself as `bench-floor serve FD…` with the other ends
+//! (each answered by a thread of its own),
+//! and then takes commands on stdin, one per line, answering each with one JSON line on
+//! stdout (the same protocol as `bench/go-plugin-peer`):
+//!
+//! ```text
+//! (at start)                  {"ready":true,"client":PID,"server":PID}
+//! latency SIZE COUNT          {"us":[...]}            COUNT sequential calls on one pair
+//! rate CALLERS SIZE MILLIS    {"calls":N,"secs":S}    CALLERS threads, one pair each
+//! quit (or end of input)      the server is stopped and the client exits
+//! ```
+//!
+//! A failure answers `{"error":"..."}` and exits with status 1.
+
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// Socketpairs made at start: the most callers a `rate` command may ask for.
+const PAIRS: usize = 16;
+/// The largest payload either side accepts.
+const MAX_PAYLOAD: usize = 1 << 20;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// One message into `buf`: 4 bytes of length (little-endian), then the payload. Returns
+/// the frame's length, or `None` at end of input. The peers strictly alternate (one
+/// message out, one back), so a read never takes bytes of the next message and a small
+/// message arrives in one `read`.
+fn read_frame(socket: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    let mut have = 0;
+    let mut want = 4;
+    while have < want {
+        let n = socket.read(&mut buf[have..])?;
+        if n == 0 {
+            return if have == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        have += n;
+        if want == 4 && have >= 4 {
+            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > MAX_PAYLOAD {
+                return Err(std::io::Error::other(format!("a {len}-byte message")));
+            }
+            want = 4 + len;
+        }
+    }
+    Ok(Some(want))
+}
+
+fn frame(size: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(4 + size);
+    f.extend_from_slice(&(size as u32).to_le_bytes());
+    f.resize(4 + size, 0x5a);
+    f
+}
+
+/// The server: echo every message on `fd` until its peer closes it.
+fn serve_one(fd: RawFd) {
+    // SAFETY: the fd was inherited from the client for this thread alone, and nothing
+    // else in this process owns or closes it.
+    let mut socket = unsafe { UnixStream::from_raw_fd(fd) };
+    let mut buf = vec![0u8; 4 + MAX_PAYLOAD];
+    while let Ok(Some(len)) = read_frame(&mut socket, &mut buf) {
+        if socket.write_all(&buf[..len]).is_err() {
+            return;
+        }
+    }
+}
+
+fn serve(fds: &[RawFd]) -> ExitCode {
+    std::thread::scope(|s| {
+        for &fd in fds {
+            s.spawn(move || serve_one(fd));
+        }
+    });
+    ExitCode::SUCCESS
+}
+
+/// One caller's end of a pair, with its buffers.
+struct Pair {
+    socket: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    /// One round trip of a `size`-byte payload, `out` being its frame.
+    fn call(&mut self, out: &[u8]) -> Result<(), Error> {
+        self.socket.write_all(out)?;
+        match read_frame(&mut self.socket, &mut self.buf)? {
+            Some(n) if n == out.len() => Ok(()),
+            Some(n) => Err(format!("echoed {} bytes, not {}", n - 4, out.len() - 4).into()),
+            None => Err("the server closed the socket".into()),
+        }
+    }
+}
+
+/// Starts the server process on the other ends of `PAIRS` socketpairs.
+fn start() -> Result<(Child, Vec<Pair>), Error> {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..PAIRS {
+        let (a, b) = UnixStream::pair()?;
+        ours.push(Pair {
+            socket: a,
+            buf: vec![0u8; 4 + MAX_PAYLOAD],
+        });
+        theirs.push(b);
+    }
+    let fds: Vec<RawFd> = theirs.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("serve")
+        .args(fds.iter().map(|fd| fd.to_string()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let inherited = fds.clone();
+    // SAFETY: between fork and exec this makes only fcntl and prctl syscalls, which are
+    // async-signal-safe. It runs on the main thread, which lives as long as this
+    // process, so PDEATHSIG fires when the client ends.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &inherited {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            }
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    drop(theirs);
+    Ok((child, ours))
+}
+
+fn latency(pair: &mut Pair, size: usize, count: usize) -> Result<Vec<f64>, Error> {
+    let out = frame(size);
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        pair.call(&out)?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(times)
+}
+
+/// Calls without pause until `stop` is set or `deadline` passes; returns the count.
+fn calls_until(
+    pair: &mut Pair,
+    size: usize,
+    stop: &AtomicBool,
+    deadline: Instant,
+) -> Result<u64, Error> {
+    let out = frame(size);
+    let mut calls = 0;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        pair.call(&out)?;
+        calls += 1;
+    }
+    Ok(calls)
+}
+
+enum Job {
+    Latency {
+        size: usize,
+        count: usize,
+    },
+    Rate {
+        size: usize,
+        stop: Arc<AtomicBool>,
+        deadline: Instant,
+    },
+}
+
+enum Done {
+    Latency(Result<Vec<f64>, Error>),
+    Rate(Result<u64, Error>),
+}
+
+/// A caller thread that owns one pair for the process's life: threads that lived as long
+/// as one command would take their context switches with them when they end, and
+/// `/proc/<pid>/task/*/status` would no longer count them.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Done>,
+}
+
+impl Worker {
+    fn start(mut pair: Pair) -> Self {
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            for job in job_rx {
+                let done = match job {
+                    Job::Latency { size, count } => Done::Latency(latency(&mut pair, size, count)),
+                    Job::Rate {
+                        size,
+                        stop,
+                        deadline,
+                    } => Done::Rate(calls_until(&mut pair, size, &stop, deadline)),
+                };
+                if done_tx.send(done).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { jobs, done }
+    }
+
+    fn send(&self, job: Job) -> Result<(), Error> {
+        self.jobs
+            .send(job)
+            .map_err(|_| "a caller thread ended".into())
+    }
+
+    fn latency(&self, size: usize, count: usize) -> Result<Vec<f64>, Error> {
+        self.send(Job::Latency { size, count })?;
+        match self.done.recv() {
+            Ok(Done::Latency(times)) => times,
+            _ => Err("a caller thread ended".into()),
+        }
+    }
+}
+
+/// `workers.len()` callers, one pair each, calling without pause for `window` (each
+/// stops at the window's end, and no later than 3 × window).
+fn rate(workers: &[Worker], size: usize, window: Duration) -> Result<(u64, f64), Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let deadline = start + window * 3;
+    for worker in workers {
+        worker.send(Job::Rate {
+            size,
+            stop: stop.clone(),
+            deadline,
+        })?;
+    }
+    std::thread::sleep(window);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    let mut failed = None;
+    for worker in workers {
+        match worker.done.recv() {
+            Ok(Done::Rate(Ok(calls))) => total += calls,
+            Ok(Done::Rate(Err(e))) => failed = Some(e),
+            _ => failed = Some("a caller thread ended".into()),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((total, secs)),
+    }
+}
+
+fn numbers(words: &[&str]) -> Result<Vec<usize>, Error> {
+    words
+        .iter()
+        .map(|w| match w.parse::<usize>() {
+            Ok(n) if n > 0 && n <= 1 << 26 => Ok(n),
+            _ => Err(format!("bad number {w:?}").into()),
+        })
+        .collect()
+}
+
+fn answer(line: &str, workers: &[Worker]) -> Result<Option<serde_json::Value>, Error> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    Ok(match words.as_slice() {
+        [] => Some(serde_json::Value::Null),
+        ["quit"] => None,
+        ["latency", rest @ ..] if rest.len() == 2 => {
+            let n = numbers(rest)?;
+            if n[0] > MAX_PAYLOAD {
+                return Err(format!("at most {MAX_PAYLOAD} bytes").into());
+            }
+            Some(serde_json::json!({ "us": workers[0].latency(n[0], n[1])? }))
+        }
+        ["rate", rest @ ..] if rest.len() == 3 => {
+            let n = numbers(rest)?;
+            if n[0] > PAIRS || n[1] > MAX_PAYLOAD || n[2] > 600_000 {
+                return Err(format!("at most {PAIRS} callers, {MAX_PAYLOAD} bytes, 600 s").into());
+            }
+            let window = Duration::from_millis(n[2] as u64);
+            let (calls, secs) = rate(&workers[..n[0]], n[1], window)?;
+            Some(serde_json::json!({ "calls": calls, "secs": secs }))
+        }
+        _ => return Err(format!("unknown command {line:?}").into()),
+    })
+}
+
+fn client() -> Result<(), Error> {
+    let (mut server, pairs) = start()?;
+    let workers: Vec<Worker> = pairs.into_iter().map(Worker::start).collect();
+    let result = (|| {
+        workers[0].latency(4, 200)?;
+        let mut stdout = std::io::stdout().lock();
+        let ready = serde_json::json!({ "ready": true, "client": std::process::id(), "server": server.id() });
+        writeln!(stdout, "{ready}")?;
+        stdout.flush()?;
+        for line in std::io::stdin().lock().lines() {
+            match answer(&line?, &workers)? {
+                None => break,
+                Some(serde_json::Value::Null) => {}
+                Some(reply) => {
+                    writeln!(stdout, "{reply}")?;
+                    stdout.flush()?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    // Closing our ends (the workers' threads end with their channels) ends the server's
+    // threads; kill it anyway should one hang.
+    drop(workers);
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        let fds: Result<Vec<RawFd>, _> = args[1..].iter().map(|a| a.parse()).collect();
+        return match fds {
+            Ok(fds) => serve(&fds),
+            Err(e) => {
+                eprintln!("bench-floor serve: bad fd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match client() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{}", serde_json::json!({ "error": e.to_string() }));
+            ExitCode::FAILURE
+        }
+    }
+}
