@@ -87,42 +87,25 @@ impl Supervisor {
             let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
             // Half the handover's time at most, so the final delta has the rest.
             let budget = timeout / 2;
-            tokio::select! {
-                done = tokio::time::timeout_at(deadline, precopy(&name, limit, (old, old_rpc), (number, new_rpc), budget)) => match done {
-                    Ok(Ok(done)) => copied = Some(done),
-                    Ok(Err(reason)) => {
-                        // A round that broke off because a process died says more as its exit.
-                        tokio::select! {
-                            status = current.wait() => {
-                                current.clean_up();
-                                next.kill().await;
-                                return Handover::OldDied(status);
-                            }
-                            status = next.wait() => {
-                                next.clean_up();
-                                let reason = format!("generation {number} exited during the pre-copy: {status} ({reason})");
-                                return self.rollback(Some(next), fingerprint, reason).await;
-                            }
-                            _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                                return self.rollback(Some(next), fingerprint, reason).await;
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        let reason = format!("the pre-copy outran the handover timeout of {timeout:?}");
-                        return self.rollback(Some(next), fingerprint, reason).await;
-                    }
-                },
-                status = current.wait() => {
-                    current.clean_up();
-                    next.kill().await;
-                    return Handover::OldDied(status);
+            let work = precopy(&name, limit, (old, old_rpc), (number, new_rpc), budget);
+            let late = format!("the pre-copy outran the handover timeout of {timeout:?}");
+            match self
+                .watched(
+                    current,
+                    next,
+                    &fingerprint,
+                    "pre-copy",
+                    deadline,
+                    late,
+                    work,
+                )
+                .await
+            {
+                Ok((done, back)) => {
+                    copied = Some(done);
+                    next = back;
                 }
-                status = next.wait() => {
-                    next.clean_up();
-                    let reason = format!("generation {number} exited during the pre-copy: {status}");
-                    return self.rollback(Some(next), fingerprint, reason).await;
-                }
+                Err(ended) => return ended,
             }
         }
         let since = copied
@@ -135,51 +118,31 @@ impl Supervisor {
         let held_at = Instant::now();
         let (old_rpc, new_rpc) = (current.rpc.clone(), next.rpc.clone());
         let mut drain = Duration::ZERO;
-        let moved = tokio::select! {
-            moved = tokio::time::timeout_at(deadline, async {
-                let why = format!(
-                    "plugin {name} moved to generation {number} (a reload); reopen the stream"
-                );
-                old_live
-                    .drained_ending_streams(self.launcher.config.stream_drain(), &why)
-                    .await;
-                drain = held_at.elapsed();
-                transfer(&name, limit, (old, old_rpc), (number, new_rpc), since).await
-            }) => match moved {
-                Ok(Ok(moved)) => moved,
-                Ok(Err(reason)) => {
-                    // A transfer that broke off because a process died says more as its exit.
-                    tokio::select! {
-                        status = current.wait() => {
-                            current.clean_up();
-                            next.kill().await;
-                            return Handover::OldDied(status);
-                        }
-                        status = next.wait() => {
-                            next.clean_up();
-                            let reason = format!("generation {number} exited during the handover: {status} ({reason})");
-                            return self.rollback(Some(next), fingerprint, reason).await;
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                            return self.rollback(Some(next), fingerprint, reason).await;
-                        }
-                    }
-                }
-                Err(_) => {
-                    let reason = format!("the handover outran its timeout of {timeout:?} (calls in flight on generation {old} did not finish, or the state transfer was too slow)");
-                    return self.rollback(Some(next), fingerprint, reason).await;
-                }
-            },
-            status = current.wait() => {
-                current.clean_up();
-                next.kill().await;
-                return Handover::OldDied(status);
-            }
-            status = next.wait() => {
-                next.clean_up();
-                let reason = format!("generation {number} exited during the handover: {status}");
-                return self.rollback(Some(next), fingerprint, reason).await;
-            }
+        let stream_drain = self.launcher.config.stream_drain();
+        let work = async {
+            let why =
+                format!("plugin {name} moved to generation {number} (a reload); reopen the stream");
+            old_live.drained_ending_streams(stream_drain, &why).await;
+            drain = held_at.elapsed();
+            transfer(&name, limit, (old, old_rpc), (number, new_rpc), since).await
+        };
+        let late = format!(
+            "the handover outran its timeout of {timeout:?} (calls in flight on generation {old} did not finish, or the state transfer was too slow)"
+        );
+        let (moved, next) = match self
+            .watched(
+                current,
+                next,
+                &fingerprint,
+                "handover",
+                deadline,
+                late,
+                work,
+            )
+            .await
+        {
+            Ok(done) => done,
+            Err(ended) => return ended,
         };
 
         // 4. Switch: held calls go to n+1.
@@ -258,6 +221,56 @@ impl Supervisor {
         }
         self.publish(event);
         Handover::Done(number)
+    }
+
+    /// Runs one phase of a handover, `work`, until `deadline`, watching both processes:
+    /// n exiting is its crash (`OldDied`, n+1 killed); n+1 exiting, the work failing or
+    /// running late (`late` says how) roll back to n. A failed `work` is given a moment
+    /// for a process's exit to show, which says more than the broken call.
+    #[allow(clippy::too_many_arguments)]
+    async fn watched<T>(
+        &mut self,
+        current: &mut Generation,
+        mut next: Generation,
+        fingerprint: &Fingerprint,
+        phase: &str,
+        deadline: tokio::time::Instant,
+        late: String,
+        work: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<(T, Generation), Handover> {
+        let number = next.number;
+        let reason = tokio::select! {
+            done = tokio::time::timeout_at(deadline, work) => match done {
+                Ok(Ok(value)) => return Ok((value, next)),
+                Ok(Err(reason)) => reason,
+                Err(_) => return Err(self.rollback(Some(next), fingerprint.clone(), late).await),
+            },
+            status = current.wait() => {
+                current.clean_up();
+                next.kill().await;
+                return Err(Handover::OldDied(status));
+            }
+            status = next.wait() => {
+                next.clean_up();
+                let reason = format!("generation {number} exited during the {phase}: {status}");
+                return Err(self.rollback(Some(next), fingerprint.clone(), reason).await);
+            }
+        };
+        tokio::select! {
+            status = current.wait() => {
+                current.clean_up();
+                next.kill().await;
+                Err(Handover::OldDied(status))
+            }
+            status = next.wait() => {
+                next.clean_up();
+                let reason = format!("generation {number} exited during the {phase}: {status} ({reason})");
+                Err(self.rollback(Some(next), fingerprint.clone(), reason).await)
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                Err(self.rollback(Some(next), fingerprint.clone(), reason).await)
+            }
+        }
     }
 
     async fn rollback(
