@@ -25,8 +25,11 @@ use tower::{Service, ServiceExt};
 use crate::h2_body::{Pump, Received};
 
 const MAX_FRAME_BYTES: u32 = 1 << 20;
-const STREAM_WINDOW_BYTES: u32 = 8 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Flow-control windows: what a peer may send before its data is read, per stream and
+/// per connection. A plugin reaches the host-services socket, so these bound what it can
+/// make the host hold (hyper's server, before, kept 1 MiB for each).
+const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 2 << 20;
 /// Streams one connection may have open at once: each is a call this connection's task
 /// runs, so a peer (a plugin, on the host-services socket) does not get to add them
 /// without end.
