@@ -28,6 +28,30 @@
 //!     baton_plugin_sdk::serve(Hello)
 //! }
 //! ```
+//!
+//! # Threads
+//!
+//! [`serve`] runs the plugin on one thread (a current-thread tokio runtime): a call is
+//! read, handled and answered there without being handed between threads, which is the
+//! cheapest way to serve it. Calls still run concurrently: while one handler awaits (a
+//! timer, the host, a socket, a stream), the others go on. What one thread cannot do is
+//! run two computations at once, so a handler that computes for long (encoding a large
+//! state, say) or blocks (synchronous I/O, a blocking library, a contended lock held
+//! long) holds up every other call while it runs. For such work, either
+//!
+//! - move it off the thread: `tokio::task::spawn_blocking(move || ...).await` (the
+//!   closure owns what it needs: an `Arc`, a [`StateMap::read`] copy, the payload), or
+//! - serve on more threads: [`Server::worker_threads`] in code, or, without rebuilding,
+//!   [`WORKERS_ENV`] (`BATON_PLUGIN_WORKERS`) in the plugin's `env` in the host's config:
+//!
+//! ```toml
+//! [plugins.indexer.env]
+//! BATON_PLUGIN_WORKERS = "4"   # a multi-thread runtime of 4 workers
+//! ```
+//!
+//! The variable, when it is a count from 1 to 1024, wins over the code; `1` is the
+//! one-thread default. `tokio::task::block_in_place` panics on one thread: use
+//! `spawn_blocking`. The `serving` line in the plugin's log says how many threads serve.
 
 mod host;
 mod image;
@@ -39,7 +63,7 @@ pub use baton_proto::state;
 pub use bytes::Bytes;
 pub use host::{AddToken, HostChannel, HostClient, HostClientError, LogLevel};
 pub use image::StateImage;
-pub use server::{Launch, LaunchError, Server, serve, serve_with_listener};
+pub use server::{Launch, LaunchError, Server, WORKERS_ENV, serve, serve_with_listener};
 pub use state_map::StateMap;
 pub use tonic::{Code, Status, async_trait};
 pub use tracing;
@@ -95,7 +119,8 @@ impl Description {
 }
 
 /// A baton plugin. One value serves every call, concurrently, so keep state behind
-/// your own locks.
+/// your own locks. By default every call runs on one thread: a method that computes for
+/// long or blocks holds up the others (see [Threads](crate#threads)).
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
     /// Who the plugin is and what methods it offers.

@@ -30,6 +30,15 @@ const TRANSFER_FRAME_BYTES: u32 = 1 << 20;
 const TRANSFER_WINDOW_BYTES: u32 = 8 << 20;
 /// Largest state `Restore` accepts.
 const MAX_STATE_BYTES: usize = 16 << 30;
+/// The most worker threads [`WORKERS_ENV`] may ask for: a typo such as `40000` should
+/// not start forty thousand threads.
+const MAX_WORKERS: usize = 1024;
+
+/// The environment variable that sets how many threads serve a plugin's calls, overriding
+/// [`Server::worker_threads`]: an operator sets it in the plugin's `env` in the host's
+/// config, without rebuilding. `1` is one thread (a current-thread runtime, the default),
+/// `N` ≥ 2 a multi-thread runtime of N workers.
+pub const WORKERS_ENV: &str = "BATON_PLUGIN_WORKERS";
 
 /// What the host passed in the environment.
 #[derive(Debug, Clone)]
@@ -80,8 +89,9 @@ impl Launch {
 }
 
 /// Runs `plugin` until the host asks it to stop (or SIGTERM/SIGINT), and returns the
-/// process's exit code. Call it from `main`. To serve application services beside it,
-/// use [`Server`].
+/// process's exit code. Call it from `main`. It serves on one thread unless
+/// [`WORKERS_ENV`] asks for more ([Threads](crate#threads)). To serve application
+/// services beside it, or choose the thread count in code, use [`Server`].
 pub fn serve<P: Plugin>(plugin: P) -> ExitCode {
     Server::new(plugin).serve()
 }
@@ -112,6 +122,8 @@ pub struct Server<P> {
     services: Vec<AddService>,
     /// Encoded file descriptor sets the reflection service describes.
     reflection: Vec<&'static [u8]>,
+    /// Threads that run the plugin's tasks: 1 is a current-thread runtime.
+    workers: usize,
 }
 
 impl<P: Plugin> Server<P> {
@@ -122,7 +134,19 @@ impl<P: Plugin> Server<P> {
             names: Vec::new(),
             services: Vec::new(),
             reflection: Vec::new(),
+            workers: 1,
         }
+    }
+
+    /// Serves on `n` worker threads (a multi-thread runtime) when `n` ≥ 2, instead of
+    /// the default one thread (a current-thread runtime). Ask for workers when handlers
+    /// are CPU-heavy, or block (synchronous I/O, a blocking library, a long lock), so
+    /// that one such call does not hold up every other; handlers that await need none.
+    /// [`WORKERS_ENV`] in the plugin's environment overrides it. Only [`Server::serve`]
+    /// reads it: [`Server::serve_with_listener`] runs on the caller's runtime.
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
     }
 
     /// Serves gRPC server reflection (`grpc.reflection.v1.ServerReflection`, behind the
@@ -158,7 +182,8 @@ impl<P: Plugin> Server<P> {
     }
 
     /// Runs until the host asks the plugin to stop (or SIGTERM/SIGINT), and returns the
-    /// process's exit code. Call it from `main`.
+    /// process's exit code. Call it from `main`: it starts the runtime, of one thread
+    /// unless [`Server::worker_threads`] or [`WORKERS_ENV`] ask for more.
     pub fn serve(self) -> ExitCode {
         init_logging();
         let launch = match Launch::from_env() {
@@ -168,11 +193,8 @@ impl<P: Plugin> Server<P> {
                 return ExitCode::from(2);
             }
         };
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-            .enable_all()
-            .build()
-        {
+        let workers = workers_from_env(std::env::var(WORKERS_ENV).ok().as_deref(), self.workers);
+        let runtime = match build_runtime(workers) {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
@@ -189,13 +211,15 @@ impl<P: Plugin> Server<P> {
     }
 
     /// Binds the socket, prints the handshake line and serves until shutdown, inside an
-    /// existing tokio runtime.
+    /// existing tokio runtime (of either flavour; its thread count is the caller's, so
+    /// [`Server::worker_threads`] and [`WORKERS_ENV`] do not apply).
     pub async fn serve_with_listener(self, launch: Launch) -> Result<(), LaunchError> {
         let Self {
             plugin,
             names,
             services,
             reflection,
+            workers: _,
         } = self;
         if launch.host_protocol_version != PROTOCOL_VERSION.to_string() {
             tracing::warn!(
@@ -256,7 +280,9 @@ impl<P: Plugin> Server<P> {
         }
 
         print_handshake(&launch)?;
-        tracing::info!(socket = %launch.socket.display(), "serving");
+        // The thread count in the log, so an operator who set WORKERS_ENV can see it took.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(socket = %launch.socket.display(), workers, "serving");
 
         let shutdown = async move {
             let mut term =
@@ -288,6 +314,41 @@ impl<P: Plugin> Server<P> {
         result?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The worker count to serve on: [`WORKERS_ENV`]'s value (`var`) if it is one, else
+/// the plugin's own choice, with a warning for a value that is not a count.
+fn workers_from_env(var: Option<&str>, configured: usize) -> usize {
+    let Some(text) = var else {
+        return configured;
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => n,
+        _ => {
+            tracing::warn!(
+                "{WORKERS_ENV}={text:?} is not a worker count from 1 to {MAX_WORKERS}; \
+                 serving on {configured}"
+            );
+            configured
+        }
+    }
+}
+
+/// One thread unless more are asked for. A current-thread runtime serves a call without
+/// handing it between threads: on a small VM each cross-thread wake-up costs tens of µs,
+/// more than the rest of a small call. Its concurrency is the same for handlers that
+/// await; only CPU-heavy or blocking handlers need workers (or `spawn_blocking`).
+fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
     }
 }
 
@@ -508,7 +569,35 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{MAX_WORKERS, build_runtime, log_filter, workers_from_env};
+
+    #[test]
+    fn the_environment_overrides_the_plugins_worker_count_when_it_is_a_count() {
+        assert_eq!(workers_from_env(None, 1), 1);
+        assert_eq!(workers_from_env(None, 4), 4);
+        assert_eq!(workers_from_env(Some("3"), 1), 3);
+        assert_eq!(workers_from_env(Some(" 1 "), 4), 1);
+        for bad in ["", "0", "-2", "many", "2.5", "1025"] {
+            assert_eq!(workers_from_env(Some(bad), 2), 2, "{bad:?}");
+        }
+        assert_eq!(workers_from_env(Some("1024"), 1), MAX_WORKERS);
+    }
+
+    #[test]
+    fn one_worker_is_a_current_thread_runtime_and_more_a_multi_thread_one() {
+        use tokio::runtime::RuntimeFlavor;
+        for (workers, flavor, threads) in [
+            (1, RuntimeFlavor::CurrentThread, 1),
+            (3, RuntimeFlavor::MultiThread, 3),
+        ] {
+            let rt = build_runtime(workers).expect("a runtime");
+            let (got_flavor, got_threads) = rt.block_on(async {
+                let handle = tokio::runtime::Handle::current();
+                (handle.runtime_flavor(), handle.metrics().num_workers())
+            });
+            assert_eq!((got_flavor, got_threads), (flavor, threads));
+        }
+    }
 
     #[test]
     fn a_bare_level_leaves_the_transport_at_warn_unless_named() {

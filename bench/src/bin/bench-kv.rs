@@ -3,7 +3,7 @@
 //! holding SIZE bytes of [`pattern`]), `put` (key and value, as `KEY=VALUE`), `digest`
 //! (CRC-32 of the whole state's bytes, then its length and entry count).
 
-use baton_plugin_sdk::state_map::encode_full;
+use baton_plugin_sdk::state_map::{decode_full, encode_delta, encode_full};
 use baton_plugin_sdk::{Bytes, Description, Plugin, StateImage, StateMap, Status, async_trait};
 
 const SCHEMA: u32 = 1;
@@ -20,6 +20,16 @@ struct BenchKv {
 
 fn bad(what: &str) -> Status {
     Status::invalid_argument(format!("bench-kv: {what}"))
+}
+
+/// Runs `work` on a blocking thread. Encoding or decoding a large map takes a while: on
+/// the runtime's thread (the SDK serves on one) it would hold up every call meanwhile.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("bench-kv: the encoding thread failed: {e}")))
 }
 
 #[async_trait]
@@ -60,12 +70,14 @@ impl Plugin for BenchKv {
                 Ok(Bytes::new())
             }
             "digest" => {
-                let state = tokio::task::block_in_place(|| encode_full(&self.map.read()));
+                // A copy costs one pointer; the count comes from the same copy.
+                let map = self.map.read();
+                let (state, entries) = off_thread(move || (encode_full(&map), map.len())).await?;
                 Ok(Bytes::from(format!(
                     "{:08x} {} {}",
                     crc32fast::hash(&state),
                     state.len(),
-                    self.map.len()
+                    entries
                 )))
             }
             other => Err(Status::unimplemented(format!(
@@ -75,14 +87,15 @@ impl Plugin for BenchKv {
     }
 
     async fn snapshot(&self) -> Result<Bytes, Status> {
-        Ok(tokio::task::block_in_place(|| encode_full(&self.map.read())).into())
+        let map = self.map.read();
+        Ok(off_thread(move || encode_full(&map)).await?.into())
     }
 
     async fn snapshot_since(&self, since: Option<Bytes>) -> Result<StateImage, Status> {
-        // Encoding a large map takes a while: off the runtime's worker, so calls go on.
-        Ok(tokio::task::block_in_place(|| {
-            self.map.snapshot_since(since.as_deref())
-        }))
+        // Taking the image is quick (a root pointer and the changed keys); encoding it
+        // is not, so that part runs off the runtime's thread and calls go on.
+        let image = self.map.image_since(since.as_deref());
+        off_thread(move || image.encode(encode_full, encode_delta)).await
     }
 
     async fn restore(&self, schema_version: u32, state: Vec<u8>) -> Result<(), Status> {
@@ -91,7 +104,12 @@ impl Plugin for BenchKv {
                 "bench-kv reads schema {SCHEMA}, not {schema_version}"
             )));
         }
-        tokio::task::block_in_place(|| self.map.restore(state))
+        // As `StateMap::restore`, with the decoding off the runtime's thread.
+        let map = off_thread(move || decode_full(Bytes::from(state)))
+            .await?
+            .map_err(|e| bad(&e.to_string()))?;
+        self.map.replace(map);
+        Ok(())
     }
 
     async fn restore_delta(&self, schema_version: u32, delta: Vec<u8>) -> Result<(), Status> {

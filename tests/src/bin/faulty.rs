@@ -8,7 +8,9 @@
 //!   (sends PAYLOAD lines through the host's `Log` service, back to back), `descendants`
 //!   (starts two `sleep`s that ignore SIGTERM, one in the plugin's process group and one
 //!   in a session of its own holding the plugin's stderr, each with `BATON_TEST_MARK` =
-//!   PAYLOAD in its environment).
+//!   PAYLOAD in its environment), `runtime` (the flavour and worker count of the runtime
+//!   serving it, e.g. `current_thread 1`). `FAULTY_WORKERS` = N serves on
+//!   `Server::worker_threads(N)`.
 //!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave;
 //!   otherwise it accepts any state (and keeps none). More faults, each by its own
 //!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
@@ -56,6 +58,7 @@ impl Plugin for Faulty {
                 "descendants",
                 "starts two SIGTERM-proof children marked PAYLOAD",
             )
+            .method("runtime", "the serving runtime's flavour and worker count")
     }
 
     async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
@@ -95,6 +98,18 @@ impl Plugin for Faulty {
                 Ok(Bytes::new())
             }
             "pid" => Ok(Bytes::from(std::process::id().to_string())),
+            "runtime" => {
+                let handle = tokio::runtime::Handle::current();
+                let flavor = match handle.runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+                    tokio::runtime::RuntimeFlavor::MultiThread => "multi_thread",
+                    _ => "other",
+                };
+                Ok(Bytes::from(format!(
+                    "{flavor} {}",
+                    handle.metrics().num_workers()
+                )))
+            }
             "descendants" => {
                 use std::os::unix::process::CommandExt;
                 let mark = String::from_utf8_lossy(&payload).into_owned();
@@ -269,7 +284,14 @@ fn main() -> ExitCode {
                     leaked.push(vec![1u8; 1 << 20]);
                 }
             }
-            let code = baton_plugin_sdk::serve(faulty);
+            let mut server = baton_plugin_sdk::Server::new(faulty);
+            if let Some(n) = std::env::var("FAULTY_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                server = server.worker_threads(n);
+            }
+            let code = server.serve();
             if std::env::var_os("FAULTY_LINGER").is_some() {
                 eprintln!("lingering after shutdown");
                 return wait_forever();

@@ -23,6 +23,7 @@ mod log_flood;
 mod message_limits;
 mod metrics;
 mod operations;
+mod plugin_runtime;
 mod precopy;
 mod python;
 mod python_package;

@@ -1,0 +1,115 @@
+//! The Rust SDK serves on one thread by default and keeps its concurrency there; the
+//! plugin's `env` (BATON_PLUGIN_WORKERS) or its code asks for more threads.
+
+use std::time::{Duration, Instant};
+
+use baton_tests::{TestHost, plugin, wait_until};
+
+/// A `faulty` plugin named `name` with `env` (`KEY = "value"` lines) in its environment.
+fn faulty(name: &str, env: &str) -> String {
+    let env = if env.is_empty() {
+        String::new()
+    } else {
+        format!("[plugins.{name}.env]\n{env}")
+    };
+    plugin(name, "faulty", &["ok"], &env)
+}
+
+#[tokio::test]
+async fn a_plugin_on_one_thread_answers_while_other_calls_wait_or_compute() {
+    let host = TestHost::start(&faulty("one", "")).await;
+    host.serving("one", Duration::from_secs(10)).await;
+    assert_eq!(
+        host.call_text("one", "runtime", "").await,
+        "current_thread 1"
+    );
+
+    // A call that awaits forever: on one thread, it must not hold up the others.
+    let client = host.client();
+    let hang = tokio::spawn(async move {
+        let mut client = client;
+        let _ = client
+            .invoke(baton_proto::host::InvokeRequest {
+                plugin: "one".into(),
+                method: "hang".into(),
+                ..Default::default()
+            })
+            .await;
+    });
+    wait_until(
+        "the hanging call is in flight",
+        Duration::from_secs(5),
+        || async { host.log().contains("hanging on purpose").then_some(()) },
+    )
+    .await;
+    // A call that burns CPU for 3 s (on a blocking thread, as the SDK's docs advise).
+    let client = host.client();
+    let started = Instant::now();
+    let spin = tokio::spawn(async move {
+        let mut client = client;
+        client
+            .invoke(baton_proto::host::InvokeRequest {
+                plugin: "one".into(),
+                method: "spin".into(),
+                payload: "3000".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| started.elapsed())
+    });
+    // Meanwhile calls come and go, each well within the spin's time.
+    for i in 0..20 {
+        let asked = Instant::now();
+        let text = format!("call {i}");
+        assert_eq!(host.call_text("one", "echo", &text).await, text);
+        assert!(
+            asked.elapsed() < Duration::from_millis(1000),
+            "call {i} took {:?} beside a hanging and a spinning call",
+            asked.elapsed()
+        );
+    }
+    assert!(
+        !spin.is_finished(),
+        "the spin ended before the echoes did: they were not served beside it"
+    );
+    let spun = spin.await.expect("spin task").expect("spin call");
+    assert!(spun >= Duration::from_millis(3000), "spun {spun:?}");
+    hang.abort();
+    assert!(host.log().contains("workers=1"), "{}", host.log());
+}
+
+#[tokio::test]
+async fn the_plugins_env_sets_its_thread_count_over_the_code() {
+    let host = TestHost::start(
+        &[
+            faulty("three", "BATON_PLUGIN_WORKERS = \"3\"\n"),
+            // The code asks for 2 workers (`Server::worker_threads`); nothing overrides it.
+            faulty("coded", "FAULTY_WORKERS = \"2\"\n"),
+            // The code asks for 4; the operator's one thread wins.
+            faulty(
+                "overridden",
+                "FAULTY_WORKERS = \"4\"\nBATON_PLUGIN_WORKERS = \"1\"\n",
+            ),
+            // Not a count: a warning, and the code's choice (the default, one thread).
+            faulty("typo", "BATON_PLUGIN_WORKERS = \"lots\"\n"),
+        ]
+        .concat(),
+    )
+    .await;
+    for (name, want) in [
+        ("three", "multi_thread 3"),
+        ("coded", "multi_thread 2"),
+        ("overridden", "current_thread 1"),
+        ("typo", "current_thread 1"),
+    ] {
+        host.serving(name, Duration::from_secs(10)).await;
+        assert_eq!(host.call_text(name, "runtime", "").await, want, "{name}");
+    }
+    let log = host.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("is not a worker count") && l.contains("lots")),
+        "{log}"
+    );
+    assert!(log.contains("workers=3"), "{log}");
+}
