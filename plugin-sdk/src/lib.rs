@@ -56,6 +56,7 @@
 mod host;
 mod image;
 mod server;
+mod service;
 pub mod state_map;
 
 pub use baton_proto::state;

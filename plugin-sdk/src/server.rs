@@ -5,22 +5,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use baton_proto::plugin::plugin_server::PluginServer;
-use baton_proto::plugin::{
-    self as pb, DescribeRequest, DescribeResponse, InvokeRequest, InvokeResponse, MethodInfo,
-    RestoreResponse, ShutdownRequest, ShutdownResponse, SnapshotRequest, StateChunk,
-};
 use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
-use bytes::Bytes;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status};
 
-use crate::state::{Marks, Reassembly, chunks};
-use crate::{Plugin, StateImage};
+use crate::Plugin;
+use crate::service::PluginService;
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -28,8 +23,6 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 const TRANSFER_FRAME_BYTES: u32 = 1 << 20;
 /// HTTP/2 flow-control window per stream (the connection gets twice as much).
 const TRANSFER_WINDOW_BYTES: u32 = 8 << 20;
-/// Largest state `Restore` accepts.
-const MAX_STATE_BYTES: usize = 16 << 30;
 /// The most worker threads [`WORKERS_ENV`] may ask for: a typo such as `40000` should
 /// not start forty thousand threads.
 const MAX_WORKERS: usize = 1024;
@@ -434,137 +427,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-struct PluginService<P> {
-    plugin: Arc<P>,
-    stop: Arc<Notify>,
-    /// The application services served beside it, by gRPC name.
-    services: Arc<Vec<String>>,
-    /// The cursor of the last state restored here, which a delta must follow. Held
-    /// through each restore, so restores apply one at a time, in the order they came.
-    applied: Arc<tokio::sync::Mutex<Bytes>>,
-}
-
-/// A cursor as people read it in a message.
-fn hex(cursor: &[u8]) -> String {
-    if cursor.is_empty() {
-        return "(none)".into();
-    }
-    cursor.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[tonic::async_trait]
-impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
-    async fn describe(
-        &self,
-        _: Request<DescribeRequest>,
-    ) -> Result<Response<DescribeResponse>, Status> {
-        let d = self.plugin.describe();
-        Ok(Response::new(DescribeResponse {
-            name: d.name,
-            plugin_version: d.version,
-            protocol_version: PROTOCOL_VERSION,
-            state_schema_version: d.state_schema_version,
-            methods: d
-                .methods
-                .into_iter()
-                .map(|(name, description)| MethodInfo { name, description })
-                .collect(),
-            services: self.services.to_vec(),
-            incremental_snapshots: d.incremental_snapshots,
-        }))
-    }
-
-    async fn invoke(
-        &self,
-        request: Request<InvokeRequest>,
-    ) -> Result<Response<InvokeResponse>, Status> {
-        let req = request.into_inner();
-        let payload = self.plugin.invoke(&req.method, req.payload).await?;
-        Ok(Response::new(InvokeResponse { payload }))
-    }
-
-    type SnapshotStream = tokio_stream::Iter<
-        std::iter::Map<crate::state::Chunks, fn(StateChunk) -> Result<StateChunk, Status>>,
-    >;
-
-    async fn snapshot(
-        &self,
-        request: Request<SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let description = self.plugin.describe();
-        let schema = description.state_schema_version;
-        let since = request.into_inner().since;
-        let image = if description.incremental_snapshots {
-            self.plugin
-                .snapshot_since((!since.is_empty()).then_some(since))
-                .await?
-        } else {
-            StateImage::full(self.plugin.snapshot().await?)
-        };
-        if image.cursor.len() > crate::state::MAX_CURSOR_BYTES {
-            return Err(Status::internal(format!(
-                "the plugin's cursor is {} bytes; the contract allows {}",
-                image.cursor.len(),
-                crate::state::MAX_CURSOR_BYTES
-            )));
-        }
-        let len = image.data.len();
-        let delta = image.delta;
-        let chunks = chunks(schema, image.data).marked(Marks {
-            delta: image.delta,
-            base_cursor: image.base_cursor,
-            cursor: image.cursor,
-        });
-        tracing::debug!(bytes = len, chunks = chunks.len(), delta, "snapshot taken");
-        let chunks = chunks.map(Ok as fn(StateChunk) -> Result<StateChunk, Status>);
-        Ok(Response::new(tokio_stream::iter(chunks)))
-    }
-
-    async fn restore(
-        &self,
-        request: Request<Streaming<StateChunk>>,
-    ) -> Result<Response<RestoreResponse>, Status> {
-        let mut stream = request.into_inner();
-        let mut applied = self.applied.lock().await;
-        let mut reassembly = Reassembly::new(MAX_STATE_BYTES);
-        while let Some(chunk) = stream.message().await? {
-            reassembly
-                .push(chunk)
-                .map_err(|e| Status::data_loss(e.to_string()))?;
-        }
-        let (schema, state, marks) = reassembly
-            .finish_marked()
-            .map_err(|e| Status::data_loss(e.to_string()))?;
-        let len = state.len() as u64;
-        if marks.delta {
-            if applied.is_empty() || marks.base_cursor != *applied {
-                return Err(Status::data_loss(format!(
-                    "a delta that follows cursor {} does not follow the state restored here (cursor {}): a delta out of order, or one lost before it",
-                    hex(&marks.base_cursor),
-                    hex(&applied)
-                )));
-            }
-            self.plugin.restore_delta(schema, state).await?;
-            tracing::debug!(bytes = len, schema, "delta applied");
-        } else {
-            self.plugin.restore(schema, state).await?;
-            tracing::info!(bytes = len, schema, "state restored");
-        }
-        *applied = marks.cursor;
-        Ok(Response::new(RestoreResponse {
-            bytes_restored: len,
-        }))
-    }
-
-    async fn shutdown(
-        &self,
-        _: Request<ShutdownRequest>,
-    ) -> Result<Response<ShutdownResponse>, Status> {
-        self.stop.notify_one();
-        Ok(Response::new(ShutdownResponse {}))
-    }
 }
 
 #[cfg(test)]
