@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::state::{Marks, Reassembly, chunks};
+use crate::state::{Marks, Reassembly, chunks, cursor_text};
 use crate::{Plugin, StateImage};
 
 /// Largest state `Restore` accepts.
@@ -27,14 +27,6 @@ pub(crate) struct PluginService<P> {
     /// The cursor of the last state restored here, which a delta must follow. Held
     /// through each restore, so restores apply one at a time, in the order they came.
     pub(crate) applied: Arc<tokio::sync::Mutex<Bytes>>,
-}
-
-/// A cursor as people read it in a message.
-fn hex(cursor: &[u8]) -> String {
-    if cursor.is_empty() {
-        return "(none)".into();
-    }
-    cursor.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tonic::async_trait]
@@ -125,8 +117,8 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
             if applied.is_empty() || marks.base_cursor != *applied {
                 return Err(Status::data_loss(format!(
                     "a delta that follows cursor {} does not follow the state restored here (cursor {}): a delta out of order, or one lost before it",
-                    hex(&marks.base_cursor),
-                    hex(&applied)
+                    cursor_text(&marks.base_cursor),
+                    cursor_text(&applied)
                 )));
             }
             self.plugin.restore_delta(schema, state).await?;

@@ -27,6 +27,14 @@ pub fn chunks(schema_version: u32, state: Bytes) -> Chunks {
 /// and sends them back, so a plugin does not get to make them large.
 pub const MAX_CURSOR_BYTES: usize = 256;
 
+/// A cursor as people read it in a message: its bytes in hex, or "(none)".
+pub fn cursor_text(cursor: &[u8]) -> String {
+    if cursor.is_empty() {
+        return "(none)".into();
+    }
+    cursor.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What a snapshot says of itself beyond its data, for incremental snapshots: whether it
 /// is a delta, the cursor it follows, and the cursor it is consistent as of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use baton_proto::plugin::StateChunk;
+use baton_proto::state::cursor_text;
 use tonic::Code;
 
 use super::instance::Instance;
@@ -53,15 +54,15 @@ pub(super) async fn check(
     if first.delta && first.base_cursor != base {
         return Err(format!(
             "a snapshot since cursor {} is a delta that says it follows {}",
-            hex(&base),
-            hex(&first.base_cursor)
+            cursor_text(&base),
+            cursor_text(&first.base_cursor)
         ));
     }
     let next = cursor_of(&delta);
     if next.is_empty() || next == base {
         return Err(format!(
             "a snapshot since a cursor must end with a new cursor; it ended with {}",
-            hex(&next)
+            cursor_text(&next)
         ));
     }
     let what = if first.delta {
@@ -118,11 +119,4 @@ pub(super) async fn check(
         x.len(),
         joined(&delta).len()
     ))
-}
-
-fn hex(cursor: &[u8]) -> String {
-    if cursor.is_empty() {
-        return "(none)".into();
-    }
-    cursor.iter().map(|b| format!("{b:02x}")).collect()
 }
