@@ -21,7 +21,9 @@ use crate::{Bins, Error, Mode};
 pub enum Path {
     Bare(PluginClient<Channel>, AsciiMetadataValue),
     Library(baton_host::PluginHandle),
-    Daemon(SupervisorClient<Channel>),
+    /// On baton's own client ([`baton_transport::UnixClient`]), as a Rust caller of the
+    /// daemon would use; the relay's caller keeps tonic's `Channel`.
+    Daemon(SupervisorClient<baton_transport::UnixClient>),
     /// `bench-relay`: a bare tonic server forwarding to the bare plugin, the daemon's floor.
     Relay(SupervisorClient<Channel>),
 }
@@ -51,19 +53,30 @@ impl Path {
                     .payload
             }
             Path::Library(handle) => handle.invoke(method, payload).await?,
-            Path::Daemon(client) | Path::Relay(client) => {
+            Path::Daemon(client) => {
                 client
-                    .invoke(baton_proto::host::InvokeRequest {
-                        plugin: "echo".into(),
-                        method: method.to_owned(),
-                        payload,
-                        metadata: HashMap::new(),
-                    })
+                    .invoke(daemon_request(method, payload))
+                    .await?
+                    .into_inner()
+                    .payload
+            }
+            Path::Relay(client) => {
+                client
+                    .invoke(daemon_request(method, payload))
                     .await?
                     .into_inner()
                     .payload
             }
         })
+    }
+}
+
+fn daemon_request(method: &str, payload: Bytes) -> baton_proto::host::InvokeRequest {
+    baton_proto::host::InvokeRequest {
+        plugin: "echo".into(),
+        method: method.to_owned(),
+        payload,
+        metadata: HashMap::new(),
     }
 }
 
@@ -100,7 +113,13 @@ impl Paths {
         let paths = vec![
             Path::Bare(bare.client.clone(), bare.token.clone()),
             Path::Library(handle),
-            Path::Daemon(daemon.client.clone()),
+            Path::Daemon(
+                SupervisorClient::new(baton_transport::UnixClient::new(
+                    &daemon.dir.path().join("baton.sock"),
+                ))
+                .max_decoding_message_size(crate::procs::MAX_MESSAGE)
+                .max_encoding_message_size(crate::procs::MAX_MESSAGE),
+            ),
             Path::Relay(relay.client.clone()),
         ];
         let mut this = Self {

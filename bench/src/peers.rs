@@ -40,6 +40,9 @@ const BARE: &str = "(a) bare tonic";
 const LIBRARY: &str = "(b) library";
 const DAEMON: &str = "(c) daemon";
 const GO: &str = "go-plugin";
+/// The library again, with both sides polling for a while before they sleep.
+const SPINNING: &str = "(b) library, spin_us = 200";
+const SPIN_US: u64 = 200;
 const NO_GO: &str = "skipped: no Go toolchain";
 
 enum Caller {
@@ -115,6 +118,22 @@ fn go_peer() -> Result<Option<PathBuf>, Error> {
     Ok(Some(out))
 }
 
+/// A host library of its own running `echo` with `spin_us` set: the plugin and the host
+/// both poll for a while before they sleep.
+async fn spinning_host(bins: &Bins) -> Result<baton_host::Host, Error> {
+    let mut config = baton_host::Config::empty();
+    let mut plugin = baton_host::PluginConfig::new(bins.get("echo")?);
+    plugin.reload = Some(baton_host::ReloadMode::Manual);
+    plugin.spin_us = SPIN_US;
+    config.plugins.insert("echo".into(), plugin);
+    let host = baton_host::Host::start(&config).await?;
+    host.plugin("echo")
+        .ok_or("the spinning host has no echo")?
+        .ready(Duration::from_secs(10))
+        .await?;
+    Ok(host)
+}
+
 /// The 1-minute load average, which counts the benchmark's own processes.
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -133,6 +152,7 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
     );
     let floor = bins.get("bench-floor")?;
     let paths = Paths::start(bins).await?;
+    let spinning = spinning_host(bins).await?;
     let mut all = Vec::new();
     let mut drivers = Vec::new();
     let measured = async {
@@ -153,6 +173,19 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
                 Caller::Rust(path.clone()),
             ));
         }
+        let handle = spinning
+            .plugin("echo")
+            .ok_or("the spinning host has no echo")?;
+        let pid = handle.status().pid.ok_or("the spinning echo has no pid")?;
+        let mut path = Path::Library(handle);
+        for _ in 0..200 {
+            path.call("echo", Bytes::from_static(b"warm")).await?;
+        }
+        all.push(Participant::new(
+            SPINNING,
+            vec![("client", me), ("server", pid)],
+            Caller::Rust(path),
+        ));
         if let Some(go) = &go {
             let peer = Driver::start(go, Duration::from_secs(30)).await?;
             all.push(Participant::new(
@@ -169,6 +202,7 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
         driver.stop(Duration::from_secs(5)).await;
     }
     paths.stop().await;
+    spinning.shutdown().await;
     measured?;
     eprintln!(
         "baton-bench: peers: 1-minute load average at the end: {}",
@@ -393,6 +427,35 @@ fn report(all: &[Participant], have_go: bool, rows: &mut Vec<Row>) -> String {
             .baseline(base)
             .target("≥ 1.5 × go-plugin", v >= 1.5 * base),
         );
+    }
+    // What spinning buys, and what it costs, beside the same path without it.
+    if let (Some(b), Some(sp)) = (library, find(SPINNING)) {
+        for (s, size) in SIZES.into_iter().enumerate() {
+            rows.push(
+                Row::new(
+                    "peers",
+                    format!("spin: {} p50, {SPINNING} / {LIBRARY}", shown(size)),
+                    q[sp][s].0,
+                    "µs",
+                )
+                .baseline(q[b][s].0),
+            );
+        }
+        for (c, callers) in CALLERS.into_iter().enumerate() {
+            let total = |p: &Participant| p.load[c].per_call().iter().map(|(us, _)| us).sum();
+            rows.push(
+                Row::new(
+                    "peers",
+                    format!(
+                        "spin: CPU µs per call, client + server, {}, {SPINNING} / {LIBRARY}",
+                        callers_shown(callers)
+                    ),
+                    total(&all[sp]),
+                    "µs",
+                )
+                .baseline(total(&all[b])),
+            );
+        }
     }
     if !have_go {
         rows.push(Row::new(

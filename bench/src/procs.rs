@@ -357,26 +357,7 @@ pub fn rss_bytes(pid: u32) -> Result<u64, Error> {
 
 /// CPU time `pid` has used (all threads, user + system).
 pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("malformed /proc/<pid>/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64, Error> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| "malformed /proc/<pid>/stat".into())
-    };
-    let total = ticks(11)? + ticks(12)?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&h| h > 0)
-        .unwrap_or(100) as u64;
-    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
+    Ok(baton_tests::cpu_time(pid)?)
 }
 
 /// The processes whose parent is `pid`, lowest pid first.

@@ -27,8 +27,6 @@ pub mod events;
 pub mod forward;
 #[cfg(test)]
 mod fuzz;
-mod h2_body;
-pub mod h2_server;
 mod handle;
 mod host;
 pub mod launch;

@@ -38,7 +38,7 @@ pub(crate) struct Live {
     pub(crate) pid: u32,
     pub(crate) rpc: PluginRpc,
     /// For calls to its application services.
-    pub(crate) transport: TokenService<crate::launch::PluginTransport>,
+    pub(crate) transport: TokenService<crate::launch::UnixClient>,
     pub(crate) exited: watch::Receiver<Option<String>>,
     /// Calls sent to this generation and not yet answered.
     inflight: AtomicUsize,

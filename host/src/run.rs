@@ -160,9 +160,10 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         // Calls for a plugin's own services go to it before the router sees them.
         let service = tower::Layer::layer(
             &baton_host::forward::ForwardLayer::new(host.plugin_set()),
-            tonic::service::Routes::new(control.into_server()),
+            tonic::service::Routes::new(control.into_server()).prepare(),
         );
-        let server = tokio::spawn(baton_host::h2_server::serve(
+        let server = tokio::spawn(baton_transport::serve(
+            baton_transport::ServerConfig::new("control socket"),
             baton_host::accept::incoming(listener, control_gate()),
             service,
             async {

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use baton_proto::plugin::plugin_server::PluginServer;
 use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
+use baton_transport::ServerConfig;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -19,8 +21,6 @@ use crate::service::PluginService;
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
-/// HTTP/2 frame size for a plugin's connections (the protocol's default is 16 KiB).
-const TRANSFER_FRAME_BYTES: u32 = 1 << 20;
 /// HTTP/2 flow-control window per stream (the connection gets twice as much).
 const TRANSFER_WINDOW_BYTES: u32 = 8 << 20;
 /// The most worker threads [`WORKERS_ENV`] may ask for: a typo such as `40000` should
@@ -63,9 +63,6 @@ pub enum LaunchError {
     /// Writing the handshake line failed (stdout closed).
     #[error("cannot write the handshake line to stdout: {0}")]
     Handshake(#[source] std::io::Error),
-    /// The gRPC server failed.
-    #[error("the plugin's gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
 }
 
 impl Launch {
@@ -273,9 +270,15 @@ impl<P: Plugin> Server<P> {
         }
 
         print_handshake(&launch)?;
-        // The thread count in the log, so an operator who set WORKERS_ENV can see it took.
+        // The thread count and spin in the log, so an operator who set them can see they took.
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        tracing::info!(socket = %launch.socket.display(), workers, "serving");
+        let spin = spin_from_env(std::env::var(env::SPIN_US).ok().as_deref());
+        tracing::info!(
+            socket = %launch.socket.display(),
+            workers,
+            spin_us = spin.as_micros() as u64,
+            "serving"
+        );
 
         let shutdown = async move {
             let mut term =
@@ -294,19 +297,43 @@ impl<P: Plugin> Server<P> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
             }
         };
-        let result = tonic::transport::Server::builder()
-            // Frames and windows far above the protocol's 16 KiB / 64 KiB defaults: a state
-            // streams through without waiting for window updates, in few frames.
-            .max_frame_size(TRANSFER_FRAME_BYTES)
-            .initial_stream_window_size(TRANSFER_WINDOW_BYTES)
-            .initial_connection_window_size(TRANSFER_WINDOW_BYTES * 2)
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-            .await;
+        // Frames and windows far above the protocol's 16 KiB / 64 KiB defaults: a state
+        // streams through without waiting for window updates, in few frames. On one
+        // thread, calls run in their connection's task (no hand-off per call); on
+        // several, each gets a task, so a CPU-heavy one holds up no other.
+        let config = ServerConfig::new("plugin")
+            .windows(TRANSFER_WINDOW_BYTES, TRANSFER_WINDOW_BYTES * 2)
+            .spawn_calls(workers > 1)
+            .spin(spin);
+        let result = baton_transport::serve(
+            config,
+            UnixListenerStream::new(listener),
+            routes.routes().prepare(),
+            shutdown,
+        )
+        .await;
         let _ = std::fs::remove_file(&launch.socket);
-        result?;
+        let Ok(()) = result;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long to poll for the next call before sleeping: [`env::SPIN_US`] if it is a
+/// count of µs (bounded by [`baton_transport::MAX_SPIN`]), else none.
+fn spin_from_env(var: Option<&str>) -> Duration {
+    let Some(text) = var else {
+        return Duration::ZERO;
+    };
+    match text.trim().parse::<u64>() {
+        Ok(us) => Duration::from_micros(us).min(baton_transport::MAX_SPIN),
+        Err(_) => {
+            tracing::warn!(
+                "{}={text:?} is not a count of µs; not spinning",
+                env::SPIN_US
+            );
+            Duration::ZERO
+        }
     }
 }
 
@@ -431,7 +458,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_WORKERS, build_runtime, log_filter, workers_from_env};
+    use super::{MAX_WORKERS, build_runtime, log_filter, spin_from_env, workers_from_env};
+    use std::time::Duration;
+
+    #[test]
+    fn the_spin_comes_from_the_environment_bounded_and_bad_values_spin_not() {
+        assert_eq!(spin_from_env(None), Duration::ZERO);
+        assert_eq!(spin_from_env(Some("200")), Duration::from_micros(200));
+        assert_eq!(spin_from_env(Some(" 0 ")), Duration::ZERO);
+        assert_eq!(spin_from_env(Some("99999")), baton_transport::MAX_SPIN);
+        for bad in ["", "-5", "fast", "1.5"] {
+            assert_eq!(spin_from_env(Some(bad)), Duration::ZERO, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_environment_overrides_the_plugins_worker_count_when_it_is_a_count() {

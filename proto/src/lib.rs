@@ -40,4 +40,9 @@ pub mod env {
     pub const PLUGIN_NAME: &str = "BATON_PLUGIN_NAME";
     /// Path of the Unix socket where the host serves `baton.host.v1.Host` to its plugins.
     pub const HOST_SOCKET: &str = "BATON_HOST_SOCKET";
+    /// Microseconds the plugin may keep polling for its next call, once it has answered
+    /// one, before its thread sleeps: the plugin's `spin_us` in the host's config, set
+    /// only when it is not zero. A hint for latency-critical deployments that trade CPU
+    /// for latency; a plugin that cannot spin ignores it.
+    pub const SPIN_US: &str = "BATON_SPIN_US";
 }

@@ -403,6 +403,31 @@ impl Drop for EventLog {
     }
 }
 
+/// CPU time `pid` has used (all threads, user + system).
+pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let malformed = || std::io::Error::other(format!("malformed /proc/{pid}/stat"));
+    // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(malformed)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> std::io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(malformed)
+    };
+    let total = ticks(11)? + ticks(12)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100) as u64;
+    Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
+}
+
 /// The number of open file descriptors of a process.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())

@@ -218,6 +218,11 @@ pub struct PluginConfig {
     /// `false` holds calls for the whole copy, as for any other plugin. Default true.
     #[serde(default = "default_true")]
     pub pre_copy: bool,
+    /// Microseconds to keep polling for an answer (host side) and for the next call
+    /// (plugin side, passed as `BATON_SPIN_US`) before a thread sleeps: lower latency for
+    /// a core's time while it waits. 0 (the default) never spins; at most 1000.
+    #[serde(default)]
+    pub spin_us: u64,
     /// Run a private copy of the binary, so the original can be rewritten in place,
     /// even half-way, while the plugin runs. Only for commands given as a path.
     #[serde(default = "default_true")]
@@ -354,6 +359,7 @@ impl PluginConfig {
             settle_ms: default_settle_ms(),
             handover_timeout_ms: default_handover_timeout_ms(),
             pre_copy: true,
+            spin_us: 0,
             copy_binary: true,
         }
     }

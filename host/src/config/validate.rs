@@ -59,6 +59,17 @@ impl Config {
                     refuse(key, format!("must be at least {min}, got {value}"));
                 }
             }
+            let max_spin = baton_transport::MAX_SPIN.as_micros() as u64;
+            if plugin.spin_us > max_spin {
+                refuse(
+                    "spin_us",
+                    format!(
+                        "must be at most {max_spin} (µs): past that, sleeping costs less than \
+                         the wait; got {}",
+                        plugin.spin_us
+                    ),
+                );
+            }
             if let Some(pin) = &plugin.sha256
                 && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
             {

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// A gRPC client for one generation, adding its token to every call.
-pub type PluginRpc = PluginClient<TokenService<super::PluginTransport>>;
+pub type PluginRpc = PluginClient<TokenService<super::UnixClient>>;
 
 /// Adds the launch token to each call's headers.
 ///

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::watch;
 
-use super::{PluginRpc, PluginTransport, TokenService, plugin_rpc};
+use super::{PluginRpc, TokenService, UnixClient, plugin_rpc};
 use crate::services::Admission;
 
 /// How a process ended, in words.
@@ -45,7 +45,7 @@ pub struct Generation {
     pub rpc: PluginRpc,
     /// The same connection as a plain gRPC transport carrying the token, for calls to
     /// the application services it serves.
-    pub transport: TokenService<PluginTransport>,
+    pub transport: TokenService<UnixClient>,
     /// Its launch token, for [`separate_rpc`](Self::separate_rpc).
     pub(super) token: Arc<str>,
     pub(super) max_message: usize,
@@ -71,7 +71,7 @@ impl Generation {
     /// for bulk transfers that should share neither a worker nor a connection with calls.
     pub fn separate_rpc(&self) -> impl FnOnce() -> Option<PluginRpc> + Send + 'static {
         let (socket, token, max) = (self.socket.clone(), self.token.clone(), self.max_message);
-        move || plugin_rpc(PluginTransport::new(&socket), &token, max).map(|(rpc, _)| rpc)
+        move || plugin_rpc(UnixClient::new(&socket), &token, max).map(|(rpc, _)| rpc)
     }
 
     /// Waits for the process to exit, and records how.

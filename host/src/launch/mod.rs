@@ -10,7 +10,6 @@ mod isolation;
 mod logs;
 mod socket_path;
 mod spawner;
-mod transport;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,6 +28,7 @@ use crate::config::PluginConfig;
 use crate::services::{PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
+pub use baton_transport::{NotSent, UnixClient};
 pub(crate) use binary::pin_file;
 use binary::{BinaryPolicy, Runner, copy_binary, is_script, verify_binary};
 pub(crate) use channel::MAX_MESSAGE_BYTES;
@@ -45,7 +45,6 @@ pub(crate) use logs::unix_ms_now;
 pub use logs::{LogLimit, LogLimiter, LogLine, LogRing, StderrExcerpt};
 pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
-pub use transport::{NotSent, PluginTransport};
 
 /// Everything needed to start processes of one plugin.
 pub struct Launcher {
@@ -151,6 +150,9 @@ impl Launcher {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if self.config.spin_us > 0 {
+            command.env(baton_proto::env::SPIN_US, self.config.spin_us.to_string());
+        }
         match &identity {
             Some(id) => {
                 // The plugin's own directory: the config's directory may be closed to it.
@@ -399,7 +401,7 @@ impl Launcher {
     async fn check_api(
         &self,
         api: &Result<prost_reflect::DescriptorPool, String>,
-        transport: &TokenService<PluginTransport>,
+        transport: &TokenService<UnixClient>,
         deadline: tokio::time::Instant,
     ) -> Result<(), StartError> {
         let expected = api.as_ref().map_err(|why| StartError::Refused {
@@ -472,9 +474,9 @@ impl Launcher {
         socket: &Path,
         token: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<(PluginRpc, TokenService<PluginTransport>, DescribeResponse), StartError> {
+    ) -> Result<(PluginRpc, TokenService<UnixClient>, DescribeResponse), StartError> {
         let timeout = self.config.handshake_timeout();
-        let channel = PluginTransport::new(socket);
+        let channel = UnixClient::with_spin(socket, Duration::from_micros(self.config.spin_us));
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let mut last = String::from("no answer");
         loop {
@@ -571,10 +573,10 @@ const ENV_ALLOW: &[&str] = &[
 /// The client for one generation on `channel`, carrying its token, and the same as a
 /// plain transport; `None` if the token cannot be a header value.
 fn plugin_rpc(
-    channel: PluginTransport,
+    channel: UnixClient,
     token: &str,
     max_message: usize,
-) -> Option<(PluginRpc, TokenService<PluginTransport>)> {
+) -> Option<(PluginRpc, TokenService<UnixClient>)> {
     let transport = TokenService::new(channel, token)?;
     let rpc = PluginClient::new(transport.clone())
         .max_decoding_message_size(max_message)

@@ -275,8 +275,9 @@ pub(crate) fn start(
     };
     let auth = InterceptorLayer::new(move |request| registry.authenticate(request));
     let (stop, stopped) = oneshot::channel::<()>();
-    let service = tower::Layer::layer(&auth, routes.routes());
-    let task = tokio::spawn(crate::h2_server::serve(
+    let service = tower::Layer::layer(&auth, routes.routes().prepare());
+    let task = tokio::spawn(baton_transport::serve(
+        baton_transport::ServerConfig::new("host services"),
         crate::accept::incoming(listener, gate),
         service,
         // A host dropped without `shutdown` drops the sender: stop then too.

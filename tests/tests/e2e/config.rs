@@ -72,6 +72,17 @@ fn bad_configs_name_file_line_and_field_and_exit_64() {
 }
 
 #[test]
+fn a_spin_beyond_a_millisecond_is_refused_naming_the_field() {
+    let (code, err) = run_with("[plugins.fast]\ncommand = \"/bin/true\"\nspin_us = 5000\n");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("bad.toml:3:") && err.contains("plugins.fast.spin_us"),
+        "{err}"
+    );
+    assert!(err.contains("at most 1000"), "{err}");
+}
+
+#[test]
 fn a_missing_config_file_is_named() {
     let out = Command::new(bin("baton"))
         .args(["run", "--config", "/nonexistent/baton.toml"])

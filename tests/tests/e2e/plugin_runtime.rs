@@ -113,3 +113,51 @@ async fn the_plugins_env_sets_its_thread_count_over_the_code() {
     );
     assert!(log.contains("workers=3"), "{log}");
 }
+
+/// CPU time the process `pid` uses while `work` runs.
+async fn cpu_during<F: std::future::Future<Output = ()>>(pid: u32, work: F) -> Duration {
+    let before = baton_tests::cpu_time(pid).expect("the plugin's CPU time");
+    work.await;
+    baton_tests::cpu_time(pid)
+        .expect("the plugin's CPU time")
+        .saturating_sub(before)
+}
+
+#[tokio::test]
+async fn with_spin_us_a_plugin_polls_between_close_calls_and_sleeps_past_its_bound() {
+    let config = format!(
+        "{}{}",
+        plugin("spins", "faulty", &["ok"], "spin_us = 1000"),
+        plugin("sleeps", "faulty", &["ok"], "")
+    );
+    let host = TestHost::start(&config).await;
+    let spins = host.serving("spins", Duration::from_secs(10)).await.pid;
+    let sleeps = host.serving("sleeps", Duration::from_secs(10)).await.pid;
+    assert_eq!(
+        baton_tests::process_env(spins, "BATON_SPIN_US").as_deref(),
+        Some("1000")
+    );
+    assert_eq!(baton_tests::process_env(sleeps, "BATON_SPIN_US"), None);
+    assert!(host.log().contains("spin_us=1000"), "{}", host.log());
+
+    // 100 calls, 2 ms apart: after each answer the spinning plugin polls for 1 ms.
+    let paced = |name: &'static str| {
+        let host = &host;
+        async move {
+            for i in 0..100 {
+                let text = format!("{name} {i}");
+                assert_eq!(host.call_text(name, "echo", &text).await, text);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let spun = cpu_during(spins, paced("spins")).await;
+    let slept = cpu_during(sleeps, paced("sleeps")).await;
+    assert!(
+        spun >= slept + Duration::from_millis(40),
+        "the spinning plugin used {spun:?} of CPU, the other {slept:?}"
+    );
+    // With no calls, the spin ends at its bound: the plugin sleeps like any other.
+    let idle = cpu_during(spins, tokio::time::sleep(Duration::from_millis(500))).await;
+    assert!(idle <= Duration::from_millis(30), "idle, it used {idle:?}");
+}

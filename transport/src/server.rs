@@ -1,15 +1,18 @@
-//! The daemon's gRPC server on its control socket, on the `h2` crate directly. hyper's
-//! server (under tonic's) runs each call as a task of its own beside the connection's
-//! task, so every call crosses between tasks, and threads, twice. Here each connection's
-//! task reads and writes its socket and runs its calls itself, interleaved: a call
-//! forwarded to a plugin is woken straight by the plugin's answer. The calls are tonic
-//! services like any other (the control API's router, with forwarding in front).
+//! A gRPC server on the `h2` crate directly, for the daemon's control socket, the
+//! host-services socket and the Rust plugin SDK. hyper's server (under tonic's) runs each
+//! call as a task of its own beside the connection's task, so every call crosses between
+//! tasks, and threads, twice. Here each connection's task reads and writes its socket and
+//! runs its calls itself, interleaved: a call forwarded to a plugin is woken straight by
+//! the plugin's answer. On a multi-thread runtime whose handlers may hog a thread, calls
+//! can be given tasks of their own instead ([`ServerConfig::spawn_calls`]). The calls are
+//! tonic services like any other (a router, with whatever layers in front).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::RecvStream;
 use h2::server::SendResponse;
@@ -22,27 +25,78 @@ use tonic::codegen::http;
 use tonic::transport::server::Connected;
 use tower::{Service, ServiceExt};
 
-use crate::h2_body::{Pump, Received};
+use crate::body::{Pump, Received};
+use crate::spin::MAX_SPIN;
 
-const MAX_FRAME_BYTES: u32 = 1 << 20;
-/// Flow-control windows: what a peer may send before its data is read, per stream and
-/// per connection. A plugin reaches the host-services socket, so these bound what it can
-/// make the host hold (hyper's server, before, kept 1 MiB for each).
-const STREAM_WINDOW_BYTES: u32 = 1 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 2 << 20;
-/// Streams one connection may have open at once: each is a call this connection's task
-/// runs, so a peer (a plugin, on the host-services socket) does not get to add them
-/// without end.
-const MAX_STREAMS: u32 = 1024;
-/// Bytes of headers per request (h2's own default is 16 MiB; hyper's server kept 16 KiB):
-/// metadata beyond this is refused, not held.
-pub(crate) const MAX_HEADER_BYTES: u32 = 64 << 10;
+/// Bytes of headers per request or answer (h2's own default is 16 MiB; hyper's server
+/// kept 16 KiB): metadata beyond this is refused, not held.
+pub const MAX_HEADER_BYTES: u32 = 64 << 10;
+
+/// How a server treats its connections. The defaults suit a socket an untrusted peer
+/// reaches: small windows, bounded streams and headers.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Names the socket in log lines ("control socket", "host services", "plugin").
+    what: &'static str,
+    stream_window: u32,
+    connection_window: u32,
+    max_frame: u32,
+    max_streams: u32,
+    spawn_calls: bool,
+    spin: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults, for the socket `what` names: per stream, a peer may send 1 MiB before
+    /// its data is read and 2 MiB per connection (what hyper's server kept), in frames of
+    /// up to 1 MiB; 1024 calls at once per connection (each is a call this server runs,
+    /// so a peer does not get to add them without end); calls run in the connection's
+    /// task; no spinning.
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            stream_window: 1 << 20,
+            connection_window: 2 << 20,
+            max_frame: 1 << 20,
+            max_streams: 1024,
+            spawn_calls: false,
+            spin: Duration::ZERO,
+        }
+    }
+
+    /// Flow-control windows, per stream and per connection: what a peer may send before
+    /// the server reads it. Large windows let a large message (a plugin's state) stream
+    /// through without waiting for window updates.
+    pub fn windows(mut self, stream: u32, connection: u32) -> Self {
+        self.stream_window = stream;
+        self.connection_window = connection;
+        self
+    }
+
+    /// Runs each call as a task of its own rather than in its connection's task: on a
+    /// multi-thread runtime, a handler that hogs its thread (CPU-heavy, or blocking)
+    /// then holds up no other call on the same connection, at the price of a hand-off
+    /// between tasks per call.
+    pub fn spawn_calls(mut self, spawn: bool) -> Self {
+        self.spawn_calls = spawn;
+        self
+    }
+
+    /// After a call's answer is written, keeps polling the connection for the next call
+    /// for up to `budget` (at most [`MAX_SPIN`]) before the task sleeps: see
+    /// [`spin_on`](crate::spin_on). Zero (the default) sleeps at once.
+    pub fn spin(mut self, budget: Duration) -> Self {
+        self.spin = budget.min(MAX_SPIN);
+        self
+    }
+}
 
 /// Serves `service` on each connection `incoming` yields until `shutdown` completes;
 /// then asks every connection to finish (HTTP/2 GOAWAY: calls in flight go on, no new
 /// ones start) and returns once they have. Each connection's `connect_info` is put in
 /// its requests' extensions, as tonic's server does.
 pub async fn serve<I, T, S, B>(
+    config: ServerConfig,
     mut incoming: I,
     service: S,
     shutdown: impl Future<Output = ()>,
@@ -66,9 +120,14 @@ where
         tokio::select! {
             next = incoming.next() => match next {
                 Some(Ok(io)) => {
-                    connections.spawn(connection(io, service.clone(), stopping.clone()));
+                    connections.spawn(connection(
+                        config.clone(),
+                        io,
+                        service.clone(),
+                        stopping.clone(),
+                    ));
                 }
-                Some(Err(e)) => tracing::debug!("control socket: a connection failed: {e}"),
+                Some(Err(e)) => tracing::debug!("{}: a connection failed: {e}", config.what),
                 None => break,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -80,8 +139,12 @@ where
     Ok(())
 }
 
-async fn connection<T, S, B>(io: T, service: S, mut stopping: watch::Receiver<bool>)
-where
+async fn connection<T, S, B>(
+    config: ServerConfig,
+    io: T,
+    service: S,
+    mut stopping: watch::Receiver<bool>,
+) where
     T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     T::ConnectInfo: Clone + Send + Sync + 'static,
     S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
@@ -93,43 +156,63 @@ where
     B::Error: Into<tonic::codegen::StdError>,
 {
     let info = io.connect_info();
+    let what = config.what;
     let mut conn = match h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .max_concurrent_streams(MAX_STREAMS)
+        .initial_window_size(config.stream_window)
+        .initial_connection_window_size(config.connection_window)
+        .max_frame_size(config.max_frame)
+        .max_concurrent_streams(config.max_streams)
         .max_header_list_size(MAX_HEADER_BYTES)
         .handshake::<_, Bytes>(io)
         .await
     {
         Ok(conn) => conn,
         Err(e) => {
-            tracing::debug!("control socket: no HTTP/2 handshake: {e}");
+            tracing::debug!("{what}: no HTTP/2 handshake: {e}");
             return;
         }
     };
-    let mut calls = FuturesUnordered::new();
+    let mut calls: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     let mut asked_to_stop = *stopping.borrow();
     if asked_to_stop {
         conn.graceful_shutdown();
     }
+    // Until when to keep polling rather than sleep: set as each answer is written.
+    let mut spin_until: Option<Instant> = None;
     loop {
+        let spinning = spin_until.is_some_and(|until| Instant::now() < until);
         tokio::select! {
+            biased;
+            Some(()) = calls.next(), if !calls.is_empty() => {
+                if !config.spin.is_zero() {
+                    spin_until = Some(Instant::now() + config.spin);
+                }
+            }
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    calls.push(call(request, respond, service.clone(), info.clone()));
+                    let answer = call(request, respond, service.clone(), info.clone());
+                    if config.spawn_calls {
+                        let task = tokio::spawn(answer);
+                        calls.push(Box::pin(async move {
+                            let _ = task.await;
+                        }));
+                    } else {
+                        calls.push(Box::pin(answer));
+                    }
                 }
                 Some(Err(e)) => {
-                    tracing::debug!("control socket: a connection ended: {e}");
+                    tracing::debug!("{what}: a connection ended: {e}");
                     break;
                 }
                 None => break,
             },
-            Some(()) = calls.next(), if !calls.is_empty() => {}
             Ok(()) = stopping.changed(), if !asked_to_stop => {
                 asked_to_stop = true;
                 conn.graceful_shutdown();
             }
+            // Tokio polls the I/O driver, without blocking, before it runs a yielded
+            // task again: the next call is read as soon as it lands.
+            () = tokio::task::yield_now(), if spinning => {}
         }
     }
     // The connection is gone; what the calls still write goes nowhere, but they end.

@@ -1,5 +1,6 @@
-//! The HTTP/2 connection to one plugin process, on the `h2` crate directly rather than
-//! through tonic's `Channel`. A `Channel` puts every call through a buffer task, and hyper
+//! A client's HTTP/2 connection to one Unix socket (the host's to a plugin process, a
+//! caller's to the daemon), on the `h2` crate directly rather than through tonic's
+//! `Channel`. A `Channel` puts every call through a buffer task, and hyper
 //! through a dispatch task and, for a request body not known to be complete, a task of
 //! its own per call that writes HEADERS and DATA separately: on a 2-vCPU machine, each
 //! hand-off between tasks on different threads costs a wake-up. Here the caller's task
@@ -11,13 +12,15 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
 use tonic::body::Body;
 use tonic::codegen::http;
 
-use crate::h2_body::{Pump, Received};
+use crate::body::{Pump, Received};
+use crate::server::MAX_HEADER_BYTES;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -28,7 +31,7 @@ const MAX_FRAME_BYTES: u32 = 1 << 20;
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
-/// A call the plugin never received: the connection could not be made, or was gone
+/// A call the server never received: the connection could not be made, or was gone
 /// before the request was handed to it. Such a call may go to another process.
 #[derive(Debug)]
 pub struct NotSent(pub BoxError);
@@ -45,15 +48,18 @@ impl std::error::Error for NotSent {
     }
 }
 
-/// A lazily connecting HTTP/2 client for one plugin's socket; it reconnects when its
-/// connection is gone. Cheap to clone: clones share the connection.
+/// A lazily connecting HTTP/2 client for one Unix socket; it reconnects when its
+/// connection is gone. Cheap to clone: clones share the connection. A tower service that
+/// tonic-generated clients accept.
 #[derive(Clone)]
-pub struct PluginTransport {
+pub struct UnixClient {
     shared: Arc<Shared>,
 }
 
 struct Shared {
     path: PathBuf,
+    /// How long a call polls for its answer before its task sleeps.
+    spin: Duration,
     /// The open connection's request handle; `None` until the first call, or once found
     /// broken.
     sender: Mutex<Option<SendRequest<Bytes>>>,
@@ -61,20 +67,29 @@ struct Shared {
     connecting: tokio::sync::Mutex<()>,
 }
 
-impl std::fmt::Debug for PluginTransport {
+impl std::fmt::Debug for UnixClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginTransport")
+        f.debug_struct("UnixClient")
             .field("path", &self.shared.path)
+            .field("spin", &self.shared.spin)
             .finish()
     }
 }
 
-impl PluginTransport {
-    /// A transport to the socket at `path`; nothing connects until the first call.
+impl UnixClient {
+    /// A client of the socket at `path`; nothing connects until the first call.
     pub fn new(path: &Path) -> Self {
+        Self::with_spin(path, Duration::ZERO)
+    }
+
+    /// A client whose calls, once sent, poll for their answer for up to `spin` (at most
+    /// [`MAX_SPIN`](crate::MAX_SPIN)) before their task sleeps: see
+    /// [`spin_on`](crate::spin_on).
+    pub fn with_spin(path: &Path, spin: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
+                spin: spin.min(crate::MAX_SPIN),
                 sender: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
@@ -105,14 +120,15 @@ impl PluginTransport {
             .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .max_frame_size(MAX_FRAME_BYTES)
-            // A plugin's answer headers are bounded like a caller's request headers.
-            .max_header_list_size(crate::h2_server::MAX_HEADER_BYTES)
+            // Answer headers are bounded like a caller's request headers at a server.
+            .max_header_list_size(MAX_HEADER_BYTES)
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| NotSent(e.into()))?;
+        let path = self.shared.path.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!("plugin connection ended: {e}");
+                tracing::debug!("the connection to {} ended: {e}", path.display());
             }
         });
         *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
@@ -160,7 +176,7 @@ impl PluginTransport {
                 tokio::spawn(std::future::poll_fn(move |cx| pump.poll_pump(cx)));
             }
         }
-        let response = response.await?;
+        let response = crate::spin_on(response, self.shared.spin).await?;
         Ok(response.map(|recv| Body::new(Received::new(recv))))
     }
 }
@@ -173,11 +189,11 @@ fn with_origin(uri: http::Uri) -> Result<http::Uri, BoxError> {
     }
     let mut parts = uri.into_parts();
     parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(http::uri::Authority::from_static("baton-plugin"));
+    parts.authority = Some(http::uri::Authority::from_static("baton"));
     Ok(http::Uri::from_parts(parts)?)
 }
 
-impl<B> tower::Service<http::Request<B>> for PluginTransport
+impl<B> tower::Service<http::Request<B>> for UnixClient
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,

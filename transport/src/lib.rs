@@ -1,0 +1,15 @@
+//! gRPC over HTTP/2 on Unix sockets, on the `h2` crate directly rather than through
+//! hyper and tonic's `Channel` and server: the host's client to its plugins
+//! ([`UnixClient`]), and the server ([`serve`]) under the daemon's control socket, the
+//! host-services socket and the Rust plugin SDK. The bytes on the socket are standard
+//! gRPC over HTTP/2, so peers in any language are untouched; what changes is how many
+//! tasks and threads a call passes through on its way (see `docs/performance.md`).
+
+mod body;
+mod client;
+mod server;
+mod spin;
+
+pub use client::{NotSent, UnixClient};
+pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
+pub use spin::{MAX_SPIN, spin_on};
