@@ -76,7 +76,7 @@ impl Drop for Slot {
 
 /// An accepted connection within its socket's bounds.
 pub struct Guarded {
-    stream: UnixStream,
+    stream: baton_transport::QuietUnix,
     peer: Peer,
     /// Until a token is shown: when the connection is closed without one.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -216,6 +216,9 @@ fn admit(gate: &Gate, counts: &Arc<Mutex<Counts>>, stream: UnixStream) -> Result
     if !(gate.admits)(uid) {
         return Err(Refusal::Uid(uid));
     }
+    // Registering with the runtime fails only when the process is out of resources: a
+    // connection it cannot hold, like one past the bound.
+    let stream = baton_transport::QuietUnix::new(stream).map_err(|_| Refusal::Total)?;
     {
         let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
         if counts.total >= gate.max_total {

@@ -10,6 +10,7 @@ use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
 use baton_transport::ServerConfig;
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
@@ -305,13 +306,10 @@ impl<P: Plugin> Server<P> {
             .windows(TRANSFER_WINDOW_BYTES, TRANSFER_WINDOW_BYTES * 2)
             .spawn_calls(workers > 1)
             .spin(spin);
-        let result = baton_transport::serve(
-            config,
-            UnixListenerStream::new(listener),
-            routes.routes().prepare(),
-            shutdown,
-        )
-        .await;
+        let incoming = UnixListenerStream::new(listener)
+            .map(|accepted| accepted.and_then(baton_transport::QuietUnix::new));
+        let result =
+            baton_transport::serve(config, incoming, routes.routes().prepare(), shutdown).await;
         let _ = std::fs::remove_file(&launch.socket);
         let Ok(()) = result;
         tracing::info!("stopped");

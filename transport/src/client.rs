@@ -115,6 +115,7 @@ impl UnixClient {
         }
         let io = tokio::net::UnixStream::connect(&self.shared.path)
             .await
+            .and_then(crate::QuietUnix::new)
             .map_err(|e| NotSent(e.into()))?;
         let (sender, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW_BYTES)

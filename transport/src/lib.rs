@@ -7,9 +7,11 @@
 
 mod body;
 mod client;
+mod quiet;
 mod server;
 mod spin;
 
 pub use client::{NotSent, UnixClient};
+pub use quiet::QuietUnix;
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
 pub use spin::{MAX_SPIN, spin_on};

@@ -1,0 +1,186 @@
+//! A Unix stream that asks epoll to wake it for reads only. tokio registers every socket
+//! for both directions, and for a Unix socket the kernel signals "writable" each time
+//! the peer reads what was written: every answer a plugin writes wakes the plugin's
+//! thread once more when the host reads it, a hop through the daemon wakes both of its
+//! peers a second time per call, and each of those wake-ups is paid for by the reader
+//! (the `unix_write_space` wake in a profile). Here writes go straight to the socket; only
+//! a write that finds its buffer full registers for "writable", on a duplicate of the
+//! descriptor, until it has gone through.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tonic::transport::server::{Connected, UdsConnectInfo};
+
+/// A connected Unix stream registered for readability only; see the module's docs.
+pub struct QuietUnix {
+    read: AsyncFd<StdUnixStream>,
+    /// Registered for writability while a write waits for room; `None` otherwise.
+    write: Option<AsyncFd<OwnedFd>>,
+    info: UdsConnectInfo,
+}
+
+impl QuietUnix {
+    /// Takes `stream` over from tokio's registration.
+    pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
+        let info = stream.connect_info();
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            read: register(stream, Interest::READABLE)?,
+            write: None,
+            info,
+        })
+    }
+
+    /// Writes with `op`, waiting for room only when the socket's buffer is full.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&StdUnixStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(room) = &self.write {
+                let mut guard = ready!(room.poll_write_ready(cx))?;
+                match guard.try_io(|_| op(self.read.get_ref())) {
+                    Ok(done) => {
+                        drop(guard);
+                        // Through: stop listening for room, so the peer's reads wake
+                        // nobody here again.
+                        self.write = None;
+                        return Poll::Ready(done);
+                    }
+                    // The readiness was stale and is cleared: wait for the next.
+                    Err(_would_block) => continue,
+                }
+            }
+            match op(self.read.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Registering reports the socket's state now, so room made since the
+                    // failed write is not missed.
+                    let fd = self.read.get_ref().as_fd().try_clone_to_owned()?;
+                    self.write = Some(register(fd, Interest::WRITABLE)?);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+/// Registers a descriptor `inner` owns with the runtime.
+fn register<T: AsRawFd>(inner: T, interest: Interest) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` (a std stream or an `OwnedFd`) owns its descriptor, which stays open
+    // and unchanged until the `AsyncFd` drops it with `inner`.
+    Ok(unsafe { AsyncFd::register_with_interest(inner, interest) }?)
+}
+
+impl Connected for QuietUnix {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> UdsConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for QuietUnix {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.read.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let wanted = unfilled.len();
+            match guard.try_io(|stream| (&*stream.get_ref()).read(unfilled)) {
+                Ok(Ok(n)) => {
+                    // A read that did not fill the buffer emptied the socket (epoll is
+                    // edge-triggered): the next read waits for news instead of making
+                    // a syscall only to hear "would block", as tokio's own streams do.
+                    if 0 < n && n < wanted {
+                        guard.clear_ready();
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl AsyncWrite for QuietUnix {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_write_with(cx, |mut stream| stream.write(data))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_write_with(cx, |mut stream| stream.write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.read.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_larger_than_the_socket_buffer_waits_for_room_and_all_of_it_arrives() {
+        let (a, b) = tokio::net::UnixStream::pair().expect("a socket pair");
+        let (mut a, mut b) = (
+            QuietUnix::new(a).expect("quiet"),
+            QuietUnix::new(b).expect("quiet"),
+        );
+        // Far beyond a Unix socket's buffer: the writer must wait for the reader.
+        let sent: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = sent.clone();
+        let writer = tokio::spawn(async move {
+            a.write_all(&sent).await.expect("write");
+            a.shutdown().await.expect("shutdown");
+            a
+        });
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.expect("read");
+        assert!(
+            got == expected,
+            "{} bytes of {} arrived, or out of order",
+            got.len(),
+            expected.len()
+        );
+        let a = writer.await.expect("writer");
+        assert!(
+            a.write.is_none(),
+            "still registered for room after the write went through"
+        );
+    }
+}
