@@ -98,7 +98,7 @@ impl AsyncRead for QuietUnix {
             let mut guard = ready!(self.read.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
             let wanted = unfilled.len();
-            match guard.try_io(|stream| (&*stream.get_ref()).read(unfilled)) {
+            match guard.try_io(|stream| stream.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
                     // A read that did not fill the buffer emptied the socket (epoll is
                     // edge-triggered): the next read waits for news instead of making
