@@ -362,30 +362,10 @@ pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
 
 /// The processes whose parent is `pid`, lowest pid first.
 pub fn children(pid: u32) -> Result<Vec<u32>, Error> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Some(child) = entry?
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A process may end between the listing and the read: skip it.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // After the parenthesised name: state, then the parent's pid.
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(pid) {
-            found.push(child);
-        }
-    }
-    found.sort_unstable();
-    Ok(found)
+    Ok(baton_tests::children_with_state(pid)
+        .into_iter()
+        .map(|(child, _)| child)
+        .collect())
 }
 
 /// The deepest process below `pid` (breadth first, so the last one found): a daemon's

@@ -433,11 +433,13 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// Zombie children of a process (exited, never reaped).
-pub fn zombie_children(pid: u32) -> Vec<u32> {
-    let mut zombies = Vec::new();
+/// The children of a process, lowest pid first, each with its state letter from
+/// `/proc/<pid>/stat` (`Z` for a zombie). A process that ends while the table is read is
+/// left out.
+pub fn children_with_state(pid: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return zombies;
+        return found;
     };
     for entry in entries.flatten() {
         let Some(child) = entry
@@ -450,17 +452,29 @@ pub fn zombie_children(pid: u32) -> Vec<u32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
             continue;
         };
+        // After the parenthesised name: the state, then the parent's pid.
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
         let mut fields = rest.split_whitespace();
-        let state = fields.next();
+        let state = fields.next().and_then(|s| s.chars().next());
         let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if state == Some("Z") && ppid == Some(pid) {
-            zombies.push(child);
+        if let (Some(state), Some(parent)) = (state, ppid)
+            && parent == pid
+        {
+            found.push((child, state));
         }
     }
-    zombies
+    found.sort_unstable();
+    found
+}
+
+/// Zombie children of a process (exited, never reaped).
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    children_with_state(pid)
+        .into_iter()
+        .filter_map(|(child, state)| (state == 'Z').then_some(child))
+        .collect()
 }
 
 /// Replaces `path` with `content` the way deploys do: write a temp file beside it, rename over.
@@ -995,4 +1009,31 @@ pub fn ctl_command(socket: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(bin("baton"));
     command.arg("ctl").arg("--socket").arg(socket).args(args);
     command
+}
+
+#[cfg(test)]
+mod proc_tests {
+    use super::*;
+
+    #[test]
+    fn a_child_is_listed_and_is_a_zombie_once_it_exits_unreaped() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id();
+        assert!(
+            children_with_state(me).iter().any(|&(c, _)| c == pid),
+            "{pid} not among {:?}",
+            children_with_state(me)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !zombie_children(me).contains(&pid) {
+            assert!(Instant::now() < deadline, "{pid} never showed as a zombie");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().expect("reap sleep");
+        assert!(!children_with_state(me).iter().any(|&(c, _)| c == pid));
+    }
 }
