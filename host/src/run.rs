@@ -21,13 +21,14 @@ const CONTROL_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 const BATON_CRATES: [&str; 3] = ["baton", "baton_host", "baton_proto"];
 /// The gRPC and HTTP/2 plumbing: its debug logs are frames and connection states, a
 /// flood that buries baton's own. Kept at `warn` unless `BATON_LOG` names them.
-const TRANSPORT_CRATES: [&str; 6] = [
+const TRANSPORT_CRATES: [&str; 7] = [
     "h2",
     "hyper",
     "hyper_util",
     "tower",
     "tonic",
     "tonic_health",
+    "baton_transport",
 ];
 
 /// `BATON_LOG` as the filter means it: a bare level (`debug`, or the `info` in
@@ -315,6 +316,7 @@ mod tests {
             "h2=warn",
             "hyper=warn",
             "tonic=warn",
+            "baton_transport=warn",
         ] {
             assert!(debug.split(',').any(|d| d == part), "{part} in {debug}");
         }

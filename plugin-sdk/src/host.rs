@@ -7,13 +7,12 @@ use baton_proto::host::{
     EmitEventRequest, KvDeleteRequest, KvGetRequest, KvListRequest, KvPutRequest, LogRequest,
 };
 use baton_proto::{TOKEN_METADATA_KEY, env};
+use baton_transport::UnixClient;
 use bytes::Bytes;
-use hyper_util::rt::TokioIo;
 use tonic::Status;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 pub use baton_proto::host::LogLevel;
 
@@ -24,7 +23,7 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// A channel to the host-services socket that adds the launch token to every call. Give
 /// it to the client of a service the embedding program offers:
 /// `MyDbClient::new(host.channel())`.
-pub type HostChannel = InterceptedService<Channel, AddToken>;
+pub type HostChannel = InterceptedService<UnixClient, AddToken>;
 
 /// Adds the launch token to each call.
 #[derive(Clone)]
@@ -56,7 +55,7 @@ pub enum HostClientError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: tonic::transport::Error,
+        source: baton_transport::NotSent,
     },
 }
 
@@ -105,17 +104,12 @@ impl HostClient {
     /// Connects to a host-services socket with a given token.
     pub async fn connect(socket: &Path, token: &str) -> Result<Self, HostClientError> {
         let token: AsciiMetadataValue = token.parse().map_err(|_| HostClientError::BadToken)?;
-        let path = socket.to_owned();
-        // The authority is a plain name: some servers refuse a socket path there.
-        let channel = Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
+        // baton's own client: each call written from the caller's task, the socket
+        // registered for reads only (docs/performance.md); connected now so that an
+        // unreachable socket is reported here rather than at the first call.
+        let channel = UnixClient::new(socket);
+        channel
+            .connect()
             .await
             .map_err(|source| HostClientError::Connect {
                 path: socket.to_owned(),

@@ -383,7 +383,14 @@ fn print_handshake(launch: &Launch) -> Result<(), LaunchError> {
 }
 
 /// The gRPC and HTTP/2 plumbing, whose debug logs are frames and connection states.
-const TRANSPORT_CRATES: [&str; 5] = ["h2", "hyper", "hyper_util", "tower", "tonic"];
+const TRANSPORT_CRATES: [&str; 6] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "tonic",
+    "baton_transport",
+];
 
 /// `BATON_LOG` (which plugins inherit from the host in dev mode) as the host reads it:
 /// a bare level is for the plugin's code; the transport crates stay at `warn` at most
@@ -502,7 +509,7 @@ mod tests {
     fn a_bare_level_leaves_the_transport_at_warn_unless_named() {
         assert_eq!(
             log_filter("debug"),
-            "debug,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn"
+            "debug,h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,baton_transport=warn"
         );
         let named = log_filter("trace,h2=debug");
         assert!(

@@ -96,6 +96,12 @@ impl UnixClient {
         }
     }
 
+    /// Connects now, if not connected yet, rather than at the first call: for a caller
+    /// that wants an unreachable socket reported up front.
+    pub async fn connect(&self) -> Result<(), NotSent> {
+        self.sender().await.map(drop)
+    }
+
     fn cached(&self) -> Option<SendRequest<Bytes>> {
         self.shared
             .sender
