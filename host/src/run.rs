@@ -164,7 +164,9 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             tonic::service::Routes::new(control.into_server()).prepare(),
         );
         let server = tokio::spawn(baton_transport::serve(
-            baton_transport::ServerConfig::new("control socket"),
+            baton_transport::ServerConfig::new("control socket").spin(
+                std::time::Duration::from_micros(config.control_spin_us),
+            ),
             baton_host::accept::incoming(listener, control_gate()),
             service,
             async {

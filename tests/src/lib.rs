@@ -428,6 +428,15 @@ pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
     Ok(Duration::from_nanos(total * 1_000_000_000 / hz))
 }
 
+/// CPU time the process `pid` uses while `work` runs.
+pub async fn cpu_used_during<F: std::future::Future<Output = ()>>(pid: u32, work: F) -> Duration {
+    let before = cpu_time(pid).expect("the process's CPU time");
+    work.await;
+    cpu_time(pid)
+        .expect("the process's CPU time")
+        .saturating_sub(before)
+}
+
 /// The number of open file descriptors of a process.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())

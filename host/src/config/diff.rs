@@ -107,6 +107,7 @@ pub fn fixed_keys_changed(running: &Config, new: &Config) -> Vec<&'static str> {
         resource_interval_ms,
         metrics_addr,
         metrics_public,
+        control_spin_us,
     );
     changed
 }

@@ -58,6 +58,12 @@ pub struct Config {
     /// metrics name the plugins and their methods.
     #[serde(default)]
     pub metrics_public: bool,
+    /// Microseconds the daemon's control socket keeps polling for a caller's next call,
+    /// once it has answered one, before its thread sleeps: with the plugins' own
+    /// `spin_us`, the daemon's half of trading CPU for latency. 0 (the default) never
+    /// spins; at most 1000.
+    #[serde(default)]
+    pub control_spin_us: u64,
     /// The plugins, by name. A name is used in file names, so it may hold only ASCII
     /// letters, digits, `-` and `_`.
     #[serde(default)]
@@ -420,6 +426,7 @@ impl Config {
             worker_threads: None,
             metrics_addr: None,
             metrics_public: false,
+            control_spin_us: 0,
             plugins: BTreeMap::new(),
         }
     }

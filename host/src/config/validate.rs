@@ -11,6 +11,17 @@ impl Config {
         if let Some(why) = self.refuse_public_metrics() {
             problems.push(Problem::at(vec!["metrics_addr".into()], why));
         }
+        let max_spin = baton_transport::MAX_SPIN.as_micros() as u64;
+        if self.control_spin_us > max_spin {
+            problems.push(Problem::at(
+                vec!["control_spin_us".into()],
+                format!(
+                    "must be at most {max_spin} (µs): past that, sleeping costs less than the \
+                     wait; got {}",
+                    self.control_spin_us
+                ),
+            ));
+        }
         for (name, plugin) in &self.plugins {
             let valid = !name.is_empty()
                 && name.len() <= 64
@@ -59,7 +70,6 @@ impl Config {
                     refuse(key, format!("must be at least {min}, got {value}"));
                 }
             }
-            let max_spin = baton_transport::MAX_SPIN.as_micros() as u64;
             if plugin.spin_us > max_spin {
                 refuse(
                     "spin_us",

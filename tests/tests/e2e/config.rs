@@ -80,6 +80,13 @@ fn a_spin_beyond_a_millisecond_is_refused_naming_the_field() {
         "{err}"
     );
     assert!(err.contains("at most 1000"), "{err}");
+
+    let (code, err) = run_with("control_spin_us = 1001\n");
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("bad.toml:1:") && err.contains("`control_spin_us`"),
+        "{err}"
+    );
 }
 
 #[test]

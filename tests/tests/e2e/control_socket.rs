@@ -76,3 +76,34 @@ async fn a_stale_socket_is_taken_over_and_a_live_one_is_not() {
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(host.list().await.is_empty(), "the first host still answers");
 }
+
+#[tokio::test]
+async fn with_control_spin_us_the_daemon_polls_between_close_calls_and_sleeps_past_its_bound() {
+    let spins = TestHost::start(&format!(
+        "control_spin_us = 1000\n\n{}",
+        plugin("echo", "faulty", &["ok"], "")
+    ))
+    .await;
+    let sleeps = TestHost::start(&plugin("echo", "faulty", &["ok"], "")).await;
+    for host in [&spins, &sleeps] {
+        host.serving("echo", Duration::from_secs(10)).await;
+    }
+    // 100 calls, 2 ms apart: after each answer the spinning daemon polls for 1 ms.
+    async fn paced(host: &TestHost) {
+        for i in 0..100 {
+            let text = format!("call {i}");
+            assert_eq!(host.call_text("echo", "echo", &text).await, text);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let spun = baton_tests::cpu_used_during(spins.pid(), paced(&spins)).await;
+    let slept = baton_tests::cpu_used_during(sleeps.pid(), paced(&sleeps)).await;
+    assert!(
+        spun >= slept + Duration::from_millis(40),
+        "the spinning daemon used {spun:?} of CPU, the other {slept:?}"
+    );
+    let idle =
+        baton_tests::cpu_used_during(spins.pid(), tokio::time::sleep(Duration::from_millis(500)))
+            .await;
+    assert!(idle <= Duration::from_millis(30), "idle, it used {idle:?}");
+}

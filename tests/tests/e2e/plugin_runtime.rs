@@ -114,15 +114,6 @@ async fn the_plugins_env_sets_its_thread_count_over_the_code() {
     assert!(log.contains("workers=3"), "{log}");
 }
 
-/// CPU time the process `pid` uses while `work` runs.
-async fn cpu_during<F: std::future::Future<Output = ()>>(pid: u32, work: F) -> Duration {
-    let before = baton_tests::cpu_time(pid).expect("the plugin's CPU time");
-    work.await;
-    baton_tests::cpu_time(pid)
-        .expect("the plugin's CPU time")
-        .saturating_sub(before)
-}
-
 #[tokio::test]
 async fn with_spin_us_a_plugin_polls_between_close_calls_and_sleeps_past_its_bound() {
     let config = format!(
@@ -151,13 +142,14 @@ async fn with_spin_us_a_plugin_polls_between_close_calls_and_sleeps_past_its_bou
             }
         }
     };
-    let spun = cpu_during(spins, paced("spins")).await;
-    let slept = cpu_during(sleeps, paced("sleeps")).await;
+    let spun = baton_tests::cpu_used_during(spins, paced("spins")).await;
+    let slept = baton_tests::cpu_used_during(sleeps, paced("sleeps")).await;
     assert!(
         spun >= slept + Duration::from_millis(40),
         "the spinning plugin used {spun:?} of CPU, the other {slept:?}"
     );
     // With no calls, the spin ends at its bound: the plugin sleeps like any other.
-    let idle = cpu_during(spins, tokio::time::sleep(Duration::from_millis(500))).await;
+    let idle =
+        baton_tests::cpu_used_during(spins, tokio::time::sleep(Duration::from_millis(500))).await;
     assert!(idle <= Duration::from_millis(30), "idle, it used {idle:?}");
 }
