@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use baton_proto::host::supervisor_client::SupervisorClient;
 use bytes::Bytes;
 
 use crate::calls::{self, Path, Paths};
@@ -43,9 +42,7 @@ const DAEMON: &str = "(c) daemon";
 const GO: &str = "go-plugin";
 /// The library again, with both sides polling for a while before they sleep.
 const SPINNING: &str = "(b) library, spin_us = 200";
-/// The daemon again, spinning at each of its hops: the caller, the control socket
-/// (`control_spin_us`) and both sides of the plugin's (`spin_us`).
-const SPINNING_DAEMON: &str = "(c) daemon, spin_us = 200";
+
 const SPIN_US: u64 = 200;
 const NO_GO: &str = "skipped: no Go toolchain";
 
@@ -157,15 +154,6 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
     let floor = bins.get("bench-floor")?;
     let paths = Paths::start(bins).await?;
     let spinning = spinning_host(bins).await?;
-    let spinning_daemon = procs::Daemon::start(
-        &bins.get("baton")?,
-        &format!(
-            "control_spin_us = {SPIN_US}\n\n[plugins.echo]\ncommand = \"{}\"\nreload = \"manual\"\nspin_us = {SPIN_US}\n",
-            bins.get("echo")?.display()
-        ),
-        Duration::from_secs(10),
-    )
-    .await?;
     let mut all = Vec::new();
     let mut drivers = Vec::new();
     let measured = async {
@@ -199,26 +187,6 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
             vec![("client", me), ("server", pid)],
             Caller::Rust(path),
         ));
-        let daemon_pid = spinning_daemon.pid();
-        let mut path = Path::Daemon(
-            SupervisorClient::new(baton_transport::UnixClient::with_spin(
-                &spinning_daemon.dir.path().join("baton.sock"),
-                Duration::from_micros(SPIN_US),
-            ))
-            .max_decoding_message_size(procs::MAX_MESSAGE)
-            .max_encoding_message_size(procs::MAX_MESSAGE),
-        );
-        // The first call waits for the plugin to start.
-        for _ in 0..200 {
-            path.call("echo", Bytes::from_static(b"warm")).await?;
-        }
-        let plugin = procs::deepest_descendant(daemon_pid)?
-            .ok_or("the spinning daemon has no child process")?;
-        all.push(Participant::new(
-            SPINNING_DAEMON,
-            vec![("client", me), ("daemon", daemon_pid), ("server", plugin)],
-            Caller::Rust(path),
-        ));
         if let Some(go) = &go {
             let peer = Driver::start(go, Duration::from_secs(30)).await?;
             all.push(Participant::new(
@@ -236,7 +204,6 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
     }
     paths.stop().await;
     spinning.shutdown().await;
-    spinning_daemon.stop(Duration::from_secs(10)).await;
     measured?;
     eprintln!(
         "baton-bench: peers: 1-minute load average at the end: {}",
@@ -463,7 +430,9 @@ fn report(all: &[Participant], have_go: bool, rows: &mut Vec<Row>) -> String {
         );
     }
     // What spinning buys, and what it costs, beside the same path without it.
-    for (plain, spun) in [(LIBRARY, SPINNING), (DAEMON, SPINNING_DAEMON)] {
+    // (A daemon spinning at every hop was measured too, and left out: on two vCPUs its
+    // three spinning processes took turns on the cores, 8× slower; docs/performance.md.)
+    for (plain, spun) in [(LIBRARY, SPINNING)] {
         let (Some(b), Some(sp)) = (find(plain), find(spun)) else {
             continue;
         };
