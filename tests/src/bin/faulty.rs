@@ -48,6 +48,10 @@ impl Plugin for Faulty {
             .method("hit", "counts one more hit (the state); returns the count")
             .method("leak", "holds PAYLOAD more MiB of memory")
             .method("spin", "burns CPU for PAYLOAD ms")
+            .method(
+                "spin-here",
+                "burns CPU for PAYLOAD ms on the thread that runs the call",
+            )
             .method("crash", "exits with code 3 before answering")
             .method("abort", "dies by SIGABRT before answering")
             .method("hang", "never answers")
@@ -82,19 +86,13 @@ impl Plugin for Faulty {
             }
             "spin" => {
                 // Burns CPU on a blocking thread for PAYLOAD ms.
-                let ms: u64 = std::str::from_utf8(&payload)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(1000);
-                let _ = tokio::task::spawn_blocking(move || {
-                    let end = std::time::Instant::now() + Duration::from_millis(ms);
-                    let mut x = 0u64;
-                    while std::time::Instant::now() < end {
-                        x = x.wrapping_mul(31).wrapping_add(7);
-                    }
-                    x
-                })
-                .await;
+                let ms = millis(&payload);
+                let _ = tokio::task::spawn_blocking(move || burn(ms)).await;
+                Ok(Bytes::new())
+            }
+            "spin-here" => {
+                // What the SDK's docs warn against: it holds its thread for PAYLOAD ms.
+                burn(millis(&payload));
                 Ok(Bytes::new())
             }
             "pid" => Ok(Bytes::from(std::process::id().to_string())),
@@ -321,4 +319,22 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// PAYLOAD as a count of milliseconds; a second if it is not one.
+fn millis(payload: &[u8]) -> u64 {
+    std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Keeps a CPU busy for `ms` milliseconds.
+fn burn(ms: u64) -> u64 {
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut x = 0u64;
+    while std::time::Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    x
 }

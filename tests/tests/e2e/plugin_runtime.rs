@@ -115,6 +115,46 @@ async fn the_plugins_env_sets_its_thread_count_over_the_code() {
 }
 
 #[tokio::test]
+async fn on_several_threads_a_call_that_holds_its_thread_holds_up_no_other() {
+    let host = TestHost::start(&faulty("two", "BATON_PLUGIN_WORKERS = \"2\"\n")).await;
+    host.serving("two", Duration::from_secs(10)).await;
+    // Every call reaches the plugin on the host's one connection to it: only if each
+    // call runs as a task of its own can another thread take the echoes.
+    let client = host.client();
+    let started = Instant::now();
+    let hog = tokio::spawn(async move {
+        let mut client = client;
+        client
+            .invoke(baton_proto::host::InvokeRequest {
+                plugin: "two".into(),
+                method: "spin-here".into(),
+                payload: "3000".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| started.elapsed())
+    });
+    wait_until("the hog is running", Duration::from_secs(5), || async {
+        let pid = host.status("two").await.pid;
+        (baton_tests::cpu_time(pid).ok()? >= Duration::from_millis(200)).then_some(())
+    })
+    .await;
+    for i in 0..10 {
+        let asked = Instant::now();
+        let text = format!("call {i}");
+        assert_eq!(host.call_text("two", "echo", &text).await, text);
+        assert!(
+            asked.elapsed() < Duration::from_millis(1000),
+            "call {i} took {:?} beside a call holding a thread",
+            asked.elapsed()
+        );
+    }
+    assert!(!hog.is_finished(), "the hog ended before the echoes did");
+    let held = hog.await.expect("hog task").expect("hog call");
+    assert!(held >= Duration::from_millis(3000), "held {held:?}");
+}
+
+#[tokio::test]
 async fn with_spin_us_a_plugin_polls_between_close_calls_and_sleeps_past_its_bound() {
     let config = format!(
         "{}{}",
