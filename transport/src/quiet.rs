@@ -202,4 +202,95 @@ mod tests {
             "still registered for room after the write went through"
         );
     }
+
+    /// Voluntary context switches of thread `tid` of this process, and whether it is
+    /// asleep now.
+    fn thread_state(tid: i32) -> (u64, bool) {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+            .expect("the thread's status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let switches = field("voluntary_ctxt_switches:").parse().expect("a count");
+        (switches, field("State:").starts_with('S'))
+    }
+
+    fn until_asleep(tid: i32) -> u64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (switches, asleep) = thread_state(tid);
+            if asleep {
+                return switches;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread never slept"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// How many times a runtime thread that wrote 50 messages on one end of a socket
+    /// pair, and waits to read, wakes while the other end reads them one at a time.
+    fn wakeups_while_the_peer_reads(quiet: bool) -> u64 {
+        use std::io::Read as _;
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        a.set_nonblocking(true).expect("non-blocking");
+        let (ready, written) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let a = tokio::net::UnixStream::from_std(a).expect("registered");
+                let mut a: Pin<Box<dyn Duplex>> = if quiet {
+                    Box::pin(QuietUnix::new(a).expect("quiet"))
+                } else {
+                    Box::pin(a)
+                };
+                for _ in 0..50 {
+                    a.write_all(&[7u8; 64]).await.expect("write");
+                }
+                // SAFETY: gettid has no preconditions.
+                let _ = ready.send(unsafe { libc::gettid() });
+                let mut end = [0u8; 1];
+                a.read_exact(&mut end).await.expect("the last byte");
+            });
+        });
+        let tid = written.recv().expect("the writer's thread id");
+        let before = until_asleep(tid);
+        let mut message = [0u8; 64];
+        for _ in 0..50 {
+            b.read_exact(&mut message).expect("a message");
+            until_asleep(tid);
+        }
+        let after = until_asleep(tid);
+        std::io::Write::write_all(&mut b, b"x").expect("the last byte");
+        writer.join().expect("the writer thread");
+        after - before
+    }
+
+    trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> Duplex for T {}
+
+    #[test]
+    fn the_peers_reads_do_not_wake_the_writers_thread() {
+        // The premise: on tokio's own stream each read wakes the writer's thread.
+        let plain = wakeups_while_the_peer_reads(false);
+        assert!(
+            plain >= 40,
+            "tokio's stream woke {plain} times for 50 reads"
+        );
+        let quiet = wakeups_while_the_peer_reads(true);
+        assert!(
+            quiet <= 5,
+            "the quiet stream woke {quiet} times for 50 reads"
+        );
+    }
 }
