@@ -256,6 +256,17 @@ impl TestHost {
         }
     }
 
+    /// 100 echoes through `plugin`, 2 ms apart: calls close enough that a side which
+    /// spins after each answer (`spin_us`, `control_spin_us`, 1 ms) is still spinning
+    /// when the next one comes.
+    pub async fn paced_echoes(&self, plugin: &str) {
+        for i in 0..100 {
+            let text = format!("call {i}");
+            assert_eq!(self.call_text(plugin, "echo", &text).await, text);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// The host's view of one plugin.
     pub async fn status(&self, plugin: &str) -> PluginStatus {
         self.client()

@@ -89,15 +89,8 @@ async fn with_control_spin_us_the_daemon_polls_between_close_calls_and_sleeps_pa
         host.serving("echo", Duration::from_secs(10)).await;
     }
     // 100 calls, 2 ms apart: after each answer the spinning daemon polls for 1 ms.
-    async fn paced(host: &TestHost) {
-        for i in 0..100 {
-            let text = format!("call {i}");
-            assert_eq!(host.call_text("echo", "echo", &text).await, text);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-    let spun = baton_tests::cpu_used_during(spins.pid(), paced(&spins)).await;
-    let slept = baton_tests::cpu_used_during(sleeps.pid(), paced(&sleeps)).await;
+    let spun = baton_tests::cpu_used_during(spins.pid(), spins.paced_echoes("echo")).await;
+    let slept = baton_tests::cpu_used_during(sleeps.pid(), sleeps.paced_echoes("echo")).await;
     assert!(
         spun >= slept + Duration::from_millis(40),
         "the spinning daemon used {spun:?} of CPU, the other {slept:?}"

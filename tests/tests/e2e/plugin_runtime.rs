@@ -15,6 +15,39 @@ fn faulty(name: &str, env: &str) -> String {
     plugin(name, "faulty", &["ok"], &env)
 }
 
+/// Calls `method` of `name` with `payload` in the background; the task answers how long
+/// the call took.
+fn call_in_background(
+    host: &TestHost,
+    name: &str,
+    method: &str,
+    payload: &str,
+) -> tokio::task::JoinHandle<Result<Duration, tonic::Status>> {
+    let mut client = host.client();
+    let request = baton_proto::host::InvokeRequest {
+        plugin: name.into(),
+        method: method.into(),
+        payload: payload.to_owned().into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    tokio::spawn(async move { client.invoke(request).await.map(|_| started.elapsed()) })
+}
+
+/// `count` echoes through `name`, each answered within a second beside `what`.
+async fn echoes_answer_beside(host: &TestHost, name: &str, count: usize, what: &str) {
+    for i in 0..count {
+        let asked = Instant::now();
+        let text = format!("call {i}");
+        assert_eq!(host.call_text(name, "echo", &text).await, text);
+        assert!(
+            asked.elapsed() < Duration::from_millis(1000),
+            "call {i} took {:?} beside {what}",
+            asked.elapsed()
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_plugin_on_one_thread_answers_while_other_calls_wait_or_compute() {
     let host = TestHost::start(&faulty("one", "")).await;
@@ -25,17 +58,7 @@ async fn a_plugin_on_one_thread_answers_while_other_calls_wait_or_compute() {
     );
 
     // A call that awaits forever: on one thread, it must not hold up the others.
-    let client = host.client();
-    let hang = tokio::spawn(async move {
-        let mut client = client;
-        let _ = client
-            .invoke(baton_proto::host::InvokeRequest {
-                plugin: "one".into(),
-                method: "hang".into(),
-                ..Default::default()
-            })
-            .await;
-    });
+    let hang = call_in_background(&host, "one", "hang", "");
     wait_until(
         "the hanging call is in flight",
         Duration::from_secs(5),
@@ -43,31 +66,9 @@ async fn a_plugin_on_one_thread_answers_while_other_calls_wait_or_compute() {
     )
     .await;
     // A call that burns CPU for 3 s (on a blocking thread, as the SDK's docs advise).
-    let client = host.client();
-    let started = Instant::now();
-    let spin = tokio::spawn(async move {
-        let mut client = client;
-        client
-            .invoke(baton_proto::host::InvokeRequest {
-                plugin: "one".into(),
-                method: "spin".into(),
-                payload: "3000".into(),
-                ..Default::default()
-            })
-            .await
-            .map(|_| started.elapsed())
-    });
+    let spin = call_in_background(&host, "one", "spin", "3000");
     // Meanwhile calls come and go, each well within the spin's time.
-    for i in 0..20 {
-        let asked = Instant::now();
-        let text = format!("call {i}");
-        assert_eq!(host.call_text("one", "echo", &text).await, text);
-        assert!(
-            asked.elapsed() < Duration::from_millis(1000),
-            "call {i} took {:?} beside a hanging and a spinning call",
-            asked.elapsed()
-        );
-    }
+    echoes_answer_beside(&host, "one", 20, "a hanging and a spinning call").await;
     assert!(
         !spin.is_finished(),
         "the spin ended before the echoes did: they were not served beside it"
@@ -120,35 +121,13 @@ async fn on_several_threads_a_call_that_holds_its_thread_holds_up_no_other() {
     host.serving("two", Duration::from_secs(10)).await;
     // Every call reaches the plugin on the host's one connection to it: only if each
     // call runs as a task of its own can another thread take the echoes.
-    let client = host.client();
-    let started = Instant::now();
-    let hog = tokio::spawn(async move {
-        let mut client = client;
-        client
-            .invoke(baton_proto::host::InvokeRequest {
-                plugin: "two".into(),
-                method: "spin-here".into(),
-                payload: "3000".into(),
-                ..Default::default()
-            })
-            .await
-            .map(|_| started.elapsed())
-    });
+    let hog = call_in_background(&host, "two", "spin-here", "3000");
     wait_until("the hog is running", Duration::from_secs(5), || async {
         let pid = host.status("two").await.pid;
         (baton_tests::cpu_time(pid).ok()? >= Duration::from_millis(200)).then_some(())
     })
     .await;
-    for i in 0..10 {
-        let asked = Instant::now();
-        let text = format!("call {i}");
-        assert_eq!(host.call_text("two", "echo", &text).await, text);
-        assert!(
-            asked.elapsed() < Duration::from_millis(1000),
-            "call {i} took {:?} beside a call holding a thread",
-            asked.elapsed()
-        );
-    }
+    echoes_answer_beside(&host, "two", 10, "a call holding a thread").await;
     assert!(!hog.is_finished(), "the hog ended before the echoes did");
     let held = hog.await.expect("hog task").expect("hog call");
     assert!(held >= Duration::from_millis(3000), "held {held:?}");
@@ -172,18 +151,8 @@ async fn with_spin_us_a_plugin_polls_between_close_calls_and_sleeps_past_its_bou
     assert!(host.log().contains("spin_us=1000"), "{}", host.log());
 
     // 100 calls, 2 ms apart: after each answer the spinning plugin polls for 1 ms.
-    let paced = |name: &'static str| {
-        let host = &host;
-        async move {
-            for i in 0..100 {
-                let text = format!("{name} {i}");
-                assert_eq!(host.call_text(name, "echo", &text).await, text);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    };
-    let spun = baton_tests::cpu_used_during(spins, paced("spins")).await;
-    let slept = baton_tests::cpu_used_during(sleeps, paced("sleeps")).await;
+    let spun = baton_tests::cpu_used_during(spins, host.paced_echoes("spins")).await;
+    let slept = baton_tests::cpu_used_during(sleeps, host.paced_echoes("sleeps")).await;
     assert!(
         spun >= slept + Duration::from_millis(40),
         "the spinning plugin used {spun:?} of CPU, the other {slept:?}"
