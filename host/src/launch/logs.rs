@@ -3,14 +3,15 @@
 //!
 //! What reaches the host's log is rate limited per plugin ([`LogLimiter`], shared with
 //! the plugin's `Log` calls); the pipe is always read, and lines over the rate are
-//! dropped from the host's log, counted, and reported once a second. The ring keeps
+//! dropped from the host's log, counted, and reported (see `log_limit`). The ring keeps
 //! every line, dropped or not: it is bounded by itself, and the last lines before a
 //! crash are the ones start-up errors and `baton ctl logs` must show.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+
+use super::log_limit::{LogLimit, LogLimiter};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
@@ -22,128 +23,6 @@ const LOG_RING_LINES: usize = 500;
 const FIRST_ERRORS_KEPT: usize = 8;
 /// Lines of stderr a failed start's message ends with.
 const START_FAILURE_TAIL: usize = 5;
-
-/// How much of one plugin's logging reaches the host's log each second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogLimit {
-    /// Lines a second (`log_lines_per_sec`).
-    pub lines_per_sec: u32,
-    /// Bytes of text a second (`log_bytes_per_sec`); a window's first line always
-    /// passes, so one long line is never starved.
-    pub bytes_per_sec: u64,
-}
-
-/// One plugin's budget for the host's log, shared by its output capture (every
-/// generation) and its `Log` calls. Counted in one-second windows; what is dropped is
-/// reported in one line a second at most, naming the plugin.
-#[derive(Clone)]
-pub struct LogLimiter {
-    name: Arc<str>,
-    window: Arc<Mutex<Window>>,
-    /// Without a reporting task (no runtime), drops are reported as windows roll over.
-    reported_by_task: bool,
-}
-
-struct Window {
-    /// In the window, so that a config reload can change it in place.
-    limit: LogLimit,
-    started: Instant,
-    lines: u32,
-    bytes: u64,
-    /// Dropped since the last report, and since when.
-    dropped_lines: u64,
-    dropped_bytes: u64,
-    dropped_since: Option<Instant>,
-}
-
-impl LogLimiter {
-    /// A budget for plugin `name`. Inside a tokio runtime, a task reports drops every
-    /// second even when the plugin has gone quiet; it ends with the last clone.
-    pub fn new(name: Arc<str>, limit: LogLimit) -> Self {
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let limiter = Self {
-            name,
-            reported_by_task: runtime.is_some(),
-            window: Arc::new(Mutex::new(Window {
-                limit,
-                started: Instant::now(),
-                lines: 0,
-                bytes: 0,
-                dropped_lines: 0,
-                dropped_bytes: 0,
-                dropped_since: None,
-            })),
-        };
-        if let Some(runtime) = runtime {
-            let name = limiter.name.clone();
-            let window = Arc::downgrade(&limiter.window);
-            runtime.spawn(report_drops_every_second(name, window));
-        }
-        limiter
-    }
-
-    /// Whether a line of `bytes` may go to the host's log now; if not, it is counted
-    /// as dropped.
-    pub fn admit(&self, bytes: usize) -> bool {
-        let bytes = bytes as u64;
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if now.duration_since(w.started) >= Duration::from_secs(1) {
-            if !self.reported_by_task {
-                report(&self.name, &mut w, now);
-            }
-            (w.started, w.lines, w.bytes) = (now, 0, 0);
-        }
-        let fits = w.lines < w.limit.lines_per_sec
-            && (w.bytes == 0 || w.bytes + bytes <= w.limit.bytes_per_sec);
-        if fits {
-            w.lines += 1;
-            w.bytes += bytes;
-        } else {
-            w.dropped_lines += 1;
-            w.dropped_bytes += bytes;
-            w.dropped_since.get_or_insert(now);
-        }
-        fits
-    }
-
-    /// A new budget, from the next line on (a config reload).
-    pub fn set_limit(&self, limit: LogLimit) {
-        self.window.lock().unwrap_or_else(|p| p.into_inner()).limit = limit;
-    }
-}
-
-async fn report_drops_every_second(name: Arc<str>, window: Weak<Mutex<Window>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(window) = window.upgrade() else {
-            return;
-        };
-        let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
-        report(&name, &mut w, Instant::now());
-    }
-}
-
-/// Logs what was dropped since the last report, if anything.
-fn report(name: &str, w: &mut Window, now: Instant) {
-    let Some(since) = w.dropped_since.take() else {
-        return;
-    };
-    tracing::warn!(
-        target: "baton::plugin",
-        plugin = %name,
-        "plugin {name}: {} lines ({} bytes) dropped in the last {:.1} s, over its log rate \
-         (log_lines_per_sec = {}, log_bytes_per_sec = {}); `baton ctl logs {name}` shows the latest",
-        w.dropped_lines,
-        w.dropped_bytes,
-        now.duration_since(since).as_secs_f64(),
-        w.limit.lines_per_sec,
-        w.limit.bytes_per_sec,
-    );
-    (w.dropped_lines, w.dropped_bytes) = (0, 0);
-}
 
 /// Recent output lines of one plugin, across its generations, a feed of new ones, and
 /// the plugin's budget for the host's log.
@@ -566,32 +445,5 @@ mod tests {
         );
         assert!(StderrExcerpt::of_lines(&[]).is_empty());
         assert_eq!(StderrExcerpt::of_lines(&[]).to_string(), "");
-    }
-
-    #[test]
-    fn lines_over_the_rate_are_dropped_and_a_long_first_line_still_passes() {
-        let limiter = LogLimiter::new(
-            Arc::from("p"),
-            LogLimit {
-                lines_per_sec: 3,
-                bytes_per_sec: 100,
-            },
-        );
-        assert!(
-            limiter.admit(500),
-            "a window's first line passes whatever its size"
-        );
-        assert!(!limiter.admit(1), "the bytes are spent");
-        let limiter = LogLimiter::new(
-            Arc::from("p"),
-            LogLimit {
-                lines_per_sec: 3,
-                bytes_per_sec: 100,
-            },
-        );
-        let passed = (0..10).filter(|_| limiter.admit(10)).count();
-        assert_eq!(passed, 3);
-        let w = limiter.window.lock().expect("window");
-        assert_eq!((w.dropped_lines, w.dropped_bytes), (7, 70));
     }
 }

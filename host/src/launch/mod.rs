@@ -7,6 +7,7 @@ mod error;
 mod generation;
 mod handshake;
 mod isolation;
+mod log_limit;
 mod logs;
 mod socket_path;
 mod spawner;
@@ -42,7 +43,8 @@ use isolation::PidPipe;
 pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
 pub(crate) use logs::unix_ms_now;
-pub use logs::{LogLimit, LogLimiter, LogLine, LogRing, StderrExcerpt};
+pub use log_limit::{LogLimit, LogLimiter};
+pub use logs::{LogLine, LogRing, StderrExcerpt};
 pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
 
