@@ -459,6 +459,15 @@ impl PluginHandle {
         status
     }
 
+    /// The serving process's pid, if one serves (without the rest of [`status`](Self::status)).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pid
+    }
+
     /// Records what the resource monitor measured for the serving process `pid`.
     pub(crate) fn set_resources(&self, pid: u32, rss_bytes: u64, cpu_percent: f32) {
         let mut status = self.inner.status.lock().unwrap_or_else(|p| p.into_inner());

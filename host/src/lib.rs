@@ -35,6 +35,7 @@ pub mod metrics;
 mod monitor;
 pub mod pid_init;
 pub mod plugin_set;
+mod proc_stat;
 mod reclaim;
 pub mod reflect;
 mod route;

@@ -1,16 +1,17 @@
-//! Measuring the plugins' memory and CPU with sysinfo, refreshing only their own pids,
-//! and telling a plugin's supervisor when it crosses `max_rss_mb` or `max_cpu_percent`.
+//! Measuring the plugins' memory and CPU from /proc, and telling a plugin's supervisor when it crosses `max_rss_mb` or `max_cpu_percent`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
 use crate::config::PluginConfig;
 use crate::handle::PluginHandle;
 use crate::metrics::Metrics;
 use crate::plugin_set::PluginSet;
+use crate::proc_stat::{self, Units};
+
+/// The shortest interval between samples: CPU use over less is mostly noise.
+const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The limits of one plugin.
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +40,12 @@ struct Watched {
     cpu: VecDeque<(Instant, f32)>,
     /// Set once a limit was reported for this pid, so it is reported once.
     reported: bool,
+    /// The last sample's CPU time, and when it was read.
+    last: Option<(Duration, Instant)>,
 }
 
 /// Starts the monitor thread; it ends when `alive` can no longer be upgraded (the host
-/// is gone). A thread, not a task: sysinfo reads /proc synchronously.
+/// is gone). A thread, not a task: /proc is read synchronously.
 pub(crate) fn spawn(
     plugins: PluginSet,
     metrics: Arc<Metrics>,
@@ -52,12 +55,9 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("baton-resources".into())
         .spawn(move || {
-            // sysinfo reports no CPU use for samples closer together than this.
-            let interval = interval.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-            let mut system = System::new();
+            let interval = interval.max(MIN_INTERVAL);
+            let units = Units::of_this_system();
             let mut watched: HashMap<String, Watched> = HashMap::new();
-            let mut previous: Vec<Pid> = Vec::new();
-            let refresh = ProcessRefreshKind::nothing().with_memory().with_cpu();
             loop {
                 std::thread::sleep(interval);
                 if alive.upgrade().is_none() {
@@ -68,25 +68,15 @@ pub(crate) fn spawn(
                 let current: Vec<(PluginHandle, u32)> = plugins
                     .now()
                     .values()
-                    .filter_map(|h| h.status().pid.map(|pid| (h.clone(), pid)))
+                    .filter_map(|h| h.pid().map(|pid| (h.clone(), pid)))
                     .collect();
                 watched.retain(|name, _| current.iter().any(|(h, _)| h.name() == name));
-                let pids: Vec<Pid> = current.iter().map(|(_, pid)| Pid::from_u32(*pid)).collect();
-                // Last round's pids are listed too: sysinfo forgets a dead process (and
-                // closes the /proc file it keeps open for it) only when asked about it.
-                let mut asked = pids.clone();
-                asked.extend(previous.iter().filter(|p| !pids.contains(p)));
-                system.refresh_processes_specifics(ProcessesToUpdate::Some(&asked), true, refresh);
-                previous = pids;
                 for (handle, pid) in current {
-                    let limits = &handle.limits();
-                    let Some(process) = system.process(Pid::from_u32(pid)) else {
+                    // Gone since it was listed: the supervisor hears of it on its own.
+                    let Ok(usage) = proc_stat::usage(pid, units) else {
                         continue;
                     };
-                    let rss = process.memory();
-                    let cpu = process.cpu_usage();
-                    handle.set_resources(pid, rss, cpu);
-                    metrics.set_resources(handle.name(), rss, f64::from(cpu) / 100.0);
+                    let now = Instant::now();
                     let w = watched.entry(handle.name().to_owned()).or_default();
                     if w.pid != Some(pid) {
                         *w = Watched {
@@ -94,7 +84,21 @@ pub(crate) fn spawn(
                             ..Watched::default()
                         };
                     }
-                    if let Some(reason) = check(w, limits, rss, cpu) {
+                    // Percent of one core since the last sample (0 at the first).
+                    let cpu = w.last.map_or(0.0, |(cpu, at)| {
+                        let busy = usage.cpu.saturating_sub(cpu).as_secs_f64();
+                        let wall = now.duration_since(at).as_secs_f64();
+                        if wall > 0.0 {
+                            (busy / wall * 100.0) as f32
+                        } else {
+                            0.0
+                        }
+                    });
+                    w.last = Some((usage.cpu, now));
+                    let rss = usage.rss_bytes;
+                    handle.set_resources(pid, rss, cpu);
+                    metrics.set_resources(handle.name(), rss, f64::from(cpu) / 100.0);
+                    if let Some(reason) = check(w, &handle.limits(), rss, cpu) {
                         w.reported = true;
                         handle.over_limit(pid, reason);
                     }

@@ -162,7 +162,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn quiet_budgets_keep_no_task_and_a_drop_schedules_one_report() {
         let budgets: Vec<_> = (0..64).map(|_| limiter(2)).collect();
-        assert_eq!(alive_tasks(), 0, "a budget with nothing dropped needs no task");
+        assert_eq!(
+            alive_tasks(),
+            0,
+            "a budget with nothing dropped needs no task"
+        );
 
         let budget = &budgets[0];
         assert!(budget.admit(10) && budget.admit(10));
@@ -175,7 +179,10 @@ mod tests {
             assert_eq!((w.dropped_lines, w.dropped_bytes), (100, 1000));
         }
 
-        assert!(until_no_tasks(REPORT_EVERY * 3).await, "the report ran and ended");
+        assert!(
+            until_no_tasks(REPORT_EVERY * 3).await,
+            "the report ran and ended"
+        );
         let w = budget.window.lock().unwrap_or_else(|p| p.into_inner());
         assert_eq!(w.dropped_since, None, "reported");
         assert_eq!((w.dropped_lines, w.dropped_bytes), (0, 0));
