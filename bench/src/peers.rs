@@ -143,8 +143,26 @@ fn load() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// How this machine's idle CPUs wait, when it is a KVM guest with the haltpoll idle
+/// driver: with `guest_halt_poll_ns` at 0 an idle vCPU halts at once and each wake-up
+/// across vCPUs costs tens of µs, which moves every figure here (see
+/// docs/operations.md, "Latency on virtual machines").
+fn idle_polling() -> Option<String> {
+    let ns = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns").ok()?;
+    let governor = std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_governor")
+        .unwrap_or_default();
+    Some(format!(
+        "cpuidle governor {}, guest_halt_poll_ns {}",
+        governor.trim(),
+        ns.trim()
+    ))
+}
+
 pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String, Error> {
     let go = go_peer()?;
+    if let Some(polling) = idle_polling() {
+        eprintln!("baton-bench: peers: idle vCPUs: {polling}");
+    }
     // Other work on the machine changes these figures more than any other scenario's:
     // a busy vCPU wakes at once, an idle one halts (see docs/performance.md).
     eprintln!(
