@@ -376,8 +376,9 @@ pub async fn throughput(paths: &mut Paths, mode: Mode, rows: &mut Vec<Row>) -> R
     Ok(())
 }
 
-/// For profiling under callgrind: `calls` sequential 64 B calls through one path only.
-pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> {
+/// For profiling under callgrind or perf: `calls` sequential calls of `bytes` each
+/// through one path only.
+pub async fn profile(bins: &Bins, which: &str, calls: u64, bytes: usize) -> Result<(), Error> {
     let mut paths = Paths::start(bins).await?;
     let index = match which {
         "a" => 0,
@@ -387,7 +388,7 @@ pub async fn profile(bins: &Bins, which: &str, calls: u64) -> Result<(), Error> 
         other => return Err(format!("profile wants a, b, c or d, not {other:?}").into()),
     };
     let mut path = paths.paths[index].clone();
-    let payload = Bytes::from_static(&[7u8; 64]);
+    let payload = Bytes::from(vec![7u8; bytes]);
     let t = Instant::now();
     for _ in 0..calls {
         path.call("echo", payload.clone()).await?;

@@ -98,9 +98,11 @@ struct Args {
     out: PathBuf,
     only: Option<Vec<String>>,
     profile: Option<(String, u64)>,
+    /// The payload of each `profile` call.
+    profile_bytes: usize,
 }
 
-const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,peers,sdk,typed,reload,handover,live,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS\n       baton-bench probe-transfer BYTES";
+const USAGE: &str = "usage: baton-bench [--quick] [--out DIR] [--only latency,throughput,peers,sdk,typed,reload,handover,live,crash,checkpoint,scale]\n       baton-bench profile a|b|c|d CALLS [BYTES]\n       baton-bench probe-transfer BYTES";
 
 fn parse_args() -> Result<Args, Error> {
     let mut args = Args {
@@ -108,8 +110,9 @@ fn parse_args() -> Result<Args, Error> {
         out: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/baton-bench"),
         only: None,
         profile: None,
+        profile_bytes: 64,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.mode = Mode::Quick,
@@ -131,6 +134,9 @@ fn parse_args() -> Result<Args, Error> {
                 let path = it.next().ok_or(USAGE)?;
                 let calls = it.next().ok_or(USAGE)?.parse().map_err(|_| USAGE)?;
                 args.profile = Some((path, calls));
+                if let Some(bytes) = it.next_if(|a| a.parse::<usize>().is_ok()) {
+                    args.profile_bytes = bytes.parse().map_err(|_| USAGE)?;
+                }
             }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
@@ -144,7 +150,7 @@ async fn run(args: Args, bins: Bins) -> Result<(), Error> {
         if path == "probe-transfer" {
             return calls::probe_transfer(&bins, calls as usize).await;
         }
-        return calls::profile(&bins, &path, calls).await;
+        return calls::profile(&bins, &path, calls, args.profile_bytes).await;
     }
     let wants = |name: &str| {
         args.only
