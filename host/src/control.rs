@@ -22,11 +22,11 @@ use crate::accept::Peer;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::host::ConfigReload;
-use crate::launch::MAX_MESSAGE_BYTES;
+use crate::message_limit::MAX_MESSAGE_BYTES;
 use crate::plugin_set::PluginSet;
 use crate::size_guard::{self, SizeGuard};
 use crate::socket_file::{self, BoundSocket, SocketPathError};
-use crate::supervisor::{PluginState, PluginStatus};
+use crate::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
 
 /// A config reload asked for through the control API: who asked (as the host

@@ -13,12 +13,13 @@ use tokio::sync::{oneshot, watch};
 use tonic::{Code, Status};
 
 use crate::channel::PluginChannel;
+use crate::command::{Command, CommandSender};
 use crate::config::PluginConfig;
 use crate::launch::{LogLine, LogRing};
 use crate::metrics::CallMetrics;
 use crate::monitor::Limits;
 use crate::route::{InFlight, Live, Route};
-use crate::supervisor::{Command, CommandSender, PluginStatus};
+use crate::status::PluginStatus;
 
 mod operator;
 

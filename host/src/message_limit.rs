@@ -12,6 +12,9 @@ use http_body::Frame;
 use tonic::Status;
 use tonic::body::Body;
 
+/// Largest message sent to or accepted from a plugin, and the control API's default.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// See the module's documentation.
 pub(crate) struct LimitedBody {
     inner: Body,

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 use super::PluginHandle;
+use crate::command::{Command, Reconfigure, Reconfigured};
 use crate::config::PluginConfig;
 use crate::monitor::Limits;
-use crate::supervisor::{Command, Reconfigure, Reconfigured};
 
 impl PluginHandle {
     async fn ask<T>(

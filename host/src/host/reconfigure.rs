@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::command::{Reconfigure, Reconfigured};
 use crate::config::{Config, PluginChange, PluginConfig, fixed_keys_changed, plugin_change};
 use crate::events::Event;
-use crate::supervisor::{Reconfigure, Reconfigured};
 
 use super::Host;
 

@@ -7,9 +7,6 @@ use hyper_util::rt::TokioIo;
 use tonic::codegen::http::{HeaderName, HeaderValue};
 use tonic::transport::{Channel, Endpoint};
 
-/// Largest message sent to or accepted from a plugin.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
 /// A gRPC client for one generation, adding its token to every call.
 pub type PluginRpc = PluginClient<TokenService<super::UnixClient>>;
 

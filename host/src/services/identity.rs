@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use baton_proto::TOKEN_METADATA_KEY;
 use tonic::{Request, Status};
 
-use crate::launch::LogLimiter;
+use crate::log_limit::LogLimiter;
 
 /// Which plugin, and which generation of it, made a call to the host socket. The auth
 /// layer puts it in every request's extensions before any service sees the request.

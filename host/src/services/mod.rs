@@ -23,7 +23,8 @@ use tonic::service::{InterceptorLayer, RoutesBuilder};
 use tonic::{Request, Response, Status};
 
 use crate::events::{Event, EventSender};
-use crate::launch::{LogLimiter, MAX_MESSAGE_BYTES};
+use crate::log_limit::LogLimiter;
+use crate::message_limit::MAX_MESSAGE_BYTES;
 use crate::socket_file::BoundSocket;
 
 mod identity;
