@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -75,6 +76,7 @@ type Option func(*options)
 
 type options struct {
 	register []func(grpc.ServiceRegistrar)
+	workers  int
 }
 
 // WithServices serves application services (from the application's own .proto) on
@@ -90,13 +92,25 @@ func WithServices(register func(grpc.ServiceRegistrar)) Option {
 
 // Serve runs p until the host asks it to stop (or SIGTERM/SIGINT), then exits the
 // process: 0 after a clean stop, 2 when not started by a host, 1 on other failures.
-// Call it from main.
+// Call it from main. It runs the plugin's Go code on one thread unless [WithWorkers],
+// [EnvWorkers] or GOMAXPROCS in the environment ask for more.
 //
 // Serve keeps stdout for the handshake line alone: before anything else it points
 // file descriptor 1 (and os.Stdout) at stderr, so a stray fmt.Println cannot break
 // the handshake or pass for protocol output.
 func Serve(p Plugin, opts ...Option) {
 	initLogging()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	workers, keep, warning := workerCount(os.LookupEnv, o.workers)
+	if warning != "" {
+		slog.Warn(warning)
+	}
+	if !keep {
+		runtime.GOMAXPROCS(workers)
+	}
 	launch, err := LaunchFromEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
@@ -192,7 +206,7 @@ func Run(ctx context.Context, p Plugin, launch Launch, handshake io.Writer, opts
 	if f, ok := handshake.(*os.File); ok {
 		_ = f.Sync()
 	}
-	slog.Info("serving", "socket", launch.Socket)
+	slog.Info("serving", "socket", launch.Socket, "workers", runtime.GOMAXPROCS(0))
 
 	select {
 	case reason := <-stopped:

@@ -15,6 +15,7 @@ mod descendants;
 mod floods;
 mod forks;
 mod go_kv;
+mod go_runtime;
 mod host_death;
 mod host_services;
 mod lifecycle;
