@@ -14,10 +14,10 @@ use tonic::{Code, Status};
 
 use crate::channel::PluginChannel;
 use crate::command::{Command, CommandSender};
+use crate::config::Limits;
 use crate::config::PluginConfig;
 use crate::launch::{LogLine, LogRing};
 use crate::metrics::CallMetrics;
-use crate::monitor::Limits;
 use crate::route::{InFlight, Live, Route};
 use crate::status::PluginStatus;
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::config::PluginConfig;
+use crate::config::Limits;
 use crate::handle::PluginHandle;
 use crate::metrics::Metrics;
 use crate::plugin_set::PluginSet;
@@ -12,24 +12,6 @@ use crate::proc_stat::{self, Units};
 
 /// The shortest interval between samples: CPU use over less is mostly noise.
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
-
-/// The limits of one plugin.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    max_rss_bytes: Option<u64>,
-    max_cpu_percent: Option<f64>,
-    cpu_window: Duration,
-}
-
-impl Limits {
-    pub(crate) fn of(config: &PluginConfig) -> Self {
-        Self {
-            max_rss_bytes: config.max_rss_mb.map(|mb| mb.saturating_mul(1 << 20)),
-            max_cpu_percent: config.max_cpu_percent,
-            cpu_window: Duration::from_millis(config.cpu_window_ms),
-        }
-    }
-}
 
 /// What the monitor remembers about one plugin's current process.
 #[derive(Default)]

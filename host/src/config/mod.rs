@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 mod diff;
 mod error;
+mod limits;
 mod load;
 mod program;
 mod read;
@@ -19,6 +20,7 @@ mod validate;
 
 pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
+pub(crate) use limits::Limits;
 pub(crate) use program::is_path;
 
 /// The whole configuration file.

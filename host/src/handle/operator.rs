@@ -8,8 +8,8 @@ use tokio::sync::oneshot;
 
 use super::PluginHandle;
 use crate::command::{Command, Reconfigure, Reconfigured};
+use crate::config::Limits;
 use crate::config::PluginConfig;
-use crate::monitor::Limits;
 
 impl PluginHandle {
     async fn ask<T>(
