@@ -14,8 +14,7 @@ use tonic::{Code, Status};
 
 use crate::channel::PluginChannel;
 use crate::command::{Command, CommandSender};
-use crate::config::Limits;
-use crate::config::PluginConfig;
+use crate::config::{Limits, PluginConfig};
 use crate::launch::{LogLine, LogRing};
 use crate::metrics::CallMetrics;
 use crate::route::{InFlight, Live, Route};

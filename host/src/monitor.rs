@@ -1,4 +1,5 @@
-//! Measuring the plugins' memory and CPU from /proc, and telling a plugin's supervisor when it crosses `max_rss_mb` or `max_cpu_percent`.
+//! Measuring the plugins' memory and CPU from /proc, and telling a plugin's supervisor
+//! when it crosses `max_rss_mb` or `max_cpu_percent`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};

@@ -79,6 +79,14 @@ type options struct {
 	workers  int
 }
 
+func collect(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // WithServices serves application services (from the application's own .proto) on
 // the plugin's socket, behind the launch token like every service: register them in
 // register as on any *grpc.Server, for example
@@ -100,11 +108,7 @@ func WithServices(register func(grpc.ServiceRegistrar)) Option {
 // the handshake or pass for protocol output.
 func Serve(p Plugin, opts ...Option) {
 	initLogging()
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	workers, keep, warning := workerCount(os.LookupEnv, o.workers)
+	workers, keep, warning := workerCount(os.LookupEnv, collect(opts).workers)
 	if warning != "" {
 		slog.Warn(warning)
 	}
@@ -150,10 +154,7 @@ func takeStdout() (*os.File, error) {
 // until ctx is done or the host calls Shutdown. Serve is Run for main; Run is for
 // tests and for programs that own their process.
 func Run(ctx context.Context, p Plugin, launch Launch, handshake io.Writer, opts ...Option) error {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := collect(opts)
 	if launch.HostProtocolVersion != strconv.Itoa(ProtocolVersion) {
 		slog.Warn("the host speaks another protocol version; it will refuse this plugin's handshake",
 			"host", launch.HostProtocolVersion, "ours", ProtocolVersion)

@@ -8,8 +8,7 @@ use tokio::sync::oneshot;
 
 use super::PluginHandle;
 use crate::command::{Command, Reconfigure, Reconfigured};
-use crate::config::Limits;
-use crate::config::PluginConfig;
+use crate::config::{Limits, PluginConfig};
 
 impl PluginHandle {
     async fn ask<T>(

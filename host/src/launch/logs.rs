@@ -11,9 +11,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use crate::log_limit::{LogLimit, LogLimiter};
-
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+use crate::log_limit::{LogLimit, LogLimiter};
 
 /// Longest log line kept whole; longer lines are cut.
 const MAX_LOG_LINE: usize = 16 * 1024;
