@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -295,21 +297,58 @@ func (c *chatty) Invoke(ctx context.Context, method string, payload []byte) ([]b
 	return c.memo.Invoke(ctx, method, payload)
 }
 
+// spinner computes on request ("spin", for the milliseconds its payload says), echoes,
+// and says how many threads run Go code ("threads").
+type spinner struct{ Stateless }
+
+func (spinner) Describe() Description { return Description{Name: "spinner", Version: "test"} }
+
+func (spinner) Invoke(_ context.Context, method string, payload []byte) ([]byte, error) {
+	switch method {
+	case "spin":
+		ms, err := strconv.Atoi(string(payload))
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		until, x := time.Now().Add(time.Duration(ms)*time.Millisecond), 0
+		for time.Now().Before(until) {
+			x++
+		}
+		return []byte(strconv.Itoa(x)), nil
+	case "threads":
+		return []byte(strconv.Itoa(runtime.GOMAXPROCS(0))), nil
+	}
+	return payload, nil
+}
+
 // TestMain runs this test binary as a plugin when a test below starts it as one.
 func TestMain(m *testing.M) {
-	if os.Getenv("BATON_GO_SDK_TEST_PLUGIN") == "1" {
+	switch os.Getenv("BATON_GO_SDK_TEST_PLUGIN") {
+	case "chatty":
 		Serve(&chatty{})
+	case "spinner":
+		Serve(spinner{})
 	}
 	os.Exit(m.Run())
 }
 
-func TestAProcessKeepsStdoutForTheHandshakeAndExitsOnSigterm(t *testing.T) {
-	dir := t.TempDir()
+// plugin is this test binary started as a plugin process by Serve, as a host would.
+type plugin struct {
+	cmd    *exec.Cmd
+	conn   *grpc.ClientConn
+	stderr *bytes.Buffer
+	// lines after the handshake line; closed when stdout closes.
+	lines chan string
+}
+
+func startProcess(t *testing.T, kind string, env ...string) *plugin {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "p.sock")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "BATON_GO_SDK_TEST_PLUGIN=1", EnvSocket+"="+filepath.Join(dir, "p.sock"),
-		EnvProtocolVersion+"=1", EnvToken+"=t")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Env = append(append(os.Environ(), "BATON_GO_SDK_TEST_PLUGIN="+kind, EnvSocket+"="+socket,
+		EnvProtocolVersion+"=1", EnvToken+"=t"), env...)
+	p := &plugin{cmd: cmd, stderr: &bytes.Buffer{}, lines: make(chan string, 4)}
+	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -317,52 +356,120 @@ func TestAProcessKeepsStdoutForTheHandshakeAndExitsOnSigterm(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan string, 4)
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	go func() {
 		s := bufio.NewScanner(stdout)
 		for s.Scan() {
-			lines <- s.Text()
+			p.lines <- s.Text()
 		}
-		close(lines)
+		close(p.lines)
 	}()
 	select {
-	case line := <-lines:
-		if line != "baton|1|unix|"+filepath.Join(dir, "p.sock") {
-			t.Fatalf("handshake line %q; stderr: %s", line, stderr.String())
+	case line := <-p.lines:
+		if line != "baton|1|unix|"+socket {
+			t.Fatalf("handshake line %q; stderr: %s", line, p.stderr.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("no handshake within 20 s; stderr: %s", stderr.String())
+		t.Fatalf("no handshake within 20 s; stderr: %s", p.stderr.String())
 	}
-	conn, err := grpc.NewClient("unix:"+filepath.Join(dir, "p.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if p.conn, err = grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.conn.Close() })
+	return p
+}
+
+func (p *plugin) invoke(method, payload string) (string, error) {
+	ctx := metadata.AppendToOutgoingContext(context.Background(), TokenMetadataKey, "t")
+	resp, err := pluginv1.NewPluginClient(p.conn).Invoke(ctx, &pluginv1.InvokeRequest{Method: method, Payload: []byte(payload)})
+	if err != nil {
+		return "", err
+	}
+	return string(resp.Payload), nil
+}
+
+// cpuTicks is the CPU time (user + system, in clock ticks) process pid has used.
+func cpuTicks(t *testing.T, pid int) int {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	ctx := metadata.AppendToOutgoingContext(context.Background(), TokenMetadataKey, "t")
-	if _, err := pluginv1.NewPluginClient(conn).Invoke(ctx, &pluginv1.InvokeRequest{Method: "get"}); err != nil {
+	// Fields from the last ')': state is field 3, utime and stime 14 and 15.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, err1 := strconv.Atoi(fields[11])
+	stime, err2 := strconv.Atoi(fields[12])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("malformed /proc/%d/stat: %s", pid, stat)
+	}
+	return utime + stime
+}
+
+func TestOnOneThreadAPluginAnswersWhileACallComputes(t *testing.T) {
+	p := startProcess(t, "spinner")
+	if threads, err := p.invoke("threads", ""); err != nil || threads != "1" {
+		t.Fatalf("threads = %q, %v; want 1 by default; stderr: %s", threads, err, p.stderr.String())
+	}
+	spun := make(chan error, 1)
+	before := cpuTicks(t, p.cmd.Process.Pid)
+	go func() { _, err := p.invoke("spin", "2000"); spun <- err }()
+	for deadline := time.Now().Add(5 * time.Second); cpuTicks(t, p.cmd.Process.Pid) < before+5; {
+		if time.Now().After(deadline) {
+			t.Fatal("the spin did not start within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	started := time.Now()
+	for i := range 20 {
+		asked := time.Now()
+		want := fmt.Sprintf("call %d", i)
+		if got, err := p.invoke("echo", want); err != nil || got != want {
+			t.Fatalf("echo %d = %q, %v", i, got, err)
+		}
+		if took := time.Since(asked); took > 500*time.Millisecond {
+			t.Fatalf("echo %d took %v beside a computing call", i, took)
+		}
+	}
+	select {
+	case err := <-spun:
+		t.Fatalf("the spin ended (%v) before the echoes did (%v): they were not served beside it", err, time.Since(started))
+	default:
+	}
+	if err := <-spun; err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	more := startProcess(t, "spinner", EnvWorkers+"=3")
+	if threads, err := more.invoke("threads", ""); err != nil || threads != "3" {
+		t.Fatalf("threads = %q, %v; want 3 from %s", threads, err, EnvWorkers)
+	}
+}
+
+func TestAProcessKeepsStdoutForTheHandshakeAndExitsOnSigterm(t *testing.T) {
+	p := startProcess(t, "chatty")
+	if _, err := p.invoke("get", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- p.cmd.Wait() }()
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v; stderr: %s", err, stderr.String())
+			t.Fatalf("exit after SIGTERM: %v; stderr: %s", err, p.stderr.String())
 		}
 	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
+		_ = p.cmd.Process.Kill()
 		t.Fatal("still running 10 s after SIGTERM")
 	}
-	if rest, ok := <-lines; ok {
+	if rest, ok := <-p.lines; ok {
 		t.Fatalf("stdout after the handshake: %q", rest)
 	}
-	if !strings.Contains(stderr.String(), "a stray line on stdout") {
-		t.Errorf("the stray line did not reach stderr: %s", stderr.String())
+	if !strings.Contains(p.stderr.String(), "a stray line on stdout") {
+		t.Errorf("the stray line did not reach stderr: %s", p.stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "INFO msg=serving") {
-		t.Errorf("stderr lacks the serving line: %s", stderr.String())
+	if !strings.Contains(p.stderr.String(), "INFO msg=serving") {
+		t.Errorf("stderr lacks the serving line: %s", p.stderr.String())
 	}
 }
