@@ -428,12 +428,23 @@ pub struct Driver {
 impl Driver {
     /// Starts `binary` and waits (up to `timeout`) for its ready line.
     pub async fn start(binary: &Path, timeout: Duration) -> Result<Self, Error> {
+        Self::start_with_env(binary, timeout, &[]).await
+    }
+
+    /// As [`Driver::start`], with `env` added to the driver's environment (its
+    /// children's too).
+    pub async fn start_with_env(
+        binary: &Path,
+        timeout: Duration,
+        env: &[(&str, &str)],
+    ) -> Result<Self, Error> {
         let name = binary.file_name().map_or_else(
             || binary.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         let mut command = Command::new(binary);
         command
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -44,6 +44,9 @@ const BARE: &str = "(a) bare tonic";
 const LIBRARY: &str = "(b) library";
 const DAEMON: &str = "(c) daemon";
 const GO: &str = "go-plugin";
+/// The same peer with Go on one thread, as the Go SDK serves by default: for
+/// information (the targets are judged against go-plugin as it ships).
+const GO_ONE_THREAD: &str = "go-plugin, GOMAXPROCS=1";
 /// The library again, with both sides polling for a while before they sleep.
 const SPINNING: &str = "(b) library, spin_us = 200";
 
@@ -210,13 +213,15 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
             Caller::Rust(path),
         ));
         if let Some(go) = &go {
-            let peer = Driver::start(go, Duration::from_secs(30)).await?;
-            all.push(Participant::new(
-                GO,
-                vec![("client", peer.client), ("server", peer.server)],
-                Caller::Driven(drivers.len()),
-            ));
-            drivers.push(peer);
+            for (label, env) in [(GO, &[][..]), (GO_ONE_THREAD, &[("GOMAXPROCS", "1")][..])] {
+                let peer = Driver::start_with_env(go, Duration::from_secs(30), env).await?;
+                all.push(Participant::new(
+                    label,
+                    vec![("client", peer.client), ("server", peer.server)],
+                    Caller::Driven(drivers.len()),
+                ));
+                drivers.push(peer);
+            }
         }
         measure(&mut all, &mut drivers, mode).await
     }
