@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::broadcast;
 
 use crate::log_limit::{LogLimit, LogLimiter};
 
@@ -19,6 +20,8 @@ use crate::log_limit::{LogLimit, LogLimiter};
 const MAX_LOG_LINE: usize = 16 * 1024;
 /// Lines of output kept per plugin for error messages and `baton ctl logs`.
 const LOG_RING_LINES: usize = 500;
+/// Lines a follower of the logs may lag behind the plugin before it misses some.
+const FEED_LINES: usize = 256;
 /// Generations whose first error line is kept: a failed start reads its own at once.
 const FIRST_ERRORS_KEPT: usize = 8;
 /// Lines of stderr a failed start's message ends with.
@@ -28,13 +31,22 @@ const START_FAILURE_TAIL: usize = 5;
 /// the plugin's budget for the host's log.
 #[derive(Clone)]
 pub struct LogRing {
-    lines: Arc<Mutex<VecDeque<LogLine>>>,
+    lines: Arc<Mutex<Ring>>,
     /// Each recent generation's first stderr line that reads as an error, kept apart
     /// from the ring: a long stack after it must not push it out before a failed start
     /// reports it.
     first_errors: Arc<Mutex<VecDeque<(u64, String)>>>,
-    feed: tokio::sync::broadcast::Sender<LogLine>,
     limiter: LogLimiter,
+}
+
+/// The kept lines and, while someone follows them, the feed of new ones: one lock, so a
+/// follower gets each line once, either in the kept lines or from the feed.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    /// Made by the first follower and dropped when the last has gone: a feed keeps room
+    /// for `FEED_LINES` lines, which most plugins, followed by nobody, never need.
+    feed: Option<broadcast::Sender<LogLine>>,
 }
 
 impl LogRing {
@@ -43,7 +55,6 @@ impl LogRing {
         Self {
             lines: Arc::default(),
             first_errors: Arc::default(),
-            feed: tokio::sync::broadcast::channel(256).0,
             limiter: LogLimiter::new(name, limit),
         }
     }
@@ -76,27 +87,51 @@ pub(crate) fn unix_ms_now() -> u64 {
 
 impl LogRing {
     fn push(&self, line: LogLine) {
-        {
-            let mut ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-            if ring.len() == LOG_RING_LINES {
-                ring.pop_front();
+        let mut ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = &ring.feed {
+            if feed.receiver_count() == 0 {
+                ring.feed = None;
+            } else {
+                // A follower that lags behind loses lines (and is told so), not the ring.
+                let _ = feed.send(line.clone());
             }
-            ring.push_back(line.clone());
         }
-        // Nobody following is the usual case, and fine.
-        let _ = self.feed.send(line);
+        if ring.lines.len() == LOG_RING_LINES {
+            ring.lines.pop_front();
+        }
+        ring.lines.push_back(line);
     }
 
-    /// The kept lines, and a feed of every line after them (none missed in between).
-    pub fn follow(&self) -> (Vec<LogLine>, tokio::sync::broadcast::Receiver<LogLine>) {
-        let ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        (ring.iter().cloned().collect(), self.feed.subscribe())
+    /// The kept lines, and a feed of every line after them (none missed in between, none
+    /// given twice).
+    pub fn follow(&self) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let mut ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let feed = match &ring.feed {
+            Some(feed) => feed.subscribe(),
+            None => {
+                let (feed, rx) = broadcast::channel(FEED_LINES);
+                ring.feed = Some(feed);
+                rx
+            }
+        };
+        (ring.lines.iter().cloned().collect(), feed)
+    }
+
+    /// Whether anyone follows the lines now (a feed is kept).
+    #[cfg(test)]
+    fn followed(&self) -> bool {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .feed
+            .is_some()
     }
 
     /// The last `n` lines of `generation`'s stderr.
     pub fn tail_of(&self, generation: u64, n: usize) -> Vec<String> {
         let ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines: Vec<String> = ring
+            .lines
             .iter()
             .rev()
             .filter(|l| l.generation == generation && l.stream == "stderr")
@@ -133,6 +168,7 @@ impl LogRing {
         self.lines
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .lines
             .iter()
             .cloned()
             .collect()
@@ -357,6 +393,48 @@ fn level_of(line: &str) -> (tracing::Level, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
+            generation: 1,
+            stream: "stderr",
+            text: text.into(),
+            unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_follower_gets_each_line_once_and_a_ring_nobody_follows_keeps_no_feed() {
+        let limit = LogLimit {
+            lines_per_sec: 100,
+            bytes_per_sec: 10_000,
+        };
+        let ring = LogRing::new(Arc::from("p"), limit);
+        ring.push(line("before"));
+        assert!(!ring.followed(), "a feed made before anyone follows");
+
+        let (kept, mut feed) = ring.follow();
+        assert!(ring.followed());
+        ring.push(line("after"));
+        let texts = |lines: &[LogLine]| lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>();
+        assert_eq!(texts(&kept), ["before"]);
+        assert_eq!(
+            feed.try_recv().map(|l| l.text).ok().as_deref(),
+            Some("after")
+        );
+        assert!(feed.try_recv().is_err(), "a line given twice");
+
+        // A second follower shares the feed; the feed goes with the last of them.
+        let (kept, second) = ring.follow();
+        assert_eq!(texts(&kept), ["before", "after"]);
+        drop(feed);
+        ring.push(line("one follower left"));
+        assert!(ring.followed());
+        drop(second);
+        ring.push(line("nobody follows"));
+        assert!(!ring.followed(), "the feed outlived its followers");
+        assert_eq!(ring.lines().len(), 4);
+    }
 
     #[test]
     fn python_tracebacks_and_exception_lines_are_errors() {

@@ -71,8 +71,7 @@ impl Supervisor {
             });
             self.loaded = self.watch_set.fingerprint();
             let launched = {
-                let launch = self.launcher.launch(number);
-                tokio::pin!(launch);
+                let mut launch = Box::pin(self.launcher.launch(number));
                 loop {
                     tokio::select! {
                         launched = &mut launch => break Ok(launched),
@@ -97,7 +96,7 @@ impl Supervisor {
                         "stopped",
                         format!("plugin {} stopped by {by} while starting", self.name()),
                     );
-                    match self.stay_suspended(number, by, reply).await {
+                    match Box::pin(self.stay_suspended(number, by, reply)).await {
                         Woken::Start => {
                             restarting = false;
                             continue;
@@ -106,19 +105,19 @@ impl Supervisor {
                     }
                 }
                 Err(stop) => {
-                    self.finish(stop).await;
+                    Box::pin(self.finish(stop)).await;
                     return;
                 }
             };
             let (reason, uptime, tripped, host_side) = match launched {
                 Ok(generation) => {
-                    self.restore_checkpoint(&generation).await;
+                    Box::pin(self.restore_checkpoint(&generation)).await;
                     self.serve_started(&generation, restarting, retrying);
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
                         Ended::Suspended { by, reply } => {
-                            match self.stay_suspended(number, by, reply).await {
+                            match Box::pin(self.stay_suspended(number, by, reply)).await {
                                 Woken::Start => {
                                     restarting = false;
                                     continue;
@@ -173,7 +172,7 @@ impl Supervisor {
                         delay_ms = delay.as_millis() as u64,
                         "restarting after backoff"
                     );
-                    if !self.after_wait(number, Some(delay)).await {
+                    if !Box::pin(self.after_wait(number, Some(delay))).await {
                         return;
                     }
                 }
@@ -197,7 +196,7 @@ impl Supervisor {
                         s.ready_at = None;
                         s.set_error(failed);
                     });
-                    if !self.after_wait(number, None).await {
+                    if !Box::pin(self.after_wait(number, None)).await {
                         return;
                     }
                     // Revived by an operator or a new binary: a fresh start.
@@ -219,7 +218,10 @@ impl Supervisor {
                     "stopped",
                     format!("plugin {} stopped by {by}", self.name()),
                 );
-                matches!(self.stay_suspended(number, by, reply).await, Woken::Start)
+                matches!(
+                    Box::pin(self.stay_suspended(number, by, reply)).await,
+                    Woken::Start
+                )
             }
         }
     }
@@ -253,7 +255,7 @@ impl Supervisor {
                     Some(Command::Restart { fresh: true, by, reply }) => {
                         let number = self.last_number;
                         self.emit(number, "restart_requested", format!("plugin {}: a fresh restart requested by {by}; its state is dropped", self.name()));
-                        if let Err(why) = self.checkpoints.forget().await {
+                        if let Err(why) = Box::pin(self.checkpoints.forget()).await {
                             tracing::warn!("{why}");
                         }
                         self.pending_reload = Some(reply);
@@ -270,7 +272,7 @@ impl Supervisor {
                     }
                     Some(Command::OverLimit { .. }) => {}
                     stop => {
-                        self.finish(stop).await;
+                        Box::pin(self.finish(stop)).await;
                         return Next::End;
                     }
                 },
@@ -337,7 +339,7 @@ impl Supervisor {
             // New settings that came while this generation was starting.
             if let Some(r) = self.deferred.pop() {
                 if let Some(Handover::OldDied(status)) =
-                    self.reconfigure(&mut current, Box::new(r)).await
+                    Box::pin(self.reconfigure(&mut current, Box::new(r))).await
                 {
                     return self.crashed(&current, status);
                 }
@@ -362,7 +364,7 @@ impl Supervisor {
                 }, if !stopping => {
                     // The stop may have come while this tick waited; it goes first.
                     if !*self.stopping.borrow() {
-                        self.checkpoint(&current).await;
+                        Box::pin(self.checkpoint(&current)).await;
                     }
                     continue;
                 }
@@ -373,7 +375,7 @@ impl Supervisor {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Reload(reply)) => {
                         let fingerprint = self.watch_set.fingerprint();
-                        let outcome = self.handover(&mut current, "requested by an operator", fingerprint).await;
+                        let outcome = Box::pin(self.handover(&mut current, "requested by an operator", fingerprint)).await;
                         let _ = reply.send(match &outcome {
                             Handover::Done(n) => Ok(*n),
                             Handover::RolledBack(why) => Err(format!("plugin {} rolled back, generation {} keeps serving: {why}", self.name(), current.number)),
@@ -383,7 +385,7 @@ impl Supervisor {
                     }
                     Some(Command::Restart { fresh: false, by, reply }) => {
                         let fingerprint = self.watch_set.fingerprint();
-                        let outcome = self.handover(&mut current, &format!("a restart requested by {by}"), fingerprint).await;
+                        let outcome = Box::pin(self.handover(&mut current, &format!("a restart requested by {by}"), fingerprint)).await;
                         let _ = reply.send(match &outcome {
                             Handover::Done(n) => Ok(*n),
                             Handover::RolledBack(why) => Err(format!("plugin {} rolled back, generation {} keeps serving: {why}", self.name(), current.number)),
@@ -392,15 +394,15 @@ impl Supervisor {
                         outcome
                     }
                     Some(Command::Restart { fresh: true, by, reply }) => {
-                        self.stop_for_fresh_start(current, &by).await;
+                        Box::pin(self.stop_for_fresh_start(current, &by)).await;
                         return Ended::Fresh { reply };
                     }
                     Some(Command::Suspend { by, reply }) => {
                         if self.checkpoint_every.is_some() {
                             // What the next start restores.
-                            self.checkpoint(&current).await;
+                            Box::pin(self.checkpoint(&current)).await;
                         }
-                        self.stop_generation(current, Some(&by)).await;
+                        Box::pin(self.stop_generation(current, Some(&by))).await;
                         return Ended::Suspended { by, reply };
                     }
                     Some(Command::Resume { reply, .. }) => {
@@ -408,7 +410,7 @@ impl Supervisor {
                         continue;
                     }
                     Some(Command::Reconfigure(r)) => {
-                        match self.reconfigure(&mut current, r).await {
+                        match Box::pin(self.reconfigure(&mut current, r)).await {
                             Some(outcome) => outcome,
                             None => continue,
                         }
@@ -422,25 +424,25 @@ impl Supervisor {
                         self.emit(current.number, "over_limit", message.clone());
                         if self.policy.on_crash(Instant::now(), current.ready_at.elapsed()).is_none() {
                             // Crossing the limit again right after a fresh start is a loop.
-                            self.stop_generation(current, None).await;
+                            Box::pin(self.stop_generation(current, None)).await;
                             return Ended::Tripped { reason: message };
                         }
                         let fingerprint = self.watch_set.fingerprint();
-                        self.handover(&mut current, &reason, fingerprint).await
+                        Box::pin(self.handover(&mut current, &reason, fingerprint)).await
                     }
                     stop => {
                         if self.checkpoint_every.is_some() && !self.stop_checkpoint_done {
                             // The freshest state for the next start of the host.
-                            self.checkpoint(&current).await;
+                            Box::pin(self.checkpoint(&current)).await;
                         }
-                        self.stop_generation(current, None).await;
-                        self.finish(stop).await;
+                        Box::pin(self.stop_generation(current, None)).await;
+                        Box::pin(self.finish(stop)).await;
                         return Ended::Stopped;
                     }
                 },
                 Some(()) = next_change(&mut self.changes) => {
                     let Some(fingerprint) = self.settled_change().await else { continue };
-                    self.handover(&mut current, "its files changed", fingerprint).await
+                    Box::pin(self.handover(&mut current, "its files changed", fingerprint)).await
                 }
             };
             if let Handover::OldDied(status) = handover {
