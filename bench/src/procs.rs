@@ -428,14 +428,15 @@ pub struct Driver {
 impl Driver {
     /// Starts `binary` and waits (up to `timeout`) for its ready line.
     pub async fn start(binary: &Path, timeout: Duration) -> Result<Self, Error> {
-        Self::start_with_env(binary, timeout, &[]).await
+        Self::start_with(binary, timeout, &[], &[]).await
     }
 
-    /// As [`Driver::start`], with `env` added to the driver's environment (its
-    /// children's too).
-    pub async fn start_with_env(
+    /// As [`Driver::start`], with `args` and with `env` added to the driver's
+    /// environment (its children's too).
+    pub async fn start_with(
         binary: &Path,
         timeout: Duration,
+        args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self, Error> {
         let name = binary.file_name().map_or_else(
@@ -444,6 +445,7 @@ impl Driver {
         );
         let mut command = Command::new(binary);
         command
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -18,6 +18,11 @@
 //! ```
 //!
 //! A failure answers `{"error":"..."}` and exits with status 1.
+//!
+//! `bench-floor async` is the same with every socket driven by a tokio current-thread
+//! runtime (epoll, non-blocking reads and writes, one runtime per thread) on both sides:
+//! the floor of any transport written on tokio, and so what the runtime alone adds to
+//! the kernel's.
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -63,6 +68,52 @@ fn read_frame(socket: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<Option
     Ok(Some(want))
 }
 
+/// [`read_frame`] on a tokio socket.
+async fn read_frame_async(
+    socket: &mut tokio::net::UnixStream,
+    buf: &mut [u8],
+) -> std::io::Result<Option<usize>> {
+    use tokio::io::AsyncReadExt;
+    let mut have = 0;
+    let mut want = 4;
+    while have < want {
+        let n = socket.read(&mut buf[have..]).await?;
+        if n == 0 {
+            return if have == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        have += n;
+        if want == 4 && have >= 4 {
+            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > MAX_PAYLOAD {
+                return Err(std::io::Error::other(format!("a {len}-byte message")));
+            }
+            want = 4 + len;
+        }
+    }
+    Ok(Some(want))
+}
+
+/// A current-thread runtime for one socket's thread.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+}
+
+/// A std socket handed to tokio, on `rt`.
+fn to_tokio(
+    rt: &tokio::runtime::Runtime,
+    socket: UnixStream,
+) -> std::io::Result<tokio::net::UnixStream> {
+    socket.set_nonblocking(true)?;
+    let _entered = rt.enter();
+    tokio::net::UnixStream::from_std(socket)
+}
+
 fn frame(size: usize) -> Vec<u8> {
     let mut f = Vec::with_capacity(4 + size);
     f.extend_from_slice(&(size as u32).to_le_bytes());
@@ -83,10 +134,33 @@ fn serve_one(fd: RawFd) {
     }
 }
 
-fn serve(fds: &[RawFd]) -> ExitCode {
+/// [`serve_one`] on a tokio runtime of the thread's own.
+fn serve_one_async(fd: RawFd) {
+    use tokio::io::AsyncWriteExt;
+    // SAFETY: as in `serve_one`.
+    let socket = unsafe { UnixStream::from_raw_fd(fd) };
+    let Ok(rt) = runtime() else { return };
+    let Ok(mut socket) = to_tokio(&rt, socket) else {
+        return;
+    };
+    rt.block_on(async {
+        let mut buf = vec![0u8; 4 + MAX_PAYLOAD];
+        while let Ok(Some(len)) = read_frame_async(&mut socket, &mut buf).await {
+            if socket.write_all(&buf[..len]).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn serve(fds: &[RawFd], asynchronous: bool) -> ExitCode {
     std::thread::scope(|s| {
         for &fd in fds {
-            s.spawn(move || serve_one(fd));
+            if asynchronous {
+                s.spawn(move || serve_one_async(fd));
+            } else {
+                s.spawn(move || serve_one(fd));
+            }
         }
     });
     ExitCode::SUCCESS
@@ -94,15 +168,44 @@ fn serve(fds: &[RawFd]) -> ExitCode {
 
 /// One caller's end of a pair, with its buffers.
 struct Pair {
-    socket: UnixStream,
+    socket: Socket,
     buf: Vec<u8>,
+}
+
+enum Socket {
+    Blocking(UnixStream),
+    /// Made on the caller's thread, which drives it with its runtime.
+    Async(
+        Option<UnixStream>,
+        Option<(tokio::runtime::Runtime, tokio::net::UnixStream)>,
+    ),
 }
 
 impl Pair {
     /// One round trip of a `size`-byte payload, `out` being its frame.
     fn call(&mut self, out: &[u8]) -> Result<(), Error> {
-        self.socket.write_all(out)?;
-        match read_frame(&mut self.socket, &mut self.buf)? {
+        let echoed = match &mut self.socket {
+            Socket::Blocking(socket) => {
+                socket.write_all(out)?;
+                read_frame(socket, &mut self.buf)?
+            }
+            Socket::Async(std, driven) => {
+                if let Some(socket) = std.take() {
+                    let rt = runtime()?;
+                    let socket = to_tokio(&rt, socket)?;
+                    *driven = Some((rt, socket));
+                }
+                let Some((rt, socket)) = driven else {
+                    return Err("no runtime for the socket".into());
+                };
+                rt.block_on(async {
+                    use tokio::io::AsyncWriteExt;
+                    socket.write_all(out).await?;
+                    read_frame_async(socket, &mut self.buf).await
+                })?
+            }
+        };
+        match echoed {
             Some(n) if n == out.len() => Ok(()),
             Some(n) => Err(format!("echoed {} bytes, not {}", n - 4, out.len() - 4).into()),
             None => Err("the server closed the socket".into()),
@@ -111,13 +214,17 @@ impl Pair {
 }
 
 /// Starts the server process on the other ends of `PAIRS` socketpairs.
-fn start() -> Result<(Child, Vec<Pair>), Error> {
+fn start(asynchronous: bool) -> Result<(Child, Vec<Pair>), Error> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..PAIRS {
         let (a, b) = UnixStream::pair()?;
         ours.push(Pair {
-            socket: a,
+            socket: if asynchronous {
+                Socket::Async(Some(a), None)
+            } else {
+                Socket::Blocking(a)
+            },
             buf: vec![0u8; 4 + MAX_PAYLOAD],
         });
         theirs.push(b);
@@ -126,6 +233,7 @@ fn start() -> Result<(Child, Vec<Pair>), Error> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg("serve")
+        .args(asynchronous.then_some("async"))
         .args(fds.iter().map(|fd| fd.to_string()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -307,8 +415,8 @@ fn answer(line: &str, workers: &[Worker]) -> Result<Option<serde_json::Value>, E
     })
 }
 
-fn client() -> Result<(), Error> {
-    let (mut server, pairs) = start()?;
+fn client(asynchronous: bool) -> Result<(), Error> {
+    let (mut server, pairs) = start(asynchronous)?;
     let workers: Vec<Worker> = pairs.into_iter().map(Worker::start).collect();
     let result = (|| {
         workers[0].latency(4, 200)?;
@@ -337,18 +445,30 @@ fn client() -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("serve") {
-        let fds: Result<Vec<RawFd>, _> = args[1..].iter().map(|a| a.parse()).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let serving = args.first().map(String::as_str) == Some("serve");
+    if serving {
+        args.remove(0);
+    }
+    let asynchronous = args.first().map(String::as_str) == Some("async");
+    if asynchronous {
+        args.remove(0);
+    }
+    if serving {
+        let fds: Result<Vec<RawFd>, _> = args.iter().map(|a| a.parse()).collect();
         return match fds {
-            Ok(fds) => serve(&fds),
+            Ok(fds) => serve(&fds, asynchronous),
             Err(e) => {
                 eprintln!("bench-floor serve: bad fd: {e}");
                 ExitCode::from(2)
             }
         };
     }
-    match client() {
+    if let Some(other) = args.first() {
+        eprintln!("bench-floor: unknown argument {other:?} (wants nothing, or async)");
+        return ExitCode::from(2);
+    }
+    match client(asynchronous) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             println!("{}", serde_json::json!({ "error": e.to_string() }));

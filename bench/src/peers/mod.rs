@@ -7,6 +7,9 @@
 //!   Unix socketpairs with blocking reads and writes, one socketpair and one thread per
 //!   caller on each side: what a round trip between two processes costs on this machine
 //!   with no protocol at all.
+//! - **floor on tokio**: `bench-floor async`, the same with each socket driven by a
+//!   tokio current-thread runtime on both sides (epoll and non-blocking I/O): the floor
+//!   of any transport on tokio, this one included.
 //! - **go-plugin**: `bench/go-plugin-peer`, a host and an echo plugin written against
 //!   HashiCorp go-plugin in gRPC mode (built here with `go build`; left out, with a line
 //!   and a row saying so, when `go` is not installed).
@@ -40,6 +43,8 @@ const CALLERS: [usize; 2] = [1, 16];
 const RATE_PAYLOAD: usize = 64;
 
 const FLOOR: &str = "floor (raw UDS)";
+/// The same ping-pong on tokio: what the runtime adds to the kernel's round trip.
+const ASYNC_FLOOR: &str = "floor on tokio (async UDS)";
 const BARE: &str = "(a) bare tonic";
 const LIBRARY: &str = "(b) library";
 const DAEMON: &str = "(c) daemon";
@@ -176,15 +181,23 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
         "baton-bench: peers: 1-minute load average at the start: {}",
         load()
     );
-    let floor = bins.get("bench-floor")?;
+    let floor_bin = bins.get("bench-floor")?;
     let paths = Paths::start(bins).await?;
     let spinning = spinning_host(bins).await?;
     let mut all = Vec::new();
     let mut drivers = Vec::new();
     let measured = async {
-        let floor = Driver::start(&floor, Duration::from_secs(10)).await?;
+        let floor = Driver::start(&floor_bin, Duration::from_secs(10)).await?;
         all.push(Participant::new(
             FLOOR,
+            vec![("client", floor.client), ("server", floor.server)],
+            Caller::Driven(drivers.len()),
+        ));
+        drivers.push(floor);
+        let floor =
+            Driver::start_with(&floor_bin, Duration::from_secs(10), &["async"], &[]).await?;
+        all.push(Participant::new(
+            ASYNC_FLOOR,
             vec![("client", floor.client), ("server", floor.server)],
             Caller::Driven(drivers.len()),
         ));
@@ -214,7 +227,7 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
         ));
         if let Some(go) = &go {
             for (label, env) in [(GO, &[][..]), (GO_ONE_THREAD, &[("GOMAXPROCS", "1")][..])] {
-                let peer = Driver::start_with_env(go, Duration::from_secs(30), env).await?;
+                let peer = Driver::start_with(go, Duration::from_secs(30), &[], env).await?;
                 all.push(Participant::new(
                     label,
                     vec![("client", peer.client), ("server", peer.server)],

@@ -2,7 +2,9 @@
 //! targets as ratios of this run's figures), and a compact table of the same, one line
 //! per path.
 
-use super::{BARE, CALLERS, DAEMON, FLOOR, GO, LIBRARY, NO_GO, Participant, SIZES, SPINNING};
+use super::{
+    ASYNC_FLOOR, BARE, CALLERS, DAEMON, FLOOR, GO, LIBRARY, NO_GO, Participant, SIZES, SPINNING,
+};
 use crate::report::{Row, quantile, sorted};
 
 fn shown(size: usize) -> &'static str {
@@ -149,6 +151,21 @@ pub(super) fn report(all: &[Participant], have_go: bool, rows: &mut Vec<Row>) ->
                 "≤ 2.5 × floor",
                 2.5,
             );
+        }
+        // The same two against the floor a transport on tokio can reach: no target, for
+        // reading the ones above.
+        if let Some(t) = find(ASYNC_FLOOR) {
+            for path in [library, daemon].into_iter().flatten() {
+                rows.push(
+                    Row::new(
+                        "peers",
+                        format!("{size} p50, {} / {ASYNC_FLOOR}", all[path].label),
+                        q[path][s].0,
+                        "µs",
+                    )
+                    .baseline(q[t][s].0),
+                );
+            }
         }
     }
     if let (Some(b), Some(g)) = (library, go) {
