@@ -14,7 +14,6 @@ use tokio::sync::broadcast;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
-use tonic::service::RoutesBuilder;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
@@ -139,7 +138,7 @@ pub enum HostError {
 /// ```
 pub struct HostBuilder {
     config: Config,
-    routes: RoutesBuilder,
+    routes: baton_transport::Router,
     names: Vec<&'static str>,
     kv_limits: KvLimits,
     pid_init: Option<PathBuf>,
@@ -150,7 +149,7 @@ impl HostBuilder {
     pub fn new(config: &Config) -> Self {
         Self {
             config: config.clone(),
-            routes: RoutesBuilder::default(),
+            routes: baton_transport::Router::new(),
             names: Vec::new(),
             kv_limits: KvLimits::default(),
             pid_init: None,
@@ -170,7 +169,7 @@ impl HostBuilder {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
-        self.routes.add_service(service);
+        self.routes = self.routes.add_service(service);
         self
     }
 

@@ -161,7 +161,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         // Calls for a plugin's own services go to it before the router sees them.
         let service = tower::Layer::layer(
             &baton_host::forward::ForwardLayer::new(host.plugin_set()),
-            tonic::service::Routes::new(control.into_server()).prepare(),
+            baton_transport::Router::new().add_service(control.into_server()),
         );
         let server = tokio::spawn(baton_transport::serve(
             baton_transport::ServerConfig::new("control socket").spin(

@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use baton_proto::plugin::plugin_server::PluginServer;
 use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
-use baton_transport::ServerConfig;
+use baton_transport::{Check, Router, ServerConfig};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::Status;
+use tonic::codegen::http;
 use tonic::server::NamedService;
-use tonic::service::RoutesBuilder;
-use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Status};
 
 use crate::Plugin;
 use crate::service::PluginService;
@@ -94,7 +93,7 @@ pub async fn serve_with_listener<P: Plugin>(plugin: P, launch: Launch) -> Result
 }
 
 /// Adds one application service, behind the token check, to the plugin's routes.
-type AddService = Box<dyn FnOnce(&mut RoutesBuilder, TokenCheck) + Send>;
+type AddService = Box<dyn FnOnce(Router, Arc<Check>) -> Router + Send>;
 
 /// A plugin and the application services it serves beside `baton.plugin.v1.Plugin`, on
 /// its one socket, every one of them behind the launch token:
@@ -167,7 +166,7 @@ impl<P: Plugin> Server<P> {
     {
         self.names.push(S::NAME.to_owned());
         self.services.push(Box::new(move |routes, check| {
-            routes.add_service(InterceptedService::new(service, check));
+            routes.add_checked_service(service, check)
         }));
         self
     }
@@ -246,15 +245,16 @@ impl<P: Plugin> Server<P> {
             services: Arc::new(names),
             applied: Arc::default(),
         };
-        let check = TokenCheck(Arc::from(launch.token.as_str()));
+        let token: Arc<str> = Arc::from(launch.token.as_str());
+        let check: Arc<Check> = Arc::new(move |headers| check_token(headers, &token));
         let plugin_server = PluginServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut routes = RoutesBuilder::default();
-        routes.add_service(health_service);
-        routes.add_service(InterceptedService::new(plugin_server, check.clone()));
+        let mut routes = Router::new()
+            .add_service(health_service)
+            .add_checked_service(plugin_server, check.clone());
         for add in services {
-            add(&mut routes, check.clone());
+            routes = add(routes, check.clone());
         }
         if !reflection.is_empty() {
             let mut builder = tonic_reflection::server::Builder::configure();
@@ -263,7 +263,7 @@ impl<P: Plugin> Server<P> {
             }
             match builder.build_v1() {
                 Ok(service) => {
-                    routes.add_service(InterceptedService::new(service, check.clone()));
+                    routes = routes.add_checked_service(service, check.clone());
                 }
                 // A descriptor set that does not decode is the author's bug: say so.
                 Err(e) => tracing::error!("cannot serve reflection: {e}"),
@@ -308,8 +308,7 @@ impl<P: Plugin> Server<P> {
             .spin(spin);
         let incoming = UnixListenerStream::new(listener)
             .map(|accepted| accepted.and_then(baton_transport::QuietUnix::new));
-        let result =
-            baton_transport::serve(config, incoming, routes.routes().prepare(), shutdown).await;
+        let result = baton_transport::serve(config, incoming, routes, shutdown).await;
         let _ = std::fs::remove_file(&launch.socket);
         let Ok(()) = result;
         tracing::info!("stopped");
@@ -433,18 +432,8 @@ fn init_logging() {
 }
 
 /// The launch token check in front of every service but health.
-#[derive(Clone)]
-struct TokenCheck(Arc<str>);
-
-impl tonic::service::Interceptor for TokenCheck {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        check_token(&req, &self.0)?;
-        Ok(req)
-    }
-}
-
-fn check_token(req: &Request<()>, token: &str) -> Result<(), Status> {
-    match req.metadata().get(TOKEN_METADATA_KEY) {
+fn check_token(headers: &http::HeaderMap, token: &str) -> Result<(), Status> {
+    match headers.get(TOKEN_METADATA_KEY) {
         Some(got) if constant_time_eq(got.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(Status::unauthenticated("wrong x-baton-token")),
         None => Err(Status::unauthenticated(

@@ -8,10 +8,12 @@
 mod body;
 mod client;
 mod quiet;
+mod router;
 mod server;
 mod spin;
 
 pub use client::{NotSent, UnixClient};
 pub use quiet::QuietUnix;
+pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
 pub use spin::{MAX_SPIN, spin_on};

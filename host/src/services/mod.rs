@@ -19,7 +19,7 @@ use baton_proto::host::{
     LogRequest, LogResponse,
 };
 use tokio::sync::oneshot;
-use tonic::service::{InterceptorLayer, RoutesBuilder};
+use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
 use crate::events::{Event, EventSender};
@@ -251,7 +251,7 @@ pub(crate) struct Server {
 pub(crate) fn start(
     socket: PathBuf,
     registry: Registry,
-    mut routes: RoutesBuilder,
+    routes: baton_transport::Router,
     host: HostService,
 ) -> std::io::Result<Server> {
     let listener = tokio::net::UnixListener::bind(&socket)?;
@@ -260,7 +260,7 @@ pub(crate) fn start(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(socket.path(), std::fs::Permissions::from_mode(0o600))?;
     }
-    routes.add_service(
+    let routes = routes.add_service(
         HostServer::new(host)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -276,7 +276,7 @@ pub(crate) fn start(
     };
     let auth = InterceptorLayer::new(move |request| registry.authenticate(request));
     let (stop, stopped) = oneshot::channel::<()>();
-    let service = tower::Layer::layer(&auth, routes.routes().prepare());
+    let service = tower::Layer::layer(&auth, routes);
     let task = tokio::spawn(baton_transport::serve(
         baton_transport::ServerConfig::new("host services"),
         crate::accept::incoming(listener, gate),
@@ -335,7 +335,7 @@ mod tests {
         let server = start(
             dir.path().join(SOCKET_NAME),
             registry.clone(),
-            RoutesBuilder::default(),
+            baton_transport::Router::new(),
             HostService::new(Arc::new(Kv::new(KvLimits::default())), events),
         )
         .expect("serve");
