@@ -274,19 +274,21 @@ impl PluginHandle {
         let mut dead_generation = None;
         loop {
             let live = self.serving(deadline, dead_generation).await?;
-            let mut rpc = live.rpc.clone();
-            let mut request = tonic::Request::new(InvokeRequest {
+            let request = InvokeRequest {
                 method: method.to_owned(),
                 payload: payload.clone(),
                 metadata: metadata.clone(),
-            });
-            request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            let outcome = tokio::time::timeout_at(deadline, rpc.invoke(request)).await;
+            };
+            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let call = live
+                .transport
+                .invoke(&request, timeout, self.max_message_bytes());
+            let outcome = tokio::time::timeout_at(deadline, call).await;
             // The call is over: a handover waiting for this generation to drain may go on.
             let live = live.leave();
             return match outcome {
                 Ok(Ok(response)) => Ok(Reply {
-                    payload: response.into_inner().payload,
+                    payload: response.payload,
                     generation: live.generation,
                 }),
                 Ok(Err(status)) => match self.explain(&live, method, status).await {

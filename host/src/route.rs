@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tonic::Status;
 
 use crate::channel::StreamSlot;
-use crate::launch::{Generation, PluginRpc, TokenService};
+use crate::launch::{Generation, TokenService};
 
 /// Where calls to a plugin go right now. Replaced as a whole by the supervisor.
 #[derive(Clone)]
@@ -36,7 +36,6 @@ pub(crate) enum Route {
 pub(crate) struct Live {
     pub(crate) generation: u64,
     pub(crate) pid: u32,
-    pub(crate) rpc: PluginRpc,
     /// For calls to its application services.
     pub(crate) transport: TokenService<crate::launch::UnixClient>,
     pub(crate) exited: watch::Receiver<Option<String>>,
@@ -54,7 +53,6 @@ impl Live {
         Self {
             generation: generation.number,
             pid: generation.pid,
-            rpc: generation.rpc.clone(),
             transport: generation.transport.clone(),
             exited: generation.exited.clone(),
             inflight: AtomicUsize::new(0),

@@ -142,6 +142,11 @@ impl UnixClient {
         Ok(sender)
     }
 
+    /// How long a call polls for its answer before its task sleeps.
+    pub(crate) fn spin(&self) -> Duration {
+        self.shared.spin
+    }
+
     /// Forgets the cached connection, found broken: the next call connects anew.
     fn forget(&self) {
         *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -149,7 +154,7 @@ impl UnixClient {
 
     /// A request handle ready for one more stream: on the cached connection, or on a new
     /// one when the cached one turns out to be gone.
-    async fn ready(&self) -> Result<SendRequest<Bytes>, NotSent> {
+    pub(crate) async fn ready(&self) -> Result<SendRequest<Bytes>, NotSent> {
         let sender = self.sender().await?;
         match sender.ready().await {
             Ok(ready) => Ok(ready),

@@ -11,9 +11,11 @@ mod quiet;
 mod router;
 mod server;
 mod spin;
+mod unary;
 
 pub use client::{NotSent, UnixClient};
 pub use quiet::QuietUnix;
 pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
 pub use spin::{MAX_SPIN, spin_on};
+pub use unary::{grpc_frame, grpc_timeout_value};

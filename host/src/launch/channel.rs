@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use baton_proto::plugin::plugin_client::PluginClient;
+use baton_proto::plugin::{InvokeRequest, InvokeResponse};
 use hyper_util::rt::TokioIo;
 use tonic::codegen::http::{HeaderName, HeaderValue};
 use tonic::transport::{Channel, Endpoint};
@@ -30,6 +31,52 @@ impl<S> TokenService<S> {
             inner,
             name: HeaderName::from_static(baton_proto::TOKEN_METADATA_KEY),
             token: HeaderValue::try_from(token).ok()?,
+        })
+    }
+}
+
+/// `Invoke`'s path, with the origin HTTP/2 wants.
+static INVOKE_URI: std::sync::LazyLock<tonic::codegen::http::Uri> =
+    std::sync::LazyLock::new(|| {
+        tonic::codegen::http::Uri::from_static("http://baton/baton.plugin.v1.Plugin/Invoke")
+    });
+
+impl TokenService<super::UnixClient> {
+    /// `Plugin.Invoke` on this generation, made by hand rather than through the
+    /// generated client (see `baton_transport::UnixClient::unary`): the call the host
+    /// makes most, with the same bytes on the wire and the same statuses.
+    pub async fn invoke(
+        &self,
+        request: &InvokeRequest,
+        timeout: std::time::Duration,
+        max_message: usize,
+    ) -> Result<InvokeResponse, tonic::Status> {
+        use prost::Message;
+        use tonic::codegen::http::header::{CONTENT_TYPE, HeaderMap, TE};
+        let len = request.encoded_len();
+        if len > max_message {
+            return Err(tonic::Status::out_of_range(format!(
+                "the request is {len} bytes, over the limit of {max_message} bytes"
+            )));
+        }
+        let frame = baton_transport::grpc_frame(len, |buf| {
+            // The buffer was made for `len` more bytes, so the encoding cannot run out.
+            let _ = request.encode(buf);
+        })?;
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            HeaderName::from_static("grpc-timeout"),
+            baton_transport::grpc_timeout_value(timeout),
+        );
+        headers.insert(self.name.clone(), self.token.clone());
+        let answer = self
+            .inner
+            .unary(INVOKE_URI.clone(), headers, frame, max_message)
+            .await?;
+        InvokeResponse::decode(answer).map_err(|e| {
+            tonic::Status::internal(format!("the answer to Invoke does not decode: {e}"))
         })
     }
 }
