@@ -35,6 +35,7 @@ pub struct Router {
 struct Route {
     /// `/package.Service/`.
     prefix: Box<str>,
+    check: Option<Arc<Check>>,
     call: Arc<Call>,
 }
 
@@ -46,7 +47,7 @@ impl Router {
 
     /// Adds `service`, reached by calls whose path starts with its name; a second
     /// service of the same name replaces the first.
-    pub fn add_service<S, B>(self, service: S) -> Self
+    pub fn add_service<S, B>(mut self, service: S) -> Self
     where
         S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
             + NamedService
@@ -58,7 +59,25 @@ impl Router {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<tonic::codegen::StdError>,
     {
-        self.route(service, None)
+        let prefix: Box<str> = format!("/{}/", S::NAME).into();
+        let call: Arc<Call> = Arc::new(move |request| {
+            let answer = service.clone().oneshot(request);
+            Box::pin(async move {
+                match answer.await {
+                    // `Body::new` keeps a `Body` as it is and boxes any other body once.
+                    Ok(response) => Ok(response.map(Body::new)),
+                    Err(never) => match never {},
+                }
+            })
+        });
+        let services = Arc::make_mut(&mut self.services);
+        services.retain(|r| r.prefix != prefix);
+        services.push(Route {
+            prefix,
+            check: None,
+            call,
+        });
+        self
     }
 
     /// As [`Router::add_service`], with `check` asked about each call's headers first: a
@@ -77,39 +96,11 @@ impl Router {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<tonic::codegen::StdError>,
     {
-        self.route(service, Some(check))
-    }
-
-    fn route<S, B>(mut self, service: S, check: Option<Arc<Check>>) -> Self
-    where
-        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<tonic::codegen::StdError>,
-    {
-        let prefix: Box<str> = format!("/{}/", S::NAME).into();
-        let call: Arc<Call> = Arc::new(move |request| {
-            if let Some(Err(refused)) = check.as_ref().map(|check| check(request.headers())) {
-                return Box::pin(std::future::ready(Ok(refused.into_http())));
-            }
-            let answer = service.clone().oneshot(request);
-            Box::pin(async move {
-                match answer.await {
-                    // `Body::new` keeps a `Body` as it is and boxes any other body once.
-                    Ok(response) => Ok(response.map(Body::new)),
-                    Err(never) => match never {},
-                }
-            })
-        });
-        let services = Arc::make_mut(&mut self.services);
-        services.retain(|r| r.prefix != prefix);
-        services.push(Route { prefix, call });
-        self
+        let mut router = self.add_service(service);
+        if let Some(added) = Arc::make_mut(&mut router.services).last_mut() {
+            added.check = Some(check);
+        }
+        router
     }
 }
 
@@ -125,7 +116,10 @@ impl Service<http::Request<Body>> for Router {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path();
         match self.services.iter().find(|r| path.starts_with(&*r.prefix)) {
-            Some(route) => (route.call)(request),
+            Some(route) => match route.check.as_ref().map(|check| check(request.headers())) {
+                Some(Err(refused)) => Box::pin(std::future::ready(Ok(refused.into_http()))),
+                _ => (route.call)(request),
+            },
             None => {
                 let status = Status::unimplemented(format!("no service here answers {path}"));
                 Box::pin(std::future::ready(Ok(status.into_http())))

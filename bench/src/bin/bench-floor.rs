@@ -58,14 +58,19 @@ fn read_frame(socket: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<Option
         }
         have += n;
         if want == 4 && have >= 4 {
-            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > MAX_PAYLOAD {
-                return Err(std::io::Error::other(format!("a {len}-byte message")));
-            }
-            want = 4 + len;
+            want = 4 + payload_len(buf)?;
         }
     }
     Ok(Some(want))
+}
+
+/// The payload length a frame's first 4 bytes give, bounded.
+fn payload_len(buf: &[u8]) -> std::io::Result<usize> {
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(std::io::Error::other(format!("a {len}-byte message")));
+    }
+    Ok(len)
 }
 
 /// [`read_frame`] on a tokio socket.
@@ -87,11 +92,7 @@ async fn read_frame_async(
         }
         have += n;
         if want == 4 && have >= 4 {
-            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > MAX_PAYLOAD {
-                return Err(std::io::Error::other(format!("a {len}-byte message")));
-            }
-            want = 4 + len;
+            want = 4 + payload_len(buf)?;
         }
     }
     Ok(Some(want))
