@@ -1,6 +1,11 @@
 //! The supervisor's loop: start a generation, serve it (commands, file changes,
 //! checkpoint ticks, handovers), and when it ends, restart it after a backoff or mark the
 //! plugin failed.
+//!
+//! The rare steps (a launch, a handover, a checkpoint, a stop…) are awaited as boxed
+//! futures: inlined, each would be part of the loop's state machine, and every plugin's
+//! task would rest at the size of the largest of them: 20.5 KiB a plugin rather than
+//! 6.9.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
