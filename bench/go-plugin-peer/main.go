@@ -109,6 +109,7 @@ var plugins = plugin.PluginSet{"echo": echoPlugin{}}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "plugin" {
+		go exitWithHost(os.Getppid())
 		plugin.Serve(&plugin.ServeConfig{
 			HandshakeConfig: handshake,
 			Plugins:         plugins,
@@ -117,6 +118,17 @@ func main() {
 		return
 	}
 	os.Exit(host())
+}
+
+// exitWithHost ends the plugin once its host has gone (the plugin is re-parented): a
+// host killed outright, as when the benchmark is, never gets to stop it, and go-plugin
+// leaves stopping it to the host.
+func exitWithHost(host int) {
+	for range time.Tick(200 * time.Millisecond) {
+		if os.Getppid() != host {
+			os.Exit(0)
+		}
+	}
 }
 
 func host() int {
