@@ -7,6 +7,7 @@
 
 mod body;
 mod client;
+mod framing;
 mod quiet;
 mod router;
 mod server;
@@ -14,8 +15,9 @@ mod spin;
 mod unary;
 
 pub use client::{NotSent, UnixClient};
+pub use framing::grpc_frame;
 pub use quiet::QuietUnix;
 pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
 pub use spin::{MAX_SPIN, spin_on};
-pub use unary::{grpc_frame, grpc_timeout_value};
+pub use unary::grpc_timeout_value;

@@ -12,30 +12,13 @@
 //! without `grpc-status` is judged by its HTTP status), so callers cannot tell the two
 //! clients apart, but by their speed.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tonic::codegen::http;
 use tonic::{Code, Status};
 
 use crate::NotSent;
 use crate::client::UnixClient;
-
-/// The bytes before each gRPC message: a compression flag, then the length (big-endian).
-const PREFIX: usize = 5;
-
-/// One uncompressed gRPC message of `len` bytes, as `encode` writes it, with its prefix:
-/// a unary request's whole body. Refused if `len` does not fit the prefix.
-pub fn grpc_frame(len: usize, encode: impl FnOnce(&mut BytesMut)) -> Result<Bytes, Status> {
-    let prefix_len = u32::try_from(len).map_err(|_| {
-        Status::out_of_range(format!(
-            "a message of {len} bytes is more than gRPC can frame"
-        ))
-    })?;
-    let mut frame = BytesMut::with_capacity(PREFIX + len);
-    frame.put_u8(0);
-    frame.put_u32(prefix_len);
-    encode(&mut frame);
-    Ok(frame.freeze())
-}
+use crate::framing::Assembler;
 
 /// What a `grpc-timeout` header says for `timeout`: whole microseconds while they fit
 /// the header's 8 digits (under 100 s), then milliseconds, then seconds.
@@ -68,7 +51,7 @@ pub fn grpc_timeout_value(timeout: std::time::Duration) -> http::HeaderValue {
 }
 
 impl UnixClient {
-    /// Sends `frame` (one message, from [`grpc_frame`]) as a unary call to `uri` (a
+    /// Sends `frame` (one message, from [`grpc_frame`](crate::grpc_frame)) as a unary call to `uri` (a
     /// full URI, scheme and authority included) with `headers` (`content-type`, `te`,
     /// and whatever the call carries), and returns the answer's message (at most
     /// `max_answer` bytes, without its prefix). A call that never reached the server
@@ -112,7 +95,7 @@ impl UnixClient {
                 _ => status,
             });
         }
-        let mut answer = Answer::new(max_answer);
+        let mut answer = Assembler::new(max_answer);
         while let Some(data) = body.data().await {
             let data = data.map_err(|e| Status::from_error(Box::new(e)))?;
             let _ = body.flow_control().release_capacity(data.len());
@@ -123,7 +106,7 @@ impl UnixClient {
             .await
             .map_err(|e| Status::from_error(Box::new(e)))?;
         end_status(trailers.as_ref(), parts.status)?;
-        answer.message.ok_or_else(no_message)
+        answer.into_message().ok_or_else(no_message)
     }
 }
 
@@ -163,76 +146,6 @@ fn end_status(
         code,
         format!("the answer ended without a grpc-status (HTTP status {http_status})"),
     ))
-}
-
-/// The answer's first message, put together from the DATA frames it came in.
-struct Answer {
-    max: usize,
-    /// Bytes of a message whose frames have not all come.
-    partial: BytesMut,
-    message: Option<Bytes>,
-}
-
-impl Answer {
-    fn new(max: usize) -> Self {
-        Self {
-            max,
-            partial: BytesMut::new(),
-            message: None,
-        }
-    }
-
-    /// Takes one DATA frame's bytes.
-    fn take(&mut self, data: Bytes) -> Result<(), Status> {
-        if self.message.is_some() {
-            // More after the one message a unary answer has: ignored, not kept.
-            return Ok(());
-        }
-        // The usual case: the whole message in one frame, kept without a copy.
-        if self.partial.is_empty() && data.len() >= PREFIX {
-            let len = self.length(&data)?;
-            if data.len() >= PREFIX + len {
-                self.message = Some(data.slice(PREFIX..PREFIX + len));
-                return Ok(());
-            }
-        }
-        self.partial.extend_from_slice(&data);
-        if self.partial.len() >= PREFIX {
-            let len = self.length(&self.partial)?;
-            if self.partial.len() >= PREFIX + len {
-                let mut frame = std::mem::take(&mut self.partial);
-                frame.advance(PREFIX);
-                frame.truncate(len);
-                self.message = Some(frame.freeze());
-            }
-        }
-        Ok(())
-    }
-
-    /// The length the prefix at the start of `bytes` gives, checked.
-    fn length(&self, bytes: &[u8]) -> Result<usize, Status> {
-        match bytes[0] {
-            0 => {}
-            1 => {
-                return Err(Status::internal(
-                    "the answer's message is marked compressed, with no grpc-encoding",
-                ));
-            }
-            flag => {
-                return Err(Status::internal(format!(
-                    "the answer's message has an unknown compression flag {flag}"
-                )));
-            }
-        }
-        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        if len > self.max {
-            return Err(Status::out_of_range(format!(
-                "the answer's message is {len} bytes, over the limit of {} bytes",
-                self.max
-            )));
-        }
-        Ok(len)
-    }
 }
 
 #[cfg(test)]
@@ -429,32 +342,7 @@ mod tests {
     }
 
     fn framed(message: &[u8]) -> Bytes {
-        grpc_frame(message.len(), |b| b.extend_from_slice(message)).expect("a frame")
-    }
-
-    #[test]
-    fn a_message_is_taken_whole_or_from_pieces_and_bounded() {
-        let mut one = Answer::new(100);
-        one.take(framed(b"hello")).expect("taken");
-        assert_eq!(one.message.as_deref(), Some(&b"hello"[..]));
-        one.take(framed(b"another")).expect("ignored");
-        assert_eq!(one.message.as_deref(), Some(&b"hello"[..]));
-
-        let whole = framed(b"in pieces");
-        let mut pieces = Answer::new(100);
-        for piece in [&whole[..2], &whole[2..7], &whole[7..]] {
-            pieces.take(Bytes::copy_from_slice(piece)).expect("taken");
-        }
-        assert_eq!(pieces.message.as_deref(), Some(&b"in pieces"[..]));
-
-        let big = Answer::new(4).take(framed(b"12345")).expect_err("over");
-        assert_eq!(big.code(), Code::OutOfRange);
-        let mut compressed = framed(b"x").to_vec();
-        compressed[0] = 1;
-        let refused = Answer::new(10)
-            .take(compressed.into())
-            .expect_err("compressed");
-        assert_eq!(refused.code(), Code::Internal);
+        crate::grpc_frame(message.len(), |b| b.extend_from_slice(message)).expect("a frame")
     }
 
     #[test]
