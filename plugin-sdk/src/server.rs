@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use baton_proto::plugin::plugin_server::PluginServer;
 use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
-use baton_transport::{Check, Router, ServerConfig};
+use baton_transport::{Check, Router, ServerConfig, UnaryRoute};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt as _;
@@ -21,6 +21,8 @@ use crate::service::PluginService;
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The method the host calls most, served by hand rather than through tonic.
+const INVOKE_PATH: &str = "/baton.plugin.v1.Plugin/Invoke";
 /// HTTP/2 flow-control window per stream (the connection gets twice as much).
 const TRANSFER_WINDOW_BYTES: u32 = 8 << 20;
 /// The most worker threads [`WORKERS_ENV`] may ask for: a typo such as `40000` should
@@ -247,6 +249,12 @@ impl<P: Plugin> Server<P> {
         };
         let token: Arc<str> = Arc::from(launch.token.as_str());
         let check: Arc<Check> = Arc::new(move |headers| check_token(headers, &token));
+        let invoke = UnaryRoute::new(
+            INVOKE_PATH,
+            Some(check.clone()),
+            MAX_MESSAGE_BYTES,
+            service.invoke_by_hand(),
+        );
         let plugin_server = PluginServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -305,7 +313,8 @@ impl<P: Plugin> Server<P> {
         let config = ServerConfig::new("plugin")
             .windows(TRANSFER_WINDOW_BYTES, TRANSFER_WINDOW_BYTES * 2)
             .spawn_calls(workers > 1)
-            .spin(spin);
+            .spin(spin)
+            .unary(invoke);
         let incoming = UnixListenerStream::new(listener)
             .map(|accepted| accepted.and_then(baton_transport::QuietUnix::new));
         let result = baton_transport::serve(config, incoming, routes, shutdown).await;

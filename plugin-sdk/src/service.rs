@@ -29,6 +29,54 @@ pub(crate) struct PluginService<P> {
     pub(crate) applied: Arc<tokio::sync::Mutex<Bytes>>,
 }
 
+impl<P: Plugin> PluginService<P> {
+    /// `Invoke` served by hand on the plugin's socket (see `baton_transport::UnaryRoute`):
+    /// what the generated service's `invoke` below does, without tonic's codec and body
+    /// wrappers around it. The launch token is checked before this runs.
+    pub(crate) fn invoke_by_hand(&self) -> Arc<baton_transport::UnaryHandler> {
+        let plugin = self.plugin.clone();
+        Arc::new(move |_headers, message| {
+            let plugin = plugin.clone();
+            Box::pin(async move {
+                use prost::Message;
+                let request = InvokeRequest::decode(message).map_err(|e| {
+                    Status::internal(format!("an Invoke request that does not decode: {e}"))
+                })?;
+                let payload = plugin.invoke(&request.method, request.payload).await?;
+                invoke_answer(payload)
+            })
+        })
+    }
+}
+
+/// Payloads from this size on are sent as a piece of their own rather than copied in
+/// behind the prefix: a second DATA frame costs less than the copy from here on.
+const SPLIT_PAYLOAD_FROM: usize = 8 << 10;
+
+/// `InvokeResponse { payload }`, framed: in one piece for a small payload, or in two (the
+/// prefix with the field's key and length, then the payload as it is, not copied).
+fn invoke_answer(payload: Bytes) -> Result<baton_transport::Framed, Status> {
+    use prost::Message;
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    if payload.len() < SPLIT_PAYLOAD_FROM {
+        let answer = InvokeResponse { payload };
+        // The buffer is made for the encoded length, so encoding cannot run out.
+        return Ok(baton_transport::grpc_frame(answer.encoded_len(), |buf| {
+            let _ = answer.encode(buf);
+        })?
+        .into());
+    }
+    let len = payload.len() as u64;
+    let mut field = Vec::with_capacity(1 + encoded_len_varint(len));
+    encode_key(1, WireType::LengthDelimited, &mut field);
+    encode_varint(len, &mut field);
+    let head = baton_transport::grpc_frame_start(field.len() + payload.len(), &field)?;
+    Ok(baton_transport::Framed {
+        head,
+        tail: payload,
+    })
+}
+
 #[tonic::async_trait]
 impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
     async fn describe(
@@ -139,5 +187,26 @@ impl<P: Plugin> pb::plugin_server::Plugin for PluginService<P> {
     ) -> Result<Response<ShutdownResponse>, Status> {
         self.stop.notify_one();
         Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod invoke_answer_tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn the_answer_by_hand_is_the_generated_encoding() {
+        for size in [0usize, 1, 127, 128, 8_191, 8_192, 16_383, 16_384, 70_000] {
+            let payload = Bytes::from(vec![7u8; size]);
+            let framed = invoke_answer(payload.clone()).expect("framed");
+            let mut by_hand = framed.head.to_vec();
+            by_hand.extend_from_slice(&framed.tail);
+            let message = InvokeResponse { payload }.encode_to_vec();
+            let mut generated = vec![0u8];
+            generated.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            generated.extend_from_slice(&message);
+            assert_eq!(by_hand, generated, "{size} bytes");
+        }
     }
 }

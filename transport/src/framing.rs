@@ -1,6 +1,8 @@
 //! gRPC's message framing for the unary calls made and served by hand: a 5-byte prefix
 //! (a compression flag, then the length, big-endian) before each message.
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tonic::Status;
 
@@ -10,66 +12,116 @@ pub(crate) const PREFIX: usize = 5;
 /// One uncompressed gRPC message of `len` bytes, as `encode` writes it, with its prefix:
 /// a unary request's whole body. Refused if `len` does not fit the prefix.
 pub fn grpc_frame(len: usize, encode: impl FnOnce(&mut BytesMut)) -> Result<Bytes, Status> {
+    let mut frame = BytesMut::with_capacity(PREFIX + len);
+    put_prefix(&mut frame, len)?;
+    encode(&mut frame);
+    Ok(frame.freeze())
+}
+
+/// The start of a frame whose message is `len` bytes long and begins with `start`: the
+/// prefix and `start`, the rest to follow as a piece of its own (see
+/// [`Framed`](crate::Framed)).
+pub fn grpc_frame_start(len: usize, start: &[u8]) -> Result<Bytes, Status> {
+    let mut frame = BytesMut::with_capacity(PREFIX + start.len());
+    put_prefix(&mut frame, len)?;
+    frame.extend_from_slice(start);
+    Ok(frame.freeze())
+}
+
+fn put_prefix(frame: &mut BytesMut, len: usize) -> Result<(), Status> {
     let prefix_len = u32::try_from(len).map_err(|_| {
         Status::out_of_range(format!(
             "a message of {len} bytes is more than gRPC can frame"
         ))
     })?;
-    let mut frame = BytesMut::with_capacity(PREFIX + len);
     frame.put_u8(0);
     frame.put_u32(prefix_len);
-    encode(&mut frame);
-    Ok(frame.freeze())
+    Ok(())
 }
 
+/// DATA frames a message may be held in before they are copied into one: a peer
+/// sending a message a few bytes per frame costs a copy, not a piece per frame.
+const MAX_PIECES: usize = 8;
+
 /// A unary call's one message (a request's or an answer's), put together from the DATA
-/// frames it came in, bounded, without a copy when one frame holds it whole.
+/// frames it came in, bounded, and never copied unless a peer splits it into more than
+/// [`MAX_PIECES`] frames.
 pub(crate) struct Assembler {
     max: usize,
-    /// Bytes of a message whose frames have not all come.
-    partial: BytesMut,
-    message: Option<Bytes>,
+    /// The frames of a message not yet whole, as they came (none empty).
+    pieces: Vec<Bytes>,
+    have: usize,
+    /// The prefix's and the message's length together, once the prefix is in.
+    want: Option<usize>,
+    message: Option<Message>,
 }
 
 impl Assembler {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             max,
-            partial: BytesMut::new(),
+            pieces: Vec::new(),
+            have: 0,
+            want: None,
             message: None,
         }
     }
 
     /// Takes one DATA frame's bytes.
     pub(crate) fn take(&mut self, data: Bytes) -> Result<(), Status> {
-        if self.message.is_some() {
+        if self.message.is_some() || data.is_empty() {
             // More after the one message a unary call has: ignored, not kept.
             return Ok(());
         }
-        // The usual case: the whole message in one frame, kept without a copy.
-        if self.partial.is_empty() && data.len() >= PREFIX {
-            let len = self.length(&data)?;
-            if data.len() >= PREFIX + len {
-                self.message = Some(data.slice(PREFIX..PREFIX + len));
-                return Ok(());
+        self.have += data.len();
+        self.pieces.push(data);
+        if self.pieces.len() > MAX_PIECES {
+            let mut whole = BytesMut::with_capacity(self.have);
+            for piece in self.pieces.drain(..) {
+                whole.extend_from_slice(&piece);
             }
+            self.pieces.push(whole.freeze());
         }
-        self.partial.extend_from_slice(&data);
-        if self.partial.len() >= PREFIX {
-            let len = self.length(&self.partial)?;
-            if self.partial.len() >= PREFIX + len {
-                let mut frame = std::mem::take(&mut self.partial);
-                frame.advance(PREFIX);
-                frame.truncate(len);
-                self.message = Some(frame.freeze());
+        if self.want.is_none() && self.have >= PREFIX {
+            let mut prefix = [0u8; PREFIX];
+            let mut at = 0;
+            for piece in &self.pieces {
+                let n = piece.len().min(PREFIX - at);
+                prefix[at..at + n].copy_from_slice(&piece[..n]);
+                at += n;
+                if at == PREFIX {
+                    break;
+                }
             }
+            self.want = Some(PREFIX + self.length(&prefix)?);
+        }
+        if let Some(want) = self.want
+            && self.have >= want
+        {
+            let mut skip = PREFIX;
+            let mut keep = want - PREFIX;
+            let mut message = VecDeque::with_capacity(self.pieces.len());
+            for mut piece in self.pieces.drain(..) {
+                let skipped = skip.min(piece.len());
+                piece.advance(skipped);
+                skip -= skipped;
+                piece.truncate(keep);
+                keep -= piece.len();
+                if !piece.is_empty() {
+                    message.push_back(piece);
+                }
+            }
+            self.message = Some(Message {
+                pieces: message,
+                remaining: want - PREFIX,
+            });
         }
         Ok(())
     }
 
-    /// The length the prefix at the start of `bytes` gives, checked.
-    fn length(&self, bytes: &[u8]) -> Result<usize, Status> {
-        match bytes[0] {
+    /// The length the prefix gives, checked.
+    fn length(&self, prefix: &[u8; PREFIX]) -> Result<usize, Status> {
+        match prefix[0] {
             0 => {}
             1 => {
                 return Err(Status::internal(
@@ -82,7 +134,7 @@ impl Assembler {
                 )));
             }
         }
-        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
         if len > self.max {
             return Err(Status::out_of_range(format!(
                 "a message of {len} bytes is over the limit of {} bytes",
@@ -91,12 +143,71 @@ impl Assembler {
         }
         Ok(len)
     }
+
+    /// The message, once whole.
+    pub(crate) fn into_message(self) -> Option<Message> {
+        self.message
+    }
 }
 
-impl Assembler {
-    /// The message, once whole.
-    pub(crate) fn into_message(self) -> Option<Bytes> {
-        self.message
+/// One message, in the pieces it came in (most often one). A [`Buf`]: decoding reads
+/// through the pieces, and a byte field that lies within one piece is taken from it
+/// without a copy.
+#[derive(Debug)]
+pub struct Message {
+    /// None empty.
+    pieces: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Message {
+    /// The message as one buffer: itself when it came in one piece, else a copy.
+    pub fn into_bytes(mut self) -> Bytes {
+        let len = self.remaining;
+        self.copy_to_bytes(len)
+    }
+}
+
+impl Buf for Message {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.pieces.front().map_or(&[], |piece| &piece[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advanced past the message's end");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                return;
+            };
+            if front.len() > cnt {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.pieces.pop_front();
+        }
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(len <= self.remaining, "took past the message's end");
+        if let Some(front) = self.pieces.front_mut()
+            && front.len() >= len
+        {
+            let taken = front.split_to(len);
+            if front.is_empty() {
+                self.pieces.pop_front();
+            }
+            self.remaining -= len;
+            return taken;
+        }
+        let mut out = BytesMut::with_capacity(len);
+        out.put((&mut *self).take(len));
+        out.freeze()
     }
 }
 
@@ -109,20 +220,39 @@ mod tests {
         grpc_frame(message.len(), |b| b.extend_from_slice(message)).expect("a frame")
     }
 
+    fn message(assembler: Assembler) -> Option<Vec<u8>> {
+        assembler.into_message().map(|m| m.into_bytes().to_vec())
+    }
+
     #[test]
     fn a_message_is_taken_whole_or_from_pieces_and_bounded() {
         let mut one = Assembler::new(100);
         one.take(framed(b"hello")).expect("taken");
-        assert_eq!(one.message.as_deref(), Some(&b"hello"[..]));
         one.take(framed(b"another")).expect("ignored");
-        assert_eq!(one.message.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(message(one).as_deref(), Some(&b"hello"[..]));
 
-        let whole = framed(b"in pieces");
+        let whole = framed(b"in pieces, then more");
         let mut pieces = Assembler::new(100);
-        for piece in [&whole[..2], &whole[2..7], &whole[7..]] {
+        for piece in [&whole[..2], &whole[2..7], &whole[7..12], &whole[12..]] {
             pieces.take(Bytes::copy_from_slice(piece)).expect("taken");
         }
-        assert_eq!(pieces.message.as_deref(), Some(&b"in pieces"[..]));
+        assert_eq!(
+            message(pieces).as_deref(),
+            Some(&b"in pieces, then more"[..])
+        );
+
+        // A byte at a time: held in a bounded number of pieces, and whole in the end.
+        let mut bytewise = Assembler::new(100);
+        for byte in whole.iter() {
+            bytewise
+                .take(Bytes::copy_from_slice(&[*byte]))
+                .expect("taken");
+            assert!(bytewise.pieces.len() <= MAX_PIECES + 1);
+        }
+        assert_eq!(
+            message(bytewise).as_deref(),
+            Some(&b"in pieces, then more"[..])
+        );
 
         let big = Assembler::new(4).take(framed(b"12345")).expect_err("over");
         assert_eq!(big.code(), Code::OutOfRange);
@@ -132,5 +262,21 @@ mod tests {
             .take(compressed.into())
             .expect_err("compressed");
         assert_eq!(refused.code(), Code::Internal);
+    }
+
+    #[test]
+    fn a_field_in_a_piece_of_its_own_is_decoded_without_a_copy() {
+        let field = Bytes::from(vec![9u8; 1000]);
+        // The prefix, a byte field's key and length (1000 as a varint), then the field.
+        let head = grpc_frame_start(3 + field.len(), &[0x0a, 0xe8, 0x07]).expect("a head");
+        let mut assembler = Assembler::new(2000);
+        assembler.take(head).expect("taken");
+        assembler.take(field.clone()).expect("taken");
+        let mut message = assembler.into_message().expect("whole");
+        assert_eq!(message.remaining(), 1003);
+        assert_eq!(message.copy_to_bytes(3).as_ref(), &[0x0a, 0xe8, 0x07]);
+        let taken = message.copy_to_bytes(1000);
+        assert_eq!(taken.as_ptr(), field.as_ptr(), "the field was copied");
+        assert_eq!(message.remaining(), 0);
     }
 }

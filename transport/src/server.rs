@@ -27,6 +27,7 @@ use tower::{Service, ServiceExt};
 
 use crate::body::{Pump, Received};
 use crate::spin::MAX_SPIN;
+use crate::unary_route::UnaryRoute;
 
 /// Bytes of headers per request or answer (h2's own default is 16 MiB; hyper's server
 /// kept 16 KiB): metadata beyond this is refused, not held.
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     max_streams: u32,
     spawn_calls: bool,
     spin: Duration,
+    /// Methods served by hand rather than by the service.
+    unary: std::sync::Arc<Vec<UnaryRoute>>,
 }
 
 impl ServerConfig {
@@ -61,6 +64,7 @@ impl ServerConfig {
             max_streams: 1024,
             spawn_calls: false,
             spin: Duration::ZERO,
+            unary: std::sync::Arc::default(),
         }
     }
 
@@ -79,6 +83,15 @@ impl ServerConfig {
     /// between tasks per call.
     pub fn spawn_calls(mut self, spawn: bool) -> Self {
         self.spawn_calls = spawn;
+        self
+    }
+
+    /// Serves `route`'s method by hand (see [`UnaryRoute`]); calls to every other path go
+    /// to the service as before.
+    pub fn unary(mut self, route: UnaryRoute) -> Self {
+        let routes = std::sync::Arc::make_mut(&mut self.unary);
+        routes.retain(|r| r.path != route.path);
+        routes.push(route);
         self
     }
 
@@ -190,14 +203,21 @@ async fn connection<T, S, B>(
             }
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    let answer = call(request, respond, service.clone(), info.clone());
+                    let by_hand = config.unary.iter().find(|r| r.path == request.uri().path());
+                    let answer: BoxFuture<'static, ()> = match by_hand {
+                        Some(route) => {
+                            let timeout = grpc_timeout(request.headers());
+                            Box::pin(route.clone().serve(request, respond, timeout))
+                        }
+                        None => Box::pin(call(request, respond, service.clone(), info.clone())),
+                    };
                     if config.spawn_calls {
                         let task = tokio::spawn(answer);
                         calls.push(Box::pin(async move {
                             let _ = task.await;
                         }));
                     } else {
-                        calls.push(Box::pin(answer));
+                        calls.push(answer);
                     }
                 }
                 Some(Err(e)) => {

@@ -18,7 +18,7 @@ use tonic::{Code, Status};
 
 use crate::NotSent;
 use crate::client::UnixClient;
-use crate::framing::Assembler;
+use crate::framing::{Assembler, Message};
 
 /// What a `grpc-timeout` header says for `timeout`: whole microseconds while they fit
 /// the header's 8 digits (under 100 s), then milliseconds, then seconds.
@@ -54,7 +54,7 @@ impl UnixClient {
     /// Sends `frame` (one message, from [`grpc_frame`](crate::grpc_frame)) as a unary call to `uri` (a
     /// full URI, scheme and authority included) with `headers` (`content-type`, `te`,
     /// and whatever the call carries), and returns the answer's message (at most
-    /// `max_answer` bytes, without its prefix). A call that never reached the server
+    /// `max_answer` bytes, without its prefix, in the pieces it came in). A call that never reached the server
     /// fails with a status whose source is [`NotSent`], as through the tower service.
     pub async fn unary(
         &self,
@@ -62,7 +62,7 @@ impl UnixClient {
         headers: http::HeaderMap,
         frame: Bytes,
         max_answer: usize,
-    ) -> Result<Bytes, Status> {
+    ) -> Result<Message, Status> {
         let mut sender = self
             .ready()
             .await
@@ -275,7 +275,10 @@ mod tests {
         );
         headers.insert("te", http::HeaderValue::from_static("trailers"));
         headers.insert("x-test", http::HeaderValue::from_static("yes"));
-        client.unary(uri, headers, framed(message), max).await
+        client
+            .unary(uri, headers, framed(message), max)
+            .await
+            .map(Message::into_bytes)
     }
 
     #[tokio::test]
