@@ -12,6 +12,8 @@ mod quiet;
 mod router;
 mod server;
 mod spin;
+#[cfg(test)]
+mod test_socket;
 mod unary;
 mod unary_route;
 

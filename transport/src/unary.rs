@@ -240,25 +240,11 @@ mod tests {
         Ok(http::Response::new(Frames(frames.into())))
     }
 
-    async fn server() -> (tempfile::TempDir, UnixClient) {
-        let dir = tempfile::tempdir().expect("a directory");
-        let path = dir.path().join("s.sock");
-        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-        let incoming = Box::pin(futures_util::stream::unfold(listener, |listener| async {
-            let accepted = listener
-                .accept()
-                .await
-                .and_then(|(s, _)| crate::QuietUnix::new(s));
-            Some((accepted, listener))
-        }));
-        let service = tower::service_fn(answer);
-        tokio::spawn(crate::serve(
+    fn server() -> (tempfile::TempDir, UnixClient) {
+        crate::test_socket::serve_on_a_socket(
             crate::ServerConfig::new("test"),
-            incoming,
-            service,
-            std::future::pending(),
-        ));
-        (dir, UnixClient::new(&path))
+            tower::service_fn(answer),
+        )
     }
 
     async fn call(
@@ -283,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn unary_calls_end_as_their_answers_say() {
-        let (_dir, client) = server().await;
+        let (_dir, client) = server();
         let echoed = call(&client, "echo", b"ping", 100).await.expect("echoed");
         // The server sent back the request's body as it came: one framed message.
         assert_eq!(&echoed[..], b"ping");

@@ -169,17 +169,7 @@ mod tests {
     /// A server on a real socket with `/t.T/Echo` served by hand (the message back,
     /// after a pause as long as its first byte says in ms; `fail` answers its status)
     /// for calls carrying `x-test: yes`, and the service answering every other path.
-    async fn server(max: usize) -> (tempfile::TempDir, UnixClient) {
-        let dir = tempfile::tempdir().expect("a directory");
-        let path = dir.path().join("s.sock");
-        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
-        let incoming = Box::pin(futures_util::stream::unfold(listener, |listener| async {
-            let accepted = listener
-                .accept()
-                .await
-                .and_then(|(s, _)| crate::QuietUnix::new(s));
-            Some((accepted, listener))
-        }));
+    fn server(max: usize) -> (tempfile::TempDir, UnixClient) {
         let check: Arc<Check> = Arc::new(|headers| match headers.get("x-test") {
             Some(v) if v == "yes" => Ok(()),
             _ => Err(Status::unauthenticated("no x-test")),
@@ -209,13 +199,7 @@ mod tests {
         let service = tower::service_fn(|_: http::Request<Body>| async {
             Ok::<_, Infallible>(Status::unimplemented("by the service").into_http::<Body>())
         });
-        tokio::spawn(crate::serve(
-            config,
-            incoming,
-            service,
-            std::future::pending(),
-        ));
-        (dir, UnixClient::new(&path))
+        crate::test_socket::serve_on_a_socket(config, service)
     }
 
     async fn call(
@@ -244,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_method_served_by_hand_answers_checks_bounds_and_times_out_as_tonic_would() {
-        let (_dir, client) = server(64).await;
+        let (_dir, client) = server(64);
         let echoed = call(&client, "/t.T/Echo", b"\x00ping", "yes", None).await;
         assert_eq!(echoed.expect("echoed").as_ref(), b"\x00ping");
 
