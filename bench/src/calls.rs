@@ -21,9 +21,9 @@ use crate::{Bins, Error, Mode};
 pub enum Path {
     Bare(PluginClient<Channel>, AsciiMetadataValue),
     Library(baton_host::PluginHandle),
-    /// On baton's own client ([`baton_transport::UnixClient`]), as a Rust caller of the
+    /// On baton's own client ([`baton_host::ControlClient`]), as a Rust caller of the
     /// daemon would use; the relay's caller keeps tonic's `Channel`.
-    Daemon(SupervisorClient<baton_transport::UnixClient>),
+    Daemon(baton_host::ControlClient),
     /// `bench-relay`: a bare tonic server forwarding to the bare plugin, the daemon's floor.
     Relay(SupervisorClient<Channel>),
 }
@@ -55,9 +55,8 @@ impl Path {
             Path::Library(handle) => handle.invoke(method, payload).await?,
             Path::Daemon(client) => {
                 client
-                    .invoke(daemon_request(method, payload))
+                    .invoke(&daemon_request(method, payload))
                     .await?
-                    .into_inner()
                     .payload
             }
             Path::Relay(client) => {
@@ -114,11 +113,9 @@ impl Paths {
             Path::Bare(bare.client.clone(), bare.token.clone()),
             Path::Library(handle),
             Path::Daemon(
-                SupervisorClient::new(baton_transport::UnixClient::new(
-                    &daemon.dir.path().join("baton.sock"),
-                ))
-                .max_decoding_message_size(crate::procs::MAX_MESSAGE)
-                .max_encoding_message_size(crate::procs::MAX_MESSAGE),
+                baton_host::ControlClient::connect(&daemon.dir.path().join("baton.sock"))
+                    .await?
+                    .max_message(crate::procs::MAX_MESSAGE),
             ),
             Path::Relay(relay.client.clone()),
         ];

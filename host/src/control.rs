@@ -22,9 +22,9 @@ use crate::accept::Peer;
 use crate::events::{Event, EventSender};
 use crate::handle::PluginHandle;
 use crate::host::ConfigReload;
+use crate::invoke_size;
 use crate::message_limit::MAX_MESSAGE_BYTES;
 use crate::plugin_set::PluginSet;
-use crate::size_guard::{self, SizeGuard};
 use crate::socket_file::{self, BoundSocket, SocketPathError};
 use crate::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
@@ -80,7 +80,7 @@ impl ControlService {
         Self {
             plugins: host.plugin_set(),
             events: host.event_sender(),
-            max_message_bytes: largest + size_guard::ALLOWANCE,
+            max_message_bytes: largest + invoke_size::ALLOWANCE,
             reloads: None,
             streams_end: StreamsEnd(Arc::new(watch::channel(false).0)),
         }
@@ -99,25 +99,37 @@ impl ControlService {
         self
     }
 
-    /// The tonic service, with message limits matching the plugins', behind the check
-    /// that refuses an oversized `Invoke` from its frame header, naming its plugin.
-    pub fn into_server(self) -> SizeGuard<SupervisorServer<Self>> {
+    /// `Invoke`, served by hand: serve it beside [`into_server`](Self::into_server)
+    /// (`baton_transport::ServerConfig::unary`), which it takes the calls of. It judges
+    /// a request's size from its start, refusing one over its plugin's limit with
+    /// OUT_OF_RANGE naming the plugin, and counted, however large it is.
+    pub fn invoke_route(&self) -> baton_transport::UnaryRoute {
+        crate::control_invoke::route(self.plugins.clone(), self.max_message_bytes)
+    }
+
+    /// The tonic service, with message limits matching the plugins'. Its own `Invoke`
+    /// judges a payload only once decoded: serve [`invoke_route`](Self::invoke_route)
+    /// beside it.
+    pub fn into_server(self) -> SupervisorServer<Self> {
         let limit = self.max_message_bytes;
-        let plugins = self.plugins.clone();
-        let server = SupervisorServer::new(self)
+        SupervisorServer::new(self)
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        SizeGuard::new(server, plugins, limit)
+            .max_encoding_message_size(limit)
     }
 
     fn plugin(&self, name: &str) -> Result<PluginHandle, Status> {
-        self.plugins.get(name).ok_or_else(|| {
-            Status::not_found(format!(
-                "no plugin named {name:?} in this host (it has: {})",
-                self.plugins.names().join(", ")
-            ))
-        })
+        find_plugin(&self.plugins, name)
     }
+}
+
+/// The plugin named `name`, or NOT_FOUND naming the plugins there are.
+pub(crate) fn find_plugin(plugins: &PluginSet, name: &str) -> Result<PluginHandle, Status> {
+    plugins.get(name).ok_or_else(|| {
+        Status::not_found(format!(
+            "no plugin named {name:?} in this host (it has: {})",
+            plugins.names().join(", ")
+        ))
+    })
 }
 
 /// Who asks, for events and for the errors of calls to a plugin stopped on request:

@@ -158,15 +158,16 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         let (reloads, mut reload_calls) = tokio::sync::mpsc::channel(4);
         let control = ControlService::new(&host).with_config_reloads(reloads);
         let streams_end = control.streams_end();
+        let invoke = control.invoke_route();
         // Calls for a plugin's own services go to it before the router sees them.
         let service = tower::Layer::layer(
             &baton_host::forward::ForwardLayer::new(host.plugin_set()),
             baton_transport::Router::new().add_service(control.into_server()),
         );
         let server = tokio::spawn(baton_transport::serve(
-            baton_transport::ServerConfig::new("control socket").spin(
-                std::time::Duration::from_micros(config.control_spin_us),
-            ),
+            baton_transport::ServerConfig::new("control socket")
+                .spin(std::time::Duration::from_micros(config.control_spin_us))
+                .unary(invoke),
             baton_host::accept::incoming(listener, control_gate()),
             service,
             async {

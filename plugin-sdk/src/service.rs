@@ -49,32 +49,10 @@ impl<P: Plugin> PluginService<P> {
     }
 }
 
-/// Payloads from this size on are sent as a piece of their own rather than copied in
-/// behind the prefix: a second DATA frame costs less than the copy from here on.
-const SPLIT_PAYLOAD_FROM: usize = 8 << 10;
-
-/// `InvokeResponse { payload }`, framed: in one piece for a small payload, or in two (the
-/// prefix with the field's key and length, then the payload as it is, not copied).
+/// `InvokeResponse { payload }`, framed: the payload copied in behind the prefix when
+/// small, passed on as a piece of its own when large.
 fn invoke_answer(payload: Bytes) -> Result<baton_transport::Framed, Status> {
-    use prost::Message;
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-    if payload.len() < SPLIT_PAYLOAD_FROM {
-        let answer = InvokeResponse { payload };
-        // The buffer is made for the encoded length, so encoding cannot run out.
-        return Ok(baton_transport::grpc_frame(answer.encoded_len(), |buf| {
-            let _ = answer.encode(buf);
-        })?
-        .into());
-    }
-    let len = payload.len() as u64;
-    let mut field = Vec::with_capacity(1 + encoded_len_varint(len));
-    encode_key(1, WireType::LengthDelimited, &mut field);
-    encode_varint(len, &mut field);
-    let head = baton_transport::grpc_frame_start(field.len() + payload.len(), &field)?;
-    Ok(baton_transport::Framed {
-        head,
-        tail: payload,
-    })
+    baton_transport::grpc_frame_ending_in_bytes(&[], 1, payload)
 }
 
 #[tonic::async_trait]

@@ -39,6 +39,68 @@ fn put_prefix(frame: &mut BytesMut, len: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// A message's frame (prefix and message), in one piece or two: a message that ends in a
+/// large byte field can pass that field on as the second piece, without copying it
+/// into a buffer of its own (a 64 KiB copy per call, and a heap that grows and shrinks
+/// with it).
+pub struct Framed {
+    /// The prefix and the message, or its start.
+    pub head: Bytes,
+    /// The rest of the message; may be empty.
+    pub tail: Bytes,
+}
+
+impl From<Bytes> for Framed {
+    /// A frame in one piece, as [`grpc_frame`](crate::grpc_frame) makes it.
+    fn from(head: Bytes) -> Self {
+        Self {
+            head,
+            tail: Bytes::new(),
+        }
+    }
+}
+
+/// Byte fields from this size on go as a piece of their own behind the frame's start:
+/// a second DATA frame costs less than the copy from here on.
+const SPLIT_BYTES_FROM: usize = 8 << 10;
+
+/// The frame of a message whose encoding is `start` (its other fields, already encoded)
+/// followed by field `number` holding `bytes`: the field's bytes copied in behind for a
+/// small field, passed on as the second piece from [`SPLIT_BYTES_FROM`] on. Protobuf
+/// parsers take fields in any order, so the large field can go last whatever its number.
+/// An empty field is left out, as proto3 encoders leave out every default value.
+pub fn grpc_frame_ending_in_bytes(
+    start: &[u8],
+    number: u32,
+    bytes: Bytes,
+) -> Result<Framed, Status> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    if bytes.is_empty() {
+        return Ok(grpc_frame_start(start.len(), start)?.into());
+    }
+    let len = bytes.len() as u64;
+    let key = key_len(number) + encoded_len_varint(len);
+    let message_len = start.len() + key + bytes.len();
+    if bytes.len() < SPLIT_BYTES_FROM {
+        return Ok(grpc_frame(message_len, |frame| {
+            frame.extend_from_slice(start);
+            encode_key(number, WireType::LengthDelimited, frame);
+            encode_varint(len, frame);
+            frame.extend_from_slice(&bytes);
+        })?
+        .into());
+    }
+    let mut head = BytesMut::with_capacity(PREFIX + start.len() + key);
+    put_prefix(&mut head, message_len)?;
+    head.extend_from_slice(start);
+    encode_key(number, WireType::LengthDelimited, &mut head);
+    encode_varint(len, &mut head);
+    Ok(Framed {
+        head: head.freeze(),
+        tail: bytes,
+    })
+}
+
 /// DATA frames a message may be held in before they are copied into one: a peer
 /// sending a message a few bytes per frame costs a copy, not a piece per frame.
 const MAX_PIECES: usize = 8;

@@ -18,10 +18,10 @@ mod unary;
 mod unary_route;
 
 pub use client::{NotSent, UnixClient};
-pub use framing::{Message, grpc_frame, grpc_frame_start};
+pub use framing::{Framed, Message, grpc_frame, grpc_frame_ending_in_bytes, grpc_frame_start};
 pub use quiet::QuietUnix;
 pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
 pub use spin::{MAX_SPIN, spin_on};
 pub use unary::grpc_timeout_value;
-pub use unary_route::{Framed, UnaryHandler, UnaryRoute};
+pub use unary_route::{EarlyJudge, UnaryHandler, UnaryRoute};

@@ -110,6 +110,39 @@ impl UnixClient {
     }
 }
 
+impl UnixClient {
+    /// [`unary`](Self::unary) with a protobuf request and answer: `request` encoded into
+    /// one frame (refused over `max_message`), `content-type` and `te` added to `headers`,
+    /// and the answer (at most `max_message` too) decoded from the pieces it came in.
+    pub async fn unary_message<A: prost::Message + Default>(
+        &self,
+        uri: http::Uri,
+        mut headers: http::HeaderMap,
+        request: &impl prost::Message,
+        max_message: usize,
+    ) -> Result<A, Status> {
+        let len = request.encoded_len();
+        if len > max_message {
+            return Err(Status::out_of_range(format!(
+                "the request is {len} bytes, over the limit of {max_message} bytes"
+            )));
+        }
+        let frame = crate::grpc_frame(len, |buf| {
+            // The buffer was made for `len` more bytes, so the encoding cannot run out.
+            let _ = request.encode(buf);
+        })?;
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        let path = uri.path().to_owned();
+        let answer = self.unary(uri, headers, frame, max_message).await?;
+        A::decode(answer)
+            .map_err(|e| Status::internal(format!("the answer to {path} does not decode: {e}")))
+    }
+}
+
 fn no_message() -> Status {
     Status::internal("the answer to a unary call carried no message")
 }

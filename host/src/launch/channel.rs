@@ -51,33 +51,15 @@ impl TokenService<super::UnixClient> {
         timeout: std::time::Duration,
         max_message: usize,
     ) -> Result<InvokeResponse, tonic::Status> {
-        use prost::Message;
-        use tonic::codegen::http::header::{CONTENT_TYPE, HeaderMap, TE};
-        let len = request.encoded_len();
-        if len > max_message {
-            return Err(tonic::Status::out_of_range(format!(
-                "the request is {len} bytes, over the limit of {max_message} bytes"
-            )));
-        }
-        let frame = baton_transport::grpc_frame(len, |buf| {
-            // The buffer was made for `len` more bytes, so the encoding cannot run out.
-            let _ = request.encode(buf);
-        })?;
-        let mut headers = HeaderMap::with_capacity(4);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(TE, HeaderValue::from_static("trailers"));
+        let mut headers = tonic::codegen::http::HeaderMap::with_capacity(4);
         headers.insert(
             HeaderName::from_static("grpc-timeout"),
             baton_transport::grpc_timeout_value(timeout),
         );
         headers.insert(self.name.clone(), self.token.clone());
-        let answer = self
-            .inner
-            .unary(INVOKE_URI.clone(), headers, frame, max_message)
-            .await?;
-        InvokeResponse::decode(answer).map_err(|e| {
-            tonic::Status::internal(format!("the answer to Invoke does not decode: {e}"))
-        })
+        self.inner
+            .unary_message(INVOKE_URI.clone(), headers, request, max_message)
+            .await
     }
 }
 

@@ -170,3 +170,105 @@ async fn oversized_headers_are_refused_without_harm_to_the_daemon() {
         "still here"
     );
 }
+
+/// `baton_host::ControlClient`, the Rust caller's client of a daemon: its `Invoke` (made
+/// by hand) gets what the generated client over tonic's `Channel` gets, answer for
+/// answer and failure for failure, and its other calls share its connection.
+#[tokio::test]
+async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
+    use baton_host::ControlClient;
+    use baton_proto::host::InvokeRequest;
+    use std::time::Duration;
+
+    let host = TestHost::start(
+        &(examples() + &plugin("small", "echo", &[], "max_message_bytes = 4096\n")),
+    )
+    .await;
+    host.serving("small", Duration::from_secs(10)).await;
+    let ours = ControlClient::connect(&host.socket).await.expect("connect");
+    let mut generated = host.client();
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 253) as u8).collect();
+    let calls = [
+        ("echo", "echo", Vec::new()),
+        ("echo", "echo", b"hello \x00\xff".to_vec()),
+        ("echo", "echo", big),
+        ("counter", "incr", b"visits".to_vec()),
+        ("counter", "nope", b"x".to_vec()),
+        ("counter", "incr", Vec::new()),
+        ("nosuch", "incr", b"x".to_vec()),
+        ("small", "echo", vec![1u8; 5_000]),
+        ("small", "echo", vec![1u8; 200_000]),
+    ];
+    for (plugin, method, payload) in calls {
+        let request = InvokeRequest {
+            plugin: plugin.into(),
+            method: method.into(),
+            payload: payload.into(),
+            metadata: Default::default(),
+        };
+        let by_hand = ours.invoke(&request).await;
+        let by_tonic = generated
+            .invoke(request.clone())
+            .await
+            .map(|r| r.into_inner());
+        match (by_hand, by_tonic) {
+            (Ok(a), Ok(b)) => {
+                // Both counted: the counter moved by one each time.
+                if method == "incr" {
+                    let (a, b): (u64, u64) = (
+                        String::from_utf8_lossy(&a.payload)
+                            .parse()
+                            .expect("a count"),
+                        String::from_utf8_lossy(&b.payload)
+                            .parse()
+                            .expect("a count"),
+                    );
+                    assert_eq!(b, a + 1, "{plugin}.{method}");
+                } else {
+                    assert!(a.payload == b.payload, "{plugin}.{method}: payloads differ");
+                    assert_eq!(a.payload.len(), request.payload.len());
+                }
+                assert_eq!(a.generation, b.generation, "{plugin}.{method}");
+                assert!(a.generation > 0, "{plugin}.{method}: a generation");
+            }
+            (Err(a), Err(b)) => assert_eq!(
+                (a.code(), a.message()),
+                (b.code(), b.message()),
+                "{plugin}.{method}"
+            ),
+            (a, b) => panic!("{plugin}.{method}: by hand {a:?}, by tonic {b:?}"),
+        }
+    }
+
+    // A deadline already past when the plugin is called: the daemon gives up.
+    let late = ours
+        .clone()
+        .timeout(Duration::from_nanos(1))
+        .invoke(&InvokeRequest {
+            plugin: "echo".into(),
+            method: "echo".into(),
+            payload: b"late".to_vec().into(),
+            metadata: Default::default(),
+        })
+        .await
+        .expect_err("past its deadline");
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+
+    // The rest of the control API, on the same connection.
+    let status = ours
+        .supervisor()
+        .status(baton_proto::host::StatusRequest {
+            plugin: "echo".into(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.calls >= 4, "{status:?}");
+
+    // No daemon there: said at once, with the path.
+    let missing = host.socket.with_file_name("nobody-here.sock");
+    let err = ControlClient::connect(&missing)
+        .await
+        .expect_err("no daemon");
+    assert!(err.to_string().contains("nobody-here.sock"), "{err}");
+}

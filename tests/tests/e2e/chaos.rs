@@ -188,11 +188,14 @@ async fn random_kills_during_handovers_under_load_break_no_invariant() {
             _ => {}
         }
         assert!(alive(host_pid), "the host died");
-        assert!(
-            zombie_children(host_pid).len() <= 1,
-            "zombies pile up: {:?}",
-            zombie_children(host_pid)
-        );
+        // Two processes killed at once are two zombies until the host's next reap; a
+        // pile-up is zombies that stay.
+        wait_until(
+            "at most one zombie child of the host (zombies pile up)",
+            Duration::from_secs(2),
+            || async { (zombie_children(host_pid).len() <= 1).then_some(()) },
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(50 + rng.next(100))).await;
     }
     stop.store(true, Ordering::Relaxed);
