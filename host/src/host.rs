@@ -291,8 +291,10 @@ impl Host {
             background.push(metrics::serve(listener, metrics.clone()));
             metrics_addr = Some(addr);
         }
+        let plugins = PluginSet::default();
+        background.push(crate::deadline_anchor::spawn(plugins.clone()));
         let mut host = Self {
-            plugins: PluginSet::default(),
+            plugins,
             tasks: BTreeMap::new(),
             config: config.clone(),
             spawner,

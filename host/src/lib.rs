@@ -26,6 +26,7 @@ pub mod config;
 pub mod control;
 mod control_client;
 mod control_invoke;
+mod deadline_anchor;
 pub mod events;
 pub mod forward;
 #[cfg(test)]

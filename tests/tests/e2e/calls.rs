@@ -272,3 +272,44 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
         .expect_err("no daemon");
     assert!(err.to_string().contains("nobody-here.sock"), "{err}");
 }
+
+/// The write-like system calls (`syscw` in /proc/PID/io) a process has made.
+fn writes_of(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
+/// A call through the daemon costs the daemon two writes: the request on to the plugin,
+/// the answer back to the caller. Nothing else per call, such as waking its own runtime
+/// to arm the call's deadline (an eventfd write per call before the deadline anchor).
+#[tokio::test]
+async fn a_call_through_the_daemon_costs_the_daemon_two_writes() {
+    let host = TestHost::start(&examples()).await;
+    host.serving("echo", std::time::Duration::from_secs(10))
+        .await;
+    let client = baton_host::ControlClient::connect(&host.socket)
+        .await
+        .expect("connect");
+    let request = baton_proto::host::InvokeRequest {
+        plugin: "echo".into(),
+        method: "echo".into(),
+        payload: b"ping".to_vec().into(),
+        metadata: Default::default(),
+    };
+    for _ in 0..50 {
+        client.invoke(&request).await.expect("a warm-up call");
+    }
+    const CALLS: u64 = 500;
+    let before = writes_of(host.pid());
+    for _ in 0..CALLS {
+        client.invoke(&request).await.expect("a call");
+    }
+    let per_call = (writes_of(host.pid()) - before) as f64 / CALLS as f64;
+    assert!(
+        (1.9..2.5).contains(&per_call),
+        "{per_call:.2} write-like system calls per call in the daemon"
+    );
+}
