@@ -55,7 +55,7 @@ impl Path {
             Path::Library(handle) => handle.invoke(method, payload).await?,
             Path::Daemon(client) => {
                 client
-                    .invoke(&daemon_request(method, payload))
+                    .invoke(daemon_request(method, payload))
                     .await?
                     .payload
             }

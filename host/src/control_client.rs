@@ -59,7 +59,7 @@ impl ControlClient {
 
     /// Calls `request.method` of `request.plugin` through the daemon, with the same
     /// outcomes as the generated client's `invoke`.
-    pub async fn invoke(&self, request: &InvokeRequest) -> Result<InvokeResponse, Status> {
+    pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResponse, Status> {
         let mut headers = HeaderMap::with_capacity(3);
         if let Some(timeout) = self.timeout {
             headers.insert(
@@ -68,7 +68,7 @@ impl ControlClient {
             );
         }
         self.inner
-            .unary_message(INVOKE_URI.clone(), headers, request, self.max_message)
+            .unary_message(INVOKE_URI.clone(), headers, &request, self.max_message)
             .await
     }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use baton_proto::host::InvokeRequest;
+use baton_proto::host::{InvokeRequest, InvokeResponse};
 use baton_transport::{EarlyJudge, UnaryHandler, UnaryRoute};
 use tonic::Status;
 
@@ -44,17 +44,16 @@ pub(crate) fn route(plugins: PluginSet, server_limit: usize) -> UnaryRoute {
 /// `InvokeResponse { payload, generation }`, framed with the payload last, so that a large
 /// one goes out as it came from the plugin.
 fn answer(generation: u64, payload: bytes::Bytes) -> Result<baton_transport::Framed, Status> {
-    let mut start = Vec::with_capacity(11);
-    if generation != 0 {
-        prost::encoding::uint64::encode(2, &generation, &mut start);
-    }
-    baton_transport::grpc_frame_ending_in_bytes(&start, 1, payload)
+    let rest = InvokeResponse {
+        payload: bytes::Bytes::new(),
+        generation,
+    };
+    baton_transport::grpc_frame_bytes_last(&rest, 1, payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_proto::host::InvokeResponse;
     use prost::Message;
 
     #[test]

@@ -52,7 +52,7 @@ impl<P: Plugin> PluginService<P> {
 /// `InvokeResponse { payload }`, framed: the payload copied in behind the prefix when
 /// small, passed on as a piece of its own when large.
 fn invoke_answer(payload: Bytes) -> Result<baton_transport::Framed, Status> {
-    baton_transport::grpc_frame_ending_in_bytes(&[], 1, payload)
+    baton_transport::grpc_frame_bytes_last(&InvokeResponse::default(), 1, payload)
 }
 
 #[tonic::async_trait]

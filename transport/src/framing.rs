@@ -64,37 +64,40 @@ impl From<Bytes> for Framed {
 /// a second DATA frame costs less than the copy from here on.
 const SPLIT_BYTES_FROM: usize = 8 << 10;
 
-/// The frame of a message whose encoding is `start` (its other fields, already encoded)
-/// followed by field `number` holding `bytes`: the field's bytes copied in behind for a
-/// small field, passed on as the second piece from [`SPLIT_BYTES_FROM`] on. Protobuf
-/// parsers take fields in any order, so the large field can go last whatever its number.
-/// An empty field is left out, as proto3 encoders leave out every default value.
-pub fn grpc_frame_ending_in_bytes(
-    start: &[u8],
+/// The frame of `rest` (a message with one byte field left empty) followed by that field,
+/// number `number`, holding `bytes`: the field's bytes copied in behind for a small
+/// field, passed on as the second piece from [`SPLIT_BYTES_FROM`] on. Protobuf parsers
+/// take fields in any order, so the large field can go last whatever its number; an
+/// empty field is left out, as proto3 encoders leave out every default value.
+pub fn grpc_frame_bytes_last(
+    rest: &impl prost::Message,
     number: u32,
     bytes: Bytes,
 ) -> Result<Framed, Status> {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-    if bytes.is_empty() {
-        return Ok(grpc_frame_start(start.len(), start)?.into());
-    }
+    let rest_len = rest.encoded_len();
     let len = bytes.len() as u64;
-    let key = key_len(number) + encoded_len_varint(len);
-    let message_len = start.len() + key + bytes.len();
-    if bytes.len() < SPLIT_BYTES_FROM {
-        return Ok(grpc_frame(message_len, |frame| {
-            frame.extend_from_slice(start);
-            encode_key(number, WireType::LengthDelimited, frame);
-            encode_varint(len, frame);
-            frame.extend_from_slice(&bytes);
-        })?
-        .into());
-    }
-    let mut head = BytesMut::with_capacity(PREFIX + start.len() + key);
+    let key = if bytes.is_empty() {
+        0
+    } else {
+        key_len(number) + encoded_len_varint(len)
+    };
+    let message_len = rest_len + key + bytes.len();
+    let split = bytes.len() >= SPLIT_BYTES_FROM;
+    let copied = if split { 0 } else { bytes.len() };
+    let mut head = BytesMut::with_capacity(PREFIX + rest_len + key + copied);
     put_prefix(&mut head, message_len)?;
-    head.extend_from_slice(start);
+    // The buffer was made for the encoded length, so encoding cannot run out.
+    let _ = rest.encode(&mut head);
+    if bytes.is_empty() {
+        return Ok(head.freeze().into());
+    }
     encode_key(number, WireType::LengthDelimited, &mut head);
     encode_varint(len, &mut head);
+    if !split {
+        head.extend_from_slice(&bytes);
+        return Ok(head.freeze().into());
+    }
     Ok(Framed {
         head: head.freeze(),
         tail: bytes,

@@ -206,7 +206,7 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
             payload: payload.into(),
             metadata: Default::default(),
         };
-        let by_hand = ours.invoke(&request).await;
+        let by_hand = ours.invoke(request.clone()).await;
         let by_tonic = generated
             .invoke(request.clone())
             .await
@@ -244,7 +244,7 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
     let late = ours
         .clone()
         .timeout(Duration::from_nanos(1))
-        .invoke(&InvokeRequest {
+        .invoke(InvokeRequest {
             plugin: "echo".into(),
             method: "echo".into(),
             payload: b"late".to_vec().into(),
@@ -300,12 +300,15 @@ async fn a_call_through_the_daemon_costs_the_daemon_two_writes() {
         metadata: Default::default(),
     };
     for _ in 0..50 {
-        client.invoke(&request).await.expect("a warm-up call");
+        client
+            .invoke(request.clone())
+            .await
+            .expect("a warm-up call");
     }
     const CALLS: u64 = 500;
     let before = writes_of(host.pid());
     for _ in 0..CALLS {
-        client.invoke(&request).await.expect("a call");
+        client.invoke(request.clone()).await.expect("a call");
     }
     let per_call = (writes_of(host.pid()) - before) as f64 / CALLS as f64;
     assert!(
