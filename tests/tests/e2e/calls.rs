@@ -181,7 +181,9 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
     use std::time::Duration;
 
     let host = TestHost::start(
-        &(examples() + &plugin("small", "echo", &[], "max_message_bytes = 4096\n")),
+        &(examples()
+            + &plugin("small", "echo", &[], "max_message_bytes = 4096\n")
+            + &plugin("stuck", "faulty", &[], "")),
     )
     .await;
     host.serving("small", Duration::from_secs(10)).await;
@@ -240,19 +242,27 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
         }
     }
 
-    // A deadline already past when the plugin is called: the daemon gives up.
+    // A deadline the plugin does not answer within (it never answers): the daemon
+    // gives up when it passes, long before the plugin's own call timeout (30 s).
+    host.serving("stuck", Duration::from_secs(10)).await;
+    let asked = std::time::Instant::now();
     let late = ours
         .clone()
-        .timeout(Duration::from_nanos(1))
+        .timeout(Duration::from_millis(300))
         .invoke(InvokeRequest {
-            plugin: "echo".into(),
-            method: "echo".into(),
-            payload: b"late".to_vec().into(),
+            plugin: "stuck".into(),
+            method: "hang".into(),
+            payload: Default::default(),
             metadata: Default::default(),
         })
         .await
         .expect_err("past its deadline");
     assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
 
     // The rest of the control API, on the same connection.
     let status = ours
