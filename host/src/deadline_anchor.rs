@@ -16,9 +16,11 @@ use crate::plugin_set::PluginSet;
 /// The shortest period: calls with shorter timeouts still wake the driver, rather
 /// than this timer waking the host more than once a second.
 const SHORTEST: Duration = Duration::from_secs(1);
+/// The period while the host has no plugin (and so no calls): the default call timeout.
+const IDLE: Duration = Duration::from_secs(30);
 
 /// Runs until aborted (with the host): sleeps for the shortest call timeout of
-/// `plugins` (at least [`SHORTEST`]), again and again.
+/// `plugins` (at least [`SHORTEST`]; [`IDLE`] while there are none), again and again.
 pub(crate) fn spawn(plugins: PluginSet) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -33,6 +35,6 @@ fn period(plugins: &PluginSet) -> Duration {
         .values()
         .map(crate::PluginHandle::call_timeout)
         .min()
-        .unwrap_or(SHORTEST)
+        .unwrap_or(IDLE)
         .max(SHORTEST)
 }
