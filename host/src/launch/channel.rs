@@ -101,3 +101,17 @@ pub fn unix_channel(path: &Path) -> Channel {
             }
         }))
 }
+
+/// The client for one generation on `channel`, carrying its token, and the same as a
+/// plain transport; `None` if the token cannot be a header value.
+pub(crate) fn plugin_rpc(
+    channel: super::UnixClient,
+    token: &str,
+    max_message: usize,
+) -> Option<(PluginRpc, TokenService<super::UnixClient>)> {
+    let transport = TokenService::new(channel, token)?;
+    let rpc = PluginClient::new(transport.clone())
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    Some((rpc, transport))
+}

@@ -3,6 +3,7 @@
 
 mod binary;
 mod channel;
+mod connect;
 mod error;
 mod generation;
 mod handshake;
@@ -11,14 +12,12 @@ mod logs;
 mod socket_path;
 mod spawner;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_proto::PROTOCOL_VERSION;
-use baton_proto::plugin::plugin_client::PluginClient;
-use baton_proto::plugin::{DescribeRequest, DescribeResponse};
 use nix::sys::signal::Signal;
 use tokio::io::BufReader;
 use tokio::process::Command;
@@ -31,6 +30,7 @@ use crate::watch::WatchSet;
 pub use baton_transport::{NotSent, UnixClient};
 pub(crate) use binary::pin_file;
 use binary::{BinaryPolicy, Runner, copy_binary, is_script, verify_binary};
+pub(crate) use channel::plugin_rpc;
 pub use channel::{PluginRpc, TokenService, unix_channel};
 pub use error::StartError;
 use generation::kill_group;
@@ -395,45 +395,6 @@ impl Launcher {
         }))
     }
 
-    /// Compares the services the new process describes over reflection with the
-    /// application's descriptors; any difference that breaks a call refuses it.
-    async fn check_api(
-        &self,
-        api: &Result<prost_reflect::DescriptorPool, String>,
-        transport: &TokenService<UnixClient>,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), StartError> {
-        let expected = api.as_ref().map_err(|why| StartError::Refused {
-            path: self.config.command.clone(),
-            why: format!("api_descriptors: {why}"),
-        })?;
-        for service in &self.config.services {
-            let offered = tokio::time::timeout_at(
-                deadline,
-                crate::reflect::descriptors(transport.clone(), service),
-            )
-            .await
-            .map_err(|_| StartError::Timeout {
-                what: format!("did not describe {service} over reflection"),
-                timeout: self.config.handshake_timeout(),
-                stderr: StderrExcerpt::default(),
-            })?
-            .map_err(|e| {
-                StartError::Handshake(format!(
-                    "cannot check its {service} against api_descriptors: {e}"
-                ))
-            })?;
-            let problems = crate::api_check::incompatibilities(expected, &offered, service);
-            if !problems.is_empty() {
-                return Err(StartError::Handshake(format!(
-                    "its {service} is not compatible with the application's (api_descriptors): {}",
-                    problems.join("; ")
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Where this plugin's sockets live: a directory of its own in the host's, named
     /// by [`socket_tag`]. For a plugin with its own user, that user owns it (the host's
     /// directory, then mode 0711, lets it through without letting anyone list it).
@@ -467,93 +428,6 @@ impl Launcher {
         let _ = std::fs::set_permissions(&self.host_socket, std::fs::Permissions::from_mode(0o666));
         Ok(path)
     }
-
-    async fn connect(
-        &self,
-        socket: &Path,
-        token: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<(PluginRpc, TokenService<UnixClient>, DescribeResponse), StartError> {
-        let timeout = self.config.handshake_timeout();
-        let channel = UnixClient::with_spin(socket, Duration::from_micros(self.config.spin_us));
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        let mut last = String::from("no answer");
-        loop {
-            let check = health.check(tonic_health::pb::HealthCheckRequest {
-                service: "baton.plugin.v1.Plugin".into(),
-            });
-            match tokio::time::timeout_at(deadline, check).await {
-                Ok(Ok(resp))
-                    if resp.get_ref().status
-                        == tonic_health::pb::health_check_response::ServingStatus::Serving
-                            as i32 =>
-                {
-                    break;
-                }
-                Ok(Ok(resp)) => last = format!("health status {}", resp.get_ref().status),
-                Ok(Err(status)) => last = format!("health check failed: {}", status.message()),
-                Err(_) => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StartError::Timeout {
-                    what: format!(
-                        "did not report SERVING for baton.plugin.v1.Plugin on its health service (last: {last})"
-                    ),
-                    timeout,
-                    stderr: StderrExcerpt::default(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let (mut rpc, transport) = plugin_rpc(channel, token, self.config.max_message_bytes)
-            .ok_or_else(|| StartError::Handshake("internal: token is not valid metadata".into()))?;
-        let describe =
-            match tokio::time::timeout_at(deadline, rpc.describe(DescribeRequest {})).await {
-                Ok(Ok(resp)) => resp.into_inner(),
-                Ok(Err(status)) => {
-                    return Err(StartError::Handshake(format!(
-                        "Describe failed: {} ({:?})",
-                        status.message(),
-                        status.code()
-                    )));
-                }
-                Err(_) => {
-                    return Err(StartError::Timeout {
-                        what: "did not answer Describe".into(),
-                        timeout,
-                        stderr: StderrExcerpt::default(),
-                    });
-                }
-            };
-        if describe.protocol_version != PROTOCOL_VERSION {
-            return Err(StartError::Handshake(format!(
-                "Describe reports protocol version {}, expected {PROTOCOL_VERSION}",
-                describe.protocol_version
-            )));
-        }
-        let missing: Vec<&str> = self
-            .config
-            .services
-            .iter()
-            .filter(|wanted| !describe.services.contains(wanted))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            let offered = if describe.services.is_empty() {
-                "none".to_owned()
-            } else {
-                describe.services.join(", ")
-            };
-            return Err(StartError::Handshake(format!(
-                "does not serve {} (required by `services` in the config); it serves: {offered}",
-                missing.join(", ")
-            )));
-        }
-        if let Some(api) = &self.api {
-            self.check_api(api, &transport, deadline).await?;
-        }
-        Ok((rpc, transport, describe))
-    }
 }
 
 /// Variables a production plugin keeps from the host's environment (and `LC_*`).
@@ -568,20 +442,6 @@ const ENV_ALLOW: &[&str] = &[
     "BATON_LOG",
     "RUST_LOG",
 ];
-
-/// The client for one generation on `channel`, carrying its token, and the same as a
-/// plain transport; `None` if the token cannot be a header value.
-fn plugin_rpc(
-    channel: UnixClient,
-    token: &str,
-    max_message: usize,
-) -> Option<(PluginRpc, TokenService<UnixClient>)> {
-    let transport = TokenService::new(channel, token)?;
-    let rpc = PluginClient::new(transport.clone())
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    Some((rpc, transport))
-}
 
 /// Who a plugin runs as.
 struct Identity {
