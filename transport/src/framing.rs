@@ -28,6 +28,11 @@ pub fn grpc_frame_start(len: usize, start: &[u8]) -> Result<Bytes, Status> {
     Ok(frame.freeze())
 }
 
+/// The message length a frame's prefix announces.
+pub(crate) fn announced_len(prefix: &[u8; PREFIX]) -> usize {
+    u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize
+}
+
 fn put_prefix(frame: &mut BytesMut, len: usize) -> Result<(), Status> {
     let prefix_len = u32::try_from(len).map_err(|_| {
         Status::out_of_range(format!(
@@ -199,7 +204,7 @@ impl Assembler {
                 )));
             }
         }
-        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        let len = announced_len(prefix);
         if len > self.max {
             return Err(Status::out_of_range(format!(
                 "a message of {len} bytes is over the limit of {} bytes",

@@ -16,7 +16,7 @@ use h2::server::SendResponse;
 use tonic::Status;
 use tonic::codegen::http;
 
-use crate::framing::{Assembler, Framed, PREFIX};
+use crate::framing::{Assembler, Framed, PREFIX, announced_len};
 use crate::router::Check;
 
 /// Answers a request's message (given with the request's headers) with the answer's
@@ -191,8 +191,8 @@ impl<'a> Start<'a> {
 
     /// How many bytes are wanted before judging, once the prefix is in.
     fn wanted(&self, seen: &[u8]) -> Option<(usize, usize)> {
-        let prefix: [u8; PREFIX] = seen.get(..PREFIX)?.try_into().ok()?;
-        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        let prefix: &[u8; PREFIX] = seen.get(..PREFIX)?.try_into().ok()?;
+        let len = announced_len(prefix);
         Some((len, PREFIX + len.min(self.peek)))
     }
 
