@@ -43,8 +43,8 @@ impl ControlClient {
         })
     }
 
-    /// The largest answer taken (and request sent); by default the host's default
-    /// `max_message_bytes` and room around it.
+    /// The largest answer taken (requests are the daemon's to judge); by default the
+    /// host's default `max_message_bytes` and room around it.
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
         self
@@ -67,8 +67,16 @@ impl ControlClient {
                 baton_transport::grpc_timeout_value(timeout),
             );
         }
+        // Any request goes: the daemon judges its size against its plugin's limit,
+        // naming the plugin and counting the call, which a refusal here could not.
         self.inner
-            .unary_message(INVOKE_URI.clone(), headers, &request, self.max_message)
+            .unary_message(
+                INVOKE_URI.clone(),
+                headers,
+                &request,
+                usize::MAX,
+                self.max_message,
+            )
             .await
     }
 

@@ -112,19 +112,21 @@ impl UnixClient {
 
 impl UnixClient {
     /// [`unary`](Self::unary) with a protobuf request and answer: `request` encoded into
-    /// one frame (refused over `max_message`), `content-type` and `te` added to `headers`,
-    /// and the answer (at most `max_message` too) decoded from the pieces it came in.
+    /// one frame (refused over `max_request`), `content-type` and `te` added to
+    /// `headers`, and the answer (at most `max_answer`) decoded from the pieces it came
+    /// in.
     pub async fn unary_message<A: prost::Message + Default>(
         &self,
         uri: http::Uri,
         mut headers: http::HeaderMap,
         request: &impl prost::Message,
-        max_message: usize,
+        max_request: usize,
+        max_answer: usize,
     ) -> Result<A, Status> {
         let len = request.encoded_len();
-        if len > max_message {
+        if len > max_request {
             return Err(Status::out_of_range(format!(
-                "the request is {len} bytes, over the limit of {max_message} bytes"
+                "the request is {len} bytes, over the limit of {max_request} bytes"
             )));
         }
         let frame = crate::grpc_frame(len, |buf| {
@@ -137,7 +139,7 @@ impl UnixClient {
         );
         headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
         let path = uri.path().to_owned();
-        let answer = self.unary(uri, headers, frame, max_message).await?;
+        let answer = self.unary(uri, headers, frame, max_answer).await?;
         A::decode(answer)
             .map_err(|e| Status::internal(format!("the answer to {path} does not decode: {e}")))
     }

@@ -58,7 +58,13 @@ impl TokenService<super::UnixClient> {
         );
         headers.insert(self.name.clone(), self.token.clone());
         self.inner
-            .unary_message(INVOKE_URI.clone(), headers, request, max_message)
+            .unary_message(
+                INVOKE_URI.clone(),
+                headers,
+                request,
+                max_message,
+                max_message,
+            )
             .await
     }
 }

@@ -264,6 +264,27 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
         asked.elapsed()
     );
 
+    // A request over the client's own answer limit is the daemon's to judge: refused
+    // naming the plugin and its limit, and counted, as from any other client.
+    let over = ours
+        .clone()
+        .max_message(1 << 20)
+        .invoke(InvokeRequest {
+            plugin: "small".into(),
+            method: "echo".into(),
+            payload: vec![1u8; 2 << 20].into(),
+            metadata: Default::default(),
+        })
+        .await
+        .expect_err("over the plugin's limit");
+    assert_eq!(over.code(), tonic::Code::OutOfRange, "{over:?}");
+    assert!(
+        over.message().contains("plugin small")
+            && over.message().contains("max_message_bytes = 4096"),
+        "{}",
+        over.message()
+    );
+
     // The rest of the control API, on the same connection.
     let status = ours
         .supervisor()
