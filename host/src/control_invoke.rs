@@ -15,7 +15,7 @@ use crate::invoke_size;
 use crate::plugin_set::PluginSet;
 
 /// The method's path on the control socket.
-pub(crate) const INVOKE_PATH: &str = "/baton.host.v1.Supervisor/Invoke";
+const INVOKE_PATH: &str = "/baton.host.v1.Supervisor/Invoke";
 
 /// `Supervisor.Invoke` for `plugins`, taking requests and answers of at most
 /// `server_limit` bytes (each plugin's own limit is judged from the request's start).
