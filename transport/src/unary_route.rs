@@ -161,9 +161,7 @@ async fn read_message(
         }
     }
     if let Some(pending) = start {
-        for piece in pending.end()? {
-            message.take(piece)?;
-        }
+        message.take(pending.end()?)?;
     }
     message
         .into_message()
@@ -197,14 +195,14 @@ impl<'a> Start<'a> {
     }
 
     /// Takes one DATA frame; once enough is in, judges it and gives back the pieces to
-    /// read on from (the start and whatever came after it).
-    fn take(&mut self, data: Bytes) -> Result<Option<Vec<Bytes>>, Status> {
+    /// read on from: the start and whatever came after it (empty if nothing did).
+    fn take(&mut self, data: Bytes) -> Result<Option<[Bytes; 2]>, Status> {
         if self.held.is_empty()
             && let Some((len, wanted)) = self.wanted(&data)
             && data.len() >= wanted
         {
             self.judge_start(len, &data)?;
-            return Ok(Some(vec![data]));
+            return Ok(Some([data, Bytes::new()]));
         }
         let room = (PREFIX + self.peek).saturating_sub(self.held.len());
         let copied = room.min(data.len());
@@ -212,22 +210,19 @@ impl<'a> Start<'a> {
         match self.wanted(&self.held) {
             Some((len, wanted)) if self.held.len() >= wanted => {
                 self.judge_start(len, &self.held)?;
-                let mut pieces = vec![std::mem::take(&mut self.held).freeze()];
-                if copied < data.len() {
-                    pieces.push(data.slice(copied..));
-                }
-                Ok(Some(pieces))
+                let start = std::mem::take(&mut self.held).freeze();
+                Ok(Some([start, data.slice(copied..)]))
             }
             _ => Ok(None),
         }
     }
 
     /// The stream ended before enough came: judged on what there is, if the prefix is.
-    fn end(self) -> Result<Vec<Bytes>, Status> {
+    fn end(self) -> Result<Bytes, Status> {
         if let Some((len, _)) = self.wanted(&self.held) {
             self.judge_start(len, &self.held)?;
         }
-        Ok(vec![self.held.freeze()])
+        Ok(self.held.freeze())
     }
 
     fn judge_start(&self, len: usize, seen: &[u8]) -> Result<(), Status> {
@@ -432,11 +427,7 @@ mod tests {
             }
         }
         if !judged {
-            start
-                .end()
-                .expect("judged")
-                .iter()
-                .for_each(|p| read_on.extend_from_slice(p));
+            read_on.extend_from_slice(&start.end().expect("judged"));
         }
         let seen = seen.lock().expect("seen").clone();
         (seen, read_on)
