@@ -20,8 +20,9 @@ pub fn grpc_frame(len: usize, encode: impl FnOnce(&mut BytesMut)) -> Result<Byte
 
 /// The start of a frame whose message is `len` bytes long and begins with `start`: the
 /// prefix and `start`, the rest to follow as a piece of its own (see
-/// [`Framed`](crate::Framed)).
-pub fn grpc_frame_start(len: usize, start: &[u8]) -> Result<Bytes, Status> {
+/// [`Framed`](crate::Framed)); for tests that build such frames piece by piece.
+#[cfg(test)]
+pub(crate) fn grpc_frame_start(len: usize, start: &[u8]) -> Result<Bytes, Status> {
     let mut frame = BytesMut::with_capacity(PREFIX + start.len());
     put_prefix(&mut frame, len)?;
     frame.extend_from_slice(start);

@@ -18,7 +18,7 @@ mod unary;
 mod unary_route;
 
 pub use client::{NotSent, UnixClient};
-pub use framing::{Framed, Message, grpc_frame, grpc_frame_bytes_last, grpc_frame_start};
+pub use framing::{Framed, Message, grpc_frame, grpc_frame_bytes_last};
 pub use quiet::QuietUnix;
 pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};

@@ -270,7 +270,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(u64::from(pause))).await;
                 // In two pieces: the prefix and the first byte, then the rest.
                 let split = message.len().min(1);
-                let head = crate::grpc_frame_start(message.len(), &message[..split])?;
+                let head = crate::framing::grpc_frame_start(message.len(), &message[..split])?;
                 Ok(Framed {
                     head,
                     tail: message.slice(split..),
