@@ -10,6 +10,10 @@
 //! - **floor on tokio**: `bench-floor async`, the same with each socket driven by a
 //!   tokio current-thread runtime on both sides (epoll and non-blocking I/O): the floor
 //!   of any transport on tokio, this one included.
+//! - **floor of gRPC on h2**: `bench-floor h2`, each round trip a gRPC unary call in
+//!   standard HTTP/2 bytes, made and served by the `h2` crate on blocking sockets with no
+//!   runtime on either side (the kernel floor's system calls, and h2's work): the least a
+//!   transport on h2 can cost, and so what HTTP/2 itself adds to the kernel's floor.
 //! - **go-plugin**: `bench/go-plugin-peer`, a host and an echo plugin written against
 //!   HashiCorp go-plugin in gRPC mode (built here with `go build`; left out, with a line
 //!   and a row saying so, when `go` is not installed).
@@ -45,6 +49,8 @@ const RATE_PAYLOAD: usize = 64;
 const FLOOR: &str = "floor (raw UDS)";
 /// The same ping-pong on tokio: what the runtime adds to the kernel's round trip.
 const ASYNC_FLOOR: &str = "floor on tokio (async UDS)";
+/// gRPC's bytes with h2 and no runtime: what HTTP/2 adds to the kernel's round trip.
+const H2_FLOOR: &str = "floor of gRPC on h2 (blocking)";
 const BARE: &str = "(a) bare tonic";
 const LIBRARY: &str = "(b) library";
 const DAEMON: &str = "(c) daemon";
@@ -194,14 +200,16 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
             Caller::Driven(drivers.len()),
         ));
         drivers.push(floor);
-        let floor =
-            Driver::start_with(&floor_bin, Duration::from_secs(10), &["async"], &[]).await?;
-        all.push(Participant::new(
-            ASYNC_FLOOR,
-            vec![("client", floor.client), ("server", floor.server)],
-            Caller::Driven(drivers.len()),
-        ));
-        drivers.push(floor);
+        for (label, mode) in [(ASYNC_FLOOR, "async"), (H2_FLOOR, "h2")] {
+            let floor =
+                Driver::start_with(&floor_bin, Duration::from_secs(10), &[mode], &[]).await?;
+            all.push(Participant::new(
+                label,
+                vec![("client", floor.client), ("server", floor.server)],
+                Caller::Driven(drivers.len()),
+            ));
+            drivers.push(floor);
+        }
         let me = std::process::id();
         for (i, path) in paths.paths.iter().enumerate() {
             let mut processes = vec![("client", me)];

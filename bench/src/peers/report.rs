@@ -3,7 +3,8 @@
 //! per path.
 
 use super::{
-    ASYNC_FLOOR, BARE, CALLERS, DAEMON, FLOOR, GO, LIBRARY, NO_GO, Participant, SIZES, SPINNING,
+    ASYNC_FLOOR, BARE, CALLERS, DAEMON, FLOOR, GO, H2_FLOOR, LIBRARY, NO_GO, Participant, SIZES,
+    SPINNING,
 };
 use crate::report::{Row, quantile, sorted};
 
@@ -152,14 +153,15 @@ pub(super) fn report(all: &[Participant], have_go: bool, rows: &mut Vec<Row>) ->
                 2.5,
             );
         }
-        // The same two against the floor a transport on tokio can reach: no target, for
-        // reading the ones above.
-        if let Some(t) = find(ASYNC_FLOOR) {
+        // The same two against the floors a transport on tokio, and one on h2, can
+        // reach: no target, for reading the ones above.
+        for other in [ASYNC_FLOOR, H2_FLOOR] {
+            let Some(t) = find(other) else { continue };
             for path in [library, daemon].into_iter().flatten() {
                 rows.push(
                     Row::new(
                         "peers",
-                        format!("{size} p50, {} / {ASYNC_FLOOR}", all[path].label),
+                        format!("{size} p50, {} / {other}", all[path].label),
                         q[path][s].0,
                         "µs",
                     )

@@ -23,6 +23,10 @@
 //! runtime (epoll, non-blocking reads and writes, one runtime per thread) on both sides:
 //! the floor of any transport written on tokio, and so what the runtime alone adds to
 //! the kernel's.
+//!
+//! `bench-floor h2` makes each round trip a gRPC unary call in standard HTTP/2 bytes,
+//! made and served by the `h2` crate with no runtime (see [`h2_blocking`]): the floor of
+//! any transport on h2.
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -38,7 +42,38 @@ const PAIRS: usize = 16;
 /// The largest payload either side accepts.
 const MAX_PAYLOAD: usize = 1 << 20;
 
+mod h2_blocking;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How both sides drive their sockets.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Blocking reads and writes: the kernel's floor.
+    Blocking,
+    /// A tokio current-thread runtime per thread.
+    Tokio,
+    /// gRPC over h2, blocking, no runtime.
+    H2,
+}
+
+impl Mode {
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "async" => Some(Self::Tokio),
+            "h2" => Some(Self::H2),
+            _ => None,
+        }
+    }
+
+    fn word(self) -> Option<&'static str> {
+        match self {
+            Self::Blocking => None,
+            Self::Tokio => Some("async"),
+            Self::H2 => Some("h2"),
+        }
+    }
+}
 
 /// One message into `buf`: 4 bytes of length (little-endian), then the payload. Returns
 /// the frame's length, or `None` at end of input. The peers strictly alternate (one
@@ -154,14 +189,23 @@ fn serve_one_async(fd: RawFd) {
     });
 }
 
-fn serve(fds: &[RawFd], asynchronous: bool) -> ExitCode {
+/// [`serve_one`] in gRPC over h2.
+fn serve_one_h2(fd: RawFd) {
+    // SAFETY: as in `serve_one`.
+    let socket = unsafe { UnixStream::from_raw_fd(fd) };
+    if let Err(e) = h2_blocking::serve(socket) {
+        eprintln!("bench-floor serve h2: {e}");
+    }
+}
+
+fn serve(fds: &[RawFd], mode: Mode) -> ExitCode {
     std::thread::scope(|s| {
         for &fd in fds {
-            if asynchronous {
-                s.spawn(move || serve_one_async(fd));
-            } else {
-                s.spawn(move || serve_one(fd));
-            }
+            match mode {
+                Mode::Blocking => s.spawn(move || serve_one(fd)),
+                Mode::Tokio => s.spawn(move || serve_one_async(fd)),
+                Mode::H2 => s.spawn(move || serve_one_h2(fd)),
+            };
         }
     });
     ExitCode::SUCCESS
@@ -180,6 +224,8 @@ enum Socket {
         Option<UnixStream>,
         Option<(tokio::runtime::Runtime, tokio::net::UnixStream)>,
     ),
+    /// Connected on the caller's thread, by its first call.
+    H2(Option<UnixStream>, Option<Box<h2_blocking::Client>>),
 }
 
 impl Pair {
@@ -205,6 +251,16 @@ impl Pair {
                     read_frame_async(socket, &mut self.buf).await
                 })?
             }
+            Socket::H2(std, client) => {
+                if let Some(socket) = std.take() {
+                    *client = Some(Box::new(h2_blocking::Client::connect(socket)?));
+                }
+                let Some(client) = client else {
+                    return Err("no connection for the socket".into());
+                };
+                // The same frame length the others echo back, for the check below.
+                Some(4 + client.call(out.len() - 4)?)
+            }
         };
         match echoed {
             Some(n) if n == out.len() => Ok(()),
@@ -215,16 +271,16 @@ impl Pair {
 }
 
 /// Starts the server process on the other ends of `PAIRS` socketpairs.
-fn start(asynchronous: bool) -> Result<(Child, Vec<Pair>), Error> {
+fn start(mode: Mode) -> Result<(Child, Vec<Pair>), Error> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..PAIRS {
         let (a, b) = UnixStream::pair()?;
         ours.push(Pair {
-            socket: if asynchronous {
-                Socket::Async(Some(a), None)
-            } else {
-                Socket::Blocking(a)
+            socket: match mode {
+                Mode::Blocking => Socket::Blocking(a),
+                Mode::Tokio => Socket::Async(Some(a), None),
+                Mode::H2 => Socket::H2(Some(a), None),
             },
             buf: vec![0u8; 4 + MAX_PAYLOAD],
         });
@@ -234,7 +290,7 @@ fn start(asynchronous: bool) -> Result<(Child, Vec<Pair>), Error> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg("serve")
-        .args(asynchronous.then_some("async"))
+        .args(mode.word())
         .args(fds.iter().map(|fd| fd.to_string()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -416,8 +472,8 @@ fn answer(line: &str, workers: &[Worker]) -> Result<Option<serde_json::Value>, E
     })
 }
 
-fn client(asynchronous: bool) -> Result<(), Error> {
-    let (mut server, pairs) = start(asynchronous)?;
+fn client(mode: Mode) -> Result<(), Error> {
+    let (mut server, pairs) = start(mode)?;
     let workers: Vec<Worker> = pairs.into_iter().map(Worker::start).collect();
     let result = (|| {
         workers[0].latency(4, 200)?;
@@ -451,14 +507,17 @@ fn main() -> ExitCode {
     if serving {
         args.remove(0);
     }
-    let asynchronous = args.first().map(String::as_str) == Some("async");
-    if asynchronous {
-        args.remove(0);
-    }
+    let mode = match args.first().and_then(|a| Mode::parse(a)) {
+        Some(mode) => {
+            args.remove(0);
+            mode
+        }
+        None => Mode::Blocking,
+    };
     if serving {
         let fds: Result<Vec<RawFd>, _> = args.iter().map(|a| a.parse()).collect();
         return match fds {
-            Ok(fds) => serve(&fds, asynchronous),
+            Ok(fds) => serve(&fds, mode),
             Err(e) => {
                 eprintln!("bench-floor serve: bad fd: {e}");
                 ExitCode::from(2)
@@ -466,10 +525,10 @@ fn main() -> ExitCode {
         };
     }
     if let Some(other) = args.first() {
-        eprintln!("bench-floor: unknown argument {other:?} (wants nothing, or async)");
+        eprintln!("bench-floor: unknown argument {other:?} (wants nothing, async or h2)");
         return ExitCode::from(2);
     }
-    match client(asynchronous) {
+    match client(mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             println!("{}", serde_json::json!({ "error": e.to_string() }));
