@@ -18,10 +18,21 @@ use crate::{Bins, Error, Mode};
 /// The same 64-byte payload as the latency scenario's: here, a counter's name.
 const PAYLOAD: [u8; 64] = [b'k'; 64];
 
-/// One counter: its label in the table and how the host starts it.
+/// One counter: its label in the table, its plugin's name, and how the host starts it.
 struct Counter {
-    label: &'static str,
+    label: String,
+    name: &'static str,
     config: baton_host::PluginConfig,
+}
+
+impl Counter {
+    fn new(language: &'static str, name: &'static str, config: baton_host::PluginConfig) -> Self {
+        Self {
+            label: format!("{language} counter"),
+            name,
+            config,
+        }
+    }
 }
 
 pub(crate) fn repo_root() -> PathBuf {
@@ -71,20 +82,33 @@ fn script_plugin(command: impl Into<PathBuf>, script: &Path) -> baton_host::Plug
 /// The counters this machine can run, built where they need building.
 fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
     let root = repo_root();
-    let mut found = vec![Counter {
-        label: "Rust",
-        config: baton_host::PluginConfig::new(bins.get("counter")?),
-    }];
+    let mut found = vec![Counter::new(
+        "Rust",
+        "rust",
+        baton_host::PluginConfig::new(bins.get("counter")?),
+    )];
 
     let python = root.join(".venv/bin/python");
     if python.is_file() {
-        found.push(Counter {
-            label: "Python",
-            config: script_plugin(
-                python,
-                &root.join("example-plugins/python-counter/counter.py"),
-            ),
-        });
+        let config = script_plugin(
+            python,
+            &root.join("example-plugins/python-counter/counter.py"),
+        );
+        // The same plugin kept on one CPU (`cpus`): grpcio hands each call between its
+        // poller thread and a pool thread, and on one CPU those hand-offs never wake a
+        // halted vCPU (docs/operations.md).
+        if let Some(cpu) =
+            baton_host::config::CpuList::online().and_then(|online| online.cpus().last().copied())
+        {
+            let mut pinned = config.clone();
+            pinned.cpus = baton_host::config::CpuList::new([cpu]);
+            found.push(Counter {
+                label: format!("Python counter, cpus = [{cpu}]"),
+                name: "python-one-cpu",
+                config: pinned,
+            });
+        }
+        found.insert(1, Counter::new("Python", "python", config));
     } else {
         eprintln!(
             "baton-bench: sdk: skipped the Python counter ({} is missing: run bash plugin-sdk/python/setup-python.sh)",
@@ -100,10 +124,7 @@ fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
             "go",
             &["build", "-o", out_arg, "."],
         )?;
-        found.push(Counter {
-            label: "Go",
-            config: baton_host::PluginConfig::new(out),
-        });
+        found.push(Counter::new("Go", "go", baton_host::PluginConfig::new(out)));
     }
 
     if have("node", "--version", "TypeScript counter")
@@ -117,13 +138,14 @@ fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
             }
             build_step(&dir, "npm", &["run", "build"])?;
         }
-        found.push(Counter {
-            label: "TypeScript",
-            config: script_plugin(
+        found.push(Counter::new(
+            "TypeScript",
+            "typescript",
+            script_plugin(
                 "node",
                 &root.join("example-plugins/ts-counter/dist/src/main.js"),
             ),
-        });
+        ));
     }
     Ok(found)
 }
@@ -136,7 +158,7 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Err
         plugin.reload = Some(baton_host::ReloadMode::Manual);
         // An interpreter's start-up (grpcio, Node.js) can take seconds on a busy machine.
         plugin.handshake_timeout_ms = 30_000;
-        config.plugins.insert(counter.label.to_lowercase(), plugin);
+        config.plugins.insert(counter.name.into(), plugin);
     }
     let host = baton_host::Host::start(&config).await?;
     let measured = measure(&host, &counters, mode).await;
@@ -152,17 +174,36 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<(), Err
         .collect();
     let (rust50, rust99) = stats[0];
     for (counter, &(p50, p99)) in counters.iter().zip(&stats) {
-        let figure = |q: &str| format!("64 B Invoke {q}, {} counter (library)", counter.label);
+        let figure = |q: &str| format!("64 B Invoke {q}, {} (library)", counter.label);
         let (mut median, mut tail) = (
             Row::new("sdk", figure("p50"), p50, "µs"),
             Row::new("sdk", figure("p99"), p99, "µs"),
         );
-        if counter.label != "Rust" {
+        if counter.name != "rust" {
             median = median.baseline(rust50);
             tail = tail.baseline(rust99);
         }
         rows.push(median);
         rows.push(tail);
+    }
+    // What one CPU buys the Python counter, against itself unpinned.
+    let at = |name: &str| counters.iter().position(|c| c.name == name);
+    if let (Some(free), Some(one)) = (at("python"), at("python-one-cpu")) {
+        for (q, pick) in [("p50", 0), ("p99", 1)] {
+            let value = |i: usize| if pick == 0 { stats[i].0 } else { stats[i].1 };
+            rows.push(
+                Row::new(
+                    "sdk",
+                    format!(
+                        "64 B Invoke {q}, {} / {}",
+                        counters[one].label, counters[free].label
+                    ),
+                    value(one),
+                    "µs",
+                )
+                .baseline(value(free)),
+            );
+        }
     }
     Ok(())
 }
@@ -183,9 +224,9 @@ async fn measure(
     };
     let mut handles = Vec::new();
     for counter in counters {
-        let name = counter.label.to_lowercase();
+        let name = counter.name;
         let handle = host
-            .plugin(&name)
+            .plugin(name)
             .ok_or_else(|| format!("the host has no {name}"))?;
         handle.ready(Duration::from_secs(60)).await?;
         for _ in 0..warm_up {

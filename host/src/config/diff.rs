@@ -66,6 +66,7 @@ pub fn plugin_change(old: &PluginConfig, new: &PluginConfig) -> PluginChange {
         handover_timeout_ms,
         pre_copy,
         spin_us,
+        cpus,
         copy_binary,
     } = old;
     let mut change = PluginChange::default();
@@ -77,7 +78,7 @@ pub fn plugin_change(old: &PluginConfig, new: &PluginConfig) -> PluginChange {
         };
     }
     compare!(process: command, args, cwd, env, user, group, sha256, inherit_env,
-        max_message_bytes, services, api_descriptors, copy_binary, spin_us);
+        max_message_bytes, services, api_descriptors, copy_binary, spin_us, cpus);
     compare!(watching: reload, watch);
     compare!(in_place: handshake_timeout_ms, call_timeout_ms, stream_drain_ms,
         shutdown_grace_ms, restart, checkpoint_interval_ms, max_state_bytes,

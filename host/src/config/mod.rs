@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod cpus;
 mod diff;
 mod error;
 mod limits;
@@ -18,6 +19,7 @@ mod spans;
 mod suggest;
 mod validate;
 
+pub use cpus::{CPU_LIMIT, CpuList, parse_cpu_list};
 pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 pub(crate) use limits::Limits;
@@ -231,6 +233,10 @@ pub struct PluginConfig {
     /// a core's time while it waits. 0 (the default) never spins; at most 1000.
     #[serde(default)]
     pub spin_us: u64,
+    /// The CPUs the plugin's process may run on (its scheduler affinity), as numbers or
+    /// ranges: `[2, "4-7"]`. Each must be online. Default: any the host may use.
+    #[serde(default)]
+    pub cpus: Option<CpuList>,
     /// Run a private copy of the binary, so the original can be rewritten in place,
     /// even half-way, while the plugin runs. Only for commands given as a path.
     #[serde(default = "default_true")]
@@ -368,6 +374,7 @@ impl PluginConfig {
             handover_timeout_ms: default_handover_timeout_ms(),
             pre_copy: true,
             spin_us: 0,
+            cpus: None,
             copy_binary: true,
         }
     }

@@ -2,8 +2,8 @@
 //! Each refusal names the field it is about, so that it can be located in the file, and
 //! every one is reported, not only the first.
 
-use super::Config;
 use super::error::{Problem, plugin_field};
+use super::{Config, CpuList};
 
 impl Config {
     pub(super) fn validate(&self) -> Vec<Problem> {
@@ -22,6 +22,13 @@ impl Config {
                 ),
             ));
         }
+        // Read once: whether each plugin's `cpus` are online.
+        let online = self
+            .plugins
+            .values()
+            .any(|p| p.cpus.is_some())
+            .then(CpuList::online)
+            .flatten();
         for (name, plugin) in &self.plugins {
             let valid = !name.is_empty()
                 && name.len() <= 64
@@ -79,6 +86,26 @@ impl Config {
                         plugin.spin_us
                     ),
                 );
+            }
+            if let (Some(cpus), Some(online)) = (&plugin.cpus, &online) {
+                let offline: Vec<String> = cpus
+                    .cpus()
+                    .iter()
+                    .filter(|c| !online.cpus().contains(c))
+                    .map(usize::to_string)
+                    .collect();
+                if !offline.is_empty() {
+                    refuse(
+                        "cpus",
+                        format!(
+                            "CPU {} not online on this machine (online: {online})",
+                            match offline.as_slice() {
+                                [one] => format!("{one} is"),
+                                many => format!("{} are", many.join(", ")),
+                            }
+                        ),
+                    );
+                }
             }
             if let Some(pin) = &plugin.sha256
                 && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))

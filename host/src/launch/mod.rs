@@ -1,6 +1,7 @@
 //! Starting one plugin process and bringing it to SERVING: fork it from the spawner
 //! thread, read its handshake, connect, wait for health and Describe; and stopping it.
 
+mod affinity;
 mod binary;
 mod channel;
 mod connect;
@@ -175,16 +176,20 @@ impl Launcher {
             production: self.production,
             pin: self.config.sha256.clone(),
         };
+        let affinity = affinity::cpu_set(self.config.cpus.as_ref(), &program)?;
         let host_pid = nix::unistd::getpid();
         let pid_write = pid_pipe.as_ref().map(PidPipe::write_fd);
         // SAFETY: the closure runs between fork and exec and only makes raw syscalls
-        // (prctl, getppid, dup2/fcntl), all async-signal-safe.
+        // (prctl, getppid, sched_setaffinity, dup2/fcntl), all async-signal-safe.
         unsafe {
             command.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The host may have died between fork and prctl; then nobody would kill us.
                 if nix::unistd::getppid() != host_pid {
                     return Err(std::io::Error::other("the baton host exited during start"));
+                }
+                if let Some(set) = &affinity {
+                    affinity::apply(set)?;
                 }
                 if let Some(fd) = pid_write {
                     PidPipe::hand_over(fd)?;

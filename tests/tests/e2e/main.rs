@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts a real `baton` host with real plugin processes.
 //! All of them compile into this one binary; `baton_tests` holds the shared helpers.
 
+mod affinity;
 mod bad_plugins;
 mod calls;
 mod chaos;

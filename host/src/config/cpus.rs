@@ -1,0 +1,219 @@
+//! `cpus`: the CPUs a plugin's process may run on (its scheduler affinity), as a config
+//! writes them (`cpus = [2, "4-7"]`) and as the kernel takes them.
+//!
+//! Why a plugin would want one: to keep plugins off the cores a database beside them
+//! needs, and, on a virtual machine whose idle vCPUs halt, to keep a plugin whose
+//! runtime hands each call between threads (grpcio's poller and pool) on one vCPU, where
+//! those hand-offs do not wake a halted one (docs/operations.md).
+
+use std::fmt;
+
+use nix::sched::CpuSet;
+use serde::{Deserialize, Deserializer};
+
+/// One past the highest CPU number a set can hold (the kernel's `cpu_set_t`).
+pub const CPU_LIMIT: usize = CpuSet::count();
+
+/// Where the kernel lists the CPUs that are online.
+const ONLINE: &str = "/sys/devices/system/cpu/online";
+
+/// A set of CPU numbers, sorted, each once, never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(Vec<usize>);
+
+impl CpuList {
+    /// The set of `cpus`, or `None` when it names none.
+    pub fn new(cpus: impl IntoIterator<Item = usize>) -> Option<Self> {
+        let mut cpus: Vec<usize> = cpus.into_iter().collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        (!cpus.is_empty()).then_some(Self(cpus))
+    }
+
+    pub fn cpus(&self) -> &[usize] {
+        &self.0
+    }
+
+    /// The kernel's form, or the first CPU it cannot hold.
+    pub fn to_set(&self) -> Result<CpuSet, usize> {
+        let mut set = CpuSet::new();
+        for &cpu in &self.0 {
+            set.set(cpu).map_err(|_| cpu)?;
+        }
+        Ok(set)
+    }
+
+    /// The CPUs online on this machine, as the kernel lists them; `None` where it does
+    /// not say (then only the start of a plugin can tell).
+    pub fn online() -> Option<Self> {
+        let text = std::fs::read_to_string(ONLINE).ok()?;
+        parse_cpu_list(text.trim()).ok()
+    }
+}
+
+/// The kernel's list format, `0-3,8,10-11`, as the config's strings also allow.
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        cpus.extend(parse_part(part.trim())?);
+    }
+    CpuList::new(cpus).ok_or_else(|| "lists no CPU".to_string())
+}
+
+/// One CPU (`"4"`) or an inclusive range (`"4-7"`).
+fn parse_part(part: &str) -> Result<std::ops::RangeInclusive<usize>, String> {
+    let number = |s: &str| {
+        s.trim().parse::<usize>().map_err(|_| {
+            format!("{part:?} is not a CPU number or a range of them (such as \"4-7\")")
+        })
+    };
+    let (first, last) = match part.split_once('-') {
+        Some((a, b)) => (number(a)?, number(b)?),
+        None => {
+            let n = number(part)?;
+            (n, n)
+        }
+    };
+    if last < first {
+        return Err(format!("{part:?} ends before it starts"));
+    }
+    // Checked here, not only when validating: a range such as "0-99999999999" would
+    // otherwise be expanded before anything refused it.
+    if last >= CPU_LIMIT {
+        return Err(format!(
+            "CPU {last} is past the highest this system can name ({})",
+            CPU_LIMIT - 1
+        ));
+    }
+    Ok(first..=last)
+}
+
+impl fmt::Display for CpuList {
+    /// The kernel's list format, runs folded into ranges: `0-3,8`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &cpu in &self.0 {
+            match runs.last_mut() {
+                Some((_, last)) if *last + 1 == cpu => *last = cpu,
+                _ => runs.push((cpu, cpu)),
+            }
+        }
+        for (i, (first, last)) in runs.into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if first == last {
+                write!(f, "{first}")?;
+            } else {
+                write!(f, "{first}-{last}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An entry of the config's list: a number, or a string in the kernel's list format.
+enum Entry {
+    Cpu(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CPU number or a string such as \"4-7\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Entry, E> {
+                Ok(Entry::Cpu(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Entry, E> {
+                u64::try_from(v)
+                    .map(Entry::Cpu)
+                    .map_err(|_| E::custom(format!("{v} is not a CPU number (they start at 0)")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Entry, E> {
+                Ok(Entry::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let entries = Vec::<Entry>::deserialize(deserializer)?;
+        let mut cpus = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Cpu(cpu) if cpu >= CPU_LIMIT as u64 => {
+                    return Err(D::Error::custom(format!(
+                        "CPU {cpu} is past the highest this system can name ({})",
+                        CPU_LIMIT - 1
+                    )));
+                }
+                Entry::Cpu(cpu) => cpus.extend(usize::try_from(cpu).ok()),
+                Entry::Text(text) => {
+                    cpus.extend(parse_cpu_list(&text).map_err(D::Error::custom)?.0)
+                }
+            }
+        }
+        CpuList::new(cpus).ok_or_else(|| {
+            D::Error::custom("lists no CPU (leave `cpus` out to let the plugin run on any)")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        cpus: CpuList,
+    }
+
+    fn read(text: &str) -> Result<CpuList, String> {
+        toml::from_str::<Holder>(text)
+            .map(|h| h.cpus)
+            .map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn numbers_and_ranges_make_one_sorted_set() {
+        let cpus = read(r#"cpus = [7, "0-2", 1, "4,5"]"#).expect("a list");
+        assert_eq!(cpus.cpus(), [0, 1, 2, 4, 5, 7]);
+        assert_eq!(cpus.to_string(), "0-2,4-5,7");
+        let set = cpus.to_set().expect("a set");
+        assert!(set.is_set(4).expect("in range") && !set.is_set(3).expect("in range"));
+        assert_eq!(read("cpus = [3]").expect("a list").to_string(), "3");
+    }
+
+    #[test]
+    fn a_bad_list_is_refused_saying_why() {
+        for (text, words) in [
+            ("cpus = []", "lists no CPU"),
+            (r#"cpus = ["5-2"]"#, "ends before it starts"),
+            (r#"cpus = ["x"]"#, "is not a CPU number"),
+            (r#"cpus = ["1-"]"#, "is not a CPU number"),
+            ("cpus = [4096]", "past the highest"),
+            (r#"cpus = ["0-99999999999"]"#, "past the highest"),
+            ("cpus = [-1]", "not a CPU number (they start at 0)"),
+            ("cpus = [1.5]", "a CPU number or a string"),
+        ] {
+            let e = read(text).expect_err("refused");
+            assert!(e.contains(words), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_kernels_online_list_is_read() {
+        let online = CpuList::online().expect("this machine lists its CPUs");
+        // The CPU this test runs on is online.
+        let here = nix::sched::sched_getcpu().expect("the CPU running this");
+        assert!(online.cpus().contains(&here), "{online} lacks {here}");
+    }
+}

@@ -1,0 +1,80 @@
+//! A plugin's `cpus`: made into the kernel's CPU set before the fork, and set on the
+//! child between fork and exec, so the plugin's first instruction already runs there and
+//! every thread and process it makes inherits it (under a PID-namespace init, the init
+//! gets it and passes it on). Setting it after the start would leave the threads a
+//! runtime starts early (Go's, grpcio's) where they were.
+
+use std::path::Path;
+
+use nix::sched::CpuSet;
+use nix::unistd::Pid;
+
+use super::StartError;
+use crate::config::CpuList;
+
+/// The set to give the process, checked against the CPUs online now so that a start
+/// the kernel would refuse says why. A config file's `cpus` were checked when it was
+/// read; a config built in code, or a CPU taken offline since, is caught here.
+pub(super) fn cpu_set(
+    cpus: Option<&CpuList>,
+    program: &Path,
+) -> Result<Option<CpuSet>, StartError> {
+    let Some(cpus) = cpus else { return Ok(None) };
+    let refuse = |why: String| StartError::Spawn {
+        command: program.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("cpus: {why}")),
+    };
+    let set = cpus.to_set().map_err(|cpu| {
+        refuse(format!(
+            "CPU {cpu} is past the highest this system can name ({})",
+            crate::config::CPU_LIMIT - 1
+        ))
+    })?;
+    if let Some(online) = CpuList::online()
+        && !cpus.cpus().iter().any(|c| online.cpus().contains(c))
+    {
+        return Err(refuse(format!(
+            "none of {cpus} is online on this machine (online: {online})"
+        )));
+    }
+    Ok(Some(set))
+}
+
+/// Restricts the calling process to `set`. Async-signal-safe (one system call): for
+/// use between fork and exec.
+pub(super) fn apply(set: &CpuSet) -> std::io::Result<()> {
+    nix::sched::sched_setaffinity(Pid::from_raw(0), set)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_with_no_cpu_online_is_refused_before_the_fork_saying_so() {
+        let offline = crate::config::CPU_LIMIT - 1;
+        let online = CpuList::online().expect("this machine lists its CPUs");
+        if online.cpus().contains(&offline) {
+            return;
+        }
+        let cpus = CpuList::new([offline]).expect("a set");
+        let e = cpu_set(Some(&cpus), Path::new("/bin/p")).expect_err("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("/bin/p") && text.contains(&format!("none of {offline} is online")),
+            "{text}"
+        );
+        // One online CPU among them is enough for the kernel, and so for us.
+        let mixed = CpuList::new([online.cpus()[0], offline]).expect("a set");
+        let set = cpu_set(Some(&mixed), Path::new("/bin/p"))
+            .expect("accepted")
+            .expect("a set");
+        assert!(set.is_set(online.cpus()[0]).expect("in range"));
+        assert!(
+            cpu_set(None, Path::new("/bin/p"))
+                .expect("nothing to do")
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! `cpus`: a plugin's process, and every thread and child of it, runs on the CPUs its
+//! config names; a change of them is a new process with the state moved; a CPU that is
+//! not online is refused when the config is read, naming the plugin and the field.
+
+use std::time::Duration;
+
+use baton_host::config::{CpuList, parse_cpu_list};
+use baton_tests::{TestHost, plugin, run_refused_config, wait_until};
+
+/// The CPUs a task may run on, as `/proc` lists them (`Cpus_allowed_list`).
+fn allowed(status_path: &str) -> String {
+    let status = std::fs::read_to_string(status_path)
+        .unwrap_or_else(|e| panic!("cannot read {status_path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status_path}"))
+        .trim()
+        .to_string()
+}
+
+/// The allowed CPUs of every thread of `pid`, each once.
+fn allowed_per_thread(pid: u32) -> Vec<String> {
+    let mut lists: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the plugin's threads")
+        .filter_map(|t| t.ok())
+        .map(|t| allowed(&format!("{}/status", t.path().display())))
+        .collect();
+    lists.sort();
+    lists.dedup();
+    lists
+}
+
+#[tokio::test]
+async fn a_plugin_runs_on_its_cpus_and_a_change_of_them_keeps_its_state() {
+    let online = CpuList::online().expect("this machine lists its CPUs");
+    let last = *online.cpus().last().expect("a CPU");
+    let first = online.cpus()[0];
+    let host = TestHost::start(&format!(
+        "{}{}",
+        plugin("pinned", "counter", &[], &format!("cpus = [{last}]\n")),
+        plugin("free", "echo", &[], "")
+    ))
+    .await;
+    let pinned = host.serving("pinned", Duration::from_secs(10)).await;
+    let free = host.serving("free", Duration::from_secs(10)).await;
+    let pid = pinned.pid;
+    // Every thread of the plugin (its runtime's workers included), not only the first.
+    assert_eq!(allowed_per_thread(pid), [last.to_string()]);
+    // A plugin without `cpus` keeps what the host has.
+    let host_cpus = allowed(&format!("/proc/{}/status", host.pid()));
+    assert_eq!(allowed(&format!("/proc/{}/status", free.pid)), host_cpus);
+    for _ in 0..4 {
+        host.call_text("pinned", "incr", "k").await;
+    }
+
+    if first == last {
+        eprintln!("one CPU online: the change of `cpus` is not tried");
+        return;
+    }
+    // A change of `cpus` is a new process (the running threads keep theirs otherwise),
+    // with the state handed over.
+    let path = host.dir.path().join("baton.toml");
+    let text = format!(
+        "socket = \"{}\"\n\n{}{}",
+        host.socket.display(),
+        plugin(
+            "pinned",
+            "counter",
+            &[],
+            &format!("cpus = [\"{first}-{last}\"]\n")
+        ),
+        plugin("free", "echo", &[], "")
+    );
+    baton_tests::replace_by_rename(&path, text.as_bytes());
+    let (ok, out, err) = host.ctl(&["reload-config"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("cpus"), "the change is named: {out}");
+    let moved = wait_until(
+        "the new generation serves",
+        Duration::from_secs(20),
+        || async {
+            let status = host.status("pinned").await;
+            (status.generation == 2 && status.pid != pid).then_some(status)
+        },
+    )
+    .await;
+    let expected = parse_cpu_list(&format!("{first}-{last}")).expect("a list");
+    assert_eq!(allowed_per_thread(moved.pid), [expected.to_string()]);
+    assert_eq!(
+        host.call_text("pinned", "get", "k").await,
+        "4",
+        "state kept"
+    );
+}
+
+#[test]
+fn cpus_that_are_not_online_or_not_cpus_are_refused_naming_the_field() {
+    let online = CpuList::online().expect("this machine lists its CPUs");
+    // The highest CPU a set can name, offline here unless this machine has 1 024.
+    let offline = baton_host::config::CPU_LIMIT - 1;
+    if online.cpus().contains(&offline) {
+        return;
+    }
+    let (code, err) = run_refused_config(
+        "bad.toml",
+        &format!("[plugins.py]\ncommand = \"/bin/true\"\ncpus = [0, {offline}]\n"),
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("bad.toml:3:") && err.contains("plugins.py.cpus"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("CPU {offline} is not online")) && err.contains("online: "),
+        "{err}"
+    );
+
+    for (value, words) in [
+        ("[]", "lists no CPU"),
+        ("[\"3-1\"]", "ends before it starts"),
+        ("[99999]", "past the highest"),
+        ("[-2]", "they start at 0"),
+    ] {
+        let (code, err) = run_refused_config(
+            "bad.toml",
+            &format!("[plugins.py]\ncommand = \"/bin/true\"\ncpus = {value}\n"),
+        );
+        assert_eq!(code, Some(64), "{value}: {err}");
+        assert!(
+            err.contains("plugins.py.cpus") && err.contains(words),
+            "{value}: {err}"
+        );
+    }
+}
