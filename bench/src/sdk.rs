@@ -79,6 +79,14 @@ fn script_plugin(command: impl Into<PathBuf>, script: &Path) -> baton_host::Plug
     config
 }
 
+/// The highest CPU this process may run on (and so may hand to a plugin).
+fn last_usable_cpu() -> Option<usize> {
+    let mine = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    (0..baton_host::config::CPU_LIMIT)
+        .rev()
+        .find(|&c| mine.is_set(c).unwrap_or(false))
+}
+
 /// The counters this machine can run, built where they need building.
 fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
     let root = repo_root();
@@ -97,9 +105,7 @@ fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
         // The same plugin kept on one CPU (`cpus`): grpcio hands each call between its
         // poller thread and a pool thread, and on one CPU those hand-offs never wake a
         // halted vCPU (docs/operations.md).
-        if let Some(cpu) =
-            baton_host::config::CpuList::online().and_then(|online| online.cpus().last().copied())
-        {
+        if let Some(cpu) = last_usable_cpu() {
             let mut pinned = config.clone();
             pinned.cpus = baton_host::config::CpuList::new([cpu]);
             found.push(Counter {

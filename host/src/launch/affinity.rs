@@ -40,6 +40,22 @@ pub(super) fn cpu_set(
     Ok(Some(set))
 }
 
+/// A failed start, said as a refusal of `cpus` when that is what it most likely was: the
+/// kernel answers EINVAL when none of the CPUs is one the process may use (outside the
+/// host's cpuset, say), and nothing else between fork and exec does.
+pub(super) fn explain(error: std::io::Error, cpus: Option<&CpuList>) -> std::io::Error {
+    match cpus {
+        Some(cpus) if error.raw_os_error() == Some(nix::libc::EINVAL) => std::io::Error::new(
+            error.kind(),
+            format!(
+                "cpus: the kernel would not run it on {cpus} (are they in the CPUs this host \
+                 may use, its cpuset?): {error}"
+            ),
+        ),
+        _ => error,
+    }
+}
+
 /// Restricts the calling process to `set`. Async-signal-safe (one system call): for
 /// use between fork and exec.
 pub(super) fn apply(set: &CpuSet) -> std::io::Result<()> {
@@ -75,6 +91,28 @@ mod tests {
             cpu_set(None, Path::new("/bin/p"))
                 .expect("nothing to do")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_refusal_by_the_kernel_names_the_cpus_and_other_failures_pass_through() {
+        let cpus = CpuList::new([3, 4]).expect("a set");
+        let einval = std::io::Error::from_raw_os_error(nix::libc::EINVAL);
+        let said = explain(einval, Some(&cpus)).to_string();
+        assert!(
+            said.contains("cpus: the kernel would not run it on 3-4")
+                && said.contains("os error 22"),
+            "{said}"
+        );
+        let enoent = std::io::Error::from_raw_os_error(nix::libc::ENOENT);
+        assert_eq!(
+            explain(enoent, Some(&cpus)).raw_os_error(),
+            Some(nix::libc::ENOENT)
+        );
+        let einval = std::io::Error::from_raw_os_error(nix::libc::EINVAL);
+        assert_eq!(
+            explain(einval, None).raw_os_error(),
+            Some(nix::libc::EINVAL)
         );
     }
 }

@@ -177,6 +177,7 @@ impl Launcher {
             pin: self.config.sha256.clone(),
         };
         let affinity = affinity::cpu_set(self.config.cpus.as_ref(), &program)?;
+        let cpus = self.config.cpus.clone();
         let host_pid = nix::unistd::getpid();
         let pid_write = pid_pipe.as_ref().map(PidPipe::write_fd);
         // SAFETY: the closure runs between fork and exec and only makes raw syscalls
@@ -210,8 +211,9 @@ impl Launcher {
                     }
                     return Err(e);
                 }
-                let spawned = spawn_through_busy_text(&mut command)
-                    .map_err(|source| StartError::spawn(&program, "", source));
+                let spawned = spawn_through_busy_text(&mut command).map_err(|source| {
+                    StartError::spawn(&program, "", affinity::explain(source, cpus.as_ref()))
+                });
                 if let (Some(copy), Err(_)) = (&private_copy, &spawned) {
                     let _ = std::fs::remove_file(copy);
                 }
