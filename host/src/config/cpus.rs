@@ -52,7 +52,7 @@ impl CpuList {
 }
 
 /// The kernel's list format, `0-3,8,10-11`, as the config's strings also allow.
-pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
     let mut cpus = Vec::new();
     for part in text.split(',') {
         cpus.extend(parse_part(part.trim())?);

@@ -19,7 +19,7 @@ mod spans;
 mod suggest;
 mod validate;
 
-pub use cpus::{CPU_LIMIT, CpuList, parse_cpu_list};
+pub use cpus::{CPU_LIMIT, CpuList};
 pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 pub(crate) use limits::Limits;

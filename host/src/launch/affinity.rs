@@ -40,9 +40,9 @@ pub(super) fn cpu_set(
     Ok(Some(set))
 }
 
-/// A failed start, said as a refusal of `cpus` when that is what it most likely was: the
-/// kernel answers EINVAL when none of the CPUs is one the process may use (outside the
-/// host's cpuset, say), and nothing else between fork and exec does.
+/// A failed start, said as a refusal of `cpus` when that is what it most likely was:
+/// the kernel answers EINVAL when none of the CPUs is one the process may use (outside
+/// the host's cpuset, say), and exec seldom does.
 pub(super) fn explain(error: std::io::Error, cpus: Option<&CpuList>) -> std::io::Error {
     match cpus {
         Some(cpus) if error.raw_os_error() == Some(nix::libc::EINVAL) => std::io::Error::new(
