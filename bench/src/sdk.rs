@@ -4,7 +4,8 @@
 //! state format), each beside the Rust counter measured in the same rounds. The
 //! difference is the SDK and its gRPC runtime: the host, the socket and the call are
 //! the same. A counter whose language is not installed here is left out, with a line
-//! saying so.
+//! saying so. The Python counter runs twice, the second time kept on one CPU (`cpus`),
+//! with a row comparing the two.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,11 +103,12 @@ fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
             python,
             &root.join("example-plugins/python-counter/counter.py"),
         );
+        found.push(Counter::new("Python", "python", config.clone()));
         // The same plugin kept on one CPU (`cpus`): grpcio hands each call between its
         // poller thread and a pool thread, and on one CPU those hand-offs never wake a
         // halted vCPU (docs/operations.md).
         if let Some(cpu) = last_usable_cpu() {
-            let mut pinned = config.clone();
+            let mut pinned = config;
             pinned.cpus = baton_host::config::CpuList::new([cpu]);
             found.push(Counter {
                 label: format!("Python counter, cpus = [{cpu}]"),
@@ -114,7 +116,6 @@ fn counters(bins: &Bins) -> Result<Vec<Counter>, Error> {
                 config: pinned,
             });
         }
-        found.insert(1, Counter::new("Python", "python", config));
     } else {
         eprintln!(
             "baton-bench: sdk: skipped the Python counter ({} is missing: run bash plugin-sdk/python/setup-python.sh)",
