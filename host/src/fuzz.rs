@@ -31,6 +31,7 @@ fn config_like() -> impl Strategy<Value = String> {
         Just("max_crashes"),
         Just("watch"),
         Just("reload"),
+        Just("cpus"),
         Just("bogus"),
     ];
     let value = prop_oneof![
@@ -41,6 +42,8 @@ fn config_like() -> impl Strategy<Value = String> {
         Just("{ a = 1 }".to_owned()),
         Just("\"dev\"".to_owned()),
         Just("99999999999999999999".to_owned()),
+        Just("[\"0-3\", 1]".to_owned()),
+        Just("[\"7-2\", \"-\", \"1,,2\"]".to_owned()),
         ".{0,6}".prop_map(|s| s),
     ];
     let line = prop_oneof![

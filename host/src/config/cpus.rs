@@ -51,13 +51,39 @@ impl CpuList {
     }
 }
 
+/// CPUs gathered as bits, one per CPU the kernel can name: a list that repeats a range
+/// thousands of times (a config is not trusted) costs no more memory than one.
+struct Bits([u64; CPU_LIMIT.div_ceil(64)]);
+
+impl Bits {
+    fn new() -> Self {
+        Self([0; CPU_LIMIT.div_ceil(64)])
+    }
+
+    /// Adds `range`, every CPU of which is below [`CPU_LIMIT`].
+    fn add(&mut self, range: std::ops::RangeInclusive<usize>) {
+        for cpu in range {
+            self.0[cpu / 64] |= 1 << (cpu % 64);
+        }
+    }
+
+    fn into_list(self) -> Option<CpuList> {
+        CpuList::new((0..CPU_LIMIT).filter(|&c| self.0[c / 64] & (1 << (c % 64)) != 0))
+    }
+}
+
 /// The kernel's list format, `0-3,8,10-11`, as the config's strings also allow.
 fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
+    let mut bits = Bits::new();
+    add_cpu_list(&mut bits, text)?;
+    bits.into_list().ok_or_else(|| "lists no CPU".to_string())
+}
+
+fn add_cpu_list(bits: &mut Bits, text: &str) -> Result<(), String> {
     for part in text.split(',') {
-        cpus.extend(parse_part(part.trim())?);
+        bits.add(parse_part(part.trim())?);
     }
-    CpuList::new(cpus).ok_or_else(|| "lists no CPU".to_string())
+    Ok(())
 }
 
 /// One CPU (`"4"`) or an inclusive range (`"4-7"`).
@@ -146,7 +172,7 @@ impl<'de> Deserialize<'de> for CpuList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let entries = Vec::<Entry>::deserialize(deserializer)?;
-        let mut cpus = Vec::new();
+        let mut bits = Bits::new();
         for entry in entries {
             match entry {
                 Entry::Cpu(cpu) if cpu >= CPU_LIMIT as u64 => {
@@ -155,13 +181,15 @@ impl<'de> Deserialize<'de> for CpuList {
                         CPU_LIMIT - 1
                     )));
                 }
-                Entry::Cpu(cpu) => cpus.extend(usize::try_from(cpu).ok()),
-                Entry::Text(text) => {
-                    cpus.extend(parse_cpu_list(&text).map_err(D::Error::custom)?.0)
+                Entry::Cpu(cpu) => {
+                    // Below CPU_LIMIT, so it fits.
+                    let cpu = cpu as usize;
+                    bits.add(cpu..=cpu);
                 }
+                Entry::Text(text) => add_cpu_list(&mut bits, &text).map_err(D::Error::custom)?,
             }
         }
-        CpuList::new(cpus).ok_or_else(|| {
+        bits.into_list().ok_or_else(|| {
             D::Error::custom("lists no CPU (leave `cpus` out to let the plugin run on any)")
         })
     }
@@ -203,10 +231,41 @@ mod tests {
             (r#"cpus = ["0-99999999999"]"#, "past the highest"),
             ("cpus = [-1]", "not a CPU number (they start at 0)"),
             ("cpus = [1.5]", "a CPU number or a string"),
+            (r#"cpus = ["", "1"]"#, "is not a CPU number"),
         ] {
             let e = read(text).expect_err("refused");
             assert!(e.contains(words), "{text}: {e}");
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_parsed_or_refused_without_panic(text in ".{0,24}") {
+            let _ = parse_cpu_list(&text);
+        }
+
+        #[test]
+        fn a_set_written_out_reads_back_the_same(
+            cpus in proptest::collection::vec(0..CPU_LIMIT, 1..40)
+        ) {
+            let set = CpuList::new(cpus).expect("not empty");
+            let again = parse_cpu_list(&set.to_string()).expect("its own format");
+            proptest::prop_assert_eq!(again, set);
+        }
+    }
+
+    #[test]
+    fn a_list_that_repeats_a_range_costs_no_more_memory_than_the_range() {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let peak_kib = || getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss());
+        // 100 000 entries, about 1 MiB of config: read one CPU at a time into a list,
+        // they would take 800 MB.
+        let text = format!("cpus = [{}]", vec![r#""0-1023""#; 100_000].join(", "));
+        let before = peak_kib();
+        let cpus = read(&text).expect("a list");
+        let grown_mib = (peak_kib() - before) / 1024;
+        assert_eq!(cpus.cpus().len(), CPU_LIMIT);
+        assert!(grown_mib < 200, "reading it took {grown_mib} MiB more");
     }
 
     #[test]
