@@ -8,11 +8,32 @@ use super::read::Parsed;
 use super::spans::KeySpans;
 use super::{Config, ConfigError};
 
+/// The largest config file read: far beyond any real one (a thousand plugins take
+/// under a megabyte), so that a wrong path (a device, a huge log) fails fast instead of
+/// filling memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The file's text, refused past [`MAX_CONFIG_BYTES`] without reading further.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is over {MAX_CONFIG_BYTES} bytes, the most a config file may hold"),
+        ));
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Reads and checks a config file; relative paths in it are resolved against its
     /// directory. Every mistake in it is reported, each with its line and column.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_bounded(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;

@@ -366,3 +366,22 @@ fn a_bad_plugin_name_is_placed_at_its_table_header() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("bad.toml:1:9: field `plugins.a/b`"), "{err}");
 }
+
+#[test]
+fn a_config_file_past_16_mib_is_refused_without_reading_it_all() {
+    // Valid TOML all through (comment lines), so only its size can refuse it.
+    let line = format!("# {}\n", "x".repeat(1021));
+    let (_dir, config) = config_dir(&line.repeat(16 * 1024 + 1));
+    let (code, _, err) = baton(&["validate"], &config, &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains(&config.display().to_string())
+            && err.contains("cannot read the config file")
+            && err.contains("over 16777216 bytes"),
+        "{err}"
+    );
+    // At the bound itself it is read.
+    std::fs::write(&config, line.repeat(16 * 1024)).expect("write config");
+    let (code, out, err) = baton(&["validate"], &config, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
