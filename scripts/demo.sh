@@ -35,6 +35,15 @@ wait_generation() { # plugin, generation: wait up to 10 s
     for _ in $(seq 200); do [ "$(generation "$1")" = "$2" ] && return 0; sleep 0.05; done
     echo "demo: $1 did not reach generation $2" >&2; return 1
 }
+# SIGKILLs plugin $1 and waits for the host to have restarted it. A call sent while the
+# process is being torn down may have been read by it before it died, so the host fails
+# that call rather than run it twice: the demo asks only once the restart is done.
+crash() {
+    local before
+    before=$(generation "$1")
+    kill -KILL "$(pid "$1")"
+    wait_generation "$1" $((before + 1))
+}
 # Waits (up to 10 s) for a checkpoint of $1 that began after this call, and so holds
 # every answer given before it: `ctl events --json` lines, each stamped (unix_ms) with
 # the moment the event began.
@@ -77,12 +86,12 @@ wait_generation pycounter $((before + 1))
 ctl invoke pycounter incr demo
 
 say "killing the counter process: the host restarts it, but the counter takes no checkpoints, so its counts are lost"
-kill -KILL "$(pid counter)"
+crash counter
 ctl invoke counter get demo
 
 say "killing the Python counter after its next checkpoint: restarted and restored from it, counts kept"
 wait_checkpoint pycounter
-kill -KILL "$(pid pycounter)"
+crash pycounter
 ctl invoke pycounter get demo
 ctl list
 
