@@ -57,12 +57,15 @@ enum Failure {
     Status(Status),
 }
 
-/// Whether the transport failed before the request could reach the plugin. Three
+/// Whether the transport failed before the request could reach the plugin. Four
 /// things prove that: a failed connect; the transport finding the connection gone
 /// before the request was handed to it ([`NotSent`](crate::launch::NotSent), or hyper's
-/// unsent request on a tonic channel); and an HTTP/2 REFUSED_STREAM, which by the protocol's rules means the peer processed nothing. A
-/// reset or broken pipe on an open connection proves nothing (the plugin may have run
-/// the call before dying), so such calls are not retried.
+/// unsent request on a tonic channel); a unary request whose end the plugin's socket
+/// still held unread when the plugin died (also `NotSent`: see the transport's
+/// `unread.rs`); and an HTTP/2 REFUSED_STREAM, which by the protocol's rules means the
+/// peer processed nothing. Any other reset or broken pipe on an open connection proves
+/// nothing (the plugin may have run the call before dying), so such calls are not
+/// retried.
 pub(crate) fn never_sent(status: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {

@@ -21,6 +21,7 @@ use tonic::codegen::http;
 
 use crate::body::{Pump, Received};
 use crate::server::MAX_HEADER_BYTES;
+use crate::unread::Outbound;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -60,11 +61,18 @@ struct Shared {
     path: PathBuf,
     /// How long a call polls for its answer before its task sleeps.
     spin: Duration,
-    /// The open connection's request handle; `None` until the first call, or once found
-    /// broken.
-    sender: Mutex<Option<SendRequest<Bytes>>>,
+    /// The open connection: its request handle, and what its bytes say about its calls.
+    /// `None` until the first call, or once found broken.
+    sender: Mutex<Option<Conn>>,
     /// Held while connecting, so concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
+}
+
+/// An open connection: its request handle, and what its bytes say about its calls.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    pub(crate) sender: SendRequest<Bytes>,
+    pub(crate) outbound: Arc<Outbound>,
 }
 
 impl std::fmt::Debug for UnixClient {
@@ -102,7 +110,7 @@ impl UnixClient {
         self.sender().await.map(drop)
     }
 
-    fn cached(&self) -> Option<SendRequest<Bytes>> {
+    fn cached(&self) -> Option<Conn> {
         self.shared
             .sender
             .lock()
@@ -110,8 +118,8 @@ impl UnixClient {
             .clone()
     }
 
-    /// A request handle on a live connection, connecting if there is none.
-    async fn sender(&self) -> Result<SendRequest<Bytes>, NotSent> {
+    /// A live connection, connecting if there is none.
+    async fn sender(&self) -> Result<Conn, NotSent> {
         if let Some(sender) = self.cached() {
             return Ok(sender);
         }
@@ -119,9 +127,9 @@ impl UnixClient {
         if let Some(sender) = self.cached() {
             return Ok(sender);
         }
-        let io = tokio::net::UnixStream::connect(&self.shared.path)
+        let (io, outbound) = tokio::net::UnixStream::connect(&self.shared.path)
             .await
-            .and_then(crate::QuietUnix::new)
+            .and_then(crate::QuietUnix::watched)
             .map_err(|e| NotSent(e.into()))?;
         let (sender, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW_BYTES)
@@ -138,8 +146,9 @@ impl UnixClient {
                 tracing::debug!("the connection to {} ended: {e}", path.display());
             }
         });
-        *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let conn = Conn { sender, outbound };
+        *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        Ok(conn)
     }
 
     /// How long a call polls for its answer before its task sleeps.
@@ -152,16 +161,17 @@ impl UnixClient {
         *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// A request handle ready for one more stream: on the cached connection, or on a new
-    /// one when the cached one turns out to be gone.
-    pub(crate) async fn ready(&self) -> Result<SendRequest<Bytes>, NotSent> {
-        let sender = self.sender().await?;
-        match sender.ready().await {
-            Ok(ready) => Ok(ready),
+    /// A connection ready for one more stream: the cached one, or a new one when the
+    /// cached one turns out to be gone.
+    pub(crate) async fn ready(&self) -> Result<Conn, NotSent> {
+        let conn = self.sender().await?;
+        match conn.sender.ready().await {
+            Ok(sender) => Ok(Conn { sender, ..conn }),
             Err(_) => {
                 self.forget();
-                let sender = self.sender().await?;
-                sender.ready().await.map_err(|e| NotSent(e.into()))
+                let conn = self.sender().await?;
+                let sender = conn.sender.ready().await.map_err(|e| NotSent(e.into()))?;
+                Ok(Conn { sender, ..conn })
             }
         }
     }
@@ -171,7 +181,7 @@ impl UnixClient {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut sender = self.ready().await?;
+        let mut sender = self.ready().await?.sender;
         let (mut parts, body) = request.into_parts();
         parts.uri = with_origin(parts.uri)?;
         let head = http::Request::from_parts(parts, ());

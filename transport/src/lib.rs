@@ -16,6 +16,7 @@ mod spin;
 mod test_socket;
 mod unary;
 mod unary_route;
+mod unread;
 
 pub use client::{NotSent, UnixClient};
 pub use framing::{Framed, Message, grpc_frame, grpc_frame_bytes_last};

@@ -11,11 +11,14 @@ use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tonic::transport::server::{Connected, UdsConnectInfo};
+
+use crate::unread::{FrameWalker, Outbound};
 
 /// A connected Unix stream registered for readability only; see the module's docs.
 pub struct QuietUnix {
@@ -23,6 +26,8 @@ pub struct QuietUnix {
     /// Registered for writability while a write waits for room; `None` otherwise.
     write: Option<AsyncFd<OwnedFd>>,
     info: UdsConnectInfo,
+    /// On a client's connection: what its writes and reads say about its calls.
+    outbound: Option<(FrameWalker, Arc<Outbound>)>,
 }
 
 impl QuietUnix {
@@ -35,7 +40,17 @@ impl QuietUnix {
             read: register(stream, Interest::READABLE)?,
             write: None,
             info,
+            outbound: None,
         })
+    }
+
+    /// [`new`](Self::new) for a client's connection, watched for proof that a unary
+    /// call never reached the server (see [`Outbound`]).
+    pub(crate) fn watched(stream: tokio::net::UnixStream) -> io::Result<(Self, Arc<Outbound>)> {
+        let mut quiet = Self::new(stream)?;
+        let outbound = Arc::new(Outbound::default());
+        quiet.outbound = Some((FrameWalker::default(), outbound.clone()));
+        Ok((quiet, outbound))
     }
 
     /// Writes with `op`, waiting for room only when the socket's buffer is full.
@@ -129,7 +144,12 @@ impl AsyncRead for QuietUnix {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Ok(Err(e)) => {
+                    if let Some((_, outbound)) = &self.outbound {
+                        outbound.read_failed(&e);
+                    }
+                    return Poll::Ready(Err(e));
+                }
                 Err(_would_block) => {}
             }
         }
@@ -142,8 +162,12 @@ impl AsyncWrite for QuietUnix {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_write_with(cx, |mut stream| stream.write(data))
+        let this = self.get_mut();
+        let n = ready!(this.poll_write_with(cx, |mut stream| stream.write(data)))?;
+        if let Some((walker, outbound)) = &mut this.outbound {
+            walker.wrote(&data[..n], outbound);
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -151,8 +175,20 @@ impl AsyncWrite for QuietUnix {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_write_with(cx, |mut stream| stream.write_vectored(bufs))
+        let this = self.get_mut();
+        let n = ready!(this.poll_write_with(cx, |mut stream| stream.write_vectored(bufs)))?;
+        if let Some((walker, outbound)) = &mut this.outbound {
+            let mut left = n;
+            for buf in bufs {
+                if left == 0 {
+                    break;
+                }
+                let take = left.min(buf.len());
+                walker.wrote(&buf[..take], outbound);
+                left -= take;
+            }
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -63,7 +63,10 @@ impl UnixClient {
         frame: Bytes,
         max_answer: usize,
     ) -> Result<Message, Status> {
-        let mut sender = self
+        let crate::client::Conn {
+            mut sender,
+            outbound,
+        } = self
             .ready()
             .await
             .map_err(|e| Status::from_error(Box::new(e)))?;
@@ -77,9 +80,15 @@ impl UnixClient {
         // The message goes at once, whatever the window (h2 holds what it does not
         // cover). Should the stream be gone already, the answer says why.
         let _ = stream.send_data(frame, true);
-        let response = crate::spin_on(response, self.spin())
-            .await
-            .map_err(|e| Status::from_error(Box::new(e)))?;
+        let stream_id = u32::from(response.stream_id());
+        let response = crate::spin_on(response, self.spin()).await.map_err(|e| {
+            // The server died with the end of this request unread: it never ran it.
+            if outbound.unread_end_of(stream_id) {
+                Status::from_error(Box::new(NotSent(e.into())))
+            } else {
+                Status::from_error(Box::new(e))
+            }
+        })?;
         let (parts, mut body) = response.into_parts();
         if let Some(encoding) = parts.headers.get("grpc-encoding")
             && encoding != "identity"
@@ -352,6 +361,94 @@ mod tests {
             source = e.source();
         }
         assert!(found, "{status:?}");
+    }
+
+    /// Bytes waiting to be read on `socket`.
+    fn unread_bytes(socket: &std::os::unix::net::UnixStream) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
+        let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Reads whatever `socket` holds now.
+    fn drain(socket: &mut std::os::unix::net::UnixStream) {
+        use std::io::Read;
+        let mut buf = vec![0u8; 1 << 16];
+        while unread_bytes(socket) > 0 {
+            let _ = socket.read(&mut buf).expect("read");
+        }
+    }
+
+    /// Whether `status` says the call never reached the server.
+    fn not_sent(status: &Status) -> bool {
+        let mut source = std::error::Error::source(status);
+        while let Some(e) = source {
+            if e.is::<NotSent>() {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
+    /// A client of a server that takes the connection and then does nothing but what
+    /// the test says; the server's end of the socket, connected and drained.
+    async fn silent_server() -> (
+        tempfile::TempDir,
+        UnixClient,
+        std::os::unix::net::UnixStream,
+    ) {
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let client = UnixClient::new(&path);
+        // The connection's opening (preface, settings) is written before this returns.
+        client.connect().await.expect("connected");
+        let (mut server, _) = listener.accept().expect("accepted");
+        drain(&mut server);
+        (dir, client, server)
+    }
+
+    async fn until_unread(server: &std::os::unix::net::UnixStream) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while unread_bytes(server) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request never came"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_dies_with_the_request_unread_never_ran_it() {
+        let (_dir, client, server) = silent_server().await;
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { call(&client, "echo", b"ping", 100).await }
+        });
+        until_unread(&server).await;
+        // Closed with the request still in its socket: as a process killed before it read.
+        drop(server);
+        let status = call.await.expect("joined").expect_err("no answer");
+        assert!(not_sent(&status), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_read_the_request_and_died_may_have_run_it() {
+        let (_dir, client, mut server) = silent_server().await;
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { call(&client, "echo", b"ping", 100).await }
+        });
+        until_unread(&server).await;
+        drain(&mut server);
+        drop(server);
+        let status = call.await.expect("joined").expect_err("no answer");
+        assert!(!not_sent(&status), "read, so it may have run: {status:?}");
     }
 
     #[test]

@@ -268,3 +268,66 @@ async fn kill_and_wait_for_restart(host: &TestHost, name: &str) -> baton_proto::
     .await;
     before
 }
+
+/// The write-like system calls (`syscw` in /proc/PID/io) a process has made.
+fn writes_of(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
+/// A call written to a plugin that dies before reading it never ran: the host proves it
+/// (the plugin's socket closed with the request unread) and runs it on the restarted
+/// plugin instead of failing it. Here the plugin is stopped, the call written to it, and
+/// the plugin killed, as a process killed a moment before the call and still being torn
+/// down would be.
+#[tokio::test]
+async fn a_call_the_plugin_died_without_reading_runs_on_its_restart() {
+    let host = TestHost::start(&plugin("counter", "counter", &[], "")).await;
+    let before = host.serving("counter", Duration::from_secs(10)).await;
+    let client = baton_host::ControlClient::connect(&host.socket)
+        .await
+        .expect("connect");
+    let incr = baton_proto::host::InvokeRequest {
+        plugin: "counter".into(),
+        method: "incr".into(),
+        payload: b"k".to_vec().into(),
+        metadata: Default::default(),
+    };
+    // Warm: the control connection is open, so the call below makes the daemon write
+    // nothing but the request to the plugin.
+    assert_eq!(
+        &client.invoke(incr.clone()).await.expect("a call").payload[..],
+        b"1"
+    );
+
+    let plugin = Pid::from_raw(before.pid as i32);
+    kill(plugin, Signal::SIGSTOP).expect("SIGSTOP the plugin");
+    let writes = writes_of(host.pid());
+    let call = tokio::spawn({
+        let client = client.clone();
+        let incr = incr.clone();
+        async move { client.invoke(incr).await }
+    });
+    wait_until(
+        "the daemon wrote the request to the stopped plugin",
+        Duration::from_secs(10),
+        || async { (writes_of(host.pid()) > writes).then_some(()) },
+    )
+    .await;
+    kill(plugin, Signal::SIGKILL).expect("SIGKILL the plugin");
+
+    let answer = call
+        .await
+        .expect("joined")
+        .expect("the call runs on the restarted plugin");
+    // The counter keeps no checkpoints: the new process counts from zero, once.
+    assert_eq!(&answer.payload[..], b"1");
+    let after = host.status("counter").await;
+    assert!(
+        after.generation > before.generation && after.pid != before.pid,
+        "{after:?}"
+    );
+}
