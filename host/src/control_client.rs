@@ -80,10 +80,84 @@ impl ControlClient {
             .await
     }
 
+    /// Whether a failed call provably never reached the daemon, so that sending it again
+    /// cannot run it twice: the daemon could not be reached, or it died (a restart, say)
+    /// with the request still unread in its socket. Any other failure may have run the
+    /// call.
+    pub fn never_reached(status: &Status) -> bool {
+        crate::handle::never_sent(status)
+    }
+
     /// The generated client on this connection, for the rest of the control API.
     pub fn supervisor(&self) -> SupervisorClient<UnixClient> {
         SupervisorClient::new(self.inner.clone())
             .max_decoding_message_size(self.max_message)
             .max_encoding_message_size(self.max_message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    use super::*;
+
+    /// Bytes waiting to be read on `socket`.
+    fn unread_bytes(socket: &UnixStream) -> usize {
+        let mut n: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
+        let rc = unsafe { nix::libc::ioctl(socket.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    fn drain(socket: &mut UnixStream) {
+        let mut buf = vec![0u8; 1 << 16];
+        while unread_bytes(socket) > 0 {
+            let _ = socket.read(&mut buf).expect("read");
+        }
+    }
+
+    /// A call to a "daemon" that takes the connection and never answers; it closes its
+    /// end once the request is in, after reading it if `read_it`.
+    async fn call_a_daemon_that_dies(read_it: bool) -> Status {
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("baton.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = ControlClient::connect(&path).await.expect("connect");
+        let (mut daemon, _) = listener.accept().expect("accepted");
+        drain(&mut daemon);
+        let call = tokio::spawn(async move {
+            client
+                .invoke(InvokeRequest {
+                    plugin: "p".into(),
+                    method: "m".into(),
+                    ..Default::default()
+                })
+                .await
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while unread_bytes(&daemon) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request never came"
+            );
+            tokio::task::yield_now().await;
+        }
+        if read_it {
+            drain(&mut daemon);
+        }
+        drop(daemon);
+        call.await.expect("joined").expect_err("no answer")
+    }
+
+    #[tokio::test]
+    async fn a_call_the_daemon_died_without_reading_never_reached_it() {
+        let status = call_a_daemon_that_dies(false).await;
+        assert!(ControlClient::never_reached(&status), "{status:?}");
+        let status = call_a_daemon_that_dies(true).await;
+        assert!(!ControlClient::never_reached(&status), "{status:?}");
     }
 }
