@@ -63,7 +63,7 @@ struct Shared {
     spin: Duration,
     /// The open connection: its request handle, and what its bytes say about its calls.
     /// `None` until the first call, or once found broken.
-    sender: Mutex<Option<Conn>>,
+    conn: Mutex<Option<Conn>>,
     /// Held while connecting, so concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -98,7 +98,7 @@ impl UnixClient {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
                 spin: spin.min(crate::MAX_SPIN),
-                sender: Mutex::new(None),
+                conn: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
         }
@@ -107,25 +107,25 @@ impl UnixClient {
     /// Connects now, if not connected yet, rather than at the first call: for a caller
     /// that wants an unreachable socket reported up front.
     pub async fn connect(&self) -> Result<(), NotSent> {
-        self.sender().await.map(drop)
+        self.connection().await.map(drop)
     }
 
     fn cached(&self) -> Option<Conn> {
         self.shared
-            .sender
+            .conn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
     /// A live connection, connecting if there is none.
-    async fn sender(&self) -> Result<Conn, NotSent> {
-        if let Some(sender) = self.cached() {
-            return Ok(sender);
+    async fn connection(&self) -> Result<Conn, NotSent> {
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
         }
         let _connecting = self.shared.connecting.lock().await;
-        if let Some(sender) = self.cached() {
-            return Ok(sender);
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
         }
         let (io, outbound) = tokio::net::UnixStream::connect(&self.shared.path)
             .await
@@ -147,7 +147,7 @@ impl UnixClient {
             }
         });
         let conn = Conn { sender, outbound };
-        *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        *self.shared.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 
@@ -158,18 +158,18 @@ impl UnixClient {
 
     /// Forgets the cached connection, found broken: the next call connects anew.
     fn forget(&self) {
-        *self.shared.sender.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.shared.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// A connection ready for one more stream: the cached one, or a new one when the
     /// cached one turns out to be gone.
     pub(crate) async fn ready(&self) -> Result<Conn, NotSent> {
-        let conn = self.sender().await?;
+        let conn = self.connection().await?;
         match conn.sender.ready().await {
             Ok(sender) => Ok(Conn { sender, ..conn }),
             Err(_) => {
                 self.forget();
-                let conn = self.sender().await?;
+                let conn = self.connection().await?;
                 let sender = conn.sender.ready().await.map_err(|e| NotSent(e.into()))?;
                 Ok(Conn { sender, ..conn })
             }
