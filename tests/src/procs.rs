@@ -112,6 +112,15 @@ pub fn process_env(pid: u32, key: &str) -> Option<String> {
     })
 }
 
+/// The write-like system calls (`syscw` in /proc/PID/io) a process has made.
+pub fn writes_of(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

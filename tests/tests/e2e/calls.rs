@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use baton_tests::{TestHost, bin, plugin};
+use baton_tests::{TestHost, bin, plugin, writes_of};
 
 fn examples() -> String {
     plugin("counter", "counter", &[], "") + &plugin("echo", "echo", &[], "")
@@ -302,15 +302,6 @@ async fn a_rust_caller_of_the_daemon_gets_what_the_generated_client_gets() {
         .await
         .expect_err("no daemon");
     assert!(err.to_string().contains("nobody-here.sock"), "{err}");
-}
-
-/// The write-like system calls (`syscw` in /proc/PID/io) a process has made.
-fn writes_of(pid: u32) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscw:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("syscw in /proc/PID/io")
 }
 
 /// A call through the daemon costs the daemon two writes: the request on to the plugin,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use baton_proto::host::PluginState;
-use baton_tests::{TestHost, alive, plugin, wait_until};
+use baton_tests::{TestHost, alive, plugin, wait_until, writes_of};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -267,15 +267,6 @@ async fn kill_and_wait_for_restart(host: &TestHost, name: &str) -> baton_proto::
     )
     .await;
     before
-}
-
-/// The write-like system calls (`syscw` in /proc/PID/io) a process has made.
-fn writes_of(pid: u32) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscw:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("syscw in /proc/PID/io")
 }
 
 /// A call written to a plugin that dies before reading it never ran: the host proves it
