@@ -423,6 +423,8 @@ pub struct Driver {
     pub client: u32,
     /// The process answering them.
     pub server: u32,
+    /// A process passing them on between the two, where there is one (`"relay":PID`).
+    pub relay: Option<u32>,
 }
 
 impl Driver {
@@ -473,6 +475,7 @@ impl Driver {
             group,
             client: 0,
             server: 0,
+            relay: None,
         };
         let ready = driver.answer(timeout).await?;
         let pid = |key: &str| {
@@ -485,6 +488,7 @@ impl Driver {
             (Some(client), Some(server)) => {
                 driver.client = client;
                 driver.server = server;
+                driver.relay = pid("relay");
                 Ok(driver)
             }
             _ => Err(format!("{}: unexpected ready line {ready}", driver.name).into()),

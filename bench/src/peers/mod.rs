@@ -1,6 +1,6 @@
 //! Calls at the floor (issue 17): the same echo call made every way the benchmark knows,
 //! side by side in one run. Besides the four paths of the latency scenario (bare tonic,
-//! the library, the daemon, the bare relay) it drives two processes of its own over
+//! the library, the daemon, the bare relay) it drives processes of its own over
 //! their stdin and stdout (see [`crate::procs::Driver`]), which time their own calls:
 //!
 //! - **floor**: `bench-floor`, two processes ping-ponging length-prefixed messages over
@@ -14,6 +14,9 @@
 //!   standard HTTP/2 bytes, made and served by the `h2` crate on blocking sockets with no
 //!   runtime on either side (the kernel floor's system calls, and h2's work): the least a
 //!   transport on h2 can cost, and so what HTTP/2 itself adds to the kernel's floor.
+//! - **floor of two hops**: `bench-floor relay`, the kernel floor with a third process
+//!   passing each message on and back, as the daemon does between its caller and a
+//!   plugin: the least any path through a daemon can cost here.
 //! - **go-plugin**: `bench/go-plugin-peer`, a host and an echo plugin written against
 //!   HashiCorp go-plugin in gRPC mode (built here with `go build`; left out, with a line
 //!   and a row saying so, when `go` is not installed).
@@ -51,6 +54,9 @@ const FLOOR: &str = "floor (raw UDS)";
 const ASYNC_FLOOR: &str = "floor on tokio (async UDS)";
 /// gRPC's bytes with h2 and no runtime: what HTTP/2 adds to the kernel's round trip.
 const H2_FLOOR: &str = "floor of gRPC on h2 (blocking)";
+/// Two hops through a relay process, blocking, no protocol: the floor of the daemon's
+/// path, whatever runs in it.
+const TWO_HOP_FLOOR: &str = "floor of two hops (raw UDS relay)";
 const BARE: &str = "(a) bare tonic";
 const LIBRARY: &str = "(b) library";
 const DAEMON: &str = "(c) daemon";
@@ -200,12 +206,19 @@ pub async fn run(bins: &Bins, mode: Mode, rows: &mut Vec<Row>) -> Result<String,
             Caller::Driven(drivers.len()),
         ));
         drivers.push(floor);
-        for (label, mode) in [(ASYNC_FLOOR, "async"), (H2_FLOOR, "h2")] {
+        for (label, mode) in [
+            (ASYNC_FLOOR, "async"),
+            (H2_FLOOR, "h2"),
+            (TWO_HOP_FLOOR, "relay"),
+        ] {
             let floor =
                 Driver::start_with(&floor_bin, Duration::from_secs(10), &[mode], &[]).await?;
+            let mut processes = vec![("client", floor.client)];
+            processes.extend(floor.relay.map(|pid| ("relay", pid)));
+            processes.push(("server", floor.server));
             all.push(Participant::new(
                 label,
-                vec![("client", floor.client), ("server", floor.server)],
+                processes,
                 Caller::Driven(drivers.len()),
             ));
             drivers.push(floor);

@@ -4,7 +4,7 @@
 
 use super::{
     ASYNC_FLOOR, BARE, CALLERS, DAEMON, FLOOR, GO, H2_FLOOR, LIBRARY, NO_GO, Participant, SIZES,
-    SPINNING,
+    SPINNING, TWO_HOP_FLOOR,
 };
 use crate::report::{Row, quantile, sorted};
 
@@ -154,10 +154,16 @@ pub(super) fn report(all: &[Participant], have_go: bool, rows: &mut Vec<Row>) ->
             );
         }
         // The same two against the floors a transport on tokio, and one on h2, can
-        // reach: no target, for reading the ones above.
-        for other in [ASYNC_FLOOR, H2_FLOOR] {
+        // reach, and the daemon against the floor of any path of two hops: no target,
+        // for reading the ones above.
+        for other in [ASYNC_FLOOR, H2_FLOOR, TWO_HOP_FLOOR] {
             let Some(t) = find(other) else { continue };
-            for path in [library, daemon].into_iter().flatten() {
+            let paths = if other == TWO_HOP_FLOOR {
+                [None, daemon]
+            } else {
+                [library, daemon]
+            };
+            for path in paths.into_iter().flatten() {
                 rows.push(
                     Row::new(
                         "peers",
@@ -310,9 +316,21 @@ mod tests {
             fake(DAEMON, 30.0, 20_000),
             fake("(d) bare tonic relay", 30.0, 20_000),
             fake(GO, 20.0, 40_000),
+            fake(TWO_HOP_FLOOR, 25.0, 100_000),
         ];
         let mut rows = Vec::new();
         let table = report(&all, true, &mut rows);
+        // The daemon read against the floor of two hops, and the library not.
+        let two_hops = rows
+            .iter()
+            .find(|r| r.figure == format!("64 B p50, {DAEMON} / {TWO_HOP_FLOOR}"))
+            .expect("the daemon against the floor of two hops");
+        assert_eq!((two_hops.value, two_hops.baseline), (30.0, Some(25.0)));
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.figure == format!("64 B p50, {LIBRARY} / {TWO_HOP_FLOOR}"))
+        );
         let met = Some(Verdict::Met);
         let missed = Some(Verdict::Missed);
         // 14 ≤ 1.5 × 10; 14 > 0.6 × 20; 14 ≤ 0.7 × 40; 30 > 2.5 × 10; 61 000 ≥ 1.5 × 40 000.

@@ -27,6 +27,12 @@
 //! `bench-floor h2` makes each round trip a gRPC unary call in standard HTTP/2 bytes,
 //! made and served by the `h2` crate with no runtime (see [`h2_blocking`]): the floor of
 //! any transport on h2.
+//!
+//! `bench-floor relay` puts a third process between the two, as the daemon stands between
+//! its caller and a plugin: each message goes client → relay → server and back, over
+//! blocking socketpairs, one relay thread per pair (the ready line adds `"relay":PID`).
+//! The floor of any path of two hops: what the kernel and the scheduler charge for
+//! handing a call across three processes.
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -55,6 +61,8 @@ enum Mode {
     Tokio,
     /// gRPC over h2, blocking, no runtime.
     H2,
+    /// Blocking, through a relay process: two hops.
+    Relay,
 }
 
 impl Mode {
@@ -62,6 +70,7 @@ impl Mode {
         match word {
             "async" => Some(Self::Tokio),
             "h2" => Some(Self::H2),
+            "relay" => Some(Self::Relay),
             _ => None,
         }
     }
@@ -71,6 +80,7 @@ impl Mode {
             Self::Blocking => None,
             Self::Tokio => Some("async"),
             Self::H2 => Some("h2"),
+            Self::Relay => Some("relay"),
         }
     }
 }
@@ -198,13 +208,46 @@ fn serve_one_h2(fd: RawFd) {
     }
 }
 
+/// The relay: every message from `up` goes on to `down`, and its answer back, until
+/// either peer closes.
+fn relay_one(up: RawFd, down: RawFd) {
+    // SAFETY: as in `serve_one`; each fd is this thread's alone.
+    let (mut up, mut down) =
+        unsafe { (UnixStream::from_raw_fd(up), UnixStream::from_raw_fd(down)) };
+    let mut buf = vec![0u8; 4 + MAX_PAYLOAD];
+    while let Ok(Some(len)) = read_frame(&mut up, &mut buf) {
+        if down.write_all(&buf[..len]).is_err() {
+            return;
+        }
+        let Ok(Some(len)) = read_frame(&mut down, &mut buf) else {
+            return;
+        };
+        if up.write_all(&buf[..len]).is_err() {
+            return;
+        }
+    }
+}
+
 fn serve(fds: &[RawFd], mode: Mode) -> ExitCode {
+    // A relay is given its callers' ends, then as many ends towards the server.
+    let (ups, downs) = match mode {
+        Mode::Relay if fds.len().is_multiple_of(2) => fds.split_at(fds.len() / 2),
+        Mode::Relay => {
+            eprintln!("bench-floor serve relay: wants as many fds down as up");
+            return ExitCode::from(2);
+        }
+        _ => (fds, &[][..]),
+    };
     std::thread::scope(|s| {
-        for &fd in fds {
+        for (i, &fd) in ups.iter().enumerate() {
             match mode {
                 Mode::Blocking => s.spawn(move || serve_one(fd)),
                 Mode::Tokio => s.spawn(move || serve_one_async(fd)),
                 Mode::H2 => s.spawn(move || serve_one_h2(fd)),
+                Mode::Relay => {
+                    let down = downs[i];
+                    s.spawn(move || relay_one(fd, down))
+                }
             };
         }
     });
@@ -270,8 +313,9 @@ impl Pair {
     }
 }
 
-/// Starts the server process on the other ends of `PAIRS` socketpairs.
-fn start(mode: Mode) -> Result<(Child, Vec<Pair>), Error> {
+/// Starts the server process on the other ends of `PAIRS` socketpairs (in `relay` mode,
+/// the relay on them, and the server behind it).
+fn start(mode: Mode) -> Result<(Servers, Vec<Pair>), Error> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..PAIRS {
@@ -281,27 +325,65 @@ fn start(mode: Mode) -> Result<(Child, Vec<Pair>), Error> {
                 Mode::Blocking => Socket::Blocking(a),
                 Mode::Tokio => Socket::Async(Some(a), None),
                 Mode::H2 => Socket::H2(Some(a), None),
+                Mode::Relay => Socket::Blocking(a),
             },
             buf: vec![0u8; 4 + MAX_PAYLOAD],
         });
         theirs.push(b);
     }
-    let fds: Vec<RawFd> = theirs.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut servers = Servers::default();
+    if mode == Mode::Relay {
+        // The server the relay calls, on pairs of their own; the relay gets both ends.
+        let mut relay_ends = Vec::new();
+        let mut server_ends = Vec::new();
+        for _ in 0..PAIRS {
+            let (a, b) = UnixStream::pair()?;
+            relay_ends.push(a);
+            server_ends.push(b);
+        }
+        servers.server = Some(spawn_serving(None, &server_ends)?);
+        drop(server_ends);
+        theirs.extend(relay_ends);
+        servers.relay = Some(spawn_serving(mode.word(), &theirs)?);
+    } else {
+        servers.server = Some(spawn_serving(mode.word(), &theirs)?);
+    }
+    Ok((servers, ours))
+}
+
+/// The processes answering the client's calls.
+#[derive(Default)]
+struct Servers {
+    server: Option<Child>,
+    relay: Option<Child>,
+}
+
+impl Servers {
+    fn stop(&mut self) {
+        for child in [&mut self.relay, &mut self.server].into_iter().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts this program as `serve [WORD] FD…`, giving it `sockets`.
+fn spawn_serving(word: Option<&str>, sockets: &[UnixStream]) -> Result<Child, Error> {
+    let fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg("serve")
-        .args(mode.word())
+        .args(word)
         .args(fds.iter().map(|fd| fd.to_string()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    let inherited = fds.clone();
     // SAFETY: between fork and exec this makes only fcntl and prctl syscalls, which are
     // async-signal-safe. It runs on the main thread, which lives as long as this
     // process, so PDEATHSIG fires when the client ends.
     unsafe {
         command.pre_exec(move || {
-            for &fd in &inherited {
+            for &fd in &fds {
                 let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
                 nix::fcntl::fcntl(
                     fd,
@@ -312,9 +394,7 @@ fn start(mode: Mode) -> Result<(Child, Vec<Pair>), Error> {
             Ok(())
         });
     }
-    let child = command.spawn()?;
-    drop(theirs);
-    Ok((child, ours))
+    Ok(command.spawn()?)
 }
 
 fn latency(pair: &mut Pair, size: usize, count: usize) -> Result<Vec<f64>, Error> {
@@ -473,12 +553,19 @@ fn answer(line: &str, workers: &[Worker]) -> Result<Option<serde_json::Value>, E
 }
 
 fn client(mode: Mode) -> Result<(), Error> {
-    let (mut server, pairs) = start(mode)?;
+    let (mut servers, pairs) = start(mode)?;
     let workers: Vec<Worker> = pairs.into_iter().map(Worker::start).collect();
     let result = (|| {
         workers[0].latency(4, 200)?;
         let mut stdout = std::io::stdout().lock();
-        let ready = serde_json::json!({ "ready": true, "client": std::process::id(), "server": server.id() });
+        let mut ready = serde_json::json!({
+            "ready": true,
+            "client": std::process::id(),
+            "server": servers.server.as_ref().map(Child::id),
+        });
+        if let Some(relay) = &servers.relay {
+            ready["relay"] = relay.id().into();
+        }
         writeln!(stdout, "{ready}")?;
         stdout.flush()?;
         for line in std::io::stdin().lock().lines() {
@@ -493,11 +580,10 @@ fn client(mode: Mode) -> Result<(), Error> {
         }
         Ok(())
     })();
-    // Closing our ends (the workers' threads end with their channels) ends the server's
-    // threads; kill it anyway should one hang.
+    // Closing our ends (the workers' threads end with their channels) ends the servers'
+    // threads; kill them anyway should one hang.
     drop(workers);
-    let _ = server.kill();
-    let _ = server.wait();
+    servers.stop();
     result
 }
 
@@ -525,7 +611,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(other) = args.first() {
-        eprintln!("bench-floor: unknown argument {other:?} (wants nothing, async or h2)");
+        eprintln!("bench-floor: unknown argument {other:?} (wants nothing, async, h2 or relay)");
         return ExitCode::from(2);
     }
     match client(mode) {
