@@ -5,8 +5,9 @@
 //! stream socket closes with data it never read, the kernel resets its peer's end
 //! (the next read fails with ECONNRESET, where a socket closed with everything read
 //! gives end of file). What was unread is a suffix of what was written, so it holds the
-//! last byte written. If that byte ended a unary call's request (its one DATA frame, with
-//! END_STREAM), the server never had the whole message, and no gRPC server runs a
+//! last byte written. If that byte ended a unary call's request (its last DATA frame,
+//! with END_STREAM, holding the message's last bytes and no padding), the server never
+//! had the whole message, and no gRPC server runs a
 //! unary handler without it: the call never ran and may go to another process. This is
 //! the call sent to a plugin killed a moment before (its process still being torn
 //! down, its socket not yet closed), and a plugin stopped or stuck before reading.
@@ -20,8 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 const PREFACE_LEN: usize = 24;
 const FRAME_HEAD_LEN: usize = 9;
 const DATA: u8 = 0x0;
+#[cfg(test)]
 const HEADERS: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
+const PADDED: u8 = 0x8;
 /// `last_end` when the last byte written ended no frame that ended a stream.
 const NONE: u64 = 0;
 
@@ -103,7 +106,14 @@ impl FrameWalker {
                 self.payload_left =
                     usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                 let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                self.ends = if matches!(h[3], DATA | HEADERS) && h[4] & END_STREAM != 0 {
+                // Only a DATA frame whose last byte is the message's own: not an empty
+                // one after the message (the server may have read it all before), not
+                // a padded one (its last bytes are padding), not HEADERS (no message).
+                let ends_message = h[3] == DATA
+                    && h[4] & END_STREAM != 0
+                    && h[4] & PADDED == 0
+                    && self.payload_left > 0;
+                self.ends = if ends_message {
                     u64::from(stream) + 1
                 } else {
                     NONE
@@ -181,19 +191,29 @@ mod tests {
     }
 
     #[test]
-    fn headers_that_end_a_stream_count_and_other_frames_do_not() {
+    fn only_a_data_frame_whose_last_byte_is_the_messages_ends_a_request() {
         let out = Outbound::default();
         let mut walker = FrameWalker::default();
         walker.wrote(&[b'P'; PREFACE_LEN], &out);
-        walker.wrote(&frame(HEADERS, 0x5, 7, 10), &out);
+        walker.wrote(&frame(DATA, END_STREAM, 7, 10), &out);
         assert_eq!(out.last_end.load(Ordering::Relaxed), 8);
+        // HEADERS that end a stream carry no message: a server may have read every DATA
+        // frame before them.
+        walker.wrote(&frame(HEADERS, 0x5, 7, 10), &out);
+        assert_eq!(out.last_end.load(Ordering::Relaxed), NONE);
         walker.wrote(&frame(DATA, 0, 9, 10), &out);
         assert_eq!(out.last_end.load(Ordering::Relaxed), NONE);
-        // An empty frame is complete with its head.
+        // Nor does an empty DATA frame, after the message in frames before it.
         walker.wrote(&frame(DATA, END_STREAM, 9, 0), &out);
-        assert_eq!(out.last_end.load(Ordering::Relaxed), 10);
+        assert_eq!(out.last_end.load(Ordering::Relaxed), NONE);
+        // Nor a padded one: its last bytes are padding, not the message.
+        walker.wrote(&frame(DATA, END_STREAM | PADDED, 9, 10), &out);
+        assert_eq!(out.last_end.load(Ordering::Relaxed), NONE);
         // RST_STREAM carries no END_STREAM flag, whatever its flags byte says.
         walker.wrote(&frame(0x3, END_STREAM, 9, 4), &out);
         assert_eq!(out.last_end.load(Ordering::Relaxed), NONE);
+        // The walker keeps its place after all of them.
+        walker.wrote(&frame(DATA, END_STREAM, 11, 3), &out);
+        assert_eq!(out.last_end.load(Ordering::Relaxed), 12);
     }
 }
