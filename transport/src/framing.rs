@@ -72,7 +72,7 @@ const SPLIT_BYTES_FROM: usize = 8 << 10;
 
 /// The frame of `rest` (a message with one byte field left empty) followed by that field,
 /// number `number`, holding `bytes`: the field's bytes copied in behind for a small
-/// field, passed on as the second piece from [`SPLIT_BYTES_FROM`] on. Protobuf parsers
+/// field, passed on as the second piece from 8 KiB on. Protobuf parsers
 /// take fields in any order, so the large field can go last whatever its number; an
 /// empty field is left out, as proto3 encoders leave out every default value.
 pub fn grpc_frame_bytes_last(

@@ -27,7 +27,9 @@ pub type UnaryHandler =
 /// Judges a request from the length its frame's prefix announces and the first bytes of
 /// its message (up to the route's peek), before the rest is read: a refusal here is
 /// answered at once, however large the message, and can say more than the route's
-/// limit alone (whose limit the message is over, say).
+/// limit alone (whose limit the message is over, say). It must change nothing: a caller
+/// whose server dies before reading the whole request may send it again elsewhere
+/// (`crate::unread`), so a judge may see a request that is run somewhere else.
 pub type EarlyJudge = dyn Fn(usize, &[u8]) -> Result<(), Status> + Send + Sync;
 
 /// One method served by hand: its path, the check its calls pass first, the largest

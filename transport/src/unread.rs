@@ -12,6 +12,11 @@
 //! the call sent to a plugin killed a moment before (its process still being torn
 //! down, its socket not yet closed), and a plugin stopped or stuck before reading.
 //!
+//! The server is assumed to take bytes off its socket by reading them, as every gRPC
+//! server does: one that only peeks (`MSG_PEEK`) and acts on what it saw leaves them
+//! queued, and its call would be sent again. Work a server does on a request before it
+//! has the whole message (a check of its headers) may likewise happen twice.
+//!
 //! [`Outbound`] watches a client connection's bytes for this: the frames written (to
 //! know which one the last written byte ended) and how reading ended.
 
@@ -49,6 +54,13 @@ impl Outbound {
             && self.last_end.load(Ordering::Acquire) == u64::from(stream) + 1
     }
 
+    /// The stream whose request's end the last byte written was, if it was one.
+    #[cfg(test)]
+    pub(crate) fn last_ended(&self) -> Option<u32> {
+        let end = self.last_end.load(Ordering::Acquire);
+        (end != NONE).then(|| u32::try_from(end - 1).unwrap_or(u32::MAX))
+    }
+
     /// A read failed with `error`.
     pub(crate) fn read_failed(&self, error: &std::io::Error) {
         if error.raw_os_error() == Some(libc::ECONNRESET) {
@@ -82,6 +94,15 @@ impl Default for FrameWalker {
 }
 
 impl FrameWalker {
+    /// A walker for bytes that follow the connection's preface (a server's view).
+    #[cfg(test)]
+    pub(crate) fn after_preface() -> Self {
+        Self {
+            preface_left: 0,
+            ..Self::default()
+        }
+    }
+
     /// Follows `bytes`, just written, and records in `out` what the last of them ended.
     pub(crate) fn wrote(&mut self, mut bytes: &[u8], out: &Outbound) {
         if bytes.is_empty() {
