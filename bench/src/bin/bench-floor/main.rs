@@ -351,15 +351,16 @@ fn start(mode: Mode) -> Result<(Servers, Vec<Pair>), Error> {
     Ok((servers, ours))
 }
 
-/// The processes answering the client's calls.
+/// The processes answering the client's calls, killed when dropped (a start that fails
+/// half way leaves none behind).
 #[derive(Default)]
 struct Servers {
     server: Option<Child>,
     relay: Option<Child>,
 }
 
-impl Servers {
-    fn stop(&mut self) {
+impl Drop for Servers {
+    fn drop(&mut self) {
         for child in [&mut self.relay, &mut self.server].into_iter().flatten() {
             let _ = child.kill();
             let _ = child.wait();
@@ -553,7 +554,7 @@ fn answer(line: &str, workers: &[Worker]) -> Result<Option<serde_json::Value>, E
 }
 
 fn client(mode: Mode) -> Result<(), Error> {
-    let (mut servers, pairs) = start(mode)?;
+    let (servers, pairs) = start(mode)?;
     let workers: Vec<Worker> = pairs.into_iter().map(Worker::start).collect();
     let result = (|| {
         workers[0].latency(4, 200)?;
@@ -581,9 +582,9 @@ fn client(mode: Mode) -> Result<(), Error> {
         Ok(())
     })();
     // Closing our ends (the workers' threads end with their channels) ends the servers'
-    // threads; kill them anyway should one hang.
+    // threads; they are killed anyway should one hang.
     drop(workers);
-    servers.stop();
+    drop(servers);
     result
 }
 
