@@ -13,13 +13,40 @@ use super::{Config, ConfigError};
 /// filling memory.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
-/// The file's text, refused past [`MAX_CONFIG_BYTES`] without reading further.
+/// The file's text, refused past [`MAX_CONFIG_BYTES`] without reading further, and
+/// refused before reading anything if it is not a regular file.
 fn read_bounded(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // Opened without blocking: a FIFO with no writer would otherwise hold the caller
+    // for ever (the daemon reads its config on its event loop at a reload). A regular
+    // file's reads ignore the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "something else"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
     let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)?;
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
@@ -132,6 +159,44 @@ impl Config {
 mod tests {
     use super::*;
     use crate::config::Mode;
+
+    #[test]
+    fn a_config_path_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let fifo = dir.path().join("baton.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        // A FIFO with no writer: opening it to read would wait for one, for ever (and
+        // the daemon reads its config on its event loop at a reload).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Config::load(&path).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let Ok(loaded) = rx.recv_timeout(std::time::Duration::from_secs(5)) else {
+            // Release the reader before failing, so that no thread is left behind.
+            let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+            panic!("reading a FIFO as the config waited for a writer");
+        };
+        let e = loaded.expect_err("a FIFO is no config file");
+        assert!(
+            e.contains("baton.toml") && e.contains("a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = Config::load(dir.path())
+            .expect_err("a directory is no config file")
+            .to_string();
+        assert!(e.contains("a directory, not a regular file"), "{e}");
+        let e = Config::load(Path::new("/dev/null"))
+            .expect_err("a device is no config file")
+            .to_string();
+        assert!(e.contains("a character device, not a regular file"), "{e}");
+        // Through a link to a regular file, as before.
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, "").expect("written");
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).expect("a link");
+        assert!(Config::load(&link).is_ok());
+    }
 
     fn err(text: &str) -> String {
         match Config::parse(text, Path::new("baton.toml")) {
