@@ -161,6 +161,22 @@ mod tests {
     use crate::config::Mode;
 
     #[test]
+    fn cpus_that_are_not_online_are_named_as_ranges() {
+        use crate::config::cpus::CpuList;
+        let Some(online) = CpuList::online() else {
+            return;
+        };
+        let offline = CpuList::new((0..1024).filter(|c| !online.cpus().contains(c)));
+        let Some(offline) = offline else {
+            return; // every CPU a set can name is online here
+        };
+        let e = err("[plugins.p]\ncommand = \"/bin/true\"\ncpus = [\"0-1023\"]\n");
+        let said = format!("`plugins.p.cpus`: CPUs {offline} are not online on this machine");
+        assert!(e.contains(&said), "{e}");
+        assert!(e.len() < 1000, "{} bytes: {e}", e.len());
+    }
+
+    #[test]
     fn a_config_path_that_is_not_a_regular_file_is_refused_at_once() {
         let dir = tempfile::tempdir().expect("a directory");
         let fifo = dir.path().join("baton.toml");

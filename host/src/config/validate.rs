@@ -88,22 +88,21 @@ impl Config {
                 );
             }
             if let (Some(cpus), Some(online)) = (&plugin.cpus, &online) {
-                let offline: Vec<String> = cpus
-                    .cpus()
-                    .iter()
-                    .filter(|c| !online.cpus().contains(c))
-                    .map(usize::to_string)
-                    .collect();
-                if !offline.is_empty() {
+                // In the list's own format, so that a long range says so in a few bytes.
+                let offline = CpuList::new(
+                    cpus.cpus()
+                        .iter()
+                        .copied()
+                        .filter(|c| online.cpus().binary_search(c).is_err()),
+                );
+                if let Some(offline) = offline {
+                    let which = match offline.cpus() {
+                        [one] => format!("CPU {one} is"),
+                        _ => format!("CPUs {offline} are"),
+                    };
                     refuse(
                         "cpus",
-                        format!(
-                            "CPU {} not online on this machine (online: {online})",
-                            match offline.as_slice() {
-                                [one] => format!("{one} is"),
-                                many => format!("{} are", many.join(", ")),
-                            }
-                        ),
+                        format!("{which} not online on this machine (online: {online})"),
                     );
                 }
             }
