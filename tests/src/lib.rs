@@ -33,12 +33,14 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
+mod cpuset;
 mod ctl;
 mod files;
 mod host;
 mod procs;
 mod toolchains;
 
+pub use cpuset::Cpuset;
 pub use ctl::{Watched, ctl_at, ctl_command};
 pub use files::{replace_by_hard_link, replace_by_rename, rewrite_in_place, script};
 pub use host::{

@@ -49,6 +49,26 @@ impl CpuList {
         let text = std::fs::read_to_string(ONLINE).ok()?;
         parse_cpu_list(text.trim()).ok()
     }
+
+    /// The CPUs this host can give a process: the online ones within its cpuset (a
+    /// container's, a systemd unit's `AllowedCPUs=`), whatever its own affinity. Asked
+    /// of the kernel itself, by a thread of its own that asks for every online CPU and
+    /// reads back what it got, as a plugin's start would; `None` where it cannot tell.
+    pub fn usable() -> Option<Self> {
+        use nix::unistd::Pid;
+        let every = Self::online()?.to_set().ok()?;
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                // Pid 0 is the calling thread: only this short-lived thread moves.
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &every).ok()?;
+                nix::sched::sched_getaffinity(Pid::from_raw(0)).ok()
+            })
+            .join()
+            .ok()
+            .flatten()
+        })?;
+        Self::new((0..CPU_LIMIT).filter(|&cpu| got.is_set(cpu).unwrap_or(false)))
+    }
 }
 
 /// CPUs gathered as bits, one per CPU the kernel can name: a list that repeats a range
@@ -266,6 +286,28 @@ mod tests {
         let grown_mib = (peak_kib() - before) / 1024;
         assert_eq!(cpus.cpus().len(), CPU_LIMIT);
         assert!(grown_mib < 200, "reading it took {grown_mib} MiB more");
+    }
+
+    #[test]
+    fn the_cpus_a_host_can_give_do_not_depend_on_its_own_affinity() {
+        use nix::unistd::Pid;
+        let online = CpuList::online().expect("this machine lists its CPUs");
+        let usable = CpuList::usable().expect("the kernel answers");
+        assert!(
+            usable.cpus().iter().all(|c| online.cpus().contains(c)),
+            "{usable} not within {online}"
+        );
+        // From a thread held to one CPU (as under `taskset`), the same answer.
+        let first = usable.cpus()[0];
+        let narrowed = std::thread::spawn(move || {
+            let mut one = CpuSet::new();
+            one.set(first).expect("in range");
+            nix::sched::sched_setaffinity(Pid::from_raw(0), &one).expect("narrowed");
+            CpuList::usable()
+        })
+        .join()
+        .expect("joined");
+        assert_eq!(narrowed.as_ref(), Some(&usable));
     }
 
     #[test]

@@ -22,13 +22,12 @@ impl Config {
                 ),
             ));
         }
-        // Read once: whether each plugin's `cpus` are online.
-        let online = self
-            .plugins
-            .values()
-            .any(|p| p.cpus.is_some())
-            .then(CpuList::online)
-            .flatten();
+        // Read once: whether each plugin's `cpus` are online, and this host's to give.
+        let (online, usable) = if self.plugins.values().any(|p| p.cpus.is_some()) {
+            (CpuList::online(), CpuList::usable())
+        } else {
+            (None, None)
+        };
         for (name, plugin) in &self.plugins {
             let valid = !name.is_empty()
                 && name.len() <= 64
@@ -95,14 +94,35 @@ impl Config {
                         .copied()
                         .filter(|c| online.cpus().binary_search(c).is_err()),
                 );
+                let which = |list: &CpuList| match list.cpus() {
+                    [one] => format!("CPU {one} is"),
+                    _ => format!("CPUs {list} are"),
+                };
+                // Online but outside the host's cpuset: the kernel would drop them from
+                // the set without a word, or refuse the start if none were left.
+                let withheld = usable.as_ref().and_then(|usable| {
+                    CpuList::new(cpus.cpus().iter().copied().filter(|c| {
+                        online.cpus().binary_search(c).is_ok()
+                            && usable.cpus().binary_search(c).is_err()
+                    }))
+                    .map(|withheld| (withheld, usable))
+                });
                 if let Some(offline) = offline {
-                    let which = match offline.cpus() {
-                        [one] => format!("CPU {one} is"),
-                        _ => format!("CPUs {offline} are"),
-                    };
                     refuse(
                         "cpus",
-                        format!("{which} not online on this machine (online: {online})"),
+                        format!(
+                            "{} not online on this machine (online: {online})",
+                            which(&offline)
+                        ),
+                    );
+                } else if let Some((withheld, usable)) = withheld {
+                    refuse(
+                        "cpus",
+                        format!(
+                            "{} online but not this host's to give: its cpuset (a \
+                             container's, or a unit's AllowedCPUs=) holds {usable}",
+                            which(&withheld)
+                        ),
                     );
                 }
             }

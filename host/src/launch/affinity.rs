@@ -12,9 +12,10 @@ use nix::unistd::Pid;
 use super::StartError;
 use crate::config::CpuList;
 
-/// The set to give the process, checked against the CPUs online now so that a start
-/// the kernel would refuse says why. A config file's `cpus` were checked when it was
-/// read; a config built in code, or a CPU taken offline since, is caught here.
+/// The set to give the process, checked against the CPUs online now and the host's
+/// cpuset so that a start the kernel would refuse says why. A config file's `cpus` were
+/// checked when it was read; a config built in code, or a CPU taken offline since, is
+/// caught here.
 pub(super) fn cpu_set(
     cpus: Option<&CpuList>,
     program: &Path,
@@ -30,11 +31,19 @@ pub(super) fn cpu_set(
             crate::config::CPU_LIMIT - 1
         ))
     })?;
+    let none_in = |list: &CpuList| !cpus.cpus().iter().any(|c| list.cpus().contains(c));
     if let Some(online) = CpuList::online()
-        && !cpus.cpus().iter().any(|c| online.cpus().contains(c))
+        && none_in(&online)
     {
         return Err(refuse(format!(
             "none of {cpus} is online on this machine (online: {online})"
+        )));
+    }
+    if let Some(usable) = CpuList::usable()
+        && none_in(&usable)
+    {
+        return Err(refuse(format!(
+            "none of {cpus} is this host's to give: its cpuset holds {usable}"
         )));
     }
     Ok(Some(set))
@@ -92,6 +101,57 @@ mod tests {
                 .expect("nothing to do")
                 .is_none()
         );
+    }
+
+    /// Runs `f` on a thread of its own inside a cgroup v1 cpuset holding only `cpu`
+    /// (v1 moves a single thread; the threads it starts follow it), or says why not.
+    fn in_a_cpuset_of<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+        let root = Path::new("/sys/fs/cgroup/cpuset");
+        let mems = std::fs::read_to_string(root.join("cpuset.mems"))
+            .map_err(|e| format!("no cgroup v1 cpuset here: {e}"))?;
+        let dir = root.join(format!("baton-unit-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot make a cpuset: {e}"))?;
+        let ran = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::fs::write(dir.join("cpuset.mems"), mems.trim())
+                    .and_then(|()| std::fs::write(dir.join("cpuset.cpus"), cpu.to_string()))
+                    .and_then(|()| {
+                        std::fs::write(dir.join("tasks"), nix::unistd::gettid().to_string())
+                    })
+                    .map_err(|e| format!("cannot enter the cpuset: {e}"))?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the thread panicked".into()))
+        });
+        // The thread has ended, so the cgroup is empty.
+        let _ = std::fs::remove_dir(&dir);
+        ran
+    }
+
+    #[test]
+    fn a_start_whose_cpus_are_all_outside_the_hosts_cpuset_is_refused_saying_so() {
+        let online = CpuList::online().expect("this machine lists its CPUs");
+        let [first, .., last] = online.cpus() else {
+            return; // one CPU: no cpuset can leave one out
+        };
+        let cpus = CpuList::new([*last]).expect("a set");
+        let refused = in_a_cpuset_of(*first, || {
+            cpu_set(Some(&cpus), Path::new("/bin/p"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        match refused {
+            Err(why) => eprintln!("skipped: {why}"),
+            Ok(result) => {
+                let e = result.expect_err("none of its CPUs is the host's to give");
+                assert!(
+                    e.contains(&format!("none of {last} is this host's to give"))
+                        && e.contains(&format!("its cpuset holds {first}")),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]

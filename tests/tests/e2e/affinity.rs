@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use baton_host::config::CpuList;
-use baton_tests::{TestHost, plugin, run_refused_config, wait_until};
+use baton_tests::{Cpuset, TestHost, bin, plugin, run_refused_config, wait_until};
 
 /// The CPUs a task may run on, as `/proc` lists them (`Cpus_allowed_list`).
 fn allowed(status_path: &str) -> String {
@@ -136,4 +136,64 @@ fn cpus_that_are_not_online_or_not_cpus_are_refused_naming_the_field() {
             "{value}: {err}"
         );
     }
+}
+
+#[test]
+fn cpus_outside_the_hosts_cpuset_are_refused_naming_them() {
+    let online = CpuList::online().expect("this machine lists its CPUs");
+    let (first, last) = match online.cpus() {
+        [first, .., last] => (*first, *last),
+        _ => {
+            eprintln!("skipped: one CPU online, so no cpuset can leave one out");
+            return;
+        }
+    };
+    let cpuset = match Cpuset::new(&first.to_string()) {
+        Ok(cpuset) => cpuset,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let validate = |cpus: &str, inside: bool| {
+        let config = dir.path().join("baton.toml");
+        std::fs::write(
+            &config,
+            format!("[plugins.py]\ncommand = \"/bin/true\"\ncpus = {cpus}\n"),
+        )
+        .expect("write config");
+        let mut command = if inside {
+            cpuset.command(&bin("baton"))
+        } else {
+            std::process::Command::new(bin("baton"))
+        };
+        let out = command
+            .arg("validate")
+            .arg(&config)
+            .output()
+            .expect("run baton");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Only the other CPU, or both: the kernel would refuse the first start, and give the
+    // second a set narrowed without a word.
+    for cpus in [format!("[{last}]"), format!("[{first}, {last}]")] {
+        let (code, err) = validate(&cpus, true);
+        assert_eq!(code, Some(64), "{cpus}: {err}");
+        assert!(
+            err.contains("plugins.py.cpus")
+                && err.contains(&format!("CPU {last} is online but not this host's to give"))
+                && err.contains(&format!("holds {first}")),
+            "{cpus}: {err}"
+        );
+        // The same config, outside the cpuset: accepted.
+        let (code, err) = validate(&cpus, false);
+        assert_eq!(code, Some(0), "{cpus}, outside: {err}");
+    }
+    // Inside, the CPU it holds is fine.
+    let (code, err) = validate(&format!("[{first}]"), true);
+    assert_eq!(code, Some(0), "{err}");
 }
