@@ -80,10 +80,19 @@ impl Bits {
         Self([0; CPU_LIMIT.div_ceil(64)])
     }
 
-    /// Adds `range`, every CPU of which is below [`CPU_LIMIT`].
+    /// Adds `range`, every CPU of which is below [`CPU_LIMIT`]: a word at a time, so
+    /// that a config repeating a wide range costs little time too.
     fn add(&mut self, range: std::ops::RangeInclusive<usize>) {
-        for cpu in range {
-            self.0[cpu / 64] |= 1 << (cpu % 64);
+        let (first, last) = (*range.start(), *range.end());
+        if first > last {
+            return;
+        }
+        for word in first / 64..=last / 64 {
+            let low = if word == first / 64 { first % 64 } else { 0 };
+            let high = if word == last / 64 { last % 64 } else { 63 };
+            // Bits low..=high of the word.
+            let mask = (u64::MAX >> (63 - high)) & (u64::MAX << low);
+            self.0[word] |= mask;
         }
     }
 
@@ -262,6 +271,20 @@ mod tests {
         #[test]
         fn any_text_is_parsed_or_refused_without_panic(text in ".{0,24}") {
             let _ = parse_cpu_list(&text);
+        }
+
+        #[test]
+        fn a_range_is_added_as_its_cpus_one_by_one(
+            first in 0..CPU_LIMIT, len in 0..CPU_LIMIT
+        ) {
+            let last = (first + len).min(CPU_LIMIT - 1);
+            let mut words = Bits::new();
+            words.add(first..=last);
+            let mut one_by_one = Bits::new();
+            for cpu in first..=last {
+                one_by_one.0[cpu / 64] |= 1 << (cpu % 64);
+            }
+            proptest::prop_assert_eq!(words.0, one_by_one.0);
         }
 
         #[test]
