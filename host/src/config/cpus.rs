@@ -58,14 +58,18 @@ impl CpuList {
         use nix::unistd::Pid;
         let every = Self::online()?.to_set().ok()?;
         let got = std::thread::scope(|s| {
-            s.spawn(|| {
-                // Pid 0 is the calling thread: only this short-lived thread moves.
-                nix::sched::sched_setaffinity(Pid::from_raw(0), &every).ok()?;
-                nix::sched::sched_getaffinity(Pid::from_raw(0)).ok()
-            })
-            .join()
-            .ok()
-            .flatten()
+            // Built, not `s.spawn`: a thread the system will not make is "cannot tell".
+            std::thread::Builder::new()
+                .name("baton-cpus".into())
+                .spawn_scoped(s, || {
+                    // Pid 0 is the calling thread: only this short-lived thread moves.
+                    nix::sched::sched_setaffinity(Pid::from_raw(0), &every).ok()?;
+                    nix::sched::sched_getaffinity(Pid::from_raw(0)).ok()
+                })
+                .ok()?
+                .join()
+                .ok()
+                .flatten()
         })?;
         Self::new((0..CPU_LIMIT).filter(|&cpu| got.is_set(cpu).unwrap_or(false)))
     }
