@@ -50,13 +50,13 @@ impl CpuList {
         parse_cpu_list(text.trim()).ok()
     }
 
-    /// The CPUs this host can give a process: the online ones within its cpuset (a
+    /// Those of these CPUs this host can give a process: the ones within its cpuset (a
     /// container's, a systemd unit's `AllowedCPUs=`), whatever its own affinity. Asked
-    /// of the kernel itself, by a thread of its own that asks for every online CPU and
-    /// reads back what it got, as a plugin's start would; `None` where it cannot tell.
-    pub fn usable() -> Option<Self> {
+    /// of the kernel itself, by a thread of its own that asks for all of them and reads
+    /// back what it got, as a plugin's start would; `None` where it cannot tell.
+    pub fn usable(&self) -> Option<Self> {
         use nix::unistd::Pid;
-        let every = Self::online()?.to_set().ok()?;
+        let every = self.to_set().ok()?;
         let got = std::thread::scope(|s| {
             // Built, not `s.spawn`: a thread the system will not make is "cannot tell".
             std::thread::Builder::new()
@@ -319,18 +319,19 @@ mod tests {
     fn the_cpus_a_host_can_give_do_not_depend_on_its_own_affinity() {
         use nix::unistd::Pid;
         let online = CpuList::online().expect("this machine lists its CPUs");
-        let usable = CpuList::usable().expect("the kernel answers");
+        let usable = online.usable().expect("the kernel answers");
         assert!(
             usable.cpus().iter().all(|c| online.cpus().contains(c)),
             "{usable} not within {online}"
         );
         // From a thread held to one CPU (as under `taskset`), the same answer.
         let first = usable.cpus()[0];
+        let asked = online.clone();
         let narrowed = std::thread::spawn(move || {
             let mut one = CpuSet::new();
             one.set(first).expect("in range");
             nix::sched::sched_setaffinity(Pid::from_raw(0), &one).expect("narrowed");
-            CpuList::usable()
+            asked.usable()
         })
         .join()
         .expect("joined");

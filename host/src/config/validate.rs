@@ -23,11 +23,13 @@ impl Config {
             ));
         }
         // Read once: whether each plugin's `cpus` are online, and this host's to give.
-        let (online, usable) = if self.plugins.values().any(|p| p.cpus.is_some()) {
-            (CpuList::online(), CpuList::usable())
-        } else {
-            (None, None)
-        };
+        let online = self
+            .plugins
+            .values()
+            .any(|p| p.cpus.is_some())
+            .then(CpuList::online)
+            .flatten();
+        let usable = online.as_ref().and_then(CpuList::usable);
         for (name, plugin) in &self.plugins {
             let valid = !name.is_empty()
                 && name.len() <= 64

@@ -32,14 +32,15 @@ pub(super) fn cpu_set(
         ))
     })?;
     let none_in = |list: &CpuList| !cpus.cpus().iter().any(|c| list.cpus().contains(c));
-    if let Some(online) = CpuList::online()
-        && none_in(&online)
+    let online = CpuList::online();
+    if let Some(online) = &online
+        && none_in(online)
     {
         return Err(refuse(format!(
             "none of {cpus} is online on this machine (online: {online})"
         )));
     }
-    if let Some(usable) = CpuList::usable()
+    if let Some(usable) = online.as_ref().and_then(CpuList::usable)
         && none_in(&usable)
     {
         return Err(refuse(format!(
