@@ -18,6 +18,8 @@ use crate::log_limit::{LogLimit, LogLimiter};
 
 /// Longest log line kept whole; longer lines are cut.
 const MAX_LOG_LINE: usize = 16 * 1024;
+/// Bytes of a plugin's output read at a time.
+const READ_CHUNK: usize = 64 * 1024;
 /// Lines of output kept per plugin for error messages and `baton ctl logs`.
 const LOG_RING_LINES: usize = 500;
 /// Lines a follower of the logs may lag behind the plugin before it misses some.
@@ -185,11 +187,15 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
     stream: &'static str,
     ring: LogRing,
 ) {
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::with_capacity(READ_CHUNK, reader);
     let mut buf = Vec::new();
     let mut python = PythonErrors::default();
     let mut error_noted = false;
     loop {
+        // Lines come out of the reader's buffer without another read, so without this
+        // a plugin writing short lines fast (`yes >&2`) would keep the worker, and
+        // every plugin's calls on it, for as long as it went on.
+        tokio::task::coop::consume_budget().await;
         buf.clear();
         match (&mut reader)
             .take(MAX_LOG_LINE as u64)

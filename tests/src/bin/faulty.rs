@@ -59,6 +59,10 @@ impl Plugin for Faulty {
             .method("flood", "writes PAYLOAD MiB of lines to stderr")
             .method("flood-log", "sends PAYLOAD lines to the host's Log service")
             .method(
+                "yes",
+                "writes two-byte lines to stderr as fast as it can, from now until it dies",
+            )
+            .method(
                 "descendants",
                 "starts two SIGTERM-proof children marked PAYLOAD",
             )
@@ -164,6 +168,16 @@ impl Plugin for Faulty {
                 .await
                 .map_err(|e| Status::internal(format!("the flood thread failed: {e}")))?;
                 Ok(Bytes::from(written.to_string()))
+            }
+            "yes" => {
+                // As `yes >&2` would: the shortest lines, in large writes, without end.
+                std::thread::spawn(|| {
+                    use std::io::Write;
+                    let chunk = "y\n".repeat(32 << 10);
+                    let mut err = std::io::stderr().lock();
+                    while err.write_all(chunk.as_bytes()).is_ok() {}
+                });
+                Ok(Bytes::from_static(b"flooding"))
             }
             "flood-log" => {
                 let lines: usize = number(&payload)?;

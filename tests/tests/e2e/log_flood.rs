@@ -83,3 +83,47 @@ async fn the_log_service_has_the_same_configurable_limit() {
     assert!(logged > 0, "lines within the limit are logged");
     assert!(line.contains("log_lines_per_sec = 50"), "{line}");
 }
+
+#[tokio::test]
+async fn a_plugin_flooding_stderr_with_short_lines_does_not_starve_its_neighbour() {
+    let config = format!(
+        "{}{}",
+        plugin("flooder", "faulty", &["ok"], ""),
+        plugin("neighbour", "faulty", &["ok"], "")
+    );
+    let host = TestHost::start(&config).await;
+    host.serving("flooder", Duration::from_secs(10)).await;
+    host.serving("neighbour", Duration::from_secs(10)).await;
+    assert_eq!(host.call_text("flooder", "yes", "").await, "flooding");
+    // Give the flood a moment to fill the pipe, then call the neighbour 100 times. With
+    // nothing flooding, these take well under a second.
+    dropped_line(&host, "flooder").await;
+    let started = Instant::now();
+    let calls = async {
+        for i in 0..100 {
+            assert_eq!(
+                host.call_text("neighbour", "echo", &i.to_string()).await,
+                i.to_string()
+            );
+        }
+    };
+    let done = tokio::time::timeout(Duration::from_secs(20), calls).await;
+    let took = started.elapsed();
+    eprintln!("100 calls to the neighbour during the flood took {took:?}");
+    assert!(
+        done.is_ok(),
+        "100 calls to the neighbour took over 20 s while another plugin flooded stderr"
+    );
+    // The host still reports the flood every second or so: its own timer is not starved.
+    let reports = || {
+        host.log()
+            .lines()
+            .filter(|l| l.contains("plugin flooder: ") && l.contains("bytes) dropped"))
+            .count()
+    };
+    let before = reports();
+    wait_until("two more drop reports", Duration::from_secs(5), || async {
+        (reports() >= before + 2).then_some(())
+    })
+    .await;
+}
