@@ -27,6 +27,7 @@ use crate::log_limit::LogLimiter;
 use crate::message_limit::MAX_MESSAGE_BYTES;
 use crate::socket_file::BoundSocket;
 
+mod budget;
 mod identity;
 mod kv;
 
@@ -35,6 +36,10 @@ pub use identity::{PluginIdentity, Registry};
 pub(crate) use kv::Kv;
 pub use kv::KvLimits;
 use kv::shown;
+
+/// Bytes of messages not yet whole that one plugin's calls may hold at once: room for
+/// two of the largest, however many calls and connections carry them.
+pub(crate) const UNFINISHED_BYTES_PER_PLUGIN: usize = 2 * MAX_MESSAGE_BYTES;
 
 /// The host-services socket's file name in the host's socket directory.
 pub const SOCKET_NAME: &str = "host.sock";
@@ -276,7 +281,8 @@ pub(crate) fn start(
     };
     let auth = InterceptorLayer::new(move |request| registry.authenticate(request));
     let (stop, stopped) = oneshot::channel::<()>();
-    let service = tower::Layer::layer(&auth, routes);
+    let budget = budget::BudgetLayer(budget::Budgets::new(UNFINISHED_BYTES_PER_PLUGIN));
+    let service = tower::Layer::layer(&auth, tower::Layer::layer(&budget, routes));
     let task = tokio::spawn(baton_transport::serve(
         baton_transport::ServerConfig::new("host services"),
         crate::accept::incoming(listener, gate),

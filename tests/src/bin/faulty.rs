@@ -59,6 +59,11 @@ impl Plugin for Faulty {
             .method("flood", "writes PAYLOAD MiB of lines to stderr")
             .method("flood-log", "sends PAYLOAD lines to the host's Log service")
             .method(
+                "hold-partial",
+                "PAYLOAD \"N MIB\": starts N Log calls to the host, each a MIB MiB message sent \
+                 but for its last byte, and says how many the host answered within 8 s",
+            )
+            .method(
                 "yes",
                 "writes two-byte lines to stderr as fast as it can, from now until it dies",
             )
@@ -179,6 +184,17 @@ impl Plugin for Faulty {
                 });
                 Ok(Bytes::from_static(b"flooding"))
             }
+            "hold-partial" => {
+                let text = std::str::from_utf8(&payload).unwrap_or_default();
+                let (count, mib) = text
+                    .split_once(' ')
+                    .and_then(|(n, m)| Some((n.parse::<usize>().ok()?, m.parse::<usize>().ok()?)))
+                    .ok_or_else(|| Status::invalid_argument("payload: \"N MIB\""))?;
+                hold_partial(count, mib << 20)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| Status::internal(format!("hold-partial: {e}")))
+            }
             "flood-log" => {
                 let lines: usize = number(&payload)?;
                 let host = baton_plugin_sdk::HostClient::from_env()
@@ -247,6 +263,55 @@ impl Plugin for Faulty {
 }
 
 /// A decimal number in a payload.
+/// Starts `count` Log calls on the host-services socket, each a message of `bytes`
+/// written but for its last byte, and waits up to 8 s for the host's answers; says
+/// "answered A of N: CODES" (the `grpc-status` of each answer). Every stream is kept open
+/// until then, so the host holds whatever it keeps of them.
+async fn hold_partial(count: usize, bytes: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let socket = std::env::var(baton_proto::env::HOST_SOCKET)?;
+    let token = std::env::var(baton_proto::env::TOKEN)?;
+    let io = tokio::net::UnixStream::connect(socket).await?;
+    let (mut client, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    tokio::spawn(connection);
+    // One buffer for every call's payload: the plugin itself stays small.
+    let mut message = vec![0u8; 5 + bytes];
+    message[1..5].copy_from_slice(&u32::try_from(bytes)?.to_be_bytes());
+    let message = Bytes::from(message);
+    let mut open = Vec::new();
+    for _ in 0..count {
+        let request = http::Request::post("http://host/baton.host.v1.Host/Log")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header(baton_proto::TOKEN_METADATA_KEY, &token)
+            .body(())?;
+        client = client.ready().await?;
+        let (answer, mut stream) = client.send_request(request, false)?;
+        stream.send_data(message.slice(..message.len() - 1), false)?;
+        open.push((answer, stream));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut codes = Vec::new();
+    for (answer, _stream) in &mut open {
+        if let Ok(Ok(answer)) = tokio::time::timeout_at(deadline, answer).await {
+            let code = answer
+                .headers()
+                .get("grpc-status")
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            codes.push(code);
+        }
+    }
+    Ok(format!(
+        "answered {} of {count}: {}",
+        codes.len(),
+        codes.join(",")
+    ))
+}
+
 fn number(payload: &[u8]) -> Result<usize, Status> {
     std::str::from_utf8(payload)
         .ok()

@@ -155,3 +155,51 @@ async fn a_start_the_host_cannot_afford_is_retried_and_not_blamed_on_the_plugin(
     assert!(events.of_kind("failed").is_empty());
     drop(flood);
 }
+
+/// The most memory `pid` has held at once, in KiB (`VmHWM`).
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_plugin_starting_messages_it_never_ends_cannot_make_the_host_hold_them_all() {
+    let host = TestHost::start(&baton_tests::plugin(
+        "hostile",
+        "faulty",
+        &["ok"],
+        "call_timeout_ms = 60000",
+    ))
+    .await;
+    host.serving("hostile", Duration::from_secs(10)).await;
+    let daemon = host.child.id();
+    let before = peak_kib(daemon);
+    // 16 Log calls, each a 60 MiB message but for its last byte: 960 MiB the host would
+    // hold if it kept every unfinished message.
+    let said = host.call_text("hostile", "hold-partial", "16 60").await;
+    let grown_mib = (peak_kib(daemon).saturating_sub(before)) / 1024;
+    eprintln!("{said}; the host's peak memory grew by {grown_mib} MiB");
+    let (answered, codes) = said
+        .strip_prefix("answered ")
+        .and_then(|s| s.split_once(" of 16: "))
+        .unwrap_or_else(|| panic!("unexpected answer {said:?}"));
+    let answered: usize = answered.parse().expect("a count");
+    // Two of the largest messages fit in a plugin's budget; the rest are refused.
+    assert!(answered >= 13, "{said}");
+    assert!(
+        codes.split(',').all(|c| c == "8"),
+        "RESOURCE_EXHAUSTED each: {said}"
+    );
+    assert!(
+        grown_mib < 400,
+        "the host's peak grew by {grown_mib} MiB: {said}"
+    );
+    // The host and the plugin's other calls go on.
+    assert_eq!(host.call_text("hostile", "echo", "alive").await, "alive");
+}
