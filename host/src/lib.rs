@@ -41,6 +41,7 @@ pub mod metrics;
 mod monitor;
 pub mod pid_init;
 pub mod plugin_set;
+pub mod printable;
 mod proc_stat;
 mod reclaim;
 pub mod reflect;

@@ -1,6 +1,7 @@
 //! How `baton ctl` shows what the host answers: tables and lines for people, with
 //! local wall-clock times and ages, and JSON (RFC 3339 times) for scripts.
 
+use baton_host::printable::printable;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use baton_proto::host::{Event, LogLine, PluginState, PluginStatus};
@@ -57,7 +58,8 @@ pub(crate) fn age(unix_ms: u64) -> String {
 
 /// The last error with its age, as "3m ago: ..."; empty when there is none.
 pub(crate) fn last_error(p: &PluginStatus) -> String {
-    match (p.last_error.as_str(), p.last_error_unix_ms) {
+    let error = printable(&p.last_error);
+    match (&*error, p.last_error_unix_ms) {
         ("", _) => String::new(),
         (error, 0) => error.to_owned(),
         (error, at) => format!("{} ago: {error}", age(at)),
@@ -190,7 +192,7 @@ pub(crate) fn event_line(e: &Event) -> String {
         e.plugin,
         e.generation,
         e.kind,
-        e.message
+        printable(&e.message)
     )
 }
 
@@ -218,7 +220,7 @@ pub(crate) fn log_line(l: &LogLine) -> String {
         wall_clock(l.unix_ms),
         l.generation,
         l.stream,
-        l.text
+        printable(&l.text)
     )
 }
 

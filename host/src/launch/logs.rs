@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::broadcast;
 
 use crate::log_limit::{LogLimit, LogLimiter};
+use crate::printable::printable;
 
 /// Longest log line kept whole; longer lines are cut.
 const MAX_LOG_LINE: usize = 16 * 1024;
@@ -214,6 +215,7 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
         // so the plugin never blocks on a full pipe.
         let logged = ring.limiter.admit(text.len());
         if logged && stream == "stdout" {
+            let text = printable(&text);
             tracing::warn!(target: "baton::plugin", plugin = %name, generation, pid, "stray stdout after the handshake (logs belong on stderr): {text}");
         } else if logged {
             let (level, rest) = if python_error {
@@ -221,6 +223,7 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
             } else {
                 level_of(&text)
             };
+            let rest = printable(rest);
             match level {
                 tracing::Level::ERROR => {
                     tracing::error!(target: "baton::plugin", plugin = %name, generation, pid, "{rest}")

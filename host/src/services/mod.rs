@@ -144,6 +144,10 @@ impl HostApi for HostService {
             return Ok(Response::new(LogResponse {}));
         }
         let (name, generation) = (&*who.name, who.generation);
+        let (message, fields) = (
+            crate::printable::printable(&message),
+            crate::printable::printable(&fields),
+        );
         // The same target as the plugin's captured stderr, so one filter covers both.
         macro_rules! log_at {
             ($level:ident) => {

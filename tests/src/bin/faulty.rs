@@ -64,6 +64,11 @@ impl Plugin for Faulty {
                  but for its last byte, and says how many the host answered within 8 s",
             )
             .method(
+                "terminal-tricks",
+                "writes control characters (escape sequences, a carriage return, a newline \
+                 that forges a line) to stderr, the host's Log and an event",
+            )
+            .method(
                 "yes",
                 "writes two-byte lines to stderr as fast as it can, from now until it dies",
             )
@@ -183,6 +188,23 @@ impl Plugin for Faulty {
                     while err.write_all(chunk.as_bytes()).is_ok() {}
                 });
                 Ok(Bytes::from_static(b"flooding"))
+            }
+            "terminal-tricks" => {
+                eprintln!(
+                    "\u{1b}[31mred\u{1b}]0;title\u{7} and back\roverwritten \u{202e}desrever"
+                );
+                let host = baton_plugin_sdk::HostClient::from_env()
+                    .await
+                    .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                host.log(
+                    baton_plugin_sdk::LogLevel::Info,
+                    "honest\n2026-01-01T00:00:00Z ERROR baton_host::host: FORGED by the plugin",
+                    std::iter::empty::<(String, String)>(),
+                )
+                .await?;
+                host.emit_event("tricks", "\u{1b}[2Jcleared the screen\rand more")
+                    .await?;
+                Ok(Bytes::from_static(b"done"))
             }
             "hold-partial" => {
                 let text = std::str::from_utf8(&payload).unwrap_or_default();

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_proto::host::PluginState;
-use baton_tests::{TestHost, bin, replace_by_rename, wait_until};
+use baton_tests::{
+    TestHost, Watched, bin, ctl_at, ctl_command, plugin, replace_by_rename, wait_until,
+};
 
 fn stage() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
@@ -254,4 +256,66 @@ async fn an_unknown_user_is_refused_by_name() {
     } else {
         assert!(e.contains("need the host to run as root"), "{e}");
     }
+}
+
+/// Control characters in `text` other than newline and tab.
+fn controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n' && c != '\t') || ('\u{202a}'..='\u{202e}').contains(&c)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plugins_control_characters_reach_no_log_line_or_terminal_raw() {
+    let host = TestHost::start(&plugin("tricky", "faulty", &["ok"], "")).await;
+    host.serving("tricky", Duration::from_secs(10)).await;
+    assert_eq!(
+        host.call_text("tricky", "terminal-tricks", "").await,
+        "done"
+    );
+    let log = wait_until(
+        "the plugin's lines in the host's log",
+        Duration::from_secs(10),
+        || async {
+            let log = host.log();
+            (log.contains("red") && log.contains("FORGED by the plugin")).then_some(log)
+        },
+    )
+    .await;
+    assert!(
+        controls(&log).is_empty(),
+        "raw controls in the host's log: {:?}",
+        controls(&log)
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a plugin forged a line of the host's log:\n{log}"
+    );
+    let (code, out, err) = ctl_at(&host.socket, &["logs", "tricky"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("red"), "{out}");
+    assert!(
+        controls(&out).is_empty(),
+        "`ctl logs` printed raw {:?}: {out}",
+        controls(&out)
+    );
+    // `ctl events` follows until stopped.
+    let events = Watched::spawn(ctl_command(
+        &host.socket,
+        &["events", "--last", "50", "tricky"],
+    ));
+    events
+        .wait_for_stdout("the plugin's event", Duration::from_secs(10), |out| {
+            out.contains("cleared the screen")
+        })
+        .await;
+    let out = events.stdout();
+    assert!(
+        controls(&out).is_empty(),
+        "`ctl events` printed raw {:?}: {out}",
+        controls(&out)
+    );
+    events.signal(nix::sys::signal::Signal::SIGKILL);
 }
