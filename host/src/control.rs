@@ -107,13 +107,15 @@ impl ControlService {
         crate::control_invoke::route(self.plugins.clone(), self.max_message_bytes)
     }
 
-    /// The tonic service, with message limits matching the plugins'. Its own `Invoke`
-    /// judges a payload only once decoded: serve [`invoke_route`](Self::invoke_route)
-    /// beside it.
+    /// The tonic service. It reads requests of at most [`MAX_CONTROL_REQUEST_BYTES`]:
+    /// every method's request is small but `Invoke`'s, which belongs to
+    /// [`invoke_route`](Self::invoke_route), to be served beside it. (tonic sets aside
+    /// room for the length a request announces before its bytes come, so a larger limit
+    /// would let a client make the daemon reserve that much per call for nothing.)
     pub fn into_server(self) -> SupervisorServer<Self> {
         let limit = self.max_message_bytes;
         SupervisorServer::new(self)
-            .max_decoding_message_size(limit)
+            .max_decoding_message_size(MAX_CONTROL_REQUEST_BYTES)
             .max_encoding_message_size(limit)
     }
 
@@ -122,11 +124,16 @@ impl ControlService {
     }
 }
 
+/// The largest request the control API's tonic service reads (`Invoke` is read by hand,
+/// up to the plugin's own limit).
+pub const MAX_CONTROL_REQUEST_BYTES: usize = 64 << 10;
+
 /// The plugin named `name`, or NOT_FOUND naming the plugins there are.
 pub(crate) fn find_plugin(plugins: &PluginSet, name: &str) -> Result<PluginHandle, Status> {
     plugins.get(name).ok_or_else(|| {
         Status::not_found(format!(
-            "no plugin named {name:?} in this host (it has: {})",
+            "no plugin named {} in this host (it has: {})",
+            crate::printable::quoted(name, 64),
             plugins.names().join(", ")
         ))
     })

@@ -100,7 +100,8 @@ where
             }
             None => {
                 let status = Status::not_found(format!(
-                    "no plugin named {name:?} in this host (it has: {}); {PLUGIN_METADATA_KEY} names the plugin a call is for",
+                    "no plugin named {} in this host (it has: {}); {PLUGIN_METADATA_KEY} names the plugin a call is for",
+                    crate::printable::quoted(&name, 64),
                     self.plugins.names().join(", ")
                 ));
                 Box::pin(async move { Ok(status.into_http()) })

@@ -226,9 +226,10 @@ impl PluginHandle {
     /// size, the limit and its config key.
     pub(crate) fn oversized(&self, method: &str, bytes: usize) -> Status {
         Status::out_of_range(format!(
-            "plugin {}: the payload of {method:?} is {bytes} bytes, over max_message_bytes = {} \
+            "plugin {}: the payload of {} is {bytes} bytes, over max_message_bytes = {} \
              (the plugin's limit in the host's config)",
             self.inner.name,
+            crate::printable::quoted(method, 64),
             self.max_message_bytes()
         ))
     }
@@ -304,8 +305,9 @@ impl PluginHandle {
                     Failure::Status(status) => Err(status),
                 },
                 Err(_) => Err(Status::deadline_exceeded(format!(
-                    "plugin {} did not answer {method:?} within {:?}",
+                    "plugin {} did not answer {} within {:?}",
                     self.inner.name,
+                    crate::printable::quoted(method, 64),
                     self.call_timeout()
                 ))),
             };
@@ -437,10 +439,11 @@ impl PluginHandle {
                 return Failure::NeverSent;
             }
             return Failure::Status(Status::unavailable(format!(
-                "plugin {} (generation {}, pid {}) exited during the call to {method:?}: {}",
+                "plugin {} (generation {}, pid {}) exited during the call to {}: {}",
                 self.inner.name,
                 live.generation,
                 live.pid,
+                crate::printable::quoted(method, 64),
                 how.as_deref().unwrap_or("unknown status")
             )));
         }

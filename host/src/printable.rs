@@ -26,6 +26,16 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` quoted for an error message, as `{:?}` would, cut to `max_chars` (with `…`):
+/// a caller's names are echoed back, and a name as long as a request allows would
+/// otherwise make every answer that long, and longer once escaped.
+pub fn quoted(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
 /// C0 and C1 controls and DEL (but tab), and the bidirectional embeddings, overrides
 /// and isolates.
 fn needs_escape(c: char) -> bool {
@@ -35,6 +45,13 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quoted_name_is_cut_short() {
+        assert_eq!(quoted("echo", 64), "\"echo\"");
+        assert_eq!(quoted("ab\u{1}cd", 3), "\"ab\\u{1}\"…");
+        assert!(quoted(&"\u{1}".repeat(100_000), 64).len() < 600);
+    }
 
     #[test]
     fn controls_are_escaped_and_the_rest_kept() {

@@ -203,3 +203,85 @@ async fn a_plugin_starting_messages_it_never_ends_cannot_make_the_host_hold_them
     // The host and the plugin's other calls go on.
     assert_eq!(host.call_text("hostile", "echo", "alive").await, "alive");
 }
+
+/// `pid`'s virtual size in KiB (`VmSize`): what it has set aside, touched or not.
+fn virtual_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn requests_announcing_huge_messages_to_the_control_api_reserve_nothing() {
+    let host = TestHost::start(&baton_tests::plugin("echo", "echo", &[], "")).await;
+    host.serving("echo", Duration::from_secs(10)).await;
+    let daemon = host.child.id();
+    let before = virtual_kib(daemon);
+    let io = UnixStream::connect(&host.socket).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(io).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    // 100 `Status` calls, each announcing a 60 MiB message and sending one byte of it.
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&(60u32 << 20).to_be_bytes());
+    prefix.push(0x0a);
+    let mut answers = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let request = http::Request::post("http://baton/baton.host.v1.Supervisor/Status")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("a request");
+        client = client.ready().await.expect("room for a stream");
+        let (answer, mut stream) = client.send_request(request, false).expect("sent");
+        stream
+            .send_data(bytes::Bytes::from(prefix.clone()), false)
+            .expect("the start of a message");
+        answers.push(answer);
+        streams.push(stream);
+    }
+    // Each is refused at once, from its announced length.
+    for answer in answers {
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("answered without the rest of the message")
+            .expect("an answer");
+        let code = answer.headers().get("grpc-status").cloned();
+        assert_eq!(
+            code.as_ref().map(|c| c.as_bytes()),
+            Some(&b"11"[..]),
+            "{answer:?}"
+        );
+    }
+    let grown_mib = virtual_kib(daemon).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 1024,
+        "the daemon set aside {grown_mib} MiB more"
+    );
+    assert!(host.list().await.iter().any(|p| p.name == "echo"));
+}
+
+#[tokio::test]
+async fn a_name_as_long_as_a_request_allows_is_echoed_back_short() {
+    let host = TestHost::start(&baton_tests::plugin("echo", "echo", &[], "")).await;
+    host.serving("echo", Duration::from_secs(10)).await;
+    // 60 000 control characters: escaped one by one, each would be six in the answer.
+    let name = "\u{1}".repeat(60_000);
+    let (code, _, err) = baton_tests::ctl_at(&host.socket, &["status", &name], &[]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("no plugin named"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(
+        err.len() < 2_000,
+        "{} bytes of error for one unknown name",
+        err.len()
+    );
+}
