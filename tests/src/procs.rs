@@ -121,6 +121,26 @@ pub fn writes_of(pid: u32) -> u64 {
         .expect("syscw in /proc/PID/io")
 }
 
+/// A memory figure of `pid` from `/proc/<pid>/status`, in KiB: `field` is `VmRSS`,
+/// `VmHWM` (the most it has held at once), `VmSize` (all it has set aside)…; 0 if the
+/// process or the field is gone.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

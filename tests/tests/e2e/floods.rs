@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use baton_proto::host::PluginState;
-use baton_tests::{EventLog, TestHost, bin, fd_count, process_env, wait_until};
+use baton_tests::{EventLog, TestHost, bin, fd_count, process_env, status_kib, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::net::UnixStream;
@@ -156,18 +156,6 @@ async fn a_start_the_host_cannot_afford_is_retried_and_not_blamed_on_the_plugin(
     drop(flood);
 }
 
-/// The most memory `pid` has held at once, in KiB (`VmHWM`).
-fn peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_plugin_starting_messages_it_never_ends_cannot_make_the_host_hold_them_all() {
     let host = TestHost::start(&baton_tests::plugin(
@@ -179,11 +167,11 @@ async fn a_plugin_starting_messages_it_never_ends_cannot_make_the_host_hold_them
     .await;
     host.serving("hostile", Duration::from_secs(10)).await;
     let daemon = host.child.id();
-    let before = peak_kib(daemon);
+    let before = status_kib(daemon, "VmHWM");
     // 16 Log calls, each a 60 MiB message but for its last byte: 960 MiB the host would
     // hold if it kept every unfinished message.
     let said = host.call_text("hostile", "hold-partial", "16 60").await;
-    let grown_mib = (peak_kib(daemon).saturating_sub(before)) / 1024;
+    let grown_mib = (status_kib(daemon, "VmHWM").saturating_sub(before)) / 1024;
     eprintln!("{said}; the host's peak memory grew by {grown_mib} MiB");
     let (answered, codes) = said
         .strip_prefix("answered ")
@@ -204,24 +192,12 @@ async fn a_plugin_starting_messages_it_never_ends_cannot_make_the_host_hold_them
     assert_eq!(host.call_text("hostile", "echo", "alive").await, "alive");
 }
 
-/// `pid`'s virtual size in KiB (`VmSize`): what it has set aside, touched or not.
-fn virtual_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn requests_announcing_huge_messages_to_the_control_api_reserve_nothing() {
     let host = TestHost::start(&baton_tests::plugin("echo", "echo", &[], "")).await;
     host.serving("echo", Duration::from_secs(10)).await;
     let daemon = host.child.id();
-    let before = virtual_kib(daemon);
+    let before = status_kib(daemon, "VmSize");
     let io = UnixStream::connect(&host.socket).await.expect("connect");
     let (mut client, connection) = h2::client::handshake(io).await.expect("HTTP/2");
     tokio::spawn(connection);
@@ -258,7 +234,7 @@ async fn requests_announcing_huge_messages_to_the_control_api_reserve_nothing() 
             "{answer:?}"
         );
     }
-    let grown_mib = virtual_kib(daemon).saturating_sub(before) / 1024;
+    let grown_mib = status_kib(daemon, "VmSize").saturating_sub(before) / 1024;
     assert!(
         grown_mib < 1024,
         "the daemon set aside {grown_mib} MiB more"
