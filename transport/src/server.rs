@@ -33,6 +33,10 @@ use crate::unary_route::UnaryRoute;
 /// kept 16 KiB): metadata beyond this is refused, not held.
 pub const MAX_HEADER_BYTES: u32 = 64 << 10;
 
+/// How long a connection may take to open HTTP/2 (its client's preface): one that sends
+/// nothing would otherwise hold one of its socket's connection slots for ever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a server treats its connections. The defaults suit a socket an untrusted peer
 /// reaches: small windows, bounded streams and headers.
 #[derive(Debug, Clone)]
@@ -170,18 +174,21 @@ async fn connection<T, S, B>(
 {
     let info = io.connect_info();
     let what = config.what;
-    let mut conn = match h2::server::Builder::new()
+    let handshake = h2::server::Builder::new()
         .initial_window_size(config.stream_window)
         .initial_connection_window_size(config.connection_window)
         .max_frame_size(config.max_frame)
         .max_concurrent_streams(config.max_streams)
         .max_header_list_size(MAX_HEADER_BYTES)
-        .handshake::<_, Bytes>(io)
-        .await
-    {
-        Ok(conn) => conn,
-        Err(e) => {
+        .handshake::<_, Bytes>(io);
+    let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
             tracing::debug!("{what}: no HTTP/2 handshake: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("{what}: no HTTP/2 handshake within {HANDSHAKE_TIMEOUT:?}: closed");
             return;
         }
     };

@@ -261,3 +261,21 @@ async fn a_name_as_long_as_a_request_allows_is_echoed_back_short() {
         err.len()
     );
 }
+
+#[tokio::test]
+async fn control_connections_that_never_speak_http2_are_closed() {
+    let host = TestHost::start(&baton_tests::plugin("echo", "echo", &[], "")).await;
+    host.serving("echo", Duration::from_secs(10)).await;
+    // The daemon's own uid may connect; these never send HTTP/2's preface.
+    let mut silent = Vec::new();
+    for _ in 0..32 {
+        silent.push(UnixStream::connect(&host.socket).await.expect("connect"));
+    }
+    wait_until(
+        "the daemon closes connections that never began HTTP/2",
+        Duration::from_secs(25),
+        || async { silent.iter().all(closed).then_some(()) },
+    )
+    .await;
+    assert_eq!(host.list().await.len(), 1);
+}
