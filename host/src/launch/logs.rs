@@ -207,9 +207,18 @@ pub(super) async fn capture_lines<R: AsyncRead + Unpin>(
             Ok(_) => {}
         }
         let unix_ms = unix_ms_now();
-        let text = String::from_utf8_lossy(&buf)
+        let mut text = String::from_utf8_lossy(&buf)
             .trim_end_matches(['\n', '\r'])
             .to_owned();
+        // Each invalid byte became a three-byte U+FFFD: cut back to the line's bound, so
+        // that the ring holds what its size says.
+        if text.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
         let python_error = python.is_error(&text);
         // Over the rate, a line is kept in the ring only; the reader goes on either way,
         // so the plugin never blocks on a full pipe.
@@ -410,6 +419,28 @@ mod tests {
             text: text.into(),
             unix_ms: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn a_line_of_invalid_bytes_is_kept_within_the_line_bound() {
+        let limit = LogLimit {
+            lines_per_sec: 100,
+            bytes_per_sec: 1 << 20,
+        };
+        let ring = LogRing::new(Arc::from("p"), limit);
+        let mut output = vec![0xffu8; MAX_LOG_LINE - 1];
+        output.push(b'\n');
+        output.extend_from_slice(b"after\n");
+        capture_lines(&output[..], Arc::from("p"), 1, 1, "stderr", ring.clone()).await;
+        let lines = ring.lines();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].text.len() <= MAX_LOG_LINE,
+            "{} bytes kept",
+            lines[0].text.len()
+        );
+        assert!(lines[0].text.starts_with('\u{fffd}'));
+        assert_eq!(lines[1].text, "after");
     }
 
     #[test]
