@@ -14,6 +14,45 @@ use tonic::transport::Channel;
 
 use crate::{bin, ctl_at, unix_channel, wait_until};
 
+/// Starts `command` so that it is told to stop (SIGTERM) when this test process dies,
+/// even one killed mid-run, which never runs a host's `Drop`. The signal follows the
+/// thread that forked, so every host is started from one thread that lives as long as
+/// the process, not from a test's own, which ends with the test.
+fn spawn_dying_with_us(mut command: Command) -> std::io::Result<Child> {
+    type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("test-host-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in queue {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("a thread to start hosts from");
+        std::sync::Mutex::new(jobs)
+    });
+    // SAFETY: one raw syscall between fork and exec (after any change of user, which
+    // would clear it).
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            Ok(())
+        });
+    }
+    let (reply, answer) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("the host spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the host spawner thread is gone"))?
+}
+
 /// A `baton run` process with its own config, socket and log, in a temporary directory.
 pub struct TestHost {
     /// The host process.
@@ -101,7 +140,7 @@ impl TestHost {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("hand over the dir");
             command.uid(uid).gid(gid);
         }
-        let child = command.spawn().expect("start baton");
+        let child = spawn_dying_with_us(command).expect("start baton");
         let mut host = Self {
             child,
             dir,
