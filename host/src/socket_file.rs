@@ -72,7 +72,9 @@ pub async fn claim(path: &Path) -> Result<(), SocketPathError> {
     }
 }
 
-fn describe(kind: &std::fs::FileType) -> &'static str {
+/// What kind of file `kind` is, for messages that refuse one ("it is a FIFO, …"): used
+/// here and by the config reader.
+pub(crate) fn describe(kind: &std::fs::FileType) -> &'static str {
     if kind.is_file() {
         "a regular file"
     } else if kind.is_dir() {
@@ -80,11 +82,15 @@ fn describe(kind: &std::fs::FileType) -> &'static str {
     } else if kind.is_symlink() {
         "a symbolic link"
     } else if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
     } else {
-        "not a socket"
+        "a file of an unknown kind"
     }
 }
 

@@ -17,7 +17,7 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// refused before reading anything if it is not a regular file.
 fn read_bounded(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     // Opened without blocking: a FIFO with no writer would otherwise hold the caller
     // for ever (the daemon reads its config on its event loop at a reload). A regular
     // file's reads ignore the flag.
@@ -27,19 +27,7 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
         .open(path)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "something else"
-        };
+        let what = crate::socket_file::describe(&kind);
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("it is {what}, not a regular file"),
