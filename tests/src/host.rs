@@ -79,7 +79,16 @@ impl TestHost {
     /// Like [`start`](Self::start), with the host's open-files limit (soft and hard) set to
     /// `limit`, as a tight `LimitNOFILE=` would.
     pub async fn start_with_open_files(plugins_toml: &str, limit: u64) -> Self {
-        Self::launch(None, plugins_toml, &[], Some(limit), None).await
+        Self::launch(None, plugins_toml, &[], Some((limit, limit)), None).await
+    }
+
+    /// Like [`start`](Self::start), with the host's soft open-files limit at `soft` and
+    /// its hard limit as this test's: the ordinary limit a daemon starts with, below
+    /// what it may raise itself to.
+    pub async fn start_with_soft_open_files(plugins_toml: &str, soft: u64) -> Self {
+        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(soft, |(_, hard)| hard);
+        Self::launch(None, plugins_toml, &[], Some((soft, hard)), None).await
     }
 
     /// Like [`start`](Self::start), with the control socket at `socket` instead of in
@@ -98,7 +107,7 @@ impl TestHost {
         socket: Option<PathBuf>,
         plugins_toml: &str,
         env: &[(&str, &str)],
-        open_files: Option<u64>,
+        open_files: Option<(u64, u64)>,
         user: Option<(u32, u32)>,
     ) -> Self {
         let dir = tempfile::Builder::new()
@@ -123,14 +132,14 @@ impl TestHost {
             .stdout(log.try_clone().expect("dup the log"))
             .stderr(log)
             .process_group(0);
-        if let Some(limit) = open_files {
+        if let Some((soft, hard)) = open_files {
             // SAFETY: one raw syscall between fork and exec.
             unsafe {
                 command.pre_exec(move || {
                     nix::sys::resource::setrlimit(
                         nix::sys::resource::Resource::RLIMIT_NOFILE,
-                        limit,
-                        limit,
+                        soft,
+                        hard,
                     )
                     .map_err(std::io::Error::from)
                 });

@@ -48,8 +48,8 @@ pub use host::{
     run_until_exit,
 };
 pub use procs::{
-    alive, children_with_state, cpu_time, cpu_used_during, fd_count, process_env, status_kib,
-    writes_of, zombie_children,
+    alive, children_with_state, cpu_time, cpu_used_during, fd_count, process_env, rlimit_of,
+    status_kib, writes_of, zombie_children,
 };
 pub use toolchains::{
     go_counter, go_kv, go_kv_client, tool_or_skip, trigger_python_stubs, ts_counter, venv_python,

@@ -141,6 +141,15 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One of `pid`'s resource limits from /proc/PID/limits, such as "Max open files": its
+/// soft and hard values as written there ("unlimited" or a number).
+pub fn rlimit_of(pid: u32, name: &str) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with(name))?;
+    let mut values = line[name.len()..].split_whitespace();
+    Some((values.next()?.to_owned(), values.next()?.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

@@ -118,8 +118,9 @@ pub struct PluginConfig {
     /// Arguments passed to the program.
     #[serde(default)]
     pub args: Vec<String>,
-    /// The plugin's working directory; default: the config file's directory, so that
-    /// relative paths in `args` mean the same as in this file.
+    /// The plugin's working directory, where a plugin that writes relative paths keeps
+    /// its files; default: the config file's directory, so that relative paths in `args`
+    /// mean the same as in this file. Never a directory the host deletes.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     /// Extra environment variables for the plugin.
@@ -170,8 +171,9 @@ pub struct PluginConfig {
     /// more are refused with RESOURCE_EXHAUSTED instead of piling up.
     #[serde(default = "default_max_held_calls")]
     pub max_held_calls: usize,
-    /// Run the plugin as this user (name), when the host runs as root. The plugin then
-    /// works in its own runtime directory, owned by that user.
+    /// Run the plugin as this user (name), when the host runs as root. It binds its
+    /// socket in a directory of its own that the host deletes, and works in `cwd`, which
+    /// (with the directories above it) it must be able to enter.
     #[serde(default)]
     pub user: Option<String>,
     /// Run the plugin with this group (name); default: the user's primary group.

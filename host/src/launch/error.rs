@@ -29,6 +29,21 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A directory the plugin needs is closed to its user: the host's setup or the
+    /// config, not the plugin, so not counted as its crash.
+    #[error("{what} {} is closed to user {user}: {closed}; {fix}", path.display())]
+    Closed {
+        /// What the directory is for the plugin.
+        what: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// The plugin's user, as configured.
+        user: String,
+        /// Where the way is closed.
+        closed: super::access::Closed,
+        /// What the operator can do.
+        fix: String,
+    },
     /// The binary failed a production or pin check.
     #[error("refused to run {}: {why}", path.display())]
     Refused {
@@ -92,9 +107,9 @@ impl StartError {
         }
     }
 
-    /// Whether the host, not the plugin, is why it did not start.
+    /// Whether the host or its setup, not the plugin, is why it did not start.
     pub fn is_host_side(&self) -> bool {
-        matches!(self, Self::HostShort { .. })
+        matches!(self, Self::HostShort { .. } | Self::Closed { .. })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Starting one plugin process and bringing it to SERVING: fork it from the spawner
 //! thread, read its handshake, connect, wait for health and Describe; and stopping it.
 
+mod access;
 mod affinity;
 mod binary;
 mod channel;
@@ -79,6 +80,16 @@ impl Launcher {
         let timeout = self.config.handshake_timeout();
         let identity = self.identity()?;
         let dir = self.plugin_dir(identity.as_ref())?;
+        // Never the socket directory: the host deletes it when it exits, and with it
+        // whatever a plugin kept in its working directory.
+        let cwd = self
+            .config
+            .cwd
+            .clone()
+            .or_else(|| std::env::current_dir().ok());
+        if let Some(id) = &identity {
+            self.check_reachable(id, &dir, cwd.as_deref())?;
+        }
         let socket = dir.join(format!("{number}.sock"));
         let _ = std::fs::remove_file(&socket);
         let token = new_token()?;
@@ -153,20 +164,12 @@ impl Launcher {
         if self.config.spin_us > 0 {
             command.env(baton_proto::env::SPIN_US, self.config.spin_us.to_string());
         }
-        match &identity {
-            Some(id) => {
-                // The plugin's own directory: the config's directory may be closed to it.
-                command.current_dir(&dir);
-                // In a PID namespace, the init switches user after making it.
-                if self.pid_init.is_none() {
-                    command.uid(id.uid).gid(id.gid);
-                }
-            }
-            None => {
-                if let Some(dir) = &self.config.cwd {
-                    command.current_dir(dir);
-                }
-            }
+        if let Some(dir) = &cwd {
+            command.current_dir(dir);
+        }
+        // In a PID namespace, the init switches user after making it.
+        if let (Some(id), None) = (&identity, &self.pid_init) {
+            command.uid(id.uid).gid(id.gid);
         }
         let runner = identity.as_ref().map_or_else(Runner::host, |id| Runner {
             uid: id.uid,
@@ -397,9 +400,47 @@ impl Launcher {
         };
         let uid = found.as_ref().map_or(nix::unistd::getuid(), |u| u.uid);
         Ok(Some(Identity {
+            name: user.map_or_else(|| format!("uid {uid}"), str::to_owned),
             uid: uid.as_raw(),
             gid: gid.as_raw(),
         }))
+    }
+
+    /// Refuses a start whose user could not reach its socket directory (`socket`) or
+    /// its working directory (`cwd`): it would fail inside the plugin, again at every
+    /// restart, as if it had crashed.
+    fn check_reachable(
+        &self,
+        id: &Identity,
+        socket: &std::path::Path,
+        cwd: Option<&std::path::Path>,
+    ) -> Result<(), StartError> {
+        let closed = |what, path: &std::path::Path, shut, fix: String| StartError::Closed {
+            what,
+            path: path.to_owned(),
+            user: id.name.clone(),
+            closed: shut,
+            fix,
+        };
+        if let Some(shut) = access::first_closed(socket, id.uid, id.gid) {
+            let fix = format!(
+                "point XDG_RUNTIME_DIR (or TMPDIR) of the host at a directory the user can \
+                 pass through (such as a root-owned /run/baton of mode 0711), or let it \
+                 search {}",
+                shut.dir.display()
+            );
+            return Err(closed("the runtime directory", socket, shut, fix));
+        }
+        if let Some(cwd) = cwd
+            && let Some(shut) = access::first_closed(cwd, id.uid, id.gid)
+        {
+            let fix = format!(
+                "set the plugin's `cwd` to a directory the user can enter, or let it search {}",
+                shut.dir.display()
+            );
+            return Err(closed("the working directory", cwd, shut, fix));
+        }
+        Ok(())
     }
 
     /// Where this plugin's sockets live: a directory of its own in the host's, named
@@ -452,6 +493,8 @@ const ENV_ALLOW: &[&str] = &[
 
 /// Who a plugin runs as.
 struct Identity {
+    /// The configured user's name, for messages.
+    name: String,
     uid: u32,
     gid: u32,
 }

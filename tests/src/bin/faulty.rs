@@ -17,11 +17,16 @@
 //!   (exits on an unknown method), `FAULTY_SNAPSHOT_CLOCK` (a snapshot that is never
 //!   the same twice), `FAULTY_IGNORE_SIGTERM`, `FAULTY_LINGER` (does not exit after
 //!   `Shutdown`), `FAULTY_LEAK_AT_START` (holds that many MiB from the start).
+//!   `write-file`, `open-files` and `spawn` push against its resource limits
+//!   (`faulty/limits.rs`).
 //! - `garbage`: prints something other than the handshake line.
 //! - `wrong-version`: prints a handshake line for protocol version 99.
 //! - `silent`: prints nothing and waits forever.
 //! - `exit-at-start`: writes a reason to stderr and exits with code 3.
 //! - `no-health`: prints a valid handshake line but serves nothing on the socket.
+
+#[path = "faulty/limits.rs"]
+mod limits;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,7 +47,7 @@ impl Plugin for Faulty {
         if std::env::var_os("FAULTY_CHATTY").is_some() {
             println!("describing myself on stdout, by mistake");
         }
-        Description::new("faulty", "test")
+        let description = Description::new("faulty", "test")
             .method("echo", "returns the payload")
             .method("pid", "returns the process id")
             .method("hit", "counts one more hit (the state); returns the count")
@@ -76,7 +81,10 @@ impl Plugin for Faulty {
                 "descendants",
                 "starts two SIGTERM-proof children marked PAYLOAD",
             )
-            .method("runtime", "the serving runtime's flavour and worker count")
+            .method("runtime", "the serving runtime's flavour and worker count");
+        limits::METHODS
+            .iter()
+            .fold(description, |d, (name, what)| d.method(*name, *what))
     }
 
     async fn invoke(&self, method: &str, payload: Bytes) -> Result<Bytes, Status> {
@@ -232,6 +240,7 @@ impl Plugin for Faulty {
                 }
                 Ok(Bytes::from(lines.to_string()))
             }
+            other if let Some(result) = limits::call(other, &payload) => result,
             other if std::env::var_os("FAULTY_UNKNOWN_CRASH").is_some() => {
                 eprintln!("panicking on unknown method {other:?}");
                 std::process::exit(5)
