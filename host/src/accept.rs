@@ -260,6 +260,8 @@ pub fn share_of_descriptors(divisor: u64, cap: usize) -> usize {
 /// plugins, each with sockets and pipes, and the default soft limit is often 1024.
 pub fn raise_descriptor_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // Plugins start with the limit the daemon was given, not this one.
+    crate::launch::remember_open_files_limit();
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),

@@ -57,6 +57,9 @@ pub fn plugin_change(old: &PluginConfig, new: &PluginConfig) -> PluginChange {
         inherit_env,
         max_rss_mb,
         max_cpu_percent,
+        max_processes,
+        max_open_files,
+        max_file_bytes,
         cpu_window_ms,
         reload,
         watch,
@@ -78,7 +81,8 @@ pub fn plugin_change(old: &PluginConfig, new: &PluginConfig) -> PluginChange {
         };
     }
     compare!(process: command, args, cwd, env, user, group, sha256, inherit_env,
-        max_message_bytes, services, api_descriptors, copy_binary, spin_us, cpus);
+        max_message_bytes, services, api_descriptors, copy_binary, spin_us, cpus,
+        max_processes, max_open_files, max_file_bytes);
     compare!(watching: reload, watch);
     compare!(in_place: handshake_timeout_ms, call_timeout_ms, stream_drain_ms,
         shutdown_grace_ms, restart, checkpoint_interval_ms, max_state_bytes,

@@ -196,6 +196,21 @@ pub struct PluginConfig {
     /// handed over to a fresh process.
     #[serde(default)]
     pub max_cpu_percent: Option<f64>,
+    /// Processes and threads together the plugin may run at once (its forks fail with
+    /// EAGAIN past it), held by a pids cgroup per generation where the host can make one,
+    /// else, for a plugin with a `user` of its own, by RLIMIT_NPROC (which counts every
+    /// process of that user). Default: not bounded.
+    #[serde(default)]
+    pub max_processes: Option<u64>,
+    /// Descriptors the plugin may hold open (RLIMIT_NOFILE, soft and hard). Default: the
+    /// soft limit the daemon was started with (not the one it raises for itself), under
+    /// the daemon's hard limit.
+    #[serde(default)]
+    pub max_open_files: Option<u64>,
+    /// The largest file the plugin may write, in bytes (RLIMIT_FSIZE): a write past it
+    /// kills the plugin with SIGXFSZ, which its status names. Default: not bounded.
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
     /// The window `max_cpu_percent` is averaged over.
     #[serde(default = "default_cpu_window_ms")]
     pub cpu_window_ms: u64,
@@ -367,6 +382,9 @@ impl PluginConfig {
             inherit_env: Vec::new(),
             max_rss_mb: None,
             max_cpu_percent: None,
+            max_processes: None,
+            max_open_files: None,
+            max_file_bytes: None,
             cpu_window_ms: default_cpu_window_ms(),
             reload: None,
             watch: Vec::new(),

@@ -64,6 +64,10 @@ impl Config {
                     10,
                 ),
                 ("max_rss_mb", plugin.max_rss_mb.unwrap_or(1), 1),
+                ("max_processes", plugin.max_processes.unwrap_or(1), 1),
+                // Its standard streams, its socket and its runtime's own need a few.
+                ("max_open_files", plugin.max_open_files.unwrap_or(16), 16),
+                ("max_file_bytes", plugin.max_file_bytes.unwrap_or(1), 1),
                 ("max_state_bytes", plugin.max_state_bytes, 1),
                 ("call_timeout_ms", plugin.call_timeout_ms, 1),
                 ("restart.max_backoff_ms", plugin.restart.max_backoff_ms, 1),

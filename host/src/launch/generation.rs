@@ -64,6 +64,8 @@ pub struct Generation {
     pub(super) readers: [tokio::task::AbortHandle; 2],
     /// Its token's right to call the host services, revoked when this is dropped.
     pub(super) _admission: Admission,
+    /// The limits it runs under, named in how it ended when it met one.
+    pub(super) limits: super::rlimits::LimitsInForce,
 }
 
 impl Generation {
@@ -76,7 +78,8 @@ impl Generation {
 
     /// Waits for the process to exit, and records how.
     pub async fn wait(&mut self) -> String {
-        let status = describe_exit(&self.child.wait().await);
+        let exit = self.child.wait().await;
+        let status = describe_exit(&exit) + &self.limits.explain(&exit);
         self.exit_tx.send_replace(Some(status.clone()));
         status
     }
@@ -116,11 +119,15 @@ impl Generation {
 
     fn remove_files(&self) {
         let readers = self.readers.clone();
+        let cgroup = self.limits.cgroup.clone();
         tokio::spawn(async move {
             // Time for its last lines to arrive.
             tokio::time::sleep(OUTPUT_DRAIN).await;
             for reader in readers {
                 reader.abort();
+            }
+            if let Some(cgroup) = cgroup {
+                cgroup.remove().await;
             }
         });
         let _ = std::fs::remove_file(&self.socket);

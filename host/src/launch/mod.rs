@@ -11,6 +11,8 @@ mod generation;
 mod handshake;
 mod isolation;
 mod logs;
+mod pids_cgroup;
+mod rlimits;
 mod socket_path;
 mod spawner;
 
@@ -44,6 +46,7 @@ pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
 pub(crate) use logs::unix_ms_now;
 pub use logs::{LogLine, LogRing, StderrExcerpt};
+pub use rlimits::remember_open_files_limit;
 pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
 
@@ -180,13 +183,33 @@ impl Launcher {
             pin: self.config.sha256.clone(),
         };
         let affinity = affinity::cpu_set(self.config.cpus.as_ref(), &program)?;
+        let (cgroup, nproc) = self.pids_cgroup(number, identity.as_ref())?;
+        let rlimits = rlimits::Rlimits::of(&self.config, nproc);
+        if let Some(why) = rlimits.refusal() {
+            return Err(StartError::Refused {
+                path: program.clone(),
+                why,
+            });
+        }
+        let procs = cgroup.as_ref().map(|c| c.procs().to_owned());
+        let limits = rlimits::LimitsInForce {
+            file_bytes: self.config.max_file_bytes,
+            processes: self.config.max_processes,
+            cgroup: cgroup.map(Arc::new),
+        };
         let cpus = self.config.cpus.clone();
         let host_pid = nix::unistd::getpid();
         let pid_write = pid_pipe.as_ref().map(PidPipe::write_fd);
         // SAFETY: the closure runs between fork and exec and only makes raw syscalls
-        // (prctl, getppid, sched_setaffinity, dup2/fcntl), all async-signal-safe.
+        // (prctl, getppid, open/write/close, setrlimit, sched_setaffinity, dup2/fcntl),
+        // all async-signal-safe.
         unsafe {
             command.pre_exec(move || {
+                // First: whatever the child starts from here on is counted.
+                if let Some(procs) = &procs {
+                    pids_cgroup::enter(procs)?;
+                }
+                rlimits.apply()?;
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The host may have died between fork and prctl; then nobody would kill us.
                 if nix::unistd::getppid() != host_pid {
@@ -336,6 +359,7 @@ impl Launcher {
                     copy,
                     readers: [stdout_reader, stderr_reader],
                     _admission: admission,
+                    limits,
                 })
             }
             Err(e) => {
@@ -344,6 +368,9 @@ impl Launcher {
                 let _ = std::fs::remove_file(&socket);
                 if let Some(copy) = &copy {
                     let _ = std::fs::remove_file(copy);
+                }
+                if let Some(cgroup) = limits.cgroup {
+                    tokio::spawn(async move { cgroup.remove().await });
                 }
                 Err(e)
             }
@@ -404,6 +431,39 @@ impl Launcher {
             uid: uid.as_raw(),
             gid: gid.as_raw(),
         }))
+    }
+
+    /// The pids cgroup that holds `max_processes` for generation `number`, or whether
+    /// RLIMIT_NPROC is to hold it instead: only for a plugin with a user of its own (it
+    /// counts every process of that user), never for root (whom it does not bind) or
+    /// the host's own user (whose count includes the host's threads).
+    fn pids_cgroup(
+        &self,
+        number: u64,
+        identity: Option<&Identity>,
+    ) -> Result<(Option<pids_cgroup::PidsCgroup>, bool), StartError> {
+        let Some(max) = self.config.max_processes else {
+            return Ok((None, false));
+        };
+        // The namespace's keeper and init are the host's, not the plugin's.
+        let helpers = if self.pid_init.is_some() { 2 } else { 0 };
+        let why =
+            match pids_cgroup::PidsCgroup::create(&socket_tag(&self.name), number, max + helpers) {
+                Ok(cgroup) => return Ok((Some(cgroup), false)),
+                Err(why) => why,
+            };
+        let host = nix::unistd::geteuid().as_raw();
+        match identity {
+            Some(id) if id.uid != 0 && id.uid != host => Ok((None, true)),
+            _ => Err(StartError::Refused {
+                path: self.config.command.clone(),
+                why: format!(
+                    "max_processes = {max} cannot be held: {why}; and RLIMIT_NPROC would not \
+                     hold it for a plugin running as the host's user or root (give it a \
+                     `user` of its own, or run the host where it can make pids cgroups)"
+                ),
+            }),
+        }
     }
 
     /// Refuses a start whose user could not reach its socket directory (`socket`) or

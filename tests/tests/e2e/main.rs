@@ -25,6 +25,7 @@ mod log_flood;
 mod message_limits;
 mod metrics;
 mod operations;
+mod plugin_limits;
 mod plugin_runtime;
 mod precopy;
 mod python;
