@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 
 	"baton.invalid/baton/pb/pluginv1"
 )
@@ -186,8 +188,12 @@ func Run(ctx context.Context, p Plugin, launch Launch, handshake io.Writer, opts
 	}
 	if len(names.names) > 0 {
 		// Lets the host check the services' types against the application's, and
-		// `baton ctl call` call them by name; behind the token like the rest.
-		reflection.Register(server)
+		// `baton ctl call` call them by name; behind the token like the rest. It lists
+		// the application's services alone: baton's own service and health are the
+		// host's to call, never a client's.
+		listed := reflection.ServerOptions{Services: applicationServices{server: server, names: names.names}}
+		reflectionv1.RegisterServerReflectionServer(server, reflection.NewServerV1(listed))
+		reflectionv1alpha.RegisterServerReflectionServer(server, reflection.NewServer(listed))
 	}
 
 	stopped := make(chan string, 1)
@@ -245,4 +251,22 @@ type namingRegistrar struct {
 func (n *namingRegistrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	n.names = append(n.names, desc.ServiceName)
 	n.ServiceRegistrar.RegisterService(desc, impl)
+}
+
+// applicationServices is what reflection lists: the services registered through
+// WithServices, which Describe lists too.
+type applicationServices struct {
+	server *grpc.Server
+	names  []string
+}
+
+func (a applicationServices) GetServiceInfo() map[string]grpc.ServiceInfo {
+	all := a.server.GetServiceInfo()
+	listed := make(map[string]grpc.ServiceInfo, len(a.names))
+	for _, name := range a.names {
+		if info, ok := all[name]; ok {
+			listed[name] = info
+		}
+	}
+	return listed
 }

@@ -255,6 +255,8 @@ impl<P: Plugin> Server<P> {
             MAX_MESSAGE_BYTES,
             service.invoke_by_hand(),
         );
+        // What reflection may list: the services Describe names.
+        let listed = service.services.clone();
         let plugin_server = PluginServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -264,8 +266,16 @@ impl<P: Plugin> Server<P> {
         for add in services {
             routes = add(routes, check.clone());
         }
-        if !reflection.is_empty() {
-            let mut builder = tonic_reflection::server::Builder::configure();
+        // With no application service there is nothing a client may call to describe.
+        if !reflection.is_empty() && !listed.is_empty() {
+            // Only the application services are listed: baton's own service and
+            // health are the host's to call, never a client's, and reflection itself
+            // is not listed, as in the other SDKs.
+            let mut builder =
+                tonic_reflection::server::Builder::configure().include_reflection_service(false);
+            for name in listed.iter() {
+                builder = builder.with_service_name(name.clone());
+            }
             for set in reflection {
                 builder = builder.register_encoded_file_descriptor_set(set);
             }

@@ -18,7 +18,7 @@ use crate::{bin, ctl_at, unix_channel, wait_until};
 /// even one killed mid-run, which never runs a host's `Drop`. The signal follows the
 /// thread that forked, so every host is started from one thread that lives as long as
 /// the process, not from a test's own, which ends with the test.
-fn spawn_dying_with_us(mut command: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_dying_with_us(mut command: Command) -> std::io::Result<Child> {
     type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();

@@ -38,6 +38,7 @@ mod ctl;
 mod files;
 mod host;
 mod procs;
+mod sdk_launch;
 mod toolchains;
 
 pub use cpuset::Cpuset;
@@ -50,6 +51,9 @@ pub use host::{
 pub use procs::{
     alive, children_with_state, cpu_time, cpu_used_during, fd_count, process_env, rlimit_of,
     status_kib, writes_of, zombie_children,
+};
+pub use sdk_launch::{
+    Launched, SDK_START, SDK_TEST_TOKEN, SdkPlugin, for_each_sdk, service_plugins, with_tokens,
 };
 pub use toolchains::{
     go_counter, go_kv, go_kv_client, tool_or_skip, trigger_python_stubs, ts_counter, venv_python,

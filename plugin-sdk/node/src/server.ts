@@ -133,7 +133,9 @@ export async function run(plugin: Plugin, launch: Launch, options: ServeOptions 
   }
 
   if (options.reflection !== undefined) {
-    new ReflectionService(options.reflection).addToServer(server);
+    // Only the application services are listed: baton's own service and health are
+    // the host's to call, never a client's, even when the definition holds them.
+    new ReflectionService(options.reflection, { services: names }).addToServer(server);
   }
 
   let stopRequested: (reason: string) => void = () => {};

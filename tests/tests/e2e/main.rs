@@ -34,6 +34,7 @@ mod reload;
 mod runtime_dir_access;
 mod runtime_files;
 mod sdk_counters;
+mod sdk_reflection;
 mod sdk_ring;
 mod security;
 mod token;
