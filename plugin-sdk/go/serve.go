@@ -161,13 +161,24 @@ func Run(ctx context.Context, p Plugin, launch Launch, handshake io.Writer, opts
 		slog.Warn("the host speaks another protocol version; it will refuse this plugin's handshake",
 			"host", launch.HostProtocolVersion, "ours", ProtocolVersion)
 	}
-	// A socket left by a killed predecessor at the same path would make the bind fail.
-	_ = os.Remove(launch.Socket)
+	// A socket left by a killed predecessor at the same path would make the bind
+	// fail; anything else there is not ours to delete.
+	if err := claimSocket(launch.Socket); err != nil {
+		return err
+	}
 	lis, err := net.Listen("unix", launch.Socket)
 	if err != nil {
 		return fmt.Errorf("cannot bind the plugin socket %s: %w", launch.Socket, err)
 	}
+	// Removed below only while the path still holds this socket, not by Close,
+	// which would remove whatever is there by then.
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
 	defer lis.Close()
+	info, err := os.Lstat(launch.Socket)
+	if err != nil {
+		return fmt.Errorf("cannot check the plugin socket %s just bound: %w", launch.Socket, err)
+	}
+	defer boundSocket{path: launch.Socket, info: info}.remove()
 	if err := os.Chmod(launch.Socket, 0o600); err != nil {
 		return fmt.Errorf("cannot restrict the plugin socket %s to its owner: %w", launch.Socket, err)
 	}

@@ -18,6 +18,7 @@ use tonic::server::NamedService;
 
 use crate::Plugin;
 use crate::service::PluginService;
+use crate::socket_path::BoundSocket;
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -55,6 +56,9 @@ pub enum LaunchError {
          (or by `baton check -- <this command>`)"
     )]
     MissingEnv(&'static str),
+    /// Something is at the socket path that is not a stale socket.
+    #[error("cannot use the plugin socket path: {0}")]
+    SocketPath(#[from] crate::socket_path::SocketPathError),
     /// The socket could not be bound.
     #[error("cannot bind the plugin socket {path}: {source}")]
     Bind {
@@ -220,12 +224,15 @@ impl<P: Plugin> Server<P> {
                 "the host speaks another protocol version; it will refuse this plugin's handshake"
             );
         }
-        // A socket left by a killed predecessor at the same path would make bind fail.
-        let _ = std::fs::remove_file(&launch.socket);
-        let listener = UnixListener::bind(&launch.socket).map_err(|source| LaunchError::Bind {
+        // A socket left by a killed predecessor at the same path would make bind fail;
+        // anything else there is not ours to delete.
+        crate::socket_path::claim(&launch.socket).await?;
+        let bind_error = |source| LaunchError::Bind {
             path: launch.socket.clone(),
             source,
-        })?;
+        };
+        let listener = UnixListener::bind(&launch.socket).map_err(bind_error)?;
+        let bound = BoundSocket::bound(&launch.socket).map_err(bind_error)?;
         {
             use std::os::unix::fs::PermissionsExt;
             let _ =
@@ -328,7 +335,7 @@ impl<P: Plugin> Server<P> {
         let incoming = UnixListenerStream::new(listener)
             .map(|accepted| accepted.and_then(baton_transport::QuietUnix::new));
         let result = baton_transport::serve(config, incoming, routes, shutdown).await;
-        let _ = std::fs::remove_file(&launch.socket);
+        bound.remove();
         let Ok(()) = result;
         tracing::info!("stopped");
         Ok(())

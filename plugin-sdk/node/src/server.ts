@@ -9,6 +9,7 @@ import { log } from "./log";
 import { Code, PluginError, type Plugin } from "./plugin";
 import { HealthService, PluginService, type StateChunk } from "./proto";
 import { CHUNK_SIZE, ChunkCheck, Reassembly, StateError, chunks, crc32 } from "./state";
+import { boundSocket, claimSocket, removeIfOurs } from "./socket";
 import { redirectStdout, writeHandshake } from "./stdout";
 
 /** The version of proto/baton/plugin/v1/plugin.proto this SDK speaks. */
@@ -143,13 +144,15 @@ export async function run(plugin: Plugin, launch: Launch, options: ServeOptions 
   server.addService(PluginService.service, pluginService(plugin, names, (reason) => stopRequested(reason)));
   server.addService(HealthService.service, healthService());
 
-  // A socket left by a killed predecessor at the same path would make the bind fail.
-  fs.rmSync(launch.socket, { force: true });
+  // A socket left by a killed predecessor at the same path would make the bind fail;
+  // anything else there is not ours to delete.
+  await claimSocket(launch.socket);
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${launch.socket}`, grpc.ServerCredentials.createInsecure(), (err) =>
       err ? reject(new Error(`cannot bind the plugin socket ${launch.socket}: ${err.message}`)) : resolve(),
     ),
   );
+  const ours = boundSocket(launch.socket);
   fs.chmodSync(launch.socket, 0o600);
   await writeHandshake(`baton|${PROTOCOL_VERSION}|unix|${launch.socket}`);
   log.info("serving", { socket: launch.socket });
@@ -167,7 +170,7 @@ export async function run(plugin: Plugin, launch: Launch, options: ServeOptions 
         resolve();
       });
     });
-    fs.rmSync(launch.socket, { force: true });
+    removeIfOurs(ours);
     log.info("stopped");
   });
   return { stopped, stop: (reason) => stopRequested(reason) };

@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, T
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from . import socket_path
 from ._proto import pb, pb_grpc
 from .image import StateImage
 from .state import MAX_CURSOR_BYTES, Marks, Reassembly, ReassemblyError, chunks, marked
@@ -187,8 +188,10 @@ def run(plugin: Plugin, launch: Launch, services: Sequence[Service] = ()) -> int
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
+    ours = None
     try:
-        if not _bind(server, launch.socket):
+        ours = _bind(server, launch.socket)
+        if ours is None:
             return 1
         server.start()
         try:
@@ -206,33 +209,37 @@ def run(plugin: Plugin, launch: Launch, services: Sequence[Service] = ()) -> int
         log.info("stopped")
         return 0
     finally:
-        _remove(launch.socket)
+        _remove(launch.socket, ours)
 
 
-def _bind(server: grpc.Server, socket: str) -> bool:
-    # A socket left by a killed predecessor at the same path would make bind fail.
-    _remove(socket)
+def _bind(server: grpc.Server, socket: str) -> Optional[Tuple[int, int]]:
+    """Binds the socket; returns the identity of its file, or None (said in the log)."""
+    # A socket left by a killed predecessor at the same path would make bind fail;
+    # anything else there is not ours to delete.
+    try:
+        socket_path.claim(socket)
+    except socket_path.SocketPathError as e:
+        log.error("%s", e)
+        return None
     # Only this user may connect: the socket is created with mode 0600, not chmod-ed
     # after, so there is no moment when others could.
     umask = os.umask(0o177)
     try:
         # Raises on failure in current grpcio; older versions returned 0.
         if server.add_insecure_port(f"unix:{socket}"):
-            return True
+            return socket_path.bound(socket)
         error = "no address bound"
     except RuntimeError as e:
         error = str(e)
     finally:
         os.umask(umask)
     log.error("cannot bind the plugin socket %s: %s", socket, error)
-    return False
+    return None
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, ours: Optional[Tuple[int, int]]) -> None:
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        socket_path.remove_if_ours(path, ours)
     except OSError as e:
         log.warning("cannot remove %s: %s", path, e)
 

@@ -36,6 +36,7 @@ mod runtime_files;
 mod sdk_counters;
 mod sdk_reflection;
 mod sdk_ring;
+mod sdk_socket_path;
 mod security;
 mod token;
 mod top;
