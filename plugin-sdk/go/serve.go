@@ -161,6 +161,9 @@ func Run(ctx context.Context, p Plugin, launch Launch, handshake io.Writer, opts
 		slog.Warn("the host speaks another protocol version; it will refuse this plugin's handshake",
 			"host", launch.HostProtocolVersion, "ours", ProtocolVersion)
 	}
+	if launch.Token == "" {
+		return fmt.Errorf("the launch token (%s) is empty: refusing to serve calls anyone could make", EnvToken)
+	}
 	// A socket left by a killed predecessor at the same path would make the bind
 	// fail; anything else there is not ours to delete.
 	if err := claimSocket(launch.Socket); err != nil {

@@ -50,12 +50,19 @@ pub struct Launch {
 /// Why a plugin cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    /// A handshake variable is missing: the program was not started by a host.
+    /// A handshake variable is missing or empty: the program was not started by a host.
     #[error(
-        "{0} is not set: this program is a baton plugin and must be started by a baton host \
-         (or by `baton check -- <this command>`)"
+        "{0} is not set (or is empty): this program is a baton plugin and must be started by \
+         a baton host (or by `baton check -- <this command>`)"
     )]
     MissingEnv(&'static str),
+    /// The launch token is empty: every call would have to carry an empty one, which
+    /// anyone can.
+    #[error(
+        "the launch token ({}) is empty: refusing to serve calls anyone could make",
+        env::TOKEN
+    )]
+    EmptyToken,
     /// Something is at the socket path that is not a stale socket.
     #[error("cannot use the plugin socket path: {0}")]
     SocketPath(#[from] crate::socket_path::SocketPathError),
@@ -74,8 +81,10 @@ pub enum LaunchError {
 impl Launch {
     /// Reads the handshake variables.
     pub fn from_env() -> Result<Self, LaunchError> {
-        let var =
-            |name: &'static str| std::env::var(name).map_err(|_| LaunchError::MissingEnv(name));
+        let var = |name: &'static str| match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Ok(value),
+            _ => Err(LaunchError::MissingEnv(name)),
+        };
         Ok(Self {
             socket: PathBuf::from(var(env::SOCKET)?),
             host_protocol_version: var(env::PROTOCOL_VERSION)?,
@@ -223,6 +232,9 @@ impl<P: Plugin> Server<P> {
                 ours = PROTOCOL_VERSION,
                 "the host speaks another protocol version; it will refuse this plugin's handshake"
             );
+        }
+        if launch.token.is_empty() {
+            return Err(LaunchError::EmptyToken);
         }
         // A socket left by a killed predecessor at the same path would make bind fail;
         // anything else there is not ours to delete.
@@ -457,12 +469,22 @@ fn init_logging() {
         .try_init();
 }
 
-/// The launch token check in front of every service but health.
+/// The launch token check in front of every service but health: exactly one token
+/// header, holding the token. A second header is refused even when both are right, so
+/// no proxy's or library's choice of which one counts can matter.
 fn check_token(headers: &http::HeaderMap, token: &str) -> Result<(), Status> {
-    match headers.get(TOKEN_METADATA_KEY) {
-        Some(got) if constant_time_eq(got.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Status::unauthenticated("wrong x-baton-token")),
-        None => Err(Status::unauthenticated(
+    let mut got = headers.get_all(TOKEN_METADATA_KEY).iter();
+    match (got.next(), got.next()) {
+        (Some(got), None)
+            if !token.is_empty() && constant_time_eq(got.as_bytes(), token.as_bytes()) =>
+        {
+            Ok(())
+        }
+        (Some(_), Some(_)) => Err(Status::unauthenticated(
+            "more than one x-baton-token header: a call carries exactly one",
+        )),
+        (Some(_), None) => Err(Status::unauthenticated("wrong x-baton-token")),
+        (None, _) => Err(Status::unauthenticated(
             "missing x-baton-token metadata: only the baton host that launched this plugin may call it",
         )),
     }
@@ -478,8 +500,37 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_WORKERS, build_runtime, log_filter, spin_from_env, workers_from_env};
+    use super::{
+        MAX_WORKERS, build_runtime, check_token, log_filter, spin_from_env, workers_from_env,
+    };
     use std::time::Duration;
+
+    #[test]
+    fn exactly_one_right_token_header_passes() {
+        let headers = |tokens: &[&'static str]| {
+            let mut map = tonic::codegen::http::HeaderMap::new();
+            for token in tokens {
+                map.append(
+                    baton_proto::TOKEN_METADATA_KEY,
+                    tonic::codegen::http::HeaderValue::from_static(token),
+                );
+            }
+            map
+        };
+        assert!(check_token(&headers(&["t0k"]), "t0k").is_ok());
+        for (tokens, expected) in [
+            (&["t0k", "t0k"][..], "t0k"),
+            (&["bad", "t0k"][..], "t0k"),
+            (&["t0k", "bad"][..], "t0k"),
+            (&["bad"][..], "t0k"),
+            (&[][..], "t0k"),
+            // A server given an empty token takes no call, not an empty header.
+            (&[""][..], ""),
+        ] {
+            let refused = check_token(&headers(tokens), expected).expect_err("refused");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{tokens:?}");
+        }
+    }
 
     #[test]
     fn the_spin_comes_from_the_environment_bounded_and_bad_values_spin_not() {

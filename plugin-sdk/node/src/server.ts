@@ -118,6 +118,9 @@ export async function run(plugin: Plugin, launch: Launch, options: ServeOptions 
       ours: PROTOCOL_VERSION,
     });
   }
+  if (launch.token === "") {
+    throw new LaunchError(`the launch token (${ENV_TOKEN}) is empty: refusing to serve calls anyone could make`);
+  }
   const server = new grpc.Server({
     interceptors: [tokenCheck(launch.token)],
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,

@@ -188,6 +188,9 @@ def run(plugin: Plugin, launch: Launch, services: Sequence[Service] = ()) -> int
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
+    if not launch.token:
+        log.error("the launch token (%s) is empty: refusing to serve calls anyone could make", ENV_TOKEN)
+        return 1
     ours = None
     try:
         ours = _bind(server, launch.socket)
@@ -329,17 +332,28 @@ class _TokenCheck(grpc.ServerInterceptor):
         # nothing, not even which methods exist.
         if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
             return handler
-        got = dict(handler_call_details.invocation_metadata or ()).get(TOKEN_METADATA_KEY)
-        if got is None:
+        # Every header of the key, not the last one a dict keeps: exactly one is taken,
+        # so a second one, right or wrong, is refused.
+        tokens = [
+            value
+            for key, value in handler_call_details.invocation_metadata or ()
+            if key == TOKEN_METADATA_KEY
+        ]
+        if not tokens:
             return _refusal(
                 handler,
                 f"missing {TOKEN_METADATA_KEY} metadata: only the baton host that launched "
                 "this plugin may call it",
             )
+        if len(tokens) > 1:
+            return _refusal(
+                handler, f"more than one {TOKEN_METADATA_KEY} header: a call carries exactly one"
+            )
+        got = tokens[0]
         if isinstance(got, str):
             got = got.encode()
         # Constant time, so the time taken says nothing about the token.
-        if not hmac.compare_digest(got, self._token):
+        if not self._token or not hmac.compare_digest(got, self._token):
             return _refusal(handler, f"wrong {TOKEN_METADATA_KEY}")
         return handler
 

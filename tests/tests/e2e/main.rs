@@ -37,6 +37,7 @@ mod sdk_counters;
 mod sdk_reflection;
 mod sdk_ring;
 mod sdk_socket_path;
+mod sdk_token;
 mod security;
 mod token;
 mod top;
