@@ -100,7 +100,8 @@ pub(crate) enum CtlCmd {
     Events {
         /// Only this plugin's events.
         plugin: Option<String>,
-        /// How many past events to print first (the host keeps 256); 0 for none.
+        /// How many past events to print first (the host keeps 128 per plugin, and 128
+        /// of those it emitted); 0 for none.
         #[arg(long, default_value_t = 10, value_name = "N")]
         last: u32,
         /// One JSON object per line (`time` in RFC 3339), for scripts.

@@ -178,6 +178,7 @@ impl Host {
         if let Some(task) = self.tasks.remove(name) {
             let _ = task.await;
         }
+        self.events.forget(name);
         self.config.plugins.remove(name);
     }
 

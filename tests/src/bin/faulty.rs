@@ -81,7 +81,12 @@ impl Plugin for Faulty {
                 "descendants",
                 "starts two SIGTERM-proof children marked PAYLOAD",
             )
-            .method("runtime", "the serving runtime's flavour and worker count");
+            .method("runtime", "the serving runtime's flavour and worker count")
+            .method(
+                "emit",
+                "PAYLOAD \"KIND N\": emits N events of KIND through the host, as fast as \
+                 the host's rate allows",
+            );
         limits::METHODS
             .iter()
             .fold(description, |d, (name, what)| d.method(*name, *what))
@@ -225,6 +230,14 @@ impl Plugin for Faulty {
                     .map(Bytes::from)
                     .map_err(|e| Status::internal(format!("hold-partial: {e}")))
             }
+            "emit" => {
+                let text = std::str::from_utf8(&payload).unwrap_or_default();
+                let (kind, count) = text
+                    .split_once(' ')
+                    .and_then(|(k, n)| Some((k, n.parse::<usize>().ok()?)))
+                    .ok_or_else(|| Status::invalid_argument("payload: \"KIND N\""))?;
+                emit(kind, count).await.map(|n| Bytes::from(n.to_string()))
+            }
             "flood-log" => {
                 let lines: usize = number(&payload)?;
                 let host = baton_plugin_sdk::HostClient::from_env()
@@ -291,6 +304,27 @@ impl Plugin for Faulty {
             }
         }
     }
+}
+
+/// Emits `count` events of `kind`; over the host's rate, waits a moment and tries again.
+async fn emit(kind: &str, count: usize) -> Result<usize, Status> {
+    let host = baton_plugin_sdk::HostClient::from_env()
+        .await
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+    let mut sent = 0;
+    while sent < count {
+        match host
+            .emit_event(kind, format!("event {sent} of {count}"))
+            .await
+        {
+            Ok(()) => sent += 1,
+            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// A decimal number in a payload.

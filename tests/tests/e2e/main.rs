@@ -13,6 +13,7 @@ mod config_first_build;
 mod control_socket;
 mod crashes;
 mod descendants;
+mod event_history;
 mod floods;
 mod forks;
 mod go_kv;
