@@ -1,7 +1,8 @@
 //! Accepting connections on the host's Unix sockets within bounds a hostile local peer
 //! cannot push past: the peer's uid is checked at accept (`SO_PEERCRED`), connections
-//! are capped per socket and per peer process, and on a socket that wants a token, a
-//! connection that has not shown one soon after connecting is closed.
+//! are capped per socket, per peer process and, where the socket can tell whose process
+//! it is, per plugin; on a socket that wants a token, a connection that has not shown
+//! one soon after connecting is closed.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -29,6 +30,18 @@ pub struct Gate {
     pub max_total: usize,
     /// Set for sockets whose calls carry a token: how long a connection may go without.
     pub auth_deadline: Option<Duration>,
+    /// Set for sockets that can tell which plugin a peer process is part of.
+    pub owners: Option<Owners>,
+}
+
+/// Whose a peer process is, and how many connections each owner may hold: counted from
+/// the accept on, token or not, so no one owner's processes fill the socket.
+pub struct Owners {
+    /// The plugin the process with this pid is part of; `None` for one the host cannot
+    /// place, all of which share one owner's allowance.
+    pub of: Arc<dyn Fn(u32) -> Option<Arc<str>> + Send + Sync>,
+    /// Connections one owner may hold at once.
+    pub max_each: usize,
 }
 
 /// What the server knows about a connection's peer; in every request's extensions.
@@ -49,27 +62,42 @@ impl Peer {
     }
 }
 
+/// A peer's owner: a plugin's name, or `None` for processes the host cannot place.
+type Owner = Option<Arc<str>>;
+
 #[derive(Default)]
 struct Counts {
     total: usize,
     per_pid: HashMap<u32, usize>,
+    per_owner: HashMap<Owner, usize>,
+}
+
+/// Takes one from `key`'s count, dropping the entry at zero so the map holds only those
+/// with connections open.
+fn give_back<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 /// One connection's place in its socket's counts, given back when it closes.
 struct Slot {
     counts: Arc<Mutex<Counts>>,
     pid: u32,
+    /// Set where the socket counts per owner.
+    owner: Option<Owner>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_pid.get_mut(&self.pid) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_pid.remove(&self.pid);
-            }
+        give_back(&mut counts.per_pid, &self.pid);
+        if let Some(owner) = &self.owner {
+            give_back(&mut counts.per_owner, owner);
         }
     }
 }
@@ -148,6 +176,7 @@ enum Refusal {
     Uid(u32),
     Total,
     PerPeer(u32),
+    PerOwner(Owner, usize),
 }
 
 /// The connections a server should serve: those `gate` lets through. Accepting runs in
@@ -161,7 +190,8 @@ pub fn incoming(
     tokio::spawn(async move {
         let counts = Arc::new(Mutex::new(Counts::default()));
         let mut refused = 0u64;
-        let mut last_report = Instant::now();
+        // None until the first refusal, which is always reported.
+        let mut last_report: Option<Instant> = None;
         loop {
             let stream = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -185,7 +215,7 @@ pub fn incoming(
                 }
                 Err(why) => {
                     refused += 1;
-                    if last_report.elapsed() >= Duration::from_secs(1) {
+                    if last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                         let reason = match why {
                             Refusal::Uid(uid) => format!("uid {uid} may not use this socket"),
                             Refusal::Total => {
@@ -194,13 +224,21 @@ pub fn incoming(
                             Refusal::PerPeer(pid) => {
                                 format!("pid {pid} holds {MAX_PER_PEER} connections already")
                             }
+                            Refusal::PerOwner(Some(plugin), max) => format!(
+                                "plugin {} holds {max} connections already, its share of {}",
+                                crate::printable::printable(&plugin),
+                                gate.max_total
+                            ),
+                            Refusal::PerOwner(None, max) => format!(
+                                "processes that are no plugin's hold {max} connections already"
+                            ),
                         };
                         tracing::warn!(
                             "{}: refused {refused} connection(s) in the last second; latest: {reason}",
                             gate.what
                         );
                         refused = 0;
-                        last_report = Instant::now();
+                        last_report = Some(Instant::now());
                     }
                 }
             }
@@ -219,16 +257,24 @@ fn admit(gate: &Gate, counts: &Arc<Mutex<Counts>>, stream: UnixStream) -> Result
     // Registering with the runtime fails only when the process is out of resources: a
     // connection it cannot hold, like one past the bound.
     let stream = baton_transport::QuietUnix::new(stream).map_err(|_| Refusal::Total)?;
+    // Looked up before the lock: it reads a few files under /proc.
+    let owner = gate.owners.as_ref().map(|owners| (owners.of)(pid));
     {
         let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
         if counts.total >= gate.max_total {
             return Err(Refusal::Total);
         }
-        let held = counts.per_pid.entry(pid).or_default();
-        if *held >= MAX_PER_PEER {
+        if counts.per_pid.get(&pid).copied().unwrap_or(0) >= MAX_PER_PEER {
             return Err(Refusal::PerPeer(pid));
         }
-        *held += 1;
+        if let (Some(owners), Some(owner)) = (&gate.owners, &owner) {
+            let held = counts.per_owner.entry(owner.clone()).or_default();
+            if *held >= owners.max_each {
+                return Err(Refusal::PerOwner(owner.clone(), owners.max_each));
+            }
+            *held += 1;
+        }
+        *counts.per_pid.entry(pid).or_default() += 1;
         counts.total += 1;
     }
     Ok(Guarded {
@@ -242,6 +288,7 @@ fn admit(gate: &Gate, counts: &Arc<Mutex<Counts>>, stream: UnixStream) -> Result
         _slot: Slot {
             counts: counts.clone(),
             pid,
+            owner,
         },
     })
 }

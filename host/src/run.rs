@@ -90,6 +90,7 @@ fn control_gate() -> baton_host::accept::Gate {
         max_total: baton_host::accept::share_of_descriptors(16, 256),
         // Its calls carry no token: `baton ctl events --follow` may idle for days.
         auth_deadline: None,
+        owners: None,
     }
 }
 

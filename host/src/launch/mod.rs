@@ -250,6 +250,7 @@ impl Launcher {
         // work, not the plugin's.
         let deadline = tokio::time::Instant::now() + timeout;
         let group = child.id().unwrap_or(0);
+        admission.rooted_at(group);
         // In a namespace, the host's child is the init's keeper; the plugin says its pid
         // just before it execs (if it never does, its start failed and stderr says why).
         let pid = match pid_pipe {

@@ -54,6 +54,8 @@ struct Admitted {
     uid: u32,
     /// The budget its `Log` calls spend.
     log: LogLimiter,
+    /// Its first process, the host's child, once it runs: what its processes descend from.
+    root: Option<u32>,
 }
 
 impl Registry {
@@ -70,7 +72,15 @@ impl Registry {
         self.tokens
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(token.to_owned(), Admitted { identity, uid, log });
+            .insert(
+                token.to_owned(),
+                Admitted {
+                    identity,
+                    uid,
+                    log,
+                    root: None,
+                },
+            );
         Admission {
             registry: self.clone(),
             token: token.to_owned(),
@@ -93,6 +103,17 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .any(|a| a.uid == uid)
+    }
+
+    /// The plugin process `pid` belongs to, by its ancestry (see [`super::ancestry`]).
+    pub(crate) fn owner_of(&self, pid: u32) -> Option<Arc<str>> {
+        let root = super::ancestry::host_child_above(pid)?;
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|a| a.root == Some(root))
+            .map(|a| a.identity.name.clone())
     }
 
     /// The auth check in front of every service on the host socket.
@@ -125,6 +146,22 @@ impl Registry {
 pub(crate) struct Admission {
     registry: Registry,
     token: String,
+}
+
+impl Admission {
+    /// Records the generation's first process (the host's child), from which each of its
+    /// processes descends.
+    pub(crate) fn rooted_at(&self, pid: u32) {
+        if let Some(admitted) = self
+            .registry
+            .tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&self.token)
+        {
+            admitted.root = Some(pid);
+        }
+    }
 }
 
 impl Drop for Admission {

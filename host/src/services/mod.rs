@@ -27,6 +27,7 @@ use crate::log_limit::LogLimiter;
 use crate::message_limit::MAX_MESSAGE_BYTES;
 use crate::socket_file::BoundSocket;
 
+mod ancestry;
 mod budget;
 mod identity;
 mod kv;
@@ -274,14 +275,24 @@ pub(crate) fn start(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
+    let max_total = crate::accept::share_of_descriptors(8, 1024);
     let gate = crate::accept::Gate {
         what: "host services",
         admits: {
             let registry = registry.clone();
             Arc::new(move |uid| registry.admits_uid(uid))
         },
-        max_total: crate::accept::share_of_descriptors(8, 1024),
+        max_total,
         auth_deadline: Some(crate::accept::AUTH_DEADLINE),
+        owners: Some(crate::accept::Owners {
+            of: {
+                let registry = registry.clone();
+                Arc::new(move |pid| registry.owner_of(pid))
+            },
+            // A quarter: one plugin, and the processes the host cannot place, leave half
+            // of the socket to the others however many connections they open.
+            max_each: (max_total / 4).max(1),
+        }),
     };
     let auth = InterceptorLayer::new(move |request| registry.authenticate(request));
     let (stop, stopped) = oneshot::channel::<()>();

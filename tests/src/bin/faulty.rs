@@ -24,6 +24,9 @@
 //! - `silent`: prints nothing and waits forever.
 //! - `exit-at-start`: writes a reason to stderr and exits with code 3.
 //! - `no-health`: prints a valid handshake line but serves nothing on the socket.
+//! - `hog N` (started by the `hog-host-socket` method, not by a config): opens up to N
+//!   connections to the host services, each showing the token with a `KvGet`, prints
+//!   how many it holds, and holds them until its parent dies.
 
 #[path = "faulty/limits.rs"]
 mod limits;
@@ -82,6 +85,11 @@ impl Plugin for Faulty {
                 "starts two SIGTERM-proof children marked PAYLOAD",
             )
             .method("runtime", "the serving runtime's flavour and worker count")
+            .method(
+                "hog-host-socket",
+                "PAYLOAD \"P N\": starts P processes that each hold up to N authenticated \
+                 connections to the host services; returns how many they hold in all",
+            )
             .method(
                 "emit",
                 "PAYLOAD \"KIND N\": emits N events of KIND through the host, as fast as \
@@ -238,6 +246,17 @@ impl Plugin for Faulty {
                     .ok_or_else(|| Status::invalid_argument("payload: \"KIND N\""))?;
                 emit(kind, count).await.map(|n| Bytes::from(n.to_string()))
             }
+            "hog-host-socket" => {
+                let text = std::str::from_utf8(&payload).unwrap_or_default();
+                let (processes, each) = text
+                    .split_once(' ')
+                    .and_then(|(p, n)| Some((p.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+                    .ok_or_else(|| Status::invalid_argument("payload: \"P N\""))?;
+                hog_host_socket(processes, each)
+                    .await
+                    .map(|held| Bytes::from(held.to_string()))
+                    .map_err(|e| Status::internal(format!("hog-host-socket: {e}")))
+            }
             "flood-log" => {
                 let lines: usize = number(&payload)?;
                 let host = baton_plugin_sdk::HostClient::from_env()
@@ -304,6 +323,68 @@ impl Plugin for Faulty {
             }
         }
     }
+}
+
+/// Starts `processes` hogs (this binary, `hog EACH`) and adds up the connections they
+/// say they hold; they keep holding them until this process dies.
+async fn hog_host_socket(
+    processes: usize,
+    each: usize,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = Vec::new();
+    for _ in 0..processes {
+        // The binary that runs is a private copy, removed once it ran: only this names it.
+        let mut hog = tokio::process::Command::new("/proc/self/exe")
+            .args(["hog", &each.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = hog.stdout.take().ok_or("the hog's stdout")?;
+        lines.push(tokio::io::BufReader::new(stdout).lines());
+        // Reaped by whoever outlives it; it dies with this process (PDEATHSIG).
+        std::mem::forget(hog);
+    }
+    let mut held = 0;
+    for mut hog in lines {
+        let line = tokio::time::timeout(Duration::from_secs(60), hog.next_line())
+            .await?
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        held += line.trim().parse::<usize>().unwrap_or(0);
+        // The pipe stays open: a hog that wrote into a closed one would die of SIGPIPE.
+        std::mem::forget(hog);
+    }
+    Ok(held)
+}
+
+/// `hog N`: holds up to N authenticated connections to the host services.
+fn hog(each: usize) -> ExitCode {
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+        return ExitCode::from(2);
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::from(2);
+    };
+    runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..each {
+            let Ok(client) = baton_plugin_sdk::HostClient::from_env().await else {
+                break;
+            };
+            if client.kv_get("hog").await.is_err() {
+                break;
+            }
+            held.push(client);
+        }
+        println!("{}", held.len());
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    })
 }
 
 /// Emits `count` events of `kind`; over the host's rate, waits a moment and tries again.
@@ -449,6 +530,10 @@ fn main() -> ExitCode {
             wait_forever()
         }
         "silent" => wait_forever(),
+        "hog" => hog(std::env::args()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(64)),
         "exit-at-start" => {
             eprintln!("fatal: cannot open /nonexistent/faulty.conf");
             ExitCode::from(3)

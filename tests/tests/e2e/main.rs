@@ -20,6 +20,7 @@ mod go_kv;
 mod go_runtime;
 mod host_death;
 mod host_services;
+mod host_socket_shares;
 mod lifecycle;
 mod linked_deploys;
 mod log_flood;
