@@ -34,6 +34,10 @@ use crate::{Host, PluginState as State};
 pub struct ReloadConfigCall {
     /// Who asked, e.g. "baton ctl (uid 1000, pid 4242)".
     pub by: String,
+    /// Whether a config with no plugins may stop every plugin.
+    pub allow_empty: bool,
+    /// Whether only to say what would change.
+    pub dry_run: bool,
     /// The outcome, or why the config was refused (its file:line:column message).
     pub reply: oneshot::Sender<Result<ConfigReload, String>>,
 }
@@ -329,10 +333,16 @@ impl Supervisor for ControlService {
             ));
         };
         let by = asked_by(&request, &request.get_ref().by);
+        let (allow_empty, dry_run) = (request.get_ref().allow_empty, request.get_ref().dry_run);
         let (reply, outcome) = oneshot::channel();
         let stopping = || Status::unavailable("the host is stopping");
         reloads
-            .send(ReloadConfigCall { by, reply })
+            .send(ReloadConfigCall {
+                by,
+                allow_empty,
+                dry_run,
+                reply,
+            })
             .await
             .map_err(|_| stopping())?;
         let done = outcome

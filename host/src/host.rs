@@ -27,6 +27,7 @@ use crate::services::{self, HostService, Kv, KvLimits, Registry};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
 
+mod plan;
 mod reconfigure;
 
 pub use reconfigure::ConfigReload;

@@ -13,7 +13,7 @@ pub(crate) enum Lifecycle {
     Stop(String),
     Start(String),
     Restart { plugin: String, fresh: bool },
-    ReloadConfig,
+    ReloadConfig { allow_empty: bool, dry_run: bool },
 }
 
 pub(crate) async fn run(
@@ -30,14 +30,35 @@ pub(crate) async fn run(
         Lifecycle::Stop(plugin) => client.stop(request(plugin, false)).await,
         Lifecycle::Start(plugin) => client.start(request(plugin, false)).await,
         Lifecycle::Restart { plugin, fresh } => client.restart(request(plugin, fresh)).await,
-        Lifecycle::ReloadConfig => {
+        Lifecycle::ReloadConfig {
+            allow_empty,
+            dry_run,
+        } => {
             let done = client
-                .reload_config(ReloadConfigRequest { by: BY.into() })
+                .reload_config(ReloadConfigRequest {
+                    by: BY.into(),
+                    allow_empty,
+                    dry_run,
+                })
                 .await
                 .map_err(failed)?
                 .into_inner();
             for line in &done.changes {
                 println!("{line}");
+            }
+            if dry_run {
+                println!(
+                    "dry run, nothing changed: {} to add, {} to remove, {} to hand over, {} to update in place, {} unchanged",
+                    done.added.len(),
+                    done.removed.len(),
+                    done.restarted.len(),
+                    done.updated.len(),
+                    done.unchanged.len()
+                );
+                for problem in &done.problems {
+                    eprintln!("problem: {problem}");
+                }
+                return Ok(());
             }
             println!(
                 "config reloaded: {} added, {} removed, {} handed over, {} updated in place, {} unchanged",

@@ -176,15 +176,14 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             },
         ));
         notify_systemd(host.plugins().len());
-        let mut hangups = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!("cannot watch for SIGHUP (config reloads): {e}");
-                None
-            }
-        };
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!("cannot watch for SIGHUP (config reloads): {e}");
+                    None
+                }
+            };
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         loop {
@@ -195,10 +194,15 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
                         Some(h) => h.recv().await,
                         None => std::future::pending().await,
                     }
-                } => ReloadConfigCall { by: "SIGHUP".into(), reply: tokio::sync::oneshot::channel().0 },
+                } => ReloadConfigCall {
+                    by: "SIGHUP".into(),
+                    allow_empty: false,
+                    dry_run: false,
+                    reply: tokio::sync::oneshot::channel().0,
+                },
                 Some(call) = reload_calls.recv() => call,
             };
-            let outcome = reload_config(&mut host, &config_path, &call.by).await;
+            let outcome = reload_config(&mut host, &config_path, &call).await;
             let _ = call.reply.send(outcome);
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -225,26 +229,51 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
     })
 }
 
-/// Reads the config file again and applies it to `host`; a config with an error is
-/// refused whole (its message names the file, line and column) and nothing changes.
+/// Reads the config file again, once it has stopped changing, and applies it to
+/// `host`; a config with an error is refused whole (its message names the file, line
+/// and column) and nothing changes. So is one without plugins unless `call` allows it,
+/// and a dry run only says what would change.
 async fn reload_config(
     host: &mut Host,
     path: &std::path::Path,
-    by: &str,
+    call: &ReloadConfigCall,
 ) -> Result<baton_host::ConfigReload, String> {
+    let by = &call.by;
+    let what = if call.dry_run { "dry run" } else { "reload" };
     tracing::info!(
-        "config reload asked for by {by}: reading {}",
+        "config {what} asked for by {by}: reading {}",
         path.display()
     );
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-    let outcome = match Config::load(path) {
-        Ok(config) => Ok(host.reload_config(&config).await),
+    let config = match baton_host::config::load_settled(
+        path,
+        baton_host::config::CONFIG_SETTLE,
+        baton_host::config::CONFIG_SETTLE_LIMIT,
+    )
+    .await
+    {
+        Ok(config) => config,
         Err(e) => {
             let why = format!("the config was refused, nothing changed: {e}");
             tracing::error!("{why}");
-            Err(why)
+            return Err(why);
         }
     };
+    if call.dry_run {
+        let plan = host.plan_config(&config);
+        tracing::info!(
+            "config dry run for {by}: {} change(s) would be made, none made",
+            plan.changes.len()
+        );
+        return Ok(plan);
+    }
+    if !call.allow_empty
+        && let Some(why) = host.refuses_as_empty(&config)
+    {
+        tracing::error!("config reload asked for by {by} refused: {why}");
+        return Err(why);
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let outcome = Ok(host.reload_config(&config).await);
     let status = format!("serving {} plugins", host.plugins().len());
     let _ = sd_notify::notify(
         false,

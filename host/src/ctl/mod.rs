@@ -139,9 +139,17 @@ pub(crate) enum CtlCmd {
         #[arg(long)]
         fresh: bool,
     },
-    /// Read the config file again and apply the difference (as SIGHUP does): prints
-    /// what changed; a config with an error is refused whole and nothing changes.
-    ReloadConfig,
+    /// Read the config file again, once it has been still for half a second, and apply
+    /// the difference (as SIGHUP does): prints what changed; a config with an error is
+    /// refused whole and nothing changes.
+    ReloadConfig {
+        /// Apply a config with no plugins, stopping every one (refused otherwise).
+        #[arg(long)]
+        allow_empty: bool,
+        /// Print what the reload would add, remove and change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub(crate) fn ctl(args: Ctl) -> ExitCode {
@@ -203,8 +211,15 @@ async fn ctl_async(Ctl { socket, command }: Ctl) -> Result<(), String> {
         CtlCmd::Restart { plugin, fresh } => {
             crate::lifecycle_cmd::run(&mut client, Lifecycle::Restart { plugin, fresh }).await?;
         }
-        CtlCmd::ReloadConfig => {
-            crate::lifecycle_cmd::run(&mut client, Lifecycle::ReloadConfig).await?;
+        CtlCmd::ReloadConfig {
+            allow_empty,
+            dry_run,
+        } => {
+            let reload = Lifecycle::ReloadConfig {
+                allow_empty,
+                dry_run,
+            };
+            crate::lifecycle_cmd::run(&mut client, reload).await?;
         }
         CtlCmd::List { json } => {
             let plugins = list(&mut client).await.map_err(|s| status_line(&s))?;

@@ -10,6 +10,7 @@ mod checkpoints;
 mod cli;
 mod config;
 mod config_first_build;
+mod config_reload_guards;
 mod control_socket;
 mod crashes;
 mod descendants;
