@@ -94,11 +94,18 @@ pub(super) struct Listing {
     pub own: Vec<OwnFile>,
     /// Files that look like checkpoints but are not this host's, with why.
     pub strangers: Vec<(PathBuf, String)>,
+    /// The highest sequence among the refused files kept aside.
+    refused_highest: u64,
 }
 
 impl Listing {
+    /// The highest number in use, refused files included: a new checkpoint never
+    /// takes the name of one kept aside.
     pub fn highest_sequence(&self) -> u64 {
-        self.own.last().map_or(0, |f| f.sequence)
+        self.own
+            .last()
+            .map_or(0, |f| f.sequence)
+            .max(self.refused_highest)
     }
 }
 
@@ -152,6 +159,7 @@ pub(super) fn list(dir: &Path) -> std::io::Result<Listing> {
         .own
         .sort_by(|a, b| (a.sequence, &a.path).cmp(&(b.sequence, &b.path)));
     listing.strangers.sort();
+    listing.refused_highest = super::refused::highest_sequence(dir);
     Ok(listing)
 }
 

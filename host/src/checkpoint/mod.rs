@@ -9,10 +9,11 @@
 
 mod file;
 mod offload;
+mod refused;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
 pub use file::Unusable;
+pub use refused::{KEEP_REFUSED, REFUSED_DIR};
 
 use crate::launch::PluginRpc;
 
@@ -52,7 +54,8 @@ pub struct Loaded {
 /// Something about the checkpoint directory an operator should hear (a warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    /// The event kind: `checkpoint_stranger` or `checkpoint_dir`.
+    /// The event kind: `checkpoint_stranger`, `checkpoint_dir` or
+    /// `checkpoint_refused_removed`.
     pub kind: &'static str,
     /// What, in words.
     pub message: String,
@@ -301,6 +304,13 @@ impl CheckpointStore {
     /// The newest usable checkpoint on disk, skipping (and naming) damaged ones and
     /// ones over `limit` bytes. Reads off the async workers.
     pub async fn load(&mut self, limit: u64) -> Loaded {
+        self.load_except(limit, &HashSet::new()).await
+    }
+
+    /// [`load`](Self::load), passing over the files in `tried` (ones already offered
+    /// to the plugin, or already found unusable).
+    pub async fn load_except(&mut self, limit: u64, tried: &HashSet<PathBuf>) -> Loaded {
+        let tried = tried.clone();
         let Some(dir) = self.dir.clone() else {
             return Loaded::default();
         };
@@ -325,6 +335,9 @@ impl CheckpointStore {
             // Later checkpoints continue from the highest number on disk.
             sequence.fetch_max(listing.highest_sequence(), Ordering::SeqCst);
             for own in listing.own.iter().rev() {
+                if tried.contains(&own.path) {
+                    continue;
+                }
                 match file::read(own, limit) {
                     Ok(checkpoint) => {
                         loaded.checkpoint = Some((checkpoint, own.path.clone()));
@@ -347,6 +360,32 @@ impl CheckpointStore {
                 ..Loaded::default()
             },
         }
+    }
+}
+
+impl CheckpointStore {
+    /// Moves `file`, a checkpoint the plugin refused, out of the ones loaded, counted
+    /// and pruned, into the directory's `refused/` (at most [`KEEP_REFUSED`] kept, the
+    /// newest). Returns where it is now; removed older refused files become notices.
+    pub async fn set_aside(&mut self, file: &Path) -> Result<PathBuf, String> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or("checkpoints are kept in memory only")?;
+        let file = file.to_owned();
+        let set = tokio::task::spawn_blocking(move || refused::set_aside(&dir, &file))
+            .await
+            .map_err(|e| format!("the checkpoint mover failed: {e}"))??;
+        for removed in set.removed {
+            self.notices.push(Notice {
+                kind: "checkpoint_refused_removed",
+                message: format!(
+                    "{} removed: more than {KEEP_REFUSED} refused checkpoints are kept aside, the newest",
+                    removed.display()
+                ),
+            });
+        }
+        Ok(set.kept)
     }
 }
 

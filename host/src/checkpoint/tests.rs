@@ -211,3 +211,38 @@ async fn a_state_over_the_limit_is_cut_off_naming_the_key() {
     }
     assert!(store.latest().is_none());
 }
+
+#[tokio::test]
+async fn refused_files_are_kept_aside_bounded_and_their_numbers_never_reused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugin_dir = dir.path().join("p");
+    let mut store = CheckpointStore::new(Some(plugin_dir.clone()));
+    let mut aside = Vec::new();
+    for n in 1..=(KEEP_REFUSED as u8 + 2) {
+        let file = saved(&mut store, n).await;
+        aside.push(store.set_aside(&file).await.expect("set aside"));
+    }
+    // Out of the loaded and pruned files; the newest few kept, the oldest named.
+    assert!(own_files(&plugin_dir).is_empty());
+    assert!(store.load(LIMIT).await.checkpoint.is_none());
+    let kept = std::fs::read_dir(plugin_dir.join(REFUSED_DIR))
+        .expect("the refused directory")
+        .count();
+    assert_eq!(kept, KEEP_REFUSED);
+    assert!(!aside[0].exists() && !aside[1].exists());
+    assert!(aside[2..].iter().all(|f| f.exists()));
+    let removed: Vec<_> = store
+        .take_notices()
+        .into_iter()
+        .filter(|n| n.kind == "checkpoint_refused_removed")
+        .collect();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert_eq!(mode(&plugin_dir.join(REFUSED_DIR)), 0o700);
+
+    // A new host (a new store) numbers past the refused ones: none is overwritten.
+    let mut next = CheckpointStore::new(Some(plugin_dir.clone()));
+    let file = saved(&mut next, 42).await;
+    let name = file.file_name().expect("a name");
+    assert!(!plugin_dir.join(REFUSED_DIR).join(name).exists());
+    assert!(aside.last().expect("one").file_name() < Some(name));
+}

@@ -1,12 +1,15 @@
 //! The supervisor's side of checkpoints: taking one from the serving generation (calls
 //! held meanwhile), and giving the latest to a new process before it serves.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Supervisor;
-use crate::checkpoint::{TakeError, Unusable};
+use crate::checkpoint::{Checkpoint, REFUSED_DIR, TakeError, Unusable};
 use crate::events::Event;
 use crate::launch::Generation;
+use crate::printable;
 use crate::route::Route;
 
 impl Supervisor {
@@ -115,57 +118,119 @@ impl Supervisor {
         }
     }
 
-    /// Before a new process serves: give it the latest checkpoint, if there is one.
+    /// Before a new process serves: give it the newest checkpoint it accepts. One it
+    /// refuses is named and kept aside (out of what is loaded and pruned), and the next
+    /// older one is offered, up to [`MAX_OFFERED`]; it starts empty, and says so, only
+    /// when none is accepted.
     pub(super) async fn restore_checkpoint(&mut self, generation: &Generation) {
         if self.checkpoint_every.is_none() {
             return;
         }
-        let name = self.name().to_owned();
-        let limit = self.launcher.config.max_state_bytes;
-        let (checkpoint, source) = match self.checkpoints.latest() {
-            Some(c) => (Some(c.clone()), "memory".to_owned()),
-            None => {
-                let loaded = self.checkpoints.load(limit).await;
-                self.report_notices(generation.number);
-                if let Some(why) = loaded.refused {
-                    let message = format!("plugin {name}: cannot use its checkpoints: {why}");
-                    tracing::error!("{message}");
-                    self.emit(generation.number, "checkpoint_failed", message);
+        if let Some(checkpoint) = self.checkpoints.latest().cloned() {
+            if let Offered::Refused(why) | Offered::Failed(why) =
+                self.offer(generation, checkpoint, "memory").await
+            {
+                self.started_empty(
+                    generation,
+                    format!("it did not take its checkpoint in memory ({why}); without a state_dir it is the only one kept"),
+                );
+            }
+            return;
+        }
+        let mut tried = HashSet::new();
+        let (mut refused, mut unusable) = (0usize, 0usize);
+        for _ in 0..MAX_OFFERED {
+            let Some((checkpoint, file)) = self
+                .next_on_disk(generation, &mut tried, &mut unusable)
+                .await
+            else {
+                break;
+            };
+            match self
+                .offer(generation, checkpoint, &file.display().to_string())
+                .await
+            {
+                Offered::Accepted => return,
+                Offered::Refused(_) => {
+                    refused += 1;
+                    self.keep_aside(generation, &file).await;
                 }
-                for (file, why) in &loaded.skipped {
-                    let file = file.display();
-                    let (kind, message) = match why {
-                        Unusable::Corrupt(why) => (
-                            "checkpoint_corrupt",
-                            format!("plugin {name}: checkpoint {file} is corrupt, skipped: {why}"),
-                        ),
-                        Unusable::TooLarge { len } => (
-                            "checkpoint_too_large",
-                            format!(
-                                "plugin {name}: checkpoint {file} holds {len} bytes of state, more than max_state_bytes = {limit}; skipped (raise plugins.{name}.max_state_bytes to use it)"
-                            ),
-                        ),
-                    };
-                    tracing::error!("{message}");
-                    self.emit(generation.number, kind, message);
-                }
-                match loaded.checkpoint {
-                    Some((c, file)) => (Some(c), file.display().to_string()),
-                    None => (None, String::new()),
+                Offered::Failed(why) => {
+                    self.started_empty(generation, format!("its Restore failed ({why})"));
+                    return;
                 }
             }
+        }
+        let why = match (refused, unusable) {
+            (0, 0) => "no checkpoint was found".to_owned(),
+            (0, n) => format!("none of its {n} checkpoint(s) could be used (above)"),
+            (r, _) if r >= MAX_OFFERED => format!(
+                "it refused the {r} newest of its checkpoints (kept aside in {}/); older ones were not offered",
+                REFUSED_DIR
+            ),
+            (r, 0) => format!(
+                "it refused all {r} of its checkpoints (kept aside in {REFUSED_DIR}/ of its checkpoint directory)"
+            ),
+            (r, n) => format!(
+                "it refused {r} of its checkpoints (kept aside in {REFUSED_DIR}/ of its checkpoint directory), and {n} could not be used"
+            ),
         };
-        let Some(checkpoint) = checkpoint else {
-            let message =
-                format!("plugin {name} starts with an EMPTY state: no valid checkpoint was found");
-            tracing::warn!("{message}");
-            self.emit(generation.number, "checkpoint_none", message);
-            return;
-        };
+        self.started_empty(generation, why);
+    }
+
+    /// The newest checkpoint on disk not in `tried`, naming (and adding to `tried`)
+    /// the unusable ones passed over on the way.
+    async fn next_on_disk(
+        &mut self,
+        generation: &Generation,
+        tried: &mut HashSet<PathBuf>,
+        unusable: &mut usize,
+    ) -> Option<(Checkpoint, PathBuf)> {
+        let name = self.name().to_owned();
+        let limit = self.launcher.config.max_state_bytes;
+        let loaded = self.checkpoints.load_except(limit, tried).await;
+        self.report_notices(generation.number);
+        if let Some(why) = loaded.refused {
+            let message = format!("plugin {name}: cannot use its checkpoints: {why}");
+            tracing::error!("{message}");
+            self.emit(generation.number, "checkpoint_failed", message);
+        }
+        for (file, why) in loaded.skipped {
+            let shown = file.display();
+            let (kind, message) = match why {
+                Unusable::Corrupt(why) => (
+                    "checkpoint_corrupt",
+                    format!("plugin {name}: checkpoint {shown} is corrupt, skipped: {why}"),
+                ),
+                Unusable::TooLarge { len } => (
+                    "checkpoint_too_large",
+                    format!(
+                        "plugin {name}: checkpoint {shown} holds {len} bytes of state, more than max_state_bytes = {limit}; skipped (raise plugins.{name}.max_state_bytes to use it)"
+                    ),
+                ),
+            };
+            tracing::error!("{message}");
+            self.emit(generation.number, kind, message);
+            *unusable += 1;
+            tried.insert(file);
+        }
+        let (checkpoint, file) = loaded.checkpoint?;
+        tried.insert(file.clone());
+        Some((checkpoint, file))
+    }
+
+    /// Offers `checkpoint` (from `source`) to the new process's `Restore`.
+    async fn offer(
+        &mut self,
+        generation: &Generation,
+        checkpoint: Checkpoint,
+        source: &str,
+    ) -> Offered {
+        let name = self.name().to_owned();
         let len = checkpoint.state.len();
         let chunks = baton_proto::state::chunks(checkpoint.schema_version, checkpoint.state);
         let mut rpc = generation.rpc.clone();
-        match rpc.restore(tokio_stream::iter(chunks)).await {
+        let status = match rpc.restore(tokio_stream::iter(chunks)).await {
             Ok(_) => {
                 let message = format!(
                     "plugin {name} (generation {}) restored {len} bytes of state from the checkpoint in {source}",
@@ -173,19 +238,72 @@ impl Supervisor {
                 );
                 tracing::info!("{message}");
                 self.emit(generation.number, "checkpoint_restored", message);
+                return Offered::Accepted;
             }
-            Err(s) => {
-                let message = format!(
-                    "plugin {name} (generation {}) refused the checkpoint from {source} ({:?}: {}); it starts with an EMPTY state",
-                    generation.number,
-                    s.code(),
-                    s.message()
-                );
-                tracing::error!("{message}");
-                self.emit(generation.number, "checkpoint_refused", message);
-            }
+            Err(status) => status,
+        };
+        let why = format!(
+            "{:?}: {}",
+            status.code(),
+            printable::quoted(status.message(), MAX_REASON_CHARS)
+        );
+        // No answer from the process (it died, or its connection broke) says nothing
+        // about the checkpoint: it is not set aside, and the crash is handled as one.
+        if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ) {
+            return Offered::Failed(why);
         }
+        let message = format!(
+            "plugin {name} (generation {}) refused the checkpoint {source} ({why})",
+            generation.number,
+        );
+        tracing::error!("{message}");
+        self.emit(generation.number, "checkpoint_refused", message);
+        Offered::Refused(why)
     }
+
+    /// Moves a refused checkpoint file aside, saying where (or why it could not be).
+    async fn keep_aside(&mut self, generation: &Generation, file: &std::path::Path) {
+        let name = self.name().to_owned();
+        let message = match self.checkpoints.set_aside(file).await {
+            Ok(kept) => format!(
+                "plugin {name}: the refused checkpoint is kept aside as {} (never loaded or pruned; move it back to offer it again); the next older one is offered",
+                kept.display()
+            ),
+            Err(why) => format!(
+                "plugin {name}: the refused checkpoint {} cannot be kept aside ({why}); the next older one is offered",
+                file.display()
+            ),
+        };
+        tracing::warn!("{message}");
+        self.emit(generation.number, "checkpoint_set_aside", message);
+        self.report_notices(generation.number);
+    }
+
+    fn started_empty(&mut self, generation: &Generation, why: String) {
+        let message = format!("plugin {} starts with an EMPTY state: {why}", self.name());
+        tracing::warn!("{message}");
+        self.emit(generation.number, "checkpoint_none", message);
+    }
+}
+
+/// Checkpoints offered to a new process at one start, newest first: each is read whole
+/// (up to `max_state_bytes`) and streamed to it, so a plugin refusing each costs a
+/// bounded start. The pruner keeps 3, so this only cuts short a directory that has more.
+const MAX_OFFERED: usize = 8;
+
+/// How much of a plugin's refusal is repeated in the host's log and events.
+const MAX_REASON_CHARS: usize = 512;
+
+/// How an offer of a checkpoint to `Restore` went.
+enum Offered {
+    Accepted,
+    /// The plugin answered with a refusal (its words).
+    Refused(String),
+    /// No answer: the process died or its connection broke (what was seen).
+    Failed(String),
 }
 
 fn show(d: Duration) -> String {

@@ -11,8 +11,9 @@
 //!   PAYLOAD in its environment), `runtime` (the flavour and worker count of the runtime
 //!   serving it, e.g. `current_thread 1`). `FAULTY_WORKERS` = N serves on
 //!   `Server::worker_threads(N)`.
-//!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave;
-//!   otherwise it accepts any state (and keeps none). More faults, each by its own
+//!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave, and
+//!   `refuse-above:N` refuses a count above N (as a plugin's own check of its state
+//!   would); otherwise it accepts any state (and keeps only its own 8-byte count). More faults, each by its own
 //!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
 //!   (exits on an unknown method), `FAULTY_SNAPSHOT_CLOCK` (a snapshot that is never
 //!   the same twice), `FAULTY_IGNORE_SIGTERM`, `FAULTY_LINGER` (does not exit after
@@ -311,6 +312,19 @@ impl Plugin for Faulty {
             Ok("refuse") => Err(Status::failed_precondition(format!(
                 "faulty refuses state schema {schema_version} on purpose"
             ))),
+            Ok(other) if other.starts_with("refuse-above:") => {
+                let most: u64 = other["refuse-above:".len()..].parse().unwrap_or(0);
+                let count = <[u8; 8]>::try_from(state.as_slice())
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| Status::invalid_argument("faulty's state is 8 bytes"))?;
+                if count > most {
+                    return Err(Status::failed_precondition(format!(
+                        "faulty refuses a count of {count}: more than {most}"
+                    )));
+                }
+                self.hits.store(count, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
             _ => {
                 // Its own 8-byte state; anything else (another plugin's) is accepted and dropped.
                 if let Ok(bytes) = <[u8; 8]>::try_from(state.as_slice()) {

@@ -33,6 +33,7 @@ mod plugin_runtime;
 mod precopy;
 mod python;
 mod python_package;
+mod refused_checkpoints;
 mod reload;
 mod runtime_dir_access;
 mod runtime_files;
