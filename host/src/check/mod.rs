@@ -16,6 +16,7 @@ use crate::launch::{check_handshake, describe_exit};
 mod incremental;
 mod instance;
 mod probes;
+mod refusals;
 
 use instance::{start, wait_serving};
 use probes::{call, check_services, is_unauthenticated, joined, snapshot};
@@ -328,6 +329,19 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
         _ => report.push(Verdict::Skip("needs the snapshot and restore check".into())),
     }
 
+    // On the first instance, which no later check calls: a bad stream it accepts may
+    // have changed its state.
+    if matches!(a.child.try_wait(), Ok(None)) {
+        match refusals::check(&mut a, timeout).await {
+            Ok(text) => report.pass(text),
+            Err(e) => report.fail(e),
+        }
+    } else {
+        report.push(Verdict::Skip(
+            "the first instance is no longer running".into(),
+        ));
+    }
+
     match &mut b {
         Some(b) => {
             let asked = tokio::time::timeout(timeout, b.rpc().shutdown(ShutdownRequest {})).await;
@@ -375,7 +389,7 @@ pub async fn run(opts: &CheckOptions) -> Vec<CheckLine> {
 }
 
 /// Every check, in the order they run.
-pub const ALL_CHECKS: [&str; 13] = [
+pub const ALL_CHECKS: [&str; 14] = [
     "handshake line",
     "protocol version",
     "health",
@@ -386,6 +400,7 @@ pub const ALL_CHECKS: [&str; 13] = [
     "unknown method",
     "snapshot and restore",
     "incremental snapshots",
+    "restore refusals",
     "shutdown",
     "sigterm",
     "stdout",

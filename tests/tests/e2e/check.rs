@@ -215,3 +215,35 @@ fn a_delta_that_does_not_follow_its_cursor_fails_the_incremental_check() {
         "is a delta that says it follows",
     );
 }
+
+#[test]
+fn a_restore_that_checks_nothing_fails_naming_each_bad_stream() {
+    let python = venv_python();
+    let lax = repo_root().join("tests/plugins/lax_restore.py");
+    let (code, report) = baton_check(
+        &["--call", "set=kept"],
+        &[python.to_str().expect("path"), lax.to_str().expect("path")],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{report}");
+    // Every bad stream of the shared vectors a receiver can judge without knowing the
+    // plugin's own size limit.
+    for vector in [
+        "out of order",
+        "a gap in seq",
+        "schema changed between chunks",
+        "a chunk after the last",
+        "no last chunk",
+        "empty stream",
+        "wrong checksum",
+        "announces less than it sends",
+        "announces more than it sends",
+    ] {
+        assert_fails(&report, "restore refusals", &format!("{vector:?}"));
+    }
+    // What it gets right still passes: the failure is Restore's alone.
+    assert!(
+        line(&report, "snapshot and restore").starts_with("pass"),
+        "{report}"
+    );
+}
