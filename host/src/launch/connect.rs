@@ -88,7 +88,7 @@ impl Launcher {
             } else {
                 describe.services.join(", ")
             };
-            return Err(StartError::Handshake(format!(
+            return Err(StartError::Mismatch(format!(
                 "does not serve {} (required by `services` in the config); it serves: {offered}",
                 missing.join(", ")
             )));
@@ -129,7 +129,7 @@ impl Launcher {
             })?;
             let problems = crate::api_check::incompatibilities(expected, &offered, service);
             if !problems.is_empty() {
-                return Err(StartError::Handshake(format!(
+                return Err(StartError::Mismatch(format!(
                     "its {service} is not compatible with the application's (api_descriptors): {}",
                     problems.join("; ")
                 )));

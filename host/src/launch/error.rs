@@ -55,6 +55,10 @@ pub enum StartError {
     /// The handshake went wrong; the text says what was expected and what came.
     #[error("{0}")]
     Handshake(String),
+    /// The build does not serve what the config requires of it (`services`, or a
+    /// service incompatible with `api_descriptors`): starting it again cannot help.
+    #[error("{0}")]
+    Mismatch(String),
     /// It exited while starting.
     #[error("exited during start-up ({status}){}", stderr_suffix(.stderr))]
     Exited {
@@ -105,6 +109,11 @@ impl StartError {
             command: command.to_owned(),
             source,
         }
+    }
+
+    /// Whether the build and its config disagree, which no restart can mend.
+    pub fn is_config_mismatch(&self) -> bool {
+        matches!(self, Self::Mismatch(_))
     }
 
     /// Whether the host or its setup, not the plugin, is why it did not start.

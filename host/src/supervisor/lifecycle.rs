@@ -41,6 +41,14 @@ enum Ended {
     },
 }
 
+/// Why a plugin goes straight to `Failed`, without a restart.
+enum Tripped {
+    /// It crossed a resource limit again right after a fresh start.
+    Breaker,
+    /// Its build does not serve what its config requires (`services`, `api_descriptors`).
+    Mismatch,
+}
+
 /// What a plugin waiting to restart does next.
 enum Next {
     Start,
@@ -136,8 +144,10 @@ impl Supervisor {
                             restarting = true;
                             continue;
                         }
-                        Ended::Crashed { reason, uptime } => (reason, uptime, false, false),
-                        Ended::Tripped { reason } => (reason, Duration::ZERO, true, false),
+                        Ended::Crashed { reason, uptime } => (reason, uptime, None, false),
+                        Ended::Tripped { reason } => {
+                            (reason, Duration::ZERO, Some(Tripped::Breaker), false)
+                        }
                     }
                 }
                 Err(e) => {
@@ -148,12 +158,14 @@ impl Supervisor {
                     tracing::error!(generation = number, "{reason}");
                     self.emit(number, "start_failed", reason.clone());
                     self.answer_pending(Err(reason.clone()));
-                    (reason, Duration::ZERO, false, e.is_host_side())
+                    // Starting it again cannot help; waiting for a change can.
+                    let mismatch = e.is_config_mismatch().then_some(Tripped::Mismatch);
+                    (reason, Duration::ZERO, mismatch, e.is_host_side())
                 }
             };
             restarting = true;
             self.live = None;
-            let delay = if tripped {
+            let delay = if tripped.is_some() {
                 None
             } else if host_side {
                 Some(self.policy.on_host_shortage())
@@ -183,12 +195,16 @@ impl Supervisor {
                 }
                 None => {
                     let cfg = &self.launcher.config.restart;
-                    let failed = format!(
-                        "plugin {} failed: {} crashes within {} ms; last: {reason}",
-                        self.name(),
-                        cfg.max_crashes,
-                        cfg.crash_window_ms
-                    );
+                    let name = self.name();
+                    let failed = match tripped {
+                        Some(Tripped::Mismatch) => format!(
+                            "plugin {name} failed: a config mismatch, not retried: {reason}; a build that serves what the config requires, a config that no longer requires it, or `baton ctl restart {name}` starts it again"
+                        ),
+                        _ => format!(
+                            "plugin {name} failed: {} crashes within {} ms; last: {reason}",
+                            cfg.max_crashes, cfg.crash_window_ms
+                        ),
+                    };
                     tracing::error!("{failed}");
                     self.emit(number, "failed", failed.clone());
                     self.route.send_replace(Route::Refusing {

@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod config_first_build;
 mod config_reload_guards;
+mod config_mismatch;
 mod control_socket;
 mod crashes;
 mod descendants;
