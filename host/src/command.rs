@@ -14,9 +14,11 @@ pub(crate) enum Command {
     /// over to a fresh one, unless that keeps happening.
     OverLimit { pid: u32, reason: String },
     /// Stop the process (a final checkpoint first, if it keeps them) and keep the
-    /// plugin stopped until `Resume`; `by` says who asked. Answers what was done.
+    /// plugin stopped until `Resume`; `by` says who asked. Without checkpoints, its
+    /// state is lost: refused unless `discard_state`. Answers what was done.
     Suspend {
         by: String,
+        discard_state: bool,
         reply: oneshot::Sender<Result<String, String>>,
     },
     /// Start a suspended plugin; answers with the generation serving.

@@ -269,7 +269,7 @@ impl Supervisor for ControlService {
         let by = asked_by(&request, &request.get_ref().by);
         let message = self
             .plugin(&request.get_ref().plugin)?
-            .suspend(&by)
+            .suspend(&by, request.get_ref().discard_state)
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(LifecycleResponse {

@@ -10,7 +10,7 @@ const BY: &str = "baton ctl";
 
 /// One lifecycle command.
 pub(crate) enum Lifecycle {
-    Stop(String),
+    Stop { plugin: String, discard_state: bool },
     Start(String),
     Restart { plugin: String, fresh: bool },
     ReloadConfig { allow_empty: bool, dry_run: bool },
@@ -25,9 +25,19 @@ pub(crate) async fn run(
         plugin,
         by: BY.into(),
         fresh,
+        discard_state: false,
     };
     let answer = match command {
-        Lifecycle::Stop(plugin) => client.stop(request(plugin, false)).await,
+        Lifecycle::Stop {
+            plugin,
+            discard_state,
+        } => {
+            let stop = LifecycleRequest {
+                discard_state,
+                ..request(plugin, false)
+            };
+            client.stop(stop).await
+        }
         Lifecycle::Start(plugin) => client.start(request(plugin, false)).await,
         Lifecycle::Restart { plugin, fresh } => client.restart(request(plugin, fresh)).await,
         Lifecycle::ReloadConfig {

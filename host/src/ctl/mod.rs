@@ -124,6 +124,10 @@ pub(crate) enum CtlCmd {
     Stop {
         /// The plugin's configured name.
         plugin: String,
+        /// Stop a plugin that keeps no checkpoints although its state is then lost
+        /// (without this, such a stop is refused, saying so).
+        #[arg(long)]
+        discard_state: bool,
     },
     /// Start PLUGIN after a `stop` (from its last checkpoint, if it keeps them).
     Start {
@@ -202,8 +206,15 @@ async fn ctl_async(Ctl { socket, command }: Ctl) -> Result<(), String> {
             method,
             json,
         } => crate::call::call(channel, &plugin, &method, json).await?,
-        CtlCmd::Stop { plugin } => {
-            crate::lifecycle_cmd::run(&mut client, Lifecycle::Stop(plugin)).await?;
+        CtlCmd::Stop {
+            plugin,
+            discard_state,
+        } => {
+            let stop = Lifecycle::Stop {
+                plugin,
+                discard_state,
+            };
+            crate::lifecycle_cmd::run(&mut client, stop).await?;
         }
         CtlCmd::Start { plugin } => {
             crate::lifecycle_cmd::run(&mut client, Lifecycle::Start(plugin)).await?;

@@ -27,10 +27,17 @@ impl PluginHandle {
 
     /// Stops the plugin's process (after a final checkpoint, if it keeps them) and
     /// keeps it stopped until [`start`](Self::start): meanwhile its calls fail at once,
-    /// saying it was stopped and by whom (`by`, e.g. "baton ctl (uid 1000)").
-    pub async fn suspend(&self, by: &str) -> Result<String, String> {
+    /// saying it was stopped and by whom (`by`, e.g. "baton ctl (uid 1000)"). A serving
+    /// plugin that keeps no checkpoints would lose its state: that stop is refused,
+    /// saying so, unless `discard_state`.
+    pub async fn suspend(&self, by: &str, discard_state: bool) -> Result<String, String> {
         let by = by.to_owned();
-        self.ask(|reply| Command::Suspend { by, reply }).await
+        self.ask(|reply| Command::Suspend {
+            by,
+            discard_state,
+            reply,
+        })
+        .await
     }
 
     /// Starts a plugin stopped by [`suspend`](Self::suspend) (from its last checkpoint,

@@ -48,9 +48,14 @@ impl Host {
         for name in running.keys().filter(|n| !new.plugins.contains_key(*n)) {
             self.remove(name).await;
             report.removed.push(name.clone());
+            // The config said so: removed even without checkpoints, but not silently.
+            let lost = match running.get(name).map(|p| p.checkpoint_interval_ms) {
+                Some(None) => "; its state is discarded (it kept no checkpoints)",
+                _ => "",
+            };
             report
                 .changes
-                .push(format!("plugin {name}: removed, stopped"));
+                .push(format!("plugin {name}: removed, stopped{lost}"));
         }
         let mut changing = tokio::task::JoinSet::new();
         for (name, config) in &new.plugins {

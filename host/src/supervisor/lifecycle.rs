@@ -34,6 +34,8 @@ enum Ended {
     Suspended {
         by: String,
         reply: oneshot::Sender<Result<String, String>>,
+        /// It kept no checkpoints: its state is gone.
+        discarded: bool,
     },
     /// Stopped to start again from nothing.
     Fresh {
@@ -103,13 +105,13 @@ impl Supervisor {
             // Dropping the launch (above) killed a half-started process (kill_on_drop).
             let launched = match launched {
                 Ok(launched) => launched,
-                Err(Some(Command::Suspend { by, reply })) => {
+                Err(Some(Command::Suspend { by, reply, .. })) => {
                     self.emit(
                         number,
                         "stopped",
                         format!("plugin {} stopped by {by} while starting", self.name()),
                     );
-                    match Box::pin(self.stay_suspended(number, by, reply)).await {
+                    match Box::pin(self.stay_suspended(number, by, reply, false)).await {
                         Woken::Start => {
                             restarting = false;
                             continue;
@@ -129,8 +131,13 @@ impl Supervisor {
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {
                         Ended::Stopped => return,
-                        Ended::Suspended { by, reply } => {
-                            match Box::pin(self.stay_suspended(number, by, reply)).await {
+                        Ended::Suspended {
+                            by,
+                            reply,
+                            discarded,
+                        } => {
+                            match Box::pin(self.stay_suspended(number, by, reply, discarded)).await
+                            {
                                 Woken::Start => {
                                     restarting = false;
                                     continue;
@@ -240,7 +247,7 @@ impl Supervisor {
                     format!("plugin {} stopped by {by}", self.name()),
                 );
                 matches!(
-                    Box::pin(self.stay_suspended(number, by, reply)).await,
+                    Box::pin(self.stay_suspended(number, by, reply, false)).await,
                     Woken::Start
                 )
             }
@@ -282,7 +289,7 @@ impl Supervisor {
                         self.pending_reload = Some(reply);
                         return Next::Start;
                     }
-                    Some(Command::Suspend { by, reply }) => return Next::Suspend { by, reply },
+                    Some(Command::Suspend { by, reply, .. }) => return Next::Suspend { by, reply },
                     Some(Command::Reconfigure(r)) => {
                         let revives = delay.is_none() && !r.change.process.is_empty();
                         self.reconfigure_idle(r);
@@ -418,13 +425,18 @@ impl Supervisor {
                         Box::pin(self.stop_for_fresh_start(current, &by)).await;
                         return Ended::Fresh { reply };
                     }
-                    Some(Command::Suspend { by, reply }) => {
-                        if self.checkpoint_every.is_some() {
+                    Some(Command::Suspend { by, discard_state, reply }) => {
+                        if let Err(why) = self.may_suspend(discard_state) {
+                            let _ = reply.send(Err(why));
+                            continue;
+                        }
+                        let discarded = self.checkpoint_every.is_none();
+                        if !discarded {
                             // What the next start restores.
                             Box::pin(self.checkpoint(&current)).await;
                         }
                         Box::pin(self.stop_generation(current, Some(&by))).await;
-                        return Ended::Suspended { by, reply };
+                        return Ended::Suspended { by, reply, discarded };
                     }
                     Some(Command::Resume { reply, .. }) => {
                         let _ = reply.send(Err(format!("plugin {} is running already (generation {})", self.name(), current.number)));

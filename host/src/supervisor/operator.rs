@@ -125,13 +125,29 @@ impl Supervisor {
         }
     }
 
+    /// Whether the serving plugin may be stopped: one that keeps no checkpoints holds
+    /// its state only in its process, so its stop must be asked for knowing that.
+    pub(super) fn may_suspend(&self, discard_state: bool) -> Result<(), String> {
+        if self.checkpoint_every.is_some() || discard_state {
+            return Ok(());
+        }
+        let name = self.name();
+        Err(format!(
+            "plugin {name} keeps no checkpoints: its state (in the process) would not survive the stop; \
+             `baton ctl stop {name} --discard-state` stops it anyway, or set \
+             plugins.{name}.checkpoint_interval_ms (and reload the config) to keep it across a stop"
+        ))
+    }
+
     /// Keeps the plugin stopped (calls fail at once, saying by whom) until it is
-    /// started, restarted or stopped for good.
+    /// started, restarted or stopped for good. `discarded`: its state went with its
+    /// process, which the answer says.
     pub(super) async fn stay_suspended(
         &mut self,
         number: u64,
         by: String,
         reply: oneshot::Sender<Result<String, String>>,
+        discarded: bool,
     ) -> Woken {
         let name = self.name().to_owned();
         let reason =
@@ -146,7 +162,21 @@ impl Supervisor {
             s.socket = None;
             s.ready_at = None;
         });
-        let _ = reply.send(Ok(format!("plugin {name} stopped (by {by})")));
+        let note = if discarded {
+            "; its state discarded (it keeps no checkpoints)"
+        } else {
+            ""
+        };
+        if discarded {
+            self.emit(
+                number,
+                "state_discarded",
+                format!(
+                    "plugin {name} stopped by {by} without checkpoints: its state is discarded"
+                ),
+            );
+        }
+        let _ = reply.send(Ok(format!("plugin {name} stopped (by {by}){note}")));
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {

@@ -370,7 +370,10 @@ async fn the_last_error_shows_its_age_and_a_later_start_clears_it() {
     )
     .await;
     host.serving("faulty", Duration::from_secs(10)).await;
-    ok(ctl_at(&host.socket, &["stop", "faulty"], &[]), "stop");
+    ok(
+        ctl_at(&host.socket, &["stop", "faulty", "--discard-state"], &[]),
+        "stop",
+    );
     ok(ctl_at(&host.socket, &["start", "faulty"], &[]), "start");
     assert_eq!(host.status("faulty").await.last_error, "");
 }

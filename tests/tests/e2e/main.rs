@@ -44,6 +44,7 @@ mod sdk_ring;
 mod sdk_socket_path;
 mod sdk_token;
 mod security;
+mod stop_state;
 mod token;
 mod top;
 mod typed;
