@@ -88,6 +88,8 @@ async fn a_refused_checkpoint_falls_back_to_an_older_one_and_is_kept_aside() {
         "no checkpoint of 5 among {files:?}"
     );
     let seven = std::fs::read(&newest).expect("read the newest");
+    // Usually one of 7; another may land before the kill on a slow machine.
+    let sevens = files.iter().filter(|f| count_in(f) == 7).count();
 
     // A build whose own check refuses more than 5: the newest is refused, by name,
     // and the older one it accepts is where it starts.
@@ -148,5 +150,5 @@ async fn a_refused_checkpoint_falls_back_to_an_older_one_and_is_kept_aside() {
     let kept = std::fs::read_dir(dir.join("refused"))
         .expect("the refused directory")
         .count();
-    assert_eq!(kept, 4);
+    assert_eq!(kept, sevens + 3);
 }
