@@ -20,6 +20,7 @@ use tower::{Service, ServiceExt};
 
 use crate::handle::{self, PluginHandle};
 use crate::message_limit::LimitedBody;
+use crate::plugin_set::PluginSet;
 use crate::reclaim::Reclaimable;
 use crate::route::{InFlight, Live};
 
@@ -28,11 +29,27 @@ use crate::route::{InFlight, Live};
 #[derive(Clone, Debug)]
 pub struct PluginChannel {
     handle: PluginHandle,
+    /// Set for the daemon's forwarding (the plugins it forwards to, named in its
+    /// refusals): only the services the serving generation's `Describe` lists (and
+    /// reflection) are called. A library's own code calls what its clients name.
+    described_only: Option<PluginSet>,
 }
 
 impl PluginChannel {
     pub(crate) fn new(handle: PluginHandle) -> Self {
-        Self { handle }
+        Self {
+            handle,
+            described_only: None,
+        }
+    }
+
+    /// A channel for calls from outside the host: each is refused, before it reaches
+    /// the plugin, unless the generation that would serve it describes its service.
+    pub(crate) fn described_only(handle: PluginHandle, plugins: PluginSet) -> Self {
+        Self {
+            handle,
+            described_only: Some(plugins),
+        }
     }
 }
 
@@ -49,13 +66,18 @@ impl tower::Service<http::Request<Body>> for PluginChannel {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let handle = self.handle.clone();
-        Box::pin(async move { Ok(send(handle, request).await) })
+        let described_only = self.described_only.clone();
+        Box::pin(async move { Ok(send(handle, request, described_only).await) })
     }
 }
 
 /// One call: wait for a serving generation, send, and wrap the answer so that the call
 /// stays counted in flight (and in the metrics) until its response ends.
-async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Response<Body> {
+async fn send(
+    handle: PluginHandle,
+    request: http::Request<Body>,
+    described_only: Option<PluginSet>,
+) -> http::Response<Body> {
     let path: Arc<str> = Arc::from(request.uri().path());
     let started = std::time::Instant::now();
     // Each message of the request is held to the plugin's max_message_bytes as it goes.
@@ -77,6 +99,14 @@ async fn send(handle: PluginHandle, request: http::Request<Body>) -> http::Respo
                 return status.into_http();
             }
         };
+        // Judged against the generation that would serve it: a handover may bring a
+        // build that describes other services. Never counted: it never reached the
+        // plugin, and a client's made-up names would each become a metric.
+        if let Some(plugins) = &described_only
+            && let Some(refusal) = crate::forward::undescribed(handle.name(), &live, &path, plugins)
+        {
+            return refusal.into_http();
+        }
         // Registered from the start: a call still waiting for its answer (a client
         // stream the caller keeps sending on, say) is ended like an open response
         // stream when a handover has waited `stream_drain_ms` for it.

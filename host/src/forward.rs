@@ -1,8 +1,9 @@
 //! Forwarding calls to plugins' application services through the daemon: a gRPC call on
 //! the control socket to any service but `baton.host.v1.Supervisor`, carrying metadata
 //! `x-baton-plugin: NAME`, goes to that plugin as it is — frames in, frames out, no
-//! descriptors needed — through [`PluginHandle::channel`], so it waits, holds, counts
-//! and fails exactly as a library caller's would.
+//! descriptors needed — through a [`PluginChannel`], so it waits, holds, counts and
+//! fails exactly as a library caller's would. Only the services the plugin describes
+//! go through (see [`refusal`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +14,12 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tower::Service;
 
+use crate::channel::PluginChannel;
 use crate::plugin_set::PluginSet;
+
+mod refusal;
+
+pub(crate) use refusal::undescribed;
 
 /// The metadata key that names the plugin a forwarded call is for.
 pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";
@@ -68,44 +74,49 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Answer<S::Error> {
-        let wanted = request
+        let answer = |status: Status| -> Answer<S::Error> {
+            Box::pin(async move { Ok(status.into_http()) })
+        };
+        let path = request.uri().path();
+        if path.starts_with(SUPERVISOR_PREFIX) {
+            // The control API's own calls, whatever metadata they carry.
+            return Box::pin(self.inner.call(request));
+        }
+        let name = match request
             .headers()
             .get(PLUGIN_METADATA_KEY)
-            .map(|v| v.to_str().map(str::to_owned));
-        let ours = request.uri().path().starts_with(SUPERVISOR_PREFIX);
-        let name = match wanted {
-            Some(_) if ours => None,
-            None => None,
-            Some(Ok(name)) => Some(name),
+            .map(|v| v.to_str())
+        {
+            Some(Ok(name)) => name.to_owned(),
             Some(Err(_)) => {
-                let status = Status::invalid_argument(format!(
+                return answer(Status::invalid_argument(format!(
                     "{PLUGIN_METADATA_KEY} is not a plugin name (not visible ASCII)"
-                ));
-                return Box::pin(async move { Ok(status.into_http()) });
+                )));
             }
+            // The router behind serves the Supervisor alone: this call was meant for a
+            // plugin, and the message says how to name it.
+            None => return answer(refusal::no_header(path, &self.plugins)),
         };
-        let Some(name) = name else {
-            let answer = self.inner.call(request);
-            return Box::pin(answer);
+        let Some(handle) = self.plugins.get(&name) else {
+            return answer(refusal::no_such_plugin(&name, path, &self.plugins));
         };
-        match self.plugins.get(&name) {
-            Some(handle) => {
-                let mut channel = handle.channel();
-                Box::pin(async move {
-                    match channel.call(request).await {
-                        Ok(response) => Ok(response),
-                        Err(never) => match never {},
-                    }
-                })
-            }
-            None => {
-                let status = Status::not_found(format!(
-                    "no plugin named {} in this host (it has: {}); {PLUGIN_METADATA_KEY} names the plugin a call is for",
-                    crate::printable::quoted(&name, 64),
-                    self.plugins.names().join(", ")
-                ));
-                Box::pin(async move { Ok(status.into_http()) })
-            }
+        let whole = request.uri().path_and_query().map_or(path, |p| p.as_str());
+        let Some(service) = refusal::service_of(whole) else {
+            return answer(refusal::not_a_method(&name, whole));
+        };
+        if let Some(denied) =
+            refusal::supervisors_own(&name, service, handle.serving_now().as_deref())
+        {
+            return answer(denied);
         }
+        // Whether the plugin describes the service is judged once a generation serves
+        // the call, against that generation's Describe.
+        let mut channel = PluginChannel::described_only(handle, self.plugins.clone());
+        Box::pin(async move {
+            match channel.call(request).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            }
+        })
     }
 }

@@ -372,6 +372,15 @@ impl PluginHandle {
         PluginChannel::new(self.clone())
     }
 
+    /// The generation serving now, if one is (not counted as a call): for messages
+    /// that say what it serves.
+    pub(crate) fn serving_now(&self) -> Option<Arc<Live>> {
+        match &*self.inner.route.borrow() {
+            Route::Serving(live) => Some(live.clone()),
+            _ => None,
+        }
+    }
+
     /// How long a call waits for the plugin to serve.
     pub(crate) fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.inner.call_timeout_ms.load(Ordering::Relaxed))

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use crate::handle::PluginHandle;
 
 /// See the module's documentation. Cheap to clone; every clone sees every change.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PluginSet {
     plugins: Arc<RwLock<Arc<BTreeMap<String, PluginHandle>>>>,
 }

@@ -2,6 +2,7 @@
 //! the serving generation as callers see it ([`Live`]): its clients, and the count of
 //! calls in flight on it that a handover waits to drain.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub(crate) struct Live {
     pub(crate) pid: u32,
     /// For calls to its application services.
     pub(crate) transport: TokenService<crate::launch::UnixClient>,
+    /// The application services its `Describe` lists: all the daemon forwards to it
+    /// (with reflection), whatever else its socket serves.
+    pub(crate) services: BTreeSet<String>,
     pub(crate) exited: watch::Receiver<Option<String>>,
     /// Calls sent to this generation and not yet answered.
     inflight: AtomicUsize,
@@ -54,6 +58,7 @@ impl Live {
             generation: generation.number,
             pid: generation.pid,
             transport: generation.transport.clone(),
+            services: generation.describe.services.iter().cloned().collect(),
             exited: generation.exited.clone(),
             inflight: AtomicUsize::new(0),
             idle: Notify::new(),

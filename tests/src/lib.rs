@@ -36,6 +36,7 @@ use tonic::transport::{Channel, Endpoint};
 mod cpuset;
 mod ctl;
 mod files;
+mod forwarded;
 mod host;
 mod procs;
 mod sdk_launch;
@@ -44,6 +45,7 @@ mod toolchains;
 pub use cpuset::Cpuset;
 pub use ctl::{Watched, ctl_at, ctl_command};
 pub use files::{replace_by_hard_link, replace_by_rename, rewrite_in_place, script};
+pub use forwarded::{ToPlugin, through_daemon};
 pub use host::{
     EventLog, Load, TestHost, baton_check, plugin, run_refused_config, run_refused_config_with_env,
     run_until_exit,
