@@ -253,7 +253,16 @@ async fn reload_config(
     {
         Ok(config) => config,
         Err(e) => {
-            let why = format!("the config was refused, nothing changed: {e}");
+            // The count comes first: a long list reaches a client cut to its first lines
+            // (baton_transport::MAX_STATUS_MESSAGE_BYTES), and is whole in this log.
+            let why = match e.each().len() {
+                1 => format!("the config was refused, nothing changed: {e}"),
+                n => format!(
+                    "the config was refused, nothing changed: {n} errors (all of them in the \
+                     host's log, and from `baton validate {}`):\n{e}",
+                    path.display()
+                ),
+            };
             tracing::error!("{why}");
             return Err(why);
         }

@@ -92,7 +92,8 @@ where
                         self.pending = Some((data, end));
                     }
                     Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
+                        if let Ok(mut trailers) = frame.into_trailers() {
+                            crate::status_text::bound(&mut trailers);
                             let _ = self.stream.send_trailers(trailers);
                         }
                         return Poll::Ready(());

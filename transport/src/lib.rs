@@ -12,6 +12,7 @@ mod quiet;
 mod router;
 mod server;
 mod spin;
+mod status_text;
 #[cfg(test)]
 mod test_socket;
 mod unary;
@@ -24,5 +25,6 @@ pub use quiet::QuietUnix;
 pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};
 pub use spin::{MAX_SPIN, spin_on};
+pub use status_text::{MAX_STATUS_MESSAGE_BYTES, bounded as bounded_status_text};
 pub use unary::grpc_timeout_value;
 pub use unary_route::{EarlyJudge, UnaryHandler, UnaryRoute};

@@ -131,7 +131,8 @@ impl UnaryRoute {
                 let _ = stream.send_trailers(trailers);
             }
             Err(status) => {
-                let (head, ()) = status.into_http::<()>().into_parts();
+                let (mut head, ()) = status.into_http::<()>().into_parts();
+                crate::status_text::bound(&mut head.headers);
                 let _ = respond.send_response(http::Response::from_parts(head, ()), true);
             }
         }

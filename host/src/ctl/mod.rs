@@ -381,8 +381,10 @@ async fn methods_hint(
         return String::new();
     }
     // On the error's line: scripts and logs take an error as one line.
+    // The method is the caller's own, echoed back cut like the host's messages cut it.
     format!(
-        " (plugin {plugin} describes no method {method:?}; its methods: {})",
+        " (plugin {plugin} describes no method {}; its methods: {})",
+        baton_host::printable::quoted(method, 64),
         methods.join(", ")
     )
 }
