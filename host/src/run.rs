@@ -255,7 +255,11 @@ async fn reload_config(
         Err(e) => {
             // The count comes first: a long list reaches a client cut to its first lines
             // (baton_transport::MAX_STATUS_MESSAGE_BYTES), and is whole in this log.
-            let why = match e.each().len() {
+            let count = match &e {
+                baton_host::config::SettleError::Config(e) => e.each().len(),
+                baton_host::config::SettleError::StillChanging { .. } => 1,
+            };
+            let why = match count {
                 1 => format!("the config was refused, nothing changed: {e}"),
                 n => format!(
                     "the config was refused, nothing changed: {n} errors (all of them in the \
