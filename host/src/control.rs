@@ -12,6 +12,7 @@ use baton_proto::host::{
     ListRequest, ListResponse, LogsRequest, ReloadConfigRequest, ReloadConfigResponse,
     ReloadRequest, ReloadResponse, StatusRequest,
 };
+use baton_transport::socket_file::{BoundSocket, Claimant, SocketPathError};
 use tokio::net::UnixListener;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::Stream;
@@ -25,7 +26,6 @@ use crate::host::ConfigReload;
 use crate::invoke_size;
 use crate::message_limit::MAX_MESSAGE_BYTES;
 use crate::plugin_set::PluginSet;
-use crate::socket_file::{self, BoundSocket, SocketPathError};
 use crate::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
 
@@ -489,11 +489,17 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// The daemon's words when its control socket path is taken: the config names the path.
+const CONTROL_SOCKET: Claimant = Claimant {
+    in_use: "is in use by another running baton host",
+    not_a_socket: "choose another path, or move the file away",
+};
+
 /// Binds the control socket, refusing to take over one a live host still serves or a
 /// path that holds anything but a stale socket. The returned [`BoundSocket`] removes
 /// the socket later only if the path still holds this one.
 pub async fn bind(path: &Path) -> Result<(UnixListener, BoundSocket), SocketPathError> {
-    socket_file::claim(path).await?;
+    CONTROL_SOCKET.claim(path).await?;
     let io = |what, source| SocketPathError::Io {
         path: path.to_owned(),
         what,

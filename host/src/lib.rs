@@ -47,7 +47,6 @@ mod reclaim;
 pub mod reflect;
 mod route;
 pub mod services;
-pub mod socket_file;
 mod status;
 pub mod supervisor;
 pub mod watch;

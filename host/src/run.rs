@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use baton_host::control::{self, ControlService, ReloadConfigCall};
-use baton_host::socket_file::SocketPathError;
 use baton_host::{Config, Host};
+use baton_transport::socket_file::SocketPathError;
 
 use crate::runtime;
 

@@ -57,16 +57,15 @@ mod host;
 mod image;
 mod server;
 mod service;
-mod socket_path;
 pub mod state_map;
 
 pub use baton_proto::state;
 
+pub use baton_transport::socket_file::SocketPathError;
 pub use bytes::Bytes;
 pub use host::{AddToken, HostChannel, HostClient, HostClientError, LogLevel};
 pub use image::StateImage;
 pub use server::{Launch, LaunchError, Server, WORKERS_ENV, serve, serve_with_listener};
-pub use socket_path::SocketPathError;
 pub use state_map::StateMap;
 pub use tonic::{Code, Status, async_trait};
 pub use tracing;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use baton_proto::plugin::plugin_server::PluginServer;
 use baton_proto::{PROTOCOL_VERSION, TOKEN_METADATA_KEY, env};
+use baton_transport::socket_file::{BoundSocket, Claimant, SocketPathError};
 use baton_transport::{Check, Router, ServerConfig, UnaryRoute};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
@@ -18,10 +19,14 @@ use tonic::server::NamedService;
 
 use crate::Plugin;
 use crate::service::PluginService;
-use crate::socket_path::BoundSocket;
 
 /// Largest message the SDK accepts or sends (payloads of `Invoke`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// A plugin's words when its socket path is taken: the host chose the path.
+const PLUGIN_SOCKET: Claimant = Claimant {
+    in_use: "is a socket another process is listening on; it was left alone",
+    not_a_socket: "the host must be given a path that is free",
+};
 /// The method the host calls most, served by hand rather than through tonic.
 const INVOKE_PATH: &str = "/baton.plugin.v1.Plugin/Invoke";
 /// HTTP/2 flow-control window per stream (the connection gets twice as much).
@@ -64,8 +69,8 @@ pub enum LaunchError {
     )]
     EmptyToken,
     /// Something is at the socket path that is not a stale socket.
-    #[error("cannot use the plugin socket path: {0}")]
-    SocketPath(#[from] crate::socket_path::SocketPathError),
+    #[error("cannot use the plugin socket path ({variable}): {0}", variable = env::SOCKET)]
+    SocketPath(#[from] SocketPathError),
     /// The socket could not be bound.
     #[error("cannot bind the plugin socket {path}: {source}")]
     Bind {
@@ -238,7 +243,7 @@ impl<P: Plugin> Server<P> {
         }
         // A socket left by a killed predecessor at the same path would make bind fail;
         // anything else there is not ours to delete.
-        crate::socket_path::claim(&launch.socket).await?;
+        PLUGIN_SOCKET.claim(&launch.socket).await?;
         let bind_error = |source| LaunchError::Bind {
             path: launch.socket.clone(),
             source,

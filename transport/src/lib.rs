@@ -1,9 +1,10 @@
 //! gRPC over HTTP/2 on Unix sockets, on the `h2` crate directly rather than through
 //! hyper and tonic's `Channel` and server: the host's client to its plugins
 //! ([`UnixClient`]), and the server ([`serve`]) under the daemon's control socket, the
-//! host-services socket and the Rust plugin SDK. The bytes on the socket are standard
-//! gRPC over HTTP/2, so peers in any language are untouched; what changes is how many
-//! tasks and threads a call passes through on its way (see `docs/performance.md`).
+//! host-services socket and the Rust plugin SDK, and the rule for their socket files
+//! ([`socket_file`]). The bytes on the socket are standard gRPC over HTTP/2, so peers
+//! in any language are untouched; what changes is how many tasks and threads a call
+//! passes through on its way (see `docs/performance.md`).
 
 mod body;
 mod client;
@@ -11,6 +12,7 @@ mod framing;
 mod quiet;
 mod router;
 mod server;
+pub mod socket_file;
 mod spin;
 mod status_text;
 #[cfg(test)]

@@ -27,7 +27,7 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
         .open(path)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
-        let what = crate::socket_file::describe(&kind);
+        let what = baton_transport::socket_file::describe(&kind);
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("it is {what}, not a regular file"),

@@ -18,6 +18,7 @@ use baton_proto::host::{
     KvGetResponse, KvListRequest, KvListResponse, KvPutRequest, KvPutResponse, LogLevel,
     LogRequest, LogResponse,
 };
+use baton_transport::socket_file::BoundSocket;
 use tokio::sync::oneshot;
 use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
@@ -25,7 +26,6 @@ use tonic::{Request, Response, Status};
 use crate::events::{Event, EventSender};
 use crate::log_limit::LogLimiter;
 use crate::message_limit::MAX_MESSAGE_BYTES;
-use crate::socket_file::BoundSocket;
 
 mod ancestry;
 mod budget;
