@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use baton_proto::TOKEN_METADATA_KEY;
 use tonic::{Request, Status};
 
+use super::ancestry::Process;
 use crate::log_limit::LogLimiter;
 
 /// Which plugin, and which generation of it, made a call to the host socket. The auth
@@ -54,8 +55,11 @@ struct Admitted {
     uid: u32,
     /// The budget its `Log` calls spend.
     log: LogLimiter,
-    /// Its first process, the host's child, once it runs: what its processes descend from.
-    root: Option<u32>,
+    /// Its first process, the host's child, once it runs: what its processes descend
+    /// from. Held with its start time, since the pid alone outlives the process: once
+    /// the child is reaped (before this admission drops) a new child of the host, a
+    /// neighbour's, may be given the same pid.
+    root: Option<Process>,
 }
 
 impl Registry {
@@ -112,6 +116,7 @@ impl Registry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            // The pid and its start time: the process itself, not a later one with its pid.
             .find(|a| a.root == Some(root))
             .map(|a| a.identity.name.clone())
     }
@@ -151,7 +156,12 @@ pub(crate) struct Admission {
 impl Admission {
     /// Records the generation's first process (the host's child), from which each of its
     /// processes descends.
+    /// Called while the child is not yet reaped, so `pid` is still its own.
     pub(crate) fn rooted_at(&self, pid: u32) {
+        self.root(super::ancestry::process(pid));
+    }
+
+    fn root(&self, root: Option<Process>) {
         if let Some(admitted) = self
             .registry
             .tokens
@@ -159,7 +169,7 @@ impl Admission {
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(&self.token)
         {
-            admitted.root = Some(pid);
+            admitted.root = root;
         }
     }
 }
@@ -211,5 +221,31 @@ mod tests {
             code(registry.authenticate(request)),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[test]
+    fn a_process_given_a_reaped_roots_pid_is_not_that_plugins() {
+        let registry = Registry::default();
+        let identity = |name: &str| PluginIdentity {
+            name: Arc::from(name),
+            generation: 1,
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let now = super::super::ancestry::process(child.id()).expect("the child runs");
+        // Plugin old's root had this pid before: reaped, its admission not yet dropped.
+        let old = registry.admit("old", identity("old"), 0, test_limiter());
+        old.root(Some(Process {
+            pid: now.pid,
+            started: now.started.saturating_sub(1),
+        }));
+        assert_eq!(registry.owner_of(now.pid), None, "charged to old");
+        let new = registry.admit("new", identity("new"), 0, test_limiter());
+        new.rooted_at(child.id());
+        assert_eq!(registry.owner_of(now.pid).as_deref(), Some("new"));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
