@@ -5,6 +5,16 @@ use std::time::Duration;
 
 use baton_tests::{TestHost, plugin};
 
+/// The connections one plugin may hold on `host.sock`, as the host works it out: the
+/// socket holds an eighth of the open-files limit it raises itself to (this test's hard
+/// limit, which it inherits), between 16 and 1,024, and a plugin a quarter of that.
+fn one_plugins_share() -> usize {
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(_, hard)| hard);
+    let socket = usize::try_from(hard / 8).unwrap_or(1024).clamp(16, 1024);
+    (socket / 4).max(1)
+}
+
 #[tokio::test]
 async fn a_plugin_holding_every_connection_it_can_leaves_its_neighbour_room() {
     let host = TestHost::start(&format!(
@@ -22,8 +32,12 @@ async fn a_plugin_holding_every_connection_it_can_leaves_its_neighbour_room() {
         .await
         .parse()
         .expect("a count");
-    assert!(held >= 64, "the hog held only {held} connections");
-    eprintln!("the hog holds {held} connections");
+    let share = one_plugins_share();
+    assert!(
+        held >= share / 2,
+        "the hog held only {held} connections (its share is {share})"
+    );
+    eprintln!("the hog holds {held} connections, its share {share}");
 
     // New connections of the neighbour's, each showing its token: an event and a log line.
     assert_eq!(
@@ -33,12 +47,12 @@ async fn a_plugin_holding_every_connection_it_can_leaves_its_neighbour_room() {
     );
     assert_eq!(host.call_text("neighbour", "flood-log", "1").await, "1");
     assert!(
-        held <= 1024 / 4,
-        "one plugin held {held} connections, more than its quarter of 1,024"
+        held <= share,
+        "one plugin held {held} connections, more than its share of {share}"
     );
+    let named = format!("plugin hog holds {share} connections already");
     assert!(
-        host.log()
-            .contains("plugin hog holds 256 connections already"),
-        "the host names the plugin it refused"
+        host.log().contains(&named),
+        "the host names the plugin it refused ({named:?})"
     );
 }
