@@ -272,7 +272,7 @@ async fn reload_config(
         }
     };
     if call.dry_run {
-        let plan = host.plan_config(&config);
+        let plan = host.plan_config(&config, call.allow_empty);
         tracing::info!(
             "config dry run for {by}: {} change(s) would be made, none made",
             plan.changes.len()

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use crate::command::{Reconfigure, Reconfigured};
-use crate::config::{Config, PluginChange, PluginConfig, fixed_keys_changed, plugin_change};
+use crate::config::{Config, PluginChange, PluginConfig};
 use crate::events::Event;
 
 use super::Host;
+use super::plan::Step;
 
 /// What a config reload did, plugin by plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,58 +39,59 @@ impl Host {
     /// address, the watcher, the runtime's threads) keep their values, and each one
     /// that differs is named in `problems`.
     pub async fn reload_config(&mut self, new: &Config) -> ConfigReload {
+        let plan = self.plan(new);
         let mut report = ConfigReload::default();
-        for key in fixed_keys_changed(&self.config, new) {
+        for key in plan.fixed {
             report.problems.push(format!(
                 "`{key}` cannot change while the host runs; it keeps its value until the daemon restarts"
             ));
         }
-        let running = self.config.plugins.clone();
-        for name in running.keys().filter(|n| !new.plugins.contains_key(*n)) {
-            self.remove(name).await;
-            report.removed.push(name.clone());
-            // The config said so: removed even without checkpoints, but not silently.
-            let lost = match running.get(name).map(|p| p.checkpoint_interval_ms) {
-                Some(None) => "; its state is discarded (it kept no checkpoints)",
-                _ => "",
-            };
-            report
-                .changes
-                .push(format!("plugin {name}: removed, stopped{lost}"));
-        }
         let mut changing = tokio::task::JoinSet::new();
-        for (name, config) in &new.plugins {
-            let Some(old) = running.get(name) else {
-                self.config.plugins.insert(name.clone(), config.clone());
-                self.add(name, config.clone());
-                self.announce(
+        for step in plan.steps {
+            match step {
+                Step::Remove {
                     name,
-                    "added",
-                    format!("plugin {name} added by a config reload"),
-                );
-                report.added.push(name.clone());
-                report
-                    .changes
-                    .push(format!("plugin {name}: added, starting"));
-                continue;
-            };
-            let change = plugin_change(old, config);
-            if change.is_empty() {
-                report.unchanged.push(name.clone());
-                continue;
-            }
-            let Some(handle) = self.plugins.get(name) else {
-                continue;
-            };
-            let reconfigure = self.reconfiguration(name, old, config, change.clone());
-            let (name, config) = (name.clone(), config.clone());
-            changing.spawn(async move {
-                let outcome = handle.reconfigure(reconfigure).await;
-                if outcome.is_ok() {
-                    handle.apply_settings(&config);
+                    discards_state,
+                } => {
+                    self.remove(&name).await;
+                    report
+                        .changes
+                        .push(Step::removal_line(&name, discards_state, true));
+                    report.removed.push(name);
                 }
-                (name, config, change, outcome)
-            });
+                Step::Add { name, config } => {
+                    self.config.plugins.insert(name.clone(), config.clone());
+                    self.add(&name, config);
+                    self.announce(
+                        &name,
+                        "added",
+                        format!("plugin {name} added by a config reload"),
+                    );
+                    report
+                        .changes
+                        .push(format!("plugin {name}: added, starting"));
+                    report.added.push(name);
+                }
+                Step::Change {
+                    name,
+                    old,
+                    config,
+                    change,
+                } => {
+                    let Some(handle) = self.plugins.get(&name) else {
+                        continue;
+                    };
+                    let reconfigure = self.reconfiguration(&name, &old, &config, change.clone());
+                    changing.spawn(async move {
+                        let outcome = handle.reconfigure(reconfigure).await;
+                        if outcome.is_ok() {
+                            handle.apply_settings(&config);
+                        }
+                        (name, config, change, outcome)
+                    });
+                }
+                Step::Keep { name } => report.unchanged.push(name),
+            }
         }
         let mut done = Vec::new();
         while let Some(joined) = changing.join_next().await {

@@ -116,6 +116,57 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_dry_run_says_what_the_reload_would_discard_or_refuse() {
+    let host = TestHost::start(&format!(
+        "{}{}",
+        echoes(&["a"]),
+        plugin("counter", "counter", &[], "checkpoint_interval_ms = 1000\n")
+    ))
+    .await;
+    host.serving("a", Duration::from_secs(10)).await;
+    host.serving("counter", Duration::from_secs(10)).await;
+    let before = generations(&host).await;
+    std::fs::write(config_path(&host), socket_line(&host)).expect("empty the config");
+
+    let (ok, out, err) = host.ctl(&["reload-config", "--dry-run"]);
+    assert!(ok, "the dry run failed: {err}");
+    let plan = format!("{out}{err}");
+    for line in [
+        "plugin a: would be removed, stopped; its state would be discarded (it keeps no checkpoints)",
+        "plugin counter: would be removed, stopped\n",
+        "a reload would be refused: the new config has no plugins",
+        "reload-config --allow-empty",
+    ] {
+        assert!(
+            plan.contains(line),
+            "{line:?} missing from the plan:\n{plan}"
+        );
+    }
+
+    // Allowed, the same plan without the refusal; and the reload does what it said.
+    let (ok, out, err) = host.ctl(&["reload-config", "--dry-run", "--allow-empty"]);
+    assert!(ok, "the dry run failed: {err}");
+    assert!(!err.contains("would be refused"), "{err}");
+    assert_eq!(generations(&host).await, before, "nothing changed");
+    let planned: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("plugin "))
+        .map(|l| l.replace("would be ", "").replace("would ", ""))
+        .collect();
+    let (ok, out, err) = host.ctl(&["reload-config", "--allow-empty"]);
+    assert!(ok, "--allow-empty was refused: {err}");
+    let done: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("plugin "))
+        .map(|l| {
+            l.replace("(it kept no", "(it keeps no")
+                .replace("is discarded", "discarded")
+        })
+        .collect();
+    assert_eq!(done, planned, "the reload did what the dry run said");
+}
+
+#[tokio::test]
 async fn a_config_being_written_slowly_is_read_once_whole() {
     let (host, before) = start_with(&["a", "b", "c"]).await;
     let whole = format!("{}{}", socket_line(&host), echoes(&["a", "b", "c"]));
