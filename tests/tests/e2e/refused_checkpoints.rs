@@ -3,30 +3,36 @@
 //! and "started empty" is said only when none was accepted.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use baton_tests::{EventLog, TestHost, plugin, wait_until};
+use baton_tests::{TestHost, plugin};
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Checkpoints faulty by stopping it (a stop takes one, and answers once it is on disk),
+/// then starts it again from its newest checkpoint: with an hour between periodic ones,
+/// each checkpoint here is one the test asked for.
+fn checkpoint_and_restart(host: &TestHost) {
+    let (stopped, out, err) = host.ctl(&["stop", "faulty"]);
+    assert!(stopped, "ctl stop faulty failed: {out}{err}");
+    let (started, out, err) = host.ctl(&["start", "faulty"]);
+    assert!(started, "ctl start faulty failed: {out}{err}");
 }
 
-/// Waits for a checkpoint of faulty whose snapshot began after `after_ms`.
-async fn checkpoint_after(events: &EventLog, after_ms: u64) {
-    wait_until(
-        "a checkpoint taken after the last call",
-        Duration::from_secs(10),
-        || async {
-            events
-                .of_kind("checkpoint")
-                .iter()
-                .any(|e| e.plugin == "faulty" && e.unix_ms > after_ms)
-                .then_some(())
-        },
-    )
-    .await;
+/// Counts faulty up to 5, checkpoints, then up to 7 and checkpoints again: its directory
+/// then holds exactly a checkpoint of 5 and the newer one of 7, which is returned.
+async fn checkpoints_of_five_and_seven(state: &Path) -> PathBuf {
+    let mut host = TestHost::start(&config(state, "accept")).await;
+    for _ in 0..5 {
+        host.call_text("faulty", "hit", "").await;
+    }
+    checkpoint_and_restart(&host);
+    for _ in 0..2 {
+        host.call_text("faulty", "hit", "").await;
+    }
+    checkpoint_and_restart(&host);
+    host.kill();
+    let files = checkpoint_files(&state.join("faulty"));
+    let counts: Vec<u64> = files.iter().map(|f| count_in(f)).collect();
+    assert_eq!(counts, [5, 7], "{files:?}");
+    files[1].clone()
 }
 
 /// The checkpoint files (`ckpt-<sequence>.ckpt`) right in `dir`, oldest first.
@@ -58,7 +64,9 @@ fn config(state: &Path, restore: &str) -> String {
             "faulty",
             "faulty",
             &["ok"],
-            &format!("checkpoint_interval_ms = 300\nenv = {{ FAULTY_RESTORE = \"{restore}\" }}\n"),
+            &format!(
+                "checkpoint_interval_ms = 3600000\nenv = {{ FAULTY_RESTORE = \"{restore}\" }}\n"
+            ),
         )
     )
 }
@@ -67,69 +75,35 @@ fn config(state: &Path, restore: &str) -> String {
 async fn a_refused_checkpoint_falls_back_to_an_older_one_and_is_kept_aside() {
     let state = tempfile::tempdir().expect("state dir");
     let dir = state.path().join("faulty");
-
-    // Checkpoints of a count of 5, then of 7.
-    let mut host = TestHost::start(&config(state.path(), "accept")).await;
-    let events = EventLog::start(&host).await;
-    for _ in 0..5 {
-        host.call_text("faulty", "hit", "").await;
-    }
-    checkpoint_after(&events, now_ms()).await;
-    for _ in 0..2 {
-        host.call_text("faulty", "hit", "").await;
-    }
-    checkpoint_after(&events, now_ms()).await;
-    host.kill();
-    let files = checkpoint_files(&dir);
-    let newest = files.last().expect("a checkpoint").clone();
-    assert_eq!(count_in(&newest), 7);
-    assert!(
-        files.iter().any(|f| count_in(f) == 5),
-        "no checkpoint of 5 among {files:?}"
-    );
+    let newest = checkpoints_of_five_and_seven(state.path()).await;
     let seven = std::fs::read(&newest).expect("read the newest");
-    // Usually one of 7; another may land before the kill on a slow machine.
-    let sevens = files.iter().filter(|f| count_in(f) == 7).count();
 
-    // A build whose own check refuses more than 5: the newest is refused, by name,
+    // A build whose own check refuses more than 6: the newest is refused, by name,
     // and the older one it accepts is where it starts.
-    let mut host = TestHost::start(&config(state.path(), "refuse-above:5")).await;
-    let events = EventLog::start(&host).await;
+    let mut host = TestHost::start(&config(state.path(), "refuse-above:6")).await;
     assert_eq!(host.call_text("faulty", "hit", "").await, "6");
     let name = newest.file_name().and_then(|n| n.to_str()).expect("a name");
     let log = host.log();
     assert!(
         log.contains(&format!("refused the checkpoint {}", newest.display()))
-            && log.contains("faulty refuses a count of 7: more than 5"),
+            && log.contains("faulty refuses a count of 7: more than 6"),
         "the refusal is not named: {log}"
     );
     assert!(!log.contains("EMPTY state"), "{log}");
 
-    // Kept aside, byte for byte, however many checkpoints come after.
-    let after = now_ms();
-    wait_until(
-        "four checkpoints after the start",
-        Duration::from_secs(20),
-        || async {
-            (events
-                .of_kind("checkpoint")
-                .iter()
-                .filter(|e| e.unix_ms > after)
-                .count()
-                >= 4)
-                .then_some(())
-        },
-    )
-    .await;
+    // Kept aside, byte for byte, however many checkpoints come after: four, one more
+    // than the pruner keeps.
+    for _ in 0..4 {
+        checkpoint_and_restart(&host);
+    }
     let aside = dir.join("refused").join(name);
     assert_eq!(std::fs::read(&aside).expect("the refused file"), seven);
     assert!(
         !newest.exists(),
         "the refused file is still among the good ones"
     );
-    for f in checkpoint_files(&dir) {
-        assert_eq!(count_in(&f), 6, "{}", f.display());
-    }
+    let counts: Vec<u64> = checkpoint_files(&dir).iter().map(|f| count_in(f)).collect();
+    assert_eq!(counts, [6, 6, 6]);
     host.kill();
 
     // A build that refuses every one: each is named, every one is kept aside, and it
@@ -150,5 +124,6 @@ async fn a_refused_checkpoint_falls_back_to_an_older_one_and_is_kept_aside() {
     let kept = std::fs::read_dir(dir.join("refused"))
         .expect("the refused directory")
         .count();
-    assert_eq!(kept, sevens + 3);
+    assert_eq!(kept, 1 + 3);
+    assert!(checkpoint_files(&dir).is_empty());
 }
