@@ -122,18 +122,17 @@ impl Supervisor {
     /// refuses is named and kept aside (out of what is loaded and pruned), and the next
     /// older one is offered, up to [`MAX_OFFERED`]; it starts empty, and says so, only
     /// when none is accepted.
-    pub(super) async fn restore_checkpoint(&mut self, generation: &Generation) {
+    pub(super) async fn restore_checkpoint(&mut self, generation: &mut Generation) {
         if self.checkpoint_every.is_none() {
             return;
         }
         if let Some(checkpoint) = self.checkpoints.latest().cloned() {
-            if let Offered::Refused(why) | Offered::Failed(why) =
-                self.offer(generation, checkpoint, "memory").await
-            {
-                self.started_empty(
+            match self.offer(generation, checkpoint, "memory").await {
+                Offered::Accepted | Offered::Died => {}
+                Offered::Refused(why) | Offered::Failed(why) => self.started_empty(
                     generation,
                     format!("it did not take its checkpoint in memory ({why}); without a state_dir it is the only one kept"),
-                );
+                ),
             }
             return;
         }
@@ -150,7 +149,7 @@ impl Supervisor {
                 .offer(generation, checkpoint, &file.display().to_string())
                 .await
             {
-                Offered::Accepted => return,
+                Offered::Accepted | Offered::Died => return,
                 Offered::Refused(_) => {
                     refused += 1;
                     self.keep_aside(generation, &file).await;
@@ -222,7 +221,7 @@ impl Supervisor {
     /// Offers `checkpoint` (from `source`) to the new process's `Restore`.
     async fn offer(
         &mut self,
-        generation: &Generation,
+        generation: &mut Generation,
         checkpoint: Checkpoint,
         source: &str,
     ) -> Offered {
@@ -247,10 +246,33 @@ impl Supervisor {
             status.code(),
             printable::quoted(status.message(), MAX_REASON_CHARS)
         );
-        // No answer from the process (it died, or its connection broke) says nothing
-        // about the checkpoint: it is not set aside, and the crash is handled as one.
+        // A connection that drops mid-call comes back as Unknown (an h2 error) or
+        // Internal (a broken pipe) as often as Unavailable: a process killed for its
+        // memory or by a segfault while restoring said nothing about the checkpoint.
+        // Only a status it answered while alive is a refusal; its death is a crash of
+        // the start, handled as one, and the file stays where it is.
+        let code = status.code();
         if matches!(
-            status.code(),
+            code,
+            tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Unavailable
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        ) && let Ok(exit) = tokio::time::timeout(EXIT_SHOWS_WITHIN, generation.wait()).await
+        {
+            let message = format!(
+                "plugin {name} (generation {}) died while restoring the checkpoint {source} ({exit}; Restore ended with {why}): the checkpoint is not set aside, and is offered again at its next start",
+                generation.number,
+            );
+            tracing::error!("{message}");
+            self.emit(generation.number, "checkpoint_restore_died", message);
+            return Offered::Died;
+        }
+        // No answer from a process still alive (its connection broke) says nothing
+        // about the checkpoint either, and it is not set aside.
+        if matches!(
+            code,
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
         ) {
             return Offered::Failed(why);
@@ -294,6 +316,12 @@ impl Supervisor {
 /// bounded start. The pruner keeps 3, so this only cuts short a directory that has more.
 const MAX_OFFERED: usize = 8;
 
+/// How long a `Restore` that ended with a broken connection waits for the process's
+/// exit to show before taking the status as the plugin's answer. Its exit is seen at
+/// once on a dead process (a kill, an abort); the wait costs a live plugin answering
+/// `Unknown` or `Internal` this much per refusal, at most [`MAX_OFFERED`] times a start.
+const EXIT_SHOWS_WITHIN: Duration = Duration::from_secs(1);
+
 /// How much of a plugin's refusal is repeated in the host's log and events.
 const MAX_REASON_CHARS: usize = 512;
 
@@ -302,8 +330,10 @@ enum Offered {
     Accepted,
     /// The plugin answered with a refusal (its words).
     Refused(String),
-    /// No answer: the process died or its connection broke (what was seen).
+    /// No answer from a process still alive: its connection broke (what was seen).
     Failed(String),
+    /// The process died in `Restore` (said and published): a crash, not a refusal.
+    Died,
 }
 
 fn show(d: Duration) -> String {

@@ -125,8 +125,8 @@ impl Supervisor {
                 }
             };
             let (reason, uptime, tripped, host_side) = match launched {
-                Ok(generation) => {
-                    Box::pin(self.restore_checkpoint(&generation)).await;
+                Ok(mut generation) => {
+                    Box::pin(self.restore_checkpoint(&mut generation)).await;
                     self.serve_started(&generation, restarting, retrying);
                     self.answer_pending(Ok(generation.number));
                     match self.serve(generation).await {

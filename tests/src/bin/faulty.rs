@@ -13,7 +13,7 @@
 //!   `Server::worker_threads(N)`.
 //!   `FAULTY_RESTORE` = `crash` | `hang` | `refuse` makes `Restore` misbehave, and
 //!   `refuse-above:N` refuses a count above N (as a plugin's own check of its state
-//!   would); otherwise it accepts any state (and keeps only its own 8-byte count). More faults, each by its own
+//!   would), `crash-above:N` aborts on one (as a segfault or an OOM kill would); otherwise it accepts any state (and keeps only its own 8-byte count). More faults, each by its own
 //!   variable: `FAULTY_CHATTY` (prints on stdout in Describe), `FAULTY_UNKNOWN_CRASH`
 //!   (exits on an unknown method), `FAULTY_SNAPSHOT_CLOCK` (a snapshot that is never
 //!   the same twice), `FAULTY_IGNORE_SIGTERM`, `FAULTY_LINGER` (does not exit after
@@ -312,11 +312,20 @@ impl Plugin for Faulty {
             Ok("refuse") => Err(Status::failed_precondition(format!(
                 "faulty refuses state schema {schema_version} on purpose"
             ))),
+            Ok(other) if other.starts_with("crash-above:") => {
+                let most: u64 = other["crash-above:".len()..].parse().unwrap_or(0);
+                let count = count_in(&state)?;
+                if count > most {
+                    // Dies as a segfault or an OOM kill would: no answer, no clean exit.
+                    eprintln!("faulty aborts in Restore on a count of {count}: more than {most}");
+                    std::process::abort();
+                }
+                self.hits.store(count, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
             Ok(other) if other.starts_with("refuse-above:") => {
                 let most: u64 = other["refuse-above:".len()..].parse().unwrap_or(0);
-                let count = <[u8; 8]>::try_from(state.as_slice())
-                    .map(u64::from_le_bytes)
-                    .map_err(|_| Status::invalid_argument("faulty's state is 8 bytes"))?;
+                let count = count_in(&state)?;
                 if count > most {
                     return Err(Status::failed_precondition(format!(
                         "faulty refuses a count of {count}: more than {most}"
@@ -337,6 +346,13 @@ impl Plugin for Faulty {
             }
         }
     }
+}
+
+/// The count in faulty's own 8-byte state.
+fn count_in(state: &[u8]) -> Result<u64, Status> {
+    <[u8; 8]>::try_from(state)
+        .map(u64::from_le_bytes)
+        .map_err(|_| Status::invalid_argument("faulty's state is 8 bytes"))
 }
 
 /// Starts `processes` hogs (this binary, `hog EACH`) and adds up the connections they

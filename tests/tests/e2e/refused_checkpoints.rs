@@ -1,10 +1,12 @@
 //! A checkpoint the plugin's `Restore` refuses: the next older one is tried, each
 //! refusal is named, the refused file is kept aside where the pruner never counts it,
-//! and "started empty" is said only when none was accepted.
+//! and "started empty" is said only when none was accepted. A process that dies in
+//! `Restore` refused nothing: its checkpoint stays where it is.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use baton_tests::{TestHost, plugin};
+use baton_tests::{TestHost, plugin, wait_until};
 
 /// Checkpoints faulty by stopping it (a stop takes one, and answers once it is on disk),
 /// then starts it again from its newest checkpoint: with an hour between periodic ones,
@@ -126,4 +128,48 @@ async fn a_refused_checkpoint_falls_back_to_an_older_one_and_is_kept_aside() {
         .count();
     assert_eq!(kept, 1 + 3);
     assert!(checkpoint_files(&dir).is_empty());
+}
+#[tokio::test]
+async fn a_plugin_dying_in_restore_leaves_its_checkpoint_in_place() {
+    let state = tempfile::tempdir().expect("state dir");
+    let dir = state.path().join("faulty");
+    let newest = checkpoints_of_five_and_seven(state.path()).await;
+    let seven = std::fs::read(&newest).expect("read the newest");
+
+    // A build that aborts (as a segfault or an OOM kill would) when given the 7: no
+    // answer, so nothing is said about the checkpoint; the death is a crash, and each
+    // start offers the 7 again.
+    let mut host = TestHost::start(&config(state.path(), "crash-above:5")).await;
+    wait_until(
+        "faulty restarted after dying in Restore twice (or the 7 taken for a refusal)",
+        Duration::from_secs(30),
+        || async {
+            (host.status("faulty").await.restarts >= 2
+                || host.log().contains("refused the checkpoint"))
+            .then_some(())
+        },
+    )
+    .await;
+    host.kill();
+    let log = host.log();
+    assert!(
+        !log.contains("refused the checkpoint") && !log.contains("EMPTY state"),
+        "a death in Restore was taken for a refusal: {log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "died while restoring the checkpoint {}",
+            newest.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&newest).expect("the 7 is where it was"),
+        seven
+    );
+    assert!(!dir.join("refused").exists(), "something was set aside");
+
+    // A build that accepts it starts from it: no update is lost.
+    let host = TestHost::start(&config(state.path(), "accept")).await;
+    assert_eq!(host.call_text("faulty", "hit", "").await, "8");
 }
