@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 
 pub use file::Unusable;
-pub use refused::{KEEP_REFUSED, REFUSED_DIR};
+pub use refused::{KEEP_REFUSED, REFUSED_DIR, SetAside};
 
 use crate::launch::PluginRpc;
 
@@ -54,8 +54,7 @@ pub struct Loaded {
 /// Something about the checkpoint directory an operator should hear (a warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    /// The event kind: `checkpoint_stranger`, `checkpoint_dir` or
-    /// `checkpoint_refused_removed`.
+    /// The event kind: `checkpoint_stranger` or `checkpoint_dir`.
     pub kind: &'static str,
     /// What, in words.
     pub message: String,
@@ -365,27 +364,17 @@ impl CheckpointStore {
 
 impl CheckpointStore {
     /// Moves `file`, a checkpoint the plugin refused, out of the ones loaded, counted
-    /// and pruned, into the directory's `refused/` (at most [`KEEP_REFUSED`] kept, the
-    /// newest). Returns where it is now; removed older refused files become notices.
-    pub async fn set_aside(&mut self, file: &Path) -> Result<PathBuf, String> {
+    /// and pruned, into the directory's `refused/`; when that already keeps
+    /// [`KEEP_REFUSED`], `file` is removed instead and what is kept there stays.
+    pub async fn set_aside(&mut self, file: &Path) -> Result<SetAside, String> {
         let dir = self
             .dir
             .clone()
             .ok_or("checkpoints are kept in memory only")?;
         let file = file.to_owned();
-        let set = tokio::task::spawn_blocking(move || refused::set_aside(&dir, &file))
+        tokio::task::spawn_blocking(move || refused::set_aside(&dir, &file))
             .await
-            .map_err(|e| format!("the checkpoint mover failed: {e}"))??;
-        for removed in set.removed {
-            self.notices.push(Notice {
-                kind: "checkpoint_refused_removed",
-                message: format!(
-                    "{} removed: more than {KEEP_REFUSED} refused checkpoints are kept aside, the newest",
-                    removed.display()
-                ),
-            });
-        }
-        Ok(set.kept)
+            .map_err(|e| format!("the checkpoint mover failed: {e}"))?
     }
 }
 

@@ -1,16 +1,18 @@
 //! Checkpoints the plugin's `Restore` refused, kept aside in `<dir>/refused/`: out of
 //! the files that are loaded, counted and pruned, so that a state a later build may read
 //! again is never deleted to make room for newer ones (or for the empty state a start
-//! without it produced). At most [`KEEP_REFUSED`] are kept, the newest.
+//! without it produced). At most [`KEEP_REFUSED`] are kept: the first ones, which hold
+//! the state from before the build that refused them; once full, a new refusal is removed.
 
 use std::fs::DirBuilder;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Refused checkpoints kept per plugin; with more, the oldest refused is removed. Each
-/// holds at most `max_state_bytes` of state, so the directory holds at most this many
-/// times that.
+/// Refused checkpoints kept per plugin. What is kept is never evicted: a build refusing
+/// its own checkpoints while crash-looping, or a v1/v2 rollback cycle, would otherwise
+/// push out the pre-upgrade state these are kept for. Each holds at most
+/// `max_state_bytes` of state, so the directory holds at most this many times that.
 pub const KEEP_REFUSED: usize = 8;
 
 /// The subdirectory of a plugin's checkpoint directory that holds the refused ones.
@@ -51,18 +53,19 @@ pub fn highest_sequence(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// What setting a file aside did.
-#[derive(Debug)]
-pub struct SetAside {
-    /// Where the refused file now is.
-    pub kept: PathBuf,
-    /// Older refused files removed to stay within [`KEEP_REFUSED`].
-    pub removed: Vec<PathBuf>,
+/// What setting a refused file aside did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetAside {
+    /// Moved into the refused directory, now at this path.
+    Kept(PathBuf),
+    /// The refused directory already held [`KEEP_REFUSED`], all kept: this file, which
+    /// the plugin refused, was removed instead.
+    Removed(PathBuf),
 }
 
 /// Moves `file`, one of the host's checkpoints in `dir`, into `dir/refused/` (made
-/// private, and never through a symlink), then removes the oldest refused files beyond
-/// [`KEEP_REFUSED`].
+/// private, and never through a symlink), unless that already holds [`KEEP_REFUSED`]:
+/// then `file` is removed, and nothing kept there is touched.
 pub fn set_aside(dir: &Path, file: &Path) -> Result<SetAside, String> {
     let aside = dir.join(REFUSED_DIR);
     let shown = aside.display();
@@ -88,14 +91,15 @@ pub fn set_aside(dir: &Path, file: &Path) -> Result<SetAside, String> {
     let name = file
         .file_name()
         .ok_or_else(|| format!("{} has no file name", file.display()))?;
+    let found = listed(dir).map_err(|e| format!("cannot list {shown}: {e}"))?;
+    if found.len() >= KEEP_REFUSED {
+        // Left in place it would be offered (and refused) at every start, and counted
+        // among the good ones the pruner keeps.
+        std::fs::remove_file(file).map_err(|e| format!("cannot remove {}: {e}", file.display()))?;
+        return Ok(SetAside::Removed(file.to_owned()));
+    }
     let kept = aside.join(name);
     std::fs::rename(file, &kept)
         .map_err(|e| format!("cannot move {} into {shown}: {e}", file.display()))?;
-    let found = listed(dir).map_err(|e| format!("cannot list {shown}: {e}"))?;
-    let mut removed = Vec::new();
-    for (_, old) in &found[..found.len().saturating_sub(KEEP_REFUSED)] {
-        std::fs::remove_file(old).map_err(|e| format!("cannot remove {}: {e}", old.display()))?;
-        removed.push(old.clone());
-    }
-    Ok(SetAside { kept, removed })
+    Ok(SetAside::Kept(kept))
 }

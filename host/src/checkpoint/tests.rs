@@ -213,30 +213,22 @@ async fn a_state_over_the_limit_is_cut_off_naming_the_key() {
 }
 
 #[tokio::test]
-async fn refused_files_are_kept_aside_bounded_and_their_numbers_never_reused() {
+async fn refused_files_are_kept_aside_and_their_numbers_never_reused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let plugin_dir = dir.path().join("p");
     let mut store = CheckpointStore::new(Some(plugin_dir.clone()));
     let mut aside = Vec::new();
-    for n in 1..=(KEEP_REFUSED as u8 + 2) {
+    for n in 1..=3 {
         let file = saved(&mut store, n).await;
-        aside.push(store.set_aside(&file).await.expect("set aside"));
+        match store.set_aside(&file).await {
+            Ok(SetAside::Kept(kept)) => aside.push(kept),
+            other => panic!("{} not kept aside: {other:?}", file.display()),
+        }
     }
-    // Out of the loaded and pruned files; the newest few kept, the oldest named.
+    // Out of the loaded and pruned files.
     assert!(own_files(&plugin_dir).is_empty());
     assert!(store.load(LIMIT).await.checkpoint.is_none());
-    let kept = std::fs::read_dir(plugin_dir.join(REFUSED_DIR))
-        .expect("the refused directory")
-        .count();
-    assert_eq!(kept, KEEP_REFUSED);
-    assert!(!aside[0].exists() && !aside[1].exists());
-    assert!(aside[2..].iter().all(|f| f.exists()));
-    let removed: Vec<_> = store
-        .take_notices()
-        .into_iter()
-        .filter(|n| n.kind == "checkpoint_refused_removed")
-        .collect();
-    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(aside.iter().all(|f| f.exists()));
     assert_eq!(mode(&plugin_dir.join(REFUSED_DIR)), 0o700);
 
     // A new host (a new store) numbers past the refused ones: none is overwritten.
@@ -245,4 +237,40 @@ async fn refused_files_are_kept_aside_bounded_and_their_numbers_never_reused() {
     let name = file.file_name().expect("a name");
     assert!(!plugin_dir.join(REFUSED_DIR).join(name).exists());
     assert!(aside.last().expect("one").file_name() < Some(name));
+}
+
+#[tokio::test]
+async fn a_full_refused_directory_keeps_its_first_refusals_and_removes_the_new_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plugin_dir = dir.path().join("p");
+    let mut store = CheckpointStore::new(Some(plugin_dir.clone()));
+    // A good checkpoint older than any refused one, refused later during a fallback.
+    let oldest = saved(&mut store, 0).await;
+    let mut first = Vec::new();
+    for n in 1..=KEEP_REFUSED as u8 {
+        let file = saved(&mut store, n).await;
+        match store.set_aside(&file).await {
+            Ok(SetAside::Kept(kept)) => first.push(kept),
+            other => panic!("{} not kept aside: {other:?}", file.display()),
+        }
+    }
+    // Newer refusals (a build refusing its own checkpoints while crash-looping, a
+    // rollback cycle) and an older one: each removed and said so, the first ones kept.
+    let newer = saved(&mut store, 100).await;
+    for refused in [newer, oldest] {
+        assert_eq!(
+            store.set_aside(&refused).await,
+            Ok(SetAside::Removed(refused.clone()))
+        );
+        assert!(!refused.exists(), "{} was left in place", refused.display());
+    }
+    assert!(
+        first.iter().all(|f| f.exists()),
+        "a first refusal was evicted"
+    );
+    let kept = std::fs::read_dir(plugin_dir.join(REFUSED_DIR))
+        .expect("the refused directory")
+        .count();
+    assert_eq!(kept, KEEP_REFUSED);
+    assert!(own_files(&plugin_dir).is_empty());
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Supervisor;
-use crate::checkpoint::{Checkpoint, REFUSED_DIR, TakeError, Unusable};
+use crate::checkpoint::{Checkpoint, KEEP_REFUSED, REFUSED_DIR, SetAside, TakeError, Unusable};
 use crate::events::Event;
 use crate::launch::Generation;
 use crate::printable;
@@ -137,7 +137,7 @@ impl Supervisor {
             return;
         }
         let mut tried = HashSet::new();
-        let (mut refused, mut unusable) = (0usize, 0usize);
+        let (mut refused, mut kept, mut unusable) = (0usize, 0usize, 0usize);
         for _ in 0..MAX_OFFERED {
             let Some((checkpoint, file)) = self
                 .next_on_disk(generation, &mut tried, &mut unusable)
@@ -152,7 +152,7 @@ impl Supervisor {
                 Offered::Accepted | Offered::Died => return,
                 Offered::Refused(_) => {
                     refused += 1;
-                    self.keep_aside(generation, &file).await;
+                    kept += usize::from(self.keep_aside(generation, &file).await);
                 }
                 Offered::Failed(why) => {
                     self.started_empty(generation, format!("its Restore failed ({why})"));
@@ -160,19 +160,24 @@ impl Supervisor {
                 }
             }
         }
+        // Never "kept" for a file that was removed or left in place.
+        let aside = if kept == refused {
+            format!("kept aside in {REFUSED_DIR}/ of its checkpoint directory")
+        } else {
+            format!(
+                "{kept} of them kept aside in {REFUSED_DIR}/ of its checkpoint directory, the others not (above)"
+            )
+        };
         let why = match (refused, unusable) {
             (0, 0) => "no checkpoint was found".to_owned(),
             (0, n) => format!("none of its {n} checkpoint(s) could be used (above)"),
             (r, _) if r >= MAX_OFFERED => format!(
-                "it refused the {r} newest of its checkpoints (kept aside in {}/); older ones were not offered",
-                REFUSED_DIR
+                "it refused the {r} newest of its checkpoints ({aside}); older ones were not offered"
             ),
-            (r, 0) => format!(
-                "it refused all {r} of its checkpoints (kept aside in {REFUSED_DIR}/ of its checkpoint directory)"
-            ),
-            (r, n) => format!(
-                "it refused {r} of its checkpoints (kept aside in {REFUSED_DIR}/ of its checkpoint directory), and {n} could not be used"
-            ),
+            (r, 0) => format!("it refused all {r} of its checkpoints ({aside})"),
+            (r, n) => {
+                format!("it refused {r} of its checkpoints ({aside}), and {n} could not be used")
+            }
         };
         self.started_empty(generation, why);
     }
@@ -286,22 +291,39 @@ impl Supervisor {
         Offered::Refused(why)
     }
 
-    /// Moves a refused checkpoint file aside, saying where (or why it could not be).
-    async fn keep_aside(&mut self, generation: &Generation, file: &std::path::Path) {
+    /// Moves a refused checkpoint file aside, saying where (or that it was removed, or
+    /// why it could not be moved); whether it is kept aside.
+    async fn keep_aside(&mut self, generation: &Generation, file: &std::path::Path) -> bool {
         let name = self.name().to_owned();
-        let message = match self.checkpoints.set_aside(file).await {
-            Ok(kept) => format!(
-                "plugin {name}: the refused checkpoint is kept aside as {} (never loaded or pruned; move it back to offer it again); the next older one is offered",
-                kept.display()
+        let set = self.checkpoints.set_aside(file).await;
+        let kept = matches!(set, Ok(SetAside::Kept(_)));
+        let (kind, message) = match set {
+            Ok(SetAside::Kept(kept)) => (
+                "checkpoint_set_aside",
+                format!(
+                    "plugin {name}: the refused checkpoint is kept aside as {} (never loaded or pruned; move it back to offer it again); the next older one is offered",
+                    kept.display()
+                ),
             ),
-            Err(why) => format!(
-                "plugin {name}: the refused checkpoint {} cannot be kept aside ({why}); the next older one is offered",
-                file.display()
+            Ok(SetAside::Removed(removed)) => (
+                "checkpoint_refused_removed",
+                format!(
+                    "plugin {name}: {REFUSED_DIR}/ already keeps {KEEP_REFUSED}: {} removed, not kept (the first ones refused are kept, they hold the state from before); the next older one is offered",
+                    removed.display()
+                ),
+            ),
+            Err(why) => (
+                "checkpoint_set_aside",
+                format!(
+                    "plugin {name}: the refused checkpoint {} cannot be kept aside ({why}); the next older one is offered",
+                    file.display()
+                ),
             ),
         };
         tracing::warn!("{message}");
-        self.emit(generation.number, "checkpoint_set_aside", message);
+        self.emit(generation.number, kind, message);
         self.report_notices(generation.number);
+        kept
     }
 
     fn started_empty(&mut self, generation: &Generation, why: String) {
