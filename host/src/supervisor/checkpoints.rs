@@ -267,7 +267,7 @@ impl Supervisor {
         ) && let Ok(exit) = tokio::time::timeout(EXIT_SHOWS_WITHIN, generation.wait()).await
         {
             let message = format!(
-                "plugin {name} (generation {}) died while restoring the checkpoint {source} ({exit}; Restore ended with {why}): the checkpoint is not set aside, and is offered again at its next start",
+                "plugin {name} (generation {}) died while restoring the checkpoint in {source} ({exit}; Restore ended with {why}): the checkpoint is not set aside, and is offered again at its next start",
                 generation.number,
             );
             tracing::error!("{message}");

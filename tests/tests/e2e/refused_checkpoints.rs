@@ -158,7 +158,7 @@ async fn a_plugin_dying_in_restore_leaves_its_checkpoint_in_place() {
     );
     assert!(
         log.contains(&format!(
-            "died while restoring the checkpoint {}",
+            "died while restoring the checkpoint in {}",
             newest.display()
         )),
         "{log}"
