@@ -348,6 +348,7 @@ impl Host {
             callers: self.callers.clone(),
             pid_init: self.pid_init.clone(),
             api,
+            said_nproc_fallback: Default::default(),
         };
         let changes = self.subscribe_changes(name, &launcher.config);
 

@@ -73,13 +73,13 @@ impl TestHost {
 
     /// Like [`start`](Self::start), with extra environment variables for the host.
     pub async fn start_with_env(plugins_toml: &str, env: &[(&str, &str)]) -> Self {
-        Self::launch(None, plugins_toml, env, None, None).await
+        Self::launch(None, plugins_toml, env, None, None, false).await
     }
 
     /// Like [`start`](Self::start), with the host's open-files limit (soft and hard) set to
     /// `limit`, as a tight `LimitNOFILE=` would.
     pub async fn start_with_open_files(plugins_toml: &str, limit: u64) -> Self {
-        Self::launch(None, plugins_toml, &[], Some((limit, limit)), None).await
+        Self::launch(None, plugins_toml, &[], Some((limit, limit)), None, false).await
     }
 
     /// Like [`start`](Self::start), with the host's soft open-files limit at `soft` and
@@ -88,19 +88,34 @@ impl TestHost {
     pub async fn start_with_soft_open_files(plugins_toml: &str, soft: u64) -> Self {
         let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(soft, |(_, hard)| hard);
-        Self::launch(None, plugins_toml, &[], Some((soft, hard)), None).await
+        Self::launch(None, plugins_toml, &[], Some((soft, hard)), None, false).await
     }
 
     /// Like [`start`](Self::start), with the control socket at `socket` instead of in
     /// the host's own directory (for hosts that meet at one path).
     pub async fn start_at(socket: &Path, plugins_toml: &str) -> Self {
-        Self::launch(Some(socket.to_owned()), plugins_toml, &[], None, None).await
+        Self::launch(
+            Some(socket.to_owned()),
+            plugins_toml,
+            &[],
+            None,
+            None,
+            false,
+        )
+        .await
     }
 
     /// Like [`start`](Self::start), with the host running as `user` (uid, gid) rather
     /// than as this test's user: for hosts without root's privileges.
     pub async fn start_as(plugins_toml: &str, user: (u32, u32)) -> Self {
-        Self::launch(None, plugins_toml, &[], None, Some(user)).await
+        Self::launch(None, plugins_toml, &[], None, Some(user), false).await
+    }
+
+    /// Like [`start`](Self::start), with the host root but without CAP_SYS_ADMIN, as in
+    /// a sandbox that denies `unshare`: it cannot make PID namespaces, so it forks and
+    /// switches each plugin's user itself. Only for a test running as root.
+    pub async fn start_without_pid_namespaces(plugins_toml: &str) -> Self {
+        Self::launch(None, plugins_toml, &[], None, None, true).await
     }
 
     async fn launch(
@@ -109,6 +124,7 @@ impl TestHost {
         env: &[(&str, &str)],
         open_files: Option<(u64, u64)>,
         user: Option<(u32, u32)>,
+        no_namespaces: bool,
     ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("baton-test-")
@@ -142,6 +158,18 @@ impl TestHost {
                         hard,
                     )
                     .map_err(std::io::Error::from)
+                });
+            }
+        }
+        if no_namespaces {
+            const CAP_SYS_ADMIN: nix::libc::c_ulong = 21;
+            // SAFETY: one raw syscall between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
                 });
             }
         }

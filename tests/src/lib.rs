@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
+mod cgroups;
 mod cpuset;
 mod ctl;
 mod files;
@@ -42,6 +43,7 @@ mod procs;
 mod sdk_launch;
 mod toolchains;
 
+pub use cgroups::{generation_cgroups, pids_cgroup_of, pids_cgroups_usable};
 pub use cpuset::Cpuset;
 pub use ctl::{Watched, ctl_at, ctl_command};
 pub use files::{replace_by_hard_link, replace_by_rename, rewrite_in_place, script};

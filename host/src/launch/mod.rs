@@ -5,6 +5,7 @@ mod access;
 mod affinity;
 mod binary;
 mod channel;
+mod child_steps;
 mod connect;
 mod error;
 mod generation;
@@ -15,6 +16,7 @@ mod pids_cgroup;
 mod rlimits;
 mod socket_path;
 mod spawner;
+mod user_switch;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -74,6 +76,8 @@ pub struct Launcher {
     /// The application's descriptors of the services the plugin must serve (from
     /// `api_descriptors`), or why they could not be read.
     pub api: Option<Arc<Result<prost_reflect::DescriptorPool, String>>>,
+    /// Whether the log has said why `max_processes` is an RLIMIT_NPROC, not a cgroup.
+    pub(crate) said_nproc_fallback: std::sync::atomic::AtomicBool,
 }
 
 impl Launcher {
@@ -167,13 +171,24 @@ impl Launcher {
         if self.config.spin_us > 0 {
             command.env(baton_proto::env::SPIN_US, self.config.spin_us.to_string());
         }
-        if let Some(dir) = &cwd {
-            command.current_dir(dir);
-        }
-        // In a PID namespace, the init switches user after making it.
-        if let (Some(id), None) = (&identity, &self.pid_init) {
-            command.uid(id.uid).gid(id.gid);
-        }
+        // In a PID namespace, the init switches user after making it; otherwise the
+        // child does, once it is in its cgroup and under its limits (see user_switch).
+        let switch = match (&identity, &self.pid_init) {
+            (Some(id), None) => Some(
+                user_switch::UserSwitch::new(id.uid, id.gid, cwd.as_deref()).map_err(|why| {
+                    StartError::Refused {
+                        path: program.clone(),
+                        why,
+                    }
+                })?,
+            ),
+            _ => {
+                if let Some(dir) = &cwd {
+                    command.current_dir(dir);
+                }
+                None
+            }
+        };
         let runner = identity.as_ref().map_or_else(Runner::host, |id| Runner {
             uid: id.uid,
             gid: id.gid,
@@ -200,16 +215,24 @@ impl Launcher {
         let cpus = self.config.cpus.clone();
         let host_pid = nix::unistd::getpid();
         let pid_write = pid_pipe.as_ref().map(PidPipe::write_fd);
+        let steps = child_steps::StepReport::new()
+            .map_err(|e| StartError::spawn(&program, "cannot make the step pipe", e))?;
+        let step_fd = steps.writer();
         // SAFETY: the closure runs between fork and exec and only makes raw syscalls
-        // (prctl, getppid, open/write/close, setrlimit, sched_setaffinity, dup2/fcntl),
-        // all async-signal-safe.
+        // (prctl, getppid, open/write/close, setrlimit, setgroups/setgid/setuid, chdir,
+        // sched_setaffinity, dup2/fcntl), all async-signal-safe.
         unsafe {
             command.pre_exec(move || {
+                use child_steps::{Step, report};
                 // First: whatever the child starts from here on is counted.
                 if let Some(procs) = &procs {
-                    pids_cgroup::enter(procs)?;
+                    report(step_fd, Step::Cgroup, pids_cgroup::enter(procs))?;
                 }
-                rlimits.apply()?;
+                rlimits.apply(step_fd)?;
+                // Before prctl: a change of user clears the parent-death signal.
+                if let Some(switch) = &switch {
+                    switch.apply(step_fd)?;
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The host may have died between fork and prctl; then nobody would kill us.
                 if nix::unistd::getppid() != host_pid {
@@ -238,6 +261,7 @@ impl Launcher {
                     return Err(e);
                 }
                 let spawned = spawn_through_busy_text(&mut command).map_err(|source| {
+                    let source = steps.explain(source);
                     StartError::spawn(&program, "", affinity::explain(source, cpus.as_ref()))
                 });
                 if let (Some(copy), Err(_)) = (&private_copy, &spawned) {
@@ -455,7 +479,18 @@ impl Launcher {
             };
         let host = nix::unistd::geteuid().as_raw();
         match identity {
-            Some(id) if id.uid != 0 && id.uid != host => Ok((None, true)),
+            Some(id) if id.uid != 0 && id.uid != host => {
+                use std::sync::atomic::Ordering;
+                if !self.said_nproc_fallback.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        plugin = %self.name,
+                        "max_processes = {max} is held by RLIMIT_NPROC, which counts every \
+                         process of user {}, not a pids cgroup: {why}",
+                        id.name
+                    );
+                }
+                Ok((None, true))
+            }
             _ => Err(StartError::Refused {
                 path: self.config.command.clone(),
                 why: format!(

@@ -8,9 +8,26 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// The host's own pids cgroup, where generations' cgroups are made, or why there is none.
 static BASE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Numbers every cgroup this process makes, so that no two ever share a name: a
+/// plugin removed and added again starts its generations at 1 again, and the old
+/// one's pending removal must not find the new one's cgroup under the same name.
+static MADE: AtomicU64 = AtomicU64::new(0);
+
+/// Removals still waiting in the background for their cgroup to empty.
+static PENDING_REMOVALS: AtomicUsize = AtomicUsize::new(0);
+
+/// At most this many removals wait at once (each on a thread of its own, for at most
+/// [`REMOVAL_TRIES`] × [`REMOVAL_PAUSE`]); past it, a cgroup that is not yet empty is
+/// left to the warning and to the next host's [`clear_stale`].
+const MAX_PENDING_REMOVALS: usize = 64;
+const REMOVAL_TRIES: u32 = 100;
+const REMOVAL_PAUSE: Duration = Duration::from_millis(50);
 
 /// The cgroup of one generation; removed when dropped, once it is empty.
 #[derive(Debug)]
@@ -26,9 +43,12 @@ impl PidsCgroup {
     /// it may write.
     pub(super) fn create(tag: &str, number: u64, max: u64) -> Result<Self, String> {
         let base = BASE.get_or_init(probe).as_ref().map_err(Clone::clone)?;
-        let dir = base.join(format!("baton-{}-{tag}.{number}", std::process::id()));
-        // Left by an earlier generation of this number that did not empty in time.
-        let _ = std::fs::remove_dir(&dir);
+        let made = MADE.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!(
+            "baton-{}-{tag}.{number}.{made}",
+            std::process::id()
+        ));
+        // A directory already there is not this one's to take or delete (AlreadyExists).
         std::fs::create_dir(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
         let made = Self {
             procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
@@ -59,23 +79,59 @@ impl PidsCgroup {
     /// Removes the cgroup, retrying for a while: the kernel lets go of a namespace's
     /// last processes a moment after its init has been reaped.
     pub(super) async fn remove(&self) {
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+        for _ in 0..REMOVAL_TRIES {
+            if removed(&self.dir) {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(REMOVAL_PAUSE).await;
         }
-        tracing::warn!(
-            "cannot remove {}: processes are still in it",
-            self.dir.display()
-        );
+        cannot_remove(&self.dir);
     }
 }
 
 impl Drop for PidsCgroup {
+    /// A start that is cancelled drops its cgroup right after its processes were sent
+    /// SIGKILL, while they are still in it (EBUSY): the removal then goes on in the
+    /// background until they are gone, bounded in time and in number.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
+        if removed(&self.dir) {
+            return;
+        }
+        if PENDING_REMOVALS.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_REMOVALS {
+            PENDING_REMOVALS.fetch_sub(1, Ordering::Relaxed);
+            cannot_remove(&self.dir);
+            return;
+        }
+        let dir = std::mem::take(&mut self.dir);
+        let spawned = std::thread::Builder::new()
+            .name("baton-cgroup-rm".into())
+            .spawn(move || {
+                let gone = (0..REMOVAL_TRIES).any(|_| {
+                    std::thread::sleep(REMOVAL_PAUSE);
+                    removed(&dir)
+                });
+                if !gone {
+                    cannot_remove(&dir);
+                }
+                PENDING_REMOVALS.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            PENDING_REMOVALS.fetch_sub(1, Ordering::Relaxed);
+        }
     }
+}
+
+/// Whether `dir` is gone, removing it if it can be.
+fn removed(dir: &Path) -> bool {
+    std::fs::remove_dir(dir).is_ok() || !dir.exists()
+}
+
+fn cannot_remove(dir: &Path) {
+    tracing::warn!(
+        "cannot remove {}: processes are still in it (removed at the next host's start \
+         once they are gone)",
+        dir.display()
+    );
 }
 
 /// In the child between fork and exec: moves the calling process into the cgroup whose
@@ -112,17 +168,16 @@ fn probe() -> Result<PathBuf, String> {
         else {
             continue;
         };
-        let path = path.trim_start_matches('/');
         if controllers.split(',').any(|c| c == "pids") {
             if let Some(mount) = mount_point(&mounts, "cgroup", Some("pids")) {
-                found = Some((mount.join(path), false));
+                found = Some((mount.join_cgroup(path), false));
                 break;
             }
         } else if id == "0"
             && controllers.is_empty()
             && let Some(mount) = mount_point(&mounts, "cgroup2", None)
         {
-            found.get_or_insert((mount.join(path), true));
+            found.get_or_insert((mount.join_cgroup(path), true));
         }
     }
     let (base, v2) = found.ok_or("no pids cgroup controller is mounted for this process")?;
@@ -148,8 +203,28 @@ fn probe() -> Result<PathBuf, String> {
     Ok(base)
 }
 
-/// The mount point of the first `fstype` mount (whose super options include `option`).
-fn mount_point(mountinfo: &str, fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+/// A cgroup filesystem's mount: `root`, the cgroup it shows at `at` (mountinfo's
+/// fourth field; not `/` in a container that bind-mounts its own cgroup without a
+/// cgroup namespace).
+#[derive(Debug, PartialEq)]
+struct Mount {
+    root: String,
+    at: PathBuf,
+}
+
+impl Mount {
+    /// Where the cgroup `path` (from /proc/self/cgroup) is under this mount.
+    fn join_cgroup(&self, path: &str) -> PathBuf {
+        let inside = match path.strip_prefix(self.root.trim_end_matches('/')) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => path,
+        };
+        self.at.join(inside.trim_start_matches('/'))
+    }
+}
+
+/// The first `fstype` mount (whose super options include `option`).
+fn mount_point(mountinfo: &str, fstype: &str, option: Option<&str>) -> Option<Mount> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let mut right = right.split_whitespace();
@@ -160,7 +235,12 @@ fn mount_point(mountinfo: &str, fstype: &str, option: Option<&str>) -> Option<Pa
         if option.is_some_and(|o| !supers.split(',').any(|s| s == o)) {
             return None;
         }
-        left.split_whitespace().nth(4).map(PathBuf::from)
+        let mut left = left.split_whitespace();
+        let root = left.nth(3)?.to_owned();
+        Some(Mount {
+            root,
+            at: PathBuf::from(left.next()?),
+        })
     })
 }
 
@@ -186,5 +266,55 @@ fn clear_stale(base: &Path) {
         if gone {
             let _ = std::fs::remove_dir(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_path_is_found_below_its_mounts_root() {
+        let mountinfo = "39 31 0:36 /docker/abc /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let v1 = mount_point(mountinfo, "cgroup", Some("pids")).expect("the pids mount");
+        // The container sees /docker/abc at its mount point, not below it.
+        assert_eq!(
+            v1.join_cgroup("/docker/abc/sub"),
+            PathBuf::from("/sys/fs/cgroup/pids/sub")
+        );
+        assert_eq!(
+            v1.join_cgroup("/docker/abc"),
+            PathBuf::from("/sys/fs/cgroup/pids")
+        );
+        // A path outside the root (not a prefix by whole components) is taken as it is.
+        assert_eq!(
+            v1.join_cgroup("/docker/abcd"),
+            PathBuf::from("/sys/fs/cgroup/pids/docker/abcd")
+        );
+        let v2 = mount_point(mountinfo, "cgroup2", None).expect("the unified mount");
+        assert_eq!(
+            v2.join_cgroup("/a/b"),
+            PathBuf::from("/sys/fs/cgroup/unified/a/b")
+        );
+    }
+
+    #[test]
+    fn cgroup_names_never_repeat_and_an_existing_directory_is_never_taken() {
+        let Ok(base) = BASE.get_or_init(probe) else {
+            eprintln!("skipped: no pids cgroup here");
+            return;
+        };
+        let first = PidsCgroup::create("again", 1, 8).expect("a cgroup");
+        let second = PidsCgroup::create("again", 1, 8).expect("a cgroup");
+        assert_ne!(first.dir, second.dir);
+        assert!(first.dir.starts_with(base));
+        // The name the next one would get, made by someone else first.
+        let next = MADE.load(Ordering::Relaxed);
+        let taken = base.join(format!("baton-{}-again.1.{next}", std::process::id()));
+        std::fs::create_dir(&taken).expect("a directory in the way");
+        assert!(PidsCgroup::create("again", 1, 8).is_err());
+        assert!(taken.is_dir(), "a directory not its own was removed");
+        let _ = std::fs::remove_dir(&taken);
     }
 }

@@ -51,29 +51,67 @@ impl Rlimits {
     }
 
     /// Why these limits cannot be given by this host, before anything is forked: a hard
-    /// limit above the host's own needs privileges it does not have.
+    /// limit above the host's own needs privileges it does not have. Each is named by
+    /// its field.
     pub(super) fn refusal(&self) -> Option<String> {
-        let (want, _) = self.open_files?;
-        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-        (want > hard && !nix::unistd::geteuid().is_root()).then(|| {
-            format!("max_open_files = {want} is above the host's own hard limit of {hard}")
+        if may_raise_hard_limits() {
+            return None;
+        }
+        let asked = [
+            (
+                "max_open_files",
+                Resource::RLIMIT_NOFILE,
+                self.open_files.map(|(_, h)| h),
+            ),
+            ("max_file_bytes", Resource::RLIMIT_FSIZE, self.file_bytes),
+            ("max_processes", Resource::RLIMIT_NPROC, self.processes),
+        ];
+        asked.into_iter().find_map(|(field, resource, want)| {
+            let want = want?;
+            let (_, hard) = getrlimit(resource).ok()?;
+            (want > hard)
+                .then(|| format!("{field} = {want} is above the host's own hard limit of {hard}"))
         })
     }
 
-    /// Sets them on the calling process. Async-signal-safe (one system call each): for
-    /// use between fork and exec.
-    pub(super) fn apply(&self) -> std::io::Result<()> {
+    /// Sets them on the calling process, a failure reported on `steps` with the limit
+    /// that failed. Async-signal-safe (one system call each): for use between fork and
+    /// exec.
+    pub(super) fn apply(&self, steps: std::os::fd::RawFd) -> std::io::Result<()> {
+        use super::child_steps::{Step, report};
+        let set = |resource, soft, hard| setrlimit(resource, soft, hard).map_err(Into::into);
         if let Some((soft, hard)) = self.open_files {
-            setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+            report(
+                steps,
+                Step::OpenFiles,
+                set(Resource::RLIMIT_NOFILE, soft, hard),
+            )?;
         }
         if let Some(bytes) = self.file_bytes {
-            setrlimit(Resource::RLIMIT_FSIZE, bytes, bytes)?;
+            report(
+                steps,
+                Step::FileBytes,
+                set(Resource::RLIMIT_FSIZE, bytes, bytes),
+            )?;
         }
         if let Some(n) = self.processes {
-            setrlimit(Resource::RLIMIT_NPROC, n, n)?;
+            report(steps, Step::Processes, set(Resource::RLIMIT_NPROC, n, n))?;
         }
         Ok(())
     }
+}
+
+/// Whether this process may raise a hard limit: CAP_SYS_RESOURCE, which root holds
+/// unless a container or a unit's `CapabilityBoundingSet=` took it away.
+fn may_raise_hard_limits() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 /// What a generation runs under, to say so when it ends of one of them.

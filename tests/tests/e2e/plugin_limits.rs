@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use baton_proto::host::PluginState;
-use baton_tests::{TestHost, bin, rlimit_of, wait_until};
+use baton_tests::{TestHost, bin, generation_cgroups, pids_cgroups_usable, rlimit_of, wait_until};
 
 fn faulty(extra: &str) -> String {
     format!(
@@ -94,7 +94,91 @@ async fn max_processes_holds(user: &str) {
 
 #[tokio::test]
 async fn a_plugin_cannot_start_more_than_max_processes() {
+    // Without a user of its own, only a pids cgroup holds it.
+    if let Err(why) = pids_cgroups_usable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
     max_processes_holds("").await;
+}
+
+#[tokio::test]
+async fn a_plugin_with_its_own_user_gets_its_limits_from_a_root_host_without_pid_namespaces() {
+    if baton_tests::nobody_when_root("a root host switching a plugin's user").is_none() {
+        return;
+    }
+    // Set by the host as root, before the switch to the plugin's user; above it when
+    // CAP_SYS_RESOURCE allows (a limit above the host's own hard one is refused before
+    // the fork otherwise).
+    let open_files = 4096;
+    let host = TestHost::start_without_pid_namespaces(&faulty(&format!(
+        "max_processes = 24\nmax_open_files = {open_files}\nuser = \"nobody\"\ncwd = \"/tmp\""
+    )))
+    .await;
+    wait_until(
+        "the host says it has no PID namespaces",
+        Duration::from_secs(5),
+        || async {
+            host.log()
+                .contains("plugins run without PID namespaces")
+                .then_some(())
+        },
+    )
+    .await;
+    let plugin = host.serving("faulty", Duration::from_secs(10)).await;
+    assert_eq!(plugin.restarts, 0, "{}", plugin.last_error);
+    let limit = rlimit_of(plugin.pid, "Max open files").expect("the plugin's limits");
+    assert_eq!(limit, (open_files.to_string(), open_files.to_string()));
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("nobody");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", plugin.pid)).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let uid = nobody.uid.to_string();
+    assert_eq!(field("Uid:"), [uid.as_str(); 4].join(" "));
+    // Only its own group: no supplementary groups of the host's.
+    assert_eq!(field("Groups:"), "");
+    let (started, why) = how_far(&host, "spawn", "200").await;
+    assert!(
+        started < 24 && why.contains("Resource temporarily unavailable"),
+        "started {started}: {why}"
+    );
+}
+
+#[tokio::test]
+async fn a_start_cancelled_by_a_stop_leaves_no_pids_cgroup_behind() {
+    if let Err(why) = pids_cgroups_usable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let host = TestHost::start(&format!(
+        "[plugins.silent]\ncommand = \"{}\"\nargs = [\"silent\"]\nmax_processes = 8\n\
+         handshake_timeout_ms = 60000\n",
+        bin("faulty").display()
+    ))
+    .await;
+    // Its start hangs (no handshake line) with its processes in their cgroup.
+    wait_until(
+        "the starting generation's cgroup is there",
+        Duration::from_secs(10),
+        || async { (!generation_cgroups(host.pid()).is_empty()).then_some(()) },
+    )
+    .await;
+    let (ok, out, err) = host.ctl(&["stop", "silent", "--discard-state"]);
+    assert!(ok, "{out}{err}");
+    wait_until(
+        "the cancelled start's cgroup is removed",
+        Duration::from_secs(15),
+        || async { generation_cgroups(host.pid()).is_empty().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
