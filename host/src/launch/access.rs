@@ -1,7 +1,7 @@
-//! Whether a plugin's own user can reach a directory the host hands it (its working
-//! directory, the runtime directory its socket is in): checked before the fork, so that
-//! a refusal names the closed directory and the fix instead of failing inside the plugin
-//! as a crash.
+//! Whether a plugin's user can reach a directory the host hands it (its working
+//! directory, the runtime directory its socket is in) or execute its binary, judged with
+//! exactly the groups it will run with: checked before the fork, so that a refusal
+//! names the closed directory and the fix instead of failing inside the plugin.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -29,37 +29,82 @@ impl std::fmt::Display for Closed {
     }
 }
 
-/// The first of `path` and its ancestors that `uid` (with only `gid`, as a plugin gets
-/// no supplementary groups) may not search, read from their permission bits. ACLs are
-/// not read: a directory they open is still reported closed, which errs on the side of
-/// saying so. A directory that cannot be read at all is reported closed too.
-pub fn first_closed(path: &Path, uid: u32, gid: u32) -> Option<Closed> {
-    if uid == 0 {
-        return None;
+/// Who will run a plugin, with exactly the groups it will hold: its own group alone
+/// when the host switches to its user (the switch drops every supplementary group), or
+/// the host's groups when it runs as the host.
+#[derive(Clone, Debug)]
+pub(super) struct Runner {
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    groups: Vec<u32>,
+}
+
+impl Runner {
+    /// The host itself, with its supplementary groups.
+    pub(super) fn host() -> Self {
+        let gid = nix::unistd::getegid().as_raw();
+        let mut groups = vec![gid];
+        groups.extend(
+            nix::unistd::getgroups()
+                .unwrap_or_default()
+                .iter()
+                .map(|g| g.as_raw()),
+        );
+        Self {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid,
+            groups,
+        }
     }
-    let mut ancestors: Vec<&Path> = path.ancestors().collect();
-    ancestors.reverse();
-    for dir in ancestors {
-        let closed = |mode, owner| Closed {
-            dir: dir.to_owned(),
-            mode,
-            owner,
-        };
-        let Ok(meta) = std::fs::metadata(dir) else {
-            return Some(closed(0, 0));
-        };
-        let bit = if meta.uid() == uid {
+
+    /// A plugin's own user: `gid` and no supplementary groups.
+    pub(super) fn user(uid: u32, gid: u32) -> Self {
+        Self {
+            uid,
+            gid,
+            groups: vec![gid],
+        }
+    }
+
+    /// Whether the OS would let this runner execute (files) or search (directories)
+    /// something with this owner and mode, read from the permission bits: one class of
+    /// bits applies, as in the kernel. ACLs are not read.
+    pub(super) fn may_execute(&self, meta: &std::fs::Metadata) -> bool {
+        let mode = meta.mode();
+        if self.uid == 0 {
+            return meta.is_dir() || mode & 0o111 != 0;
+        }
+        let bit = if meta.uid() == self.uid {
             0o100
-        } else if meta.gid() == gid {
+        } else if self.groups.contains(&meta.gid()) {
             0o010
         } else {
             0o001
         };
-        if meta.mode() & bit == 0 {
-            return Some(closed(meta.mode(), meta.uid()));
-        }
+        mode & bit != 0
     }
-    None
+
+    /// The first of `path` and its ancestors (from `/`) this runner may not search. A
+    /// directory that cannot be read at all is reported closed too, and one an ACL
+    /// opens is still reported closed: it errs on the side of saying so.
+    pub(super) fn first_closed(&self, path: &Path) -> Option<Closed> {
+        let mut ancestors: Vec<&Path> = path.ancestors().collect();
+        ancestors.reverse();
+        for dir in ancestors {
+            let closed = |mode, owner| Closed {
+                dir: dir.to_owned(),
+                mode,
+                owner,
+            };
+            let Ok(meta) = std::fs::metadata(dir) else {
+                return Some(closed(0, 0));
+            };
+            if !self.may_execute(&meta) {
+                return Some(closed(meta.mode(), meta.uid()));
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -82,12 +127,18 @@ mod tests {
         let owner = std::fs::metadata(top.path()).expect("stat").uid();
         // Some uid that owns none of them and is in none of their groups.
         let stranger = owner.wrapping_add(12345);
-        let closed = first_closed(&inner, stranger, stranger).expect("a closed directory");
+        let first_closed = |uid, gid| Runner::user(uid, gid).first_closed(&inner);
+        let closed = first_closed(stranger, stranger).expect("a closed directory");
         assert_eq!(closed.dir, top.path().join("a"));
         assert!(closed.to_string().contains("mode 700"), "{closed}");
-        assert!(first_closed(&inner, 0, 0).is_none());
-        assert!(first_closed(&inner, owner, owner).is_none());
+        assert!(first_closed(0, 0).is_none());
+        assert!(first_closed(owner, owner).is_none());
         chmod(&top.path().join("a"), 0o701);
-        assert!(first_closed(&inner, stranger, stranger).is_none());
+        assert!(first_closed(stranger, stranger).is_none());
+        // Only the group it runs with counts: a group of the host's opens nothing.
+        chmod(&top.path().join("a"), 0o710);
+        let group = std::fs::metadata(top.path().join("a")).expect("stat").gid();
+        assert!(first_closed(stranger, group).is_none());
+        assert!(first_closed(stranger, group.wrapping_add(1)).is_some());
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::StartError;
+use super::access::Runner;
 
 /// What a binary must satisfy before it runs.
 pub(super) struct BinaryPolicy {
@@ -114,69 +115,14 @@ fn sha256_hex(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// Who will run a binary: the OS's execute permission is judged for them.
-#[derive(Clone, Copy)]
-pub(super) struct Runner {
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-}
-
-impl Runner {
-    /// The host itself.
-    pub(super) fn host() -> Self {
-        Self {
-            uid: nix::unistd::geteuid().as_raw(),
-            gid: nix::unistd::getegid().as_raw(),
-        }
-    }
-
-    /// Groups the runner is in: its own, and its supplementary groups.
-    fn groups(&self) -> Vec<u32> {
-        let mut groups = vec![self.gid];
-        if self.uid == nix::unistd::geteuid().as_raw() {
-            groups.extend(
-                nix::unistd::getgroups()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|g| g.as_raw()),
-            );
-        } else if let Ok(Some(user)) = nix::unistd::User::from_uid(self.uid.into())
-            && let Ok(name) = std::ffi::CString::new(user.name)
-            && let Ok(list) = nix::unistd::getgrouplist(&name, self.gid.into())
-        {
-            groups.extend(list.iter().map(|g| g.as_raw()));
-        }
-        groups
-    }
-
-    /// Whether the OS would let this runner execute (files) or search (directories)
-    /// something with this owner and mode: one class of bits applies, as in the kernel.
-    fn may_execute(&self, meta: &std::fs::Metadata, groups: &[u32]) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let mode = meta.mode();
-        if self.uid == 0 {
-            return meta.is_dir() || mode & 0o111 != 0;
-        }
-        let bit = if meta.uid() == self.uid {
-            0o100
-        } else if groups.contains(&meta.gid()) {
-            0o010
-        } else {
-            0o001
-        };
-        mode & bit != 0
-    }
-}
-
 /// Refuses a binary that its runner could not execute itself: a private copy is
 /// executable by construction, so without this check a file that was never meant
 /// to run (no execute bit, or behind a directory the runner cannot enter) would.
-fn check_executable(from: &Path, meta: &std::fs::Metadata, runner: Runner) -> Result<(), String> {
-    let groups = runner.groups();
+fn check_executable(from: &Path, meta: &std::fs::Metadata, runner: &Runner) -> Result<(), String> {
     if !meta.is_file() {
         return Err("it is not a regular file".into());
     }
-    if !runner.may_execute(meta, &groups) {
+    if !runner.may_execute(meta) {
         use std::os::unix::fs::MetadataExt;
         return Err(format!(
             "uid {} may not execute it (mode {:o}, owner {}:{}); the plugin would not run without \
@@ -189,16 +135,14 @@ fn check_executable(from: &Path, meta: &std::fs::Metadata, runner: Runner) -> Re
         ));
     }
     let full = std::fs::canonicalize(from).map_err(|e| format!("cannot resolve its path: {e}"))?;
-    for dir in full.ancestors().skip(1) {
-        let dir_meta =
-            std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        if !runner.may_execute(&dir_meta, &groups) {
-            return Err(format!(
-                "uid {} may not enter {}, so it could not run the binary itself",
-                runner.uid,
-                dir.display()
-            ));
-        }
+    if let Some(dir) = full.parent()
+        && let Some(closed) = runner.first_closed(dir)
+    {
+        return Err(format!(
+            "uid {} may not enter {}, so it could not run the binary itself: {closed}",
+            runner.uid,
+            closed.dir.display()
+        ));
     }
     Ok(())
 }
@@ -232,7 +176,7 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 /// The copy is created new (`O_EXCL`, `O_NOFOLLOW`) in a directory only the host can
 /// write, and its owner and mode are set on the open file, never by path: nothing
 /// another user planted there can redirect the write or the chown.
-pub(super) fn copy_binary(from: &Path, to: &Path, runner: Runner) -> Result<(), StartError> {
+pub(super) fn copy_binary(from: &Path, to: &Path, runner: &Runner) -> Result<(), StartError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let fail = |what: &str, source: std::io::Error| StartError::spawn(from, what, source);
     let stamp = |m: &std::fs::Metadata| (m.ino(), m.size(), m.mtime(), m.mtime_nsec());

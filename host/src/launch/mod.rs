@@ -33,9 +33,10 @@ use crate::config::PluginConfig;
 use crate::services::{PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
+use access::Runner;
 pub use baton_transport::{NotSent, UnixClient};
 pub(crate) use binary::pin_file;
-use binary::{BinaryPolicy, Runner, copy_binary, is_script, verify_binary};
+use binary::{BinaryPolicy, copy_binary, is_script, verify_binary};
 pub(crate) use channel::plugin_rpc;
 pub use channel::{PluginRpc, TokenService, unix_channel};
 pub use error::StartError;
@@ -189,10 +190,9 @@ impl Launcher {
                 None
             }
         };
-        let runner = identity.as_ref().map_or_else(Runner::host, |id| Runner {
-            uid: id.uid,
-            gid: id.gid,
-        });
+        let runner = identity
+            .as_ref()
+            .map_or_else(Runner::host, |id| Runner::user(id.uid, id.gid));
         let policy = BinaryPolicy {
             production: self.production,
             pin: self.config.sha256.clone(),
@@ -251,7 +251,7 @@ impl Launcher {
             .spawner
             .run(Box::new(move || {
                 if let Some(copy) = &private_copy {
-                    copy_binary(&program, copy, runner)?;
+                    copy_binary(&program, copy, &runner)?;
                 }
                 // Checked on what will run: the private copy cannot change after this.
                 if let Err(e) = verify_binary(&program, private_copy.as_deref(), &policy) {
@@ -518,7 +518,8 @@ impl Launcher {
             closed: shut,
             fix,
         };
-        if let Some(shut) = access::first_closed(socket, id.uid, id.gid) {
+        let runner = Runner::user(id.uid, id.gid);
+        if let Some(shut) = runner.first_closed(socket) {
             let fix = format!(
                 "point XDG_RUNTIME_DIR (or TMPDIR) of the host at a directory the user can \
                  pass through (such as a root-owned /run/baton of mode 0711), or let it \
@@ -528,7 +529,7 @@ impl Launcher {
             return Err(closed("the runtime directory", socket, shut, fix));
         }
         if let Some(cwd) = cwd
-            && let Some(shut) = access::first_closed(cwd, id.uid, id.gid)
+            && let Some(shut) = runner.first_closed(cwd)
         {
             let fix = format!(
                 "set the plugin's `cwd` to a directory the user can enter, or let it search {}",
