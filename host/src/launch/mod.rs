@@ -10,6 +10,7 @@ mod connect;
 mod error;
 mod generation;
 mod handshake;
+mod identity;
 mod isolation;
 mod logs;
 mod pids_cgroup;
@@ -44,6 +45,7 @@ use generation::kill_group;
 pub use generation::{Generation, describe_exit};
 use handshake::read_handshake_line;
 pub use handshake::{check_handshake, new_token};
+use identity::Identity;
 use isolation::PidPipe;
 pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
@@ -419,45 +421,6 @@ impl Launcher {
         })
     }
 
-    /// The user and group to run as, when `user` or `group` is configured.
-    fn identity(&self) -> Result<Option<Identity>, StartError> {
-        use nix::unistd::{Group, User};
-        let (user, group) = (self.config.user.as_deref(), self.config.group.as_deref());
-        if user.is_none() && group.is_none() {
-            return Ok(None);
-        }
-        let refuse = |why: String| StartError::Refused {
-            path: self.config.command.clone(),
-            why,
-        };
-        if !nix::unistd::geteuid().is_root() {
-            return Err(refuse("`user`/`group` need the host to run as root".into()));
-        }
-        let found = match user {
-            Some(name) => Some(
-                User::from_name(name)
-                    .map_err(|e| refuse(format!("cannot look up user {name:?}: {e}")))?
-                    .ok_or_else(|| refuse(format!("there is no user {name:?}")))?,
-            ),
-            None => None,
-        };
-        let gid = match group {
-            Some(name) => {
-                Group::from_name(name)
-                    .map_err(|e| refuse(format!("cannot look up group {name:?}: {e}")))?
-                    .ok_or_else(|| refuse(format!("there is no group {name:?}")))?
-                    .gid
-            }
-            None => found.as_ref().map_or(nix::unistd::getgid(), |u| u.gid),
-        };
-        let uid = found.as_ref().map_or(nix::unistd::getuid(), |u| u.uid);
-        Ok(Some(Identity {
-            name: user.map_or_else(|| format!("uid {uid}"), str::to_owned),
-            uid: uid.as_raw(),
-            gid: gid.as_raw(),
-        }))
-    }
-
     /// The pids cgroup that holds `max_processes` for generation `number`, or whether
     /// RLIMIT_NPROC is to hold it instead: only for a plugin with a user of its own (it
     /// counts every process of that user), never for root (whom it does not bind) or
@@ -587,14 +550,6 @@ const ENV_ALLOW: &[&str] = &[
     "BATON_LOG",
     "RUST_LOG",
 ];
-
-/// Who a plugin runs as.
-struct Identity {
-    /// The configured user's name, for messages.
-    name: String,
-    uid: u32,
-    gid: u32,
-}
 
 /// What a plugin's code is made of, for noticing changes: its binary (when the command
 /// is a path), the pin beside it, and its `watch` list.
