@@ -85,8 +85,16 @@ impl StartError {
     pub(super) fn spawn(command: &Path, what: &str, source: std::io::Error) -> Self {
         use nix::errno::Errno;
         let short = source.raw_os_error().is_some_and(|code| {
-            [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN]
-                .contains(&Errno::from_raw(code))
+            // A full disk is where the host keeps its private copy of the binary.
+            [
+                Errno::EMFILE,
+                Errno::ENFILE,
+                Errno::ENOMEM,
+                Errno::EAGAIN,
+                Errno::ENOSPC,
+                Errno::EDQUOT,
+            ]
+            .contains(&Errno::from_raw(code))
         });
         if short {
             return Self::HostShort {
@@ -143,7 +151,8 @@ mod tests {
                 std::io::Error::from_raw_os_error(errno as i32),
             )
         };
-        for errno in [nix::errno::Errno::EMFILE, nix::errno::Errno::ENOMEM] {
+        use nix::errno::Errno;
+        for errno in [Errno::EMFILE, Errno::ENOMEM, Errno::ENOSPC, Errno::EDQUOT] {
             assert!(start(errno).is_host_side());
         }
         let missing = start(nix::errno::Errno::ENOENT);
