@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http_body::{Body as _, Frame};
+use tonic::codegen::http;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -23,6 +24,9 @@ pub(crate) struct Pump<B> {
     pending: Option<(Bytes, bool)>,
     /// Whether a message has been written.
     started: bool,
+    /// Writing a server's answer: a body that fails with a status ends the stream with
+    /// it (see [`Pump::answer`]).
+    answer: bool,
 }
 
 impl<B> Pump<B>
@@ -30,13 +34,28 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    /// Writes `body` into `stream`.
-    pub(crate) fn new(body: B, stream: SendStream<Bytes>) -> Self {
+    /// Writes the request `body` into `stream`; a body that fails resets the stream
+    /// (a request has no trailers to say why, and the server must not take what was
+    /// sent as whole).
+    pub(crate) fn request(body: B, stream: SendStream<Bytes>) -> Self {
         Self {
             body: Box::pin(body),
             stream,
             pending: None,
             started: false,
+            answer: false,
+        }
+    }
+
+    /// Writes a server's answer `body` into `stream`. A body that fails with a
+    /// `tonic::Status` (a forwarded stream whose plugin died, or whose answer was over
+    /// its size limit) ends the stream with that status in trailers, as a handler's
+    /// error does: a reset would tell the client only CANCELLED, and the message
+    /// naming the plugin would never arrive. Any other failure resets the stream.
+    pub(crate) fn answer(body: B, stream: SendStream<Bytes>) -> Self {
+        Self {
+            answer: true,
+            ..Self::request(body, stream)
         }
     }
 
@@ -105,7 +124,12 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let e: BoxError = e.into();
-                    tracing::debug!("a request body failed: {e}");
+                    if self.answer
+                        && let Some(trailers) = status_trailers(e)
+                    {
+                        let _ = self.stream.send_trailers(trailers);
+                        return Poll::Ready(());
+                    }
                     self.stream.send_reset(h2::Reason::CANCEL);
                     return Poll::Ready(());
                 }
@@ -113,6 +137,22 @@ where
             }
         }
     }
+}
+
+/// Trailers ending a stream with the status `e` is, bounded as every status this
+/// server sends; `None` when `e` is no status (or cannot be written as one).
+fn status_trailers(e: BoxError) -> Option<http::HeaderMap> {
+    let e = match e.downcast::<tonic::Status>() {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::debug!("an answer's body failed: {e}");
+            return None;
+        }
+    };
+    let mut trailers = http::HeaderMap::new();
+    e.add_header(&mut trailers).ok()?;
+    crate::status_text::bound(&mut trailers);
+    Some(trailers)
 }
 
 /// A body read from its HTTP/2 stream, giving the peer its window back as the

@@ -190,7 +190,7 @@ impl UnixClient {
             .send_request(head, body_done)
             .map_err(|e| NotSent(e.into()))?;
         if !body_done {
-            let mut pump = Pump::new(body, stream);
+            let mut pump = Pump::request(body, stream);
             // Written from this task while the body has it ready (a unary call's one
             // message); only a body that has to wait gets a task of its own.
             let finished = std::future::poll_fn(|cx| Poll::Ready(pump.poll_pump(cx))).await;

@@ -285,7 +285,7 @@ async fn call<S, C, B>(
         return;
     };
     if !end {
-        let mut pump = Pump::new(body, stream);
+        let mut pump = Pump::answer(body, stream);
         std::future::poll_fn(|cx| pump.poll_pump(cx)).await;
     }
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use baton_tests::trigger::batch;
 use baton_tests::trigger::trigger_client::TriggerClient;
+use baton_tests::trigger::{Filter, batch};
 use baton_tests::{TestHost, bin, through_daemon};
 
 const TRIGGER: &str = "mydb.trigger.v1.Trigger";
@@ -77,4 +77,50 @@ async fn a_call_that_cannot_be_forwarded_is_told_the_header_the_plugin_and_what_
         .into_inner()
         .total;
     assert_eq!(total, 1);
+}
+
+#[tokio::test]
+async fn a_forwarded_stream_whose_plugin_dies_ends_with_a_status_naming_the_plugin() {
+    let host = TestHost::start(&format!(
+        "[plugins.trigger]\ncommand = \"{}\"\nservices = [\"{TRIGGER}\"]\n",
+        bin("trigger").display()
+    ))
+    .await;
+    let serving = host.serving("trigger", Duration::from_secs(10)).await;
+    let mut trigger = TriggerClient::new(through_daemon(&host.socket, Some("trigger")).await);
+    let mut stream = trigger
+        .subscribe(Filter {
+            prefix: String::new(),
+        })
+        .await
+        .expect("Subscribe is forwarded")
+        .into_inner();
+    // The stream is under way: a point written reaches it through the daemon.
+    trigger.on_write(batch("a", &[1.0])).await.expect("OnWrite");
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a point within 10 s")
+        .expect("the stream flows")
+        .expect("a point");
+    assert_eq!(first.series, "a");
+
+    let pid = serving.pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the plugin");
+    let broke = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the stream ends within 10 s")
+        .expect_err("the stream breaks");
+    // The daemon's client is told who broke the stream and how, not a bare reset.
+    assert_eq!(broke.code(), tonic::Code::Unavailable, "{broke:?}");
+    assert!(
+        broke.message().contains(&format!(
+            "plugin trigger (generation {}, pid {pid})",
+            serving.generation
+        )) && broke.message().contains("SIGKILL"),
+        "{broke:?}"
+    );
 }
