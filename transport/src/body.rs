@@ -112,7 +112,7 @@ where
                     }
                     Err(frame) => {
                         if let Ok(mut trailers) = frame.into_trailers() {
-                            crate::status_text::bound(&mut trailers);
+                            crate::header_block::bound(&mut trailers);
                             let _ = self.stream.send_trailers(trailers);
                         }
                         return Poll::Ready(());
@@ -151,7 +151,7 @@ fn status_trailers(e: BoxError) -> Option<http::HeaderMap> {
     };
     let mut trailers = http::HeaderMap::new();
     e.add_header(&mut trailers).ok()?;
-    crate::status_text::bound(&mut trailers);
+    crate::header_block::bound(&mut trailers);
     Some(trailers)
 }
 

@@ -9,6 +9,7 @@
 mod body;
 mod client;
 mod framing;
+mod header_block;
 mod quiet;
 mod router;
 mod server;
@@ -23,6 +24,7 @@ mod unread;
 
 pub use client::{NotSent, UnixClient};
 pub use framing::{Framed, Message, grpc_frame, grpc_frame_bytes_last};
+pub use header_block::{DROPPED_HEADER, MAX_HEADER_BLOCK_BYTES};
 pub use quiet::QuietUnix;
 pub use router::{Check, Router};
 pub use server::{MAX_HEADER_BYTES, ServerConfig, serve};

@@ -279,7 +279,7 @@ async fn call<S, C, B>(
     };
     let (mut parts, body) = response.into_parts();
     // A trailers-only answer carries its status here.
-    crate::status_text::bound(&mut parts.headers);
+    crate::header_block::bound(&mut parts.headers);
     let end = body.is_end_stream();
     let Ok(stream) = respond.send_response(http::Response::from_parts(parts, ()), end) else {
         return;

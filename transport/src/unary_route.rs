@@ -132,7 +132,7 @@ impl UnaryRoute {
             }
             Err(status) => {
                 let (mut head, ()) = status.into_http::<()>().into_parts();
-                crate::status_text::bound(&mut head.headers);
+                crate::header_block::bound(&mut head.headers);
                 let _ = respond.send_response(http::Response::from_parts(head, ()), true);
             }
         }
