@@ -79,6 +79,11 @@ async fn send(
     described_only: Option<PluginSet>,
 ) -> http::Response<Body> {
     let path: Arc<str> = Arc::from(request.uri().path());
+    // Judged whole by a described-only channel: a query must not slip past the check.
+    let whole = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.to_string(), |p| p.as_str().to_owned());
     let started = std::time::Instant::now();
     // Each message of the request is held to the plugin's max_message_bytes as it goes.
     let (parts, mut body, refused) = {
@@ -103,7 +108,8 @@ async fn send(
         // build that describes other services. Never counted: it never reached the
         // plugin, and a client's made-up names would each become a metric.
         if let Some(plugins) = &described_only
-            && let Some(refusal) = crate::forward::undescribed(handle.name(), &live, &path, plugins)
+            && let Some(refusal) =
+                crate::forward::undescribed(handle.name(), &live.services, &whole, plugins)
         {
             return refusal.into_http();
         }

@@ -19,7 +19,7 @@ use crate::plugin_set::PluginSet;
 
 mod refusal;
 
-pub(crate) use refusal::undescribed;
+pub(crate) use refusal::{is_service_name, supervisors_own_service, undescribed};
 
 /// The metadata key that names the plugin a forwarded call is for.
 pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";
@@ -104,9 +104,9 @@ where
         let Some(service) = refusal::service_of(whole) else {
             return answer(refusal::not_a_method(&name, whole));
         };
-        if let Some(denied) =
-            refusal::supervisors_own(&name, service, handle.serving_now().as_deref())
-        {
+        let serving = handle.serving_now();
+        let described = serving.as_deref().map(|live| &live.services);
+        if let Some(denied) = refusal::supervisors_own(&name, service, described) {
             return answer(denied);
         }
         // Whether the plugin describes the service is judged once a generation serves

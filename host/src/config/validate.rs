@@ -138,18 +138,22 @@ impl Config {
                 refuse("sha256", format!("must be 64 hex digits, got {pin:?}"));
             }
             for service in &plugin.services {
-                let part = |p: &str| {
-                    p.chars()
-                        .next()
-                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                };
-                if !service.split('.').all(part) {
+                if !crate::forward::is_service_name(service) {
                     refuse(
                         "services",
                         format!(
                             "{service:?} is not a gRPC service name (dot-separated identifiers, \
                              such as \"mydb.trigger.v1.Trigger\")"
+                        ),
+                    );
+                } else if let Some(what) = crate::forward::supervisors_own_service(service) {
+                    // The daemon refuses every call to it: required, it could never be
+                    // served to anyone.
+                    refuse(
+                        "services",
+                        format!(
+                            "{service:?} is {what}, which only its supervisor calls and the \
+                             daemon never forwards; list the plugin's application services"
                         ),
                     );
                 }
@@ -181,5 +185,42 @@ impl Config {
                 "{addr} is not a loopback address; the metrics endpoint has no authentication, so serving it beyond this machine needs `metrics_public = true`"
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn refused(text: &str) -> String {
+        match Config::parse(text, Path::new("baton.toml")) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn services_only_a_supervisor_calls_are_refused_naming_the_field() {
+        for (service, what) in [
+            ("baton.plugin.v1.Plugin", "its lifecycle service"),
+            ("grpc.health.v1.Health", "its health service"),
+        ] {
+            let e = refused(&format!(
+                "[plugins.p]\ncommand = \"/bin/true\"\nservices = [\"kv.v1.KV\", \"{service}\"]\n"
+            ));
+            assert!(
+                e.contains("`plugins.p.services`")
+                    && e.contains(&format!("\"{service}\" is {what}"))
+                    && e.contains("only its supervisor calls"),
+                "{e}"
+            );
+        }
+        let e = refused("[plugins.p]\ncommand = \"/bin/true\"\nservices = [\"kv/KV\"]\n");
+        assert!(e.contains("is not a gRPC service name"), "{e}");
+        let fine =
+            "[plugins.p]\ncommand = \"/bin/true\"\nservices = [\"mydb.trigger.v1.Trigger\"]\n";
+        assert!(Config::parse(fine, Path::new("baton.toml")).is_ok());
     }
 }

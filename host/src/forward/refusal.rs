@@ -11,7 +11,6 @@ use tonic::Status;
 use super::PLUGIN_METADATA_KEY;
 use crate::plugin_set::PluginSet;
 use crate::printable::printable;
-use crate::route::Live;
 
 /// Reflection answers questions about the described services; clients calling by name
 /// (`baton ctl call`, grpcurl) need it.
@@ -48,18 +47,39 @@ pub(super) fn service_of(path_and_query: &str) -> Option<&str> {
     (plain(service) && plain(method)).then_some(service)
 }
 
+/// Whether `name` has the shape of a gRPC service's full name: dot-separated
+/// identifiers (ASCII letters, digits and `_`, none starting with a digit), as the
+/// config's `services` must be. Nothing else is ever forwarded, whatever a plugin's
+/// own server would make of it.
+pub(crate) fn is_service_name(name: &str) -> bool {
+    let part = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    name.split('.').all(part)
+}
+
+/// What `service` is, if it is one only a plugin's supervisor calls.
+pub(crate) fn supervisors_own_service(service: &str) -> Option<&'static str> {
+    SUPERVISORS_OWN
+        .iter()
+        .find(|(package, _)| service.starts_with(package))
+        .map(|(_, what)| *what)
+}
+
 /// PERMISSION_DENIED for a call to one of the services only a plugin's supervisor
 /// calls; `None` for any other. Denied, not UNIMPLEMENTED: the plugin does serve it,
 /// and a client that treats UNIMPLEMENTED as "try something else" (as reflection
-/// clients do) should not be sent looking.
+/// clients do) should not be sent looking. `serving` is what the serving generation's
+/// `Describe` lists, if one serves.
 pub(super) fn supervisors_own(
     plugin: &str,
     service: &str,
-    serving: Option<&Live>,
+    serving: Option<&BTreeSet<String>>,
 ) -> Option<Status> {
-    let (_, what) = SUPERVISORS_OWN
-        .iter()
-        .find(|(package, _)| service.starts_with(package))?;
+    let what = supervisors_own_service(service)?;
     Some(Status::permission_denied(format!(
         "plugin {plugin}: {service} is {what}, which only its supervisor calls; the daemon \
          forwards only the services a plugin's Describe lists (and gRPC reflection): {}",
@@ -67,23 +87,31 @@ pub(super) fn supervisors_own(
     )))
 }
 
-/// UNIMPLEMENTED for a call to `path` that `live`, the generation that would serve
-/// it, does not describe; `None` when it does, or the call is for reflection.
+/// The refusal of a call to `path_and_query` for a generation whose `Describe` lists
+/// `services`; `None` when it describes the service, or the call is for reflection.
+/// Whole on its own, whatever was checked before: a path that is no method's, a
+/// service name of any other shape, and the supervisor's own services are refused
+/// here too.
 pub(crate) fn undescribed(
     plugin: &str,
-    live: &Live,
-    path: &str,
+    services: &BTreeSet<String>,
+    path_and_query: &str,
     plugins: &PluginSet,
 ) -> Option<Status> {
-    let service = service_of(path)?;
-    if live.services.contains(service) || REFLECTION.contains(&service) {
+    let Some(service) = service_of(path_and_query).filter(|s| is_service_name(s)) else {
+        return Some(not_a_method(plugin, path_and_query));
+    };
+    if let Some(denied) = supervisors_own(plugin, service, Some(services)) {
+        return Some(denied);
+    }
+    if services.contains(service) || REFLECTION.contains(&service) {
         return None;
     }
     Some(Status::unimplemented(format!(
         "plugin {plugin} does not serve {}: {}; {PLUGIN_METADATA_KEY} names the plugin a call \
          is for ({})",
         cut(service),
-        described(Some(live)),
+        described(Some(services)),
         served_by(service, plugins)
     )))
 }
@@ -121,15 +149,15 @@ pub(super) fn no_such_plugin(name: &str, path: &str, plugins: &PluginSet) -> Sta
 }
 
 /// What the serving generation's `Describe` lists, for a message.
-fn described(serving: Option<&Live>) -> String {
+fn described(serving: Option<&BTreeSet<String>>) -> String {
     match serving {
         None => "its services are known once it serves".to_owned(),
-        Some(live) if live.services.is_empty() => {
+        Some(services) if services.is_empty() => {
             "its Describe lists no application services".to_owned()
         }
-        Some(live) => format!(
+        Some(services) => format!(
             "its Describe lists {}",
-            listed(live.services.iter().map(String::as_str))
+            listed(services.iter().map(String::as_str))
         ),
     }
 }
@@ -223,6 +251,38 @@ mod tests {
         ] {
             assert!(supervisors_own("p", other, None).is_none(), "{other}");
         }
+    }
+
+    #[test]
+    fn a_described_only_channel_refuses_on_its_own() {
+        let services: BTreeSet<String> = ["kv.v1.KV".to_owned()].into();
+        let plugins = PluginSet::default();
+        let judge = |path: &str| undescribed("p", &services, path, &plugins);
+        assert!(judge("/kv.v1.KV/Get").is_none());
+        assert!(judge("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").is_none());
+        for odd in [
+            "/kv.v1.KV/Get?x=1",
+            "/kv.v1.KV/a/../../baton.plugin.v1.Plugin/Shutdown",
+            "kv.v1.KV/Get",
+            "/",
+            "/kv.v1.KV%2F/Get",
+            "/kv v1.KV/Get",
+            "/kv..KV/Get",
+            "/1kv.KV/Get",
+        ] {
+            let refused = judge(odd).unwrap_or_else(|| panic!("{odd} let through"));
+            assert_eq!(refused.code(), tonic::Code::Unimplemented, "{odd}");
+        }
+        // Denied even to a generation that (wrongly) describes them.
+        let own: BTreeSet<String> = ["baton.plugin.v1.Plugin".to_owned()].into();
+        let denied =
+            undescribed("p", &own, "/baton.plugin.v1.Plugin/Restore", &plugins).expect("denied");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let denied =
+            undescribed("p", &services, "/grpc.health.v1.Health/Check", &plugins).expect("denied");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(is_service_name("mydb.trigger.v1.Trigger") && is_service_name("_x.Y_1"));
+        assert!(!is_service_name("") && !is_service_name("a.") && !is_service_name("a-b"));
     }
 
     #[test]
