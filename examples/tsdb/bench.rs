@@ -144,9 +144,10 @@ fn ingest(db: &Db, batches: usize, per_batch: usize, start_n: &mut usize) -> Res
             let n = *start_n;
             *start_n += 1;
             body.push_str(&format!(
-                "cpu,host=h{} value={},n={n}i\n",
+                "cpu,host=h{} value={},n={n}i {}\n",
                 n % 16,
-                (n * 7) % 100
+                (n * 7) % 100,
+                stamp(n)
             ));
         }
         let (status, answer) = request(&mut conn, "POST", "/api/v3/write_lp?db=bench", &body)?;
@@ -191,9 +192,10 @@ fn run(quick: bool) -> Result<(), String> {
         let mut body = String::new();
         for _ in 0..per_batch {
             body.push_str(&format!(
-                "cpu,host=h{} value={},n={n}i\n",
+                "cpu,host=h{} value={},n={n}i {}\n",
                 n % 16,
-                (n * 7) % 100
+                (n * 7) % 100,
+                stamp(n)
             ));
             n += 1;
         }
@@ -243,4 +245,16 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Point `n`'s time: its own nanosecond after the bench's start, so that no two points
+/// of a series share a time (they would replace each other: last write wins).
+fn stamp(n: usize) -> i64 {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(0))
+    });
+    start + i64::try_from(n).unwrap_or(0)
 }

@@ -43,17 +43,24 @@ pub struct LineError {
 /// The unit of the timestamps in a batch (`precision=` on the write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
+    /// Each timestamp's unit guessed from its size, as InfluxDB 3 does.
+    Auto,
     Nanoseconds,
     Microseconds,
     Milliseconds,
     Seconds,
+    /// v1 only.
+    Minutes,
+    /// v1 only.
+    Hours,
 }
 
 impl Precision {
-    /// From the query parameter's value (InfluxDB's names, long and short).
-    pub fn parse(text: &str) -> Option<Self> {
+    /// From `/api/v3/write_lp`'s parameter: InfluxDB 3's names, long and short.
+    pub fn parse_v3(text: &str) -> Option<Self> {
         Some(match text {
-            "ns" | "nanosecond" | "auto" => Self::Nanoseconds,
+            "auto" => Self::Auto,
+            "ns" | "n" | "nanosecond" => Self::Nanoseconds,
             "us" | "u" | "microsecond" => Self::Microseconds,
             "ms" | "millisecond" => Self::Milliseconds,
             "s" | "second" => Self::Seconds,
@@ -61,34 +68,84 @@ impl Precision {
         })
     }
 
+    /// From the v1 `/write` parameter (InfluxDB 1's `n`, `u`/`µ`, `ms`, `s`, `m`, `h`).
+    pub fn parse_v1(text: &str) -> Option<Self> {
+        Some(match text {
+            "n" | "ns" => Self::Nanoseconds,
+            "u" | "µ" | "us" => Self::Microseconds,
+            "ms" => Self::Milliseconds,
+            "s" => Self::Seconds,
+            "m" => Self::Minutes,
+            "h" => Self::Hours,
+            _ => return None,
+        })
+    }
+
+    /// From the v2 `/api/v2/write` parameter.
+    pub fn parse_v2(text: &str) -> Option<Self> {
+        Some(match text {
+            "ns" => Self::Nanoseconds,
+            "us" => Self::Microseconds,
+            "ms" => Self::Milliseconds,
+            "s" => Self::Seconds,
+            _ => return None,
+        })
+    }
+
+    /// InfluxDB 3's guess: the value in whole "seconds if it were nanoseconds" is below
+    /// 5 for seconds, 5,000 for milliseconds, 5,000,000 for microseconds (so it holds
+    /// for times up to the year 2128).
+    fn guess(value: i64) -> Self {
+        match value.unsigned_abs() / 1_000_000_000 {
+            0..5 => Self::Seconds,
+            5..5_000 => Self::Milliseconds,
+            5_000..5_000_000 => Self::Microseconds,
+            _ => Self::Nanoseconds,
+        }
+    }
+
     fn to_ns(self, value: i64) -> Option<i64> {
         value.checked_mul(match self {
+            Self::Auto => return Self::guess(value).to_ns(value),
             Self::Nanoseconds => 1,
             Self::Microseconds => 1_000,
             Self::Milliseconds => 1_000_000,
             Self::Seconds => 1_000_000_000,
+            Self::Minutes => 60_000_000_000,
+            Self::Hours => 3_600_000_000_000,
         })
     }
 }
 
 /// Parses a whole batch; the first bad line is the error.
 pub fn parse(text: &str, precision: Precision) -> Result<Vec<Point>, LineError> {
-    let mut points = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    parse_each(text, precision).collect()
+}
+
+/// Parses each line on its own: a point, or why its line is wrong (comments and blank
+/// lines give nothing).
+pub fn parse_each(
+    text: &str,
+    precision: Precision,
+) -> impl Iterator<Item = Result<Point, LineError>> + '_ {
+    text.lines().enumerate().filter_map(move |(index, line)| {
         let trimmed = line.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
+            return None;
         }
-        let offset = line.len() - trimmed.len();
         let mut cursor = Cursor {
             text: trimmed,
             pos: 0,
             line: index + 1,
-            offset,
+            offset: line.len() - trimmed.len(),
         };
-        points.push(cursor.point(precision)?);
-    }
-    Ok(points)
+        Some(cursor.point(precision))
+    })
+}
+
+/// Line `number` (1-based) of `text`, as `parse_each` counts them.
+pub fn line_of(text: &str, number: usize) -> &str {
+    text.lines().nth(number.saturating_sub(1)).unwrap_or("")
 }
 
 struct Cursor<'a> {

@@ -1,7 +1,9 @@
 //! The storage layer, kept thin: one SQLite file per database, one table per
 //! measurement (`time` in nanoseconds, a text column per tag, a column per field), and a
 //! table of each column's kind, so that a field written as a number and later as text
-//! is refused. A write is one transaction: all of a batch, or nothing.
+//! is refused. A write is one transaction: all of a batch, or nothing (or, asked for,
+//! the good points of it). A point with the series and time of a stored one replaces
+//! the fields it names, as in InfluxDB (last write wins).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -80,6 +82,15 @@ pub enum Cell {
 pub struct Rows {
     pub names: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
+}
+
+/// What a write that may keep part of its batch did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The points stored, timestamps filled in.
+    pub points: Vec<Point>,
+    /// The points refused: index into the batch, and why.
+    pub refused: Vec<(usize, String)>,
 }
 
 /// Why a write or query failed.
@@ -164,29 +175,73 @@ impl Storage {
     pub fn write(
         &self,
         name: &str,
-        mut points: Vec<Point>,
+        points: Vec<Point>,
         now_ns: i64,
     ) -> Result<Vec<Point>, StoreError> {
+        self.write_batch(name, points, now_ns, false)
+            .map(|written| written.points)
+    }
+
+    /// As `write`, but a point the table refuses (a field of another type, say) is left
+    /// out and listed, and the rest is stored.
+    pub fn write_partial(
+        &self,
+        name: &str,
+        points: Vec<Point>,
+        now_ns: i64,
+    ) -> Result<Written, StoreError> {
+        self.write_batch(name, points, now_ns, true)
+    }
+
+    fn write_batch(
+        &self,
+        name: &str,
+        points: Vec<Point>,
+        now_ns: i64,
+        partial: bool,
+    ) -> Result<Written, StoreError> {
         let db = self.database(name, true)?;
         let mut connection = db.lock().unwrap_or_else(|p| p.into_inner());
         let tx = connection.transaction()?;
         let mut known: HashMap<String, BTreeMap<String, Kind>> = HashMap::new();
-        for (index, point) in points.iter_mut().enumerate() {
+        let mut written = Written::default();
+        for (index, mut point) in points.into_iter().enumerate() {
             point.time_ns.get_or_insert(now_ns);
             let columns = match known.get_mut(&point.measurement) {
                 Some(columns) => columns,
                 None => {
                     let columns = table_columns(&tx, &point.measurement)?;
+                    if !columns.is_empty() {
+                        time_index(&tx, &point.measurement)?;
+                    }
                     known.entry(point.measurement.clone()).or_insert(columns)
                 }
             };
-            insert(&tx, point, columns).map_err(|e| match e {
-                StoreError::Point { what, .. } => StoreError::Point { index, what },
-                other => other,
-            })?;
+            if partial {
+                tx.execute_batch("SAVEPOINT point")?;
+            }
+            match upsert(&tx, &point, columns) {
+                Ok(()) => {
+                    if partial {
+                        tx.execute_batch("RELEASE point")?;
+                    }
+                    written.points.push(point);
+                }
+                Err(StoreError::Point { what, .. }) if partial => {
+                    tx.execute_batch("ROLLBACK TO point; RELEASE point")?;
+                    // The point may have added columns before it failed; they went
+                    // with the rollback, so the table is read again.
+                    known.remove(&point.measurement);
+                    written.refused.push((index, what));
+                }
+                Err(StoreError::Point { what, .. }) => {
+                    return Err(StoreError::Point { index, what });
+                }
+                Err(other) => return Err(other),
+            }
         }
         tx.commit()?;
-        Ok(points)
+        Ok(written)
     }
 
     /// Runs one read-only statement with `params` bound to `?1`, `?2`, ...; at most
@@ -197,6 +252,56 @@ impl Storage {
         sql: &str,
         params: Vec<Cell>,
         max_rows: usize,
+    ) -> Result<Rows, StoreError> {
+        self.read(name, sql, max_rows, |statement| {
+            for (i, cell) in params.into_iter().enumerate() {
+                statement.raw_bind_parameter(i + 1, value(cell))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// As `query`, with `params` bound by name to `$name`: each one the statement names
+    /// must be given, and each one given must be named.
+    pub fn query_named(
+        &self,
+        name: &str,
+        sql: &str,
+        params: Vec<(String, Cell)>,
+        max_rows: usize,
+    ) -> Result<Rows, StoreError> {
+        self.read(name, sql, max_rows, |statement| {
+            let given: HashMap<String, Cell> = params.into_iter().collect();
+            for i in 1..=statement.parameter_count() {
+                let wanted = statement.parameter_name(i).unwrap_or("?").to_owned();
+                let Some(cell) = wanted.strip_prefix('$').and_then(|n| given.get(n)) else {
+                    return Err(StoreError::Query(format!(
+                        "the query uses {wanted} but params gives no value for it"
+                    )));
+                };
+                statement.raw_bind_parameter(i, value(cell.clone()))?;
+            }
+            if let Some(unused) = given.keys().find(|n| {
+                statement
+                    .parameter_index(&format!("${n}"))
+                    .ok()
+                    .flatten()
+                    .is_none()
+            }) {
+                return Err(StoreError::Query(format!(
+                    "params gives {unused:?} but the query has no ${unused}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn read(
+        &self,
+        name: &str,
+        sql: &str,
+        max_rows: usize,
+        bind: impl FnOnce(&mut rusqlite::Statement<'_>) -> Result<(), StoreError>,
     ) -> Result<Rows, StoreError> {
         let db = self.database(name, false)?;
         let connection = db.lock().unwrap_or_else(|p| p.into_inner());
@@ -213,15 +318,8 @@ impl Storage {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let params = params.into_iter().map(|cell| match cell {
-            Cell::Null => rusqlite::types::Value::Null,
-            Cell::Integer(i) => rusqlite::types::Value::Integer(i),
-            Cell::Real(r) => rusqlite::types::Value::Real(r),
-            Cell::Text(t) => rusqlite::types::Value::Text(t),
-        });
-        let mut rows = statement
-            .query(params_from_iter(params))
-            .map_err(|e| StoreError::Query(e.to_string()))?;
+        bind(&mut statement)?;
+        let mut rows = statement.raw_query();
         let mut out = Rows {
             names: names.clone(),
             rows: Vec::new(),
@@ -249,6 +347,25 @@ impl Storage {
     }
 }
 
+fn value(cell: Cell) -> rusqlite::types::Value {
+    match cell {
+        Cell::Null => rusqlite::types::Value::Null,
+        Cell::Integer(i) => rusqlite::types::Value::Integer(i),
+        Cell::Real(r) => rusqlite::types::Value::Real(r),
+        Cell::Text(t) => rusqlite::types::Value::Text(t),
+    }
+}
+
+/// The index that finds a series' point at a time, for last write wins.
+fn time_index(tx: &rusqlite::Transaction<'_>, table: &str) -> Result<(), StoreError> {
+    tx.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} (time)",
+        quoted(&format!("_tsdb_time_{table}")),
+        quoted(table)
+    ))?;
+    Ok(())
+}
+
 /// The kinds of a table's columns, as recorded.
 fn table_columns(
     tx: &rusqlite::Transaction<'_>,
@@ -269,7 +386,9 @@ fn table_columns(
     Ok(columns)
 }
 
-fn insert(
+/// Stores `point`: its fields replace those of the stored point of the same series and
+/// time (a NULL tag is an absent one, so `IS` compares them), or it is a new row.
+fn upsert(
     tx: &rusqlite::Transaction<'_>,
     point: &Point,
     columns: &mut BTreeMap<String, Kind>,
@@ -294,6 +413,7 @@ fn insert(
                 "CREATE TABLE {} (time INTEGER NOT NULL)",
                 quoted(table)
             ))?;
+            time_index(tx, table)?;
         }
     }
     let wanted = point
@@ -335,29 +455,73 @@ fn insert(
             }
         }
     }
+    let time = point.time_ns.unwrap_or(0);
+    let mut fields: Vec<(String, rusqlite::types::Value)> = Vec::with_capacity(point.fields.len());
+    for (k, v) in &point.fields {
+        fields.push((
+            quoted(k),
+            match v {
+                FieldValue::Float(f) => (*f).into(),
+                FieldValue::Integer(i) => (*i).into(),
+                FieldValue::Unsigned(u) => i64::try_from(*u)
+                    .map_err(|_| StoreError::Point {
+                        index: 0,
+                        what: format!("{u}u is too large to store (at most {})", i64::MAX),
+                    })?
+                    .into(),
+                FieldValue::Text(t) => t.clone().into(),
+                FieldValue::Boolean(b) => i64::from(*b).into(),
+            },
+        ));
+    }
+    let tags: Vec<(&String, rusqlite::types::Value)> = columns
+        .iter()
+        .filter(|(_, kind)| **kind == Kind::Tag)
+        .map(|(name, _)| {
+            let value = point
+                .tags
+                .get(name)
+                .map_or(rusqlite::types::Value::Null, |v| v.clone().into());
+            (name, value)
+        })
+        .collect();
+    let set: Vec<String> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| format!("{name} = ?{}", i + 1))
+        .collect();
+    let mut matches = vec![format!("time = ?{}", fields.len() + 1)];
+    matches.extend(
+        tags.iter()
+            .enumerate()
+            .map(|(i, (name, _))| format!("{} IS ?{}", quoted(name), fields.len() + 2 + i)),
+    );
+    let mut values: Vec<rusqlite::types::Value> = fields.iter().map(|(_, v)| v.clone()).collect();
+    values.push(time.into());
+    values.extend(tags.iter().map(|(_, v)| v.clone()));
+    // Cached: a batch stores many points of the same shape.
+    let replaced = tx
+        .prepare_cached(&format!(
+            "UPDATE {} SET {} WHERE {}",
+            quoted(table),
+            set.join(", "),
+            matches.join(" AND ")
+        ))?
+        .execute(params_from_iter(values))?;
+    if replaced > 0 {
+        return Ok(());
+    }
     let mut names = vec!["time".to_owned()];
-    let mut values: Vec<rusqlite::types::Value> = vec![point.time_ns.unwrap_or(0).into()];
+    let mut values: Vec<rusqlite::types::Value> = vec![time.into()];
     for (k, v) in &point.tags {
         names.push(quoted(k));
         values.push(v.clone().into());
     }
-    for (k, v) in &point.fields {
-        names.push(quoted(k));
-        values.push(match v {
-            FieldValue::Float(f) => (*f).into(),
-            FieldValue::Integer(i) => (*i).into(),
-            FieldValue::Unsigned(u) => i64::try_from(*u)
-                .map_err(|_| StoreError::Point {
-                    index: 0,
-                    what: format!("{u}u is too large to store (at most {})", i64::MAX),
-                })?
-                .into(),
-            FieldValue::Text(t) => t.clone().into(),
-            FieldValue::Boolean(b) => i64::from(*b).into(),
-        });
+    for (name, value) in fields {
+        names.push(name);
+        values.push(value);
     }
     let marks: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
-    // Cached: a batch inserts many points of the same shape.
     tx.prepare_cached(&format!(
         "INSERT INTO {} ({}) VALUES ({})",
         quoted(table),

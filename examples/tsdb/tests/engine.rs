@@ -138,14 +138,19 @@ args = { threshold = "1000" }
         minute + 1_000_000_000
     ));
     assert_eq!(status, 204, "{body}");
-    let (status, body) = write(&format!(
-        "cpu,host=b value=1 {minute}\ncpu,host=b value=oops {minute}"
-    ));
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/v3/write_lp?db=metrics&accept_partial=false",
+        &format!("cpu,host=b value=1 {minute}\ncpu,host=b value=oops {minute}"),
+    );
     assert_eq!(status, 400, "{body}");
     let refused: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(
-        (refused["line"].as_u64(), refused["column"].as_u64()),
-        (Some(2), Some(18)),
+    assert_eq!(refused["data"]["line_number"], 2, "{body}");
+    assert!(
+        refused["data"]["error_message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("column 18:")),
         "{body}"
     );
     let count = query(addr, "SELECT COUNT(*) AS n FROM cpu").expect("cpu rows");
@@ -175,7 +180,10 @@ args = { threshold = "1000" }
         (rows.as_array()?.len() == 1).then_some(rows)
     });
     assert_eq!(downsampled[0]["value"], 72.5, "{downsampled}");
-    assert_eq!(downsampled[0]["time"], minute, "{downsampled}");
+    assert_eq!(
+        downsampled[0]["time"], "2023-11-14T22:14:00",
+        "{downsampled}"
+    );
 
     // A cron schedule (every second) runs the same plugin with other args.
     wait_until("the cron trigger ran", Duration::from_secs(15), || {

@@ -140,14 +140,20 @@ args = { crash = "always" }
                 batch_number += 1;
                 let mut body = String::new();
                 let (mut these_cpu, mut these_mem) = (Vec::new(), Vec::new());
+                // Each point its own time: a series' points at one time would replace
+                // each other (last write wins), as lines without a time would.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
                 for i in 0..PER_TABLE {
                     let host = format!("h{}", i % HOSTS);
+                    let t = now + i as i64;
                     let v = value(n);
-                    body.push_str(&format!("cpu,host={host} value={v},n={n}i\n"));
+                    body.push_str(&format!("cpu,host={host} value={v},n={n}i {t}\n"));
                     these_cpu.push((format!("cpu,host={host}"), v));
                     n += 1;
                     let v = value(n);
-                    body.push_str(&format!("mem,host={host} value={v},n={n}i\n"));
+                    body.push_str(&format!("mem,host={host} value={v},n={n}i {t}\n"));
                     these_mem.push((format!("mem,host={host}"), v));
                     n += 1;
                 }
@@ -155,7 +161,12 @@ args = { crash = "always" }
                     body.push_str(&format!("bad value=1,n={n}i\n"));
                     n += 1;
                 }
-                let (status, answer) = http(addr, "POST", "/api/v3/write_lp?db=metrics", &body);
+                let (status, answer) = http(
+                    addr,
+                    "POST",
+                    "/api/v3/write_lp?db=metrics&accept_partial=false",
+                    &body,
+                );
                 if status == 204 {
                     accepted += these_cpu.len() + these_mem.len();
                     cpu.extend(these_cpu);

@@ -195,3 +195,83 @@ pub fn prepare(dir: &Path) -> Option<Prepared> {
         alerter,
     })
 }
+
+/// One HTTP/1.1 request with `headers` (each `name: value`) on a fresh connection: the
+/// status, the answer's headers (names lower-cased) and the body.
+pub fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to tsdb");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    stream.set_nodelay(true).expect("no Nagle");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// The value of header `name` in `headers`, if any.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `text` percent-encoded for a query string.
+pub fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'*' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The JSON rows of `sql` in database `db`; panics naming the answer if it fails.
+pub fn rows(addr: SocketAddr, db: &str, sql: &str) -> Vec<serde_json::Value> {
+    let (status, body) = http(
+        addr,
+        "GET",
+        &format!("/api/v3/query_sql?db={db}&q={}", encoded(sql)),
+        "",
+    );
+    assert_eq!(status, 200, "{sql}: {body}");
+    serde_json::from_str(&body).expect("JSON rows")
+}
+
+/// A database without plugins or triggers, on `dir`.
+pub fn start_bare(dir: &Path) -> Tsdb {
+    std::fs::write(dir.join("plugins.toml"), "").expect("write plugins.toml");
+    std::fs::write(
+        dir.join("tsdb.toml"),
+        "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n",
+    )
+    .expect("write tsdb.toml");
+    start(dir)
+}

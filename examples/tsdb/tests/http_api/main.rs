@@ -1,0 +1,15 @@
+//! InfluxDB's HTTP API against the real `tsdb` binary, one file per behaviour: routes
+//! (405 with `Allow`, 404 naming the path), write precision, partial writes, the v1 and
+//! v2 write endpoints with `/health` and `/ping`, last write wins, `query_sql`'s forms
+//! and formats, and the server's bounds.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bounds;
+mod last_write_wins;
+mod legacy;
+mod partial;
+mod precision;
+mod query;
+mod routes;
