@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes the repository's Python environment: a virtualenv at <repo>/.venv with the
-# pinned gRPC packages, the baton_plugin SDK on its path, and the SDK's stubs generated
-# from proto/. Safe to run again: pip only runs when the venv is missing or broken or
-# requirements.txt changed, and the stubs are only regenerated when the proto changed.
+# pinned gRPC packages and the client libraries the tsdb tests use, the baton_plugin SDK
+# on its path, and the SDK's stubs generated from proto/. Safe to run again: pip only
+# runs when the venv is missing or broken or a requirements file changed, and the stubs
+# are only regenerated when the proto changed.
 #
 #   bash plugin-sdk/python/setup-python.sh      # PYTHON=python3.12 to pick the interpreter
 set -euo pipefail
@@ -12,6 +13,9 @@ root="$(cd "$here/../.." && pwd)"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
 requirements="$here/requirements.txt"
+# What the tsdb end-to-end tests drive tsdb with (InfluxData's client libraries): not
+# the SDK's, but the same venv runs them.
+test_requirements="$root/examples/tsdb/tests/requirements.txt"
 stamp="$venv/.baton-requirements.sha256"
 
 fail() {
@@ -23,7 +27,7 @@ venv_works() {
     [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c '' 2>/dev/null
 }
 
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+want="$(cat "$requirements" "$test_requirements" | sha256sum | cut -d' ' -f1)"
 if ! venv_works || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     command -v "$python" >/dev/null ||
         fail "$python not found; install Python 3.9 or newer (with its venv module) or set PYTHON"
@@ -39,6 +43,9 @@ if ! venv_works || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "setup-python.sh: installing $requirements" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" ||
         fail "pip could not install $requirements into $venv"
+    echo "setup-python.sh: installing $test_requirements" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$test_requirements" ||
+        fail "pip could not install $test_requirements into $venv"
     # The SDK is used from the work tree, as an editable install would, but without
     # needing a build backend: a .pth file puts plugin-sdk/python on the venv's path.
     site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" ||
