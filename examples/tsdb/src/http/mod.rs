@@ -2,6 +2,7 @@
 //! into `write`, `query` or `engine`, which call the storage and the trigger engine.
 //! The server's bounds (connections, header and body time, body size) are here too.
 
+mod encoding;
 mod engine;
 mod format;
 mod query;

@@ -1,6 +1,7 @@
 //! Writes: `/api/v3/write_lp` (precision auto by default, `accept_partial` true by
 //! default, `no_sync` accepted) and the v1 `/write` and v2 `/api/v2/write` endpoints
 //! that Telegraf and the client libraries use (nanoseconds by default, all or nothing).
+//! Each takes its body plain or gzip'd (`Content-Encoding`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{Api, Params, Refusal, error, flag, json, read_body};
+use super::{Api, Params, Refusal, encoding, error, flag, json, read_body};
 use crate::host_api::by_table;
 use crate::line_protocol::{self, LineError, Point, Precision};
 use crate::storage::{Storage, StoreError};
@@ -148,6 +149,10 @@ struct Write {
 
 async fn write(api: Api, write: Write, headers: HeaderMap, body: Body) -> Response {
     let body = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let body = match encoding::decoded(&headers, body).await {
         Ok(b) => b,
         Err(refusal) => return refusal.into_response(),
     };
