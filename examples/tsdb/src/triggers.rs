@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use baton_host::{Host, PluginHandle};
@@ -124,6 +124,8 @@ pub struct Trigger {
     sequence: Mutex<u64>,
     /// Recent write-to-answer latencies, in µs.
     latencies: Mutex<std::collections::VecDeque<u64>>,
+    /// Its delivery worker and timer, stopped when the trigger is deleted.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -228,9 +230,11 @@ impl Trigger {
     }
 }
 
-/// Every trigger of the database.
+/// Every trigger of the database: those of tsdb.toml, and those made over the API.
 pub struct Engine {
-    triggers: Vec<Arc<Trigger>>,
+    triggers: RwLock<Vec<Arc<Trigger>>>,
+    /// Where a database a write makes is recorded.
+    catalog: OnceLock<Arc<crate::catalog::Catalog>>,
 }
 
 impl Engine {
@@ -239,53 +243,140 @@ impl Engine {
     pub fn start(configs: &[TriggerConfig], host: &Host) -> Result<Arc<Self>, String> {
         let mut triggers = Vec::new();
         for config in configs {
-            let spec = Spec::parse(&config.on)?;
             let plugin = host.plugin(&config.plugin).ok_or_else(|| {
                 format!(
                     "trigger {:?}: no plugin named {:?} in the plugins' config",
                     config.name, config.plugin
                 )
             })?;
-            let (queue, batches) = if spec.fires_on_writes() {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
-            };
-            let trigger = Arc::new(Trigger {
-                status: Mutex::new(TriggerStatus {
-                    name: config.name.clone(),
-                    plugin: config.plugin.clone(),
-                    on: config.on.clone(),
-                    database: config.database.clone(),
-                    error_policy: format!("{:?}", config.error_policy).to_lowercase(),
-                    enabled: true,
-                    ..TriggerStatus::default()
-                }),
-                config: config.clone(),
-                spec: spec.clone(),
-                plugin,
-                queue,
-                sequence: Mutex::new(0),
-                latencies: Mutex::default(),
-            });
-            if let Some(batches) = batches {
-                tokio::spawn(crate::delivery::deliver(trigger.clone(), batches));
-            }
-            match &spec {
-                Spec::Every(every) => {
-                    tokio::spawn(every_interval(trigger.clone(), *every));
-                }
-                Spec::Cron(schedule) => {
-                    tokio::spawn(on_cron(trigger.clone(), schedule.as_ref().clone()));
-                }
-                _ => {}
-            }
-            triggers.push(trigger);
+            triggers.push(launch(config, plugin, true)?);
         }
-        Ok(Arc::new(Self { triggers }))
+        Ok(Arc::new(Self {
+            triggers: RwLock::new(triggers),
+            catalog: OnceLock::new(),
+        }))
     }
 
+    /// From now on, each database a write lands in is recorded in `catalog`.
+    pub fn record_databases_in(&self, catalog: Arc<crate::catalog::Catalog>) {
+        let _ = self.catalog.set(catalog);
+    }
+
+    /// Starts one more trigger, on `plugin`; refused if its name is taken.
+    pub fn add(
+        &self,
+        config: &TriggerConfig,
+        plugin: PluginHandle,
+        enabled: bool,
+    ) -> Result<(), String> {
+        let trigger = launch(config, plugin, enabled)?;
+        let mut triggers = self.triggers.write().unwrap_or_else(|p| p.into_inner());
+        if triggers.iter().any(|t| t.config.name == config.name) {
+            trigger.stop();
+            return Err(format!("a trigger named {:?} exists", config.name));
+        }
+        triggers.push(trigger);
+        Ok(())
+    }
+
+    /// Stops and forgets trigger `name`; false if there is none.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut triggers = self.triggers.write().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = triggers.iter().position(|t| t.config.name == name) else {
+            return false;
+        };
+        triggers.remove(at).stop();
+        true
+    }
+
+    /// The database trigger `name` works in, if there is such a trigger.
+    pub fn database_of(&self, name: &str) -> Option<String> {
+        self.all()
+            .iter()
+            .find(|t| t.config.name == name)
+            .map(|t| t.config.database.clone())
+    }
+
+    fn all(&self) -> Vec<Arc<Trigger>> {
+        self.triggers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Trigger {
+    fn stop(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        self.update(|s| s.enabled = false);
+    }
+}
+
+/// Starts one trigger: its delivery worker (on writes) or its timer (on a schedule).
+fn launch(
+    config: &TriggerConfig,
+    plugin: PluginHandle,
+    enabled: bool,
+) -> Result<Arc<Trigger>, String> {
+    let spec = Spec::parse(&config.on)?;
+    let (queue, batches) = if spec.fires_on_writes() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let trigger = Arc::new(Trigger {
+        status: Mutex::new(TriggerStatus {
+            name: config.name.clone(),
+            plugin: config.plugin.clone(),
+            on: config.on.clone(),
+            database: config.database.clone(),
+            error_policy: format!("{:?}", config.error_policy).to_lowercase(),
+            enabled,
+            ..TriggerStatus::default()
+        }),
+        config: config.clone(),
+        spec: spec.clone(),
+        plugin,
+        queue,
+        sequence: Mutex::new(0),
+        latencies: Mutex::default(),
+        tasks: Mutex::default(),
+    });
+    let mut tasks = Vec::new();
+    if let Some(batches) = batches {
+        tasks.push(tokio::spawn(crate::delivery::deliver(
+            trigger.clone(),
+            batches,
+        )));
+    }
+    match &spec {
+        Spec::Every(every) => {
+            tasks.push(tokio::spawn(every_interval(trigger.clone(), *every)));
+        }
+        Spec::Cron(schedule) => {
+            tasks.push(tokio::spawn(on_cron(
+                trigger.clone(),
+                schedule.as_ref().clone(),
+            )));
+        }
+        _ => {}
+    }
+    *trigger.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks
+        .iter()
+        .map(tokio::task::JoinHandle::abort_handle)
+        .collect();
+    Ok(trigger)
+}
+
+impl Engine {
     /// A write landed in `database`: each write trigger there whose tables it touched
     /// gets the rows (in order, through its queue); `by_plugin` names a plugin that
     /// wrote, whose own triggers are not fired by its writes (no feedback loops).
@@ -295,7 +386,10 @@ impl Engine {
         tables: &BTreeMap<String, Vec<crate::api::Point>>,
         by_plugin: Option<&str>,
     ) {
-        for trigger in &self.triggers {
+        if let Some(catalog) = self.catalog.get() {
+            catalog.note_database(database);
+        }
+        for trigger in &self.all() {
             let Some(queue) = &trigger.queue else {
                 continue;
             };
@@ -345,8 +439,8 @@ impl Engine {
         mut request: HttpRequest,
     ) -> Option<Result<HttpResponse, Status>> {
         let trigger = self
-            .triggers
-            .iter()
+            .all()
+            .into_iter()
             .find(|t| matches!(&t.spec, Spec::Request(p) if p == path))?;
         request.trigger = trigger.config.name.clone();
         request.args = trigger.config.args.clone().into_iter().collect();
@@ -367,7 +461,7 @@ impl Engine {
 
     /// Every trigger's status, with its plugin's.
     pub fn status(&self) -> Vec<TriggerStatus> {
-        self.triggers
+        self.all()
             .iter()
             .map(|t| {
                 let mut status = t.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -383,7 +477,8 @@ impl Engine {
 
     /// Enables (or disables) trigger `name`; false if there is none.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> bool {
-        let Some(trigger) = self.triggers.iter().find(|t| t.config.name == name) else {
+        let all = self.all();
+        let Some(trigger) = all.iter().find(|t| t.config.name == name) else {
             return false;
         };
         trigger.update(|s| s.enabled = enabled);
@@ -392,7 +487,7 @@ impl Engine {
 
     /// The databases plugin `plugin` works in (those of its triggers).
     pub fn databases_of(&self, plugin: &str) -> HashSet<String> {
-        self.triggers
+        self.all()
             .iter()
             .filter(|t| t.config.plugin == plugin)
             .map(|t| t.config.database.clone())
