@@ -23,6 +23,18 @@ pub struct Config {
     /// The triggers.
     #[serde(default)]
     pub triggers: Vec<TriggerConfig>,
+    /// Where `plugin_filename` of a trigger made over the HTTP API is found, and where
+    /// plugin files are uploaded, relative to this file (`--plugin-dir` overrides it).
+    /// Without one, triggers cannot be made over the API.
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    /// The Python that runs a `.py` plugin file, relative to this file.
+    #[serde(default = "default_python")]
+    pub python: PathBuf,
+    /// Directories put on such a plugin's `PYTHONPATH` (tsdb's plugin module
+    /// `tsdb_plugin.py` and its stubs), relative to this file.
+    #[serde(default)]
+    pub python_path: Vec<PathBuf>,
 }
 
 /// One trigger: when it fires, which plugin it calls, and what a failure does.
@@ -48,7 +60,7 @@ pub struct TriggerConfig {
 }
 
 /// What a failed trigger call does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorPolicy {
     #[default]
@@ -59,6 +71,10 @@ pub enum ErrorPolicy {
 
 fn default_http() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8181))
+}
+
+fn default_python() -> PathBuf {
+    PathBuf::from("python3")
 }
 
 fn default_data_dir() -> PathBuf {
@@ -75,6 +91,13 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         config.plugins = base.join(&config.plugins);
+        config.plugin_dir = config.plugin_dir.map(|d| base.join(d));
+        // Absolute: a plugin runs in the plugin directory, not where tsdb started.
+        let absolute = |p: &Path| std::path::absolute(base.join(p)).unwrap_or(base.join(p));
+        if config.python.components().count() > 1 {
+            config.python = absolute(&config.python);
+        }
+        config.python_path = config.python_path.iter().map(|p| absolute(p)).collect();
         let mut names = std::collections::HashSet::new();
         for t in &config.triggers {
             if !names.insert(&t.name) {

@@ -4,11 +4,14 @@
 //! on HTTP requests, through the typed API in `proto/tsdb/engine/v1/engine.proto`; and
 //! plugins query and write the database back through the same API.
 
+pub mod catalog;
 pub mod config;
 mod delivery;
 pub mod host_api;
 pub mod http;
 pub mod line_protocol;
+pub mod plugin_dir;
+pub mod processing_engine;
 pub mod storage;
 pub mod triggers;
 

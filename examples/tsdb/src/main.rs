@@ -1,6 +1,6 @@
-//! `tsdb --config tsdb.toml [--dev]`: the database, its HTTP API and its processing
-//! engine (baton, linked as a library). `--dev` runs the plugins in baton's dev mode:
-//! a plugin reloads, state kept, whenever its file changes.
+//! `tsdb --config tsdb.toml [--dev] [--plugin-dir DIR]`: the database, its HTTP API and
+//! its processing engine (baton, linked as a library). `--dev` runs the plugins in
+//! baton's dev mode: a plugin reloads, state kept, whenever its file changes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +8,11 @@ use std::sync::{Arc, OnceLock};
 
 use baton_host::{HostBuilder, Mode};
 use tsdb::api::database_server::DatabaseServer;
+use tsdb::catalog::Catalog;
 use tsdb::config::Config;
 use tsdb::host_api::HostApi;
+use tsdb::plugin_dir::PluginDir;
+use tsdb::processing_engine::{ProcessingEngine, PythonRunner};
 use tsdb::storage::Storage;
 use tsdb::triggers::Engine;
 
@@ -17,17 +20,21 @@ use tsdb::triggers::Engine;
 const EXIT_CONFIG: u8 = 64;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: tsdb --config tsdb.toml [--dev]");
+    eprintln!("usage: tsdb --config tsdb.toml [--dev] [--plugin-dir DIR]");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let (mut config, mut dev) = (None, false);
+    let (mut config, mut dev, mut plugin_dir) = (None, false, None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config = args.next().map(PathBuf::from),
             "--dev" => dev = true,
+            "--plugin-dir" => match args.next() {
+                Some(dir) => plugin_dir = Some(PathBuf::from(dir)),
+                None => return usage(),
+            },
             _ => return usage(),
         }
     }
@@ -48,11 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, dev))
+    runtime.block_on(run(config, dev, plugin_dir))
 }
 
-async fn run(path: PathBuf, dev: bool) -> ExitCode {
-    let config = match Config::load(&path) {
+async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode {
+    let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -69,6 +76,9 @@ async fn run(path: PathBuf, dev: bool) -> ExitCode {
     if dev {
         plugins.mode = Mode::Dev;
     }
+    if plugin_dir.is_some() {
+        config.plugin_dir = plugin_dir;
+    }
     let storage = match Storage::new(&config.data_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -76,6 +86,31 @@ async fn run(path: PathBuf, dev: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let catalog = match Catalog::open(&config.data_dir) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plugin_dir = match config
+        .plugin_dir
+        .as_deref()
+        .map(PluginDir::open)
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot use the plugin directory (`plugin_dir`, --plugin-dir): {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runner = PythonRunner {
+        python: config.python.clone(),
+        python_path: config.python_path.clone(),
+    };
+    let with_triggers =
+        ProcessingEngine::plugins_config(&plugins, &catalog, plugin_dir.as_ref(), &runner);
     let listener = match tsdb::http::bind(config.http).await {
         Ok(l) => l,
         Err(e) => {
@@ -88,7 +123,7 @@ async fn run(path: PathBuf, dev: bool) -> ExitCode {
         storage: storage.clone(),
         engine: engine_cell.clone(),
     };
-    let host = match HostBuilder::new(&plugins)
+    let host = match HostBuilder::new(&with_triggers)
         .with_service(DatabaseServer::new(api))
         .start()
         .await
@@ -108,21 +143,26 @@ async fn run(path: PathBuf, dev: bool) -> ExitCode {
         }
     };
     let _ = engine_cell.set(engine.clone());
+    let processing =
+        ProcessingEngine::start(host, plugins, plugin_dir, runner, catalog, engine.clone());
     let addr = listener.local_addr().map_or(config.http, |a| a);
     tracing::info!(
-        "tsdb: serving http://{addr} ({} triggers, {} plugins{})",
-        config.triggers.len(),
-        host.plugins().len(),
+        "tsdb: serving http://{addr} ({} triggers{})",
+        engine.status().len(),
         if dev { ", dev mode" } else { "" }
     );
     let server = tokio::spawn(tsdb::http::serve(
         listener,
-        tsdb::http::Api { storage, engine },
+        tsdb::http::Api {
+            storage,
+            engine,
+            processing: processing.clone(),
+        },
     ));
     wait_for_stop().await;
     tracing::info!("tsdb: stopping");
     server.abort();
-    host.shutdown().await;
+    processing.shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -49,22 +49,22 @@ fn set_enabled(api: &Api, params: &Params, enable: bool) -> Response {
     let Some(name) = params.get("trigger_name") else {
         return error(StatusCode::BAD_REQUEST, "trigger_name is missing");
     };
-    if api.engine.set_enabled(name, enable) {
-        json(
+    let db = params.get("db").map(String::as_str);
+    match api.processing.set_enabled(db, name, enable) {
+        Ok(()) => json(
             StatusCode::OK,
             &serde_json::json!({ "trigger": name, "enabled": enable }),
-        )
-    } else {
-        error(StatusCode::NOT_FOUND, format!("no trigger named {name:?}"))
+        ),
+        Err(refused) => error(refused.0, refused.1),
     }
 }
 
-/// `POST /api/v3/configure/processing_engine_trigger/enable?trigger_name=`
+/// `POST /api/v3/configure/processing_engine_trigger/enable?db=&trigger_name=`
 pub async fn enable(State(api): State<Api>, params: Params) -> Response {
     set_enabled(&api, &params, true)
 }
 
-/// `POST /api/v3/configure/processing_engine_trigger/disable?trigger_name=`
+/// `POST /api/v3/configure/processing_engine_trigger/disable?db=&trigger_name=`
 pub async fn disable(State(api): State<Api>, params: Params) -> Response {
     set_enabled(&api, &params, false)
 }

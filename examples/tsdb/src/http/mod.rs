@@ -2,6 +2,7 @@
 //! into `write`, `query` or `engine`, which call the storage and the trigger engine.
 //! The server's bounds (connections, header and body time, body size) are here too.
 
+mod configure;
 mod encoding;
 mod engine;
 mod format;
@@ -18,7 +19,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -44,6 +45,7 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Api {
     pub storage: Storage,
     pub engine: Arc<Engine>,
+    pub processing: Arc<crate::processing_engine::ProcessingEngine>,
 }
 
 /// The query string's parameters.
@@ -60,7 +62,23 @@ fn routes(api: Api) -> Router {
         .route("/ping", get(engine::ping))
         .route(
             "/api/v3/configure/processing_engine_trigger",
-            get(engine::triggers),
+            get(engine::triggers)
+                .post(configure::create_trigger)
+                .delete(configure::delete_trigger),
+        )
+        .route(
+            "/api/v3/configure/database",
+            get(configure::list_databases)
+                .post(configure::create_database)
+                .delete(configure::delete_database),
+        )
+        .route(
+            "/api/v3/plugins/files",
+            post(configure::upload_file).put(configure::upload_file),
+        )
+        .route(
+            "/api/v3/plugins/directory",
+            put(configure::upload_directory),
         )
         .route(
             "/api/v3/configure/processing_engine_trigger/enable",

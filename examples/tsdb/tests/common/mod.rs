@@ -275,3 +275,64 @@ pub fn start_bare(dir: &Path) -> Tsdb {
     .expect("write tsdb.toml");
     start(dir)
 }
+
+/// A database with a plugin directory (`DIR/plugins`) whose `.py` files run on the
+/// test's Python with tsdb's plugin module on their path, and no configured triggers.
+pub fn start_with_plugin_dir(dir: &Path, prepared: &Prepared) -> Tsdb {
+    std::fs::write(dir.join("plugins.toml"), "").expect("write plugins.toml");
+    std::fs::write(
+        dir.join("tsdb.toml"),
+        format!(
+            "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\nplugin_dir = \"plugins\"\npython = {:?}\npython_path = [{:?}]\n",
+            prepared.python.display().to_string(),
+            prepared.py.display().to_string()
+        ),
+    )
+    .expect("write tsdb.toml");
+    start(dir)
+}
+
+/// The status of trigger `name`, if tsdb runs one.
+pub fn find_trigger(addr: SocketAddr, name: &str) -> Option<serde_json::Value> {
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/api/v3/configure/processing_engine_trigger",
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+    all.into_iter().find(|t| t["name"] == name)
+}
+
+/// The Python alerter's source, as a plugin file to upload.
+pub fn alerter_source() -> String {
+    std::fs::read_to_string(root().join("examples/tsdb/plugins/python/alerter.py"))
+        .expect("read alerter.py")
+}
+
+/// `POST /api/v3/configure/processing_engine_trigger` for an alerter on `table:cpu` in
+/// `metrics`, named `name`, running `file`: the status and the body.
+pub fn create_alert_trigger(addr: SocketAddr, name: &str, file: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "db": "metrics",
+        "plugin_filename": file,
+        "trigger_name": name,
+        "trigger_specification": "table:cpu",
+        "trigger_arguments": { "threshold": "90" },
+        "trigger_settings": { "run_async": false, "error_behavior": "Log" },
+        "disabled": false,
+    });
+    http(
+        addr,
+        "POST",
+        "/api/v3/configure/processing_engine_trigger",
+        &body.to_string(),
+    )
+}
+
+/// Uploads `content` as plugin file `name`: the status and the body.
+pub fn upload(addr: SocketAddr, name: &str, content: &str) -> (u16, String) {
+    let body = serde_json::json!({ "plugin_name": name, "content": content });
+    http(addr, "POST", "/api/v3/plugins/files", &body.to_string())
+}

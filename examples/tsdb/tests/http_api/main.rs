@@ -7,9 +7,12 @@
 mod common;
 
 mod bounds;
+mod catalog_restart;
+mod configure_refusals;
 mod last_write_wins;
 mod legacy;
 mod partial;
 mod precision;
 mod query;
 mod routes;
+mod runtime_triggers;

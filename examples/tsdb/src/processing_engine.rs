@@ -1,0 +1,493 @@
+//! Triggers and databases made and deleted at run time, as InfluxDB 3's configure API
+//! makes them: each trigger is a baton plugin added to (or removed from) the running
+//! host by a config reload, and each change is in the catalog before it is answered.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use baton_host::{Host, PluginConfig};
+use serde::Deserialize;
+
+use crate::catalog::{Catalog, CatalogError, MAX_DATABASES, MAX_TRIGGERS, TriggerDefinition};
+use crate::config::{ErrorPolicy, TriggerConfig};
+use crate::plugin_dir::PluginDir;
+use crate::triggers::{Engine, Spec};
+
+/// Arguments one trigger may carry, and each key's and value's longest length.
+pub const MAX_ARGUMENTS: usize = 64;
+pub const MAX_ARGUMENT: usize = 4096;
+/// A trigger name's longest length (its plugin is named `trigger-NAME`, at most 64).
+pub const MAX_TRIGGER_NAME: usize = 48;
+
+/// A refused or failed change: the HTTP status, and a message naming the field.
+#[derive(Debug)]
+pub struct Refused(pub StatusCode, pub String);
+
+impl From<CatalogError> for Refused {
+    fn from(e: CatalogError) -> Self {
+        Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+fn bad(message: impl Into<String>) -> Refused {
+    Refused(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// `POST /api/v3/configure/processing_engine_trigger`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTrigger {
+    pub db: String,
+    pub plugin_filename: String,
+    pub trigger_name: String,
+    pub trigger_specification: String,
+    #[serde(default)]
+    pub trigger_arguments: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub trigger_settings: TriggerSettings,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A trigger's settings, as InfluxDB names them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSettings {
+    #[serde(default)]
+    pub run_async: bool,
+    /// `log`, `retry` or `disable` (InfluxDB's clients send `Log`, ...); read by hand
+    /// so that a wrong one is refused naming this field.
+    #[serde(default)]
+    pub error_behavior: Option<String>,
+}
+
+impl TriggerSettings {
+    fn error_policy(&self) -> Result<ErrorPolicy, Refused> {
+        match self
+            .error_behavior
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("log") => Ok(ErrorPolicy::Log),
+            Some("retry") => Ok(ErrorPolicy::Retry),
+            Some("disable") => Ok(ErrorPolicy::Disable),
+            Some(_) => Err(bad(format!(
+                "trigger_settings.error_behavior: {:?} is not log, retry or disable",
+                self.error_behavior.as_deref().unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// How a `.py` plugin file is run.
+#[derive(Debug, Clone)]
+pub struct PythonRunner {
+    pub python: PathBuf,
+    pub python_path: Vec<PathBuf>,
+}
+
+/// See the module's documentation.
+pub struct ProcessingEngine {
+    /// Held for a whole change, so that changes apply one at a time.
+    host: tokio::sync::Mutex<Option<Host>>,
+    /// The plugins of plugins.toml, to which the triggers' plugins are added.
+    base: baton_host::Config,
+    plugin_dir: Option<PluginDir>,
+    runner: PythonRunner,
+    catalog: Arc<Catalog>,
+    engine: Arc<Engine>,
+}
+
+impl ProcessingEngine {
+    /// `base` with a plugin for each trigger of `catalog` whose file is there; the
+    /// others are logged and left in the catalog, to start when their file is back.
+    pub fn plugins_config(
+        base: &baton_host::Config,
+        catalog: &Catalog,
+        plugin_dir: Option<&PluginDir>,
+        runner: &PythonRunner,
+    ) -> baton_host::Config {
+        let mut config = base.clone();
+        for (name, def) in catalog.state().triggers {
+            if base.plugins.contains_key(&plugin_name(&name)) {
+                tracing::error!(trigger = %name, "not started: its plugin's name is taken in the plugins' config");
+                continue;
+            }
+            match plugin_for(plugin_dir, runner, &def) {
+                Ok(plugin) => {
+                    config.plugins.insert(plugin_name(&name), plugin);
+                }
+                Err(e) => tracing::error!(trigger = %name, "not started: {}", e.1),
+            }
+        }
+        config
+    }
+
+    /// Starts the catalog's triggers on `host` (started with [`Self::plugins_config`]).
+    pub fn start(
+        host: Host,
+        base: baton_host::Config,
+        plugin_dir: Option<PluginDir>,
+        runner: PythonRunner,
+        catalog: Arc<Catalog>,
+        engine: Arc<Engine>,
+    ) -> Arc<Self> {
+        for (name, def) in catalog.state().triggers {
+            if let Some(plugin) = host.plugin(&plugin_name(&name))
+                && let Err(e) = engine.add(&trigger_config(&name, &def), plugin, !def.disabled)
+            {
+                tracing::error!(trigger = %name, "not started: {e}");
+            }
+        }
+        engine.record_databases_in(catalog.clone());
+        Arc::new(Self {
+            host: tokio::sync::Mutex::new(Some(host)),
+            base,
+            plugin_dir,
+            runner,
+            catalog,
+            engine,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn plugin_dir(&self) -> Option<&PluginDir> {
+        self.plugin_dir.as_ref()
+    }
+
+    /// Makes trigger `request` and starts its plugin; every field is checked before
+    /// anything changes, and a plugin that cannot be added leaves nothing behind.
+    pub async fn create_trigger(&self, request: CreateTrigger) -> Result<(), Refused> {
+        let name = request.trigger_name.clone();
+        check_trigger_name(&name)?;
+        crate::storage::check_database_name(&request.db).map_err(|e| bad(format!("db: {e}")))?;
+        Spec::parse(&request.trigger_specification)
+            .map_err(|e| bad(format!("trigger_specification: {e}")))?;
+        if let Some(args) = &request.trigger_arguments {
+            check_arguments(args)?;
+        }
+        let def = TriggerDefinition {
+            db: request.db,
+            plugin_filename: request.plugin_filename,
+            trigger_specification: request.trigger_specification,
+            trigger_arguments: request.trigger_arguments,
+            run_async: request.trigger_settings.run_async,
+            error_behavior: request.trigger_settings.error_policy()?,
+            disabled: request.disabled,
+        };
+        let plugin = plugin_for(self.plugin_dir.as_ref(), &self.runner, &def)?;
+        let mut host = self.host.lock().await;
+        let Some(host) = host.as_mut() else {
+            return Err(Refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tsdb is stopping".into(),
+            ));
+        };
+        let state = self.catalog.state();
+        if state.triggers.contains_key(&name) || self.engine.database_of(&name).is_some() {
+            return Err(Refused(
+                StatusCode::CONFLICT,
+                format!("trigger_name: a trigger named {name:?} exists"),
+            ));
+        }
+        if state.triggers.len() >= MAX_TRIGGERS {
+            return Err(Refused(
+                StatusCode::CONFLICT,
+                format!(
+                    "trigger_name: tsdb holds {MAX_TRIGGERS} triggers made over the API already"
+                ),
+            ));
+        }
+        if self.base.plugins.contains_key(&plugin_name(&name)) {
+            return Err(Refused(
+                StatusCode::CONFLICT,
+                format!(
+                    "trigger_name: its plugin would be {:?}, a plugin of the plugins' config",
+                    plugin_name(&name)
+                ),
+            ));
+        }
+        let mut wanted = self.running_config(&state);
+        wanted.plugins.insert(plugin_name(&name), plugin);
+        let report = host.reload_config(&wanted).await;
+        let Some(handle) = host.plugin(&plugin_name(&name)) else {
+            return Err(Refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the plugin of trigger {name:?} was not added: {:?}",
+                    report.problems
+                ),
+            ));
+        };
+        let added = self
+            .engine
+            .add(&trigger_config(&name, &def), handle, !def.disabled)
+            .map_err(|e| Refused(StatusCode::CONFLICT, format!("trigger_name: {e}")));
+        let recorded = added.and_then(|()| {
+            self.catalog.update(|s| {
+                s.databases.insert(def.db.clone());
+                s.triggers.insert(name.clone(), def.clone());
+                Ok::<_, Refused>(())
+            })
+        });
+        if let Err(e) = recorded {
+            self.engine.remove(&name);
+            host.reload_config(&self.running_config(&self.catalog.state()))
+                .await;
+            return Err(e);
+        }
+        tracing::info!(trigger = %name, "trigger made over the API ({})", report.changes.join("; "));
+        Ok(())
+    }
+
+    /// Deletes trigger `name` of database `db` and stops its plugin; an enabled one
+    /// only with `force`, as InfluxDB does.
+    pub async fn delete_trigger(&self, db: &str, name: &str, force: bool) -> Result<(), Refused> {
+        let mut host = self.host.lock().await;
+        let Some(host) = host.as_mut() else {
+            return Err(Refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tsdb is stopping".into(),
+            ));
+        };
+        let state = self.catalog.state();
+        let Some(def) = state.triggers.get(name) else {
+            let why = if self.engine.database_of(name).is_some() {
+                "is configured in tsdb.toml; remove it there"
+            } else {
+                "does not exist"
+            };
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!("trigger_name: trigger {name:?} {why}"),
+            ));
+        };
+        if def.db != db {
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "db: trigger {name:?} is in database {:?}, not {db:?}",
+                    def.db
+                ),
+            ));
+        }
+        let enabled = self
+            .engine
+            .status()
+            .iter()
+            .any(|t| t.name == name && t.enabled);
+        if enabled && !force {
+            return Err(Refused(
+                StatusCode::CONFLICT,
+                format!("force: trigger {name:?} is enabled; disable it first or pass force=true"),
+            ));
+        }
+        self.catalog.update(|s| {
+            s.triggers.remove(name);
+            Ok::<_, Refused>(())
+        })?;
+        self.engine.remove(name);
+        let report = host
+            .reload_config(&self.running_config(&self.catalog.state()))
+            .await;
+        tracing::info!(trigger = %name, "trigger deleted over the API ({})", report.changes.join("; "));
+        Ok(())
+    }
+
+    /// Enables or disables trigger `name` (of `db`, when given); one made over the API
+    /// keeps the change across restarts.
+    pub fn set_enabled(&self, db: Option<&str>, name: &str, enabled: bool) -> Result<(), Refused> {
+        let Some(database) = self.engine.database_of(name) else {
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!("no trigger named {name:?}"),
+            ));
+        };
+        if db.is_some_and(|db| db != database) {
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!("db: trigger {name:?} is in database {database:?}"),
+            ));
+        }
+        if self.catalog.state().triggers.contains_key(name) {
+            self.catalog.update(|s| {
+                if let Some(def) = s.triggers.get_mut(name) {
+                    def.disabled = !enabled;
+                }
+                Ok::<_, Refused>(())
+            })?;
+        }
+        self.engine.set_enabled(name, enabled);
+        Ok(())
+    }
+
+    /// Records database `db` (`POST /api/v3/configure/database`); one that exists is a
+    /// conflict, as in InfluxDB.
+    pub fn create_database(&self, db: &str) -> Result<(), Refused> {
+        crate::storage::check_database_name(db).map_err(|e| bad(format!("db: {e}")))?;
+        self.catalog.update(|s| {
+            if s.databases.contains(db) {
+                return Err(Refused(
+                    StatusCode::CONFLICT,
+                    format!("db: database {db:?} exists"),
+                ));
+            }
+            if s.databases.len() >= MAX_DATABASES {
+                return Err(Refused(
+                    StatusCode::CONFLICT,
+                    format!("db: tsdb holds {MAX_DATABASES} databases already"),
+                ));
+            }
+            s.databases.insert(db.to_owned());
+            Ok(())
+        })
+    }
+
+    /// Forgets database `db`; refused while a trigger works in it.
+    pub fn delete_database(&self, db: &str) -> Result<(), Refused> {
+        let users: Vec<String> = self
+            .engine
+            .status()
+            .into_iter()
+            .filter(|t| t.database == db)
+            .map(|t| t.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(Refused(
+                StatusCode::CONFLICT,
+                format!("db: database {db:?} has triggers {users:?}; delete them first"),
+            ));
+        }
+        self.catalog.update(|s| {
+            if s.databases.remove(db) {
+                Ok(())
+            } else {
+                Err(Refused(
+                    StatusCode::NOT_FOUND,
+                    format!("db: no database named {db:?}"),
+                ))
+            }
+        })
+    }
+
+    /// Stops the host and every plugin.
+    pub async fn shutdown(&self) {
+        if let Some(host) = self.host.lock().await.take() {
+            host.shutdown().await;
+        }
+    }
+
+    fn running_config(&self, state: &crate::catalog::CatalogState) -> baton_host::Config {
+        let mut config = self.base.clone();
+        for (name, def) in &state.triggers {
+            if self.base.plugins.contains_key(&plugin_name(name)) {
+                continue;
+            }
+            if let Ok(plugin) = plugin_for(self.plugin_dir.as_ref(), &self.runner, def) {
+                config.plugins.insert(plugin_name(name), plugin);
+            }
+        }
+        config
+    }
+}
+
+/// The baton plugin that runs trigger `name`.
+fn plugin_name(name: &str) -> String {
+    format!("trigger-{name}")
+}
+
+/// Trigger `name` as the engine runs it.
+fn trigger_config(name: &str, def: &TriggerDefinition) -> TriggerConfig {
+    TriggerConfig {
+        name: name.to_owned(),
+        plugin: plugin_name(name),
+        on: def.trigger_specification.clone(),
+        database: def.db.clone(),
+        error_policy: def.error_behavior,
+        args: def.trigger_arguments.clone().unwrap_or_default(),
+    }
+}
+
+/// The plugin that runs `def`'s file: a `.py` file on tsdb's Python runner, watched
+/// so that an upload over it reloads it in `--dev`.
+fn plugin_for(
+    plugin_dir: Option<&PluginDir>,
+    runner: &PythonRunner,
+    def: &TriggerDefinition,
+) -> Result<PluginConfig, Refused> {
+    let Some(dir) = plugin_dir else {
+        return Err(bad(
+            "plugin_filename: tsdb has no plugin directory (start it with --plugin-dir or set plugin_dir in tsdb.toml)",
+        ));
+    };
+    if def.plugin_filename.starts_with("gh:") {
+        return Err(bad(
+            "plugin_filename: plugins from GitHub (gh:) are not fetched; upload the file to the plugin directory",
+        ));
+    }
+    let file = dir
+        .resolve(&def.plugin_filename, "plugin_filename")
+        .map_err(bad)?;
+    if file.extension().is_none_or(|e| e != "py") {
+        return Err(bad(format!(
+            "plugin_filename: {:?} is not a .py file",
+            def.plugin_filename
+        )));
+    }
+    let mut plugin = PluginConfig::new(&runner.python);
+    plugin.args = vec![file.to_string_lossy().into_owned()];
+    plugin.cwd = Some(dir.root().to_owned());
+    plugin.copy_binary = false;
+    plugin.watch = vec![file.to_string_lossy().into_owned()];
+    if !runner.python_path.is_empty() {
+        let joined = std::env::join_paths(&runner.python_path)
+            .map_err(|e| bad(format!("python_path: {e}")))?;
+        plugin
+            .env
+            .insert("PYTHONPATH".into(), joined.to_string_lossy().into_owned());
+    }
+    plugin.env.insert(
+        "PLUGIN_DIR".into(),
+        dir.root().to_string_lossy().into_owned(),
+    );
+    Ok(plugin)
+}
+
+fn check_trigger_name(name: &str) -> Result<(), Refused> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TRIGGER_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "trigger_name: {name:?} is not a trigger name (1 to {MAX_TRIGGER_NAME} of A-Z, a-z, 0-9, '_', '-')"
+        )))
+    }
+}
+
+fn check_arguments(args: &BTreeMap<String, String>) -> Result<(), Refused> {
+    if args.len() > MAX_ARGUMENTS {
+        return Err(bad(format!(
+            "trigger_arguments: {} arguments, more than {MAX_ARGUMENTS}",
+            args.len()
+        )));
+    }
+    for (k, v) in args {
+        if k.is_empty() || k.len() > MAX_ARGUMENT || v.len() > MAX_ARGUMENT {
+            return Err(bad(format!(
+                "trigger_arguments: {:?}: a key must be 1 to {MAX_ARGUMENT} bytes, a value at most {MAX_ARGUMENT}",
+                k.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
