@@ -32,9 +32,19 @@ async fn body_json<T: DeserializeOwned>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes)
+    // The path says which field is wrong: `trigger_arguments.x: invalid type ...`.
+    let mut reader = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut reader)
         .map(Some)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the JSON body: {e}")))
+        .map_err(|e| {
+            let at = e.path().to_string();
+            let field = if at == "." {
+                "the JSON body".to_owned()
+            } else {
+                at
+            };
+            error(StatusCode::BAD_REQUEST, format!("{field}: {}", e.inner()))
+        })
 }
 
 fn ok(value: serde_json::Value) -> Response {

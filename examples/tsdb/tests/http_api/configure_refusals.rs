@@ -75,6 +75,11 @@ fn bad_trigger_and_upload_requests_are_refused_naming_the_field_and_change_nothi
         ),
         (serde_json::json!({"db": "bad/db"}), "db"),
         (
+            serde_json::json!({"trigger_arguments": {"threshold": 90}}),
+            "trigger_arguments.threshold",
+        ),
+        (serde_json::json!({"disabled": "no"}), "disabled"),
+        (
             serde_json::json!({"trigger_settings": {"error_behavior": "explode"}}),
             "error_behavior",
         ),
