@@ -143,8 +143,14 @@ async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode 
         }
     };
     let _ = engine_cell.set(engine.clone());
-    let processing =
-        ProcessingEngine::start(host, plugins, plugin_dir, runner, catalog, engine.clone());
+    let processing = ProcessingEngine::start(
+        host,
+        with_triggers,
+        plugin_dir,
+        runner,
+        catalog,
+        engine.clone(),
+    );
     let addr = listener.local_addr().map_or(config.http, |a| a);
     tracing::info!(
         "tsdb: serving http://{addr} ({} triggers{})",

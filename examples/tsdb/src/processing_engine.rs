@@ -89,12 +89,16 @@ pub struct PythonRunner {
     pub python_path: Vec<PathBuf>,
 }
 
+/// The host, and the config it runs now (plugins.toml's plugins and the triggers').
+struct Running {
+    host: Host,
+    config: baton_host::Config,
+}
+
 /// See the module's documentation.
 pub struct ProcessingEngine {
     /// Held for a whole change, so that changes apply one at a time.
-    host: tokio::sync::Mutex<Option<Host>>,
-    /// The plugins of plugins.toml, to which the triggers' plugins are added.
-    base: baton_host::Config,
+    running: tokio::sync::Mutex<Option<Running>>,
     plugin_dir: Option<PluginDir>,
     runner: PythonRunner,
     catalog: Arc<Catalog>,
@@ -126,10 +130,11 @@ impl ProcessingEngine {
         config
     }
 
-    /// Starts the catalog's triggers on `host` (started with [`Self::plugins_config`]).
+    /// Starts the catalog's triggers on `host`, started with `config` (from
+    /// [`Self::plugins_config`]).
     pub fn start(
         host: Host,
-        base: baton_host::Config,
+        config: baton_host::Config,
         plugin_dir: Option<PluginDir>,
         runner: PythonRunner,
         catalog: Arc<Catalog>,
@@ -144,8 +149,7 @@ impl ProcessingEngine {
         }
         engine.record_databases_in(catalog.clone());
         Arc::new(Self {
-            host: tokio::sync::Mutex::new(Some(host)),
-            base,
+            running: tokio::sync::Mutex::new(Some(Running { host, config })),
             plugin_dir,
             runner,
             catalog,
@@ -182,8 +186,8 @@ impl ProcessingEngine {
             disabled: request.disabled,
         };
         let plugin = plugin_for(self.plugin_dir.as_ref(), &self.runner, &def)?;
-        let mut host = self.host.lock().await;
-        let Some(host) = host.as_mut() else {
+        let mut running = self.running.lock().await;
+        let Some(Running { host, config }) = running.as_mut() else {
             return Err(Refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "tsdb is stopping".into(),
@@ -204,7 +208,7 @@ impl ProcessingEngine {
                 ),
             ));
         }
-        if self.base.plugins.contains_key(&plugin_name(&name)) {
+        if config.plugins.contains_key(&plugin_name(&name)) {
             return Err(Refused(
                 StatusCode::CONFLICT,
                 format!(
@@ -213,7 +217,7 @@ impl ProcessingEngine {
                 ),
             ));
         }
-        let mut wanted = self.running_config(&state);
+        let mut wanted = config.clone();
         wanted.plugins.insert(plugin_name(&name), plugin);
         let report = host.reload_config(&wanted).await;
         let Some(handle) = host.plugin(&plugin_name(&name)) else {
@@ -238,10 +242,10 @@ impl ProcessingEngine {
         });
         if let Err(e) = recorded {
             self.engine.remove(&name);
-            host.reload_config(&self.running_config(&self.catalog.state()))
-                .await;
+            host.reload_config(config).await;
             return Err(e);
         }
+        *config = wanted;
         tracing::info!(trigger = %name, "trigger made over the API ({})", report.changes.join("; "));
         Ok(())
     }
@@ -249,8 +253,8 @@ impl ProcessingEngine {
     /// Deletes trigger `name` of database `db` and stops its plugin; an enabled one
     /// only with `force`, as InfluxDB does.
     pub async fn delete_trigger(&self, db: &str, name: &str, force: bool) -> Result<(), Refused> {
-        let mut host = self.host.lock().await;
-        let Some(host) = host.as_mut() else {
+        let mut running = self.running.lock().await;
+        let Some(Running { host, config }) = running.as_mut() else {
             return Err(Refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "tsdb is stopping".into(),
@@ -293,9 +297,8 @@ impl ProcessingEngine {
             Ok::<_, Refused>(())
         })?;
         self.engine.remove(name);
-        let report = host
-            .reload_config(&self.running_config(&self.catalog.state()))
-            .await;
+        config.plugins.remove(&plugin_name(name));
+        let report = host.reload_config(config).await;
         tracing::info!(trigger = %name, "trigger deleted over the API ({})", report.changes.join("; "));
         Ok(())
     }
@@ -378,22 +381,9 @@ impl ProcessingEngine {
 
     /// Stops the host and every plugin.
     pub async fn shutdown(&self) {
-        if let Some(host) = self.host.lock().await.take() {
-            host.shutdown().await;
+        if let Some(running) = self.running.lock().await.take() {
+            running.host.shutdown().await;
         }
-    }
-
-    fn running_config(&self, state: &crate::catalog::CatalogState) -> baton_host::Config {
-        let mut config = self.base.clone();
-        for (name, def) in &state.triggers {
-            if self.base.plugins.contains_key(&plugin_name(name)) {
-                continue;
-            }
-            if let Ok(plugin) = plugin_for(self.plugin_dir.as_ref(), &self.runner, def) {
-                config.plugins.insert(plugin_name(name), plugin);
-            }
-        }
-        config
     }
 }
 

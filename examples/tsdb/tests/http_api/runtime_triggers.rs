@@ -38,6 +38,16 @@ fn a_trigger_made_over_http_runs_its_python_file_and_stops_when_deleted() {
     assert_eq!(status["calls"], 1, "{status}");
     let pid = status["plugin_pid"].as_u64().expect("its plugin runs");
 
+    // Its file removed by hand, a trigger made later leaves it running as it was.
+    std::fs::remove_file(dir.path().join("plugins/alerts.py")).expect("rm alerts.py");
+    let (status, body) = upload(db.addr, "other.py", &alerter_source());
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = create_alert_trigger(db.addr, "other", "other.py");
+    assert_eq!(status, 200, "{body}");
+    let status = find_trigger(db.addr, "hot_cpu").expect("the trigger is listed");
+    assert_eq!(status["plugin_pid"].as_u64(), Some(pid), "{status}");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
     // An enabled trigger is deleted only with force, as InfluxDB does.
     let path = "/api/v3/configure/processing_engine_trigger?db=metrics&trigger_name=hot_cpu";
     let (status, body) = http(db.addr, "DELETE", path, "");
