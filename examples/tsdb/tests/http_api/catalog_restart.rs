@@ -44,6 +44,9 @@ fn triggers_and_databases_made_over_http_survive_a_restart() {
         "",
     );
     assert_eq!(status, 200, "{body}");
+    let switch = "processing_engine_trigger/disable?db=metrics&trigger_name=hot_cpu";
+    let (status, body) = http(db.addr, "POST", &format!("/api/v3/configure/{switch}"), "");
+    assert_eq!(status, 200, "{body}");
     drop(db);
 
     let db = start_with_plugin_dir(dir.path(), &prepared);
@@ -55,10 +58,11 @@ fn triggers_and_databases_made_over_http_survive_a_restart() {
         .filter_map(|row| row["iox::database"].as_str())
         .collect();
     assert_eq!(names, ["fresh", "metrics"], "{body}");
-    assert!(
-        find_trigger(db.addr, "hot_cpu").is_some(),
-        "the trigger is back"
-    );
+    let trigger = find_trigger(db.addr, "hot_cpu").expect("the trigger is back");
+    assert_eq!(trigger["enabled"], false, "still disabled: {trigger}");
+    let switch = "processing_engine_trigger/enable?db=metrics&trigger_name=hot_cpu";
+    let (status, body) = http(db.addr, "POST", &format!("/api/v3/configure/{switch}"), "");
+    assert_eq!(status, 200, "{body}");
 
     // It fires after the restart, its plugin started from the catalog.
     let (status, body) = http(
