@@ -105,6 +105,17 @@ async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode 
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(dir) = &config.plugin_dir {
+        // Tokens are not checked yet: with a plugin directory, whoever reaches the port
+        // can upload a file and make a trigger run it.
+        tracing::warn!(
+            "plugin directory {}: plugin uploads and triggers made over HTTP are open to \
+             anyone who reaches {} (tokens are not checked yet); keep it on loopback and \
+             trust its local users",
+            dir.display(),
+            config.http
+        );
+    }
     let runner = PythonRunner {
         python: config.python.clone(),
         python_path: config.python_path.clone(),
