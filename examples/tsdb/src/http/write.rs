@@ -216,10 +216,7 @@ pub async fn v3(
             accept_partial: flag(&params, "accept_partial", true)?,
         })
     })();
-    match parsed {
-        Ok(w) => write(api, w, headers, body).await,
-        Err(refusal) => refusal.into_response(),
-    }
+    write_parsed(api, parsed, headers, body).await
 }
 
 /// `POST /write?db=&precision=` (InfluxDB 1).
@@ -241,10 +238,7 @@ pub async fn v1(
             accept_partial: false,
         })
     })();
-    match parsed {
-        Ok(w) => write(api, w, headers, body).await,
-        Err(refusal) => refusal.into_response(),
-    }
+    write_parsed(api, parsed, headers, body).await
 }
 
 /// `POST /api/v2/write?bucket=&org=&precision=` (InfluxDB 2; `org` is not used).
@@ -266,6 +260,16 @@ pub async fn v2(
             accept_partial: false,
         })
     })();
+    write_parsed(api, parsed, headers, body).await
+}
+
+/// The write each endpoint's parameters describe, or their refusal.
+async fn write_parsed(
+    api: Api,
+    parsed: Result<Write, Refusal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match parsed {
         Ok(w) => write(api, w, headers, body).await,
         Err(refusal) => refusal.into_response(),
