@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::{Api, Params, error, flag, json, read_body};
-use crate::plugin_dir::{MAX_FILES, checked_name};
+use crate::plugin_dir::{MAX_FILE, MAX_FILES, Upload, checked_name};
 use crate::processing_engine::{CreateTrigger, Refused};
 
 impl IntoResponse for Refused {
@@ -208,7 +208,8 @@ pub async fn upload_file(State(api): State<Api>, headers: HeaderMap, body: Body)
 }
 
 /// `PUT /api/v3/plugins/directory` with `{plugin_name, files: [{relative_path,
-/// content}]}`: every name and size is checked before the first file is written.
+/// content}]}`: every name and size, and the whole upload against the directory, is
+/// checked before the first file is written.
 pub async fn upload_directory(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
     let request: PluginDirectory = match body_json(&headers, body).await {
         Ok(Some(r)) => r,
@@ -230,25 +231,33 @@ pub async fn upload_directory(State(api): State<Api>, headers: HeaderMap, body: 
     let mut names = Vec::new();
     for (i, file) in request.files.iter().enumerate() {
         let field = format!("files[{i}].relative_path");
-        let name = format!("{}/{}", request.plugin_name, file.relative_path);
-        if let Err(e) = checked_name(&file.relative_path, &field).and_then(|_| {
-            if file.content.len() > crate::plugin_dir::MAX_FILE {
-                Err(format!(
-                    "files[{i}].content: larger than {} bytes",
-                    crate::plugin_dir::MAX_FILE
-                ))
-            } else {
-                Ok(())
-            }
-        }) {
+        if let Err(e) = checked_name(&file.relative_path, &field) {
             return error(StatusCode::BAD_REQUEST, e);
         }
-        names.push((name, field));
+        if file.content.len() > MAX_FILE {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("files[{i}].content: larger than {MAX_FILE} bytes"),
+            );
+        }
+        names.push((
+            format!("{}/{}", request.plugin_name, file.relative_path),
+            field,
+        ));
     }
-    for ((name, field), file) in names.iter().zip(&request.files) {
-        if let Err(e) = dir.put(name, file.content.as_bytes(), field) {
-            return error(StatusCode::BAD_REQUEST, e);
-        }
+    // The joined names are checked again, together and against the disk, before
+    // anything is written: parts that pass apart may not pass joined.
+    let uploads: Vec<Upload<'_>> = names
+        .iter()
+        .zip(&request.files)
+        .map(|((name, field), file)| Upload {
+            name,
+            content: file.content.as_bytes(),
+            field,
+        })
+        .collect();
+    if let Err(e) = dir.put_all(&uploads) {
+        return error(StatusCode::BAD_REQUEST, e);
     }
     ok(serde_json::json!({ "plugin_name": request.plugin_name, "files": names.len() }))
 }
