@@ -138,6 +138,29 @@ fn bad_trigger_and_upload_requests_are_refused_naming_the_field_and_change_nothi
         !plugins.join("pkg").exists(),
         "nothing of the upload was written"
     );
+    // Each part passes alone, but the joined name has 9 parts; and a file and a folder
+    // of one name: refused whole, p/a.py not written first.
+    for files in [
+        serde_json::json!([
+            { "relative_path": "a.py", "content": "x = 1" },
+            { "relative_path": "b/c/d/e/f/g/h/i.py", "content": "x = 2" },
+        ]),
+        serde_json::json!([
+            { "relative_path": "a", "content": "x = 1" },
+            { "relative_path": "a/b.py", "content": "x = 2" },
+        ]),
+    ] {
+        let body = serde_json::json!({ "plugin_name": "p", "files": files });
+        let (status, answer) = http(
+            db.addr,
+            "PUT",
+            "/api/v3/plugins/directory",
+            &body.to_string(),
+        );
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("files[1].relative_path"), "{answer}");
+        assert!(!plugins.join("p").exists(), "{answer}: nothing was written");
+    }
     let big = "x".repeat((1 << 20) + 1);
     let (status, body) = upload(db.addr, "big.py", &big);
     assert_eq!(status, 400, "{body}");
