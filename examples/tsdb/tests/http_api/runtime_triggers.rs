@@ -34,8 +34,12 @@ fn a_trigger_made_over_http_runs_its_python_file_and_stops_when_deleted() {
                 .filter(|rows| rows.as_array().is_some_and(|r| r.len() == 1))
         },
     );
-    let status = find_trigger(db.addr, "hot_cpu").expect("the trigger is listed");
-    assert_eq!(status["calls"], 1, "{status}");
+    // The plugin writes its alert during the call, so the call is counted a moment after.
+    let status = wait_until(
+        "the trigger counts its call",
+        Duration::from_secs(10),
+        || find_trigger(db.addr, "hot_cpu").filter(|s| s["calls"] == 1),
+    );
     let pid = status["plugin_pid"].as_u64().expect("its plugin runs");
 
     // Its file removed by hand, a trigger made later leaves it running as it was.
