@@ -20,6 +20,8 @@ use crate::config::{ErrorPolicy, TriggerConfig};
 const QUEUE: usize = 1024;
 /// Attempts of a call under the `retry` policy.
 const ATTEMPTS: u32 = 4;
+/// The longest `every:` interval, as InfluxDB's: a year.
+const MAX_EVERY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// When a trigger fires.
 #[derive(Debug, Clone)]
@@ -68,13 +70,21 @@ fn parse_every(text: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("{text:?} is not an interval such as 10s, 5m, 1h or 500ms"))?;
-    let every = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let seconds_per_unit = match unit {
+        "ms" => None,
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
         _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
     };
+    // Checked: `n * 3600` from a request would panic (debug) or wrap (release), and an
+    // interval past a year overflows `Instant + every` in the timer, which then never fires.
+    let every = match seconds_per_unit {
+        None => Some(Duration::from_millis(n)),
+        Some(k) => n.checked_mul(k).map(Duration::from_secs),
+    }
+    .filter(|every| *every <= MAX_EVERY)
+    .ok_or_else(|| format!("{text:?} is too long (at most a year, 8760h)"))?;
     if every < Duration::from_millis(100) {
         return Err(format!("{text:?} is too often (at least 100ms)"));
     }
@@ -563,10 +573,15 @@ mod tests {
             Spec::parse("cron:0 */5 * * * *"),
             Ok(Spec::Cron(_))
         ));
+        assert!(matches!(Spec::parse("every:8760h"), Ok(Spec::Every(d)) if d == MAX_EVERY));
         assert!(matches!(Spec::parse("request:summary"), Ok(Spec::Request(p)) if p == "summary"));
         for (bad, says) in [
             ("every:10", "the unit must be"),
             ("every:5ms", "too often"),
+            ("every:18446744073709551615s", "too long"),
+            ("every:18446744073709551615h", "too long"),
+            ("every:5124095576030432m", "too long"),
+            ("every:8761h", "too long"),
             ("cron:nope", "not a cron expression"),
             ("request:/x", "is not a trigger"),
             ("tables", "is not a trigger"),
