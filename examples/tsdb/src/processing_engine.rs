@@ -165,9 +165,32 @@ impl ProcessingEngine {
         self.plugin_dir.as_ref()
     }
 
+    /// Runs `change` to its end on a task of its own. hyper drops a handler's future
+    /// when its client disconnects; dropped between the host's reload and the catalog's
+    /// write, a change would leave a plugin running that neither the catalog nor the
+    /// engine knows.
+    async fn whole<F>(self: &Arc<Self>, change: impl FnOnce(Arc<Self>) -> F) -> Result<(), Refused>
+    where
+        F: Future<Output = Result<(), Refused>> + Send + 'static,
+    {
+        tokio::spawn(change(self.clone()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Refused(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the change did not finish: {e}"),
+                ))
+            })
+    }
+
     /// Makes trigger `request` and starts its plugin; every field is checked before
     /// anything changes, and a plugin that cannot be added leaves nothing behind.
-    pub async fn create_trigger(&self, request: CreateTrigger) -> Result<(), Refused> {
+    pub async fn create_trigger(self: &Arc<Self>, request: CreateTrigger) -> Result<(), Refused> {
+        self.whole(|this| async move { this.create_trigger_whole(request).await })
+            .await
+    }
+
+    async fn create_trigger_whole(&self, request: CreateTrigger) -> Result<(), Refused> {
         let name = request.trigger_name.clone();
         check_trigger_name(&name)?;
         crate::storage::check_database_name(&request.db).map_err(|e| bad(format!("db: {e}")))?;
@@ -252,7 +275,18 @@ impl ProcessingEngine {
 
     /// Deletes trigger `name` of database `db` and stops its plugin; an enabled one
     /// only with `force`, as InfluxDB does.
-    pub async fn delete_trigger(&self, db: &str, name: &str, force: bool) -> Result<(), Refused> {
+    pub async fn delete_trigger(
+        self: &Arc<Self>,
+        db: &str,
+        name: &str,
+        force: bool,
+    ) -> Result<(), Refused> {
+        let (db, name) = (db.to_owned(), name.to_owned());
+        self.whole(|this| async move { this.delete_trigger_whole(&db, &name, force).await })
+            .await
+    }
+
+    async fn delete_trigger_whole(&self, db: &str, name: &str, force: bool) -> Result<(), Refused> {
         let mut running = self.running.lock().await;
         let Some(Running { host, config }) = running.as_mut() else {
             return Err(Refused(
@@ -305,11 +339,32 @@ impl ProcessingEngine {
 
     /// Enables or disables trigger `name` (of `db`, when given); one made over the API
     /// keeps the change across restarts.
-    pub fn set_enabled(&self, db: Option<&str>, name: &str, enabled: bool) -> Result<(), Refused> {
+    pub async fn set_enabled(
+        self: &Arc<Self>,
+        db: Option<&str>,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), Refused> {
+        let (db, name) = (db.map(str::to_owned), name.to_owned());
+        self.whole(|this| async move {
+            // Held so that a create or delete of the same trigger, between this
+            // catalog write and the engine's change, cannot lose this one on restart.
+            let _running = this.running.lock().await;
+            this.set_enabled_locked(db.as_deref(), &name, enabled)
+        })
+        .await
+    }
+
+    fn set_enabled_locked(
+        &self,
+        db: Option<&str>,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), Refused> {
         let Some(database) = self.engine.database_of(name) else {
             return Err(Refused(
                 StatusCode::NOT_FOUND,
-                format!("no trigger named {name:?}"),
+                format!("trigger_name: no trigger named {name:?}"),
             ));
         };
         if db.is_some_and(|db| db != database) {
@@ -332,8 +387,18 @@ impl ProcessingEngine {
 
     /// Records database `db` (`POST /api/v3/configure/database`); one that exists is a
     /// conflict, as in InfluxDB.
-    pub fn create_database(&self, db: &str) -> Result<(), Refused> {
+    pub async fn create_database(self: &Arc<Self>, db: &str) -> Result<(), Refused> {
         crate::storage::check_database_name(db).map_err(|e| bad(format!("db: {e}")))?;
+        let db = db.to_owned();
+        self.whole(|this| async move {
+            // Held so that changes to databases and triggers apply one at a time.
+            let _running = this.running.lock().await;
+            this.create_database_locked(&db)
+        })
+        .await
+    }
+
+    fn create_database_locked(&self, db: &str) -> Result<(), Refused> {
         self.catalog.update(|s| {
             if s.databases.contains(db) {
                 return Err(Refused(
@@ -353,7 +418,18 @@ impl ProcessingEngine {
     }
 
     /// Forgets database `db`; refused while a trigger works in it.
-    pub fn delete_database(&self, db: &str) -> Result<(), Refused> {
+    pub async fn delete_database(self: &Arc<Self>, db: &str) -> Result<(), Refused> {
+        let db = db.to_owned();
+        self.whole(|this| async move {
+            // Held so that a trigger being made in `db` (checked, not yet in the
+            // engine) is seen before the database goes.
+            let _running = this.running.lock().await;
+            this.delete_database_locked(&db)
+        })
+        .await
+    }
+
+    fn delete_database_locked(&self, db: &str) -> Result<(), Refused> {
         let users: Vec<String> = self
             .engine
             .status()

@@ -122,7 +122,7 @@ pub async fn create_database(State(api): State<Api>, headers: HeaderMap, body: B
         Ok(None) => return error(StatusCode::BAD_REQUEST, "db: the JSON body is missing"),
         Err(answer) => return answer,
     };
-    match api.processing.create_database(&request.db) {
+    match api.processing.create_database(&request.db).await {
         Ok(()) => ok(serde_json::json!({ "db": request.db, "created": true })),
         Err(refused) => refused.into_response(),
     }
@@ -152,7 +152,7 @@ pub async fn delete_database(State(api): State<Api>, params: Params) -> Response
     let Some(db) = params.get("db") else {
         return error(StatusCode::BAD_REQUEST, "db is missing");
     };
-    match api.processing.delete_database(db) {
+    match api.processing.delete_database(db).await {
         Ok(()) => ok(serde_json::json!({ "db": db, "deleted": true })),
         Err(refused) => refused.into_response(),
     }

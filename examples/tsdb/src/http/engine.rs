@@ -45,12 +45,12 @@ pub async fn triggers(State(api): State<Api>) -> Response {
     )
 }
 
-fn set_enabled(api: &Api, params: &Params, enable: bool) -> Response {
+async fn set_enabled(api: &Api, params: &Params, enable: bool) -> Response {
     let Some(name) = params.get("trigger_name") else {
         return error(StatusCode::BAD_REQUEST, "trigger_name is missing");
     };
     let db = params.get("db").map(String::as_str);
-    match api.processing.set_enabled(db, name, enable) {
+    match api.processing.set_enabled(db, name, enable).await {
         Ok(()) => json(
             StatusCode::OK,
             &serde_json::json!({ "trigger": name, "enabled": enable }),
@@ -61,12 +61,12 @@ fn set_enabled(api: &Api, params: &Params, enable: bool) -> Response {
 
 /// `POST /api/v3/configure/processing_engine_trigger/enable?db=&trigger_name=`
 pub async fn enable(State(api): State<Api>, params: Params) -> Response {
-    set_enabled(&api, &params, true)
+    set_enabled(&api, &params, true).await
 }
 
 /// `POST /api/v3/configure/processing_engine_trigger/disable?db=&trigger_name=`
 pub async fn disable(State(api): State<Api>, params: Params) -> Response {
-    set_enabled(&api, &params, false)
+    set_enabled(&api, &params, false).await
 }
 
 /// Any method on `/api/v3/engine/PATH`: the request trigger serving PATH answers.

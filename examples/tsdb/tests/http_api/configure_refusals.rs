@@ -50,6 +50,14 @@ fn bad_trigger_and_upload_requests_are_refused_naming_the_field_and_change_nothi
             "trigger_specification",
         ),
         (
+            serde_json::json!({"trigger_specification": "every:18446744073709551615h"}),
+            "trigger_specification",
+        ),
+        (
+            serde_json::json!({"trigger_specification": "every:18446744073709551615s"}),
+            "trigger_specification",
+        ),
+        (
             serde_json::json!({"plugin_filename": "nope.py"}),
             "plugin_filename",
         ),
@@ -89,6 +97,14 @@ fn bad_trigger_and_upload_requests_are_refused_naming_the_field_and_change_nothi
         assert!(body.contains(field), "{overrides}: names {field}: {body}");
     }
     assert!(find_trigger(db.addr, "t").is_none(), "nothing was made");
+    let (status, body) = http(
+        db.addr,
+        "POST",
+        "/api/v3/configure/processing_engine_trigger/enable?trigger_name=nope",
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("trigger_name:"), "names the field: {body}");
 
     // A duplicate name is refused, and the first trigger is untouched.
     let (status, body) = create_alert_trigger(db.addr, "t", "alerts.py");
