@@ -11,15 +11,10 @@ use baton_host::{Host, PluginConfig};
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, CatalogError, MAX_DATABASES, MAX_TRIGGERS, TriggerDefinition};
+pub use crate::catalog::{MAX_ARGUMENT, MAX_ARGUMENTS, MAX_TRIGGER_NAME};
 use crate::config::{ErrorPolicy, TriggerConfig};
 use crate::plugin_dir::PluginDir;
-use crate::triggers::{Engine, Spec};
-
-/// Arguments one trigger may carry, and each key's and value's longest length.
-pub const MAX_ARGUMENTS: usize = 64;
-pub const MAX_ARGUMENT: usize = 4096;
-/// A trigger name's longest length (its plugin is named `trigger-NAME`, at most 64).
-pub const MAX_TRIGGER_NAME: usize = 48;
+use crate::triggers::Engine;
 
 /// A refused or failed change: the HTTP status, and a message naming the field.
 #[derive(Debug)]
@@ -27,7 +22,12 @@ pub struct Refused(pub StatusCode, pub String);
 
 impl From<CatalogError> for Refused {
     fn from(e: CatalogError) -> Self {
-        Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        let status = if e.too_large {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Self(status, e.to_string())
     }
 }
 
@@ -192,13 +192,6 @@ impl ProcessingEngine {
 
     async fn create_trigger_whole(&self, request: CreateTrigger) -> Result<(), Refused> {
         let name = request.trigger_name.clone();
-        check_trigger_name(&name)?;
-        crate::storage::check_database_name(&request.db).map_err(|e| bad(format!("db: {e}")))?;
-        Spec::parse(&request.trigger_specification)
-            .map_err(|e| bad(format!("trigger_specification: {e}")))?;
-        if let Some(args) = &request.trigger_arguments {
-            check_arguments(args)?;
-        }
         let def = TriggerDefinition {
             db: request.db,
             plugin_filename: request.plugin_filename,
@@ -208,6 +201,7 @@ impl ProcessingEngine {
             error_behavior: request.trigger_settings.error_policy()?,
             disabled: request.disabled,
         };
+        def.check(&name).map_err(bad)?;
         let plugin = plugin_for(self.plugin_dir.as_ref(), &self.runner, &def)?;
         let mut running = self.running.lock().await;
         let Some(Running { host, config }) = running.as_mut() else {
@@ -257,11 +251,21 @@ impl ProcessingEngine {
             .add(&trigger_config(&name, &def), handle, !def.disabled)
             .map_err(|e| Refused(StatusCode::CONFLICT, format!("trigger_name: {e}")));
         let recorded = added.and_then(|()| {
-            self.catalog.update(|s| {
-                s.databases.insert(def.db.clone());
-                s.triggers.insert(name.clone(), def.clone());
-                Ok::<_, Refused>(())
-            })
+            self.catalog
+                .update(|s| {
+                    s.databases.insert(def.db.clone());
+                    s.triggers.insert(name.clone(), def.clone());
+                    Ok::<_, CatalogError>(())
+                })
+                .map_err(|e| {
+                    // The arguments are what can make a trigger big (a control
+                    // character is six bytes in JSON).
+                    if e.too_large {
+                        bad(format!("trigger_arguments: {e}"))
+                    } else {
+                        Refused::from(e)
+                    }
+                })
         });
         if let Err(e) = recorded {
             self.engine.remove(&name);
@@ -523,37 +527,4 @@ fn plugin_for(
         dir.root().to_string_lossy().into_owned(),
     );
     Ok(plugin)
-}
-
-fn check_trigger_name(name: &str) -> Result<(), Refused> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_TRIGGER_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(format!(
-            "trigger_name: {name:?} is not a trigger name (1 to {MAX_TRIGGER_NAME} of A-Z, a-z, 0-9, '_', '-')"
-        )))
-    }
-}
-
-fn check_arguments(args: &BTreeMap<String, String>) -> Result<(), Refused> {
-    if args.len() > MAX_ARGUMENTS {
-        return Err(bad(format!(
-            "trigger_arguments: {} arguments, more than {MAX_ARGUMENTS}",
-            args.len()
-        )));
-    }
-    for (k, v) in args {
-        if k.is_empty() || k.len() > MAX_ARGUMENT || v.len() > MAX_ARGUMENT {
-            return Err(bad(format!(
-                "trigger_arguments: {:?}: a key must be 1 to {MAX_ARGUMENT} bytes, a value at most {MAX_ARGUMENT}",
-                k.chars().take(64).collect::<String>()
-            )));
-        }
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@
 mod common;
 
 mod bounds;
+mod catalog_bounds;
 mod catalog_restart;
 mod configure_refusals;
 mod last_write_wins;
