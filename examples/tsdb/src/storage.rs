@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter, types::ValueRef};
 
+use crate::catalog::MAX_DATABASES;
 use crate::line_protocol::{FieldValue, Point};
 
 /// What a column holds.
@@ -154,8 +155,18 @@ impl Storage {
             return Ok(db.clone());
         }
         let path = self.dir.join(format!("{name}.sqlite"));
-        if !create && !path.exists() {
-            return Err(StoreError::Database(format!("no database named {name:?}")));
+        if !path.exists() {
+            if !create {
+                return Err(StoreError::Database(format!("no database named {name:?}")));
+            }
+            // Each database is a file and a connection kept open for good, so a write
+            // naming a new one each time would use up the disk and the descriptors;
+            // the catalog holds as many.
+            if self.databases_on_disk()? >= MAX_DATABASES {
+                return Err(StoreError::Database(format!(
+                    "db: tsdb holds {MAX_DATABASES} databases already; {name:?} would be one more"
+                )));
+            }
         }
         let connection = Connection::open(&path)?;
         connection.execute_batch(
@@ -168,6 +179,17 @@ impl Storage {
         let db = Arc::new(Mutex::new(connection));
         open.insert(name.to_owned(), db.clone());
         Ok(db)
+    }
+
+    /// How many databases `dir` holds (their `NAME.sqlite` files).
+    fn databases_on_disk(&self) -> Result<usize, StoreError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            StoreError::Database(format!("cannot list {}: {e}", self.dir.display()))
+        })?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "sqlite"))
+            .count())
     }
 
     /// Stores `points` in database `name` in one transaction, with `now_ns` for points
@@ -530,4 +552,29 @@ fn upsert(
     ))?
     .execute(params_from_iter(values))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::line_protocol::{Precision, parse};
+
+    #[test]
+    fn a_write_past_the_most_databases_is_refused_naming_db() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        // Files stand for the databases: opening a thousand would only be slower.
+        for i in 0..MAX_DATABASES {
+            std::fs::write(dir.path().join(format!("db{i}.sqlite")), "").expect("write");
+        }
+        let storage = Storage::new(dir.path()).expect("storage");
+        let points = || parse("cpu value=1 1", Precision::Seconds).expect("a point");
+        let err = storage
+            .write("one_more", points(), 0)
+            .expect_err("one database too many");
+        assert!(err.to_string().starts_with("db: "), "{err}");
+        assert!(!dir.path().join("one_more.sqlite").exists());
+        storage
+            .write("db7", points(), 0)
+            .expect("a database that exists is written");
+    }
 }
