@@ -39,6 +39,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The time a client has to send a request's body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause after a failed accept, and how often such failures are logged.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// What the HTTP API works with.
 #[derive(Clone)]
@@ -107,6 +110,8 @@ async fn no_route(method: Method, uri: Uri) -> Response {
 pub async fn serve(listener: tokio::net::TcpListener, api: Api) {
     let router = routes(api);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut last_logged: Option<tokio::time::Instant> = None;
+    let mut unlogged = 0u64;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -114,7 +119,17 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Api) {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("http: accept failed: {e}");
+                // An accept error (EMFILE, say) comes back at once while its cause
+                // lasts: retrying at once would spin and flood the log.
+                unlogged += 1;
+                if last_logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+                    tracing::warn!(
+                        "http: accept failed ({unlogged} times since the last line): {e}"
+                    );
+                    last_logged = Some(tokio::time::Instant::now());
+                    unlogged = 0;
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
