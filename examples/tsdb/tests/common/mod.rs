@@ -30,63 +30,23 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 
 /// One HTTP/1.1 request on a fresh connection: the status and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to tsdb");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("a read timeout");
-    stream.set_nodelay(true).expect("no Nagle");
-    // One write: a request in pieces waits out the peer's delayed ACK.
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .expect("send the request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (status, _, body) = http_full(addr, method, path, &[], body);
     (status, body)
 }
 
 /// The rows of `sql`, or `None` while it cannot run (its table not made yet, say).
 pub fn query(addr: SocketAddr, sql: &str) -> Option<serde_json::Value> {
-    let q: String = sql
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'*' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
     let (status, body) = http(
         addr,
         "GET",
-        &format!("/api/v3/query_sql?db=metrics&q={q}"),
+        &format!("/api/v3/query_sql?db=metrics&q={}", encoded(sql)),
         "",
     );
     (status == 200).then(|| serde_json::from_str(&body).expect("JSON rows"))
 }
 
 pub fn trigger(addr: SocketAddr, name: &str) -> serde_json::Value {
-    let (status, body) = http(
-        addr,
-        "GET",
-        "/api/v3/configure/processing_engine_trigger",
-        "",
-    );
-    assert_eq!(status, 200, "{body}");
-    let all: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
-    all.into_iter()
-        .find(|t| t["name"] == name)
-        .expect("the trigger")
+    find_trigger(addr, name).expect("the trigger")
 }
 
 /// Writes `path` whole through a rename, as an editor or a deploy would, keeping its
@@ -211,6 +171,7 @@ pub fn http_full(
         .expect("a read timeout");
     stream.set_nodelay(true).expect("no Nagle");
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    // One write: a request in pieces waits out the peer's delayed ACK.
     let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\n{extra}content-length: {}\r\n\r\n{body}",
         body.len()
