@@ -49,6 +49,14 @@ impl Step {
     }
 }
 
+/// The line saying a host-wide `key` that differs stays as it is, `done` or planned.
+pub(super) fn fixed_line(key: &str, done: bool) -> String {
+    let keeps = if done { "keeps" } else { "would keep" };
+    format!(
+        "`{key}` cannot change while the host runs; it {keeps} its value until the daemon restarts"
+    )
+}
+
 /// A reload's steps, plugin by plugin, and what stands in its way.
 pub(super) struct ReloadPlan {
     /// Host-wide keys that differ but cannot change while the host runs.
@@ -124,9 +132,7 @@ impl Host {
                 .push(format!("a reload would be refused: {why}"));
         }
         for key in plan.fixed {
-            report.problems.push(format!(
-                "`{key}` cannot change while the host runs; it would keep its value until the daemon restarts"
-            ));
+            report.problems.push(fixed_line(key, false));
         }
         for step in plan.steps {
             match step {

@@ -42,9 +42,7 @@ impl Host {
         let plan = self.plan(new);
         let mut report = ConfigReload::default();
         for key in plan.fixed {
-            report.problems.push(format!(
-                "`{key}` cannot change while the host runs; it keeps its value until the daemon restarts"
-            ));
+            report.problems.push(super::plan::fixed_line(key, true));
         }
         let mut changing = tokio::task::JoinSet::new();
         for step in plan.steps {
