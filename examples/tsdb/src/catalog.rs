@@ -46,7 +46,7 @@ impl TriggerDefinition {
     /// again on what the file holds.
     pub fn check(&self, name: &str) -> Result<(), String> {
         check_trigger_name(name)?;
-        crate::storage::check_database_name(&self.db).map_err(|e| format!("db: {e}"))?;
+        crate::db::check_database_name(&self.db).map_err(|e| format!("db: {e}"))?;
         check_specification(&self.trigger_specification)?;
         if let Some(args) = &self.trigger_arguments {
             check_arguments(args)?;
@@ -267,7 +267,7 @@ fn check_state(state: &CatalogState) -> Result<(), String> {
         ));
     }
     for db in &state.databases {
-        crate::storage::check_database_name(db).map_err(|e| format!("databases: {e}"))?;
+        crate::db::check_database_name(db).map_err(|e| format!("databases: {e}"))?;
     }
     if state.triggers.len() > MAX_TRIGGERS {
         return Err(format!(

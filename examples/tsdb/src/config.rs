@@ -14,9 +14,13 @@ pub struct Config {
     /// The HTTP API's address (loopback by default).
     #[serde(default = "default_http")]
     pub http: SocketAddr,
-    /// Where the databases' SQLite files live, relative to this file.
+    /// Where the write-ahead log, the Parquet files and their manifest live, relative to this file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Rows held in memory (and in the write-ahead log) before they are written out as
+    /// Parquet files and the log is cut.
+    #[serde(default = "default_snapshot_rows")]
+    pub snapshot_rows: usize,
     /// The baton config that runs the plugins (`[plugins.NAME]` tables), relative to
     /// this file.
     pub plugins: PathBuf,
@@ -77,6 +81,10 @@ fn default_python() -> PathBuf {
     PathBuf::from("python3")
 }
 
+fn default_snapshot_rows() -> usize {
+    crate::db::SNAPSHOT_ROWS
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
@@ -109,7 +117,7 @@ impl Config {
             }
             crate::triggers::Spec::parse(&t.on)
                 .map_err(|e| format!("{}: trigger {:?}: `on`: {e}", path.display(), t.name))?;
-            crate::storage::check_database_name(&t.database).map_err(|e| {
+            crate::db::check_database_name(&t.database).map_err(|e| {
                 format!("{}: trigger {:?}: `database`: {e}", path.display(), t.name)
             })?;
         }

@@ -12,17 +12,16 @@ use tonic::{Request, Response, Status};
 
 use crate::api::database_server::Database;
 use crate::api::{QueryRequest, Row, Value, WriteRequest, WriteResponse, value};
+use crate::db::value::Cell;
+use crate::db::{Db, Params, StoreError};
 use crate::line_protocol::Precision;
-use crate::storage::{Cell, Storage, StoreError};
 use crate::triggers::Engine;
-
-/// Rows one `Query` may return.
-pub const MAX_QUERY_ROWS: usize = 100_000;
+use datafusion::scalar::ScalarValue;
 
 /// The `Database` service.
 #[derive(Clone)]
 pub struct HostApi {
-    pub storage: Storage,
+    pub db: Db,
     /// Set once the plugins (and so the triggers) have started.
     pub engine: Arc<OnceLock<Arc<Engine>>>,
 }
@@ -44,26 +43,28 @@ impl HostApi {
     }
 }
 
-fn to_cell(v: Value) -> Cell {
+/// A parameter as SQL sees it (`$1`, `$2`, ...): a string is coerced by where it is used.
+fn to_scalar(v: Value) -> ScalarValue {
     match v.kind {
-        None => Cell::Null,
-        Some(value::Kind::Float(f)) => Cell::Real(f),
-        Some(value::Kind::Integer(i)) => Cell::Integer(i),
-        Some(value::Kind::Unsigned(u)) => {
-            i64::try_from(u).map_or_else(|_| Cell::Real(u as f64), Cell::Integer)
-        }
-        Some(value::Kind::Text(t)) => Cell::Text(t),
-        Some(value::Kind::Boolean(b)) => Cell::Integer(i64::from(b)),
+        None => ScalarValue::Null,
+        Some(value::Kind::Float(f)) => ScalarValue::Float64(Some(f)),
+        Some(value::Kind::Integer(i)) => ScalarValue::Int64(Some(i)),
+        Some(value::Kind::Unsigned(u)) => ScalarValue::UInt64(Some(u)),
+        Some(value::Kind::Text(t)) => ScalarValue::Utf8(Some(t)),
+        Some(value::Kind::Boolean(b)) => ScalarValue::Boolean(Some(b)),
     }
 }
 
+/// A result cell as the API carries it: a timestamp as nanoseconds since the epoch.
 pub fn from_cell(c: Cell) -> Value {
     Value {
         kind: match c {
             Cell::Null => None,
-            Cell::Integer(i) => Some(value::Kind::Integer(i)),
+            Cell::Integer(i) | Cell::Time(i) => Some(value::Kind::Integer(i)),
+            Cell::Unsigned(u) => Some(value::Kind::Unsigned(u)),
             Cell::Real(r) => Some(value::Kind::Float(r)),
             Cell::Text(t) => Some(value::Kind::Text(t)),
+            Cell::Boolean(b) => Some(value::Kind::Boolean(b)),
         },
     }
 }
@@ -71,10 +72,9 @@ pub fn from_cell(c: Cell) -> Value {
 /// A storage error as the status a plugin (or an HTTP client) gets.
 pub fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::Point { .. } | StoreError::Query(_) | StoreError::Database(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        StoreError::Sqlite(_) => Status::internal(e.to_string()),
+        StoreError::Point { .. } | StoreError::Query(_) => Status::invalid_argument(e.to_string()),
+        StoreError::Database(_) => Status::not_found(e.to_string()),
+        StoreError::Io(_) => Status::internal(e.to_string()),
     }
 }
 
@@ -91,14 +91,17 @@ impl Database for HostApi {
             sql,
             params,
         } = request.into_inner();
-        let storage = self.storage.clone();
-        let params = params.into_iter().map(to_cell).collect();
-        let rows = tokio::task::spawn_blocking(move || {
-            storage.query(&database, &sql, params, MAX_QUERY_ROWS)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(store_status)?;
+        let params = if params.is_empty() {
+            Params::None
+        } else {
+            Params::Positional(params.into_iter().map(to_scalar).collect())
+        };
+        let output = self
+            .db
+            .query(&database, &sql, params)
+            .await
+            .map_err(store_status)?;
+        let rows = crate::db::value::rows(&output);
         let names = rows.names;
         let rows = rows.rows.into_iter().map(move |cells| {
             Ok(Row {
@@ -119,10 +122,11 @@ impl Database for HostApi {
             line_protocol,
         } = request.into_inner();
         let tables = crate::http::store(
-            &self.storage,
+            &self.db,
             &database,
             &line_protocol,
             Precision::Nanoseconds,
+            true,
         )
         .await
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -1,18 +1,19 @@
 //! tsdb: a small time-series database that embeds baton as its processing engine. Data
-//! comes in as InfluxDB line protocol over HTTP and lives in SQLite; triggers call
+//! comes in as InfluxDB line protocol over HTTP, lands in a write-ahead log and then in Parquet
+//! files, and is queried with Apache DataFusion's SQL; triggers call
 //! plugins (any language, reloaded live with their state) on writes, on schedules and
 //! on HTTP requests, through the typed API in `proto/tsdb/engine/v1/engine.proto`; and
 //! plugins query and write the database back through the same API.
 
 pub mod catalog;
 pub mod config;
+pub mod db;
 mod delivery;
 pub mod host_api;
 pub mod http;
 pub mod line_protocol;
 pub mod plugin_dir;
 pub mod processing_engine;
-pub mod storage;
 pub mod triggers;
 
 /// The plugin API, generated from `engine.proto`.

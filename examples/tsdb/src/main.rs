@@ -10,10 +10,10 @@ use baton_host::{HostBuilder, Mode};
 use tsdb::api::database_server::DatabaseServer;
 use tsdb::catalog::Catalog;
 use tsdb::config::Config;
+use tsdb::db::Db;
 use tsdb::host_api::HostApi;
 use tsdb::plugin_dir::PluginDir;
 use tsdb::processing_engine::{ProcessingEngine, PythonRunner};
-use tsdb::storage::Storage;
 use tsdb::triggers::Engine;
 
 /// A config the database cannot use (EX_USAGE, as baton's own).
@@ -79,10 +79,13 @@ async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode 
     if plugin_dir.is_some() {
         config.plugin_dir = plugin_dir;
     }
-    let storage = match Storage::new(&config.data_dir) {
-        Ok(s) => s,
+    let db = match Db::open(&config.data_dir, config.snapshot_rows) {
+        Ok(db) => db,
         Err(e) => {
-            eprintln!("error: cannot use {}: {e}", config.data_dir.display());
+            eprintln!(
+                "error: cannot open the data in {}: {e}",
+                config.data_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -131,7 +134,7 @@ async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode 
     };
     let engine_cell: Arc<OnceLock<Arc<Engine>>> = Arc::default();
     let api = HostApi {
-        storage: storage.clone(),
+        db: db.clone(),
         engine: engine_cell.clone(),
     };
     let host = match HostBuilder::new(&with_triggers)
@@ -171,7 +174,7 @@ async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode 
     let server = tokio::spawn(tsdb::http::serve(
         listener,
         tsdb::http::Api {
-            storage,
+            db,
             engine,
             processing: processing.clone(),
         },

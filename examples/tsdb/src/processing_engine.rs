@@ -392,7 +392,7 @@ impl ProcessingEngine {
     /// Records database `db` (`POST /api/v3/configure/database`); one that exists is a
     /// conflict, as in InfluxDB.
     pub async fn create_database(self: &Arc<Self>, db: &str) -> Result<(), Refused> {
-        crate::storage::check_database_name(db).map_err(|e| bad(format!("db: {e}")))?;
+        crate::db::check_database_name(db).map_err(|e| bad(format!("db: {e}")))?;
         let db = db.to_owned();
         self.whole(|this| async move {
             // Held so that changes to databases and triggers apply one at a time.

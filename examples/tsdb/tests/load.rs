@@ -281,7 +281,7 @@ args = { crash = "always" }
         || {
             let source = query(
                 addr,
-                "SELECT (time / 1000000000) * 1000000000 AS b, AVG(value) AS mean FROM cpu GROUP BY b ORDER BY b",
+                "SELECT DATE_BIN(INTERVAL '1 second', time, TIMESTAMP '1970-01-01T00:00:00Z') AS b, AVG(value) AS mean FROM cpu GROUP BY b ORDER BY b",
             )?;
             let target = query(
                 addr,

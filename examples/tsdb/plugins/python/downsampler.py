@@ -47,8 +47,9 @@ class Downsampler(baton_plugin.Plugin, rpc.TriggerServicer):
             pb.QueryRequest(
                 database=request.database,
                 sql=(
-                    f"SELECT (time / {bucket}) * {bucket} AS minute, AVG({field}) AS mean, "
-                    f"COUNT(*) AS points FROM {source} WHERE time >= ?1 AND time < ?2 "
+                    f"SELECT DATE_BIN(INTERVAL '{bucket} nanoseconds', time, TIMESTAMP '1970-01-01T00:00:00Z') AS minute, "
+                    f"AVG({field}) AS mean, COUNT(*) AS points FROM {source} "
+                    f"WHERE time >= to_timestamp_nanos($1) AND time < to_timestamp_nanos($2) "
                     f"GROUP BY minute ORDER BY minute"
                 ),
                 params=[pb.Value(integer=done), pb.Value(integer=until)],

@@ -1,8 +1,9 @@
-//! A query's rows in the formats `query_sql` offers: `json`, `jsonl`, `csv`, `pretty`.
-//! A column named `time` holding integers is nanoseconds since the epoch, shown as
-//! InfluxDB shows a timestamp (`2023-11-14T22:13:20.5`, UTC, no offset).
+//! A query's answer in the formats `query_sql` offers: `json`, `jsonl`, `csv`, `pretty`
+//! and `parquet`. A timestamp is shown as InfluxDB shows one (`2023-11-14T22:13:20.5`,
+//! UTC, no offset); booleans and unsigned integers keep their types.
 
-use crate::storage::{Cell, Rows};
+use crate::db::QueryOutput;
+use crate::db::value::{Cell, Rows, rows};
 
 /// The formats, by their `format=` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +12,7 @@ pub enum Format {
     JsonLines,
     Csv,
     Pretty,
+    Parquet,
 }
 
 impl Format {
@@ -21,14 +23,10 @@ impl Format {
             "jsonl" | "json_lines" => Self::JsonLines,
             "csv" => Self::Csv,
             "pretty" => Self::Pretty,
-            "parquet" => {
-                return Err(
-                    "format=parquet is not supported yet (json, jsonl, csv, pretty are)".into(),
-                );
-            }
+            "parquet" => Self::Parquet,
             other => {
                 return Err(format!(
-                    "format={other:?} is not one of json, jsonl, csv, pretty"
+                    "format={other:?} is not one of json, jsonl, csv, pretty, parquet"
                 ));
             }
         })
@@ -40,17 +38,37 @@ impl Format {
             Self::JsonLines => "application/jsonl",
             Self::Csv => "text/csv",
             Self::Pretty => "text/plain; charset=utf-8",
+            Self::Parquet => "application/vnd.apache.parquet",
         }
     }
 
-    pub fn render(self, rows: &Rows) -> String {
-        match self {
+    pub fn render(self, output: &QueryOutput) -> Result<Vec<u8>, String> {
+        if self == Self::Parquet {
+            return parquet(output);
+        }
+        let rows = &rows(output);
+        Ok(match self {
             Self::Json => serde_json::Value::Array(objects(rows).collect()).to_string(),
             Self::JsonLines => objects(rows).map(|o| format!("{o}\n")).collect(),
             Self::Csv => csv(rows),
-            Self::Pretty => pretty(rows),
+            Self::Pretty | Self::Parquet => pretty(rows),
         }
+        .into_bytes())
     }
+}
+
+/// The answer as one Parquet file, its schema as the query made it.
+fn parquet(output: &QueryOutput) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let fail =
+        |e: parquet::errors::ParquetError| format!("cannot write the answer as Parquet: {e}");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, output.schema.clone(), None)
+        .map_err(fail)?;
+    for batch in &output.batches {
+        writer.write(batch).map_err(fail)?;
+    }
+    writer.close().map_err(fail)?;
+    Ok(out)
 }
 
 /// Nanoseconds since the epoch as InfluxDB prints a timestamp column.
@@ -65,27 +83,30 @@ fn timestamp(ns: i64) -> String {
     )
 }
 
-fn is_time(name: &str) -> bool {
-    name == "time"
-}
-
-fn json_cell(name: &str, cell: &Cell) -> serde_json::Value {
+fn json_cell(cell: &Cell) -> serde_json::Value {
     match cell {
         Cell::Null => serde_json::Value::Null,
-        Cell::Integer(i) if is_time(name) => timestamp(*i).into(),
+        Cell::Time(t) => timestamp(*t).into(),
         Cell::Integer(i) => (*i).into(),
-        Cell::Real(r) => (*r).into(),
+        Cell::Unsigned(u) => (*u).into(),
+        // JSON has no NaN or infinity: InfluxDB writes them as null too.
+        Cell::Real(r) => {
+            serde_json::Number::from_f64(*r).map_or(serde_json::Value::Null, Into::into)
+        }
         Cell::Text(t) => t.clone().into(),
+        Cell::Boolean(b) => (*b).into(),
     }
 }
 
-fn text_cell(name: &str, cell: &Cell) -> String {
+fn text_cell(cell: &Cell) -> String {
     match cell {
         Cell::Null => String::new(),
-        Cell::Integer(i) if is_time(name) => timestamp(*i),
+        Cell::Time(t) => timestamp(*t),
         Cell::Integer(i) => i.to_string(),
+        Cell::Unsigned(u) => u.to_string(),
         Cell::Real(r) => r.to_string(),
         Cell::Text(t) => t.clone(),
+        Cell::Boolean(b) => b.to_string(),
     }
 }
 
@@ -96,7 +117,7 @@ fn objects(rows: &Rows) -> impl Iterator<Item = serde_json::Value> + '_ {
             .iter()
             .zip(cells)
             .filter(|(_, c)| **c != Cell::Null)
-            .map(|(n, c)| (n.clone(), json_cell(n, c)))
+            .map(|(n, c)| (n.clone(), json_cell(c)))
             .collect();
         serde_json::Value::Object(object)
     })
@@ -123,7 +144,7 @@ fn csv(rows: &Rows) -> String {
             .names
             .iter()
             .zip(cells)
-            .map(|(n, c)| csv_field(&text_cell(n, c)))
+            .map(|(_, c)| csv_field(&text_cell(c)))
             .collect();
         out.push_str(&line.join(","));
         out.push('\n');
@@ -139,7 +160,7 @@ fn pretty(rows: &Rows) -> String {
             rows.names
                 .iter()
                 .zip(r)
-                .map(|(n, c)| text_cell(n, c))
+                .map(|(_, c)| text_cell(c))
                 .collect()
         })
         .collect();

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
 
-use crate::storage::Storage;
+use crate::db::Db;
 use crate::triggers::Engine;
 
 pub use write::{WriteError, store};
@@ -46,7 +46,7 @@ const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
 /// What the HTTP API works with.
 #[derive(Clone)]
 pub struct Api {
-    pub storage: Storage,
+    pub db: Db,
     pub engine: Arc<Engine>,
     pub processing: Arc<crate::processing_engine::ProcessingEngine>,
 }

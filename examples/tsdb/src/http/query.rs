@@ -8,17 +8,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use datafusion::scalar::ScalarValue;
+
 use super::format::Format;
 use super::{Api, Params, Refusal, error, read_body};
-use crate::host_api::MAX_QUERY_ROWS;
-use crate::storage::Cell;
+use crate::db::StoreError;
 
 /// One query, however it came.
 struct Query {
     db: String,
     sql: String,
     format: Format,
-    params: Vec<(String, Cell)>,
+    params: Vec<(String, ScalarValue)>,
 }
 
 fn format(name: Option<&str>) -> Result<Format, Refusal> {
@@ -34,19 +35,23 @@ async fn run(api: Api, query: Query) -> Response {
         format,
         params,
     } = query;
-    let storage = api.storage.clone();
-    let rows =
-        tokio::task::spawn_blocking(move || storage.query_named(&db, &sql, params, MAX_QUERY_ROWS))
-            .await;
-    match rows {
-        Ok(Ok(rows)) => (
+    let params = if params.is_empty() {
+        crate::db::Params::None
+    } else {
+        crate::db::Params::Named(params)
+    };
+    // Dropped with the request when the client goes: the query stops with it.
+    let answer = api.db.query(&db, &sql, params).await;
+    match answer.map(|output| format.render(&output)) {
+        Ok(Ok(body)) => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, format.content_type())],
-            format.render(&rows),
+            body,
         )
             .into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(StoreError::Database(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
@@ -81,14 +86,17 @@ struct Body_ {
     params: Option<HashMap<String, serde_json::Value>>,
 }
 
-fn cell(name: &str, value: serde_json::Value) -> Result<Cell, String> {
+/// A JSON parameter as a SQL value; a string is coerced by where it is used (a time
+/// compared with `time`, say), as in InfluxDB.
+fn cell(name: &str, value: serde_json::Value) -> Result<ScalarValue, String> {
     Ok(match value {
-        serde_json::Value::Null => Cell::Null,
-        serde_json::Value::Bool(b) => Cell::Integer(i64::from(b)),
-        serde_json::Value::String(s) => Cell::Text(s),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Cell::Integer(i),
-            None => Cell::Real(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::Null => ScalarValue::Null,
+        serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(b)),
+        serde_json::Value::String(s) => ScalarValue::Utf8(Some(s)),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ScalarValue::Int64(Some(i)),
+            (None, Some(u)) => ScalarValue::UInt64(Some(u)),
+            _ => ScalarValue::Float64(n.as_f64()),
         },
         _ => {
             return Err(format!(

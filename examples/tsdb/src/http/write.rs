@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{Api, Params, Refusal, encoding, error, flag, json, read_body};
+use crate::db::{Db, StoreError};
 use crate::host_api::by_table;
 use crate::line_protocol::{self, LineError, Point, Precision};
-use crate::storage::{Storage, StoreError};
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum WriteError {
     Store { line: usize, what: String },
     #[error("{0}")]
     Other(String),
+    /// The disk failed: nothing was written, and it is not the request's fault.
+    #[error("{0}")]
+    Storage(String),
 }
 
 fn now_ns() -> i64 {
@@ -35,23 +38,21 @@ fn now_ns() -> i64 {
 /// Parses and stores line protocol in `database`: all of it, or nothing. Returns the
 /// points as stored, by table.
 pub async fn store(
-    storage: &Storage,
+    db: &Db,
     database: &str,
     text: &str,
     precision: Precision,
+    sync: bool,
 ) -> Result<BTreeMap<String, Vec<crate::api::Point>>, WriteError> {
     let points = line_protocol::parse(text, precision)?;
     let lines: Vec<usize> = points.iter().map(|p| p.line).collect();
-    let (storage, database) = (storage.clone(), database.to_owned());
-    let stored = tokio::task::spawn_blocking(move || storage.write(&database, points, now_ns()))
-        .await
-        .map_err(|e| WriteError::Other(e.to_string()))?;
-    match stored {
+    match db.write(database, points, now_ns(), sync).await {
         Ok(points) => Ok(by_table(points)),
         Err(StoreError::Point { index, what }) => Err(WriteError::Store {
             line: lines.get(index).copied().unwrap_or(0),
             what,
         }),
+        Err(e @ StoreError::Io(_)) => Err(WriteError::Storage(e.to_string())),
         Err(e) => Err(WriteError::Other(e.to_string())),
     }
 }
@@ -67,7 +68,13 @@ fn refused_line(text: &str, line: usize, message: &str) -> serde_json::Value {
 
 /// Stores the good lines of `text` and answers with the bad ones listed, as InfluxDB
 /// does for `accept_partial=true`.
-async fn store_partial(api: &Api, db: &str, text: &str, precision: Precision) -> Response {
+async fn store_partial(
+    api: &Api,
+    db: &str,
+    text: &str,
+    precision: Precision,
+    sync: bool,
+) -> Response {
     let mut bad: Vec<(usize, String)> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
     for parsed in line_protocol::parse_each(text, precision) {
@@ -79,14 +86,12 @@ async fn store_partial(api: &Api, db: &str, text: &str, precision: Precision) ->
         }
     }
     let lines: Vec<usize> = points.iter().map(|p| p.line).collect();
-    let (storage, database) = (api.storage.clone(), db.to_owned());
-    let written =
-        tokio::task::spawn_blocking(move || storage.write_partial(&database, points, now_ns()))
-            .await;
-    let written = match written {
-        Ok(Ok(written)) => written,
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("nothing was written: {e}")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let written = match api.db.write_partial(db, points, now_ns(), sync).await {
+        Ok(written) => written,
+        Err(e @ StoreError::Io(_)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("nothing was written: {e}")),
     };
     bad.extend(
         written
@@ -115,7 +120,13 @@ async fn store_partial(api: &Api, db: &str, text: &str, precision: Precision) ->
 }
 
 /// Stores all of `text` or nothing, and answers naming the first bad line.
-async fn store_whole(api: &Api, db: &str, text: &str, precision: Precision) -> Response {
+async fn store_whole(
+    api: &Api,
+    db: &str,
+    text: &str,
+    precision: Precision,
+    sync: bool,
+) -> Response {
     let refused = |line: usize, message: String| {
         json(
             StatusCode::BAD_REQUEST,
@@ -125,7 +136,7 @@ async fn store_whole(api: &Api, db: &str, text: &str, precision: Precision) -> R
             }),
         )
     };
-    match store(&api.storage, db, text, precision).await {
+    match store(&api.db, db, text, precision, sync).await {
         Ok(tables) => {
             api.engine.written(db, &tables, None);
             StatusCode::NO_CONTENT.into_response()
@@ -137,6 +148,10 @@ async fn store_whole(api: &Api, db: &str, text: &str, precision: Precision) -> R
         Err(WriteError::Other(e)) => {
             error(StatusCode::BAD_REQUEST, format!("nothing was written: {e}"))
         }
+        Err(WriteError::Storage(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("nothing was written: {e}"),
+        ),
     }
 }
 
@@ -145,6 +160,8 @@ struct Write {
     db: String,
     precision: Precision,
     accept_partial: bool,
+    /// Answer once the write is in the log, before it is flushed to disk.
+    no_sync: bool,
 }
 
 async fn write(api: Api, write: Write, headers: HeaderMap, body: Body) -> Response {
@@ -159,13 +176,14 @@ async fn write(api: Api, write: Write, headers: HeaderMap, body: Body) -> Respon
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
-    if let Err(e) = crate::storage::check_database_name(&write.db) {
+    if let Err(e) = crate::db::check_database_name(&write.db) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
+    let sync = !write.no_sync;
     if write.accept_partial {
-        store_partial(&api, &write.db, text, write.precision).await
+        store_partial(&api, &write.db, text, write.precision, sync).await
     } else {
-        store_whole(&api, &write.db, text, write.precision).await
+        store_whole(&api, &write.db, text, write.precision, sync).await
     }
 }
 
@@ -203,9 +221,8 @@ pub async fn v3(
     body: Body,
 ) -> Response {
     let parsed = (|| {
-        // no_sync is accepted and checked; every write is committed before its answer.
-        flag(&params, "no_sync", false)?;
         Ok::<_, Refusal>(Write {
+            no_sync: flag(&params, "no_sync", false)?,
             db: required(&params, "db", "POST /api/v3/write_lp?db=NAME")?,
             precision: precision(
                 &params,
@@ -236,6 +253,7 @@ pub async fn v1(
                 "n, ns, u, µ, ms, s, m, h",
             )?,
             accept_partial: false,
+            no_sync: false,
         })
     })();
     write_parsed(api, parsed, headers, body).await
@@ -258,6 +276,7 @@ pub async fn v2(
                 "ns, us, ms, s",
             )?,
             accept_partial: false,
+            no_sync: false,
         })
     })();
     write_parsed(api, parsed, headers, body).await

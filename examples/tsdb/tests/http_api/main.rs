@@ -1,7 +1,8 @@
 //! InfluxDB's HTTP API against the real `tsdb` binary, one file per behaviour: routes
 //! (405 with `Allow`, 404 naming the path), write precision, partial writes, the v1 and
 //! v2 write endpoints with `/health` and `/ping`, last write wins, `query_sql`'s forms
-//! and formats, and the server's bounds.
+//! and formats, the server's bounds, and
+//! durability (a SIGKILL mid-load, Parquet read back by pyarrow, a torn log tail).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -10,6 +11,7 @@ mod bounds;
 mod catalog_bounds;
 mod catalog_restart;
 mod configure_refusals;
+mod durability;
 mod last_write_wins;
 mod legacy;
 mod partial;
