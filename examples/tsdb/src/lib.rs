@@ -14,6 +14,7 @@ pub mod http;
 pub mod line_protocol;
 pub mod plugin_dir;
 pub mod processing_engine;
+pub mod system_tables;
 pub mod triggers;
 
 /// The plugin API, generated from `engine.proto`.

@@ -14,6 +14,7 @@ use tsdb::db::Db;
 use tsdb::host_api::HostApi;
 use tsdb::plugin_dir::PluginDir;
 use tsdb::processing_engine::{ProcessingEngine, PythonRunner};
+use tsdb::system_tables::{EngineLogs, LogLayer, SystemSchema};
 use tsdb::triggers::Engine;
 
 /// A config the database cannot use (EX_USAGE, as baton's own).
@@ -41,13 +42,22 @@ fn main() -> ExitCode {
     let Some(config) = config else {
         return usage();
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TSDB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // tsdb's log (filtered by TSDB_LOG) and, unfiltered by it, the lines kept for
+    // `system.processing_engine_logs`.
+    let logs = Arc::new(EngineLogs::default());
+    {
+        use tracing_subscriber::prelude::*;
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TSDB_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .with(LogLayer(logs.clone()))
+            .init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -55,10 +65,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, dev, plugin_dir))
+    runtime.block_on(run(config, dev, plugin_dir, logs))
 }
 
-async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode {
+async fn run(
+    path: PathBuf,
+    dev: bool,
+    plugin_dir: Option<PathBuf>,
+    logs: Arc<EngineLogs>,
+) -> ExitCode {
     let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -157,6 +172,24 @@ async fn run(path: PathBuf, dev: bool, plugin_dir: Option<PathBuf>) -> ExitCode 
         }
     };
     let _ = engine_cell.set(engine.clone());
+    logs.follow(&host);
+    {
+        let catalog = catalog.clone();
+        db.set_known_databases(Arc::new(move |name: &str| {
+            catalog.state().databases.contains(name)
+        }));
+    }
+    {
+        let (engine, catalog) = (engine.clone(), catalog.clone());
+        db.set_system_tables(Arc::new(move |database: &str| {
+            Arc::new(SystemSchema {
+                database: database.to_owned(),
+                engine: engine.clone(),
+                catalog: catalog.clone(),
+                logs: logs.clone(),
+            }) as Arc<dyn datafusion::catalog::SchemaProvider>
+        }));
+    }
     let processing = ProcessingEngine::start(
         host,
         with_triggers,

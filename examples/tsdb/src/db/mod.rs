@@ -21,7 +21,7 @@ use crate::line_protocol::Point;
 
 use buffer::Buffer;
 pub use commit::SNAPSHOT_ROWS;
-pub use query::{Params, QueryOutput, SystemTables};
+pub use query::{INTERNAL_DATABASE, KnownDatabases, Params, QueryOutput, SystemTables};
 use schema::{Kind, TableSchema};
 use table::{Layer, ParquetFile};
 
@@ -350,6 +350,11 @@ impl Db {
         params: Params,
     ) -> Result<QueryOutput, StoreError> {
         query::run(self, name, sql, params).await
+    }
+
+    /// Says which databases exist without data (queried, they hold no tables).
+    pub fn set_known_databases(&self, known: KnownDatabases) {
+        self.inner.queries.set_known_databases(known);
     }
 
     /// Sets what `system.*` shows.

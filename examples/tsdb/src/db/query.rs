@@ -56,8 +56,12 @@ impl QueryOutput {
 /// What `system.*` holds for a query in a database.
 pub type SystemTables = Arc<dyn Fn(&str) -> Arc<dyn SchemaProvider> + Send + Sync>;
 
+/// Whether a database without data exists (made by the configure API or a trigger).
+pub type KnownDatabases = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub struct Queries {
     system: RwLock<Option<SystemTables>>,
+    known: RwLock<Option<KnownDatabases>>,
     running: tokio::sync::Semaphore,
 }
 
@@ -65,6 +69,7 @@ impl Default for Queries {
     fn default() -> Self {
         Self {
             system: RwLock::new(None),
+            known: RwLock::new(None),
             running: tokio::sync::Semaphore::new(MAX_CONCURRENT_QUERIES),
         }
     }
@@ -73,6 +78,15 @@ impl Default for Queries {
 impl Queries {
     pub fn set_system_tables(&self, tables: SystemTables) {
         *self.system.write().unwrap_or_else(|p| p.into_inner()) = Some(tables);
+    }
+
+    pub fn set_known_databases(&self, known: KnownDatabases) {
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Some(known);
+    }
+
+    fn known(&self, name: &str) -> bool {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner()).clone();
+        known.is_some_and(|known| known(name))
     }
 
     fn system_tables(&self) -> Option<SystemTables> {
@@ -103,7 +117,7 @@ pub async fn run(
     super::check_database_name(name)?;
     let views = match db.views(name) {
         Some(views) => views,
-        None if name == INTERNAL_DATABASE => Vec::new(),
+        None if name == INTERNAL_DATABASE || db.inner.queries.known(name) => Vec::new(),
         None => {
             return Err(StoreError::Database(format!(
                 "database not found: no database named {name:?}"

@@ -19,3 +19,4 @@ mod precision;
 mod query;
 mod routes;
 mod runtime_triggers;
+mod system_tables;
