@@ -1,8 +1,13 @@
-//! `tsdb-bench [--quick]`: tsdb's ingest throughput with an on-write trigger (the Rust
-//! alerter) beside the same database without it, measured in interleaved rounds in one
-//! run, and the trigger's latency (a write accepted → the plugin answered, from the
-//! trigger's status). Build it in release: `cargo build --release -p baton-tsdb`, then
+//! `tsdb-bench [--quick] [--only trigger|storage] [--sqlite DIR]`: tsdb's ingest
+//! throughput with an on-write trigger (the Rust alerter) beside the same database without
+//! it, measured in interleaved rounds in one run, and the trigger's latency (a write
+//! accepted → the plugin answered, from the trigger's status); then the storage engine's
+//! figures (`bench/storage.rs`), beside those of the `tsdb` in `DIR` (a build of the SQLite
+//! engine) when given. Build it in release: `cargo build --release -p baton-tsdb`, then
 //! `./target/release/tsdb-bench`.
+
+#[path = "bench/storage.rs"]
+mod storage;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -237,14 +242,48 @@ fn run(quick: bool) -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    let quick = std::env::args().any(|a| a == "--quick");
-    match run(quick) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = value("--only");
+    let sqlite = value("--sqlite").map(std::path::PathBuf::from);
+    let outcome = (|| {
+        if only.as_deref() != Some("storage") {
+            run(quick)?;
+        }
+        if only.as_deref() != Some("trigger") {
+            run_storage(quick, sqlite.as_deref())?;
+        }
+        Ok::<(), String>(())
+    })();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tsdb-bench: {e}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The storage figures: 10 million points (100,000 with `--quick`).
+fn run_storage(quick: bool, sqlite: Option<&Path>) -> Result<(), String> {
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .ok_or("no directory for this binary")?
+        .to_owned();
+    let points = if quick { 100_000 } else { 10_000_000 };
+    let baseline = sqlite
+        .map(|dir| storage::measure(&storage::binary(dir), storage::Dialect::Sqlite, points))
+        .transpose()?;
+    let ours = storage::measure(&storage::binary(&bin), storage::Dialect::DataFusion, points)?;
+    storage::print(points, &ours, baseline.as_ref().map(|b| ("SQLite tsdb", b)));
+    Ok(())
 }
 
 /// Point `n`'s time: its own nanosecond after the bench's start, so that no two points
