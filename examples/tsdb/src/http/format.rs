@@ -48,7 +48,7 @@ impl Format {
         }
         let rows = &rows(output);
         Ok(match self {
-            Self::Json => serde_json::Value::Array(objects(rows).collect()).to_string(),
+            Self::Json => format!("[{}]", objects(rows).collect::<Vec<_>>().join(",")),
             Self::JsonLines => objects(rows).map(|o| format!("{o}\n")).collect(),
             Self::Csv => csv(rows),
             Self::Pretty | Self::Parquet => pretty(rows),
@@ -110,16 +110,18 @@ fn text_cell(cell: &Cell) -> String {
     }
 }
 
-fn objects(rows: &Rows) -> impl Iterator<Item = serde_json::Value> + '_ {
+/// Each row as a JSON object whose keys are in the query's column order, as InfluxDB
+/// writes them (a JSON map would sort them).
+fn objects(rows: &Rows) -> impl Iterator<Item = String> + '_ {
     rows.rows.iter().map(|cells| {
-        let object: serde_json::Map<String, serde_json::Value> = rows
+        let members: Vec<String> = rows
             .names
             .iter()
             .zip(cells)
             .filter(|(_, c)| **c != Cell::Null)
-            .map(|(n, c)| (n.clone(), json_cell(c)))
+            .map(|(n, c)| format!("{}:{}", serde_json::Value::from(n.as_str()), json_cell(c)))
             .collect();
-        serde_json::Value::Object(object)
+        format!("{{{}}}", members.join(","))
     })
 }
 

@@ -39,6 +39,22 @@ fn query_sql_answers_get_and_post_in_each_format() {
         body,
         "{\"host\":\"a\",\"time\":\"2023-11-14T22:13:20\",\"v\":1.5}\n{\"host\":\"b\",\"time\":\"2023-11-14T22:13:21\",\"v\":2.5}\n"
     );
+    // Keys in the query's column order, as InfluxDB writes them, not sorted.
+    let (status, _, body) = http_full(
+        db.addr,
+        "GET",
+        &format!(
+            "/api/v3/query_sql?db=m&q={}&format=json",
+            encoded("SELECT v, host FROM cpu ORDER BY host")
+        ),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "[{\"v\":1.5,\"host\":\"a\"},{\"v\":2.5,\"host\":\"b\"}]"
+    );
     let (status, headers, body) = get("csv");
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&headers, "content-type"), Some("text/csv"));
