@@ -19,4 +19,5 @@ mod precision;
 mod query;
 mod routes;
 mod runtime_triggers;
+mod sql;
 mod system_tables;
