@@ -19,6 +19,8 @@ use tsdb::triggers::Engine;
 
 /// A config the database cannot use (EX_USAGE, as baton's own).
 const EXIT_CONFIG: u8 = 64;
+/// How long a stop waits for the buffers to be written as Parquet.
+const SHUTDOWN_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn usage() -> ExitCode {
     eprintln!("usage: tsdb --config tsdb.toml [--dev] [--plugin-dir DIR]");
@@ -204,6 +206,7 @@ async fn run(
         engine.status().len(),
         if dev { ", dev mode" } else { "" }
     );
+    let data = db.clone();
     let server = tokio::spawn(tsdb::http::serve(
         listener,
         tsdb::http::Api {
@@ -216,6 +219,17 @@ async fn run(
     tracing::info!("tsdb: stopping");
     server.abort();
     processing.shutdown().await;
+    // What is still only in the log goes to Parquet, so the next start replays nothing;
+    // a stop that cannot wait for it loses nothing either (the log stays).
+    match tokio::time::timeout(SHUTDOWN_SNAPSHOT, data.snapshot()).await {
+        Ok(Ok(())) => tracing::info!("tsdb: stopped, the data persisted as Parquet"),
+        Ok(Err(e)) => {
+            tracing::warn!("tsdb: stopped; the last snapshot failed ({e}): the log keeps the data")
+        }
+        Err(_) => tracing::warn!(
+            "tsdb: stopped before the last snapshot ended ({SHUTDOWN_SNAPSHOT:?}): the log keeps the data"
+        ),
+    }
     ExitCode::SUCCESS
 }
 

@@ -268,3 +268,39 @@ fn a_torn_log_tail_is_dropped_with_a_warning_naming_file_and_offset() {
     );
     assert_eq!(std::fs::metadata(&newest).expect("stat").len(), good);
 }
+
+#[test]
+fn a_stop_writes_the_buffers_as_parquet_so_the_next_start_replays_nothing() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    config(dir.path(), 1_000_000);
+    let mut db = start(dir.path());
+    let body: String = (0..50)
+        .map(|n| format!("s v={n}i {}\n", 1_000 + n))
+        .collect();
+    assert_eq!(
+        try_write(db.addr, "/api/v3/write_lp?db=d", &body),
+        Some(204)
+    );
+    assert_eq!(count_files(&dir.path().join("data/dbs/d"), "parquet"), 0);
+    let status = Command::new("kill")
+        .arg(db.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = wait_until("tsdb stops", Duration::from_secs(60), || {
+        db.child.try_wait().expect("wait")
+    });
+    assert!(exit.success(), "{exit}");
+    assert_eq!(count_files(&dir.path().join("data/dbs/d"), "parquet"), 1);
+
+    let db = start(dir.path());
+    let log = std::fs::read_to_string(&db.log).expect("the log");
+    assert!(
+        log.contains("1 Parquet files, 0 log records replayed"),
+        "{log}"
+    );
+    assert_eq!(
+        rows(db.addr, "d", "SELECT count(*) AS n, sum(v) AS s FROM s"),
+        vec![serde_json::json!({"n": 50, "s": 1225})]
+    );
+}
