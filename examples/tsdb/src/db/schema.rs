@@ -117,10 +117,20 @@ impl TableSchema {
             None => Ok(true),
             Some(have) if *have == kind => Ok(false),
             Some(have) => Err(format!(
-                "column {table}.{column} is a {} column; this line gives it a {}",
-                have.name(),
-                kind.name()
+                "column {table}.{column} is {} column; this line gives it {}",
+                with_article(have.name()),
+                with_article(kind.name())
             )),
         }
     }
+}
+
+/// "a float", "an integer".
+fn with_article(name: &str) -> String {
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
