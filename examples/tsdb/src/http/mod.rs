@@ -1,16 +1,18 @@
 //! The HTTP API, on InfluxDB 3's paths: the route table is here, each route a thin call
-//! into `write`, `query` or `engine`, which call the storage and the trigger engine.
+//! into `write`, `query` or `engine`, which call the storage and the trigger engine;
+//! Arrow Flight (`flight`) is served on the same port, each connection by `connection`.
 //! The server's bounds (connections, header and body time, body size) are here too.
 
 mod configure;
+mod connection;
 mod encoding;
 mod engine;
+mod flight;
 mod format;
 mod query;
 mod write;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tower::ServiceExt;
 
 use crate::db::Db;
 use crate::triggers::Engine;
@@ -34,8 +34,9 @@ pub use write::{WriteError, store};
 pub const MAX_BODY: usize = 16 << 20;
 /// Connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
-/// A connection that has not sent a whole request head this long after opening is
-/// closed: idle and trickling clients cannot hold the cap.
+/// A connection that has not sent a whole request head this long after opening (or, on
+/// HTTP/1, after its last answer) is closed: idle and trickling clients cannot hold the
+/// cap. HTTP/2's bounds are in `connection`.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The time a client has to send a request's body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,9 +107,13 @@ async fn no_route(method: Method, uri: Uri) -> Response {
     )
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// Serves the API (HTTP/1.1 and HTTP/2, with Arrow Flight over gRPC) on `listener`
+/// until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, api: Api) {
-    let router = routes(api);
+    let services = connection::Services {
+        flight: flight::service(api.db.clone()),
+        router: routes(api),
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut last_logged: Option<tokio::time::Instant> = None;
     let mut unlogged = 0u64;
@@ -133,17 +138,9 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Api) {
                 continue;
             }
         };
-        let router = router.clone();
+        let services = services.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let router = router.clone();
-                async move { Ok::<_, Infallible>(router.oneshot(request).await.into_response()) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            connection::serve(stream, services).await;
             drop(permit);
         });
     }

@@ -88,7 +88,7 @@ struct Body_ {
 
 /// A JSON parameter as a SQL value; a string is coerced by where it is used (a time
 /// compared with `time`, say), as in InfluxDB.
-fn cell(name: &str, value: serde_json::Value) -> Result<ScalarValue, String> {
+pub(super) fn cell(name: &str, value: serde_json::Value) -> Result<ScalarValue, String> {
     Ok(match value {
         serde_json::Value::Null => ScalarValue::Null,
         serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(b)),

@@ -19,7 +19,6 @@ fn written() -> Vec<serde_json::Value> {
 
 const READ_BACK: &str = "SELECT room, temp, hum, note, time FROM home ORDER BY room";
 
-/// Its `query()` is not tested: it goes over Arrow Flight, which tsdb does not serve yet.
 #[test]
 fn influxdb3_python_writes_lines_and_points_through_v2_and_v3_write() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -55,4 +54,44 @@ fn influxdb3_python_gzip_writes_are_decoded_on_both_endpoints() {
         &["v3", "--v3", "--gzip"],
     );
     assert_eq!(rows(db.addr, "v3", READ_BACK), written());
+}
+
+/// Its `query()`: Arrow Flight's DoGet on the HTTP port, a JSON ticket with a `$room`
+/// parameter, `authorization: Bearer ...`; each column comes back in its type.
+#[test]
+fn influxdb3_python_queries_over_flight_with_a_parameter_in_each_column_type() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = start_bare(dir.path());
+
+    let Some(stdout) = run_client("influxdb3_python_queries.py", db.addr, &["sensors"]) else {
+        return;
+    };
+    let read: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+    // Tags come as strings (InfluxDB 3 sends its dictionaries decoded), the time as
+    // nanoseconds, unsigned integers and booleans as such.
+    assert_eq!(
+        read["schema"],
+        json!({"room": "string", "temp": "double", "count": "int64", "seen": "uint64",
+               "ok": "bool", "label": "string", "time": "timestamp[ns]"})
+    );
+    assert_eq!(
+        read["rows"],
+        json!([
+            {"room": "kitchen", "temp": 21.5, "count": 7, "seen": 12, "ok": true,
+             "label": "warm", "time": 1_700_000_001_000_000_001_u64},
+            {"room": "kitchen", "temp": -0.25, "count": -3, "seen": u64::MAX, "ok": false,
+             "label": "a \"b\"", "time": 1_700_000_002_000_000_002_u64},
+        ])
+    );
+    // mode="pandas" where pandas is installed (the venv does not require it).
+    if !read["pandas"].is_null() {
+        assert_eq!(read["pandas"]["rows"], 2, "{}", read["pandas"]);
+    }
+    let missing = read["missing_database"].as_str().expect("a message");
+    assert!(
+        missing.contains("not found") && missing.contains("\"no_such_db\""),
+        "{missing}"
+    );
+    let bad_sql = read["bad_sql"].as_str().expect("a message");
+    assert!(bad_sql.contains("No field named nope"), "{bad_sql}");
 }

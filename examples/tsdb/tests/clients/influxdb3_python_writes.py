@@ -1,8 +1,8 @@
 """Writes to tsdb with InfluxDB 3's Python client (influxdb3-python, module
 influxdb_client_3, from PyPI), as its users do: write() of line protocol and of Point
 objects, by default to /api/v2/write, with --v3 to /api/v3/write_lp (precision named
-"second" ... "nanosecond", no_sync). The caller reads the rows back. query() goes over
-Arrow Flight, which tsdb does not serve yet, so it is not called here.
+"second" ... "nanosecond", no_sync). The caller reads the rows back over query_sql;
+query(), over Arrow Flight, is influxdb3_python_queries.py's.
 
     influxdb3_python_writes.py URL DATABASE [--v3] [--gzip] [--bearer]
 

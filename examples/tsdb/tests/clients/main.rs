@@ -1,8 +1,9 @@
 //! Client libraries written by others, from PyPI in the repository's venv, talking to
 //! the real `tsdb` binary unchanged: InfluxDB 2's `influxdb-client` and InfluxDB 3's
-//! `influxdb3-python` writing, plain and gzip'd, with tokens tsdb does not check yet.
-//! Each test runs a script beside this file with `.venv/bin/python`, then reads back
-//! over `query_sql` what the script wrote.
+//! `influxdb3-python` writing, plain and gzip'd, with tokens tsdb does not check yet, and
+//! querying over Arrow Flight, as `pyarrow.flight` does on its own. Each test runs a
+//! script beside this file with `.venv/bin/python`, then reads back over `query_sql`
+//! what the script wrote, or checks what the script read (its JSON on stdout).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -10,6 +11,7 @@ mod common;
 mod gzip;
 mod influxdb3_python;
 mod influxdb_client;
+mod pyarrow_flight;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -32,9 +34,9 @@ impl Drop for Script {
 }
 
 /// Runs `script` (a file beside this one) against the database at `addr` with `args`
-/// after the URL. `None`, with a "skipped: <why>" line, where the venv or the client
-/// library is missing; panics with the script's output if it fails.
-fn run_client(script: &str, addr: SocketAddr, args: &[&str]) -> Option<()> {
+/// after the URL: its stdout. `None`, with a "skipped: <why>" line, where the venv or the
+/// client library is missing; panics with the script's output if it fails.
+fn run_client(script: &str, addr: SocketAddr, args: &[&str]) -> Option<String> {
     let python = root().join(".venv/bin/python");
     if !python.exists() {
         println!("skipped: no .venv (run plugin-sdk/python/setup-python.sh)");
@@ -69,5 +71,5 @@ fn run_client(script: &str, addr: SocketAddr, args: &[&str]) -> Option<()> {
         status.success(),
         "{script} {args:?}: {status}\nstdout: {stdout}\nstderr: {stderr}"
     );
-    Some(())
+    Some(stdout)
 }
