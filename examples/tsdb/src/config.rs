@@ -21,6 +21,19 @@ pub struct Config {
     /// Parquet files and the log is cut.
     #[serde(default = "default_snapshot_rows")]
     pub snapshot_rows: usize,
+    /// Tables one database may hold.
+    #[serde(default = "default_max_tables")]
+    pub max_tables: usize,
+    /// How long one query may run, in milliseconds.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// Bytes of Arrow data one query may return.
+    #[serde(default = "default_max_result_bytes")]
+    pub max_result_bytes: usize,
+    /// Bytes of DataFusion's memory pool one query may use (sorts, aggregates, joins);
+    /// past it the query fails rather than spill to disk.
+    #[serde(default = "default_max_query_memory_bytes")]
+    pub max_query_memory_bytes: usize,
     /// The baton config that runs the plugins (`[plugins.NAME]` tables), relative to
     /// this file.
     pub plugins: PathBuf,
@@ -85,11 +98,40 @@ fn default_snapshot_rows() -> usize {
     crate::db::SNAPSHOT_ROWS
 }
 
+fn default_max_tables() -> usize {
+    crate::db::MAX_TABLES
+}
+
+fn default_query_timeout_ms() -> u64 {
+    u64::try_from(crate::db::QUERY_TIMEOUT.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn default_max_result_bytes() -> usize {
+    crate::db::MAX_RESULT_BYTES
+}
+
+fn default_max_query_memory_bytes() -> usize {
+    crate::db::MAX_QUERY_MEMORY
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
 
 impl Config {
+    /// The engine's bounds this file sets.
+    pub fn db_options(&self) -> crate::db::Options {
+        crate::db::Options {
+            snapshot_rows: self.snapshot_rows,
+            max_tables: self.max_tables,
+            query: crate::db::QueryBounds {
+                timeout: std::time::Duration::from_millis(self.query_timeout_ms),
+                max_result_bytes: self.max_result_bytes,
+                max_memory: self.max_query_memory_bytes,
+            },
+        }
+    }
+
     /// Reads and checks `path`; errors name the file and what is wrong.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
@@ -106,6 +148,22 @@ impl Config {
             config.python = absolute(&config.python);
         }
         config.python_path = config.python_path.iter().map(|p| absolute(p)).collect();
+        for (key, value) in [
+            ("max_tables", config.max_tables as u64),
+            ("query_timeout_ms", config.query_timeout_ms),
+            ("max_result_bytes", config.max_result_bytes as u64),
+            (
+                "max_query_memory_bytes",
+                config.max_query_memory_bytes as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "{}: `{key}` is 0: no table or query could pass it",
+                    path.display()
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for t in &config.triggers {
             if !names.insert(&t.name) {

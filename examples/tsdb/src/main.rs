@@ -96,7 +96,7 @@ async fn run(
     if plugin_dir.is_some() {
         config.plugin_dir = plugin_dir;
     }
-    let db = match Db::open(&config.data_dir, config.snapshot_rows) {
+    let db = match Db::open(&config.data_dir, config.db_options()) {
         Ok(db) => db,
         Err(e) => {
             eprintln!(

@@ -218,7 +218,8 @@ fn replay(state: &mut State, batch: api::WriteBatch) {
     let mut admitted = Vec::with_capacity(points.len());
     let mut new_tables = 0;
     for point in points {
-        match admit_point(database, &point, &mut new_tables) {
+        // Acknowledged once, so kept whatever `max_tables` says now.
+        match admit_point(database, &point, &mut new_tables, usize::MAX) {
             Ok(()) => admitted.push(point),
             Err(e) => tracing::warn!("log replay, database {database_name}: {e}; point left out"),
         }

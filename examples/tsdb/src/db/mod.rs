@@ -3,6 +3,7 @@
 //! table; snapshots persist the buffers as Parquet files and let the log go; queries
 //! are Apache DataFusion's SQL over the files and the buffers together.
 
+mod big_values;
 mod buffer;
 mod commit;
 mod persist;
@@ -21,16 +22,41 @@ use crate::line_protocol::Point;
 
 use buffer::Buffer;
 pub use commit::SNAPSHOT_ROWS;
-pub use query::{INTERNAL_DATABASE, KnownDatabases, Params, QueryOutput, SystemTables};
+pub use query::{
+    INTERNAL_DATABASE, KnownDatabases, MAX_QUERY_MEMORY, MAX_RESULT_BYTES, Params, QUERY_TIMEOUT,
+    QueryBounds, QueryOutput, SystemTables,
+};
 use schema::{Kind, TableSchema};
 use table::{Layer, ParquetFile};
 
-/// Tables one database may hold: each is a schema, a buffer and files.
+/// Tables one database may hold, unless tsdb.toml's `max_tables` says: each is a
+/// schema, a buffer and files.
 pub const MAX_TABLES: usize = 10_000;
 /// New tables one write may create.
 pub const MAX_NEW_TABLES_PER_WRITE: usize = 1_000;
 /// Columns one table may hold (tags and fields), InfluxDB 3's default.
 pub const MAX_COLUMNS: usize = 500;
+
+/// The engine's bounds that tsdb.toml may set.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows buffered before a snapshot.
+    pub snapshot_rows: usize,
+    /// Tables one database may hold.
+    pub max_tables: usize,
+    /// What one query may take.
+    pub query: QueryBounds,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            snapshot_rows: SNAPSHOT_ROWS,
+            max_tables: MAX_TABLES,
+            query: QueryBounds::default(),
+        }
+    }
+}
 
 /// What a write that may keep part of its batch did.
 #[derive(Debug, Default)]
@@ -125,13 +151,14 @@ struct Inner {
     state: RwLock<State>,
     committer: commit::Committer,
     queries: query::Queries,
+    max_tables: usize,
 }
 
 impl Db {
     /// Opens the data in `dir`: the snapshot's Parquet files, then the log replayed on
     /// top. The log's torn tail (a crash mid-write: never acknowledged) is dropped with
     /// a warning naming the file and offset.
-    pub fn open(dir: &Path, snapshot_rows: usize) -> Result<Self, String> {
+    pub fn open(dir: &Path, options: Options) -> Result<Self, String> {
         persist::private_dir(dir)?;
         let manifest = persist::load_manifest(dir)?;
         persist::remove_orphans(dir, &manifest);
@@ -172,7 +199,7 @@ impl Db {
             }
         }
         let (committer, replayed) =
-            commit::Committer::start(dir, manifest, &mut state, snapshot_rows)?;
+            commit::Committer::start(dir, manifest, &mut state, options.snapshot_rows)?;
         tracing::info!(
             "storage: {} databases, {} Parquet files, {} log records replayed",
             state.databases.len(),
@@ -189,7 +216,8 @@ impl Db {
                 dir: dir.to_owned(),
                 state: RwLock::new(state),
                 committer,
-                queries: query::Queries::default(),
+                queries: query::Queries::new(options.query)?,
+                max_tables: options.max_tables,
             }),
         };
         db.inner.committer.attach(Arc::downgrade(&db.inner));
@@ -283,6 +311,14 @@ impl Db {
             )));
         }
         let mut database = state.databases.remove(name).unwrap_or_default();
+        // The cap on new tables refuses the whole write, even one that may keep part of
+        // its batch: which 1,000 of 4,000 tables to keep would be arbitrary.
+        if let Err(e) = check_new_tables(&database, &points) {
+            if existed || !database.tables.is_empty() {
+                state.databases.insert(name.to_owned(), database);
+            }
+            return Err(e);
+        }
         // All or nothing: the schemas as they were before the batch, to put back.
         let mut before: HashMap<String, Option<TableSchema>> = HashMap::new();
         let mut written = Written::default();
@@ -297,7 +333,12 @@ impl Db {
                     .map(|t| t.schema.clone());
                 before.insert(point.measurement.clone(), was);
             }
-            match admit_point(&mut database, &point, &mut new_tables) {
+            match admit_point(
+                &mut database,
+                &point,
+                &mut new_tables,
+                self.inner.max_tables,
+            ) {
                 Ok(()) => written.points.push(point),
                 Err(what) if partial => written.refused.push((index, what)),
                 Err(what) => {
@@ -385,12 +426,33 @@ impl Db {
     }
 }
 
+/// Refuses a batch naming more new tables than one write may create, before any is made.
+fn check_new_tables(database: &Database, points: &[Point]) -> Result<(), StoreError> {
+    let mut new = std::collections::HashSet::new();
+    for (index, point) in points.iter().enumerate() {
+        if !database.tables.contains_key(&point.measurement)
+            && new.insert(point.measurement.as_str())
+            && new.len() > MAX_NEW_TABLES_PER_WRITE
+        {
+            return Err(StoreError::Point {
+                index,
+                what: format!(
+                    "table {:?} would be one more than the {MAX_NEW_TABLES_PER_WRITE} new tables one write may create (MAX_NEW_TABLES_PER_WRITE); nothing of this write was applied",
+                    point.measurement
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks one point and, if it is accepted, adds the table and columns it needs to
 /// `database`'s schemas; a refused point changes nothing.
 fn admit_point(
     database: &mut Database,
     point: &Point,
     new_tables: &mut usize,
+    max_tables: usize,
 ) -> Result<(), String> {
     let name = &point.measurement;
     let empty = TableSchema::default();
@@ -399,9 +461,9 @@ fn admit_point(
         None => (&empty, true),
     };
     if is_new {
-        if database.tables.len() >= MAX_TABLES {
+        if database.tables.len() >= max_tables {
             return Err(format!(
-                "table {name:?} would be one more than the {MAX_TABLES} tables a database may hold"
+                "table {name:?} would be one more than the {max_tables} tables a database may hold (max_tables)"
             ));
         }
         if *new_tables >= MAX_NEW_TABLES_PER_WRITE {
