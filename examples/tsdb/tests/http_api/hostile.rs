@@ -355,9 +355,10 @@ fn an_answer_past_its_bytes_fails_naming_the_bound_and_memory_stays_bounded() {
     let peak = status_kib(&db, "VmHWM");
     eprintln!("RSS before {rss_before} KiB, peak {peak} KiB, answer {answer_kib} KiB");
     assert!(
-        // What was kept up to the bound, the batches in flight and the allocator's
-        // slack; collected and rendered whole, the answer takes three times itself.
-        peak.saturating_sub(rss_before) < 2 * answer_kib,
+        // What was kept up to the bound, the batches in flight (up to two per
+        // partition) and the allocator's slack: about twice the answer, measured. The
+        // hole this closes took twelve times it (1.46 GB for twelve 64 MB rows).
+        peak.saturating_sub(rss_before) < 3 * answer_kib,
         "tsdb grew by {} KiB for an answer of {answer_kib} KiB that it refused",
         peak.saturating_sub(rss_before)
     );
