@@ -75,7 +75,7 @@ impl Trigger for Summary {
             .query(QueryRequest {
                 database: request.database.clone(),
                 sql,
-                params: Vec::new(),
+                ..QueryRequest::default()
             })
             .await?
             .into_inner();

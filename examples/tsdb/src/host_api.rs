@@ -43,7 +43,7 @@ impl HostApi {
     }
 }
 
-/// A parameter as SQL sees it (`$1`, `$2`, ...): a string is coerced by where it is used.
+/// A parameter as SQL sees it (`$1` or `$name`): a string is coerced by where it is used.
 fn to_scalar(v: Value) -> ScalarValue {
     match v.kind {
         None => ScalarValue::Null,
@@ -90,11 +90,22 @@ impl Database for HostApi {
             database,
             sql,
             params,
+            named_params,
         } = request.into_inner();
-        let params = if params.is_empty() {
-            Params::None
-        } else {
-            Params::Positional(params.into_iter().map(to_scalar).collect())
+        let params = match (params.is_empty(), named_params.is_empty()) {
+            (true, true) => Params::None,
+            (false, true) => Params::Positional(params.into_iter().map(to_scalar).collect()),
+            (true, false) => Params::Named(
+                named_params
+                    .into_iter()
+                    .map(|(name, v)| (name, to_scalar(v)))
+                    .collect(),
+            ),
+            (false, false) => {
+                return Err(Status::invalid_argument(
+                    "params and named_params: give one or the other, not both",
+                ));
+            }
         };
         let output = self
             .db

@@ -13,6 +13,7 @@ pub mod host_api;
 pub mod http;
 pub mod line_protocol;
 pub mod plugin_dir;
+pub mod plugin_launch;
 pub mod processing_engine;
 pub mod system_tables;
 pub mod triggers;

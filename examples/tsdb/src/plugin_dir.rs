@@ -72,6 +72,29 @@ impl PluginDir {
     /// The file `name` names, which must exist inside the directory once every link
     /// on the way is followed. `field` names the request's field in errors.
     pub fn resolve(&self, name: &str, field: &str) -> Result<PathBuf, String> {
+        let real = self.resolve_entry(name, field)?;
+        if !real.is_file() {
+            return Err(format!("{field}: {name:?} is not a file"));
+        }
+        Ok(real)
+    }
+
+    /// The plugin `name` names: a file, or a directory holding `__init__.py` (an
+    /// InfluxDB 3 plugin as a package), inside the directory as [`Self::resolve`] wants.
+    pub fn resolve_plugin(&self, name: &str, field: &str) -> Result<PathBuf, String> {
+        let real = self.resolve_entry(name.trim_end_matches('/'), field)?;
+        if real.is_dir() && !real.join("__init__.py").is_file() {
+            return Err(format!(
+                "{field}: {name:?} is a directory without __init__.py, so not a plugin package"
+            ));
+        }
+        if !real.is_file() && !real.is_dir() {
+            return Err(format!("{field}: {name:?} is not a file"));
+        }
+        Ok(real)
+    }
+
+    fn resolve_entry(&self, name: &str, field: &str) -> Result<PathBuf, String> {
         let relative = checked_name(name, field)?;
         let path = self.root.join(&relative);
         let real = path
@@ -81,9 +104,6 @@ impl PluginDir {
             return Err(format!(
                 "{field}: {name:?} leads out of the plugin directory (a link?)"
             ));
-        }
-        if !real.is_file() {
-            return Err(format!("{field}: {name:?} is not a file"));
         }
         Ok(real)
     }

@@ -3,17 +3,18 @@
 //! host by a config reload, and each change is in the catalog before it is answered.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use baton_host::{Host, PluginConfig};
+use baton_host::Host;
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, CatalogError, MAX_DATABASES, MAX_TRIGGERS, TriggerDefinition};
 pub use crate::catalog::{MAX_ARGUMENT, MAX_ARGUMENTS, MAX_TRIGGER_NAME};
 use crate::config::{ErrorPolicy, TriggerConfig};
 use crate::plugin_dir::PluginDir;
+pub use crate::plugin_launch::PythonRunner;
+use crate::plugin_launch::plugin_for;
 use crate::triggers::Engine;
 
 /// A refused or failed change: the HTTP status, and a message naming the field.
@@ -82,13 +83,6 @@ impl TriggerSettings {
     }
 }
 
-/// How a `.py` plugin file is run.
-#[derive(Debug, Clone)]
-pub struct PythonRunner {
-    pub python: PathBuf,
-    pub python_path: Vec<PathBuf>,
-}
-
 /// The host, and the config it runs now (plugins.toml's plugins and the triggers').
 struct Running {
     host: Host,
@@ -124,7 +118,7 @@ impl ProcessingEngine {
                 Ok(plugin) => {
                     config.plugins.insert(plugin_name(&name), plugin);
                 }
-                Err(e) => tracing::error!(trigger = %name, "not started: {}", e.1),
+                Err(e) => tracing::error!(trigger = %name, "not started: {e}"),
             }
         }
         config
@@ -202,7 +196,7 @@ impl ProcessingEngine {
             disabled: request.disabled,
         };
         def.check(&name).map_err(bad)?;
-        let plugin = plugin_for(self.plugin_dir.as_ref(), &self.runner, &def)?;
+        let plugin = plugin_for(self.plugin_dir.as_ref(), &self.runner, &def).map_err(bad)?;
         let mut running = self.running.lock().await;
         let Some(Running { host, config }) = running.as_mut() else {
             return Err(Refused(
@@ -482,49 +476,4 @@ fn trigger_config(name: &str, def: &TriggerDefinition) -> TriggerConfig {
         error_policy: def.error_behavior,
         args: def.trigger_arguments.clone().unwrap_or_default(),
     }
-}
-
-/// The plugin that runs `def`'s file: a `.py` file on tsdb's Python runner, watched
-/// so that an upload over it reloads it in `--dev`.
-fn plugin_for(
-    plugin_dir: Option<&PluginDir>,
-    runner: &PythonRunner,
-    def: &TriggerDefinition,
-) -> Result<PluginConfig, Refused> {
-    let Some(dir) = plugin_dir else {
-        return Err(bad(
-            "plugin_filename: tsdb has no plugin directory (start it with --plugin-dir or set plugin_dir in tsdb.toml)",
-        ));
-    };
-    if def.plugin_filename.starts_with("gh:") {
-        return Err(bad(
-            "plugin_filename: plugins from GitHub (gh:) are not fetched; upload the file to the plugin directory",
-        ));
-    }
-    let file = dir
-        .resolve(&def.plugin_filename, "plugin_filename")
-        .map_err(bad)?;
-    if file.extension().is_none_or(|e| e != "py") {
-        return Err(bad(format!(
-            "plugin_filename: {:?} is not a .py file",
-            def.plugin_filename
-        )));
-    }
-    let mut plugin = PluginConfig::new(&runner.python);
-    plugin.args = vec![file.to_string_lossy().into_owned()];
-    plugin.cwd = Some(dir.root().to_owned());
-    plugin.copy_binary = false;
-    plugin.watch = vec![file.to_string_lossy().into_owned()];
-    if !runner.python_path.is_empty() {
-        let joined = std::env::join_paths(&runner.python_path)
-            .map_err(|e| bad(format!("python_path: {e}")))?;
-        plugin
-            .env
-            .insert("PYTHONPATH".into(), joined.to_string_lossy().into_owned());
-    }
-    plugin.env.insert(
-        "PLUGIN_DIR".into(),
-        dir.root().to_string_lossy().into_owned(),
-    );
-    Ok(plugin)
 }

@@ -505,12 +505,32 @@ impl Engine {
     }
 }
 
+/// The first slot of `every` after `now`: InfluxDB 3 fires `every:D` at the multiples
+/// of D since the epoch, and hands that slot to the plugin as its call time.
+fn next_slot(now: SystemTime, every: Duration) -> SystemTime {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let step = every.as_nanos().max(1);
+    let next = (since / step + 1) * step;
+    let next = u64::try_from(next).unwrap_or(u64::MAX);
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(next)
+}
+
 async fn every_interval(trigger: Arc<Trigger>, every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = SystemTime::UNIX_EPOCH;
     loop {
-        tick.tick().await;
-        scheduled(&trigger, SystemTime::now()).await;
+        // The wall clock may step back under the monotonic timer: a slot fires once.
+        let slot = next_slot(SystemTime::now().max(last), every);
+        last = slot;
+        // A slot missed (the machine asleep, a call longer than the interval) is
+        // skipped, as a missed tick was before: the next one is computed from now.
+        let wait = slot
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        scheduled(&trigger, slot).await;
     }
 }
 
@@ -523,7 +543,7 @@ async fn on_cron(trigger: Arc<Trigger>, schedule: cron::Schedule) {
             .to_std()
             .unwrap_or(Duration::ZERO);
         tokio::time::sleep(wait).await;
-        scheduled(&trigger, SystemTime::now()).await;
+        scheduled(&trigger, SystemTime::from(next)).await;
     }
 }
 
@@ -558,6 +578,19 @@ async fn scheduled(trigger: &Trigger, at: SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_fires_at_multiples_of_its_interval_since_the_epoch() {
+        let at = |s: u64, ms: u64| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms)
+        };
+        let ten = Duration::from_secs(10);
+        assert_eq!(next_slot(at(1_700_000_003, 500), ten), at(1_700_000_010, 0));
+        // On a slot, the next one: the slot itself has fired.
+        assert_eq!(next_slot(at(1_700_000_010, 0), ten), at(1_700_000_020, 0));
+        let half = Duration::from_millis(500);
+        assert_eq!(next_slot(at(7, 499), half), at(7, 500));
+    }
 
     #[test]
     fn trigger_specs_and_their_errors() {

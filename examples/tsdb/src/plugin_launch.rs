@@ -1,0 +1,139 @@
+//! How a trigger's plugin file runs: a baton-native Python plugin (tsdb's own, such as
+//! `alerter.py`) runs as `python FILE`; an InfluxDB 3 plugin runs unchanged on the
+//! `influxdb3_runner` package (`python -m influxdb3_runner FILE`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use baton_host::PluginConfig;
+
+use crate::catalog::TriggerDefinition;
+use crate::plugin_dir::PluginDir;
+
+/// How much of a file is read to tell an InfluxDB 3 plugin from a baton-native one;
+/// the entry points sit at the top level, rarely past the first thousand lines.
+const SNIFF_BYTES: u64 = 1 << 20;
+
+/// The entry points InfluxDB 3 calls; a file defining one at top level is its plugin.
+const ENTRY_POINTS: [&str; 3] = ["process_writes", "process_scheduled_call", "process_request"];
+
+/// The Python module that serves an InfluxDB 3 plugin's calls.
+pub const RUNNER_MODULE: &str = "influxdb3_runner";
+
+/// How a `.py` plugin file is run.
+#[derive(Debug, Clone)]
+pub struct PythonRunner {
+    pub python: PathBuf,
+    pub python_path: Vec<PathBuf>,
+}
+
+/// Whether `path` is an InfluxDB 3 plugin: a package directory (its entry points in
+/// `__init__.py`), or a file that defines an entry point at top level.
+pub fn is_influxdb_plugin(path: &Path) -> bool {
+    if path.is_dir() {
+        return true;
+    }
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(SNIFF_BYTES).read_to_string(&mut text).map(drop));
+    // A file cut inside a UTF-8 character, or not text, is read as far as it goes.
+    if read.is_err() {
+        let Ok(bytes) = std::fs::read(path) else {
+            return false;
+        };
+        let end = bytes.len().min(SNIFF_BYTES as usize);
+        text = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    }
+    text.lines().any(defines_entry_point)
+}
+
+fn defines_entry_point(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("def ") else {
+        return false;
+    };
+    let name = rest.trim_start();
+    ENTRY_POINTS.iter().any(|entry| {
+        name.strip_prefix(entry)
+            .is_some_and(|after| after.trim_start().starts_with('('))
+    })
+}
+
+/// The plugin that runs `def`'s file or package, watched so that an upload over it
+/// reloads it in `--dev`. The error names the request's field.
+pub fn plugin_for(
+    plugin_dir: Option<&PluginDir>,
+    runner: &PythonRunner,
+    def: &TriggerDefinition,
+) -> Result<PluginConfig, String> {
+    let Some(dir) = plugin_dir else {
+        return Err(
+            "plugin_filename: tsdb has no plugin directory (start it with --plugin-dir or set plugin_dir in tsdb.toml)".into(),
+        );
+    };
+    if def.plugin_filename.starts_with("gh:") {
+        return Err(
+            "plugin_filename: plugins from GitHub (gh:) are not fetched; upload the file to the plugin directory".into(),
+        );
+    }
+    let path = dir.resolve_plugin(&def.plugin_filename, "plugin_filename")?;
+    if path.is_file() && path.extension().is_none_or(|e| e != "py") {
+        return Err(format!(
+            "plugin_filename: {:?} is not a .py file",
+            def.plugin_filename
+        ));
+    }
+    let shown = path.to_string_lossy().into_owned();
+    let mut plugin = PluginConfig::new(&runner.python);
+    if is_influxdb_plugin(&path) {
+        plugin.args = vec!["-m".into(), RUNNER_MODULE.into(), shown.clone()];
+        // InfluxDB's plugins turn the naive `call_time` into epoch seconds with the
+        // local zone; InfluxDB runs in UTC.
+        plugin.env.insert("TZ".into(), "UTC".into());
+        plugin.watch = if path.is_dir() {
+            vec![path.join("__init__.py").to_string_lossy().into_owned()]
+        } else {
+            vec![shown]
+        };
+    } else {
+        plugin.args = vec![shown.clone()];
+        plugin.watch = vec![shown];
+    }
+    plugin.cwd = Some(dir.root().to_owned());
+    plugin.copy_binary = false;
+    if !runner.python_path.is_empty() {
+        let joined = std::env::join_paths(&runner.python_path)
+            .map_err(|e| format!("python_path: {e}"))?;
+        plugin
+            .env
+            .insert("PYTHONPATH".into(), joined.to_string_lossy().into_owned());
+    }
+    plugin.env.insert(
+        "PLUGIN_DIR".into(),
+        dir.root().to_string_lossy().into_owned(),
+    );
+    Ok(plugin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_point_at_top_level_marks_an_influxdb_plugin() {
+        for yes in [
+            "def process_writes(influxdb3_local, table_batches, args=None):",
+            "def process_request (a, b, c, d, e):",
+            "def  process_scheduled_call(local, call_time, args):",
+        ] {
+            assert!(defines_entry_point(yes), "{yes}");
+        }
+        for no in [
+            "    def process_writes(self, x):",
+            "def process_writes_helper(x):",
+            "# def process_writes(a, b, c):",
+            "class Alerter(baton_plugin.Plugin):",
+        ] {
+            assert!(!defines_entry_point(no), "{no}");
+        }
+    }
+}
