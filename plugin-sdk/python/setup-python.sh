@@ -17,6 +17,7 @@ requirements="$here/requirements.txt"
 # the SDK's, but the same venv runs them.
 test_requirements="$root/examples/tsdb/tests/requirements.txt"
 stamp="$venv/.baton-requirements.sha256"
+runner="$root/examples/tsdb/influxdb3_runner"
 
 fail() {
     echo "setup-python.sh: error: $*" >&2
@@ -55,5 +56,11 @@ if ! venv_works || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
 fi
 
 "$venv/bin/python" "$here/generate.py" || fail "generating the gRPC stubs failed"
+# tsdb's runner of InfluxDB 3 plugins (`python -m influxdb3_runner`), from the work
+# tree in the same way; outside the install step, so a venv made before it gets it too.
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" ||
+    fail "cannot find the site-packages of $venv"
+echo "$runner" >"$site/influxdb3_runner.pth"
+"$venv/bin/python" "$runner/generate.py" || fail "generating tsdb's stubs for influxdb3_runner failed"
 "$venv/bin/python" -c 'import baton_plugin' ||
     fail "the SDK does not import in $venv; remove $venv and run this script again"

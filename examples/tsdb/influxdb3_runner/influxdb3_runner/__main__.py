@@ -1,0 +1,48 @@
+"""`python -m influxdb3_runner PLUGIN`: loads the plugin, then serves it as a baton
+plugin until the host stops it. A plugin that does not load exits 1 before the
+handshake, its error (file and line) on stderr, which baton shows as the start's error."""
+
+import sys
+import traceback
+from pathlib import Path
+
+import baton_plugin
+
+from . import __version__
+from ._proto import rpc
+from .loader import LoadError, load
+from .service import TriggerService
+
+
+class Runner(baton_plugin.Plugin):
+    def __init__(self, name: str):
+        self._name = name
+
+    def describe(self):
+        return baton_plugin.Description(f"influxdb3-plugin:{self._name}", f"runner-{__version__}")
+
+
+def main(argv) -> int:
+    if len(argv) != 1:
+        print("usage: python -m influxdb3_runner PLUGIN.py (or a plugin package directory)", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    try:
+        module = load(path)
+    except LoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # SyntaxError and the plugin's own import-time errors: the last frame names
+        # the file and line.
+        where = traceback.format_exception_only(type(e), e)[-1].strip()
+        print(f"error: plugin {path.name} failed to load: {where}", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    service = TriggerService(module, path, baton_plugin.host_client)
+    baton_plugin.serve(Runner(path.name), services=[(rpc.add_TriggerServicer_to_server, service)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
