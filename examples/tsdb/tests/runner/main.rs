@@ -1,0 +1,92 @@
+//! InfluxDB 3 plugins, unchanged, on tsdb: the real binary runs each trigger's file on
+//! `python -m influxdb3_runner`, and these tests drive the plugins in `fixtures/` over
+//! HTTP — each entry point, every `influxdb3_local` call, each `LineBuilder` type,
+//! every return convention of `process_request`, and each bad input with its message.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod requests;
+mod writes_and_schedules;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Tsdb, copy_dir, http, root, rows, start};
+
+/// tsdb with a plugin directory holding the fixtures, its Python the repository's and
+/// the runner on its path; `None` (said) where there is no venv.
+pub fn start_with_fixtures(dir: &Path) -> Option<Tsdb> {
+    let python = root().join(".venv/bin/python");
+    if !python.exists() {
+        eprintln!("skipped: no .venv (run plugin-sdk/python/setup-python.sh)");
+        return None;
+    }
+    let runner = root().join("examples/tsdb/influxdb3_runner");
+    let status = Command::new(&python)
+        .arg(runner.join("generate.py"))
+        .status()
+        .expect("generate the runner's stubs");
+    assert!(status.success());
+    std::fs::write(dir.join("plugins.toml"), "").expect("write plugins.toml");
+    std::fs::write(
+        dir.join("tsdb.toml"),
+        format!(
+            "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\nplugin_dir = \"plugins\"\npython = {:?}\npython_path = [{:?}]\n",
+            python.display().to_string(),
+            runner.display().to_string()
+        ),
+    )
+    .expect("write tsdb.toml");
+    let db = start(dir);
+    copy_dir(
+        &root().join("examples/tsdb/tests/runner/fixtures"),
+        &dir.join("plugins"),
+    );
+    Some(db)
+}
+
+/// Makes trigger `name` in `metrics` on `file`: panics with the answer if refused.
+pub fn create(addr: SocketAddr, name: &str, file: &str, spec: &str, args: serde_json::Value) {
+    let body = serde_json::json!({
+        "db": "metrics",
+        "plugin_filename": file,
+        "trigger_name": name,
+        "trigger_specification": spec,
+        "trigger_arguments": args,
+        "trigger_settings": { "run_async": false, "error_behavior": "Log" },
+        "disabled": false,
+    });
+    let (status, answer) = http(
+        addr,
+        "POST",
+        "/api/v3/configure/processing_engine_trigger",
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// The lines of trigger `name` in `system.processing_engine_logs`, as (level, text).
+pub fn logs(addr: SocketAddr, name: &str) -> Vec<(String, String)> {
+    rows(
+        addr,
+        "metrics",
+        &format!(
+            "SELECT log_level, log_text FROM system.processing_engine_logs \
+             WHERE trigger_name = '{name}' ORDER BY event_time"
+        ),
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["log_level"].as_str().unwrap_or_default().to_owned(),
+            r["log_text"].as_str().unwrap_or_default().to_owned(),
+        )
+    })
+    .collect()
+}
+
+pub fn has(lines: &[(String, String)], level: &str, text: &str) -> bool {
+    lines.iter().any(|(l, t)| l == level && t.contains(text))
+}
