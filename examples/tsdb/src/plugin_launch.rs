@@ -15,7 +15,11 @@ use crate::plugin_dir::PluginDir;
 const SNIFF_BYTES: u64 = 1 << 20;
 
 /// The entry points InfluxDB 3 calls; a file defining one at top level is its plugin.
-const ENTRY_POINTS: [&str; 3] = ["process_writes", "process_scheduled_call", "process_request"];
+const ENTRY_POINTS: [&str; 3] = [
+    "process_writes",
+    "process_scheduled_call",
+    "process_request",
+];
 
 /// The Python module that serves an InfluxDB 3 plugin's calls.
 pub const RUNNER_MODULE: &str = "influxdb3_runner";
@@ -101,8 +105,8 @@ pub fn plugin_for(
     plugin.cwd = Some(dir.root().to_owned());
     plugin.copy_binary = false;
     if !runner.python_path.is_empty() {
-        let joined = std::env::join_paths(&runner.python_path)
-            .map_err(|e| format!("python_path: {e}"))?;
+        let joined =
+            std::env::join_paths(&runner.python_path).map_err(|e| format!("python_path: {e}"))?;
         plugin
             .env
             .insert("PYTHONPATH".into(), joined.to_string_lossy().into_owned());
