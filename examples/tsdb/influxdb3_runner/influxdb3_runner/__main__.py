@@ -2,6 +2,7 @@
 plugin until the host stops it. A plugin that does not load exits 1 before the
 handshake, its error (file and line) on stderr, which baton shows as the start's error."""
 
+import contextlib
 import sys
 import traceback
 from pathlib import Path
@@ -22,22 +23,33 @@ class Runner(baton_plugin.Plugin):
         return baton_plugin.Description(f"influxdb3-plugin:{self._name}", f"runner-{__version__}")
 
 
+def _where(error: BaseException) -> str:
+    """The error and the plugin's file and line it came from."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{type(error).__name__}: {error.msg} ({Path(error.filename).name}:{error.lineno})"
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        return f"{text} ({Path(frames[-1].filename).name}:{frames[-1].lineno})"
+    return text
+
+
 def main(argv) -> int:
     if len(argv) != 1:
         print("usage: python -m influxdb3_runner PLUGIN.py (or a plugin package directory)", file=sys.stderr)
         return 2
     path = Path(argv[0])
     try:
-        module = load(path)
+        # The first stdout line must be baton's handshake; a plugin printing as it
+        # loads would take its place.
+        with contextlib.redirect_stdout(sys.stderr):
+            module = load(path)
     except LoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        # SyntaxError and the plugin's own import-time errors: the last frame names
-        # the file and line.
-        where = traceback.format_exception_only(type(e), e)[-1].strip()
-        print(f"error: plugin {path.name} failed to load: {where}", file=sys.stderr)
         traceback.print_exc()
+        print(f"error: plugin {path.name} failed to load: {_where(e)}", file=sys.stderr)
         return 1
     service = TriggerService(module, path, baton_plugin.host_client)
     baton_plugin.serve(Runner(path.name), services=[(rpc.add_TriggerServicer_to_server, service)])

@@ -2,6 +2,7 @@
 entry points, with InfluxDB's arguments, and their outcomes turned back."""
 
 import datetime
+import sys
 import threading
 import traceback
 from pathlib import Path
@@ -74,6 +75,9 @@ class TriggerService(rpc.TriggerServicer):
         # Made on the first call, so that a plugin loads (and fails to) without a host.
         with self._lock:
             if self._client is None:
+                # Calls come only after the handshake line, so stdout is free now: a
+                # plugin's print() goes to stderr, the plugin's log, as a line of it.
+                sys.stdout = sys.stderr
                 self._client = self._host()
                 self._database = rpc.DatabaseStub(self._client.channel)
             return self._client, self._database

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod load_errors;
 mod requests;
 mod writes_and_schedules;
 

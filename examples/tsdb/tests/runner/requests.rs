@@ -8,6 +8,10 @@ use serde_json::{Value, json};
 use crate::common::{header, http, http_full, rows, wait_until};
 use crate::{create, has, logs, start_with_fixtures};
 
+fn has_text(lines: &[(String, String)], text: &str) -> bool {
+    lines.iter().any(|(_, t)| t.contains(text))
+}
+
 fn call(addr: std::net::SocketAddr, case: &str) -> (u16, Vec<(String, String)>, String) {
     http_full(
         addr,
@@ -258,5 +262,14 @@ fn writes_queries_cache_and_log_from_inside_a_call() {
     assert_eq!(
         json_of(&body),
         json!({ "helper": "from the helper module", "builder": "LineBuilder", "args": { "a": "b" } })
+    );
+    // Its print()s, at load and in a call, are lines of its log, not a broken handshake.
+    let lines = wait_until("the prints land", Duration::from_secs(10), || {
+        let lines = logs(db.addr, "pkg");
+        has_text(&lines, "pkg_plugin printed in a call").then_some(lines)
+    });
+    assert!(
+        has_text(&lines, "pkg_plugin printed while loading"),
+        "{lines:?}"
     );
 }
