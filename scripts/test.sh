@@ -9,4 +9,7 @@ bash plugin-sdk/python/setup-python.sh
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
 .venv/bin/python -m unittest discover -s plugin-sdk/python/tests
+# The runner of InfluxDB 3 plugins (LineBuilder, the cache, process_request's answers),
+# from its own directory so that the work tree's copy is the one tested.
+(cd examples/tsdb/influxdb3_runner && ../../../.venv/bin/python -m unittest discover -s tests)
 bash scripts/test-sdks.sh
