@@ -101,6 +101,11 @@ fn every_return_convention_and_each_bad_return() {
             "bad_write",
             "TypeError: write: str has no build() (pass a LineBuilder)",
         ),
+        // Only the databases of the plugin's own triggers (InfluxDB would create it).
+        (
+            "write_elsewhere",
+            "WriteError: write to 'elsewhere': plugin trigger-cases has no trigger in database \"elsewhere\", so it may not use it",
+        ),
         (
             "cache_bad_ttl",
             "TypeError: cache ttl for 'k': 'soon' is not a number of seconds",
