@@ -8,19 +8,39 @@ import traceback
 from pathlib import Path
 
 import baton_plugin
+import grpc
 
-from . import __version__
+from . import __version__, cache_state
 from ._proto import rpc
 from .loader import LoadError, load
 from .service import TriggerService
 
 
 class Runner(baton_plugin.Plugin):
-    def __init__(self, name: str):
+    """The plugin as baton sees it: its state is the trigger's cache, so that a reload
+    hands it to the new process and a checkpoint keeps it through a crash."""
+
+    def __init__(self, name: str, service: TriggerService):
         self._name = name
+        self._service = service
 
     def describe(self):
-        return baton_plugin.Description(f"influxdb3-plugin:{self._name}", f"runner-{__version__}")
+        return baton_plugin.Description(
+            f"influxdb3-plugin:{self._name}",
+            f"runner-{__version__}",
+            state_schema_version=cache_state.SCHEMA_VERSION,
+        )
+
+    def snapshot(self) -> bytes:
+        return cache_state.dump(self._service.cache, self._service.warn)
+
+    def restore(self, schema_version: int, state: bytes) -> None:
+        if not state:
+            return
+        try:
+            cache_state.load(self._service.cache, schema_version, state, self._service.warn)
+        except cache_state.StateError as e:
+            raise baton_plugin.PluginError(grpc.StatusCode.FAILED_PRECONDITION, f"{self._name}: {e}") from None
 
 
 def _where(error: BaseException) -> str:
@@ -52,7 +72,7 @@ def main(argv) -> int:
         print(f"error: plugin {path.name} failed to load: {_where(e)}", file=sys.stderr)
         return 1
     service = TriggerService(module, path, baton_plugin.host_client)
-    baton_plugin.serve(Runner(path.name), services=[(rpc.add_TriggerServicer_to_server, service)])
+    baton_plugin.serve(Runner(path.name, service), services=[(rpc.add_TriggerServicer_to_server, service)])
     return 0
 
 

@@ -1,29 +1,46 @@
 """The store behind `influxdb3_local.cache`: live Python objects by key, per trigger or
-process-wide (`use_global=True`), each with an optional time to live. It is kept in
-this process's memory, so it lasts as long as the plugin's process does."""
+process-wide (`use_global=True`), each with an optional time to live. It lives in this
+process's memory; `cache_state` carries it to the next process at a reload and into
+baton's checkpoints, which is why a time to live is kept as a wall-clock deadline."""
 
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-_GLOBAL = object()
+#: The scope of `use_global=True` entries; a trigger's scope is its name.
+GLOBAL = None
+
+Scope = Optional[str]
+Entry = Tuple[Any, Optional[float]]
+
+
+def describe_scope(scope: Scope) -> str:
+    return "the global scope" if scope is GLOBAL else f"trigger {scope!r}'s scope"
 
 
 class CacheStore:
     """Every trigger's entries, behind one lock: request triggers may run at once."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.time):
+        # Wall-clock, not monotonic: a deadline must mean the same moment in the
+        # process the cache moves to.
         self._clock = clock
         self._lock = threading.Lock()
         # scope -> key -> (value, deadline or None)
-        self._scopes: Dict[Any, Dict[str, Tuple[Any, Optional[float]]]] = {}
+        self._scopes: Dict[Scope, Dict[str, Entry]] = {}
+        # Entries already named as unpicklable: named once, until put again.
+        self.named_unpicklable: set = set()
 
-    def put(self, scope, key: str, value: Any, ttl: Optional[float]) -> None:
+    def now(self) -> float:
+        return self._clock()
+
+    def put(self, scope: Scope, key: str, value: Any, ttl: Optional[float]) -> None:
         deadline = None if ttl is None else self._clock() + ttl
         with self._lock:
             self._scopes.setdefault(scope, {})[key] = (value, deadline)
+            self.named_unpicklable.discard((scope, key))
 
-    def get(self, scope, key: str, default: Any) -> Any:
+    def get(self, scope: Scope, key: str, default: Any) -> Any:
         with self._lock:
             entries = self._scopes.get(scope, {})
             found = entries.get(key)
@@ -35,11 +52,37 @@ class CacheStore:
                 return default
             return value
 
-    def delete(self, scope, key: str) -> bool:
+    def delete(self, scope: Scope, key: str) -> bool:
         with self._lock:
             entries = self._scopes.get(scope, {})
             found = entries.pop(key, None)
             return found is not None and (found[1] is None or self._clock() < found[1])
+
+    def live_entries(self) -> List[Tuple[Scope, str, Any, Optional[float]]]:
+        """Every entry not yet expired, as (scope, key, value, deadline)."""
+        now = self._clock()
+        with self._lock:
+            return [
+                (scope, key, value, deadline)
+                for scope, entries in self._scopes.items()
+                for key, (value, deadline) in entries.items()
+                if deadline is None or now < deadline
+            ]
+
+    def replace(self, entries: Iterator[Tuple[Scope, str, Any, Optional[float]]]) -> int:
+        """Replaces every entry with `entries`; those past their deadline are left out.
+        The number kept."""
+        now = self._clock()
+        scopes: Dict[Scope, Dict[str, Entry]] = {}
+        kept = 0
+        for scope, key, value, deadline in entries:
+            if deadline is None or now < deadline:
+                scopes.setdefault(scope, {})[key] = (value, deadline)
+                kept += 1
+        with self._lock:
+            self._scopes = scopes
+            self.named_unpicklable.clear()
+        return kept
 
 
 class PluginCache:
@@ -49,8 +92,8 @@ class PluginCache:
         self._store = store
         self._trigger = trigger
 
-    def _scope(self, use_global: Optional[bool]):
-        return _GLOBAL if use_global else ("trigger", self._trigger)
+    def _scope(self, use_global: Optional[bool]) -> Scope:
+        return GLOBAL if use_global else self._trigger
 
     @staticmethod
     def _check(key, ttl=None) -> None:

@@ -69,7 +69,7 @@ class TriggerService(rpc.TriggerServicer):
         self._lock = threading.Lock()
         self._client = None
         self._database = None
-        self._cache = CacheStore()
+        self.cache = CacheStore()
 
     def _connect(self):
         # Made on the first call, so that a plugin loads (and fails to) without a host.
@@ -82,6 +82,15 @@ class TriggerService(rpc.TriggerServicer):
                 self._database = rpc.DatabaseStub(self._client.channel)
             return self._client, self._database
 
+    def warn(self, message: str, _scope=None) -> None:
+        """A WARN line in the trigger's log (baton's `Log`: the plugin's lines are its
+        trigger's), and on stderr if the host refuses it."""
+        client, _ = self._connect()
+        try:
+            client.log("warn", message)
+        except grpc.RpcError as e:
+            print(f"WARN {message} (the host's log refused it: {e})", file=sys.stderr)
+
     def _entry(self, name: str, context):
         fn = getattr(self._module, name, None)
         if not callable(fn):
@@ -93,7 +102,7 @@ class TriggerService(rpc.TriggerServicer):
 
     def _local(self, request) -> InfluxDB3Local:
         client, database = self._connect()
-        return InfluxDB3Local(client, database, request.database, request.trigger, PluginCache(self._cache, request.trigger))
+        return InfluxDB3Local(client, database, request.database, request.trigger, PluginCache(self.cache, request.trigger))
 
     def _run(self, local: InfluxDB3Local, entry: str, fn, *args):
         """Calls the entry point, then writes what it held; a raise drops the writes
