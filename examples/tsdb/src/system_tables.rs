@@ -45,6 +45,9 @@ struct Line {
 struct Rings {
     by_plugin: HashMap<String, VecDeque<Line>>,
     by_trigger: HashMap<String, VecDeque<Line>>,
+    /// When each plugin's latest checkpoint was taken (Unix ns): what a crash keeps.
+    /// Not a line: a plugin checkpointed every second would push out its own lines.
+    checkpoints: HashMap<String, i64>,
 }
 
 /// The processing engine's log lines, by plugin and by trigger.
@@ -98,6 +101,23 @@ impl EngineLogs {
         push(&mut rings.by_trigger, trigger, line(level, text));
     }
 
+    /// When plugin `plugin`'s latest checkpoint was taken, in Unix ns.
+    fn last_checkpoint(&self, plugin: &str) -> Option<i64> {
+        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.checkpoints.get(plugin).copied()
+    }
+
+    fn checkpoint_taken(&self, plugin: &str, unix_ms: u64) {
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        if !rings.checkpoints.contains_key(plugin) && rings.checkpoints.len() >= MAX_SOURCES {
+            return;
+        }
+        let unix_ns = i64::try_from(unix_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000);
+        rings.checkpoints.insert(plugin.to_owned(), unix_ns);
+    }
+
     /// The lines of `trigger`, whose plugin is `plugin`, oldest first.
     fn lines_of(&self, trigger: &str, plugin: &str) -> Vec<Line> {
         let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,6 +140,9 @@ impl EngineLogs {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
+                    Ok(event) if event.kind == "checkpoint" => {
+                        logs.checkpoint_taken(&event.plugin, event.unix_ms);
+                    }
                     Ok(event) => {
                         let level = match &*event.kind {
                             "crashed" | "start_failed" | "failed" | "rollback" => "ERROR",
@@ -252,6 +275,11 @@ impl SystemSchema {
             Field::new("calls", DataType::UInt64, false),
             Field::new("errors", DataType::UInt64, false),
             Field::new("last_error", DataType::Utf8, true),
+            Field::new(
+                "last_checkpoint",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            ),
         ]));
         let columns: Vec<ArrayRef> = vec![
             text(&|t| Some(t.name.clone())),
@@ -277,6 +305,12 @@ impl SystemSchema {
             count(&|t| t.calls),
             count(&|t| t.errors),
             text(&|t| t.last_error.clone().or_else(|| t.plugin_last_error.clone())),
+            Arc::new(
+                triggers
+                    .iter()
+                    .map(|t| self.logs.last_checkpoint(&t.plugin))
+                    .collect::<TimestampNanosecondArray>(),
+            ),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

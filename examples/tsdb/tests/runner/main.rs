@@ -6,15 +6,21 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cache_through_crash;
 mod load_errors;
+mod reload_cache;
+mod reload_delivery;
+mod reload_files;
+mod reload_rollback;
 mod requests;
 mod writes_and_schedules;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use common::{Tsdb, copy_dir, http, root, rows, start};
+use common::{Tsdb, copy_dir, find_trigger, http, replace, root, rows, start, wait_until};
 
 /// tsdb with a plugin directory holding the fixtures, its Python the repository's and
 /// the runner on its path; `None` (said) where there is no venv.
@@ -90,4 +96,47 @@ pub fn logs(addr: SocketAddr, name: &str) -> Vec<(String, String)> {
 
 pub fn has(lines: &[(String, String)], level: &str, text: &str) -> bool {
     lines.iter().any(|(l, t)| l == level && t.contains(text))
+}
+
+/// The JSON answer of request trigger path `path` (after `/api/v3/engine/`); panics
+/// naming the answer unless it is a 200.
+pub fn ask(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http(addr, "GET", &format!("/api/v3/engine/{path}"), "");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// Trigger `name`'s plugin generation once it serves.
+pub fn serving_generation(addr: SocketAddr, name: &str) -> u64 {
+    wait_until(
+        &format!("trigger {name} serves"),
+        Duration::from_secs(60),
+        || {
+            let status = find_trigger(addr, name)?;
+            (status["plugin_state"] == "serving")
+                .then(|| status["plugin_generation"].as_u64())
+                .flatten()
+        },
+    )
+}
+
+/// Waits until trigger `name` serves a generation newer than `before`; that one.
+pub fn wait_reloaded(addr: SocketAddr, name: &str, before: u64) -> u64 {
+    wait_until(
+        &format!("trigger {name} reloads past generation {before}"),
+        Duration::from_secs(60),
+        || {
+            let status = find_trigger(addr, name)?;
+            let generation = status["plugin_generation"].as_u64()?;
+            (generation > before && status["plugin_state"] == "serving").then_some(generation)
+        },
+    )
+}
+
+/// Replaces `from` with `to` in the file at `path`, as an editor saves it (a rename);
+/// panics if `from` is not there.
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read a plugin file");
+    assert!(text.contains(from), "{} holds no {from:?}", path.display());
+    replace(path, text.replacen(from, to, 1).as_bytes());
 }
