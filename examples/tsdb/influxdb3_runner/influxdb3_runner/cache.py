@@ -15,7 +15,7 @@ Entry = Tuple[Any, Optional[float]]
 
 
 def describe_scope(scope: Scope) -> str:
-    return "the global scope" if scope is GLOBAL else f"trigger {scope!r}'s scope"
+    return "the global scope" if scope is GLOBAL else f"the scope of trigger {scope!r}"
 
 
 class CacheStore:

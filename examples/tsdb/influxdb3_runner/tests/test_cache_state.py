@@ -79,7 +79,7 @@ class Moved(unittest.TestCase):
         self.assertEqual(PluginCache(self.new, "a").get("count"), 7)
         self.assertEqual(len(self.warnings), 2, self.warnings)
         texts = " | ".join(m for m, _ in self.warnings)
-        self.assertIn("key 'lock' in trigger 'a''s scope holds a lock, which cannot be pickled", texts)
+        self.assertIn("key 'lock' in the scope of trigger 'a' holds a lock, which cannot be pickled", texts)
         self.assertIn("key 'gen' in the global scope holds a generator", texts)
 
     def test_an_unpicklable_value_is_named_once_until_put_again(self):
@@ -101,7 +101,7 @@ class Moved(unittest.TestCase):
             self.assertEqual(cache_state.load(self.new, cache_state.SCHEMA_VERSION, state, self.warn), 1)
         finally:
             globals()["Point"] = saved
-        self.assertIn("key 'p' in trigger 'a''s scope does not unpickle", self.warnings[0][0])
+        self.assertIn("key 'p' in the scope of trigger 'a' does not unpickle", self.warnings[0][0])
 
     def test_another_format_is_refused_and_the_cache_kept(self):
         PluginCache(self.new, "a").put("k", 1)

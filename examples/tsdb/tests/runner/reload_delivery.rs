@@ -52,7 +52,7 @@ fn reloads_under_writes_lose_no_row_and_deliver_none_twice() {
                 assert_eq!(status, 204, "{answer}");
                 n += 1;
                 writes.store(n, Ordering::Relaxed);
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     wait_until(
                         "the plugin keeps up with the writer",
                         Duration::from_secs(120),

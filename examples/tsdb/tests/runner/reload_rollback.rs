@@ -59,6 +59,7 @@ fn a_broken_edit_is_rolled_back_and_named_with_its_file_and_line() {
             },
         );
         assert_eq!(status["plugin_state"], "serving", "{status}");
+        eprintln!("rolled back: {}", status["plugin_last_error"]);
         // The old version serves on, its cache with it.
         calls += 1;
         let answer = ask(addr, "pkg");
