@@ -1,5 +1,5 @@
-//! Under a steady write load, an InfluxDB 3 write plugin reloaded again and again sees
-//! every row once: none lost, none twice. The plugin counts the rows it is handed in its
+//! Under a steady write load, an InfluxDB 3 write plugin reloaded again and again (by
+//! edits of its package's helper module) sees every row once: none lost, none twice. The plugin counts the rows it is handed in its
 //! cache (which the reloads carry) and writes one row per row seen, so both counts can
 //! be held against what was written.
 
@@ -26,8 +26,8 @@ fn reloads_under_writes_lose_no_row_and_deliver_none_twice() {
         return;
     };
     let addr = db.addr;
-    create(addr, "counter", "counter.py", "table:load", Value::Null);
-    let file = dir.path().join("plugins/counter.py");
+    create(addr, "counter", "counter", "table:load", Value::Null);
+    let file = dir.path().join("plugins/counter/version.py");
     serving_generation(addr, "counter");
 
     let stop = Arc::new(AtomicBool::new(false));
