@@ -1,5 +1,5 @@
 //! A reload keeps an InfluxDB 3 plugin's cache: the new process gets every entry of
-//! both scopes, a time to live ends at the moment it would have without the reload, and
+//! both scopes (instances of the plugin's own class, pickled), a time to live ends at the moment it would have without the reload, and
 //! a value that cannot be pickled is named in the trigger's log and left behind.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
