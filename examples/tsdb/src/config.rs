@@ -52,6 +52,17 @@ pub struct Config {
     /// `tsdb_plugin.py` and its stubs), relative to this file.
     #[serde(default)]
     pub python_path: Vec<PathBuf>,
+    /// The longest one call of a trigger made over the HTTP API may take (a write
+    /// batch, a scheduled call, a request), in milliseconds, waiting for its plugin to
+    /// (re)start included; past it the call fails and the plugin's process is killed, so
+    /// baton starts it again. InfluxDB has no such bound: a hung plugin stays hung.
+    #[serde(default = "default_trigger_call_timeout_ms")]
+    pub trigger_call_timeout_ms: u64,
+    /// The resident memory a trigger made over the HTTP API may use, in MiB: past it
+    /// baton moves the plugin to a fresh process (its cache kept where it can be), and
+    /// one that will not move is killed and restarted.
+    #[serde(default = "default_trigger_max_memory_mb")]
+    pub trigger_max_memory_mb: u64,
 }
 
 /// One trigger: when it fires, which plugin it calls, and what a failure does.
@@ -74,6 +85,15 @@ pub struct TriggerConfig {
     /// Passed to the plugin with every call.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
+    /// `false`: a write over HTTP is answered once this trigger's call on its rows has
+    /// ended; `true` (the default in this file, as tsdb always did): at once. Over the
+    /// HTTP API the default is InfluxDB's, `false`.
+    #[serde(default = "default_run_async")]
+    pub run_async: bool,
+}
+
+fn default_run_async() -> bool {
+    true
 }
 
 /// What a failed trigger call does.
@@ -114,6 +134,17 @@ fn default_max_query_memory_bytes() -> usize {
     crate::db::MAX_QUERY_MEMORY
 }
 
+/// Long enough for a plugin that queries a large table; short enough that a hung one
+/// is noticed while someone is still looking.
+fn default_trigger_call_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Several times what the runner and a plugin with pandas need (about 150 MiB).
+fn default_trigger_max_memory_mb() -> u64 {
+    1024
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
@@ -151,6 +182,8 @@ impl Config {
         for (key, value) in [
             ("max_tables", config.max_tables as u64),
             ("query_timeout_ms", config.query_timeout_ms),
+            ("trigger_call_timeout_ms", config.trigger_call_timeout_ms),
+            ("trigger_max_memory_mb", config.trigger_max_memory_mb),
             ("max_result_bytes", config.max_result_bytes as u64),
             (
                 "max_query_memory_bytes",

@@ -16,7 +16,7 @@ use tonic::Code;
 
 use crate::api::{PositionRequest, WriteBatch};
 use crate::config::ErrorPolicy;
-use crate::triggers::Trigger;
+use crate::triggers::{Queued, Trigger};
 
 /// Batches kept after delivery, to send again to a plugin that lost them.
 const KEPT: usize = 4096;
@@ -25,18 +25,17 @@ const ATTEMPTS: u32 = 4;
 /// Replays named in the status.
 const REPLAYS_SHOWN: usize = 16;
 
-pub(crate) async fn deliver(
-    trigger: Arc<Trigger>,
-    mut batches: mpsc::Receiver<(WriteBatch, Instant)>,
-) {
+pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Queued>) {
     let mut kept: VecDeque<WriteBatch> = VecDeque::new();
-    let mut pending: VecDeque<(WriteBatch, Instant)> = VecDeque::new();
+    let mut pending: VecDeque<Queued> = VecDeque::new();
     let mut restarts = trigger.plugin.status().restarts;
     // Where the plugin's state stands, as far as the database knows.
     let mut last_sent = 0;
     while let Some(next) = batches.recv().await {
         pending.push_back(next);
-        while let Some((mut batch, accepted)) = pending.pop_front() {
+        // `done` goes when this batch's call has ended: the write waiting for it
+        // (`run_async = false`) is then answered.
+        while let Some((mut batch, accepted, mut done)) = pending.pop_front() {
             if !trigger.enabled() {
                 continue; // written while the trigger was off: not its business
             }
@@ -44,18 +43,21 @@ pub(crate) async fn deliver(
             let now = trigger.plugin.status().restarts;
             if now != restarts {
                 restarts = now;
-                let current = (batch.clone(), accepted);
-                if let Some(position) =
-                    resend_lost(&trigger, &mut kept, &mut pending, current).await
-                {
-                    last_sent = position;
-                    continue;
+                let current = (batch.clone(), accepted, done.take());
+                match resend_lost(&trigger, &mut kept, &mut pending, current).await {
+                    Ok(position) => {
+                        last_sent = position;
+                        continue;
+                    }
+                    Err(back) => done = back,
                 }
             }
             batch.previous = last_sent;
             let mut attempt = 1;
             loop {
-                match trigger.client().on_write(batch.clone()).await {
+                let mut client = trigger.client();
+                let call = client.on_write(batch.clone());
+                match trigger.bounded("process_writes", call).await {
                     Ok(answer) => {
                         trigger.answered(answer.into_inner().message, accepted.elapsed());
                         last_sent = batch.sequence;
@@ -74,42 +76,43 @@ pub(crate) async fn deliver(
                         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                         attempt += 1;
                         restarts = trigger.plugin.status().restarts;
-                        let current = (batch.clone(), accepted);
-                        if let Some(position) =
-                            resend_lost(&trigger, &mut kept, &mut pending, current).await
-                        {
-                            last_sent = position;
-                            break;
+                        let current = (batch.clone(), accepted, done.take());
+                        match resend_lost(&trigger, &mut kept, &mut pending, current).await {
+                            Ok(position) => {
+                                last_sent = position;
+                                break;
+                            }
+                            Err(back) => done = back,
                         }
                     }
                 }
             }
+            drop(done);
         }
     }
 }
 
 /// Asks the plugin where its state stands and, if that is behind what the database
 /// sent it, puts the batches it lost that are still kept (and `current`) back in front
-/// of `pending`, and returns the position to go on from. `None` when nothing was lost,
-/// or the plugin keeps no position (or cannot say).
+/// of `pending`, and returns the position to go on from. When nothing was lost, or the
+/// plugin keeps no position (or cannot say), gives back `current`'s waiter.
 async fn resend_lost(
     trigger: &Trigger,
     kept: &mut VecDeque<WriteBatch>,
-    pending: &mut VecDeque<(WriteBatch, Instant)>,
-    current: (WriteBatch, Instant),
-) -> Option<u64> {
-    let asked = trigger
-        .client()
-        .position(PositionRequest {
-            trigger: trigger.config.name.clone(),
-        })
-        .await;
+    pending: &mut VecDeque<Queued>,
+    current: Queued,
+) -> Result<u64, Option<tokio::sync::oneshot::Sender<()>>> {
+    let mut client = trigger.client();
+    let call = client.position(PositionRequest {
+        trigger: trigger.config.name.clone(),
+    });
+    let asked = trigger.bounded("its position", call).await;
     let position = match asked {
         Ok(p) => p.into_inner().sequence,
-        Err(s) if s.code() == Code::Unimplemented => return None,
+        Err(s) if s.code() == Code::Unimplemented => return Err(current.2),
         Err(s) => {
             tracing::warn!(trigger = %trigger.config.name, "cannot learn the plugin's position: {}", s.message());
-            return None;
+            return Err(current.2);
         }
     };
     let lost: Vec<WriteBatch> = kept
@@ -119,7 +122,7 @@ async fn resend_lost(
         .collect();
     let resumes_at = lost.first().map_or(current.0.sequence, |b| b.sequence);
     if lost.is_empty() && position + 1 >= resumes_at {
-        return None;
+        return Err(current.2);
     }
     let mut line = match (lost.first(), lost.last()) {
         (Some(first), Some(last)) => format!(
@@ -146,8 +149,8 @@ async fn resend_lost(
     pending.push_front(current);
     let now = Instant::now();
     for batch in lost.into_iter().rev() {
-        pending.push_front((batch, now));
+        pending.push_front((batch, now, None));
     }
     // Past a gap the database cannot fill, the plugin goes on from the next batch.
-    Some(position.max(resumes_at.saturating_sub(1)))
+    Ok(position.max(resumes_at.saturating_sub(1)))
 }

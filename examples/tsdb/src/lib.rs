@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod containment;
 pub mod db;
 mod delivery;
 pub mod host_api;

@@ -139,6 +139,8 @@ async fn run(
     let runner = PythonRunner {
         python: config.python.clone(),
         python_path: config.python_path.clone(),
+        call_timeout_ms: config.trigger_call_timeout_ms,
+        max_memory_mb: config.trigger_max_memory_mb,
     };
     let with_triggers =
         ProcessingEngine::plugins_config(&plugins, &catalog, plugin_dir.as_ref(), &runner);
@@ -165,7 +167,7 @@ async fn run(
             return ExitCode::FAILURE;
         }
     };
-    let engine = match Engine::start(&config.triggers, &host) {
+    let engine = match Engine::start(&config.triggers, &host, &with_triggers) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {}: {e}", path.display());
@@ -175,6 +177,7 @@ async fn run(
     };
     let _ = engine_cell.set(engine.clone());
     logs.follow(&host);
+    tsdb::containment::watch_memory(engine.clone(), &host);
     {
         let catalog = catalog.clone();
         db.set_known_databases(Arc::new(move |name: &str| {

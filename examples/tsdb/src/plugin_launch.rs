@@ -34,6 +34,10 @@ pub const CACHE_CHECKPOINT_MS: u64 = 1_000;
 pub struct PythonRunner {
     pub python: PathBuf,
     pub python_path: Vec<PathBuf>,
+    /// Each call's bound (`trigger_call_timeout_ms`).
+    pub call_timeout_ms: u64,
+    /// The process's memory bound (`trigger_max_memory_mb`).
+    pub max_memory_mb: u64,
 }
 
 /// Whether `path` is an InfluxDB 3 plugin: a package directory (its entry points in
@@ -113,6 +117,8 @@ pub fn plugin_for(
     }
     plugin.cwd = Some(dir.root().to_owned());
     plugin.copy_binary = false;
+    plugin.call_timeout_ms = runner.call_timeout_ms;
+    plugin.max_rss_mb = Some(runner.max_memory_mb);
     if !runner.python_path.is_empty() {
         let joined =
             std::env::join_paths(&runner.python_path).map_err(|e| format!("python_path: {e}"))?;

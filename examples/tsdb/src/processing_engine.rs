@@ -135,8 +135,18 @@ impl ProcessingEngine {
         engine: Arc<Engine>,
     ) -> Arc<Self> {
         for (name, def) in catalog.state().triggers {
-            if let Some(plugin) = host.plugin(&plugin_name(&name))
-                && let Err(e) = engine.add(&trigger_config(&name, &def), plugin, !def.disabled)
+            let call_timeout = config
+                .plugins
+                .get(&plugin_name(&name))
+                .map(baton_host::PluginConfig::call_timeout);
+            if let (Some(plugin), Some(call_timeout)) =
+                (host.plugin(&plugin_name(&name)), call_timeout)
+                && let Err(e) = engine.add(
+                    &trigger_config(&name, &def),
+                    plugin,
+                    !def.disabled,
+                    call_timeout,
+                )
             {
                 tracing::error!(trigger = %name, "not started: {e}");
             }
@@ -228,6 +238,7 @@ impl ProcessingEngine {
                 ),
             ));
         }
+        let call_timeout = plugin.call_timeout();
         let mut wanted = config.clone();
         wanted.plugins.insert(plugin_name(&name), plugin);
         let report = host.reload_config(&wanted).await;
@@ -242,7 +253,12 @@ impl ProcessingEngine {
         };
         let added = self
             .engine
-            .add(&trigger_config(&name, &def), handle, !def.disabled)
+            .add(
+                &trigger_config(&name, &def),
+                handle,
+                !def.disabled,
+                call_timeout,
+            )
             .map_err(|e| Refused(StatusCode::CONFLICT, format!("trigger_name: {e}")));
         let recorded = added.and_then(|()| {
             self.catalog
@@ -475,5 +491,6 @@ fn trigger_config(name: &str, def: &TriggerDefinition) -> TriggerConfig {
         database: def.db.clone(),
         error_policy: def.error_behavior,
         args: def.trigger_arguments.clone().unwrap_or_default(),
+        run_async: def.run_async,
     }
 }

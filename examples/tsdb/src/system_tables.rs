@@ -146,6 +146,7 @@ impl EngineLogs {
                     Ok(event) => {
                         let level = match &*event.kind {
                             "crashed" | "start_failed" | "failed" | "rollback" => "ERROR",
+                            "over_limit" => "WARN",
                             _ => "INFO",
                         };
                         let text = if event.message.is_empty() {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use baton_host::{Host, PluginHandle};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::api::trigger_client::TriggerClient;
@@ -121,14 +121,21 @@ pub struct TriggerStatus {
     pub plugin_last_error: Option<String>,
 }
 
+/// A write batch on its way to a trigger's plugin: when its write was accepted, and,
+/// for a write that waits for the trigger (`run_async = false`), what tells it the call
+/// ended (dropped then).
+pub(crate) type Queued = (WriteBatch, Instant, Option<oneshot::Sender<()>>);
+
 /// One configured trigger.
 pub struct Trigger {
     pub(crate) config: TriggerConfig,
     spec: Spec,
     pub(crate) plugin: PluginHandle,
     status: Mutex<TriggerStatus>,
-    /// Write batches on their way to the plugin, with when each write was accepted.
-    queue: Option<mpsc::Sender<(WriteBatch, Instant)>>,
+    /// Write batches on their way to the plugin.
+    queue: Option<mpsc::Sender<Queued>>,
+    /// The longest one call may take; past it the call fails and the process is killed.
+    pub(crate) call_timeout: Duration,
     /// The last sequence number given to a write batch; held while one is queued, so
     /// that the queue's order is the numbers' order.
     sequence: Mutex<u64>,
@@ -138,7 +145,7 @@ pub struct Trigger {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -250,7 +257,11 @@ pub struct Engine {
 impl Engine {
     /// Starts the triggers of `configs` on `host`'s plugins: a worker per write
     /// trigger, a timer per schedule.
-    pub fn start(configs: &[TriggerConfig], host: &Host) -> Result<Arc<Self>, String> {
+    pub fn start(
+        configs: &[TriggerConfig],
+        host: &Host,
+        plugins: &baton_host::Config,
+    ) -> Result<Arc<Self>, String> {
         let mut triggers = Vec::new();
         for config in configs {
             let plugin = host.plugin(&config.plugin).ok_or_else(|| {
@@ -259,7 +270,11 @@ impl Engine {
                     config.name, config.plugin
                 )
             })?;
-            triggers.push(launch(config, plugin, true)?);
+            let call_timeout = plugins.plugins.get(&config.plugin).map_or(
+                Duration::from_secs(30),
+                baton_host::PluginConfig::call_timeout,
+            );
+            triggers.push(launch(config, plugin, true, call_timeout)?);
         }
         Ok(Arc::new(Self {
             triggers: RwLock::new(triggers),
@@ -278,8 +293,9 @@ impl Engine {
         config: &TriggerConfig,
         plugin: PluginHandle,
         enabled: bool,
+        call_timeout: Duration,
     ) -> Result<(), String> {
-        let trigger = launch(config, plugin, enabled)?;
+        let trigger = launch(config, plugin, enabled, call_timeout)?;
         let mut triggers = self.triggers.write().unwrap_or_else(|p| p.into_inner());
         if triggers.iter().any(|t| t.config.name == config.name) {
             trigger.stop();
@@ -334,6 +350,7 @@ fn launch(
     config: &TriggerConfig,
     plugin: PluginHandle,
     enabled: bool,
+    call_timeout: Duration,
 ) -> Result<Arc<Trigger>, String> {
     let spec = Spec::parse(&config.on)?;
     let (queue, batches) = if spec.fires_on_writes() {
@@ -356,6 +373,7 @@ fn launch(
         spec: spec.clone(),
         plugin,
         queue,
+        call_timeout,
         sequence: Mutex::new(0),
         latencies: Mutex::default(),
         tasks: Mutex::default(),
@@ -390,12 +408,16 @@ impl Engine {
     /// A write landed in `database`: each write trigger there whose tables it touched
     /// gets the rows (in order, through its queue); `by_plugin` names a plugin that
     /// wrote, whose own triggers are not fired by its writes (no feedback loops).
+    /// Returns, for a write from outside (`by_plugin` `None`), one receiver per trigger
+    /// with `run_async = false` that it fired, which ends when that trigger's call on
+    /// these rows has ended.
     pub fn written(
         &self,
         database: &str,
         tables: &BTreeMap<String, Vec<crate::api::Point>>,
         by_plugin: Option<&str>,
-    ) {
+    ) -> Vec<oneshot::Receiver<()>> {
+        let mut waits = Vec::new();
         if let Some(catalog) = self.catalog.get() {
             catalog.note_database(database);
         }
@@ -432,14 +454,35 @@ impl Engine {
                 sequence: *sequence + 1,
                 previous: 0,
             };
-            if queue.try_send((batch, Instant::now())).is_ok() {
+            let (done, ended) = if trigger.config.run_async || by_plugin.is_some() {
+                (None, None)
+            } else {
+                let (done, ended) = oneshot::channel();
+                (Some(done), Some(ended))
+            };
+            if queue.try_send((batch, Instant::now(), done)).is_ok() {
                 *sequence += 1;
+                waits.extend(ended);
             } else {
                 drop(sequence);
                 trigger.update(|s| s.dropped += 1);
                 tracing::warn!(trigger = %trigger.config.name, "a write batch was dropped: the trigger's queue is full");
             }
         }
+        waits
+    }
+
+    /// The processes serving the triggers now.
+    pub fn plugin_pids(&self) -> Vec<u32> {
+        self.all()
+            .iter()
+            .filter_map(|t| t.plugin.status().pid)
+            .collect()
+    }
+
+    /// The trigger whose plugin is `plugin`, if one is.
+    pub(crate) fn by_plugin(&self, plugin: &str) -> Option<Arc<Trigger>> {
+        self.all().into_iter().find(|t| t.config.plugin == plugin)
     }
 
     /// The request trigger serving `path`, called with `request`.
@@ -458,12 +501,13 @@ impl Engine {
         let outcome = trigger
             .run(|| {
                 let (mut client, request) = (trigger.client(), request.clone());
-                async move {
+                let call = async move {
                     client
                         .on_request(request)
                         .await
                         .map(tonic::Response::into_inner)
-                }
+                };
+                trigger.bounded("process_request", call)
             })
             .await;
         Some(outcome)
@@ -562,12 +606,13 @@ async fn scheduled(trigger: &Trigger, at: SystemTime) {
     let outcome = trigger
         .run(|| {
             let (mut client, call) = (trigger.client(), call.clone());
-            async move {
+            let call = async move {
                 client
                     .on_schedule(call)
                     .await
                     .map(tonic::Response::into_inner)
-            }
+            };
+            trigger.bounded("process_scheduled_call", call)
         })
         .await;
     if let Ok(result) = outcome {

@@ -2,6 +2,7 @@
 entry points, with InfluxDB's arguments, and their outcomes turned back."""
 
 import datetime
+import os
 import sys
 import threading
 import traceback
@@ -111,6 +112,17 @@ class TriggerService(rpc.TriggerServicer):
             result = fn(local, *args)
             local.flush()
             return result
+        except SystemExit as e:
+            # Raised in a server thread it would end the thread, not the process, and
+            # leave the call unanswered; the plugin asked to exit, so the process does,
+            # and baton starts it again.
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            local.error(
+                f"{entry} called sys.exit({e.code!r}){_where(e, self._code_root)}: "
+                f"the plugin's process exits (code {code}) and baton starts it again"
+            )
+            sys.stderr.flush()
+            os._exit(code)
         except Exception as e:
             local.error(f"{entry} failed: {type(e).__name__}: {e}{_where(e, self._code_root)}")
             raise

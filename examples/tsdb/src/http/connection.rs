@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::flight::{DO_GET_PATH, Flight};
+use super::peer::Peer;
 use super::{HEADER_TIMEOUT, Refusal, read_body};
 
 /// A connection with no request in progress this long is closed (HTTP/1's keep-alive
@@ -67,8 +68,15 @@ impl Drop for Working {
 pub async fn serve(stream: TcpStream, services: Services) {
     let (counter, mut changes) = watch::channel(0usize);
     let in_progress = InProgress(Arc::new(counter));
-    let service = hyper::service::service_fn(move |request| {
+    let peer = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(remote), Ok(local)) => Some(Peer { remote, local }),
+        _ => None,
+    };
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let services = services.clone();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         let working = in_progress.start();
         async move {
             let response = dispatch(request, services).await;

@@ -9,6 +9,7 @@ mod encoding;
 mod engine;
 mod flight;
 mod format;
+mod peer;
 mod query;
 mod write;
 

@@ -6,10 +6,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::peer::Peer;
 use super::{Api, Params, Refusal, encoding, error, flag, json, read_body};
 use crate::db::{Db, StoreError};
 use crate::host_api::by_table;
@@ -74,6 +75,7 @@ async fn store_partial(
     text: &str,
     precision: Precision,
     sync: bool,
+    peer: Option<Peer>,
 ) -> Response {
     let mut bad: Vec<(usize, String)> = Vec::new();
     let mut points: Vec<Point> = Vec::new();
@@ -100,7 +102,8 @@ async fn store_partial(
             .map(|(index, what)| (lines.get(index).copied().unwrap_or(0), what)),
     );
     if !written.points.is_empty() {
-        api.engine.written(db, &by_table(written.points), None);
+        let waits = api.engine.written(db, &by_table(written.points), None);
+        wait_for_triggers(api, waits, peer).await;
     }
     if bad.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
@@ -126,6 +129,7 @@ async fn store_whole(
     text: &str,
     precision: Precision,
     sync: bool,
+    peer: Option<Peer>,
 ) -> Response {
     let refused = |line: usize, message: String| {
         json(
@@ -138,7 +142,8 @@ async fn store_whole(
     };
     match store(&api.db, db, text, precision, sync).await {
         Ok(tables) => {
-            api.engine.written(db, &tables, None);
+            let waits = api.engine.written(db, &tables, None);
+            wait_for_triggers(api, waits, peer).await;
             StatusCode::NO_CONTENT.into_response()
         }
         Err(WriteError::Line(LineError { line, column, what })) => {
@@ -164,7 +169,31 @@ struct Write {
     no_sync: bool,
 }
 
-async fn write(api: Api, write: Write, headers: HeaderMap, body: Body) -> Response {
+/// Waits until each trigger in `waits` (those with `run_async = false`) has ended its
+/// call on the write's rows; each call is bounded by its trigger's call timeout. A write
+/// from a trigger's own process does not wait: its trigger, or one waiting on it, may be
+/// in the very call that makes it.
+async fn wait_for_triggers(
+    api: &Api,
+    waits: Vec<tokio::sync::oneshot::Receiver<()>>,
+    peer: Option<Peer>,
+) {
+    if waits.is_empty() || peer.is_some_and(|p| p.held_by_any(&api.engine.plugin_pids())) {
+        return;
+    }
+    for ended in waits {
+        // An error is the sender gone: the call ended (or the trigger was deleted).
+        let _ = ended.await;
+    }
+}
+
+async fn write(
+    api: Api,
+    write: Write,
+    headers: HeaderMap,
+    body: Body,
+    peer: Option<Peer>,
+) -> Response {
     let body = match read_body(&headers, body).await {
         Ok(b) => b,
         Err(refusal) => return refusal.into_response(),
@@ -181,9 +210,9 @@ async fn write(api: Api, write: Write, headers: HeaderMap, body: Body) -> Respon
     }
     let sync = !write.no_sync;
     if write.accept_partial {
-        store_partial(&api, &write.db, text, write.precision, sync).await
+        store_partial(&api, &write.db, text, write.precision, sync, peer).await
     } else {
-        store_whole(&api, &write.db, text, write.precision, sync).await
+        store_whole(&api, &write.db, text, write.precision, sync, peer).await
     }
 }
 
@@ -216,6 +245,7 @@ fn required(params: &HashMap<String, String>, name: &str, usage: &str) -> Result
 /// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=`
 pub async fn v3(
     State(api): State<Api>,
+    peer: Option<Extension<Peer>>,
     params: Params,
     headers: HeaderMap,
     body: Body,
@@ -233,12 +263,13 @@ pub async fn v3(
             accept_partial: flag(&params, "accept_partial", true)?,
         })
     })();
-    write_parsed(api, parsed, headers, body).await
+    write_parsed(api, parsed, headers, body, peer.map(|Extension(p)| p)).await
 }
 
 /// `POST /write?db=&precision=` (InfluxDB 1).
 pub async fn v1(
     State(api): State<Api>,
+    peer: Option<Extension<Peer>>,
     params: Params,
     headers: HeaderMap,
     body: Body,
@@ -256,12 +287,13 @@ pub async fn v1(
             no_sync: false,
         })
     })();
-    write_parsed(api, parsed, headers, body).await
+    write_parsed(api, parsed, headers, body, peer.map(|Extension(p)| p)).await
 }
 
 /// `POST /api/v2/write?bucket=&org=&precision=` (InfluxDB 2; `org` is not used).
 pub async fn v2(
     State(api): State<Api>,
+    peer: Option<Extension<Peer>>,
     params: Params,
     headers: HeaderMap,
     body: Body,
@@ -279,7 +311,7 @@ pub async fn v2(
             no_sync: false,
         })
     })();
-    write_parsed(api, parsed, headers, body).await
+    write_parsed(api, parsed, headers, body, peer.map(|Extension(p)| p)).await
 }
 
 /// The write each endpoint's parameters describe, or their refusal.
@@ -288,9 +320,10 @@ async fn write_parsed(
     parsed: Result<Write, Refusal>,
     headers: HeaderMap,
     body: Body,
+    peer: Option<Peer>,
 ) -> Response {
     match parsed {
-        Ok(w) => write(api, w, headers, body).await,
+        Ok(w) => write(api, w, headers, body, peer).await,
         Err(refusal) => refusal.into_response(),
     }
 }

@@ -7,6 +7,7 @@
 mod common;
 
 mod cache_through_crash;
+mod containment;
 mod load_errors;
 mod reload_cache;
 mod reload_delivery;
@@ -25,6 +26,11 @@ use common::{Tsdb, copy_dir, find_trigger, http, replace, root, rows, start, wai
 /// tsdb with a plugin directory holding the fixtures, its Python the repository's and
 /// the runner on its path; `None` (said) where there is no venv.
 pub fn start_with_fixtures(dir: &Path) -> Option<Tsdb> {
+    start_with_fixtures_and(dir, "")
+}
+
+/// As [`start_with_fixtures`], with `extra` lines in tsdb.toml.
+pub fn start_with_fixtures_and(dir: &Path, extra: &str) -> Option<Tsdb> {
     let python = root().join(".venv/bin/python");
     if !python.exists() {
         eprintln!("skipped: no .venv (run plugin-sdk/python/setup-python.sh)");
@@ -40,7 +46,7 @@ pub fn start_with_fixtures(dir: &Path) -> Option<Tsdb> {
     std::fs::write(
         dir.join("tsdb.toml"),
         format!(
-            "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\nplugin_dir = \"plugins\"\npython = {:?}\npython_path = [{:?}]\n",
+            "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\nplugin_dir = \"plugins\"\npython = {:?}\npython_path = [{:?}]\n{extra}",
             python.display().to_string(),
             runner.display().to_string()
         ),
