@@ -60,10 +60,12 @@ pub enum StartError {
     #[error("{0}")]
     Mismatch(String),
     /// It exited while starting.
-    #[error("exited during start-up ({status}){}", stderr_suffix(.stderr))]
+    #[error("exited during start-up ({status}){hint}{}", stderr_suffix(.stderr))]
     Exited {
         /// How it exited.
         status: String,
+        /// Before its handshake line: that it printed none, and what it may need.
+        hint: String,
         /// Its first error line and last lines of stderr.
         stderr: StderrExcerpt,
     },

@@ -13,6 +13,7 @@ mod handshake;
 mod identity;
 mod isolation;
 mod logs;
+mod no_handshake;
 mod pids_cgroup;
 mod rlimits;
 mod socket_path;
@@ -317,6 +318,7 @@ impl Launcher {
                             let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
                             return Err(StartError::Exited {
                                 status: describe_exit(&status),
+                                hint: no_handshake::hint(&self.config, cwd.as_deref()),
                                 stderr: self.logs.start_failure_excerpt(number),
                             });
                         }
@@ -327,7 +329,11 @@ impl Launcher {
                     let status = describe_exit(&status);
                     // Let the stderr reader drain, so the message shows why it exited.
                     let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
-                    return Err(StartError::Exited { status, stderr: self.logs.start_failure_excerpt(number) });
+                    return Err(StartError::Exited {
+                        status,
+                        hint: no_handshake::hint(&self.config, cwd.as_deref()),
+                        stderr: self.logs.start_failure_excerpt(number),
+                    });
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(StartError::Timeout {
@@ -342,6 +348,7 @@ impl Launcher {
                 ready = self.connect(&socket, &token, deadline) => ready,
                 status = child.wait() => Err(StartError::Exited {
                     status: describe_exit(&status),
+                    hint: String::new(),
                     stderr: self.logs.start_failure_excerpt(number),
                 }),
             }
