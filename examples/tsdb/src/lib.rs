@@ -5,6 +5,7 @@
 //! on HTTP requests, through the typed API in `proto/tsdb/engine/v1/engine.proto`; and
 //! plugins query and write the database back through the same API.
 
+mod bounded_child;
 pub mod catalog;
 pub mod config;
 pub mod containment;
@@ -14,7 +15,9 @@ pub mod host_api;
 pub mod http;
 pub mod line_protocol;
 pub mod plugin_dir;
+pub mod plugin_env;
 pub mod plugin_launch;
+pub mod plugin_test;
 pub mod processing_engine;
 pub mod system_tables;
 pub mod triggers;

@@ -141,6 +141,7 @@ async fn run(
         python_path: config.python_path.clone(),
         call_timeout_ms: config.trigger_call_timeout_ms,
         max_memory_mb: config.trigger_max_memory_mb,
+        envs: tsdb::plugin_env::Environments::new(&config.data_dir, &config.python),
     };
     let with_triggers =
         ProcessingEngine::plugins_config(&plugins, &catalog, plugin_dir.as_ref(), &runner);
@@ -216,6 +217,7 @@ async fn run(
             db,
             engine,
             processing: processing.clone(),
+            plugin_tests: Default::default(),
         },
     ));
     wait_for_stop().await;

@@ -9,6 +9,7 @@ use baton_host::PluginConfig;
 
 use crate::catalog::TriggerDefinition;
 use crate::plugin_dir::PluginDir;
+use crate::plugin_env::{EnvError, Environments};
 
 /// How much of a file is read to tell an InfluxDB 3 plugin from a baton-native one;
 /// the entry points sit at the top level, rarely past the first thousand lines.
@@ -38,6 +39,67 @@ pub struct PythonRunner {
     pub call_timeout_ms: u64,
     /// The process's memory bound (`trigger_max_memory_mb`).
     pub max_memory_mb: u64,
+    /// Where InfluxDB 3 plugins' environments are, made from `python`.
+    pub envs: Environments,
+}
+
+/// Makes the environment `def`'s plugin will run on, if it is an InfluxDB 3 plugin
+/// and the environment is missing (its package's `requirements.txt` installed on first
+/// use). A plugin that cannot be found is left for [`plugin_for`] to name.
+pub async fn prepare_environment(
+    plugin_dir: Option<&PluginDir>,
+    runner: &PythonRunner,
+    def: &TriggerDefinition,
+) -> Result<(), EnvError> {
+    let Some(path) = plugin_dir.and_then(|dir| {
+        dir.resolve_plugin(&def.plugin_filename, "plugin_filename")
+            .ok()
+    }) else {
+        return Ok(());
+    };
+    if !is_influxdb_plugin(&path) {
+        return Ok(());
+    }
+    runner.envs.prepare(&path).await
+}
+
+/// The command line and environment of the runner on `path`, an InfluxDB 3 plugin (a
+/// file or package in `dir`), on the python of its environment; `args` go after the
+/// module's name.
+pub fn runner_command(
+    dir: &PluginDir,
+    runner: &PythonRunner,
+    path: &Path,
+    args: &[String],
+) -> Result<PluginConfig, String> {
+    let python = runner
+        .envs
+        .python_for(path)?
+        .unwrap_or_else(|| runner.python.clone());
+    let mut plugin = PluginConfig::new(&python);
+    plugin.args = vec!["-m".into(), RUNNER_MODULE.into()];
+    plugin.args.extend(args.iter().cloned());
+    // InfluxDB's plugins turn the naive `call_time` into epoch seconds with the
+    // local zone; InfluxDB runs in UTC.
+    plugin.env.insert("TZ".into(), "UTC".into());
+    // Python's own bytecode files, written at the first import, would change the
+    // watched directory and reload the plugin once for nothing.
+    plugin
+        .env
+        .insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+    plugin.cwd = Some(dir.root().to_owned());
+    if !runner.python_path.is_empty() {
+        let joined =
+            std::env::join_paths(&runner.python_path).map_err(|e| format!("python_path: {e}"))?;
+        plugin
+            .env
+            .insert("PYTHONPATH".into(), joined.to_string_lossy().into_owned());
+    }
+    plugin.env.insert(
+        "PLUGIN_DIR".into(),
+        dir.root().to_string_lossy().into_owned(),
+    );
+    Ok(plugin)
 }
 
 /// Whether `path` is an InfluxDB 3 plugin: a package directory (its entry points in
@@ -96,25 +158,18 @@ pub fn plugin_for(
         ));
     }
     let shown = path.to_string_lossy().into_owned();
-    let mut plugin = PluginConfig::new(&runner.python);
     if is_influxdb_plugin(&path) {
-        plugin.args = vec!["-m".into(), RUNNER_MODULE.into(), shown.clone()];
-        // InfluxDB's plugins turn the naive `call_time` into epoch seconds with the
-        // local zone; InfluxDB runs in UTC.
-        plugin.env.insert("TZ".into(), "UTC".into());
+        let mut plugin = runner_command(dir, runner, &path, std::slice::from_ref(&shown))?;
         // A package's every file (helper modules, the config files it reads) is its
         // code: a change to any reloads it, so no helper is ever stale.
-        plugin.watch = vec![shown.clone()];
-        // Python's own bytecode files, written at the first import, would change the
-        // watched directory and reload the plugin once for nothing.
-        plugin
-            .env
-            .insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
-        plugin.checkpoint_interval_ms = Some(CACHE_CHECKPOINT_MS);
-    } else {
-        plugin.args = vec![shown.clone()];
         plugin.watch = vec![shown];
+        plugin.checkpoint_interval_ms = Some(CACHE_CHECKPOINT_MS);
+        plugin.copy_binary = false;
+        return Ok(plugin);
     }
+    let mut plugin = PluginConfig::new(&runner.python);
+    plugin.args = vec![shown.clone()];
+    plugin.watch = vec![shown];
     plugin.cwd = Some(dir.root().to_owned());
     plugin.copy_binary = false;
     plugin.call_timeout_ms = runner.call_timeout_ms;

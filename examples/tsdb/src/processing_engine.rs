@@ -13,8 +13,9 @@ use crate::catalog::{Catalog, CatalogError, MAX_DATABASES, MAX_TRIGGERS, Trigger
 pub use crate::catalog::{MAX_ARGUMENT, MAX_ARGUMENTS, MAX_TRIGGER_NAME};
 use crate::config::{ErrorPolicy, TriggerConfig};
 use crate::plugin_dir::PluginDir;
+use crate::plugin_env::EnvError;
 pub use crate::plugin_launch::PythonRunner;
-use crate::plugin_launch::plugin_for;
+use crate::plugin_launch::{plugin_for, prepare_environment};
 use crate::triggers::Engine;
 
 /// A refused or failed change: the HTTP status, and a message naming the field.
@@ -165,6 +166,11 @@ impl ProcessingEngine {
         &self.catalog
     }
 
+    /// How plugin files run, with their environments.
+    pub fn runner(&self) -> &PythonRunner {
+        &self.runner
+    }
+
     pub fn plugin_dir(&self) -> Option<&PluginDir> {
         self.plugin_dir.as_ref()
     }
@@ -206,6 +212,12 @@ impl ProcessingEngine {
             disabled: request.disabled,
         };
         def.check(&name).map_err(bad)?;
+        prepare_environment(self.plugin_dir.as_ref(), &self.runner, &def)
+            .await
+            .map_err(|e| match e {
+                EnvError::Refused(m) => bad(m),
+                EnvError::Failed(m) => Refused(StatusCode::INTERNAL_SERVER_ERROR, m),
+            })?;
         let plugin = plugin_for(self.plugin_dir.as_ref(), &self.runner, &def).map_err(bad)?;
         let mut running = self.running.lock().await;
         let Some(Running { host, config }) = running.as_mut() else {

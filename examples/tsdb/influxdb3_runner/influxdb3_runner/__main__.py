@@ -12,6 +12,7 @@ import grpc
 
 from . import __version__, cache_state
 from ._proto import rpc
+from .errors import install_hint
 from .loader import LoadError, load
 from .service import TriggerService
 
@@ -55,8 +56,12 @@ def _where(error: BaseException) -> str:
 
 
 def main(argv) -> int:
+    if argv == ["--test"]:
+        from .plugin_test import main as test_main
+
+        return test_main()
     if len(argv) != 1:
-        print("usage: python -m influxdb3_runner PLUGIN.py (or a plugin package directory)", file=sys.stderr)
+        print("usage: python -m influxdb3_runner PLUGIN.py (or a plugin package directory), or --test (a plugin test on stdin)", file=sys.stderr)
         return 2
     path = Path(argv[0])
     try:
@@ -69,7 +74,7 @@ def main(argv) -> int:
         return 1
     except Exception as e:
         traceback.print_exc()
-        print(f"error: plugin {path.name} failed to load: {_where(e)}", file=sys.stderr)
+        print(f"error: plugin {path.name} failed to load: {_where(e)}{install_hint(e)}", file=sys.stderr)
         return 1
     service = TriggerService(module, path, baton_plugin.host_client)
     baton_plugin.serve(Runner(path.name, service), services=[(rpc.add_TriggerServicer_to_server, service)])

@@ -22,7 +22,7 @@ impl IntoResponse for Refused {
 }
 
 /// The JSON body as `T`; an empty body is `None`.
-async fn body_json<T: DeserializeOwned>(
+pub(super) async fn body_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Option<T>, Response> {

@@ -10,6 +10,7 @@ mod engine;
 mod flight;
 mod format;
 mod peer;
+mod plugin_env;
 mod query;
 mod write;
 
@@ -51,6 +52,8 @@ pub struct Api {
     pub db: Db,
     pub engine: Arc<Engine>,
     pub processing: Arc<crate::processing_engine::ProcessingEngine>,
+    /// The caches of plugin tests, by their `cache_name`.
+    pub plugin_tests: Arc<crate::plugin_test::PluginTests>,
 }
 
 /// The query string's parameters.
@@ -92,6 +95,19 @@ fn routes(api: Api) -> Router {
         .route(
             "/api/v3/configure/processing_engine_trigger/disable",
             post(engine::disable),
+        )
+        .route(
+            "/api/v3/configure/plugin_environment/install_packages",
+            post(plugin_env::install_packages),
+        )
+        .route(
+            "/api/v3/configure/plugin_environment/install_requirements",
+            post(plugin_env::install_requirements),
+        )
+        .route("/api/v3/plugin_test/wal", post(plugin_env::test_wal))
+        .route(
+            "/api/v3/plugin_test/schedule",
+            post(plugin_env::test_schedule),
         )
         .route(
             "/api/v3/engine/{*path}",

@@ -8,7 +8,9 @@ mod common;
 
 mod cache_through_crash;
 mod containment;
+mod environments;
 mod load_errors;
+mod plugin_tests;
 mod reload_cache;
 mod reload_delivery;
 mod reload_files;

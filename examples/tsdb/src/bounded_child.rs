@@ -1,0 +1,110 @@
+//! A child process run to its end within a time bound and with its output bounded:
+//! pip for the plugins' environments, the runner for a plugin test. A child past its
+//! time is killed, and so is one whose caller goes away.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// What a child left: its exit, the head of its stdout, the tail of its stderr.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    /// Whether stdout went past the bound (and was cut).
+    pub stdout_cut: bool,
+    pub stderr: String,
+}
+
+/// Runs `command` with `input` on its stdin, for at most `limit`; keeps the first
+/// `max_stdout` bytes of stdout and the last `max_stderr` of stderr (where an error
+/// message is). The error says what could not be done.
+pub async fn run(
+    mut command: Command,
+    input: &[u8],
+    limit: Duration,
+    max_stdout: usize,
+    max_stderr: usize,
+) -> Result<Finished, String> {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = format!("{:?}", command.as_std().get_program());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(format!("{program}: its pipes were not made"));
+    };
+    let input = input.to_vec();
+    let feed = async move {
+        // A child that exits without reading its input is not an error here: its
+        // exit status says what happened.
+        let _ = stdin.write_all(&input).await;
+        drop(stdin);
+    };
+    let work = async {
+        let ((), (out, cut), err, status) = tokio::join!(
+            feed,
+            head(stdout, max_stdout),
+            tail(stderr, max_stderr),
+            child.wait()
+        );
+        (out, cut, err, status)
+    };
+    let outcome = tokio::time::timeout(limit, work).await;
+    match outcome {
+        Ok((stdout, stdout_cut, stderr, Ok(status))) => Ok(Finished {
+            status,
+            stdout,
+            stdout_cut,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }),
+        Ok((_, _, _, Err(e))) => Err(format!("{program}: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!(
+                "{program} did not finish within {limit:?} and was killed"
+            ))
+        }
+    }
+}
+
+/// The first `max` bytes, the rest read and dropped so that the child never blocks on
+/// a full pipe; and whether anything was dropped.
+async fn head(mut from: impl AsyncRead + Unpin, max: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut cut = false;
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = max.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        cut |= n > room;
+    }
+    (kept, cut)
+}
+
+/// The last `max` bytes.
+async fn tail(mut from: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > max {
+            kept.drain(..kept.len() - max);
+        }
+    }
+    kept
+}
