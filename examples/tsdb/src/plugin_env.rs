@@ -347,11 +347,12 @@ mod tests {
             ("six @ https://x/six.whl", "URL"),
             ("", "empty"),
         ] {
-            let error = check_requirement(bad, "packages[0]").unwrap_err();
+            let error = check_requirement(bad, "packages[0]").expect_err(bad);
             assert!(error.starts_with("packages[0]: "), "{error}");
             assert!(error.contains(says), "{bad}: {error}");
         }
-        let error = check_requirements_file("six\n# c\n\n-r other.txt\n", "f").unwrap_err();
+        let error = check_requirements_file("six\n# c\n\n-r other.txt\n", "f")
+            .expect_err("an option on line 4");
         assert!(error.contains("line 4"), "{error}");
     }
 }
