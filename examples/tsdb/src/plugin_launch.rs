@@ -165,6 +165,8 @@ pub fn plugin_for(
         plugin.watch = vec![shown];
         plugin.checkpoint_interval_ms = Some(CACHE_CHECKPOINT_MS);
         plugin.copy_binary = false;
+        plugin.call_timeout_ms = runner.call_timeout_ms;
+        plugin.max_rss_mb = Some(runner.max_memory_mb);
         return Ok(plugin);
     }
     let mut plugin = PluginConfig::new(&runner.python);
