@@ -117,6 +117,14 @@ impl Precision {
     }
 }
 
+/// Now, in nanoseconds since the epoch: the time of a point that carries none, and of a
+/// processing engine log line.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// Parses a whole batch; the first bad line is the error.
 pub fn parse(text: &str, precision: Precision) -> Result<Vec<Point>, LineError> {
     parse_each(text, precision).collect()

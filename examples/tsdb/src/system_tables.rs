@@ -56,12 +56,6 @@ pub struct EngineLogs {
     rings: Mutex<Rings>,
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 fn push(rings: &mut HashMap<String, VecDeque<Line>>, key: &str, line: Line) {
     if !rings.contains_key(key) && rings.len() >= MAX_SOURCES {
         return;
@@ -84,7 +78,7 @@ fn line(level: &'static str, text: &str) -> Line {
         text.to_owned()
     };
     Line {
-        unix_ns: now_ns(),
+        unix_ns: crate::line_protocol::now_ns(),
         level,
         text,
     }

@@ -30,12 +30,6 @@ pub enum WriteError {
     Storage(String),
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 /// Parses and stores line protocol in `database`: all of it, or nothing. Returns the
 /// points as stored, by table.
 pub async fn store(
@@ -47,7 +41,10 @@ pub async fn store(
 ) -> Result<BTreeMap<String, Vec<crate::api::Point>>, WriteError> {
     let points = line_protocol::parse(text, precision)?;
     let lines: Vec<usize> = points.iter().map(|p| p.line).collect();
-    match db.write(database, points, now_ns(), sync).await {
+    match db
+        .write(database, points, crate::line_protocol::now_ns(), sync)
+        .await
+    {
         Ok(points) => Ok(by_table(points)),
         Err(StoreError::Point { index, what }) => Err(WriteError::Store {
             line: lines.get(index).copied().unwrap_or(0),
@@ -88,7 +85,11 @@ async fn store_partial(
         }
     }
     let lines: Vec<usize> = points.iter().map(|p| p.line).collect();
-    let written = match api.db.write_partial(db, points, now_ns(), sync).await {
+    let written = match api
+        .db
+        .write_partial(db, points, crate::line_protocol::now_ns(), sync)
+        .await
+    {
         Ok(written) => written,
         Err(e @ StoreError::Io(_)) => {
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
