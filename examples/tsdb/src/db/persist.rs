@@ -75,7 +75,7 @@ pub fn private_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), String> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
@@ -107,7 +107,7 @@ pub fn write(path: &Path, batch: &RecordBatch) -> Result<(), String> {
     Ok(())
 }
 
-fn libc_nofollow() -> i32 {
+pub(super) fn libc_nofollow() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 

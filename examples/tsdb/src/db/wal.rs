@@ -13,6 +13,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::persist;
+
 /// A record longer than this is read as damage: the largest write body is far smaller.
 const MAX_RECORD: usize = 1 << 30;
 const HEADER: usize = 8;
@@ -48,13 +50,7 @@ fn seq_of(name: &str) -> Option<u64> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| WalError(format!("cannot sync {}: {e}", dir.display())))
-}
-
-fn nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+    persist::sync_dir(dir).map_err(WalError)
 }
 
 /// The log files in `dir`, by number; a link or anything but a plain file under a log
@@ -149,7 +145,7 @@ impl Wal {
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .custom_flags(nofollow())
+                .custom_flags(persist::libc_nofollow())
                 .open(&path)
                 .map_err(|e| WalError(format!("cannot open {}: {e}", path.display())))?;
             let mut data = Vec::new();
@@ -201,7 +197,7 @@ impl Wal {
             .append(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(nofollow())
+            .custom_flags(persist::libc_nofollow())
             .open(&path)
             .map_err(|e| WalError(format!("cannot create {}: {e}", path.display())))?;
         let meta = file
