@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::MemTable;
@@ -141,7 +141,7 @@ impl TableProvider for TableView {
             match layer {
                 _ if overlaps => to_merge.push(layer.clone()),
                 Layer::File(f) => files.push(f.clone()),
-                Layer::Rows { batch, .. } => batches.push(batch.clone()),
+                Layer::Rows { batch, .. } => batches.push(conform(batch, &schema)?),
             }
         }
         if !to_merge.is_empty() {
@@ -176,9 +176,74 @@ impl TableProvider for TableView {
     }
 }
 
+/// `batch` with the table's columns of now: rows frozen for a snapshot keep the schema
+/// they were frozen with while the table may grow new columns, which they lack (null).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => column.clone(),
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 /// Marks `files` replaced: each is removed once no query reads it.
 pub fn retire(files: &[Arc<ParquetFile>]) {
     for f in files {
         f.obsolete.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::schema::Kind;
+    use arrow::array::{Int64Array, TimestampNanosecondArray};
+    use datafusion::prelude::SessionContext;
+
+    /// Rows frozen for a snapshot, then a write adding a column: a query must read the
+    /// frozen rows under the grown schema (it failed "Mismatch between schema and
+    /// batches" before `conform`).
+    #[tokio::test]
+    async fn frozen_rows_are_read_under_a_schema_grown_since() {
+        let mut old = TableSchema::default();
+        old.columns.insert("v".into(), Kind::Integer);
+        let frozen = RecordBatch::try_new(
+            old.arrow(),
+            vec![
+                Arc::new(TimestampNanosecondArray::from(vec![1, 2])),
+                Arc::new(Int64Array::from(vec![10, 20])),
+            ],
+        )
+        .expect("a batch");
+        let mut grown = old.clone();
+        grown.columns.insert("note".into(), Kind::Text);
+        let view = TableView {
+            name: "m".into(),
+            schema: grown,
+            layers: vec![Layer::Rows {
+                batch: frozen,
+                min_time: 1,
+                max_time: 2,
+            }],
+        };
+        let ctx = SessionContext::new();
+        ctx.register_table("m", Arc::new(view)).expect("registered");
+        let batches = ctx
+            .sql("SELECT v, note FROM m ORDER BY time")
+            .await
+            .expect("planned")
+            .collect()
+            .await
+            .expect("answered");
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 2);
+        assert_eq!(batches[0].column(1).null_count(), batches[0].num_rows());
     }
 }
