@@ -63,6 +63,20 @@ pub struct Config {
     /// one that will not move is killed and restarted.
     #[serde(default = "default_trigger_max_memory_mb")]
     pub trigger_max_memory_mb: u64,
+    /// Which databases a plugin may query and write: `any` (InfluxDB 3's rule, so that a
+    /// downsampling plugin writes into its target database, made by the write if need
+    /// be) or `own` (only those of its own triggers).
+    #[serde(default)]
+    pub plugin_databases: PluginDatabases,
+}
+
+/// See [`Config::plugin_databases`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginDatabases {
+    #[default]
+    Any,
+    Own,
 }
 
 /// One trigger: when it fires, which plugin it calls, and what a failure does.

@@ -1,6 +1,7 @@
 //! What the database offers its plugins: `tsdb.engine.v1.Database` on baton's
 //! host-services socket. The calling plugin is known from its launch token (baton's
-//! `PluginIdentity`), and may work only in the databases of its own triggers.
+//! `PluginIdentity`); it may work in any database, as in InfluxDB 3, or only in those of
+//! its own triggers (`plugin_databases = "own"`).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::database_server::Database;
 use crate::api::{QueryRequest, Row, Value, WriteRequest, WriteResponse, value};
+use crate::config::PluginDatabases;
 use crate::db::value::Cell;
 use crate::db::{Db, Params, StoreError};
 use crate::line_protocol::Precision;
@@ -24,6 +26,7 @@ pub struct HostApi {
     pub db: Db,
     /// Set once the plugins (and so the triggers) have started.
     pub engine: Arc<OnceLock<Arc<Engine>>>,
+    pub reach: PluginDatabases,
 }
 
 impl HostApi {
@@ -34,9 +37,10 @@ impl HostApi {
             .engine
             .get()
             .ok_or_else(|| Status::unavailable("the database is still starting"))?;
-        if !engine.databases_of(&caller).contains(database) {
+        if self.reach == PluginDatabases::Own && !engine.databases_of(&caller).contains(database) {
             return Err(Status::permission_denied(format!(
-                "plugin {caller} has no trigger in database {database:?}, so it may not use it"
+                "plugin {caller} has no trigger in database {database:?}, so it may not use it \
+                 (tsdb.toml has plugin_databases = \"own\")"
             )));
         }
         Ok(caller)

@@ -156,6 +156,7 @@ async fn run(
     let api = HostApi {
         db: db.clone(),
         engine: engine_cell.clone(),
+        reach: config.plugin_databases,
     };
     let host = match HostBuilder::new(&with_triggers)
         .with_service(DatabaseServer::new(api))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{header, http, http_full, rows, wait_until};
-use crate::{create, has, logs, start_with_fixtures};
+use crate::{create, has, logs, start_with_fixtures, start_with_fixtures_and};
 
 fn has_text(lines: &[(String, String)], text: &str) -> bool {
     lines.iter().any(|(_, t)| t.contains(text))
@@ -101,11 +101,6 @@ fn every_return_convention_and_each_bad_return() {
             "bad_write",
             "TypeError: write: str has no build() (pass a LineBuilder)",
         ),
-        // Only the databases of the plugin's own triggers (InfluxDB would create it).
-        (
-            "write_elsewhere",
-            "WriteError: write to 'elsewhere': plugin trigger-cases has no trigger in database \"elsewhere\", so it may not use it",
-        ),
         (
             "cache_bad_ttl",
             "TypeError: cache ttl for 'k': 'soon' is not a number of seconds",
@@ -161,6 +156,16 @@ fn writes_queries_cache_and_log_from_inside_a_call() {
         rows(db.addr, "metrics", "SELECT n FROM held"),
         vec![json!({ "n": 7 })]
     );
+
+    // Another database, as in InfluxDB 3: the held write makes it, a query reads it.
+    let (status, _, body) = call(db.addr, "write_elsewhere");
+    assert_eq!((status, body.as_str()), (200, "held"));
+    assert_eq!(
+        rows(db.addr, "elsewhere", "SELECT n FROM m"),
+        vec![json!({ "n": 1 })]
+    );
+    let (status, _, body) = call(db.addr, "query_elsewhere");
+    assert_eq!((status, json_of(&body)), (200, json!([{ "n": 1 }])));
 
     // query: DataFusion's DATE_BIN, a $name argument, and InfluxDB's Python types (a
     // timestamp as int nanoseconds, a tag as str).
@@ -277,4 +282,38 @@ fn writes_queries_cache_and_log_from_inside_a_call() {
         has_text(&lines, "pkg_plugin printed while loading"),
         "{lines:?}"
     );
+}
+
+#[test]
+fn plugin_databases_own_keeps_a_plugin_to_its_triggers_databases() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = start_with_fixtures_and(dir.path(), "plugin_databases = \"own\"\n") else {
+        return;
+    };
+    create(
+        db.addr,
+        "cases",
+        "http_cases.py",
+        "request:cases",
+        Value::Null,
+    );
+    let refused = "plugin trigger-cases has no trigger in database \"elsewhere\", so it may not use it (tsdb.toml has plugin_databases = \"own\")";
+    let (status, _, body) = wait_until("the plugin answers", Duration::from_secs(60), || {
+        let answer = call(db.addr, "write_elsewhere");
+        (answer.0 != 502).then_some(answer)
+    });
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        json_of(&body),
+        json!({ "error": format!("WriteError: write to 'elsewhere': {refused}") })
+    );
+    let (status, _, body) = call(db.addr, "query_elsewhere");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        json_of(&body),
+        json!({ "error": format!("QueryError: {refused}") })
+    );
+    // Its own database is open to it.
+    let (status, _, body) = call(db.addr, "write");
+    assert_eq!((status, body.as_str()), (200, "written"));
 }
