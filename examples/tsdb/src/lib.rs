@@ -19,6 +19,7 @@ pub mod plugin_env;
 pub mod plugin_launch;
 pub mod plugin_test;
 pub mod processing_engine;
+pub mod shared_cache;
 pub mod system_tables;
 pub mod triggers;
 

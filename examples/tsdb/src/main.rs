@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use baton_host::{HostBuilder, Mode};
 use tsdb::api::database_server::DatabaseServer;
+use tsdb::api::shared_cache_server::SharedCacheServer;
 use tsdb::catalog::Catalog;
 use tsdb::config::Config;
 use tsdb::db::Db;
@@ -160,6 +161,9 @@ async fn run(
     };
     let host = match HostBuilder::new(&with_triggers)
         .with_service(DatabaseServer::new(api))
+        .with_service(SharedCacheServer::new(
+            tsdb::shared_cache::SharedCacheService::default(),
+        ))
         .start()
         .await
     {

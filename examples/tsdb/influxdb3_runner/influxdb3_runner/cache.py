@@ -1,5 +1,6 @@
-"""The store behind `influxdb3_local.cache`: live Python objects by key, per trigger or
-process-wide (`use_global=True`), each with an optional time to live. It lives in this
+"""The store behind `influxdb3_local.cache`: live Python objects by key, per trigger (and
+process-wide, `use_global=True`, for what `shared_cache` cannot share), each with an
+optional time to live. It lives in this
 process's memory; `cache_state` carries it to the next process at a reload and into
 baton's checkpoints, which is why a time to live is kept as a wall-clock deadline."""
 
@@ -88,9 +89,12 @@ class CacheStore:
 class PluginCache:
     """`influxdb3_local.cache` for one call of trigger `trigger`: InfluxDB's methods."""
 
-    def __init__(self, store: CacheStore, trigger: str):
+    def __init__(self, store: CacheStore, trigger: str, shared=None):
         self._store = store
         self._trigger = trigger
+        # The global scope shared with other triggers' processes (`shared_cache`);
+        # without one (a plugin test), this process's own.
+        self._shared = shared
 
     def _scope(self, use_global: Optional[bool]) -> Scope:
         return GLOBAL if use_global else self._trigger
@@ -108,14 +112,22 @@ class PluginCache:
     def put(self, key: str, value: Any, ttl: Optional[float] = None, use_global: Optional[bool] = None) -> None:
         """Keeps `value` (by reference) under `key`, for `ttl` seconds if given."""
         self._check(key, ttl)
-        self._store.put(self._scope(use_global), key, value, None if ttl is None else float(ttl))
+        ttl = None if ttl is None else float(ttl)
+        if use_global and self._shared is not None:
+            self._shared.put(key, value, ttl)
+            return
+        self._store.put(self._scope(use_global), key, value, ttl)
 
     def get(self, key: str, default: Any = None, use_global: Optional[bool] = None) -> Any:
         """The value under `key`, or `default` if there is none or it expired."""
         self._check(key)
+        if use_global and self._shared is not None:
+            return self._shared.get(key, default)
         return self._store.get(self._scope(use_global), key, default)
 
     def delete(self, key: str, use_global: Optional[bool] = None) -> bool:
         """Removes `key`; whether it was there (and not expired)."""
         self._check(key)
+        if use_global and self._shared is not None:
+            return self._shared.delete(key)
         return self._store.delete(self._scope(use_global), key)

@@ -16,6 +16,7 @@ from ._proto import pb, rpc
 from .cache import CacheStore, PluginCache
 from .local import InfluxDB3Local
 from .responses import error_response, http_response
+from .shared_cache import SharedCache
 
 
 def _python(value: "pb.Value") -> Any:
@@ -70,6 +71,7 @@ class TriggerService(rpc.TriggerServicer):
         self._lock = threading.Lock()
         self._client = None
         self._database = None
+        self._shared = None
         self.cache = CacheStore()
 
     def _connect(self):
@@ -81,6 +83,7 @@ class TriggerService(rpc.TriggerServicer):
                 sys.stdout = sys.stderr
                 self._client = self._host()
                 self._database = rpc.DatabaseStub(self._client.channel)
+                self._shared = SharedCache(rpc.SharedCacheStub(self._client.channel), self.cache, self.warn)
             return self._client, self._database
 
     def warn(self, message: str, _scope=None) -> None:
@@ -103,7 +106,8 @@ class TriggerService(rpc.TriggerServicer):
 
     def _local(self, request) -> InfluxDB3Local:
         client, database = self._connect()
-        return InfluxDB3Local(client, database, request.database, request.trigger, PluginCache(self.cache, request.trigger))
+        cache = PluginCache(self.cache, request.trigger, self._shared)
+        return InfluxDB3Local(client, database, request.database, request.trigger, cache)
 
     def _run(self, local: InfluxDB3Local, entry: str, fn, *args):
         """Calls the entry point, then writes what it held; a raise drops the writes

@@ -317,3 +317,86 @@ fn plugin_databases_own_keeps_a_plugin_to_its_triggers_databases() {
     let (status, _, body) = call(db.addr, "write");
     assert_eq!((status, body.as_str()), (200, "written"));
 }
+
+#[test]
+fn use_global_entries_are_shared_between_triggers_processes() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = start_with_fixtures(dir.path()) else {
+        return;
+    };
+    for name in ["cases", "other"] {
+        create(
+            db.addr,
+            name,
+            "http_cases.py",
+            &format!("request:{name}"),
+            Value::Null,
+        );
+    }
+    let at = |trigger: &str, case: &str| {
+        http_full(
+            db.addr,
+            "GET",
+            &format!("/api/v3/engine/{trigger}?case={case}"),
+            &[],
+            "",
+        )
+    };
+    let (status, _, body) = wait_until("the plugin answers", Duration::from_secs(60), || {
+        let answer = at("cases", "cache_global_put");
+        (answer.0 != 502).then_some(answer)
+    });
+    assert_eq!((status, body.as_str()), (200, "put"));
+    // The other trigger's process sees the value (a copy: it was pickled); the
+    // generator, which cannot be pickled, stays in the process that put it, said.
+    let (status, _, body) = wait_until("the other plugin answers", Duration::from_secs(60), || {
+        let answer = at("other", "cache_global_get");
+        (answer.0 != 502).then_some(answer)
+    });
+    assert_eq!(status, 200, "{body}");
+    let got = json_of(&body);
+    assert_eq!(
+        (&got["g"], &got["gen"], &got["trigger_scope"]),
+        (&json!({ "n": 1 }), &json!("NoneType"), &Value::Null),
+        "{got}"
+    );
+    let mine = json_of(&at("cases", "cache_global_get").2);
+    assert_eq!(mine["gen"], "generator", "{mine}");
+    let lines = wait_until("the warning", Duration::from_secs(10), || {
+        let lines = logs(db.addr, "cases");
+        has(
+            &lines,
+            "WARN",
+            "cache: key 'gen' (use_global=True) holds a generator",
+        )
+        .then_some(lines)
+    });
+    assert!(
+        has(&lines, "WARN", "not shared with the other triggers"),
+        "{lines:?}"
+    );
+    // A time to live holds across processes.
+    wait_until("the shared ttl ends", Duration::from_secs(30), || {
+        (json_of(&at("other", "cache_global_get").2)["brief"] == "expired").then_some(())
+    });
+    // A delete by one is seen by the other.
+    let (_, _, body) = at("other", "cache_global_delete");
+    assert_eq!(json_of(&body), json!([true, false]));
+    assert_eq!(
+        json_of(&at("cases", "cache_global_get").2)["g"],
+        Value::Null
+    );
+    // The shared cache is bounded, and says by what.
+    let (status, _, body) = at("cases", "cache_global_big");
+    assert_eq!(status, 500, "{body}");
+    let error = json_of(&body)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The pickled size: the 2 MiB string and pickle's few bytes around it.
+    assert!(
+        error.starts_with("SharedCacheError: cache value of \"big\": 20971")
+            && error.ends_with(" bytes, over the shared cache's 1048576"),
+        "{body}"
+    );
+}
