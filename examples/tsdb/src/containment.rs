@@ -18,19 +18,32 @@ use crate::triggers::{Engine, Trigger};
 /// a call that leaks without end never finishes.
 const MOVE_GRACE: Duration = Duration::from_secs(3);
 
+/// The target of each call's "starting/finished execution" lines: in
+/// `system.processing_engine_logs`, and out of tsdb's own log unless `TSDB_LOG` asks
+/// for it (two lines a call would bury everything else there).
+pub const CALL_LOG: &str = "tsdb::engine_calls";
+
 impl Trigger {
     /// `call`, failed with DEADLINE_EXCEEDED naming the trigger and `entry` when it
     /// outruns the trigger's call timeout; the process that held it is then killed, since
     /// a Python call cannot be interrupted and would hold its thread and memory for ever.
+    /// Its start and end go to the trigger's log, as InfluxDB's engine writes them.
     pub(crate) async fn bounded<T>(
         &self,
         entry: &str,
         call: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
         let serving = self.plugin.status().pid;
+        let name = &self.config.name;
+        tracing::info!(target: CALL_LOG, trigger = %name, "starting execution of {entry}");
+        let started = std::time::Instant::now();
         match tokio::time::timeout(self.call_timeout, call).await {
             Ok(Err(status)) if crashed(&status) => Err(self.crashed(entry, &status)),
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                let took = started.elapsed();
+                tracing::info!(target: CALL_LOG, trigger = %name, "finished execution of {entry} in {took:.2?}");
+                outcome
+            }
             Err(_) => Err(self.timed_out(entry, serving)),
         }
     }

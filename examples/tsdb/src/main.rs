@@ -50,8 +50,9 @@ fn main() -> ExitCode {
     let logs = Arc::new(EngineLogs::default());
     {
         use tracing_subscriber::prelude::*;
-        let filter = tracing_subscriber::EnvFilter::try_from_env("TSDB_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let filter = tracing_subscriber::EnvFilter::try_from_env("TSDB_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("info,{}=warn", tsdb::containment::CALL_LOG))
+        });
         tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()

@@ -256,6 +256,15 @@ fn writes_queries_cache_and_log_from_inside_a_call() {
         has(&lines, "ERROR", "error line None").then_some(lines)
     });
     assert!(has(&lines, "INFO", "info line 1 {'k': 'v'}"), "{lines:?}");
+    // Each call's start and end, as InfluxDB's engine logs them.
+    assert!(
+        has(&lines, "INFO", "starting execution of process_request"),
+        "{lines:?}"
+    );
+    assert!(
+        has(&lines, "INFO", "finished execution of process_request in "),
+        "{lines:?}"
+    );
     assert!(has(&lines, "WARN", "warn line 2.5"), "{lines:?}");
 
     // A package directory: its __init__.py's entry point, a helper module beside it,
