@@ -16,6 +16,7 @@ pub mod http;
 pub mod line_protocol;
 pub mod plugin_dir;
 pub mod plugin_env;
+pub mod plugin_imports;
 pub mod plugin_launch;
 pub mod plugin_test;
 pub mod processing_engine;

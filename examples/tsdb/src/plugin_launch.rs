@@ -161,8 +161,16 @@ pub fn plugin_for(
     if is_influxdb_plugin(&path) {
         let mut plugin = runner_command(dir, runner, &path, std::slice::from_ref(&shown))?;
         // A package's every file (helper modules, the config files it reads) is its
-        // code: a change to any reloads it, so no helper is ever stale.
+        // code: a change to any reloads it, so no helper is ever stale. A single file's
+        // are the modules it imports from beside it.
         plugin.watch = vec![shown];
+        if path.is_file() {
+            plugin.watch.extend(
+                crate::plugin_imports::helpers_of(dir, &path)
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            );
+        }
         plugin.checkpoint_interval_ms = Some(CACHE_CHECKPOINT_MS);
         plugin.copy_binary = false;
         plugin.call_timeout_ms = runner.call_timeout_ms;

@@ -66,3 +66,44 @@ fn a_change_to_any_file_of_a_package_reloads_it_with_its_cache() {
         &|a| a["helper"] == "uploaded",
     );
 }
+
+#[test]
+fn a_single_files_helper_modules_beside_it_reload_it_with_its_cache() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = start_with_fixtures(dir.path()) else {
+        return;
+    };
+    let addr = db.addr;
+    create(
+        addr,
+        "single",
+        "single_helped.py",
+        "request:single",
+        Value::Null,
+    );
+    let plugins = dir.path().join("plugins");
+    let before = serving_generation(addr, "single");
+    let first = ask(addr, "single");
+    assert_eq!(
+        (&first["rule"], &first["calls"]),
+        (&json!("limit 1"), &json!(1))
+    );
+
+    // A file it does not import changes nothing; the module its helper imports does.
+    edit(&plugins.join("scheduled.py"), "\n", "\n\n");
+    edit(&plugins.join("single_limits.py"), "LIMIT = 1", "LIMIT = 2");
+    let after = wait_reloaded(addr, "single", before);
+    let answer = wait_until(
+        "the helper's change is live",
+        Duration::from_secs(30),
+        || {
+            let answer = ask(addr, "single");
+            (answer["rule"] == "limit 2").then_some(answer)
+        },
+    );
+    assert!(
+        answer["calls"].as_u64() >= Some(2),
+        "the cache moved: {answer}"
+    );
+    assert_eq!(after, before + 1, "one reload, for the helper alone");
+}
