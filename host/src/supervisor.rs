@@ -66,6 +66,9 @@ pub(crate) struct Supervisor {
     /// The next start is the automatic restart after a failure (its backoff ran out),
     /// not one an operator or a change of files asked for.
     retrying: bool,
+    /// A generation of this plugin has served since the host started: a later start
+    /// without a checkpoint has lost a state, where a first one had none to lose.
+    served: bool,
 }
 
 /// Starts the supervisor task of one plugin and returns its handle.
@@ -137,6 +140,7 @@ pub(crate) fn spawn(
         stop_checkpoint_done: false,
         deferred: Vec::new(),
         retrying: false,
+        served: false,
     };
     let span = tracing::info_span!("plugin", name = %handle.name());
     let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));

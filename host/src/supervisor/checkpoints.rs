@@ -169,7 +169,16 @@ impl Supervisor {
             )
         };
         let why = match (refused, unusable) {
-            (0, 0) => "no checkpoint was found".to_owned(),
+            (0, 0) if !self.served => {
+                let message = format!(
+                    "plugin {} starts with an empty state: its first start, no checkpoint taken yet",
+                    self.name()
+                );
+                tracing::info!("{message}");
+                self.emit(generation.number, "checkpoint_none", message);
+                return;
+            }
+            (0, 0) => "it stopped before its first checkpoint was taken".to_owned(),
             (0, n) => format!("none of its {n} checkpoint(s) could be used (above)"),
             (r, _) if r >= MAX_OFFERED => format!(
                 "it refused the {r} newest of its checkpoints ({aside}); older ones were not offered"

@@ -339,6 +339,7 @@ impl Supervisor {
             s.ready_at = Some(generation.ready_at);
         });
         self.route.send_replace(Route::Serving(live));
+        self.served = true;
         let kind = if restarted { "restarted" } else { "started" };
         self.emit(
             generation.number,

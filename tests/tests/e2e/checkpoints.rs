@@ -334,3 +334,51 @@ async fn checkpoint_files_are_private_and_symlinks_are_never_followed() {
     );
     assert_eq!(host.call_text("counter", "get", "k").await, "2");
 }
+
+/// The line of `log` that holds `text`.
+fn line_with<'a>(log: &'a str, text: &str) -> Option<&'a str> {
+    log.lines().find(|l| l.contains(text))
+}
+
+#[tokio::test]
+async fn a_first_start_is_said_at_info_and_a_restart_that_lost_its_state_at_warn() {
+    let state = tempfile::tempdir().expect("state dir");
+    // No checkpoint is taken in this test's time: the crash loses the count.
+    let config = format!(
+        "state_dir = \"{}\"\n{}",
+        state.path().display(),
+        plugin(
+            "counter",
+            "counter",
+            &[],
+            "checkpoint_interval_ms = 600000\n"
+        )
+    );
+    let host = TestHost::start(&config).await;
+    assert_eq!(host.call_text("counter", "incr", "k").await, "1");
+    let first = "counter starts with an empty state: its first start, no checkpoint taken yet";
+    let log = host.log();
+    let line = line_with(&log, first).unwrap_or_else(|| panic!("no first-start line: {log}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(!log.contains("EMPTY state"), "{log}");
+
+    let s = host.serving("counter", Duration::from_secs(5)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the plugin");
+    let lost =
+        "counter starts with an EMPTY state: it stopped before its first checkpoint was taken";
+    let log = wait_until(
+        "the restart says what it lost",
+        Duration::from_secs(10),
+        || async {
+            let log = host.log();
+            line_with(&log, lost).is_some().then_some(log)
+        },
+    )
+    .await;
+    let line = line_with(&log, lost).unwrap_or_default();
+    assert!(line.contains("WARN"), "{line}");
+}
