@@ -1,6 +1,6 @@
-//! A child process run to its end within a time bound and with its output bounded:
-//! pip for the plugins' environments, the runner for a plugin test. A child past its
-//! time is killed, and so is one whose caller goes away.
+//! A child process run to its end within a time bound and with its output bounded: pip
+//! and venv for the plugins' environments. A child past its time is killed, and so is
+//! one whose caller goes away.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -13,8 +13,6 @@ use tokio::process::Command;
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
-    /// Whether stdout went past the bound (and was cut).
-    pub stdout_cut: bool,
     pub stderr: String,
 }
 
@@ -50,23 +48,22 @@ pub async fn run(
         drop(stdin);
     };
     let work = async {
-        let ((), (out, cut), err, status) = tokio::join!(
+        let ((), out, err, status) = tokio::join!(
             feed,
             head(stdout, max_stdout),
             tail(stderr, max_stderr),
             child.wait()
         );
-        (out, cut, err, status)
+        (out, err, status)
     };
     let outcome = tokio::time::timeout(limit, work).await;
     match outcome {
-        Ok((stdout, stdout_cut, stderr, Ok(status))) => Ok(Finished {
+        Ok((stdout, stderr, Ok(status))) => Ok(Finished {
             status,
             stdout,
-            stdout_cut,
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         }),
-        Ok((_, _, _, Err(e))) => Err(format!("{program}: {e}")),
+        Ok((_, _, Err(e))) => Err(format!("{program}: {e}")),
         Err(_) => {
             let _ = child.kill().await;
             Err(format!(
@@ -77,10 +74,9 @@ pub async fn run(
 }
 
 /// The first `max` bytes, the rest read and dropped so that the child never blocks on
-/// a full pipe; and whether anything was dropped.
-async fn head(mut from: impl AsyncRead + Unpin, max: usize) -> (Vec<u8>, bool) {
+/// a full pipe.
+async fn head(mut from: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
     let mut kept = Vec::new();
-    let mut cut = false;
     let mut buf = [0u8; 8192];
     while let Ok(n) = from.read(&mut buf).await {
         if n == 0 {
@@ -88,13 +84,12 @@ async fn head(mut from: impl AsyncRead + Unpin, max: usize) -> (Vec<u8>, bool) {
         }
         let room = max.saturating_sub(kept.len());
         kept.extend_from_slice(&buf[..n.min(room)]);
-        cut |= n > room;
     }
-    (kept, cut)
+    kept
 }
 
 /// The last `max` bytes.
-async fn tail(mut from: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
+pub(crate) async fn tail(mut from: impl AsyncRead + Unpin, max: usize) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     while let Ok(n) = from.read(&mut buf).await {

@@ -48,7 +48,7 @@ impl HostApi {
 }
 
 /// A parameter as SQL sees it (`$1` or `$name`): a string is coerced by where it is used.
-fn to_scalar(v: Value) -> ScalarValue {
+pub fn to_scalar(v: Value) -> ScalarValue {
     match v.kind {
         None => ScalarValue::Null,
         Some(value::Kind::Float(f)) => ScalarValue::Float64(Some(f)),
@@ -56,6 +56,19 @@ fn to_scalar(v: Value) -> ScalarValue {
         Some(value::Kind::Unsigned(u)) => ScalarValue::UInt64(Some(u)),
         Some(value::Kind::Text(t)) => ScalarValue::Utf8(Some(t)),
         Some(value::Kind::Boolean(b)) => ScalarValue::Boolean(Some(b)),
+    }
+}
+
+/// `$name` parameters as a query takes them; none given is a query without any.
+pub fn named_params(named: impl IntoIterator<Item = (String, Value)>) -> Params {
+    let named: Vec<(String, ScalarValue)> = named
+        .into_iter()
+        .map(|(name, v)| (name, to_scalar(v)))
+        .collect();
+    if named.is_empty() {
+        Params::None
+    } else {
+        Params::Named(named)
     }
 }
 
@@ -99,12 +112,7 @@ impl Database for HostApi {
         let params = match (params.is_empty(), named_params.is_empty()) {
             (true, true) => Params::None,
             (false, true) => Params::Positional(params.into_iter().map(to_scalar).collect()),
-            (true, false) => Params::Named(
-                named_params
-                    .into_iter()
-                    .map(|(name, v)| (name, to_scalar(v)))
-                    .collect(),
-            ),
+            (true, false) => crate::host_api::named_params(named_params),
             (false, false) => {
                 return Err(Status::invalid_argument(
                     "params and named_params: give one or the other, not both",

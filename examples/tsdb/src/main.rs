@@ -223,7 +223,7 @@ async fn run(
             db,
             engine,
             processing: processing.clone(),
-            plugin_tests: Default::default(),
+            plugin_tests: Arc::new(tsdb::plugin_test::PluginTests::new(config.plugin_databases)),
         },
     ));
     wait_for_stop().await;

@@ -1,8 +1,12 @@
 //! InfluxDB 3's plugin tests (`POST /api/v3/plugin_test/wal` and `/schedule`): the
 //! plugin run once by the runner (`python -m influxdb3_runner --test`) on the given
 //! input, in a process of its own on the plugin's environment, its writes returned and
-//! never applied. A test's cache is kept by tsdb under its `cache_name` for 30 minutes,
-//! as InfluxDB keeps it.
+//! never applied, its queries read from the real database. A test's cache is kept by
+//! tsdb under its `cache_name` for 30 minutes, as InfluxDB keeps it.
+//!
+//! tsdb and the runner speak in JSON lines: the request to the runner's stdin; then the
+//! runner's `{"query": ...}` lines, each answered on its stdin (`plugin_test_query`);
+//! and last its `{"answer": ...}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -12,15 +16,19 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bounded_child;
+use crate::config::PluginDatabases;
+use crate::db::Db;
+use crate::line_child::{LineChild, Said};
 use crate::line_protocol::{self, FieldValue, Precision};
 use crate::plugin_dir::PluginDir;
 use crate::plugin_launch::{PythonRunner, is_influxdb_plugin, runner_command};
+use crate::plugin_test_query::{QueryLine, TestQueries};
 use crate::processing_engine::Refused;
 
 /// How long one test may run.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest answer read from the runner (its writes and log lines).
+/// The largest line read from the runner: its answer (writes and log lines), or a query
+/// (refused past `plugin_test_query::MAX_QUERY_LINE`).
 const MAX_ANSWER: usize = 8 << 20;
 /// What is kept of the runner's stderr for an error.
 const MAX_STDERR: usize = 8 << 10;
@@ -67,10 +75,23 @@ pub struct TestAnswer {
     pub cache: Option<String>,
 }
 
-/// The test caches, by `cache_name`.
+/// What the runner says on a line.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FromRunner {
+    Query(QueryLine),
+    Answer(TestAnswer),
+}
+
+/// The test caches, by `cache_name`; and which databases a test may query.
 #[derive(Debug, Default)]
 pub struct PluginTests {
     caches: Mutex<HashMap<String, (Instant, String)>>,
+    reach: PluginDatabases,
+}
+
+fn failed(message: impl Into<String>) -> Refused {
+    Refused(StatusCode::INTERNAL_SERVER_ERROR, message.into())
 }
 
 fn bad(message: impl Into<String>) -> Refused {
@@ -160,6 +181,15 @@ fn trigger_time(schedule: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>,
 }
 
 impl PluginTests {
+    /// With tsdb.toml's `plugin_databases`: `own` keeps a test's queries to its
+    /// `database`.
+    pub fn new(reach: PluginDatabases) -> Self {
+        Self {
+            caches: Mutex::default(),
+            reach,
+        }
+    }
+
     fn cache(&self, name: Option<&str>) -> Option<String> {
         let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         caches.retain(|_, (used, _)| used.elapsed() < CACHE_TTL);
@@ -187,6 +217,7 @@ impl PluginTests {
     /// Runs a WAL test.
     pub async fn wal(
         &self,
+        db: &Db,
         dir: Option<&PluginDir>,
         runner: &PythonRunner,
         test: WalTest,
@@ -203,6 +234,7 @@ impl PluginTests {
             "table_batches": batches,
         });
         self.run(
+            db,
             dir,
             runner,
             &test.filename,
@@ -215,6 +247,7 @@ impl PluginTests {
     /// Runs a schedule test; its slot (RFC 3339) and the answer.
     pub async fn schedule(
         &self,
+        db: &Db,
         dir: Option<&PluginDir>,
         runner: &PythonRunner,
         test: ScheduleTest,
@@ -232,6 +265,7 @@ impl PluginTests {
         });
         let answer = self
             .run(
+                db,
                 dir,
                 runner,
                 &test.filename,
@@ -247,6 +281,7 @@ impl PluginTests {
 
     async fn run(
         &self,
+        db: &Db,
         dir: Option<&PluginDir>,
         runner: &PythonRunner,
         filename: &str,
@@ -280,37 +315,145 @@ impl PluginTests {
         if let Some(cwd) = &plugin.cwd {
             command.current_dir(cwd);
         }
-        let done = bounded_child::run(
+        let database = request["database"].as_str().unwrap_or_default().to_owned();
+        let request = request.to_string();
+        let talk = converse(
             command,
-            request.to_string().as_bytes(),
-            TEST_TIMEOUT,
-            MAX_ANSWER,
-            MAX_STDERR,
-        )
-        .await
-        .map_err(|e| {
-            Refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("plugin test: {e}"),
-            )
-        })?;
-        if done.stdout_cut {
-            return Err(Refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("plugin test: the answer is larger than {MAX_ANSWER} bytes"),
-            ));
-        }
-        let mut answer: TestAnswer = serde_json::from_slice(&done.stdout).map_err(|e| {
-            Refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "plugin test: the runner gave no answer ({}, {e}): {}",
-                    done.status,
-                    done.stderr.trim()
-                ),
-            )
-        })?;
+            request.as_bytes(),
+            TestQueries::new(db, &database, self.reach),
+        );
+        // Past its time the conversation is dropped, and the runner with it (killed).
+        let mut answer = tokio::time::timeout(TEST_TIMEOUT, talk)
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "plugin test: the runner did not finish within {TEST_TIMEOUT:?} and was killed"
+                ))
+            })??;
         self.keep(cache_name, answer.cache.take());
         Ok(answer)
+    }
+}
+
+/// Sends `request` to the runner, answers its queries, and reads its answer.
+async fn converse(
+    command: tokio::process::Command,
+    request: &[u8],
+    mut queries: TestQueries<'_>,
+) -> Result<TestAnswer, Refused> {
+    let mut child =
+        LineChild::start(command, MAX_STDERR).map_err(|e| failed(format!("plugin test: {e}")))?;
+    child.send(request).await;
+    // Each turn reads a line or ends; the queries are capped, and the whole by the
+    // caller's timeout.
+    loop {
+        let line = match child.next_line(MAX_ANSWER).await {
+            Said::Line(line) => line,
+            Said::TooLong => {
+                let stderr = child.abandon().await;
+                return Err(failed(format!(
+                    "plugin test: the answer is larger than {MAX_ANSWER} bytes: {}",
+                    stderr.trim()
+                )));
+            }
+            Said::End => {
+                let (status, stderr) = child
+                    .finish()
+                    .await
+                    .map_err(|e| failed(format!("plugin test: {e}")))?;
+                return Err(failed(format!(
+                    "plugin test: the runner gave no answer ({status}): {}",
+                    stderr.trim()
+                )));
+            }
+        };
+        match serde_json::from_slice::<FromRunner>(&line) {
+            Ok(FromRunner::Query(query)) => {
+                let reply = queries.answer(query, line.len()).await;
+                child.send(&reply).await;
+            }
+            // The runner has nothing more to say: it is killed as `child` drops, should
+            // the plugin have left a thread that keeps it from exiting.
+            Ok(FromRunner::Answer(answer)) => return Ok(answer),
+            Err(e) => {
+                let stderr = child.abandon().await;
+                return Err(failed(format!(
+                    "plugin test: the runner said a line that is neither a query nor an answer ({e}): {:?}: {}",
+                    String::from_utf8_lossy(&line[..line.len().min(200)]),
+                    stderr.trim()
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    /// A runner played by sh: the request, a query and its answer, the final answer;
+    /// and one that says something else, killed with its stderr kept.
+    #[tokio::test]
+    async fn the_conversation_answers_queries_and_ends_at_the_answer_or_a_stray_line() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = Db::open(dir.path(), crate::db::Options::default()).expect("a database");
+        crate::http::store(&db, "metrics", "cpu v=1i 5", Precision::Nanoseconds, false)
+            .await
+            .expect("a write");
+        let queries = || TestQueries::new(&db, "metrics", PluginDatabases::Any);
+        let runner = sh(
+            r#"read request; echo '{"query":{"sql":"SELECT v FROM cpu"}}'; read reply
+            printf '{"answer":{"log_lines":["%s","%s"],"database_writes":{},"errors":[]}}\n' \
+                "$request" "$(printf %s "$reply" | sed 's/"/\\"/g')"
+            exec cat"#,
+        );
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            converse(runner, b"the request", queries()),
+        )
+        .await
+        .expect("in time")
+        .expect("an answer");
+        assert_eq!(
+            answer.log_lines,
+            vec![
+                "the request".to_owned(),
+                r#"{"rows":{"names":["v"],"rows":[[1]]}}"#.to_owned()
+            ]
+        );
+
+        let runner = sh("read request; echo why >&2; echo not a line of the protocol; exec cat");
+        let refused = tokio::time::timeout(
+            Duration::from_secs(20),
+            converse(runner, b"the request", queries()),
+        )
+        .await
+        .expect("in time");
+        let Err(Refused(status, message)) = refused else {
+            panic!("a stray line was taken: {refused:?}");
+        };
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            message.starts_with(
+                "plugin test: the runner said a line that is neither a query nor an answer ("
+            ) && message.ends_with(": \"not a line of the protocol\": why"),
+            "{message}"
+        );
+
+        let runner = sh("read request; echo gone >&2; exit 4");
+        let gone = converse(runner, b"the request", queries()).await;
+        let Err(Refused(_, message)) = gone else {
+            panic!("no answer was taken: {gone:?}");
+        };
+        assert_eq!(
+            message,
+            "plugin test: the runner gave no answer (exit status: 4): gone"
+        );
     }
 }

@@ -42,7 +42,31 @@ def _database(name) -> str:
     return name
 
 
-def _value(name: str, value: Any) -> "pb.Value":
+_I64 = range(-(2**63), 2**63)
+
+
+def named_args(args: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """`query`'s `args` checked: `$name` (or `name`) to a str, int, float, bool or None,
+    the names without their `$`. Raises TypeError (or ValueError for an int past 64
+    bits) naming the argument."""
+    named: Dict[str, Any] = {}
+    if args is None:
+        return named
+    if not isinstance(args, Mapping):
+        raise TypeError(f"query args: {type(args).__name__} is not a dict of $name to value")
+    for name, value in args.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"query args: {name!r} is not a parameter name")
+        name = name[1:] if name.startswith("$") else name
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise TypeError(f"query args: ${name} is a {type(value).__name__}; give a str, int, float or bool")
+        if isinstance(value, int) and not isinstance(value, bool) and value not in _I64:
+            raise ValueError(f"query args: ${name} = {value} does not fit in a 64-bit integer")
+        named[name] = value
+    return named
+
+
+def _value(value: Any) -> "pb.Value":
     if value is None:
         return pb.Value()
     if isinstance(value, bool):
@@ -51,9 +75,7 @@ def _value(name: str, value: Any) -> "pb.Value":
         return pb.Value(integer=value)
     if isinstance(value, float):
         return pb.Value(float=value)
-    if isinstance(value, str):
-        return pb.Value(text=value)
-    raise TypeError(f"query args: ${name} is a {type(value).__name__}; give a str, int, float or bool")
+    return pb.Value(text=value)
 
 
 def _python(value: "pb.Value") -> Any:
@@ -140,16 +162,11 @@ class InfluxDB3Local:
         if not isinstance(query, str):
             raise TypeError(f"query: the SQL is a {type(query).__name__}, not a str")
         database = self._database if database is None else _database(database)
-        named = {}
-        if args is not None:
-            if not isinstance(args, Mapping):
-                raise TypeError(f"query args: {type(args).__name__} is not a dict of $name to value")
-            for name, value in args.items():
-                if not isinstance(name, str) or not name:
-                    raise TypeError(f"query args: {name!r} is not a parameter name")
-                name = name[1:] if name.startswith("$") else name
-                named[name] = _value(name, value)
-        request = pb.QueryRequest(database=database, sql=query, named_params=named)
+        return self._query(database, query, named_args(args))
+
+    def _query(self, database: str, sql: str, named: Dict[str, Any]) -> List[Dict[str, Any]]:
+        named_params = {name: _value(value) for name, value in named.items()}
+        request = pb.QueryRequest(database=database, sql=sql, named_params=named_params)
         try:
             return [
                 {name: _python(v) for name, v in zip(row.names, row.values)}

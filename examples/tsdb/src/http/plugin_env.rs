@@ -108,7 +108,12 @@ pub async fn test_wal(State(api): State<Api>, headers: HeaderMap, body: Body) ->
     let processing = &api.processing;
     match api
         .plugin_tests
-        .wal(processing.plugin_dir(), processing.runner(), request)
+        .wal(
+            &api.db,
+            processing.plugin_dir(),
+            processing.runner(),
+            request,
+        )
         .await
     {
         Ok(answer) => json(StatusCode::OK, &json!(answer)),
@@ -125,7 +130,12 @@ pub async fn test_schedule(State(api): State<Api>, headers: HeaderMap, body: Bod
     let processing = &api.processing;
     match api
         .plugin_tests
-        .schedule(processing.plugin_dir(), processing.runner(), request)
+        .schedule(
+            &api.db,
+            processing.plugin_dir(),
+            processing.runner(),
+            request,
+        )
         .await
     {
         Ok((at, answer)) => {

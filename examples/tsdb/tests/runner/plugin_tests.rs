@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 
 use crate::common::{http, rows};
-use crate::start_with_fixtures;
+use crate::{start_with_fixtures, start_with_fixtures_and};
 
 fn test(addr: SocketAddr, kind: &str, body: Value) -> (u16, Value) {
     let (code, answer) = http(
@@ -259,4 +259,151 @@ fn a_plugin_that_does_not_load_is_an_error_of_the_test_and_bad_requests_name_the
             "{says}: {answer}"
         );
     }
+}
+
+/// What `queries.py` reads: host a's rows fall in two minutes, the second without a
+/// `note` (a NULL); `big` holds the largest u64.
+const QUERIED: &str = "cpu,host=a usage=1.5,big=18446744073709551615u,ok=true,note=\"warm\" 1700000000000000000\n\
+cpu,host=a usage=2.5,big=5u,ok=false 1700000010000000000\n\
+cpu,host=a usage=4.0,big=7u,ok=true 1700000050000000000\n\
+cpu,host=b usage=9.0,big=1u,ok=true,note=\"other\" 1700000000000000000";
+
+fn write(addr: SocketAddr, db: &str, lines: &str) {
+    let (code, body) = http(addr, "POST", &format!("/api/v3/write_lp?db={db}"), lines);
+    assert_eq!(code, 204, "{body}");
+}
+
+#[test]
+fn a_plugin_test_queries_the_real_database_as_a_trigger_does() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = start_with_fixtures(dir.path()) else {
+        return;
+    };
+    write(db.addr, "metrics", QUERIED);
+    // The test's own input is not written, so the query does not see it.
+    let body = json!({
+        "filename": "queries.py", "database": "metrics",
+        "input_lp": "cpu,host=a usage=100.0,big=1u,ok=true 1700000020000000000",
+    });
+    let (code, answer) = test(db.addr, "wal", body.clone());
+    eprintln!("{answer}");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({
+            "log_lines": [
+                "INFO: reading cpu",
+                "INFO: minute=1699999980000000000:int host='a':str n=2:int total=4.0:float big=18446744073709551615:int all_ok=False:bool note='warm':str",
+                "INFO: minute=1700000040000000000:int host='a':str n=1:int total=4.0:float big=7:int all_ok=True:bool note=None:NoneType",
+            ],
+            "database_writes": { "metrics": [
+                "asked table=\"cpu\"",
+                "summary,host=a n=2i,total=4.0,big=18446744073709551615u,all_ok=f,note=\"warm\" 1699999980000000000",
+                "summary,host=a n=1i,total=4.0,big=7u,all_ok=t,note=\"(none)\" 1700000040000000000",
+            ] },
+            "errors": [],
+        })
+    );
+    assert_eq!(
+        rows(db.addr, "metrics", "SELECT count(*) AS n FROM cpu")[0]["n"],
+        4
+    );
+    assert_eq!(tables(db.addr, "metrics"), vec!["cpu".to_owned()]);
+
+    // A failing query is the plugin's QueryError with tsdb's message; what the plugin
+    // logged and wrote at once before it is kept.
+    let mut failing = body;
+    failing["input_arguments"] = json!({ "table": "nope" });
+    let (code, answer) = test(db.addr, "wal", failing);
+    eprintln!("{answer}");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["log_lines"], json!(["INFO: reading nope"]));
+    assert_eq!(
+        answer["database_writes"],
+        json!({ "metrics": ["asked table=\"nope\""] })
+    );
+    let errors = answer["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{answer}");
+    // The message is the one tsdb gives an HTTP client for the same table.
+    let (code, refused) = http(
+        db.addr,
+        "GET",
+        "/api/v3/query_sql?db=metrics&q=SELECT%20*%20FROM%20nope",
+        "",
+    );
+    assert_eq!(code, 400, "{refused}");
+    let says = serde_json::from_str::<Value>(&refused).expect("a JSON error")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        says,
+        "Error during planning: table 'public.iox.nope' not found"
+    );
+    assert!(
+        errors[0].as_str().is_some_and(|e| e.starts_with(&format!(
+            "process_writes raised QueryError: {says} (queries.py:"
+        ))),
+        "{answer}"
+    );
+}
+
+#[test]
+fn a_schedule_test_queries_any_database_unless_plugin_databases_is_own() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = start_with_fixtures(dir.path()) else {
+        return;
+    };
+    write(db.addr, "metrics", QUERIED);
+    // A test in `elsewhere` reads `metrics`, as a plugin may in InfluxDB 3.
+    let (code, answer) = test(
+        db.addr,
+        "schedule",
+        json!({ "filename": "queries.py", "database": "elsewhere", "schedule": "every:10s",
+                "input_arguments": { "host": "b", "database": "metrics" } }),
+    );
+    eprintln!("{answer}");
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["log_lines"],
+        json!([
+            "INFO: reading cpu",
+            "INFO: minute=1699999980000000000:int host='b':str n=1:int total=9.0:float big=1:int all_ok=True:bool note='other':str",
+        ])
+    );
+    assert_eq!(
+        answer["database_writes"],
+        json!({ "elsewhere": [
+            "asked table=\"cpu\"",
+            "summary,host=b n=1i,total=9.0,big=1u,all_ok=t,note=\"other\" 1699999980000000000",
+        ] })
+    );
+    assert_eq!(answer["errors"], json!([]));
+    drop(db);
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let Some(db) = start_with_fixtures_and(dir.path(), "plugin_databases = \"own\"\n") else {
+        return;
+    };
+    write(db.addr, "metrics", QUERIED);
+    write(db.addr, "elsewhere", QUERIED);
+    let ask = |args: Value| {
+        test(
+            db.addr,
+            "schedule",
+            json!({ "filename": "queries.py", "database": "metrics", "input_arguments": args }),
+        )
+    };
+    let (code, answer) = ask(json!({ "host": "b" }));
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["errors"], json!([]), "{answer}");
+    assert_eq!(answer["log_lines"].as_array().map(Vec::len), Some(2));
+    let (code, answer) = ask(json!({ "host": "b", "database": "elsewhere" }));
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        answer["errors"][0].as_str().is_some_and(|e| e.starts_with(
+            "process_scheduled_call raised QueryError: a plugin test in database \"metrics\" may not use database \"elsewhere\" (tsdb.toml has plugin_databases = \"own\") (queries.py:"
+        )),
+        "{answer}"
+    );
 }
