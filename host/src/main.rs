@@ -49,8 +49,8 @@ enum Cmd {
     /// anything fails.
     Check {
         /// A call to make before the snapshot check, to give the plugin some state;
-        /// METHOD=PAYLOAD, repeatable.
-        #[arg(long = "call", value_name = "METHOD=PAYLOAD")]
+        /// METHOD=PAYLOAD, or METHOD alone for an empty payload; repeatable.
+        #[arg(long = "call", value_name = "METHOD[=PAYLOAD]")]
         calls: Vec<String>,
         /// How long start-up and each call may take.
         #[arg(long, default_value_t = 5000)]
@@ -92,15 +92,13 @@ fn main() -> ExitCode {
 fn check(calls: Vec<String>, timeout_ms: u64, grace_ms: u64, command: Vec<String>) -> ExitCode {
     let mut parsed = Vec::new();
     for c in &calls {
-        match c.split_once('=') {
-            Some((method, payload)) => {
-                parsed.push((method.to_owned(), payload.as_bytes().to_vec()))
-            }
-            None => {
-                eprintln!("error: --call {c:?}: expected METHOD=PAYLOAD");
-                return ExitCode::from(2);
-            }
+        // A method alone is a call with an empty payload.
+        let (method, payload) = c.split_once('=').unwrap_or((c.as_str(), ""));
+        if method.is_empty() {
+            eprintln!("error: --call {c:?}: expected METHOD or METHOD=PAYLOAD");
+            return ExitCode::from(2);
         }
+        parsed.push((method.to_owned(), payload.as_bytes().to_vec()));
     }
     let Some((program, args)) = command.split_first() else {
         eprintln!("error: give the plugin's command after `--`");

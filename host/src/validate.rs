@@ -35,6 +35,13 @@ pub(crate) fn validate(config_path: &Path) -> ExitCode {
             } else {
                 println!("config OK: {count}: {}", names.join(", "));
             }
+            for (name, file) in config.waiting_for() {
+                println!(
+                    "note: plugin {name}: {} does not exist yet; `baton run` waits for it and \
+                     starts the plugin when it appears (dev mode, reload = \"watch\")",
+                    file.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         _ => {

@@ -54,6 +54,17 @@ impl Config {
         problems
     }
 
+    /// The plugins whose program is not there yet, which the host will wait for (dev
+    /// mode, `reload = "watch"`), each with the file it waits for.
+    pub fn waiting_for(&self) -> Vec<(&str, PathBuf)> {
+        self.plugins
+            .iter()
+            .filter(|(_, p)| is_path(&p.command))
+            .filter(|(_, p)| matches!(self.check_path(p), Ok(None)))
+            .map(|(name, p)| (name.as_str(), p.command.components().collect()))
+            .collect()
+    }
+
     /// The binary a path command names, or `None` when it is not there yet and the host
     /// will wait for it; why not, when it cannot run.
     fn check_path(&self, plugin: &PluginConfig) -> Result<Option<PathBuf>, String> {

@@ -180,7 +180,9 @@ fn from_toml<'de, T: Deserialize<'de>>(
             if field.last().map(String::as_str) != Some(key) {
                 field.push(key.to_owned());
             }
-            let message = suggest::did_you_mean(&message).unwrap_or(message);
+            let message = across_levels(&field, &message)
+                .or_else(|| suggest::did_you_mean(&message))
+                .unwrap_or(message);
             return Problem {
                 field,
                 span,
@@ -206,6 +208,36 @@ fn from_toml<'de, T: Deserialize<'de>>(
             message,
         }
     })
+}
+
+/// A suggestion for an unknown key at the top of the file or in a plugin's table that
+/// looks like a key of the other one (`chekpoint_interval_ms` at the top).
+fn across_levels(field: &[String], message: &str) -> Option<String> {
+    match field {
+        [_] => {
+            let keys = suggest::keys_of::<PluginConfig>();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            suggest::did_you_mean_across(
+                message,
+                &keys,
+                "a per-plugin key: it belongs in a `[plugins.NAME]` table",
+            )
+        }
+        [plugins, _, _] if plugins == "plugins" => {
+            let keys = suggest::keys_of::<Config>();
+            let keys: Vec<&str> = keys
+                .iter()
+                .map(String::as_str)
+                .filter(|k| *k != "plugins")
+                .collect();
+            suggest::did_you_mean_across(
+                message,
+                &keys,
+                "a top-level key: it belongs above the first `[plugins.*]` table",
+            )
+        }
+        _ => None,
+    }
 }
 
 /// The name in backticks right after `prefix` at the start of `message`.

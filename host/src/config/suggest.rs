@@ -21,13 +21,49 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The candidate nearest to `word`, if it is near enough to be what was meant: at most
 /// a third of the word's letters changed (two for a short word).
 pub(super) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    nearest(word, candidates).map(|(_, c)| c)
+}
+
+/// [`closest`] with its distance.
+fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<(usize, &'a str)> {
     let limit = (word.chars().count() / 3).max(2);
     candidates
         .iter()
         .map(|c| (edit_distance(&word.to_ascii_lowercase(), c), *c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+}
+
+/// The keys `T` takes, as serde names them when it refuses an unknown one: what a key
+/// misspelt at another level of the file is compared with.
+pub(super) fn keys_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let Err(refused) = toml::from_str::<T>("__no_such_key__ = 0") else {
+        return Vec::new();
+    };
+    refused
+        .message()
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// As [`did_you_mean`], and when the unknown key is nearer a key of another level of
+/// the file (`other`) than any of its own, that one, saying where it belongs
+/// (`belongs`: "a per-plugin key: ...").
+pub(super) fn did_you_mean_across(message: &str, other: &[&str], belongs: &str) -> Option<String> {
+    let unknown = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let known: Vec<&str> = message.split('`').skip(3).step_by(2).collect();
+    let here = nearest(unknown, &known);
+    match (here, nearest(unknown, other)) {
+        (Some((d, _)), Some((o, _))) if d <= o => did_you_mean(message),
+        (_, Some((_, near))) => Some(format!(
+            "unknown key `{unknown}`; did you mean `{near}`? `{near}` is {belongs}"
+        )),
+        _ => did_you_mean(message),
+    }
 }
 
 /// serde's refusal of an unknown key or value (``unknown field `comand`, expected one of
@@ -85,5 +121,27 @@ mod tests {
             None
         );
         assert_eq!(did_you_mean("invalid type: string, expected u64"), None);
+    }
+
+    #[test]
+    fn a_key_nearer_one_of_another_level_says_where_it_belongs() {
+        let top = "unknown field `chekpoint_interval_ms`, expected one of `socket`, `poll_interval_ms`, `plugins`";
+        let plugin_keys = ["command", "checkpoint_interval_ms", "call_timeout_ms"];
+        assert_eq!(
+            did_you_mean_across(top, &plugin_keys, "a per-plugin key").as_deref(),
+            Some(
+                "unknown key `chekpoint_interval_ms`; did you mean `checkpoint_interval_ms`? `checkpoint_interval_ms` is a per-plugin key"
+            )
+        );
+        // Nearer its own level: that one.
+        let top = "unknown field `pol_interval_ms`, expected one of `socket`, `poll_interval_ms`";
+        assert_eq!(
+            did_you_mean_across(top, &plugin_keys, "a per-plugin key").as_deref(),
+            Some("unknown key `pol_interval_ms`; did you mean `poll_interval_ms`?")
+        );
+        assert!(
+            keys_of::<crate::config::PluginConfig>().contains(&"checkpoint_interval_ms".to_owned())
+        );
+        assert!(keys_of::<crate::config::Config>().contains(&"poll_interval_ms".to_owned()));
     }
 }

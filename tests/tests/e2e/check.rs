@@ -247,3 +247,19 @@ fn a_restore_that_checks_nothing_fails_naming_each_bad_stream() {
         "{report}"
     );
 }
+
+#[test]
+fn a_call_without_a_payload_is_made_with_an_empty_one() {
+    let counter = bin("counter");
+    let (code, report) = baton_check(&["--call", "incr"], &[counter.to_str().expect("path")], &[]);
+    // Made, not refused as a usage error: the counter's own refusal of an empty name.
+    assert_eq!(code, Some(1), "{report}");
+    let made =
+        "incr(\"\") failed (InvalidArgument): the payload must be a counter name, got nothing";
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL  calls ") && l.contains(made)),
+        "{report}"
+    );
+}

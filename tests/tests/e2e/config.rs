@@ -385,3 +385,40 @@ fn a_config_file_past_16_mib_is_refused_without_reading_it_all() {
     let (code, out, err) = baton(&["validate"], &config, &[]);
     assert_eq!(code, Some(0), "{out}{err}");
 }
+
+#[test]
+fn validate_names_the_program_it_waits_for_and_where_a_misplaced_key_belongs() {
+    // Dev mode, reload by watch: a binary not built yet is waited for, and said.
+    let (dir, config) = config_dir("");
+    let missing = dir.path().join("target/my-plugin");
+    std::fs::write(&config, plugin_table("mine", &missing)).expect("write config");
+    let (code, out, err) = baton(&["validate"], &config, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "config OK: 1 plugin: mine\nnote: plugin mine: {} does not exist yet; `baton run` waits for it and starts the plugin when it appears (dev mode, reload = \"watch\")\n",
+            missing.display()
+        )
+    );
+
+    // A per-plugin key written at the top, and a top-level key inside a plugin.
+    std::fs::write(
+        &config,
+        format!(
+            "chekpoint_interval_ms = 1000\n{}pol_interval_ms = 5\n",
+            plugin_table("counter", &bin("counter"))
+        ),
+    )
+    .expect("write config");
+    let (code, err) = refused(&config);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("field `chekpoint_interval_ms`: unknown key `chekpoint_interval_ms`; did you mean `checkpoint_interval_ms`? `checkpoint_interval_ms` is a per-plugin key: it belongs in a `[plugins.NAME]` table"),
+        "{err}"
+    );
+    assert!(
+        err.contains("field `plugins.counter.pol_interval_ms`: unknown key `pol_interval_ms`; did you mean `poll_interval_ms`? `poll_interval_ms` is a top-level key: it belongs above the first `[plugins.*]` table"),
+        "{err}"
+    );
+}
