@@ -102,12 +102,30 @@ pub(crate) fn pid(pid: u32) -> String {
     }
 }
 
-/// At most `n` characters of `text`, on one line.
+/// At most `n` characters of `text`, on one line; a longer text is cut at a word's end
+/// where one is near, and ends with "…" so that a cut is never read as the whole.
 pub(crate) fn clip(text: &str, n: usize) -> String {
-    text.chars()
+    let one_line: Vec<char> = text
+        .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(n)
-        .collect()
+        .collect();
+    if one_line.len() <= n {
+        return one_line.into_iter().collect();
+    }
+    if n == 0 {
+        return String::new();
+    }
+    let room = n - 1;
+    // A space in the last third of the room: cut there rather than inside a word.
+    let end = one_line[..=room.min(one_line.len() - 1)]
+        .iter()
+        .rposition(|c| *c == ' ')
+        .filter(|&at| at * 3 >= room * 2)
+        .unwrap_or(room);
+    let mut clipped: String = one_line[..end].iter().collect();
+    clipped.truncate(clipped.trim_end().len());
+    clipped.push('…');
+    clipped
 }
 
 pub(crate) fn status_json(p: &PluginStatus) -> Value {
@@ -236,6 +254,25 @@ pub(crate) fn log_json(l: &LogLine) -> Value {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_clipped_text_ends_at_a_word_with_an_ellipsis() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("exactly ten", 11), "exactly ten");
+        assert_eq!(
+            clip("reload rolled back: build failed", 20),
+            "reload rolled back:…"
+        );
+        // No space near the end: cut inside the word, and say so.
+        assert_eq!(clip("abcdefghijklmnop", 8), "abcdefg…");
+        assert_eq!(clip("line\nbreak and more", 12), "line break…");
+        assert_eq!(clip("abc", 0), "");
+        for n in 1..40 {
+            let c = clip("the new build never answered its health check in time", n);
+            assert!(c.chars().count() <= n, "{n}: {c}");
+        }
+    }
+
     use super::*;
 
     #[test]

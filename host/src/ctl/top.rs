@@ -285,21 +285,31 @@ fn draw(screen: &mut Screen, title: &str, shown: &[Line], note: &str) -> Result<
     };
     let header = Row::new(cells(COLUMNS.map(str::to_owned).to_vec()))
         .style(Style::new().add_modifier(Modifier::BOLD));
-    let rows = shown.iter().map(|line| {
-        let colour = match format::state_name(line.state) {
-            "serving" => Color::Green,
-            "crashed" | "failed" => Color::Red,
-            "stopped" | "stopping" => Color::DarkGray,
-            _ => Color::Yellow,
-        };
-        Row::new(cells(line.cells.to_vec())).style(Style::new().fg(colour))
-    });
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(Block::bordered().title(title.to_owned()));
     screen
         .0
         .draw(|frame| {
+            // The last column gets what the others leave (two borders, a space between
+            // columns); its text is clipped to that, so a cut shows as one.
+            let fixed: usize = WIDTHS.iter().sum::<usize>() + WIDTHS.len() + 2;
+            let room = usize::from(frame.area().width)
+                .saturating_sub(fixed)
+                .max(10);
+            let rows = shown.iter().map(|line| {
+                let colour = match format::state_name(line.state) {
+                    "serving" => Color::Green,
+                    "crashed" | "failed" => Color::Red,
+                    "stopped" | "stopping" => Color::DarkGray,
+                    _ => Color::Yellow,
+                };
+                let mut texts = line.cells.to_vec();
+                if let Some(last) = texts.last_mut() {
+                    *last = format::clip(last, room);
+                }
+                Row::new(cells(texts)).style(Style::new().fg(colour))
+            });
+            let table = Table::new(rows, widths)
+                .header(header)
+                .block(Block::bordered().title(title.to_owned()));
             let [body, footer] =
                 Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
             frame.render_widget(table, body);

@@ -255,8 +255,7 @@ impl Supervisor {
     }
 
     /// Waits out a restart delay (`None`: until revived). A reload request or a changed
-    /// binary cuts the wait short, and so do new settings that need a new process for
-    /// a failed plugin.
+    /// binary cuts the wait short, and so do new settings that need a new process.
     async fn wait_to_restart(&mut self, delay: Option<Duration>) -> Next {
         for r in std::mem::take(&mut self.deferred) {
             self.reconfigure_idle(Box::new(r));
@@ -291,10 +290,13 @@ impl Supervisor {
                     }
                     Some(Command::Suspend { by, reply, .. }) => return Next::Suspend { by, reply },
                     Some(Command::Reconfigure(r)) => {
-                        let revives = delay.is_none() && !r.change.process.is_empty();
+                        // Settings that need a new process may be the fix: they are tried
+                        // at once, as a start of their own rather than one more retry of
+                        // the failure (whose error would then be kept).
+                        let starts = !r.change.process.is_empty();
                         self.reconfigure_idle(r);
-                        if revives {
-                            tracing::info!("new settings; starting the failed plugin with them");
+                        if starts {
+                            tracing::info!("new settings; starting the plugin with them now");
                             return Next::Start;
                         }
                     }

@@ -77,6 +77,10 @@ impl Supervisor {
         } = *r;
         let (old_config, old_api) = self.swap_settings(config, api, changes);
         if change.process.is_empty() {
+            // The operator changed what this plugin runs with, and it took: an earlier
+            // failure (say, past a limit just raised) no longer describes it, as after a
+            // handover.
+            self.update(|s| s.clear_error());
             let _ = reply.send(Ok(Reconfigured::InPlace));
             return None;
         }

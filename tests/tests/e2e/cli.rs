@@ -463,3 +463,84 @@ async fn baton_log_debug_is_batons_own_debug_not_http2_frames() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_config_reload_that_fixes_a_plugin_clears_its_last_error() {
+    // One that cannot start, waiting out a long backoff; one that crashed and restarted.
+    let broken = "[plugins.broken]\ncommand = \"/bin/false\"\n[plugins.broken.restart]\ninitial_backoff_ms = 60000\nmax_backoff_ms = 60000\n";
+    let host = TestHost::start(&format!("{broken}{}", plugin("faulty", "faulty", &[], ""))).await;
+    let before = host.serving("faulty", Duration::from_secs(10)).await;
+    kill(Pid::from_raw(before.pid as i32), Signal::SIGKILL).expect("kill");
+    let restarted = wait_until(
+        "faulty restarted with its error",
+        Duration::from_secs(10),
+        || async {
+            let s = host.status("faulty").await;
+            (s.pid != before.pid && s.pid != 0 && !s.last_error.is_empty()).then_some(s.pid)
+        },
+    )
+    .await;
+    wait_until("broken failed", Duration::from_secs(10), || async {
+        (!host.status("broken").await.last_error.is_empty()).then_some(())
+    })
+    .await;
+
+    // The fix: broken gets a program that runs (tried now, not after its minute of
+    // backoff), faulty a new call timeout (in place).
+    let path = host.dir.path().join("baton.toml");
+    let text = format!(
+        "socket = \"{}\"\n\n{}{}",
+        host.socket.display(),
+        plugin(
+            "broken",
+            "echo",
+            &[],
+            "[plugins.broken.restart]\ninitial_backoff_ms = 60000\nmax_backoff_ms = 60000\n"
+        ),
+        plugin("faulty", "faulty", &[], "call_timeout_ms = 20000\n")
+    );
+    baton_tests::replace_by_rename(&path, text.as_bytes());
+    ok(
+        ctl_at(&host.socket, &["reload-config"], &[]),
+        "reload-config",
+    );
+    wait_until(
+        "both serve with no error",
+        Duration::from_secs(20),
+        || async {
+            let (b, f) = (host.status("broken").await, host.status("faulty").await);
+            (b.state == baton_proto::host::PluginState::Serving as i32
+                && b.last_error.is_empty()
+                && f.last_error.is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    // The call timeout took in place: the same process, its old error gone.
+    assert_eq!(host.status("faulty").await.pid, restarted);
+    let list = ok(ctl_at(&host.socket, &["list"], &[]), "list");
+    assert!(!list.contains("ago:"), "{list}");
+
+    // The table cuts a long last event at a word, and says it did.
+    let json = ok(
+        ctl_at(&host.socket, &["status", "faulty", "--json"], &[]),
+        "status",
+    );
+    let row: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let event = row[0]["last_event"].as_str().expect("an event").to_owned();
+    assert!(event.chars().count() > 60, "{event}");
+    let table = ok(ctl_at(&host.socket, &["status", "faulty"], &[]), "status");
+    let shown = table
+        .lines()
+        .find(|l| l.starts_with("faulty"))
+        .and_then(|l| l.split("  ").last())
+        .expect("faulty's row")
+        .trim();
+    let kept = shown
+        .strip_suffix('…')
+        .unwrap_or_else(|| panic!("no ellipsis: {table}"));
+    assert!(
+        event.starts_with(kept) && event[kept.len()..].starts_with(' '),
+        "cut inside a word: {shown:?} of {event:?}"
+    );
+}
