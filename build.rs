@@ -12,6 +12,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
+    // Kept encoded for the daemon's gRPC reflection, so grpcurl needs no .proto files.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("baton_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash plugin-sdk/python/setup-python.sh
+# grpcurl, for the test of the README's grpcurl lines against the control API; from the
+# Go module proxy, once, into target/tools (that test says it skipped where Go is absent).
+if [[ ! -x target/tools/grpcurl ]]; then
+    if command -v go >/dev/null; then
+        GOBIN="$PWD/target/tools" go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 ||
+            echo "test.sh: could not install grpcurl; its test will say it skipped" >&2
+    else
+        echo "test.sh: no go, so no grpcurl; the README's grpcurl lines are not run" >&2
+    fi
+fi
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
 .venv/bin/python -m unittest discover -s plugin-sdk/python/tests

@@ -123,6 +123,25 @@ impl ControlService {
             .max_encoding_message_size(limit)
     }
 
+    /// gRPC reflection of the control API alone (`baton.host.v1.Supervisor`), in
+    /// `grpc.reflection.v1` and the older `v1alpha` that some clients still ask first,
+    /// so that grpcurl and other generic clients need no .proto files. Served on the
+    /// control socket, behind the same peer-credential gate as the API itself; a
+    /// reflection call naming a plugin (`x-baton-plugin`) is that plugin's.
+    pub fn with_reflection(
+        routes: baton_transport::Router,
+    ) -> Result<baton_transport::Router, String> {
+        let builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+                .with_service_name("baton.host.v1.Supervisor")
+                .include_reflection_service(false)
+        };
+        let v1 = builder().build_v1().map_err(|e| e.to_string())?;
+        let v1alpha = builder().build_v1alpha().map_err(|e| e.to_string())?;
+        Ok(routes.add_service(v1).add_service(v1alpha))
+    }
+
     fn plugin(&self, name: &str) -> Result<PluginHandle, Status> {
         find_plugin(&self.plugins, name)
     }

@@ -26,6 +26,11 @@ pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";
 
 /// The control API's own service: never forwarded.
 const SUPERVISOR_PREFIX: &str = "/baton.host.v1.Supervisor/";
+/// gRPC reflection, both versions: the daemon's own unless a plugin is named.
+const REFLECTION_PREFIXES: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// Wraps the control socket's router: see the module's documentation.
 #[derive(Clone)]
@@ -80,6 +85,12 @@ where
         let path = request.uri().path();
         if path.starts_with(SUPERVISOR_PREFIX) {
             // The control API's own calls, whatever metadata they carry.
+            return Box::pin(self.inner.call(request));
+        }
+        if REFLECTION_PREFIXES.iter().any(|p| path.starts_with(p))
+            && !request.headers().contains_key(PLUGIN_METADATA_KEY)
+        {
+            // Reflection naming no plugin describes the control API itself.
             return Box::pin(self.inner.call(request));
         }
         let name = match request

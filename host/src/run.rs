@@ -161,9 +161,17 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         let streams_end = control.streams_end();
         let invoke = control.invoke_route();
         // Calls for a plugin's own services go to it before the router sees them.
+        let routes = baton_transport::Router::new().add_service(control.into_server());
+        let routes = match ControlService::with_reflection(routes.clone()) {
+            Ok(with) => with,
+            Err(e) => {
+                tracing::error!("the control API serves no gRPC reflection: {e}");
+                routes
+            }
+        };
         let service = tower::Layer::layer(
             &baton_host::forward::ForwardLayer::new(host.plugin_set()),
-            baton_transport::Router::new().add_service(control.into_server()),
+            routes,
         );
         let server = tokio::spawn(baton_transport::serve(
             baton_transport::ServerConfig::new("control socket")

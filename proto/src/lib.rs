@@ -16,6 +16,10 @@ pub mod host {
     tonic::include_proto!("baton.host.v1");
 }
 
+/// The encoded `FileDescriptorSet` of every baton proto (for gRPC reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/baton_descriptor.bin"));
+
 pub mod state;
 #[cfg(test)]
 mod state_vectors;

@@ -12,6 +12,7 @@ mod config;
 mod config_first_build;
 mod config_mismatch;
 mod config_reload_guards;
+mod control_reflection;
 mod control_socket;
 mod crashes;
 mod descendants;
