@@ -3,6 +3,8 @@ plugin until the host stops it. A plugin that does not load exits 1 before the
 handshake, its error (file and line) on stderr, which baton shows as the start's error."""
 
 import contextlib
+import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -76,6 +78,14 @@ def main(argv) -> int:
         traceback.print_exc()
         print(f"error: plugin {path.name} failed to load: {_where(e)}{install_hint(e)}", file=sys.stderr)
         return 1
+    # InfluxDB 3 keeps a plugin's Python `logging` out of its logs; here the process's
+    # stderr is the trigger's log, so a library's INFO chatter (httpx logs each request)
+    # would fill it. Warnings and errors stay; BATON_LOG=info brings the rest back.
+    logging.basicConfig(
+        stream=sys.stderr,
+        format="%(levelname)s %(message)s",
+        level=logging.INFO if os.environ.get("BATON_LOG", "").lower() in ("info", "debug") else logging.WARNING,
+    )
     service = TriggerService(module, path, baton_plugin.host_client)
     baton_plugin.serve(Runner(path.name, service), services=[(rpc.add_TriggerServicer_to_server, service)])
     return 0
