@@ -307,6 +307,7 @@ impl PluginTests {
         })?;
         let plugin = runner_command(dir, runner, &path, &["--test".to_owned()])
             .map_err(|e| bad(e.replace("plugin_filename", "filename")))?;
+        request["protocol"] = json!(TEST_PROTOCOL);
         request["plugin"] = json!(path.to_string_lossy());
         request["trigger"] = json!(format!("plugin_test:{filename}"));
         request["cache"] = json!(self.cache(cache_name));
@@ -333,6 +334,15 @@ impl PluginTests {
         self.keep(cache_name, answer.cache.take());
         Ok(answer)
     }
+}
+
+/// The version of the conversation with the runner (`"protocol"` in the request): 1
+/// was one request and one bare answer, 2 adds the queries and wraps the answer.
+pub const TEST_PROTOCOL: u32 = 2;
+
+/// Whether `line` is a whole answer of protocol 1 (`{"log_lines": ...}`).
+fn is_bare_answer(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line).is_ok_and(|v| v.get("log_lines").is_some())
 }
 
 /// Sends `request` to the runner, answers its queries, and reads its answer.
@@ -375,6 +385,15 @@ async fn converse(
             // The runner has nothing more to say: it is killed as `child` drops, should
             // the plugin have left a thread that keeps it from exiting.
             Ok(FromRunner::Answer(answer)) => return Ok(answer),
+            // A runner of before the conversation answers at once, its answer bare.
+            Err(_) if is_bare_answer(&line) => {
+                let _ = child.abandon().await;
+                return Err(failed(format!(
+                    "plugin test: the runner answered in an older protocol (1); this tsdb \
+                     speaks {TEST_PROTOCOL}: run the runner of this tsdb's version \
+                     (python_path in tsdb.toml, or pip install examples/tsdb/influxdb3_runner)"
+                )));
+            }
             Err(e) => {
                 let stderr = child.abandon().await;
                 return Err(failed(format!(
@@ -443,6 +462,20 @@ mod tests {
             message.starts_with(
                 "plugin test: the runner said a line that is neither a query nor an answer ("
             ) && message.ends_with(": \"not a line of the protocol\": why"),
+            "{message}"
+        );
+
+        // A runner of protocol 1 answers at once, bare.
+        let runner = sh(
+            r#"read request; echo '{"log_lines":[],"database_writes":{},"errors":[]}'; exec cat"#,
+        );
+        let Err(Refused(_, message)) = converse(runner, b"the request", queries()).await else {
+            panic!("an old runner's answer was taken");
+        };
+        assert!(
+            message.starts_with(
+                "plugin test: the runner answered in an older protocol (1); this tsdb speaks 2"
+            ),
             "{message}"
         );
 

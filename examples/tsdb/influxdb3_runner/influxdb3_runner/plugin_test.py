@@ -104,6 +104,10 @@ def _private_stdio() -> Channel:
     return Channel(to_tsdb, from_tsdb)
 
 
+#: The version of the conversation with tsdb (src/plugin_test.rs's TEST_PROTOCOL).
+PROTOCOL = 2
+
+
 def main() -> int:
     channel = _private_stdio()
     try:
@@ -111,6 +115,15 @@ def main() -> int:
     except ValueError as e:
         print(f"error: the test request is not JSON: {e}", file=sys.stderr)
         return 2
+    asked = request.get("protocol", 1) if isinstance(request, dict) else None
+    if asked != PROTOCOL:
+        # tsdb and this runner are of different versions: say which, not a parse error.
+        channel.say({"answer": {"log_lines": [], "database_writes": {}, "errors": [
+            f"this runner speaks plugin-test protocol {PROTOCOL}, tsdb asked for {asked}: "
+            "run the runner of tsdb's version (python_path in tsdb.toml, or pip install "
+            "examples/tsdb/influxdb3_runner)"
+        ]}})
+        return 0
     with contextlib.redirect_stdout(sys.stderr):
         answer = run(request, channel)
     channel.say({"answer": answer})

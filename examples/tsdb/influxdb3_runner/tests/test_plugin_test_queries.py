@@ -57,7 +57,23 @@ class QueryLines(unittest.TestCase):
         self.dir.cleanup()
 
     def request(self):
-        return {"plugin": str(self.plugin), "entry": "process_writes", "database": "db", "trigger": "t", "table_batches": []}
+        return {"protocol": 2, "plugin": str(self.plugin), "entry": "process_writes", "database": "db", "trigger": "t", "table_batches": []}
+
+    def test_a_request_of_another_protocol_is_answered_with_an_error_naming_both(self):
+        old = {key: value for key, value in self.request().items() if key != "protocol"}
+        done = subprocess.run(
+            [sys.executable, "-m", "influxdb3_runner", "--test"],
+            cwd=RUNNER,
+            input=json.dumps(old).encode() + b"\n",
+            capture_output=True,
+            timeout=30,
+        )
+        answer = json.loads(done.stdout)["answer"]
+        self.assertEqual(answer["log_lines"], [])
+        self.assertTrue(
+            answer["errors"][0].startswith("this runner speaks plugin-test protocol 2, tsdb asked for 1: "),
+            answer,
+        )
 
     def test_the_query_goes_out_typed_and_the_rows_come_back_typed(self):
         to_tsdb = io.BytesIO()

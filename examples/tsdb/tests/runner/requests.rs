@@ -256,13 +256,17 @@ fn writes_queries_cache_and_log_from_inside_a_call() {
         has(&lines, "ERROR", "error line None").then_some(lines)
     });
     assert!(has(&lines, "INFO", "info line 1 {'k': 'v'}"), "{lines:?}");
-    let lines = wait_until("the library's warning lands", Duration::from_secs(10), || {
-        let lines = logs(db.addr, "cases");
-        lines
-            .iter()
-            .any(|(_, t)| t.contains("library warning"))
-            .then_some(lines)
-    });
+    let lines = wait_until(
+        "the library's warning lands",
+        Duration::from_secs(10),
+        || {
+            let lines = logs(db.addr, "cases");
+            lines
+                .iter()
+                .any(|(_, t)| t.contains("library warning"))
+                .then_some(lines)
+        },
+    );
     assert!(!has_text(&lines, "library chatter"), "{lines:?}");
     // Each call's start and end, as InfluxDB's engine logs them.
     assert!(
