@@ -177,12 +177,18 @@ impl Config {
         }
     }
 
-    /// Reads and checks `path`; errors name the file and what is wrong.
+    /// Reads and checks `path`. The error holds every mistake found, a line each, with
+    /// `file:line:column`, the field, and the nearest known key for a misspelt one.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         let mut config: Self =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            baton_host::config::read_toml(path, &text).map_err(|e| e.to_string())?;
+        let mut problems = Vec::new();
+        let at = |key: &str| match key_position(&text, key) {
+            Some((line, column)) => format!("{}:{line}:{column}", path.display()),
+            None => path.display().to_string(),
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         config.plugins = base.join(&config.plugins);
@@ -205,27 +211,43 @@ impl Config {
             ),
         ] {
             if value == 0 {
-                return Err(format!(
-                    "{}: `{key}` is 0: no table or query could pass it",
-                    path.display()
+                problems.push(format!(
+                    "{}: field `{key}`: is 0: no table or query could pass it",
+                    at(key)
                 ));
             }
         }
         let mut names = std::collections::HashSet::new();
-        for t in &config.triggers {
+        for (i, t) in config.triggers.iter().enumerate() {
+            let field = |key: &str| format!("{}: field `triggers[{i}].{key}`", path.display());
             if !names.insert(&t.name) {
-                return Err(format!(
+                problems.push(format!(
                     "{}: two triggers are named {:?}",
-                    path.display(),
+                    field("name"),
                     t.name
                 ));
             }
-            crate::triggers::Spec::parse(&t.on)
-                .map_err(|e| format!("{}: trigger {:?}: `on`: {e}", path.display(), t.name))?;
-            crate::db::check_database_name(&t.database).map_err(|e| {
-                format!("{}: trigger {:?}: `database`: {e}", path.display(), t.name)
-            })?;
+            if let Err(e) = crate::triggers::Spec::parse(&t.on) {
+                problems.push(format!("{} (trigger {:?}): {e}", field("on"), t.name));
+            }
+            if let Err(e) = crate::db::check_database_name(&t.database) {
+                problems.push(format!("{} (trigger {:?}): {e}", field("database"), t.name));
+            }
         }
-        Ok(config)
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.join("\n"))
+        }
     }
+}
+
+/// The line and column (1-based) where top-level `key` is set in `text`.
+fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let rest = line.trim_start().strip_prefix(key)?;
+        rest.trim_start()
+            .starts_with('=')
+            .then(|| (i + 1, line.len() - line.trim_start().len() + 1))
+    })
 }

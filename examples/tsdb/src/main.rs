@@ -57,6 +57,12 @@ fn main() -> ExitCode {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colours only for a person at a terminal: a log file or a pipe
+                    // gets plain text, and so does anyone who set NO_COLOR.
+                    .with_ansi(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr())
+                            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                    )
                     .with_filter(filter),
             )
             .with(LogLayer(logs.clone()))
@@ -81,7 +87,9 @@ async fn run(
     let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            for line in e.lines() {
+                eprintln!("error: {line}");
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -25,6 +25,7 @@ pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 pub(crate) use limits::Limits;
 pub(crate) use program::is_path;
+pub use read::read_toml;
 pub use settled::{CONFIG_SETTLE, CONFIG_SETTLE_LIMIT, SettleError, load_settled};
 
 /// The whole configuration file.

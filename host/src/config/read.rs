@@ -3,12 +3,13 @@
 //! rest of its table is still read. Every mistake is then reported at once.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::error::{Problem, plugin_field};
+use super::error::{ConfigError, Problem, plugin_field, refuse};
 use super::spans::KeySpans;
 use super::{Config, PluginConfig, suggest};
 
@@ -19,6 +20,38 @@ pub(super) struct Parsed {
     pub(super) config: Config,
     pub(super) problems: Vec<Problem>,
     pub(super) spans: KeySpans,
+}
+
+/// Reads the TOML `text` of the file at `path` as `T`, as baton reads its own config:
+/// past each mistake, every one reported at once (`file:line:column: field \`a.b\`:
+/// ...`), a misspelt key with the nearest known one. For a program's own settings file
+/// beside baton's, such as a database's.
+pub fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    let root = DeTable::parse(text).map_err(|e| {
+        Problem {
+            field: Vec::new(),
+            span: e.span(),
+            message: e.message().to_owned(),
+        }
+        .locate(path, text, &KeySpans::default())
+    })?;
+    let spans = KeySpans::of(root.get_ref());
+    let span = root.span();
+    let value = Spanned::new(span, DeValue::Table(root.into_inner()));
+    let mut problems = Vec::new();
+    let read = read_all::<T>(value, &[], &mut problems, false);
+    match (read, refuse(path, text, &spans, problems)) {
+        (_, Some(refused)) => Err(refused),
+        (Some(read), None) => Ok(read),
+        // A required key stood in for: said among the problems, so not reached.
+        (None, None) => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: "cannot be read".into(),
+        }),
+    }
 }
 
 impl Config {
@@ -36,7 +69,8 @@ impl Config {
         let plugins = root.get_mut().remove_entry("plugins");
         let span = root.span();
         let root = Spanned::new(span, DeValue::Table(root.into_inner()));
-        let mut config = read_all::<Config>(root, &[], &mut problems).unwrap_or_else(Config::empty);
+        let mut config =
+            read_all::<Config>(root, &[], &mut problems, true).unwrap_or_else(Config::empty);
         if let Some((key, value)) = plugins {
             config.plugins = read_plugins(key, value, &mut problems);
         }
@@ -68,7 +102,7 @@ fn read_plugins(
     for (name, table) in tables {
         let name = name.into_inner().into_owned();
         let at = plugin_field(&name, "");
-        if let Some(plugin) = read_all::<PluginConfig>(table, &at, problems) {
+        if let Some(plugin) = read_all::<PluginConfig>(table, &at, problems, true) {
             plugins.insert(name, plugin);
         }
     }
@@ -78,10 +112,13 @@ fn read_plugins(
 /// Deserializes `value` (whose fields are under `at`), going on past each refused key:
 /// the key is noted, taken out, and the rest read again, so that every mistake in it
 /// is found. `None` when what is wrong cannot be taken out (a missing required key).
+/// `baton`: the file is baton's own, whose keys of one level may be suggested for a
+/// key misspelt at the other.
 fn read_all<T: for<'de> Deserialize<'de>>(
     mut value: Spanned<DeValue<'_>>,
     at: &[String],
     problems: &mut Vec<Problem>,
+    baton: bool,
 ) -> Option<T> {
     let first = problems.len();
     let mut taken: Vec<Vec<String>> = Vec::new();
@@ -90,10 +127,11 @@ fn read_all<T: for<'de> Deserialize<'de>>(
     let mut stand_in = false;
     // Each round takes a key out, so this ends; the bound is only a guard.
     for _ in 0..=count_keys(value.get_ref()) {
-        let problem = match from_toml::<T>(toml::de::ValueDeserializer::from(value.clone()), at) {
-            Ok(read) => return (!stand_in).then_some(read),
-            Err(problem) => problem,
-        };
+        let problem =
+            match from_toml::<T>(toml::de::ValueDeserializer::from(value.clone()), at, baton) {
+                Ok(read) => return (!stand_in).then_some(read),
+                Err(problem) => problem,
+            };
         let inside = problem.field[at.len().min(problem.field.len())..].to_vec();
         if take_out(value.get_mut(), &inside) {
             taken.push(problem.field.clone());
@@ -163,6 +201,7 @@ fn count_keys(value: &DeValue<'_>) -> usize {
 fn from_toml<'de, T: Deserialize<'de>>(
     de: impl serde::Deserializer<'de, Error = toml::de::Error>,
     at: &[String],
+    baton: bool,
 ) -> Result<T, Problem> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let mut field = at.to_vec();
@@ -180,7 +219,9 @@ fn from_toml<'de, T: Deserialize<'de>>(
             if field.last().map(String::as_str) != Some(key) {
                 field.push(key.to_owned());
             }
-            let message = across_levels(&field, &message)
+            let message = baton
+                .then(|| across_levels(&field, &message))
+                .flatten()
                 .or_else(|| suggest::did_you_mean(&message))
                 .unwrap_or(message);
             return Problem {

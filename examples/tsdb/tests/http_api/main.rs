@@ -11,6 +11,7 @@ mod common;
 mod bounds;
 mod catalog_bounds;
 mod catalog_restart;
+mod config_errors;
 mod configure_refusals;
 mod durability;
 mod hostile;
