@@ -159,7 +159,8 @@ impl Trigger {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Records one write batch answered, `latency` after its write was accepted.
+    /// Records one call answered, `latency` after its write was accepted (a batch) or
+    /// after it began (a scheduled call, a request).
     pub(crate) fn answered(&self, message: String, latency: Duration) {
         let mut recent = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == 4096 {
@@ -225,6 +226,7 @@ impl Trigger {
             ErrorPolicy::Retry => ATTEMPTS,
             ErrorPolicy::Log | ErrorPolicy::Disable => 1,
         };
+        let started = std::time::Instant::now();
         let mut outcome = call().await;
         for attempt in 1..attempts {
             if outcome.is_ok() {
@@ -234,7 +236,8 @@ impl Trigger {
             outcome = call().await;
         }
         match &outcome {
-            Ok(_) => self.update(|s| s.calls += 1),
+            // A scheduled call's or a request's latency: from its start to its answer.
+            Ok(_) => self.answered(String::new(), started.elapsed()),
             Err(status) => self.failed(status),
         }
         outcome

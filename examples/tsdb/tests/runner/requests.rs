@@ -268,6 +268,9 @@ fn writes_queries_cache_and_log_from_inside_a_call() {
         },
     );
     assert!(!has_text(&lines, "library chatter"), "{lines:?}");
+    // A request's latency is in its trigger's status.
+    let status = crate::common::trigger(db.addr, "cases");
+    assert!(status["latency_p50_us"].is_u64(), "{status}");
     // Each call's start and end, as InfluxDB's engine logs them.
     assert!(
         has(&lines, "INFO", "starting execution of process_request"),

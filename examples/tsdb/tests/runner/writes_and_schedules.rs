@@ -197,4 +197,11 @@ fn a_scheduled_plugin_gets_its_slot_as_a_naive_utc_datetime() {
         second["epoch"].as_i64().expect("epoch"),
     );
     assert!(b > a, "{ticks}");
+    // Its calls' latency is in its status, as a write trigger's is.
+    let status = wait_until("the calls' latency", Duration::from_secs(30), || {
+        let status = crate::common::trigger(db.addr, "ticks");
+        status["latency_p50_us"].is_u64().then_some(status)
+    });
+    assert!(status["latency_p99_us"].is_u64(), "{status}");
+    assert!(status["calls"].as_u64() >= Some(2), "{status}");
 }
