@@ -17,6 +17,7 @@ else
     echo ">>> demo: builds, shows a live reload and two crashes, then stops (not on a terminal)" >&2
 fi
 bash plugin-sdk/python/setup-python.sh
+# Exactly as scripts/test.sh builds these three first, so that neither redoes the other.
 cargo build --locked --bins -p baton-host -p counter-plugin -p echo-plugin
 # No `rm -f baton.sock`: that would orphan a host already running here. The host itself
 # replaces a stale socket and refuses one a live host still answers on.

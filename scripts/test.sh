@@ -16,6 +16,11 @@ if [[ ! -x target/tools/grpcurl ]]; then
         echo "test.sh: no go, so no grpcurl; the README's grpcurl lines are not run" >&2
     fi
 fi
+# The demo's own build first, as scripts/demo.sh runs it: cargo unifies features over
+# the packages a command names, so the demo's three binaries built by the workspace build
+# below would differ from the demo's and be compiled again when it runs (12 crates,
+# about a minute). Built here once, the demo after the tests compiles nothing.
+cargo build --locked --bins -p baton-host -p counter-plugin -p echo-plugin
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked "$@"
 .venv/bin/python -m unittest discover -s plugin-sdk/python/tests
