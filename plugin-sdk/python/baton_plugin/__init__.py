@@ -3,7 +3,8 @@
 The SDK does the launch handshake, serves gRPC health, refuses calls without the
 launch token, chunks and verifies state for Snapshot/Restore, and exits cleanly on
 Shutdown, SIGTERM or SIGINT. Logs go to stderr through `logging`, which the host
-captures; stdout carries the handshake line only.
+captures; stdout carries the handshake line only (serve() points print() and file
+descriptor 1 at stderr; call redirect_stdout() first if your code prints before it).
 
     import grpc
     import baton_plugin
@@ -43,6 +44,7 @@ from .server import (
     serve,
 )
 from .state_map import StateMap
+from .stdout import redirect_stdout
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -56,6 +58,7 @@ __all__ = [
     "StateImage",
     "StateMap",
     "host_client",
+    "redirect_stdout",
     "run",
     "serve",
 ]

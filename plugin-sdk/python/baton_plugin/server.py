@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import socket_path
+from .stdout import redirect_stdout, write_handshake
 from ._proto import pb, pb_grpc
 from .image import StateImage
 from .state import MAX_CURSOR_BYTES, Marks, Reassembly, ReassemblyError, chunks, marked
@@ -149,13 +150,21 @@ Service = Tuple[Callable[[Any, grpc.Server], None], Any]
 def serve(plugin: Plugin, services: Sequence[Service] = ()) -> NoReturn:
     """Runs `plugin`, and the application `services` beside it, until the host asks it to
     stop (or SIGTERM/SIGINT), then exits the process: 0 after a clean stop, 2 when not
-    started by a host, 1 on other failures."""
+    started by a host, 1 on other failures.
+
+    stdout carries the handshake line alone: serve() first points it (file descriptor
+    1, so print() and child processes too) at stderr, which the host logs."""
     _init_logging()
     try:
         launch = Launch.from_env()
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    try:
+        redirect_stdout()
+    except OSError as e:
+        log.error("cannot keep stdout for the handshake line: %s", e)
+        sys.exit(1)
     sys.exit(run(plugin, launch, services))
 
 
@@ -198,8 +207,7 @@ def run(plugin: Plugin, launch: Launch, services: Sequence[Service] = ()) -> int
             return 1
         server.start()
         try:
-            sys.stdout.write(f"baton|{PROTOCOL_VERSION}|unix|{launch.socket}\n")
-            sys.stdout.flush()
+            write_handshake(f"baton|{PROTOCOL_VERSION}|unix|{launch.socket}")
         except OSError as e:
             log.error("cannot write the handshake line to stdout: %s", e)
             server.stop(None)
