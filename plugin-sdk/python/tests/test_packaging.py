@@ -53,19 +53,79 @@ def _build(hook, source, out):
     return out / done.stdout.strip().splitlines()[-1]
 
 
+def _files(root):
+    """Every path under `root`, relative, with a file's size and modification time (a
+    directory's changes with the sdist's release tree, made and removed beside setup.py)."""
+    return {
+        (str(path.relative_to(root)), *(() if path.is_dir() else (path.stat().st_size, path.stat().st_mtime_ns)))
+        for path in root.rglob("*")
+    }
+
+
+def _read_only_mount():
+    """A command prefix that runs a command with its last argument's directory mounted
+    read-only (a private mount namespace; also for root, whom file modes do not stop),
+    or None where this machine cannot make one."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    probe = subprocess.run(
+        [unshare, "-rm", "sh", "-c", 'mount --bind -o ro /tmp /tmp && ! touch /tmp/.baton-ro-probe'],
+        capture_output=True, timeout=BUILD_TIMEOUT,
+    )
+    if probe.returncode != 0:
+        return None
+    return [unshare, "-rm", "sh", "-c", 'mount --bind -o ro "$0" "$0" && cd "$0" && exec "$@"']
+
+
 class PackagingTest(unittest.TestCase):
     def setUp(self):
         self.tmp = Path(tempfile.mkdtemp(prefix="baton-py-package-"))
         self.addCleanup(shutil.rmtree, self.tmp)
 
-    def test_a_wheel_built_from_the_sdist_has_the_stubs_and_imports_without_the_work_tree(self):
-        # A checkout's layout, without anything generated or built in the work tree.
+    def checkout(self):
+        """A checkout's layout, without anything generated or built in the work tree;
+        returns its plugin-sdk/python."""
         checkout = self.tmp / "checkout"
         shutil.copytree(
             SDK, checkout / "plugin-sdk" / "python",
             ignore=shutil.ignore_patterns("_gen", "_gen.*", "build", "dist", "*.egg-info", "__pycache__"),
         )
         shutil.copytree(REPO / "proto" / "baton", checkout / "proto" / "baton")
+        return checkout / "plugin-sdk" / "python"
+
+    def test_building_leaves_the_checkout_as_it_was(self):
+        # pip install DIR builds a wheel from DIR; python -m build makes an sdist there too.
+        sdk = self.checkout()
+        before = _files(sdk.parent.parent)
+        (self.tmp / "out").mkdir()
+        _build("build_sdist", sdk, self.tmp / "out")
+        _build("build_wheel", sdk, self.tmp / "out")
+        after = _files(sdk.parent.parent)
+        self.assertEqual(sorted(after - before), [], "made or changed by the builds")
+        self.assertEqual(sorted(before - after), [], "removed or changed by the builds")
+
+    def test_a_wheel_builds_from_a_read_only_checkout(self):
+        mount = _read_only_mount()
+        if mount is None:
+            self.skipTest("this machine cannot mount a directory read-only (unshare -rm); "
+                          "test_building_leaves_the_checkout_as_it_was covers the same ground")
+        sdk = self.checkout()
+        (self.tmp / "out").mkdir()
+        done = subprocess.run(
+            [*mount, str(sdk), sys.executable, "-c",
+             "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))",
+             str(self.tmp / "out")],
+            capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+        )
+        self.assertEqual(done.returncode, 0, f"{done.stdout}\n{done.stderr}")
+        wheel = self.tmp / "out" / done.stdout.strip().splitlines()[-1]
+        with zipfile.ZipFile(wheel) as whl:
+            for stub in STUBS:
+                self.assertIn(stub, whl.namelist())
+
+    def test_a_wheel_built_from_the_sdist_has_the_stubs_and_imports_without_the_work_tree(self):
+        checkout = self.checkout().parent.parent
         (self.tmp / "sdist").mkdir()
         sdist = _build("build_sdist", checkout / "plugin-sdk" / "python", self.tmp / "sdist")
         with tarfile.open(sdist) as tar:

@@ -140,6 +140,19 @@ async fn the_sdk_pip_installed_from_a_fresh_clone_runs_a_plugin_that_hands_its_s
     )
     .await;
 
+    // pip builds out of tree: not even an ignored build/ or *.egg-info is left behind.
+    let left = git(&[
+        "-C",
+        &clone.to_string_lossy(),
+        "status",
+        "--porcelain",
+        "--ignored",
+    ]);
+    assert!(
+        left.trim().is_empty(),
+        "pip install left files in the clone:\n{left}"
+    );
+
     // The plugin is the author's own file; the clone goes, so all the SDK the plugin
     // can find is what pip installed.
     std::fs::create_dir(&project).expect("project dir");
