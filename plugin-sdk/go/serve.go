@@ -77,8 +77,11 @@ func LaunchFromEnv() (Launch, error) {
 type Option func(*options)
 
 type options struct {
-	register []func(grpc.ServiceRegistrar)
-	workers  int
+	register      []func(grpc.ServiceRegistrar)
+	workers       int
+	serverOptions []grpc.ServerOption
+	unary         []grpc.UnaryServerInterceptor
+	stream        []grpc.StreamServerInterceptor
 }
 
 func collect(opts []Option) options {
@@ -187,15 +190,10 @@ func Run(ctx context.Context, p Plugin, launch Launch, handshake io.Writer, opts
 	}
 
 	check := tokenCheck{token: []byte(launch.Token)}
-	server := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(check.unary),
-		grpc.ChainStreamInterceptor(check.stream),
-		grpc.UnknownServiceHandler(unknownMethod),
-		grpc.MaxRecvMsgSize(maxMessageBytes),
-		grpc.MaxSendMsgSize(maxMessageBytes),
-		grpc.InitialWindowSize(streamWindowBytes),
-		grpc.InitialConnWindowSize(2*streamWindowBytes),
-	)
+	server, err := newServer(check, o)
+	if err != nil {
+		return err
+	}
 	names := &namingRegistrar{ServiceRegistrar: server}
 	for _, register := range o.register {
 		register(names)
