@@ -1,11 +1,15 @@
-//! `tsdb-bench [--quick] [--only trigger|storage] [--sqlite DIR]`: tsdb's ingest
+//! `tsdb-bench [--quick] [--only trigger|storage|runner] [--sqlite DIR]`: tsdb's ingest
 //! throughput with an on-write trigger (the Rust alerter) beside the same database without
 //! it, measured in interleaved rounds in one run, and the trigger's latency (a write
 //! accepted → the plugin answered, from the trigger's status); then the storage engine's
 //! figures (`bench/storage.rs`), beside those of the `tsdb` in `DIR` (a build of the SQLite
-//! engine) when given. Build it in release: `cargo build --release -p baton-tsdb`, then
+//! engine) when given; then InfluxDB 3 plugins on the Python runner against the floor of
+//! an in-process engine (`bench/runner.rs`; skipped without the repository's `.venv`).
+//! Build it in release: `cargo build --release -p baton-tsdb`, then
 //! `./target/release/tsdb-bench`.
 
+#[path = "bench/runner.rs"]
+mod runner;
 #[path = "bench/storage.rs"]
 mod storage;
 
@@ -15,11 +19,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running tsdb and a kept-alive connection to it.
+/// A running tsdb on a directory of its own.
 struct Db {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Db {
@@ -32,7 +36,6 @@ impl Drop for Db {
 }
 
 fn start(bin: &Path, with_trigger: bool) -> Result<Db, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let plugins = format!(
         "[plugins.alerter]\ncommand = \"{}\"\n",
         bin.join("tsdb-alerter").display()
@@ -42,40 +45,51 @@ fn start(bin: &Path, with_trigger: bool) -> Result<Db, String> {
     } else {
         ""
     };
+    launch(bin, &plugins, trigger)
+}
+
+/// The `tsdb` in `bin` on a new directory, with `plugins` as its plugins.toml and
+/// `config` after the HTTP address in its tsdb.toml, once it serves.
+fn launch(bin: &Path, plugins: &str, config: &str) -> Result<Db, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::write(dir.path().join("plugins.toml"), plugins).map_err(|e| e.to_string())?;
     std::fs::write(
         dir.path().join("tsdb.toml"),
-        format!("http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n{trigger}"),
+        format!("http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n{config}"),
     )
     .map_err(|e| e.to_string())?;
-    let log = dir.path().join("tsdb.log");
-    let child = Command::new(bin.join("tsdb"))
+    let (child, addr) = spawn(&bin.join("tsdb"), dir.path(), Duration::from_secs(30))?;
+    Ok(Db { child, addr, dir })
+}
+
+/// Runs the `tsdb` at `tsdb` on `dir/tsdb.toml`, its log in `dir/tsdb.log`, until it
+/// says where it serves (or `timeout`, when it is killed).
+fn spawn(tsdb: &Path, dir: &Path, timeout: Duration) -> Result<(Child, SocketAddr), String> {
+    let log = dir.join("tsdb.log");
+    let mut child = Command::new(tsdb)
         .arg("--config")
-        .arg(dir.path().join("tsdb.toml"))
+        .arg(dir.join("tsdb.toml"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.join("tsdb").display()))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
+        .map_err(|e| format!("cannot run {}: {e}", tsdb.display()))?;
+    let deadline = Instant::now() + timeout;
+    loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(at) = text.find("serving http://") {
             let rest = &text[at + "serving http://".len()..];
             if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
-                break addr;
+                return Ok((child, addr));
             }
         }
         if Instant::now() > deadline {
-            return Err(format!("tsdb did not start: {text}"));
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{} did not start: {text}", tsdb.display()));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Db {
-        child,
-        addr,
-        _dir: dir,
-    })
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One request on a kept-alive connection; the status and the body.
@@ -83,15 +97,18 @@ fn request(
     conn: &mut BufReader<TcpStream>,
     method: &str,
     path: &str,
-    body: &str,
+    body: impl AsRef<[u8]>,
 ) -> Result<(u16, String), String> {
     let io = |e: std::io::Error| e.to_string();
+    let body = body.as_ref();
     // One write, and no Nagle: a request in pieces waits out the peer's delayed ACK.
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: tsdb\r\ncontent-length: {}\r\n\r\n{body}",
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: tsdb\r\ncontent-length: {}\r\n\r\n",
         body.len()
-    );
-    conn.get_mut().write_all(request.as_bytes()).map_err(io)?;
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    conn.get_mut().write_all(&request).map_err(io)?;
     let mut line = String::new();
     conn.read_line(&mut line).map_err(io)?;
     let status = line
@@ -115,9 +132,14 @@ fn request(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The trigger's status once it has answered `want` batches (or after a minute).
-fn delivered(conn: &mut BufReader<TcpStream>, want: u64) -> Result<serde_json::Value, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// The status of trigger `name`, once `done` holds for it or `timeout` has passed.
+fn trigger_when(
+    conn: &mut BufReader<TcpStream>,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, String> {
+    let deadline = Instant::now() + timeout;
     loop {
         let (_, body) = request(
             conn,
@@ -125,12 +147,28 @@ fn delivered(conn: &mut BufReader<TcpStream>, want: u64) -> Result<serde_json::V
             "/api/v3/configure/processing_engine_trigger",
             "",
         )?;
-        let all: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if all[0]["calls"].as_u64() >= Some(want) || Instant::now() > deadline {
-            return Ok(all[0].clone());
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let status = all
+            .into_iter()
+            .find(|t| t["name"] == name)
+            .ok_or_else(|| format!("tsdb runs no trigger {name}"))?;
+        if done(&status) || Instant::now() > deadline {
+            return Ok(status);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Trigger `name`'s status once it has answered `want` batches (or after a minute).
+fn delivered(
+    conn: &mut BufReader<TcpStream>,
+    name: &str,
+    want: u64,
+) -> Result<serde_json::Value, String> {
+    trigger_when(conn, name, Duration::from_secs(60), |t| {
+        t["calls"].as_u64() >= Some(want)
+    })
 }
 
 /// Points per second over `batches` writes of `per_batch` points.
@@ -187,7 +225,7 @@ fn run(quick: bool) -> Result<(), String> {
     // The trigger's queue drains; then its latencies cover every batch of the rounds.
     let mut conn = connect(triggered.addr)?;
     let want = ((rounds + 1) * batches) as u64;
-    let status = delivered(&mut conn, want)?;
+    let status = delivered(&mut conn, "alerts", want)?;
     // The latency of a batch that finds the trigger idle: a third database, written to
     // at a pace its plugin keeps up with.
     let paced = start(&bin, true)?;
@@ -211,7 +249,7 @@ fn run(quick: bool) -> Result<(), String> {
         // The pace of this writer: 200 writes a second.
         std::thread::sleep(Duration::from_millis(5));
     }
-    let idle = delivered(&mut conn, paced_writes as u64)?;
+    let idle = delivered(&mut conn, "alerts", paced_writes as u64)?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -253,11 +291,19 @@ fn main() -> std::process::ExitCode {
     let only = value("--only");
     let sqlite = value("--sqlite").map(std::path::PathBuf::from);
     let outcome = (|| {
-        if only.as_deref() != Some("storage") {
+        let sections = ["trigger", "storage", "runner"];
+        if let Some(only) = only.as_deref().filter(|o| !sections.contains(o)) {
+            return Err(format!("--only {only}: one of {}", sections.join(", ")));
+        }
+        let chosen = |section: &str| only.as_deref().is_none_or(|o| o == section);
+        if chosen("trigger") {
             run(quick)?;
         }
-        if only.as_deref() != Some("trigger") {
+        if chosen("storage") {
             run_storage(quick, sqlite.as_deref())?;
+        }
+        if chosen("runner") {
+            runner::run(quick)?;
         }
         Ok::<(), String>(())
     })();

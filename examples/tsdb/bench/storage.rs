@@ -6,10 +6,10 @@
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::{connect, request};
+use super::{connect, request, spawn};
 
 /// Points per write.
 const BATCH: usize = 1_000;
@@ -70,29 +70,9 @@ impl Drop for Instance {
 }
 
 fn start(bin: &Path, dir: &Path) -> Result<Instance, String> {
-    let log = dir.join("tsdb.log");
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(dir.join("tsdb.toml"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(at) = text.find("serving http://") {
-            let rest = &text[at + "serving http://".len()..];
-            if let Some(addr) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
-                return Ok(Instance { child, addr });
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{} did not start: {text}", bin.display()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // A restart replays the log before it serves: minutes, for 10 million points.
+    let (child, addr) = spawn(bin, dir, Duration::from_secs(600))?;
+    Ok(Instance { child, addr })
 }
 
 fn body(first: usize) -> String {
@@ -119,7 +99,7 @@ fn write(addr: SocketAddr, writers: usize, from: usize, to: usize) -> Result<f64
                         &mut conn,
                         "POST",
                         "/api/v3/write_lp?db=bench",
-                        &body(batch * BATCH),
+                        body(batch * BATCH),
                     )?;
                     if status != 204 {
                         return Err(format!("a write was refused ({status}): {answer}"));

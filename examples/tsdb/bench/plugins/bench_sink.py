@@ -1,0 +1,164 @@
+"""tsdb-bench's sink (`tsdb-bench --only runner`): an InfluxDB 3 plugin, run on tsdb's
+runner, one process per trigger.
+
+On write, it counts the rows it is handed and keeps its figures in its cache; once it
+has counted `expect` rows it writes them as one `bench_figures` row (tag `run`), since
+each trigger is its own process and the request trigger cannot see this one's cache.
+Trigger arguments: `run` (the row's tag), `expect` (rows), `gate` (a file: the first
+call waits until it exists, so that the bench can queue every batch before any is
+delivered), `latency` (record, per batch, the wall-clock time since its first row's
+own time, which the bench sets to the time it sent the write).
+
+On request (`request:PATH`), `?do=figures&run=NAME` answers that run's row as JSON
+(`{"ready": false}` until it is written), and `?do=costs` times, in this process, the
+decode of the `WriteBatch` in the body into InfluxDB's `table_batches` and the floor:
+building the same list of dicts from the same values, as an engine holding the rows
+in its own process does.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+#: How long the first call waits for the gate file (a call's own bound is 30 s).
+GATE_WAIT_S = 20.0
+#: Each timed piece of `do=costs` runs this often at most (`repeat=N` for fewer), and
+#: for this long at most.
+COST_REPEATS = 200
+COST_BUDGET_S = 2.0
+
+
+def _wait_for(path):
+    deadline = time.monotonic() + GATE_WAIT_S
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def process_writes(influxdb3_local, table_batches, args=None):
+    entered = time.time_ns()
+    args = args or {}
+    cache = influxdb3_local.cache
+    figures = cache.get("figures")
+    if figures is None:
+        figures = {"rows": 0, "batches": 0, "own_ns": 0, "first_ns": entered, "latencies": []}
+        # The cache keeps the object itself: later calls update it in place.
+        cache.put("figures", figures)
+        if args.get("gate"):
+            figures["gate_opened"] = _wait_for(args["gate"])
+    started = time.perf_counter_ns()
+    rows = 0
+    for batch in table_batches:
+        for row in batch["rows"]:
+            rows += 1
+    if args.get("latency") and table_batches and table_batches[0]["rows"]:
+        figures["latencies"].append(entered - table_batches[0]["rows"][0]["time"])
+    figures["rows"] += rows
+    figures["batches"] += 1
+    figures["own_ns"] += time.perf_counter_ns() - started
+    figures["last_end_ns"] = time.time_ns()
+    if figures["batches"] == 1:
+        # The window of a gated run starts here: every later batch was queued already.
+        figures["gate_end_ns"] = figures["last_end_ns"]
+        figures["gate_rows"] = rows
+    if figures["rows"] >= int(args.get("expect", "0") or 0) and not figures.get("published"):
+        figures["published"] = True
+        line = LineBuilder("bench_figures").tag("run", args.get("run", "run"))
+        for name in ("rows", "batches", "own_ns", "first_ns", "last_end_ns", "gate_end_ns", "gate_rows"):
+            line.int64_field(name, figures[name])
+        line.bool_field("gate_opened", figures.get("gate_opened", True))
+        line.string_field("latencies", ",".join(str(n) for n in figures["latencies"]))
+        influxdb3_local.write(line.time_ns(1))
+
+
+def _figures(influxdb3_local, run):
+    found = influxdb3_local.query("SELECT * FROM bench_figures WHERE run = $run", {"run": run})
+    if not found:
+        return {"ready": False}
+    row = found[0]
+    row["ready"] = True
+    text = row.pop("latencies", "") or ""
+    row["latencies"] = [int(n) for n in text.split(",") if n]
+    return row
+
+
+def _timed(fn, rows, repeats):
+    """The median ns per row of `fn` over `repeats` runs at most, bounded in time."""
+    samples = []
+    deadline = time.monotonic() + COST_BUDGET_S
+    for _ in range(repeats):
+        started = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - started) / rows)
+        if time.monotonic() > deadline:
+            break
+    return statistics.median(samples)
+
+
+def _display_builder(names):
+    """A function building each row as a dict display with `names` as its keys: the
+    fastest way Python has to make these dicts, so the strictest floor."""
+    keys = ", ".join(f"{name!r}: v[{i}]" for i, name in enumerate(names))
+    return eval(f"lambda columns: [{{{keys}}} for v in zip(*columns)]")  # noqa: S307 (keys are repr'd)
+
+
+def _costs(body, repeats):
+    from google.protobuf.internal import api_implementation
+    from influxdb3_runner._proto import pb
+    from influxdb3_runner.service import table_batches
+
+    def parse():
+        batch = pb.WriteBatch()
+        batch.ParseFromString(body)
+        return batch
+
+    def decode():
+        return table_batches(parse())
+
+    decoded = decode()
+    rows = sum(len(t["rows"]) for t in decoded)
+    if rows == 0:
+        raise ValueError("do=costs: the body holds no rows (POST an encoded WriteBatch)")
+    # The values as an engine holds them, a column per name, per table.
+    tables = []
+    for t in decoded:
+        names = list(t["rows"][0])
+        if any(set(row) != set(names) for row in t["rows"]):
+            raise ValueError(f"do=costs: the rows of {t['table_name']} differ in their columns")
+        columns = [[row[name] for row in t["rows"]] for name in names]
+        tables.append((t["table_name"], names, columns, _display_builder(names)))
+
+    def floor():
+        return [{"table_name": name, "rows": build(columns)} for name, _, columns, build in tables]
+
+    def generic():
+        return [
+            {"table_name": name, "rows": [dict(zip(names, v)) for v in zip(*columns)]}
+            for name, names, columns, _ in tables
+        ]
+
+    if floor() != decoded or generic() != decoded:
+        raise ValueError("do=costs: the floor's dicts are not the runner's")
+    return {
+        "rows": rows,
+        "bytes": len(body),
+        "parse_ns_per_row": _timed(parse, rows, repeats),
+        "decode_ns_per_row": _timed(decode, rows, repeats),
+        "floor_ns_per_row": _timed(floor, rows, repeats),
+        "generic_ns_per_row": _timed(generic, rows, repeats),
+        "protobuf": api_implementation.Type(),
+        "python": sys.version.split()[0],
+    }
+
+
+def process_request(influxdb3_local, query_parameters, request_headers, request_body, args=None):
+    what = query_parameters.get("do")
+    if what == "figures":
+        return _figures(influxdb3_local, query_parameters.get("run", ""))
+    if what == "costs":
+        repeats = min(max(int(query_parameters.get("repeat", COST_REPEATS)), 1), COST_REPEATS)
+        return _costs(request_body, repeats)
+    return ({"error": f"no such do={what!r}: figures or costs"}, 400)
