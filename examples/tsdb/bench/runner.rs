@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message;
 use tsdb::api::{TableBatch, WriteBatch};
 use tsdb::line_protocol::{self, Precision};
+use tsdb::table_batches::with_json_rows;
 
 use super::{Db, connect, launch, request, trigger_when};
 
@@ -159,7 +160,11 @@ fn measure(db: &Db, sizes: &Sizes) -> Result<(), String> {
     write_paced(&mut conn, "paced_sync", sizes.paced, &mut round_trips)?;
     let paced_sync = figures(&mut conn, "paced_sync", sizes.paced)?;
 
-    let encode = encode_costs(sizes.repeats)?;
+    // The form the runner was sent the rows in, once it had said what it reads.
+    let json = drain["last_message"]
+        .as_str()
+        .is_some_and(|m| m.contains("(JSON)"));
+    let encode = encode_costs(sizes.repeats, json)?;
     let (status, answer) = request(
         &mut conn,
         "POST",
@@ -181,7 +186,8 @@ fn measure(db: &Db, sizes: &Sizes) -> Result<(), String> {
     let per_row = 1e9 / drain_rate;
     let floor_ns = float(&python, "floor_ns_per_row");
     let floor_rate = 1e9 / floor_ns;
-    let decode = float(&python, "decode_ns_per_row");
+    let form = if json { "json" } else { "messages" };
+    let decode = float(&python, &format!("{form}_decode_ns_per_row"));
     let own = int(&drain, "own_ns") as f64 / int(&drain, "rows") as f64;
     let encoded = encode.steps.iter().map(|(_, ns)| ns).sum::<f64>();
     let target = |ratio: f64| {
@@ -227,11 +233,23 @@ fn measure(db: &Db, sizes: &Sizes) -> Result<(), String> {
         "| · encode, in tsdb ({}) | {encoded:.0} ns | | |",
         parts.join(", ")
     );
-    println!(
-        "| · decode into dicts, in the runner (of which ParseFromString {:.0} ns; {} B/row) | {decode:.0} ns | | |",
-        float(&python, "parse_ns_per_row"),
-        int(&python, "bytes") / int(&python, "rows").max(1)
-    );
+    let rows_of = int(&python, "rows").max(1);
+    for (key, how) in [
+        ("json", "the rows as JSON, json.loads"),
+        ("messages", "the rows as messages, table_batches"),
+    ] {
+        if python[format!("{key}_decode_ns_per_row")].is_null() {
+            continue;
+        }
+        println!(
+            "| {} decode into dicts, in the runner: {how} (of which ParseFromString {:.0} ns; {} B/row){} | {:.0} ns | | |",
+            if key == form { "·" } else { "(not sent)" },
+            float(&python, &format!("{key}_parse_ns_per_row")),
+            int(&python, &format!("{key}_bytes")) / rows_of,
+            if key == form { "" } else { ", for comparison" },
+            float(&python, &format!("{key}_decode_ns_per_row")),
+        );
+    }
     println!("| · the plugin's own loop and bookkeeping | {own:.0} ns | | |");
     println!(
         "| · transport and dispatch: the rest | {:.0} ns | | |",
@@ -380,6 +398,8 @@ fn figures(
         let figures: serde_json::Value =
             serde_json::from_str(&answer).map_err(|e| format!("{e}: {answer}"))?;
         if figures["ready"] == true {
+            let mut figures = figures;
+            figures["last_message"] = status["last_message"].clone();
             let expected = match run {
                 "paced" | "paced_sync" => batches * PACED_ROWS,
                 _ => batches * BATCH,
@@ -401,17 +421,18 @@ struct Encode {
     /// ns per row of each step by which tsdb turns the points of a write into a
     /// trigger's `WriteBatch` on the wire (median of the rounds).
     steps: Vec<(&'static str, f64)>,
-    /// One such batch, encoded.
+    /// One such batch, encoded, its rows both as messages and as JSON.
     batch: Vec<u8>,
 }
 
-/// Times the encode over `rounds` batches of `BATCH` rows.
-fn encode_costs(rounds: usize) -> Result<Encode, String> {
+/// Times the encode over `rounds` batches of `BATCH` rows, the rows as JSON (as
+/// delivered to a process that reads them so) or as messages.
+fn encode_costs(rounds: usize, json: bool) -> Result<Encode, String> {
     let base = wall_ns();
     let text = lines("flow", 0, BATCH, |n| base + n as i64);
     let points = line_protocol::parse(&text, Precision::Nanoseconds).map_err(|e| e.to_string())?;
     let mut samples = [const { Vec::new() }; 4];
-    let mut encoded = Vec::new();
+    let mut both = WriteBatch::default();
     for _ in 0..rounds.max(1) {
         let points = points.clone();
         let t0 = Instant::now();
@@ -434,12 +455,18 @@ fn encode_costs(rounds: usize) -> Result<Encode, String> {
                 .collect(),
             sequence: 1,
             previous: 0,
+            table_batches_json: Vec::new(),
         };
         let t2 = Instant::now();
-        // The delivery sends a clone: it keeps the batch to send again after a crash.
-        let sent = batch.clone();
+        // The delivery sends a new batch (it keeps its own, to send again after a
+        // crash): the rows as JSON, or a clone.
+        let sent = if json {
+            with_json_rows(&batch)
+        } else {
+            batch.clone()
+        };
         let t3 = Instant::now();
-        encoded = sent.encode_to_vec();
+        let encoded = sent.encode_to_vec();
         let t4 = Instant::now();
         for (samples, (from, to)) in
             samples
@@ -448,8 +475,11 @@ fn encode_costs(rounds: usize) -> Result<Encode, String> {
         {
             samples.push((to - from).as_nanos() as f64 / BATCH as f64);
         }
+        std::hint::black_box(encoded);
+        both = batch;
     }
-    let names = ["by_table", "the batch built", "its clone", "prost"];
+    let wire = if json { "to JSON" } else { "its clone" };
+    let names = ["by_table", "the batch built", wire, "prost"];
     let steps = names
         .into_iter()
         .zip(samples.iter_mut())
@@ -458,9 +488,10 @@ fn encode_costs(rounds: usize) -> Result<Encode, String> {
             (name, s[s.len() / 2])
         })
         .collect();
+    both.table_batches_json = with_json_rows(&both).table_batches_json;
     Ok(Encode {
         steps,
-        batch: encoded,
+        batch: both.encode_to_vec(),
     })
 }
 

@@ -126,6 +126,7 @@ impl Trigger for Shared {
                 let (alerts, points) = (state.alerts, state.points);
                 return Ok(Response::new(TriggerResult {
                     message: format!("{alerts} alert(s) so far, {points} points"),
+                    ..Default::default()
                 }));
             }
             if *position != 0 && batch.previous != *position {
@@ -186,6 +187,7 @@ impl Trigger for Shared {
         };
         Ok(Response::new(TriggerResult {
             message: format!("{alerts} alert(s) so far, {points} points"),
+            ..Default::default()
         }))
     }
 

@@ -31,6 +31,9 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
     let mut restarts = trigger.plugin.status().restarts;
     // Where the plugin's state stands, as far as the database knows.
     let mut last_sent = 0;
+    // The plugin process that said it reads `table_batches_json`: it gets the rows so.
+    // Another (a reload, a restart) gets the messages until it says so too.
+    let mut reads_json: Option<u32> = None;
     while let Some(next) = batches.recv().await {
         pending.push_back(next);
         // `done` goes when this batch's call has ended: the write waiting for it
@@ -40,7 +43,8 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                 continue; // written while the trigger was off: not its business
             }
             // Restarted since the last batch: it may have come back from an older state.
-            let now = trigger.plugin.status().restarts;
+            let plugin = trigger.plugin.status();
+            let now = plugin.restarts;
             if now != restarts {
                 restarts = now;
                 let current = (batch.clone(), accepted, done.take());
@@ -56,10 +60,17 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
             let mut attempt = 1;
             loop {
                 let mut client = trigger.client();
-                let call = client.on_write(batch.clone());
+                let sent = if reads_json.is_some() && reads_json == plugin.pid {
+                    crate::table_batches::with_json_rows(&batch)
+                } else {
+                    batch.clone()
+                };
+                let call = client.on_write(sent);
                 match trigger.bounded("process_writes", call).await {
                     Ok(answer) => {
-                        trigger.answered(answer.into_inner().message, accepted.elapsed());
+                        let answer = answer.into_inner();
+                        reads_json = plugin.pid.filter(|_| answer.reads_table_batches_json);
+                        trigger.answered(answer.message, accepted.elapsed());
                         last_sent = batch.sequence;
                         kept.push_back(batch);
                         if kept.len() > KEPT {
@@ -68,6 +79,8 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                         break;
                     }
                     Err(status) => {
+                        // The process may be another after this: it says again.
+                        reads_json = None;
                         if trigger.config.error_policy != ErrorPolicy::Retry || attempt == ATTEMPTS
                         {
                             trigger.failed(&status);

@@ -24,6 +24,7 @@ mod plugin_test_query;
 pub mod processing_engine;
 pub mod shared_cache;
 pub mod system_tables;
+pub mod table_batches;
 pub mod triggers;
 
 /// The plugin API, generated from `engine.proto`.

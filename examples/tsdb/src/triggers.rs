@@ -456,6 +456,7 @@ impl Engine {
                 tables,
                 sequence: *sequence + 1,
                 previous: 0,
+                table_batches_json: Vec::new(),
             };
             let (done, ended) = if trigger.config.run_async || by_plugin.is_some() {
                 (None, None)

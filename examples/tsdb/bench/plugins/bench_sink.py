@@ -11,9 +11,10 @@ own time, which the bench sets to the time it sent the write).
 
 On request (`request:PATH`), `?do=figures&run=NAME` answers that run's row as JSON
 (`{"ready": false}` until it is written), and `?do=costs` times, in this process, the
-decode of the `WriteBatch` in the body into InfluxDB's `table_batches` and the floor:
-building the same list of dicts from the same values, as an engine holding the rows
-in its own process does.
+runner's decode into InfluxDB's `table_batches` of the `WriteBatch` in the body (its
+rows as messages, and as JSON where the runner reads that), and the floor: building
+the same list of dicts from the same values, as an engine holding the rows in its own
+process does.
 """
 
 import os
@@ -105,20 +106,28 @@ def _display_builder(names):
     return eval(f"lambda columns: [{{{keys}}} for v in zip(*columns)]")  # noqa: S307 (keys are repr'd)
 
 
+def _types(batches):
+    return [[{k: type(v) for k, v in row.items()} for row in t["rows"]] for t in batches]
+
+
 def _costs(body, repeats):
     from google.protobuf.internal import api_implementation
+    from influxdb3_runner import service
     from influxdb3_runner._proto import pb
-    from influxdb3_runner.service import table_batches
 
-    def parse():
-        batch = pb.WriteBatch()
-        batch.ParseFromString(body)
-        return batch
+    both = pb.WriteBatch.FromString(body)
+    as_messages = pb.WriteBatch()
+    as_messages.CopyFrom(both)
+    as_messages.ClearField("table_batches_json")
+    as_json = pb.WriteBatch()
+    as_json.CopyFrom(both)
+    as_json.ClearField("tables")
+    forms = {"messages": as_messages.SerializeToString(), "json": as_json.SerializeToString()}
+    # A runner without the JSON form reads only the messages.
+    read = getattr(service, "write_batches", None)
+    readers = {"messages": service.table_batches, "json": read}
 
-    def decode():
-        return table_batches(parse())
-
-    decoded = decode()
+    decoded = service.table_batches(as_messages)
     rows = sum(len(t["rows"]) for t in decoded)
     if rows == 0:
         raise ValueError("do=costs: the body holds no rows (POST an encoded WriteBatch)")
@@ -142,16 +151,30 @@ def _costs(body, repeats):
 
     if floor() != decoded or generic() != decoded:
         raise ValueError("do=costs: the floor's dicts are not the runner's")
-    return {
+    out = {
         "rows": rows,
-        "bytes": len(body),
-        "parse_ns_per_row": _timed(parse, rows, repeats),
-        "decode_ns_per_row": _timed(decode, rows, repeats),
         "floor_ns_per_row": _timed(floor, rows, repeats),
         "generic_ns_per_row": _timed(generic, rows, repeats),
         "protobuf": api_implementation.Type(),
         "python": sys.version.split()[0],
     }
+    for form, data in forms.items():
+        reader = readers[form]
+        if reader is None:
+            continue
+
+        def parse(data=data):
+            return pb.WriteBatch.FromString(data)
+
+        def decode(data=data, reader=reader):
+            return reader(pb.WriteBatch.FromString(data))
+
+        if decode() != decoded or _types(decode()) != _types(decoded):
+            raise ValueError(f"do=costs: the rows read from {form} are not the messages' rows")
+        out[f"{form}_bytes"] = len(data)
+        out[f"{form}_parse_ns_per_row"] = _timed(parse, rows, repeats)
+        out[f"{form}_decode_ns_per_row"] = _timed(decode, rows, repeats)
+    return out
 
 
 def process_request(influxdb3_local, query_parameters, request_headers, request_body, args=None):
