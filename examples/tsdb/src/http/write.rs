@@ -179,8 +179,18 @@ async fn wait_for_triggers(
     waits: Vec<tokio::sync::oneshot::Receiver<()>>,
     peer: Option<Peer>,
 ) {
-    if waits.is_empty() || peer.is_some_and(|p| p.held_by_any(&api.engine.plugin_pids())) {
+    if waits.is_empty() {
         return;
+    }
+    if let Some(peer) = peer {
+        let pids = api.engine.plugin_pids();
+        // Off the runtime's threads: reading /proc takes milliseconds, and on this
+        // thread it held back the very trigger calls this write had just queued (their
+        // task woken here), so a waiting write was answered that much later.
+        let held = tokio::task::spawn_blocking(move || peer.held_by_any(&pids)).await;
+        if held.unwrap_or(false) {
+            return;
+        }
     }
     for ended in waits {
         // An error is the sender gone: the call ended (or the trigger was deleted).
