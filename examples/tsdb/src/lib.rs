@@ -22,9 +22,11 @@ pub mod plugin_launch;
 pub mod plugin_test;
 mod plugin_test_query;
 pub mod processing_engine;
+mod schedules;
 pub mod shared_cache;
 pub mod system_tables;
 pub mod table_batches;
+pub mod trigger_spec;
 pub mod triggers;
 
 /// The plugin API, generated from `engine.proto`.

@@ -4,7 +4,6 @@
 //! failing), each with its error policy and a status the HTTP API shows.
 
 use std::collections::{BTreeMap, HashSet};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,84 +12,15 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::api::trigger_client::TriggerClient;
-use crate::api::{HttpRequest, HttpResponse, ScheduledCall, TableBatch, WriteBatch};
+use crate::api::{HttpRequest, HttpResponse, TableBatch, WriteBatch};
 use crate::config::{ErrorPolicy, TriggerConfig};
+use crate::schedules::{every_interval, on_cron};
+pub use crate::trigger_spec::Spec;
 
 /// Write batches waiting for one trigger; past this, batches are dropped and counted.
 const QUEUE: usize = 1024;
 /// Attempts of a call under the `retry` policy.
 const ATTEMPTS: u32 = 4;
-/// The longest `every:` interval, as InfluxDB's: a year.
-const MAX_EVERY: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// When a trigger fires.
-#[derive(Debug, Clone)]
-pub enum Spec {
-    Table(String),
-    AllTables,
-    Every(Duration),
-    Cron(Box<cron::Schedule>),
-    Request(String),
-}
-
-impl Spec {
-    /// From the config's `on`; the error says what is accepted.
-    pub fn parse(on: &str) -> Result<Self, String> {
-        let (kind, rest) = on.split_once(':').unwrap_or((on, ""));
-        match kind {
-            "all_tables" if rest.is_empty() => Ok(Self::AllTables),
-            "table" if !rest.is_empty() => Ok(Self::Table(rest.to_owned())),
-            "every" => parse_every(rest).map(Self::Every),
-            "cron" => cron::Schedule::from_str(rest)
-                .map(|s| Self::Cron(Box::new(s)))
-                .map_err(|e| {
-                    format!(
-                        "{rest:?} is not a cron expression (SEC MIN HOUR DAY MONTH WEEKDAY): {e}"
-                    )
-                }),
-            "request" if !rest.is_empty() && !rest.starts_with('/') => {
-                Ok(Self::Request(rest.to_owned()))
-            }
-            _ => Err(format!(
-                "{on:?} is not a trigger: use table:NAME, all_tables, every:10s, cron:EXPR or request:PATH"
-            )),
-        }
-    }
-
-    fn fires_on_writes(&self) -> bool {
-        matches!(self, Self::Table(_) | Self::AllTables)
-    }
-}
-
-fn parse_every(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is not an interval such as 10s, 5m, 1h or 500ms"))?;
-    let seconds_per_unit = match unit {
-        "ms" => None,
-        "s" => Some(1),
-        "m" => Some(60),
-        "h" => Some(3600),
-        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
-    };
-    // Checked: `n * 3600` from a request would panic (debug) or wrap (release), and an
-    // interval past a year overflows `Instant + every` in the timer, which then never fires.
-    let every = match seconds_per_unit {
-        None => Some(Duration::from_millis(n)),
-        Some(k) => n.checked_mul(k).map(Duration::from_secs),
-    }
-    .filter(|every| *every <= MAX_EVERY)
-    .ok_or_else(|| format!("{text:?} is too long (at most a year, 8760h)"))?;
-    if every < Duration::from_millis(100) {
-        return Err(format!("{text:?} is too often (at least 100ms)"));
-    }
-    Ok(every)
-}
-
 /// What the status shows of one trigger.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct TriggerStatus {
@@ -224,7 +154,7 @@ impl Trigger {
     }
 
     /// Runs `call` under the trigger's error policy; the outcome is in its status.
-    async fn run<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    pub(crate) async fn run<T, F, Fut>(&self, call: F) -> Result<T, Status>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
@@ -567,126 +497,5 @@ impl Engine {
             .filter(|t| t.config.plugin == plugin)
             .map(|t| t.config.database.clone())
             .collect()
-    }
-}
-
-/// The first slot of `every` after `now`: InfluxDB 3 fires `every:D` at the multiples
-/// of D since the epoch, and hands that slot to the plugin as its call time.
-fn next_slot(now: SystemTime, every: Duration) -> SystemTime {
-    let since = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let step = every.as_nanos().max(1);
-    let next = (since / step + 1) * step;
-    let next = u64::try_from(next).unwrap_or(u64::MAX);
-    SystemTime::UNIX_EPOCH + Duration::from_nanos(next)
-}
-
-async fn every_interval(trigger: Arc<Trigger>, every: Duration) {
-    let mut last = SystemTime::UNIX_EPOCH;
-    loop {
-        // The wall clock may step back under the monotonic timer: a slot fires once.
-        let slot = next_slot(SystemTime::now().max(last), every);
-        last = slot;
-        // A slot missed (the machine asleep, a call longer than the interval) is
-        // skipped, as a missed tick was before: the next one is computed from now.
-        let wait = slot
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait).await;
-        scheduled(&trigger, slot).await;
-    }
-}
-
-async fn on_cron(trigger: Arc<Trigger>, schedule: cron::Schedule) {
-    loop {
-        let Some(next) = schedule.upcoming(chrono::Utc).next() else {
-            return;
-        };
-        let wait = (next - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        tokio::time::sleep(wait).await;
-        scheduled(&trigger, SystemTime::from(next)).await;
-    }
-}
-
-async fn scheduled(trigger: &Trigger, at: SystemTime) {
-    if !trigger.enabled() {
-        return;
-    }
-    let call = ScheduledCall {
-        trigger: trigger.config.name.clone(),
-        args: trigger.config.args.clone().into_iter().collect(),
-        database: trigger.config.database.clone(),
-        call_time_ns: at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64),
-    };
-    let outcome = trigger
-        .run(|| {
-            let (mut client, call) = (trigger.client(), call.clone());
-            let call = async move {
-                client
-                    .on_schedule(call)
-                    .await
-                    .map(tonic::Response::into_inner)
-            };
-            trigger.bounded("process_scheduled_call", call)
-        })
-        .await;
-    if let Ok(result) = outcome {
-        trigger.note(result.message);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_fires_at_multiples_of_its_interval_since_the_epoch() {
-        let at = |s: u64, ms: u64| {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms)
-        };
-        let ten = Duration::from_secs(10);
-        assert_eq!(next_slot(at(1_700_000_003, 500), ten), at(1_700_000_010, 0));
-        // On a slot, the next one: the slot itself has fired.
-        assert_eq!(next_slot(at(1_700_000_010, 0), ten), at(1_700_000_020, 0));
-        let half = Duration::from_millis(500);
-        assert_eq!(next_slot(at(7, 499), half), at(7, 500));
-    }
-
-    #[test]
-    fn trigger_specs_and_their_errors() {
-        assert!(matches!(Spec::parse("table:cpu"), Ok(Spec::Table(t)) if t == "cpu"));
-        assert!(matches!(Spec::parse("all_tables"), Ok(Spec::AllTables)));
-        assert!(
-            matches!(Spec::parse("every:10s"), Ok(Spec::Every(d)) if d == Duration::from_secs(10))
-        );
-        assert!(
-            matches!(Spec::parse("every:2m"), Ok(Spec::Every(d)) if d == Duration::from_secs(120))
-        );
-        assert!(matches!(
-            Spec::parse("cron:0 */5 * * * *"),
-            Ok(Spec::Cron(_))
-        ));
-        assert!(matches!(Spec::parse("every:8760h"), Ok(Spec::Every(d)) if d == MAX_EVERY));
-        assert!(matches!(Spec::parse("request:summary"), Ok(Spec::Request(p)) if p == "summary"));
-        for (bad, says) in [
-            ("every:10", "the unit must be"),
-            ("every:5ms", "too often"),
-            ("every:18446744073709551615s", "too long"),
-            ("every:18446744073709551615h", "too long"),
-            ("every:5124095576030432m", "too long"),
-            ("every:8761h", "too long"),
-            ("cron:nope", "not a cron expression"),
-            ("request:/x", "is not a trigger"),
-            ("tables", "is not a trigger"),
-        ] {
-            let err = Spec::parse(bad).expect_err(bad);
-            assert!(err.contains(says), "{bad}: {err}");
-        }
     }
 }
