@@ -87,18 +87,7 @@ pub fn runner_command(
     plugin
         .env
         .insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
-    plugin.cwd = Some(dir.root().to_owned());
-    if !runner.python_path.is_empty() {
-        let joined =
-            std::env::join_paths(&runner.python_path).map_err(|e| format!("python_path: {e}"))?;
-        plugin
-            .env
-            .insert("PYTHONPATH".into(), joined.to_string_lossy().into_owned());
-    }
-    plugin.env.insert(
-        "PLUGIN_DIR".into(),
-        dir.root().to_string_lossy().into_owned(),
-    );
+    in_plugin_dir(&mut plugin, dir, runner)?;
     Ok(plugin)
 }
 
@@ -172,18 +161,26 @@ pub fn plugin_for(
             );
         }
         plugin.checkpoint_interval_ms = Some(CACHE_CHECKPOINT_MS);
-        plugin.copy_binary = false;
-        plugin.call_timeout_ms = runner.call_timeout_ms;
-        plugin.max_rss_mb = Some(runner.max_memory_mb);
+        bounded(&mut plugin, runner);
         return Ok(plugin);
     }
     let mut plugin = PluginConfig::new(&runner.python);
     plugin.args = vec![shown.clone()];
     plugin.watch = vec![shown];
+    bounded(&mut plugin, runner);
+    in_plugin_dir(&mut plugin, dir, runner)?;
+    Ok(plugin)
+}
+
+/// What every Python plugin of the plugin directory runs with, the runner's and tsdb's
+/// own alike: the directory as its working directory and `PLUGIN_DIR`, and tsdb's
+/// `python_path` on its `PYTHONPATH`.
+fn in_plugin_dir(
+    plugin: &mut PluginConfig,
+    dir: &PluginDir,
+    runner: &PythonRunner,
+) -> Result<(), String> {
     plugin.cwd = Some(dir.root().to_owned());
-    plugin.copy_binary = false;
-    plugin.call_timeout_ms = runner.call_timeout_ms;
-    plugin.max_rss_mb = Some(runner.max_memory_mb);
     if !runner.python_path.is_empty() {
         let joined =
             std::env::join_paths(&runner.python_path).map_err(|e| format!("python_path: {e}"))?;
@@ -195,7 +192,15 @@ pub fn plugin_for(
         "PLUGIN_DIR".into(),
         dir.root().to_string_lossy().into_owned(),
     );
-    Ok(plugin)
+    Ok(())
+}
+
+/// A trigger's plugin file runs where it is (a script is not copied), its calls and its
+/// memory bounded by tsdb.toml's `trigger_call_timeout_ms` and `trigger_max_memory_mb`.
+fn bounded(plugin: &mut PluginConfig, runner: &PythonRunner) {
+    plugin.copy_binary = false;
+    plugin.call_timeout_ms = runner.call_timeout_ms;
+    plugin.max_rss_mb = Some(runner.max_memory_mb);
 }
 
 #[cfg(test)]
