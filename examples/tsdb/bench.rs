@@ -55,7 +55,9 @@ fn launch(bin: &Path, plugins: &str, config: &str) -> Result<Db, String> {
     std::fs::write(dir.path().join("plugins.toml"), plugins).map_err(|e| e.to_string())?;
     std::fs::write(
         dir.path().join("tsdb.toml"),
-        format!("http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n{config}"),
+        format!(
+            "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\nwithout_auth = true\n{config}"
+        ),
     )
     .map_err(|e| e.to_string())?;
     let (child, addr) = spawn(&bin.join("tsdb"), dir.path(), Duration::from_secs(30))?;

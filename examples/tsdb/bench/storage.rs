@@ -153,9 +153,14 @@ fn bytes_under(dir: &Path) -> u64 {
 pub fn measure(bin: &Path, dialect: Dialect, points: usize) -> Result<Figures, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::write(dir.path().join("plugins.toml"), "").map_err(|e| e.to_string())?;
+    // The SQLite tsdb knew no tokens (nor the key that turns them off).
+    let auth = match dialect {
+        Dialect::DataFusion => "without_auth = true\n",
+        Dialect::Sqlite => "",
+    };
     std::fs::write(
         dir.path().join("tsdb.toml"),
-        "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n",
+        format!("http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n{auth}"),
     )
     .map_err(|e| e.to_string())?;
     let batches = points.div_ceil(BATCH);

@@ -107,6 +107,10 @@ pub fn check_arguments(args: &BTreeMap<String, String>) -> Result<(), String> {
 pub struct CatalogState {
     pub databases: BTreeSet<String>,
     pub triggers: BTreeMap<String, TriggerDefinition>,
+    /// The admin tokens, by name (their hashes; see `tokens`). Absent from a catalog
+    /// written before tokens were checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, crate::tokens::TokenEntry>,
 }
 
 /// The catalog file and its contents, changed one whole version at a time.
@@ -176,6 +180,11 @@ impl Catalog {
     /// The catalog as it is now.
     pub fn state(&self) -> CatalogState {
         self.lock().clone()
+    }
+
+    /// Reads the catalog without copying it (a token check on every request).
+    pub fn read<R>(&self, f: impl FnOnce(&CatalogState) -> R) -> R {
+        f(&self.lock())
     }
 
     /// Applies `change` to a copy, writes the copy, and only then keeps it: on an error
@@ -275,6 +284,7 @@ fn check_state(state: &CatalogState) -> Result<(), String> {
             state.triggers.len()
         ));
     }
+    crate::tokens::check_entries(&state.tokens)?;
     for (name, def) in &state.triggers {
         def.check(name).map_err(|e| {
             format!(

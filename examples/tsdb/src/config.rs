@@ -68,6 +68,19 @@ pub struct Config {
     /// be) or `own` (only those of its own triggers).
     #[serde(default)]
     pub plugin_databases: PluginDatabases,
+    /// `true`: no request needs a token (InfluxDB 3's `--without-auth`; the command
+    /// line's flag sets it too). By default every request but the one making the first
+    /// token needs an admin token.
+    #[serde(default)]
+    pub without_auth: bool,
+    /// InfluxDB 3's offline admin token file (`{"token", "name"?, "expiry_millis"?}`),
+    /// relative to this file: its token becomes the first one when the catalog holds
+    /// none (`--admin-token-file` overrides it).
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Paths served without a token: `health`, `ping` (InfluxDB 3's `--disable-authz`).
+    #[serde(default)]
+    pub disable_authz: Vec<String>,
 }
 
 /// See [`Config::plugin_databases`].
@@ -193,6 +206,13 @@ impl Config {
         config.data_dir = base.join(&config.data_dir);
         config.plugins = base.join(&config.plugins);
         config.plugin_dir = config.plugin_dir.map(|d| base.join(d));
+        config.admin_token_file = config.admin_token_file.map(|f| base.join(f));
+        if let Err(e) = open_paths(&config.disable_authz) {
+            problems.push(format!(
+                "{}: field `disable_authz`: {e}",
+                at("disable_authz")
+            ));
+        }
         // Absolute: a plugin runs in the plugin directory, not where tsdb started.
         let absolute = |p: &Path| std::path::absolute(base.join(p)).unwrap_or(base.join(p));
         if config.python.components().count() > 1 {
@@ -240,6 +260,21 @@ impl Config {
             Err(problems.join("\n"))
         }
     }
+}
+
+/// The paths `disable_authz` opens, or the first value that is not one of them.
+pub fn open_paths(names: &[String]) -> Result<Vec<&'static str>, String> {
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            "health" => Ok("/health"),
+            "ping" => Ok("/ping"),
+            other => Err(format!(
+                "{:?} is not `health` or `ping`, the paths that may be served without a token",
+                other.chars().take(64).collect::<String>()
+            )),
+        })
+        .collect()
 }
 
 /// The line and column (1-based) where top-level `key` is set in `text`.

@@ -26,6 +26,7 @@ mod schedules;
 pub mod shared_cache;
 pub mod system_tables;
 pub mod table_batches;
+pub mod tokens;
 pub mod trigger_spec;
 pub mod triggers;
 

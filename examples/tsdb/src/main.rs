@@ -1,4 +1,4 @@
-//! `tsdb --config tsdb.toml [--dev] [--plugin-dir DIR]`: the database, its HTTP API and
+//! `tsdb --config tsdb.toml [--dev] [--plugin-dir DIR] [--without-auth] ...`: the database, its HTTP API and
 //! its processing engine (baton, linked as a library). `--dev` runs the plugins in
 //! baton's dev mode: a plugin reloads, state kept, whenever its file changes.
 
@@ -24,19 +24,34 @@ const EXIT_CONFIG: u8 = 64;
 const SHUTDOWN_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn usage() -> ExitCode {
-    eprintln!("usage: tsdb --config tsdb.toml [--dev] [--plugin-dir DIR]");
+    eprintln!(
+        "usage: tsdb --config tsdb.toml [--dev] [--plugin-dir DIR] [--without-auth] \
+         [--admin-token-file FILE] [--disable-authz health,ping]"
+    );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let (mut config, mut dev, mut plugin_dir) = (None, false, None);
+    let (mut config, mut flags) = (None, Flags::default());
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config = args.next().map(PathBuf::from),
-            "--dev" => dev = true,
+            "--dev" => flags.dev = true,
+            "--without-auth" => flags.without_auth = true,
             "--plugin-dir" => match args.next() {
-                Some(dir) => plugin_dir = Some(PathBuf::from(dir)),
+                Some(dir) => flags.plugin_dir = Some(PathBuf::from(dir)),
+                None => return usage(),
+            },
+            "--admin-token-file" => match args.next() {
+                Some(file) => flags.admin_token_file = Some(PathBuf::from(file)),
+                None => return usage(),
+            },
+            "--disable-authz" => match args.next() {
+                Some(list) => {
+                    flags.disable_authz =
+                        Some(list.split(',').map(|s| s.trim().to_owned()).collect())
+                }
                 None => return usage(),
             },
             _ => return usage(),
@@ -75,15 +90,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, dev, plugin_dir, logs))
+    runtime.block_on(run(config, flags, logs))
 }
 
-async fn run(
-    path: PathBuf,
+/// What the command line sets over tsdb.toml.
+#[derive(Default)]
+struct Flags {
     dev: bool,
     plugin_dir: Option<PathBuf>,
-    logs: Arc<EngineLogs>,
-) -> ExitCode {
+    without_auth: bool,
+    admin_token_file: Option<PathBuf>,
+    disable_authz: Option<Vec<String>>,
+}
+
+async fn run(path: PathBuf, flags: Flags, logs: Arc<EngineLogs>) -> ExitCode {
+    let Flags {
+        dev, plugin_dir, ..
+    } = flags;
     let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -106,6 +129,20 @@ async fn run(
     if plugin_dir.is_some() {
         config.plugin_dir = plugin_dir;
     }
+    config.without_auth |= flags.without_auth;
+    if flags.admin_token_file.is_some() {
+        config.admin_token_file = flags.admin_token_file;
+    }
+    if let Some(list) = flags.disable_authz {
+        config.disable_authz = list;
+    }
+    let open = match tsdb::config::open_paths(&config.disable_authz) {
+        Ok(open) => open,
+        Err(e) => {
+            eprintln!("error: --disable-authz: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let db = match Db::open(&config.data_dir, config.db_options()) {
         Ok(db) => db,
         Err(e) => {
@@ -135,15 +172,34 @@ async fn run(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(dir) = &config.plugin_dir {
-        // Tokens are not checked yet: with a plugin directory, whoever reaches the port
-        // can upload a file and make a trigger run it.
+    let tokens = Arc::new(tsdb::tokens::Tokens::new(
+        catalog.clone(),
+        !config.without_auth,
+        open,
+    ));
+    if let Some(file) = &config.admin_token_file
+        && let Err(e) = tokens.preconfigure(file)
+    {
+        eprintln!("error: the admin token file (`admin_token_file`, --admin-token-file): {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if config.without_auth {
+        // With a plugin directory, whoever reaches the port can then upload a file
+        // and make a trigger run it.
         tracing::warn!(
-            "plugin directory {}: plugin uploads and triggers made over HTTP are open to \
-             anyone who reaches {} (tokens are not checked yet); keep it on loopback and \
-             trust its local users",
-            dir.display(),
-            config.http
+            "tsdb: tokens are not checked (--without-auth): anyone who reaches {} may write, \
+             query{}",
+            config.http,
+            if config.plugin_dir.is_some() {
+                ", upload plugins and make triggers run them"
+            } else {
+                " and make databases"
+            }
+        );
+    } else if catalog.read(|s| s.tokens.is_empty()) {
+        tracing::info!(
+            "tsdb: every request needs a token and none exists yet: POST \
+             /api/v3/configure/token/admin makes the operator token (shown once)"
         );
     }
     let runner = PythonRunner {
@@ -232,6 +288,7 @@ async fn run(
             engine,
             processing: processing.clone(),
             plugin_tests: Arc::new(tsdb::plugin_test::PluginTests::new(config.plugin_databases)),
+            tokens,
         },
     ));
     wait_for_stop().await;

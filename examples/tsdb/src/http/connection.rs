@@ -41,6 +41,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub struct Services {
     pub router: Router,
     pub flight: FlightServiceServer<Flight>,
+    pub tokens: Arc<crate::tokens::Tokens>,
 }
 
 /// Requests in progress on one connection: counted from the request's head until its
@@ -130,6 +131,19 @@ async fn dispatch(request: Request<Incoming>, services: Services) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
+    // One gate for both: a Flight query needs the same token as `query_sql`.
+    if let Err(why) = super::auth::gate(
+        &services.tokens,
+        request.method(),
+        request.uri(),
+        request.headers(),
+    ) {
+        return if grpc {
+            tonic::Status::unauthenticated(why).into_http::<Body>()
+        } else {
+            unauthorized(why)
+        };
+    }
     if !grpc {
         return services.router.oneshot(request).await.into_response();
     }
@@ -153,6 +167,16 @@ async fn dispatch(request: Request<Incoming>, services: Services) -> Response {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
     }
+}
+
+/// A 401 that says which scheme to answer with.
+fn unauthorized(why: String) -> Response {
+    let mut response = super::error(StatusCode::UNAUTHORIZED, why);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"tsdb\""),
+    );
+    response
 }
 
 /// A body refused by the HTTP bounds, as the gRPC status a Flight client reads.

@@ -3,6 +3,7 @@
 //! Arrow Flight (`flight`) is served on the same port, each connection by `connection`.
 //! The server's bounds (connections, header and body time, body size) are here too.
 
+mod auth;
 mod configure;
 mod connection;
 mod encoding;
@@ -12,6 +13,7 @@ mod format;
 mod peer;
 mod plugin_env;
 mod query;
+mod tokens;
 mod write;
 
 use std::collections::HashMap;
@@ -54,6 +56,8 @@ pub struct Api {
     pub processing: Arc<crate::processing_engine::ProcessingEngine>,
     /// The caches of plugin tests, by their `cache_name`.
     pub plugin_tests: Arc<crate::plugin_test::PluginTests>,
+    /// The admin tokens, and whether requests must carry one.
+    pub tokens: Arc<crate::tokens::Tokens>,
 }
 
 /// The query string's parameters.
@@ -104,6 +108,19 @@ fn routes(api: Api) -> Router {
             "/api/v3/configure/plugin_environment/install_requirements",
             post(plugin_env::install_requirements),
         )
+        .route("/api/v3/configure/token/admin", post(tokens::create_admin))
+        .route(
+            "/api/v3/configure/token/admin/regenerate",
+            post(tokens::regenerate_admin),
+        )
+        .route(
+            "/api/v3/configure/token/named_admin",
+            post(tokens::create_named_admin),
+        )
+        .route(
+            "/api/v3/configure/token",
+            axum::routing::delete(tokens::delete),
+        )
         .route("/api/v3/plugin_test/wal", post(plugin_env::test_wal))
         .route(
             "/api/v3/plugin_test/schedule",
@@ -129,6 +146,7 @@ async fn no_route(method: Method, uri: Uri) -> Response {
 pub async fn serve(listener: tokio::net::TcpListener, api: Api) {
     let services = connection::Services {
         flight: flight::service(api.db.clone()),
+        tokens: api.tokens.clone(),
         router: routes(api),
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

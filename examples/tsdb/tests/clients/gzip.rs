@@ -5,7 +5,7 @@ use std::time::Duration;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::common::{rows, start_bare};
+use crate::common::{CLIENT_AUTH, rows_with, start_bare_with_token};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
@@ -20,7 +20,7 @@ fn post(addr: SocketAddr, path: &str, encoding: &str, body: &[u8]) -> (u16, Stri
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("a read timeout");
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\ncontent-encoding: {encoding}\r\ncontent-length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nhost: tsdb\r\nconnection: close\r\n{CLIENT_AUTH}\r\ncontent-encoding: {encoding}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -41,7 +41,7 @@ fn post(addr: SocketAddr, path: &str, encoding: &str, body: &[u8]) -> (u16, Stri
 #[test]
 fn gzip_bodies_are_decoded_on_every_write_endpoint_and_bounded_as_plain_ones() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
+    let db = start_bare_with_token(dir.path());
 
     // Telegraf's content_encoding = "gzip" reaches /write; the clients, v2 and v3. Two
     // gzip members one after the other are one body, as `cat a.gz b.gz` is one file.
@@ -63,10 +63,15 @@ fn gzip_bodies_are_decoded_on_every_write_endpoint_and_bounded_as_plain_ones() {
         let (status, answer) = post(db.addr, path, encoding, &body);
         assert_eq!(status, 204, "{path} {encoding}: {answer}");
     }
-    let vias: Vec<serde_json::Value> = rows(db.addr, "m", "SELECT via FROM cpu ORDER BY via")
-        .into_iter()
-        .map(|r| r["via"].clone())
-        .collect();
+    let vias: Vec<serde_json::Value> = rows_with(
+        db.addr,
+        &[CLIENT_AUTH],
+        "m",
+        "SELECT via FROM cpu ORDER BY via",
+    )
+    .into_iter()
+    .map(|r| r["via"].clone())
+    .collect();
     assert_eq!(vias, ["plain", "v1", "v1b", "v2", "v3"]);
 
     // 17 MiB that compress to 17 KB: the decoded body is held to the plain body's 16 MiB.
@@ -96,5 +101,8 @@ fn gzip_bodies_are_decoded_on_every_write_endpoint_and_bounded_as_plain_ones() {
         "{status} {answer}"
     );
     // None of the refused bodies left a row.
-    assert_eq!(rows(db.addr, "m", "SELECT via FROM cpu").len(), 5);
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "m", "SELECT via FROM cpu").len(),
+        5
+    );
 }

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::run_client;
-use crate::common::{rows, start_bare};
+use crate::common::{CLIENT_AUTH, rows_with, start_bare_with_token};
 
 /// What `influxdb3_python_writes.py` writes, as `query_sql` shows it (a column a line
 /// did not carry is left out of its row, as InfluxDB leaves nulls out).
@@ -22,13 +22,16 @@ const READ_BACK: &str = "SELECT room, temp, hum, note, time FROM home ORDER BY r
 #[test]
 fn influxdb3_python_writes_lines_and_points_through_v2_and_v3_write() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
+    let db = start_bare_with_token(dir.path());
 
     // Its default: /api/v2/write, `Authorization: Token ...`.
     if run_client("influxdb3_python_writes.py", db.addr, &["v2"]).is_none() {
         return;
     }
-    assert_eq!(rows(db.addr, "v2", READ_BACK), written());
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "v2", READ_BACK),
+        written()
+    );
     // write_use_v2_api=False: /api/v3/write_lp?precision=second..nanosecond&no_sync=true,
     // with `Authorization: Bearer ...` as InfluxDB 3 Enterprise and Edge users send it.
     run_client(
@@ -36,24 +39,33 @@ fn influxdb3_python_writes_lines_and_points_through_v2_and_v3_write() {
         db.addr,
         &["v3", "--v3", "--bearer"],
     );
-    assert_eq!(rows(db.addr, "v3", READ_BACK), written());
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "v3", READ_BACK),
+        written()
+    );
 }
 
 #[test]
 fn influxdb3_python_gzip_writes_are_decoded_on_both_endpoints() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
+    let db = start_bare_with_token(dir.path());
 
     if run_client("influxdb3_python_writes.py", db.addr, &["v2", "--gzip"]).is_none() {
         return;
     }
-    assert_eq!(rows(db.addr, "v2", READ_BACK), written());
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "v2", READ_BACK),
+        written()
+    );
     run_client(
         "influxdb3_python_writes.py",
         db.addr,
         &["v3", "--v3", "--gzip"],
     );
-    assert_eq!(rows(db.addr, "v3", READ_BACK), written());
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "v3", READ_BACK),
+        written()
+    );
 }
 
 /// Its `query()`: Arrow Flight's DoGet on the HTTP port, a JSON ticket with a `$room`
@@ -61,7 +73,7 @@ fn influxdb3_python_gzip_writes_are_decoded_on_both_endpoints() {
 #[test]
 fn influxdb3_python_queries_over_flight_with_a_parameter_in_each_column_type() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
+    let db = start_bare_with_token(dir.path());
 
     let Some(stdout) = run_client("influxdb3_python_queries.py", db.addr, &["sensors"]) else {
         return;

@@ -13,6 +13,7 @@ messages. Exits 77 with a "skipped: ..." line when the client is not installed.
 
 import importlib.util
 import json
+import os
 import sys
 
 try:
@@ -45,7 +46,7 @@ def refusal(client: InfluxDBClient3, sql: str, database: str) -> str:
 
 def main() -> None:
     url, database = sys.argv[1], sys.argv[2]
-    client = InfluxDBClient3(host=url, database=database, token="my-token")
+    client = InfluxDBClient3(host=url, database=database, token=os.environ["TSDB_TOKEN"])
     with client:
         client.write(record=LINES, write_precision=WritePrecision.NS)
         table = client.query(QUERY, language="sql", query_parameters={"room": "kitchen"})

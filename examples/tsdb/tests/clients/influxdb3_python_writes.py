@@ -9,6 +9,7 @@ query(), over Arrow Flight, is influxdb3_python_queries.py's.
 Exits 77 with a "skipped: ..." line when the client is not installed.
 """
 
+import os
 import sys
 
 try:
@@ -27,7 +28,7 @@ def main() -> None:
     client = InfluxDBClient3(
         host=url,
         database=database,
-        token="my-token",
+        token=os.environ["TSDB_TOKEN"],
         auth_scheme="Bearer" if "--bearer" in flags else None,
         enable_gzip="--gzip" in flags,
         **options,

@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::run_client;
-use crate::common::{rows, start_bare};
+use crate::common::{CLIENT_AUTH, rows_with, start_bare_with_token};
 
 /// What `influxdb_client_writes.py` writes, as `query_sql` shows it: each time exact
 /// to the digit its precision carries, the escaped tag and string whole.
@@ -27,22 +27,28 @@ const READ_BACK: &str = "SELECT host, usage, count, note, time FROM cpu ORDER BY
 #[test]
 fn influxdb_client_writes_points_and_lines_at_each_precision_through_v2_write() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
+    let db = start_bare_with_token(dir.path());
 
     if run_client("influxdb_client_writes.py", db.addr, &["plain"]).is_none() {
         return;
     }
-    assert_eq!(rows(db.addr, "plain", READ_BACK), written());
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "plain", READ_BACK),
+        written()
+    );
 }
 
 #[test]
 fn influxdb_client_gzip_writes_are_decoded() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
+    let db = start_bare_with_token(dir.path());
 
     // enable_gzip sends every write with Content-Encoding: gzip.
     if run_client("influxdb_client_writes.py", db.addr, &["zipped", "--gzip"]).is_none() {
         return;
     }
-    assert_eq!(rows(db.addr, "zipped", READ_BACK), written());
+    assert_eq!(
+        rows_with(db.addr, &[CLIENT_AUTH], "zipped", READ_BACK),
+        written()
+    );
 }

@@ -7,6 +7,7 @@ protocol strings at each precision (s, ms, us, ns). The caller reads the rows ba
 Exits 77 with a "skipped: ..." line when the client is not installed.
 """
 
+import os
 import sys
 from datetime import datetime, timezone
 
@@ -60,7 +61,7 @@ def lines() -> list:
 def main() -> None:
     url, bucket = sys.argv[1], sys.argv[2]
     gzip = "--gzip" in sys.argv[3:]
-    with InfluxDBClient(url=url, token="my-token", org="my-org", enable_gzip=gzip) as client:
+    with InfluxDBClient(url=url, token=os.environ["TSDB_TOKEN"], org="my-org", enable_gzip=gzip) as client:
         write = client.write_api(write_options=SYNCHRONOUS)
         # One call: the client splits the points by precision, a request for each.
         write.write(bucket=bucket, record=points())

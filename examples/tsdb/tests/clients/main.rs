@@ -1,7 +1,7 @@
 //! Client libraries written by others, from PyPI in the repository's venv, talking to
 //! the real `tsdb` binary unchanged: InfluxDB 2's `influxdb-client` and InfluxDB 3's
-//! `influxdb3-python` writing, plain and gzip'd, with tokens tsdb does not check yet, and
-//! querying over Arrow Flight, as `pyarrow.flight` does on its own. Each test runs a
+//! `influxdb3-python` writing, plain and gzip'd, with the token tsdb checks (from an admin
+//! token file), and querying over Arrow Flight, as `pyarrow.flight` does on its own. Each test runs a
 //! script beside this file with `.venv/bin/python`, then reads back over `query_sql`
 //! what the script wrote, or checks what the script read (its JSON on stdout).
 
@@ -48,6 +48,7 @@ fn run_client(script: &str, addr: SocketAddr, args: &[&str]) -> Option<String> {
         .arg(root().join("examples/tsdb/tests/clients").join(script))
         .arg(format!("http://{addr}"))
         .args(args)
+        .env("TSDB_TOKEN", crate::common::CLIENT_TOKEN)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("a stdout file"))
         .stderr(std::fs::File::create(&err).expect("a stderr file"))

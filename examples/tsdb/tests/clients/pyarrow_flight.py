@@ -1,7 +1,7 @@
 """Talks to tsdb's Arrow Flight API with pyarrow.flight alone (no InfluxDB client), as a
 Flight client of any language would: DoGet with InfluxDB 3's JSON ticket under each way
-a token is sent (Bearer, Token, none), then what tsdb must refuse: a ticket that is not
-JSON, a database it does not have, statements that are not reads (CREATE EXTERNAL TABLE,
+a token is sent (Bearer, Token; from TSDB_TOKEN), then what tsdb must refuse: no token,
+another token, a ticket that is not JSON, a database it does not have, statements that are not reads (CREATE EXTERNAL TABLE,
 COPY ... TO), InfluxQL, and the Flight RPCs it does not serve (Handshake, ListFlights).
 
     pyarrow_flight.py URL DATABASE
@@ -13,6 +13,7 @@ does not import.
 """
 
 import json
+import os
 import sys
 from urllib.parse import urlparse
 
@@ -53,15 +54,18 @@ def main() -> None:
     client = flight.FlightClient(f"grpc+tcp://{url.hostname}:{url.port}")
     sql = "SELECT room, temp, time FROM sensor ORDER BY time"
     read = {}
-    for scheme in ("Bearer my-token", "Token my-token", None):
-        table = client.do_get(ticket(database, sql), options(scheme)).read_all()
-        read[scheme or "none"] = {
+    token = os.environ["TSDB_TOKEN"]
+    for scheme in ("Bearer", "Token"):
+        table = client.do_get(ticket(database, sql), options(f"{scheme} {token}")).read_all()
+        read[scheme] = {
             "schema": {f.name: str(f.type) for f in table.schema},
             "rows": table.num_rows,
             "rooms": table.column("room").to_pylist(),
         }
-    bearer = options("Bearer my-token")
+    bearer = options(f"Bearer {token}")
     refused = {
+        "no_token": refusal(lambda: client.do_get(ticket(database, sql), options(None))),
+        "wrong_token": refusal(lambda: client.do_get(ticket(database, sql), options("Bearer apiv3_not-this-one"))),
         "not_json": refusal(lambda: client.do_get(flight.Ticket(b"SELECT 1"), bearer)),
         "missing_database": refusal(lambda: client.do_get(ticket("no_such_db", "SELECT 1"), bearer)),
         "create_external_table": refusal(

@@ -1,35 +1,361 @@
-use crate::common::{encoded, http_full, start_bare};
+//! Tokens as InfluxDB 3 checks them: every request needs a live admin token (the one
+//! that makes the first token aside), sent as InfluxDB's clients send it; the operator
+//! token is made once and regenerated, named tokens made, expired and deleted; the
+//! catalog keeps hashes only, and tokens survive a restart.
 
-/// Clients send `Authorization: Token X` (InfluxDB 2 and 3's clients, Telegraf) or
-/// `Bearer X` (InfluxDB 3 Enterprise and Edge); tsdb checks no token yet, so neither
-/// may get a request refused.
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{
+    CLIENT_TOKEN, Tsdb, encoded, header, http_full, start_bare_with_token, start_with, wait_until,
+};
+
+/// A database without plugins that checks tokens and has none yet.
+fn start_checking(dir: &Path, extra_config: &str, args: &[&str]) -> Tsdb {
+    std::fs::write(dir.join("plugins.toml"), "").expect("write plugins.toml");
+    std::fs::write(
+        dir.join("tsdb.toml"),
+        format!("http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\n{extra_config}"),
+    )
+    .expect("write tsdb.toml");
+    start_with(dir, args)
+}
+
+/// Every endpoint a client calls, with a body, and the status it answers when let in.
+fn endpoints(query: &str) -> Vec<(&'static str, String, &'static str, u16)> {
+    vec![
+        ("POST", "/api/v3/write_lp?db=m".into(), "cpu v=1 1", 204),
+        (
+            "POST",
+            "/api/v2/write?bucket=m&org=o".into(),
+            "cpu v=1 2",
+            204,
+        ),
+        ("POST", "/write?db=m".into(), "cpu v=1 3", 204),
+        ("GET", query.to_owned(), "", 200),
+        (
+            "POST",
+            "/api/v3/query_sql".into(),
+            r#"{"db":"m","q":"SELECT v FROM cpu"}"#,
+            200,
+        ),
+        (
+            "GET",
+            "/api/v3/configure/database?format=json".into(),
+            "",
+            200,
+        ),
+        (
+            "GET",
+            "/api/v3/configure/processing_engine_trigger".into(),
+            "",
+            200,
+        ),
+        ("GET", "/health".into(), "", 200),
+        ("GET", "/ping".into(), "", 200),
+    ]
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str, auth: &[&str], body: &str) -> (u16, String) {
+    let mut headers = vec!["content-type: application/json"];
+    headers.extend_from_slice(auth);
+    let (status, _, answer) = http_full(addr, method, path, &headers, body);
+    (status, answer)
+}
+
+fn token_of(answer: &str) -> String {
+    let made: serde_json::Value = serde_json::from_str(answer).expect("the token's JSON");
+    made["token"].as_str().expect("a token").to_owned()
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn found_under(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).expect("read a dir").any(|entry| {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            found_under(&path, needle)
+        } else {
+            std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
 #[test]
-fn token_and_bearer_headers_are_accepted_on_every_endpoint_a_client_calls() {
+fn every_request_needs_a_live_token_sent_as_influxdbs_clients_send_it() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let db = start_bare(dir.path());
-
+    let db = start_checking(dir.path(), "", &[]);
     let query = format!("/api/v3/query_sql?db=m&q={}", encoded("SELECT v FROM cpu"));
-    for authorization in [
-        "authorization: Token my-token",
-        "Authorization: Bearer my-token",
-    ] {
-        for (method, path, body, want) in [
-            ("POST", "/api/v3/write_lp?db=m", "cpu v=1 1", 204),
-            ("POST", "/api/v2/write?bucket=m&org=o", "cpu v=1 2", 204),
-            ("POST", "/write?db=m", "cpu v=1 3", 204),
-            ("GET", query.as_str(), "", 200),
-            (
-                "POST",
-                "/api/v3/query_sql",
-                r#"{"db":"m","q":"SELECT v FROM cpu"}"#,
-                200,
-            ),
-            ("GET", "/health", "", 200),
-            ("GET", "/ping", "", 200),
-        ] {
-            let headers = [authorization, "content-type: application/json"];
-            let (status, _, answer) = http_full(db.addr, method, path, &headers, body);
-            assert_eq!(status, want, "{authorization}: {method} {path}: {answer}");
+
+    // No token, or one that is not tsdb's: refused before anything runs, saying why.
+    for (method, path, body, _) in endpoints(&query) {
+        let (status, headers, answer) = http_full(db.addr, method, &path, &[], body);
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+        assert!(
+            answer.contains("this request needs a token"),
+            "{method} {path}: {answer}"
+        );
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some("Bearer realm=\"tsdb\"")
+        );
+        let (status, answer) = call(
+            db.addr,
+            method,
+            &path,
+            &["authorization: Bearer apiv3_guess"],
+            body,
+        );
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+        assert!(answer.contains("not one of tsdb's"), "{answer}");
+    }
+    let (status, answer) = call(db.addr, "GET", "/health", &["authorization: Digest x"], "");
+    assert_eq!(status, 401);
+    assert!(
+        answer.contains("scheme \\\"Digest\\\" is not Bearer, Token or Basic"),
+        "{answer}"
+    );
+
+    // The first token needs none; the second ask is refused, pointing at regenerate.
+    let (status, answer) = call(db.addr, "POST", "/api/v3/configure/token/admin", &[], "");
+    assert_eq!(status, 201, "{answer}");
+    let made: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(made["name"], "_admin");
+    assert_eq!(made["expiry"], serde_json::Value::Null);
+    assert_eq!(made["hash"].as_str().map(str::len), Some(64), "{made}");
+    let operator = token_of(&answer);
+    assert!(operator.starts_with("apiv3_"), "{operator}");
+    let (status, answer) = call(db.addr, "POST", "/api/v3/configure/token/admin", &[], "");
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("regenerate"), "{answer}");
+
+    // Every way InfluxDB's clients send it: Bearer and Token (v3, v2, Flight), Basic
+    // with the token as password and `?p=` (v1).
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("me:{operator}"))
+    };
+    let sent = [
+        format!("authorization: Bearer {operator}"),
+        format!("Authorization: Token {operator}"),
+        format!("authorization: Basic {basic}"),
+    ];
+    for auth in &sent {
+        for (method, path, body, want) in endpoints(&query) {
+            let (status, answer) = call(db.addr, method, &path, &[auth.as_str()], body);
+            assert_eq!(status, want, "{auth}: {method} {path}: {answer}");
         }
     }
+    let (status, answer) = call(
+        db.addr,
+        "POST",
+        &format!("/write?db=m&u=me&p={operator}"),
+        &[],
+        "cpu v=1 4",
+    );
+    assert_eq!(status, 204, "{answer}");
+    // Refused writes wrote nothing: the four points written are the ones let in.
+    let bearer = format!("authorization: Bearer {operator}");
+    let (_, answer) = call(
+        db.addr,
+        "GET",
+        &format!(
+            "/api/v3/query_sql?db=m&q={}",
+            encoded("SELECT count(*) AS n FROM cpu")
+        ),
+        &[bearer.as_str()],
+        "",
+    );
+    assert_eq!(answer.trim(), r#"[{"n":4}]"#);
+
+    // The token is shown once: the data directory holds its hash, never the token.
+    assert!(
+        !found_under(dir.path(), operator.as_bytes()),
+        "the token is in a file"
+    );
+    assert!(found_under(
+        dir.path(),
+        made["hash"].as_str().expect("hash").as_bytes()
+    ));
+
+    // Named tokens: made with the operator token, expiring, deletable; the operator
+    // token is not deletable and regenerates only itself.
+    let named = |name: &str, expiry: Option<u64>| {
+        let body = match expiry {
+            Some(s) => format!(r#"{{"token_name":"{name}","expiry_secs":{s}}}"#),
+            None => format!(r#"{{"token_name":"{name}"}}"#),
+        };
+        call(
+            db.addr,
+            "POST",
+            "/api/v3/configure/token/named_admin",
+            &[bearer.as_str()],
+            &body,
+        )
+    };
+    let (status, answer) = named("ci", None);
+    assert_eq!(status, 201, "{answer}");
+    let ci = format!("authorization: Bearer {}", token_of(&answer));
+    let (status, answer) = named("ci", None);
+    assert_eq!(
+        (status, answer.contains("exists already")),
+        (409, true),
+        "{answer}"
+    );
+    let (status, answer) = named("_admin", None);
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = named("brief", Some(1));
+    assert_eq!(status, 201, "{answer}");
+    let made: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    assert!(made["expiry"].is_string(), "{made}");
+    let brief = format!("authorization: Bearer {}", token_of(&answer));
+    let (status, answer) = call(
+        db.addr,
+        "POST",
+        "/api/v3/configure/token/named_admin",
+        &[],
+        r#"{"token_name":"sneaky"}"#,
+    );
+    assert_eq!(status, 401, "a token made without one: {answer}");
+    let (status, _) = call(db.addr, "GET", "/health", &[ci.as_str()], "");
+    assert_eq!(status, 200);
+    let expired = wait_until("the 1 s token expires", Duration::from_secs(30), || {
+        let (status, answer) = call(db.addr, "GET", "/health", &[brief.as_str()], "");
+        (status == 401).then_some(answer)
+    });
+    assert!(
+        expired.contains("token \\\"brief\\\" expired at"),
+        "{expired}"
+    );
+    let (status, answer) = call(
+        db.addr,
+        "POST",
+        "/api/v3/configure/token/admin/regenerate",
+        &[ci.as_str()],
+        "",
+    );
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = call(
+        db.addr,
+        "DELETE",
+        "/api/v3/configure/token?token_name=_admin",
+        &[ci.as_str()],
+        "",
+    );
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = call(
+        db.addr,
+        "DELETE",
+        "/api/v3/configure/token?token_name=nobody",
+        &[ci.as_str()],
+        "",
+    );
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = call(
+        db.addr,
+        "DELETE",
+        "/api/v3/configure/token?token_name=brief",
+        &[ci.as_str()],
+        "",
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    // Regenerated: the old operator token stops at once, the new one works.
+    let (status, answer) = call(
+        db.addr,
+        "POST",
+        "/api/v3/configure/token/admin/regenerate",
+        &[bearer.as_str()],
+        "",
+    );
+    assert_eq!(status, 201, "{answer}");
+    let renewed = format!("authorization: Bearer {}", token_of(&answer));
+    let (status, _) = call(db.addr, "GET", "/health", &[bearer.as_str()], "");
+    assert_eq!(status, 401, "the old operator token still works");
+    let (status, _) = call(db.addr, "GET", "/health", &[renewed.as_str()], "");
+    assert_eq!(status, 200);
+
+    // A restart keeps them: the renewed operator token and "ci" work, "brief" is gone.
+    drop(db);
+    let db = start_with(dir.path(), &[]);
+    for (auth, want) in [(&renewed, 200), (&ci, 200), (&brief, 401), (&bearer, 401)] {
+        let (status, answer) = call(db.addr, "GET", "/ping", &[auth.as_str()], "");
+        assert_eq!(status, want, "{auth}: {answer}");
+    }
+}
+
+#[test]
+fn an_admin_token_file_seeds_the_first_token_and_must_be_tsdbs_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = start_bare_with_token(dir.path());
+    let auth = format!("authorization: Bearer {CLIENT_TOKEN}");
+    let (status, answer) = call(db.addr, "GET", "/ping", &[auth.as_str()], "");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = call(db.addr, "POST", "/api/v3/configure/token/admin", &[], "");
+    assert_eq!(
+        status, 409,
+        "the file's token is the operator token: {answer}"
+    );
+    drop(db);
+
+    // A file others may write, or a link, is refused at start, naming it.
+    let run = |file: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tsdb"))
+            .arg("--config")
+            .arg(dir.path().join("tsdb.toml"))
+            .arg("--admin-token-file")
+            .arg(file)
+            .output()
+            .expect("run tsdb");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let open_file = dir.path().join("open.json");
+    std::fs::write(&open_file, format!("{{\"token\": \"{CLIENT_TOKEN}\"}}")).expect("write");
+    std::fs::set_permissions(&open_file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let (code, stderr) = run(&open_file);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: must be tsdb's user's own and writable by no one else",
+            open_file.display()
+        )),
+        "{stderr}"
+    );
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(dir.path().join("admin-token.json"), &link).expect("symlink");
+    let (code, stderr) = run(&link);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("links are not followed"), "{stderr}");
+}
+
+#[test]
+fn disable_authz_opens_only_the_paths_it_names() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = start_checking(dir.path(), "", &["--disable-authz", "health"]);
+    assert_eq!(call(db.addr, "GET", "/health", &[], "").0, 200);
+    assert_eq!(call(db.addr, "GET", "/ping", &[], "").0, 401);
+    drop(db);
+
+    let bad = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(bad.path().join("plugins.toml"), "").expect("write");
+    std::fs::write(
+        bad.path().join("tsdb.toml"),
+        "plugins = \"plugins.toml\"\ndisable_authz = [\"health\", \"metrics\"]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tsdb"))
+        .arg("--config")
+        .arg(bad.path().join("tsdb.toml"))
+        .output()
+        .expect("run tsdb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("field `disable_authz`: \"metrics\" is not `health` or `ping`"),
+        "{stderr}"
+    );
 }

@@ -80,11 +80,19 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// tsdb in dev mode on `dir/tsdb.toml`, checking no tokens (the token tests start it
+/// with [`start_with`]).
 pub fn start(dir: &Path) -> Tsdb {
+    start_with(dir, &["--without-auth"])
+}
+
+/// tsdb in dev mode on `dir/tsdb.toml`, with `args` after the config.
+pub fn start_with(dir: &Path, args: &[&str]) -> Tsdb {
     let log = dir.join("tsdb.log");
     let child = Command::new(env!("CARGO_BIN_EXE_tsdb"))
         .args(["--dev", "--config"])
         .arg(dir.join("tsdb.toml"))
+        .args(args)
         .env("TSDB_LOG", "info,baton::plugin=info")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("stdout.log")).expect("log"))
@@ -216,14 +224,47 @@ pub fn encoded(text: &str) -> String {
 
 /// The JSON rows of `sql` in database `db`; panics naming the answer if it fails.
 pub fn rows(addr: SocketAddr, db: &str, sql: &str) -> Vec<serde_json::Value> {
-    let (status, body) = http(
+    rows_with(addr, &[], db, sql)
+}
+
+/// As [`rows`], sending `headers` (a token) too.
+pub fn rows_with(
+    addr: SocketAddr,
+    headers: &[&str],
+    db: &str,
+    sql: &str,
+) -> Vec<serde_json::Value> {
+    let (status, _, body) = http_full(
         addr,
         "GET",
         &format!("/api/v3/query_sql?db={db}&q={}", encoded(sql)),
+        headers,
         "",
     );
     assert_eq!(status, 200, "{sql}: {body}");
     serde_json::from_str(&body).expect("JSON rows")
+}
+
+/// The token the client-library tests give tsdb in an admin token file, and send.
+pub const CLIENT_TOKEN: &str = "apiv3_client-tests-0123456789abcdef";
+/// The header that sends it.
+pub const CLIENT_AUTH: &str = "authorization: Bearer apiv3_client-tests-0123456789abcdef";
+
+/// A database without plugins or triggers, on `dir`, checking tokens: its operator
+/// token is [`CLIENT_TOKEN`], from an admin token file.
+pub fn start_bare_with_token(dir: &Path) -> Tsdb {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join("admin-token.json");
+    std::fs::write(&file, format!("{{\"token\": \"{CLIENT_TOKEN}\"}}"))
+        .expect("write the token file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(dir.join("plugins.toml"), "").expect("write plugins.toml");
+    std::fs::write(
+        dir.join("tsdb.toml"),
+        "http = \"127.0.0.1:0\"\nplugins = \"plugins.toml\"\nadmin_token_file = \"admin-token.json\"\n",
+    )
+    .expect("write tsdb.toml");
+    start_with(dir, &[])
 }
 
 /// A database without plugins or triggers, on `dir`.
