@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::catalog::{Catalog, CatalogError, MAX_DATABASES, MAX_TRIGGERS, TriggerDefinition};
 pub use crate::catalog::{MAX_ARGUMENT, MAX_ARGUMENTS, MAX_TRIGGER_NAME};
 use crate::config::{ErrorPolicy, TriggerConfig};
+use crate::db::Db;
 use crate::plugin_dir::PluginDir;
 use crate::plugin_env::EnvError;
 pub use crate::plugin_launch::PythonRunner;
@@ -444,18 +445,19 @@ impl ProcessingEngine {
     }
 
     /// Forgets database `db`; refused while a trigger works in it.
-    pub async fn delete_database(self: &Arc<Self>, db: &str) -> Result<(), Refused> {
-        let db = db.to_owned();
+    /// Deletes database `db` with its data; refused while it has triggers.
+    pub async fn delete_database(self: &Arc<Self>, db: &str, data: &Db) -> Result<(), Refused> {
+        let (db, data) = (db.to_owned(), data.clone());
         self.whole(|this| async move {
             // Held so that a trigger being made in `db` (checked, not yet in the
             // engine) is seen before the database goes.
             let _running = this.running.lock().await;
-            this.delete_database_locked(&db)
+            this.delete_database_locked(&db, &data).await
         })
         .await
     }
 
-    fn delete_database_locked(&self, db: &str) -> Result<(), Refused> {
+    async fn delete_database_locked(&self, db: &str, data: &Db) -> Result<(), Refused> {
         let users: Vec<String> = self
             .engine
             .status()
@@ -469,15 +471,23 @@ impl ProcessingEngine {
                 format!("db: database {db:?} has triggers {users:?}; delete them first"),
             ));
         }
+        if !self.catalog.read(|s| s.databases.contains(db)) && !data.exists(db) {
+            return Err(Refused(
+                StatusCode::NOT_FOUND,
+                format!("db: no database named {db:?}"),
+            ));
+        }
+        // The data first: once it is gone for good, the name goes; a failure between
+        // leaves a name without data, never data without its name.
+        data.drop_data(db, None).await.map_err(|e| {
+            Refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("db: database {db:?} not deleted: {e}"),
+            )
+        })?;
         self.catalog.update(|s| {
-            if s.databases.remove(db) {
-                Ok(())
-            } else {
-                Err(Refused(
-                    StatusCode::NOT_FOUND,
-                    format!("db: no database named {db:?}"),
-                ))
-            }
+            s.databases.remove(db);
+            Ok(())
         })
     }
 

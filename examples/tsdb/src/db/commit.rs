@@ -3,19 +3,16 @@
 //! the buffers in log order and answers each. It also starts snapshots, and lets the log
 //! files go once a snapshot's Parquet files and manifest are on disk.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use prost::Message;
-
+use super::log_record;
 use super::persist::{self, FileEntry, Manifest};
 use super::table::{self, Layer, ParquetFile};
 use super::wal::Wal;
-use super::{Buffer, Inner, State, StoreError, admit_point};
-use crate::api;
-use crate::line_protocol::{FieldValue, Point};
+use super::{Buffer, Inner, State, StoreError};
+use crate::line_protocol::Point;
 
 /// Rows in the buffers that start a snapshot, unless tsdb.toml's `snapshot_rows` says.
 pub const SNAPSHOT_ROWS: usize = 1_000_000;
@@ -37,6 +34,12 @@ enum Msg {
     Persisted {
         through: u64,
         ok: bool,
+    },
+    /// A database (`table` None) or a table deleted: answered whether it was there.
+    Drop {
+        database: String,
+        table: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
     },
 }
 
@@ -62,15 +65,12 @@ impl Committer {
         }
         let count = replayed.records.len();
         for record in replayed.records {
-            match api::WriteBatch::decode(record.as_slice()) {
-                Ok(batch) => replay(state, batch),
-                Err(e) => {
-                    return Err(format!(
-                        "{}: a log record that is not a write batch: {e}",
-                        wal_dir.display()
-                    ));
-                }
-            }
+            log_record::replay(state, &record).map_err(|e| {
+                format!(
+                    "{}: a log record that is not tsdb's: {e}",
+                    wal_dir.display()
+                )
+            })?;
         }
         let (tx, rx) = mpsc::channel();
         let inner: Arc<OnceLock<Weak<Inner>>> = Arc::default();
@@ -83,7 +83,9 @@ impl Committer {
             persisting: false,
             snapshot_rows: snapshot_rows.max(1),
             next_file: manifest.next_file,
+            wal_through: manifest.wal_through,
             waiting: Vec::new(),
+            drops: Vec::new(),
         };
         std::thread::Builder::new()
             .name("tsdb-log".into())
@@ -130,6 +132,21 @@ impl Committer {
             .map_err(|_| StoreError::Io("the log's thread has stopped".into()))?
     }
 
+    /// Deletes database `database` (or its table `table`): logged first, so a crash
+    /// cannot bring it back, then gone from memory and the manifest, its files removed
+    /// once no query reads them. Answers whether it was there.
+    pub async fn drop(&self, database: &str, table: Option<&str>) -> Result<bool, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Msg::Drop {
+            database: database.to_owned(),
+            table: table.map(str::to_owned),
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| StoreError::Io("the log's thread has stopped".into()))?
+    }
+
     /// Persists every buffer, and answers once the files are on disk.
     pub async fn snapshot_now(&self) -> Result<(), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -138,111 +155,6 @@ impl Committer {
             .await
             .map_err(|_| StoreError::Io("the log's thread has stopped".into()))?
     }
-}
-
-/// A write batch as the log keeps it.
-fn encode(database: &str, points: &[Point]) -> Vec<u8> {
-    let mut tables: BTreeMap<&str, Vec<api::Point>> = BTreeMap::new();
-    for p in points {
-        let fields = p
-            .fields
-            .iter()
-            .map(|(k, v)| {
-                let kind = match v {
-                    FieldValue::Float(f) => api::value::Kind::Float(*f),
-                    FieldValue::Integer(i) => api::value::Kind::Integer(*i),
-                    FieldValue::Unsigned(u) => api::value::Kind::Unsigned(*u),
-                    FieldValue::Text(t) => api::value::Kind::Text(t.clone()),
-                    FieldValue::Boolean(b) => api::value::Kind::Boolean(*b),
-                };
-                (k.clone(), api::Value { kind: Some(kind) })
-            })
-            .collect();
-        tables.entry(&p.measurement).or_default().push(api::Point {
-            tags: p.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            fields,
-            time_ns: p.time_ns.unwrap_or(0),
-        });
-    }
-    api::WriteBatch {
-        database: database.to_owned(),
-        tables: tables
-            .into_iter()
-            .map(|(table, points)| api::TableBatch {
-                table: table.to_owned(),
-                points,
-            })
-            .collect(),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
-
-/// A logged batch back as points.
-fn decode(batch: api::WriteBatch) -> Vec<Point> {
-    let mut points = Vec::new();
-    for table in batch.tables {
-        for p in table.points {
-            let fields = p
-                .fields
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let value = match v.kind? {
-                        api::value::Kind::Float(f) => FieldValue::Float(f),
-                        api::value::Kind::Integer(i) => FieldValue::Integer(i),
-                        api::value::Kind::Unsigned(u) => FieldValue::Unsigned(u),
-                        api::value::Kind::Text(t) => FieldValue::Text(t),
-                        api::value::Kind::Boolean(b) => FieldValue::Boolean(b),
-                    };
-                    Some((k, value))
-                })
-                .collect();
-            points.push(Point {
-                measurement: table.table.clone(),
-                tags: p.tags.into_iter().collect(),
-                fields,
-                time_ns: Some(p.time_ns),
-                line: 0,
-            });
-        }
-    }
-    points
-}
-
-/// Applies a replayed batch: admitted again, since after a restart the schemas come
-/// from the files alone.
-fn replay(state: &mut State, batch: api::WriteBatch) {
-    let database_name = batch.database.clone();
-    let points = decode(batch);
-    let database = state.databases.entry(database_name.clone()).or_default();
-    let mut admitted = Vec::with_capacity(points.len());
-    let mut new_tables = 0;
-    for point in points {
-        // Acknowledged once, so kept whatever `max_tables` says now.
-        match admit_point(database, &point, &mut new_tables, usize::MAX) {
-            Ok(()) => admitted.push(point),
-            Err(e) => tracing::warn!("log replay, database {database_name}: {e}; point left out"),
-        }
-    }
-    apply(state, &database_name, &admitted);
-}
-
-/// Puts admitted points into their tables' buffers.
-fn apply(state: &mut State, database: &str, points: &[Point]) {
-    let database = state.databases.entry(database.to_owned()).or_default();
-    let mut added = 0usize;
-    for p in points {
-        let table = database.tables.entry(p.measurement.clone()).or_default();
-        let before = table.buffer.rows();
-        table.buffer.upsert(
-            p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            p.fields.iter().map(|(k, v)| (k.as_str(), v)),
-            p.time_ns.unwrap_or(0),
-            &table.schema,
-        );
-        added += table.buffer.rows() - before;
-    }
-    state.buffered_rows += added;
 }
 
 struct Thread {
@@ -254,8 +166,13 @@ struct Thread {
     persisting: bool,
     snapshot_rows: usize,
     next_file: u64,
+    /// The log files the manifest on disk says its Parquet files cover.
+    wal_through: u64,
     /// Snapshot requests answered when the snapshot in progress ends.
     waiting: Vec<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
+    /// Drops asked during a snapshot: done when it ends, since the snapshot writes
+    /// files and a manifest from the tables it froze.
+    drops: Vec<Msg>,
 }
 
 impl Thread {
@@ -283,6 +200,14 @@ impl Thread {
                         self.snapshot(true);
                     }
                     Msg::Persisted { through, ok } => self.persisted(through, ok),
+                    d @ Msg::Drop { .. } if self.persisting => self.drops.push(d),
+                    Msg::Drop {
+                        database,
+                        table,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.drop_now(&database, table.as_deref()));
+                    }
                     Msg::Write { .. } => {}
                 }
             }
@@ -301,7 +226,7 @@ impl Thread {
             .filter_map(|w| match w {
                 Msg::Write {
                     database, points, ..
-                } => Some(encode(database, points)),
+                } => Some(log_record::encode(database, points)),
                 _ => None,
             })
             .collect();
@@ -325,7 +250,7 @@ impl Thread {
                     database, points, ..
                 } = w
                 {
-                    apply(&mut state, database, points);
+                    log_record::apply(&mut state, database, points);
                 }
             }
         }
@@ -427,6 +352,19 @@ impl Thread {
 
     fn persisted(&mut self, through: u64, ok: bool) {
         self.persisting = false;
+        if ok {
+            self.wal_through = through;
+        }
+        for msg in std::mem::take(&mut self.drops) {
+            if let Msg::Drop {
+                database,
+                table,
+                reply,
+            } = msg
+            {
+                let _ = reply.send(self.drop_now(&database, table.as_deref()));
+            }
+        }
         let answer = if ok {
             if let Err(e) = self.wal.remove_through(through) {
                 tracing::warn!("cannot remove log files the snapshot made redundant: {e}");
@@ -444,6 +382,58 @@ impl Thread {
             });
         }
     }
+}
+
+impl Thread {
+    /// The drop record, synced; then the database or table out of memory, and a
+    /// manifest without its files. Only once that manifest is on disk are the files
+    /// retired: the old manifest named them, and a start fails on a named file that
+    /// is missing. Runs only between snapshots.
+    fn drop_now(&mut self, database: &str, table: Option<&str>) -> Result<bool, StoreError> {
+        let record = log_record::encode_drop(database, table);
+        self.wal
+            .append(&[record.as_slice()])
+            .and_then(|()| self.wal.sync())
+            .map_err(|e| StoreError::Io(format!("the write-ahead log failed: {e}")))?;
+        let Some(engine) = self.engine() else {
+            return Err(StoreError::Io("the database is closing".into()));
+        };
+        let mut state = engine.state.write().unwrap_or_else(|p| p.into_inner());
+        let (existed, files) = log_record::drop_from(&mut state, database, table);
+        if files.is_empty() {
+            return Ok(existed);
+        }
+        let manifest = Manifest {
+            wal_through: self.wal_through,
+            next_file: self.next_file,
+            files: manifest_entries(&state, &[]),
+        };
+        drop(state);
+        match persist::write_manifest(&self.dir, &manifest) {
+            Ok(()) => table::retire(&files),
+            // The drop stands (the log has it); the files stay until a snapshot
+            // writes a manifest without them and the next start removes them.
+            Err(e) => tracing::warn!(
+                "database {database:?}: its deleted files stay on disk until the next snapshot: {e}"
+            ),
+        }
+        Ok(existed)
+    }
+}
+
+/// The manifest's entries for every file of `state` but those `replaced`.
+fn manifest_entries(state: &State, replaced: &[&Arc<ParquetFile>]) -> Vec<FileEntry> {
+    let mut files = Vec::new();
+    for (db, d) in &state.databases {
+        for (t, table) in &d.tables {
+            for f in &table.files {
+                if !replaced.iter().any(|r| Arc::ptr_eq(r, f)) {
+                    files.push(entry(db, t, f));
+                }
+            }
+        }
+    }
+    files
 }
 
 /// One table's part of a snapshot.
@@ -519,16 +509,7 @@ fn persist_jobs(
         .iter()
         .flat_map(|(job, _)| job.overlapped.iter())
         .collect();
-    let mut files: Vec<FileEntry> = Vec::new();
-    for (db, d) in &state.databases {
-        for (t, table) in &d.tables {
-            for f in &table.files {
-                if !replaced.iter().any(|r| Arc::ptr_eq(r, f)) {
-                    files.push(entry(db, t, f));
-                }
-            }
-        }
-    }
+    let mut files = manifest_entries(&state, &replaced);
     for (job, file) in &written {
         if let Some(f) = file {
             files.push(entry(&job.database, &job.table, f));

@@ -6,6 +6,7 @@
 mod big_values;
 mod buffer;
 mod commit;
+mod log_record;
 mod persist;
 mod query;
 pub mod schema;
@@ -418,6 +419,21 @@ impl Db {
                 })
                 .collect(),
         )
+    }
+
+    /// Deletes database `name` and its data (`table`: only that table), for good: a
+    /// crash after the answer cannot bring it back. Whether it held data.
+    pub async fn drop_data(&self, name: &str, table: Option<&str>) -> Result<bool, StoreError> {
+        check_database_name(name)?;
+        self.inner.committer.drop(name, table).await
+    }
+
+    /// Whether database `name` has table `table`.
+    pub fn has_table(&self, name: &str, table: &str) -> bool {
+        self.read_state()
+            .databases
+            .get(name)
+            .is_some_and(|d| d.tables.contains_key(table))
     }
 
     /// Persists every buffer now (at shutdown, say), and waits for it.

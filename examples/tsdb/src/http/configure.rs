@@ -1,6 +1,6 @@
 //! InfluxDB 3's configure routes: triggers made and deleted
 //! (`/api/v3/configure/processing_engine_trigger`), databases
-//! (`/api/v3/configure/database`) and plugin files uploaded (`/api/v3/plugins/files`,
+//! (`/api/v3/configure/database`), tables deleted (`/api/v3/configure/table`) and plugin files uploaded (`/api/v3/plugins/files`,
 //! `/api/v3/plugins/directory`). Each checks the whole request before it changes
 //! anything, and answers a 4xx naming the field it refuses.
 
@@ -152,9 +152,39 @@ pub async fn delete_database(State(api): State<Api>, params: Params) -> Response
     let Some(db) = params.get("db") else {
         return error(StatusCode::BAD_REQUEST, "db is missing");
     };
-    match api.processing.delete_database(db).await {
+    match api.processing.delete_database(db, &api.db).await {
         Ok(()) => ok(serde_json::json!({ "db": db, "deleted": true })),
         Err(refused) => refused.into_response(),
+    }
+}
+
+/// `DELETE /api/v3/configure/table?db=&table=`: the table and its data.
+pub async fn delete_table(State(api): State<Api>, params: Params) -> Response {
+    let (Some(db), Some(table)) = (params.get("db"), params.get("table")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            if params.contains_key("db") {
+                "table is missing"
+            } else {
+                "db is missing"
+            },
+        );
+    };
+    if !api.db.has_table(db, table) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "table: database {db:?} has no table {:?}",
+                table.chars().take(64).collect::<String>()
+            ),
+        );
+    }
+    match api.db.drop_data(db, Some(table)).await {
+        Ok(_) => ok(serde_json::json!({ "db": db, "table": table, "deleted": true })),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("table {table:?} of {db:?} not deleted: {e}"),
+        ),
     }
 }
 

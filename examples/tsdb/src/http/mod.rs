@@ -85,6 +85,10 @@ fn routes(api: Api) -> Router {
                 .delete(configure::delete_database),
         )
         .route(
+            "/api/v3/configure/table",
+            axum::routing::delete(configure::delete_table),
+        )
+        .route(
             "/api/v3/plugins/files",
             post(configure::upload_file).put(configure::upload_file),
         )

@@ -13,6 +13,7 @@ mod catalog_bounds;
 mod catalog_restart;
 mod config_errors;
 mod configure_refusals;
+mod deletes;
 mod durability;
 mod hostile;
 mod last_write_wins;
