@@ -63,9 +63,9 @@ pub struct Config {
     /// one that will not move is killed and restarted.
     #[serde(default = "default_trigger_max_memory_mb")]
     pub trigger_max_memory_mb: u64,
-    /// Which databases a plugin may query and write: `any` (InfluxDB 3's rule, so that a
-    /// downsampling plugin writes into its target database, made by the write if need
-    /// be) or `own` (only those of its own triggers).
+    /// Which databases a plugin may query and write: `own` (the default: only those of
+    /// its own triggers) or `any` (InfluxDB 3's rule, so that a downsampling plugin
+    /// writes into its target database, made by the write if need be).
     #[serde(default)]
     pub plugin_databases: PluginDatabases,
     /// `true`: no request needs a token (InfluxDB 3's `--without-auth`; the command
@@ -87,10 +87,14 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginDatabases {
-    #[default]
     Any,
+    #[default]
     Own,
 }
+
+/// What a plugin refused another database is told, after the refusal itself.
+pub const OWN_DATABASES_ONLY: &str = "tsdb.toml's plugin_databases is \"own\", the default; \
+     plugin_databases = \"any\" lets plugins use every database, as InfluxDB 3 does";
 
 /// One trigger: when it fires, which plugin it calls, and what a failure does.
 #[derive(Debug, Clone, Deserialize)]

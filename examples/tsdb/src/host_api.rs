@@ -40,7 +40,8 @@ impl HostApi {
         if self.reach == PluginDatabases::Own && !engine.databases_of(&caller).contains(database) {
             return Err(Status::permission_denied(format!(
                 "plugin {caller} has no trigger in database {database:?}, so it may not use it \
-                 (tsdb.toml has plugin_databases = \"own\")"
+                 ({})",
+                crate::config::OWN_DATABASES_ONLY
             )));
         }
         Ok(caller)

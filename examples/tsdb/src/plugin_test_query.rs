@@ -90,9 +90,9 @@ impl<'a> TestQueries<'a> {
         let database = query.database.as_deref().unwrap_or(self.database);
         if self.reach == PluginDatabases::Own && database != self.database {
             return Err(format!(
-                "a plugin test in database {:?} may not use database {database:?} \
-                 (tsdb.toml has plugin_databases = \"own\")",
-                self.database
+                "a plugin test in database {:?} may not use database {database:?} ({})",
+                self.database,
+                crate::config::OWN_DATABASES_ONLY
             ));
         }
         let mut args = Vec::with_capacity(query.args.len());
@@ -222,7 +222,7 @@ mod tests {
                 10
             )
             .await,
-            json!({ "error": "a plugin test in database \"metrics\" may not use database \"elsewhere\" (tsdb.toml has plugin_databases = \"own\")" })
+            json!({ "error": format!("a plugin test in database \"metrics\" may not use database \"elsewhere\" ({})", crate::config::OWN_DATABASES_ONLY) })
         );
         assert_eq!(
             ask(&mut queries, line("SELECT 1", None), MAX_QUERY_LINE + 1).await,

@@ -349,9 +349,9 @@ fn a_plugin_test_queries_the_real_database_as_a_trigger_does() {
 }
 
 #[test]
-fn a_schedule_test_queries_any_database_unless_plugin_databases_is_own() {
+fn a_schedule_test_queries_another_database_only_with_plugin_databases_any() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let Some(db) = start_with_fixtures(dir.path()) else {
+    let Some(db) = start_with_fixtures_and(dir.path(), "plugin_databases = \"any\"\n") else {
         return;
     };
     write(db.addr, "metrics", QUERIED);
@@ -382,7 +382,7 @@ fn a_schedule_test_queries_any_database_unless_plugin_databases_is_own() {
     drop(db);
 
     let dir = tempfile::tempdir().expect("a temp dir");
-    let Some(db) = start_with_fixtures_and(dir.path(), "plugin_databases = \"own\"\n") else {
+    let Some(db) = start_with_fixtures(dir.path()) else {
         return;
     };
     write(db.addr, "metrics", QUERIED);
@@ -402,7 +402,7 @@ fn a_schedule_test_queries_any_database_unless_plugin_databases_is_own() {
     assert_eq!(code, 200, "{answer}");
     assert!(
         answer["errors"][0].as_str().is_some_and(|e| e.starts_with(
-            "process_scheduled_call raised QueryError: a plugin test in database \"metrics\" may not use database \"elsewhere\" (tsdb.toml has plugin_databases = \"own\") (queries.py:"
+            "process_scheduled_call raised QueryError: a plugin test in database \"metrics\" may not use database \"elsewhere\" (tsdb.toml's plugin_databases is \"own\", the default; plugin_databases = \"any\" lets plugins use every database, as InfluxDB 3 does) (queries.py:"
         )),
         "{answer}"
     );
