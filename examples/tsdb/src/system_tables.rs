@@ -1,5 +1,6 @@
 //! `system.processing_engine_triggers` and `system.processing_engine_logs`, as InfluxDB 3
-//! names them: from a database, its own triggers; from `_internal`, every trigger.
+//! names them: from a database, its own triggers; from `_internal`, every trigger, and
+//! `system.tokens` (the admin tokens: names and hashes, never a token).
 //!
 //! The logs are what each trigger's plugin printed or sent to baton's `Log` service,
 //! baton's lifecycle events for its plugin (started, crashed, restarted, reloaded, rolled
@@ -33,6 +34,8 @@ const MAX_SOURCES: usize = 1_024;
 
 pub const TRIGGERS_TABLE: &str = "processing_engine_triggers";
 pub const LOGS_TABLE: &str = "processing_engine_logs";
+/// The admin tokens, in `_internal` only (what `influxdb3 show tokens` reads).
+pub const TOKENS_TABLE: &str = "tokens";
 
 #[derive(Debug, Clone)]
 struct Line {
@@ -310,6 +313,52 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
+    fn tokens_table(&self) -> Result<RecordBatch, DataFusionError> {
+        let tokens: Vec<(String, crate::tokens::TokenEntry)> = self
+            .catalog
+            .read(|s| s.tokens.clone().into_iter().collect());
+        let time = |ms: i64| ms.saturating_mul(1_000_000);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("token_id", DataType::UInt64, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("hash", DataType::Utf8, false),
+            Field::new(
+                "created_at",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+            Field::new(
+                "expiry",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            ),
+            Field::new("permissions", DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(
+                tokens.iter().map(|(_, t)| t.id),
+            )),
+            Arc::new(StringArray::from_iter_values(tokens.iter().map(|(n, _)| n))),
+            Arc::new(StringArray::from_iter_values(
+                tokens.iter().map(|(_, t)| t.hash.as_str()),
+            )),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                tokens.iter().map(|(_, t)| time(t.created_at_ms)),
+            )),
+            Arc::new(
+                tokens
+                    .iter()
+                    .map(|(_, t)| t.expiry_ms.map(time))
+                    .collect::<TimestampNanosecondArray>(),
+            ),
+            // Every token here is an admin token: all actions on all resources.
+            Arc::new(StringArray::from_iter_values(
+                tokens.iter().map(|_| "*:*:*"),
+            )),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
     fn logs_table(&self) -> Result<RecordBatch, DataFusionError> {
         let mut rows: Vec<(String, Line)> = Vec::new();
         for t in self.triggers() {
@@ -350,7 +399,11 @@ impl SystemSchema {
 #[tonic::async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        vec![TRIGGERS_TABLE.to_owned(), LOGS_TABLE.to_owned()]
+        let mut names = vec![TRIGGERS_TABLE.to_owned(), LOGS_TABLE.to_owned()];
+        if self.database == INTERNAL_DATABASE {
+            names.push(TOKENS_TABLE.to_owned());
+        }
+        names
     }
 
     // Built when a query names it, from the engine as it is then.
@@ -358,6 +411,7 @@ impl SchemaProvider for SystemSchema {
         let batch = match name {
             TRIGGERS_TABLE => self.triggers_table()?,
             LOGS_TABLE => self.logs_table()?,
+            TOKENS_TABLE if self.database == INTERNAL_DATABASE => self.tokens_table()?,
             _ => return Ok(None),
         };
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -365,6 +419,8 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == TRIGGERS_TABLE || name == LOGS_TABLE
+        name == TRIGGERS_TABLE
+            || name == LOGS_TABLE
+            || (name == TOKENS_TABLE && self.database == INTERNAL_DATABASE)
     }
 }

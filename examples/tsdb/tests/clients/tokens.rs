@@ -168,6 +168,31 @@ fn every_request_needs_a_live_token_sent_as_influxdbs_clients_send_it() {
     );
     assert_eq!(answer.trim(), r#"[{"n":4}]"#);
 
+    // `system.tokens` in `_internal` lists them by name and hash, as `influxdb3 show
+    // tokens` reads them; a database's own `system` has no such table.
+    let tokens_sql = encoded("SELECT token_id, name, hash, expiry, permissions FROM system.tokens");
+    let (status, answer) = call(
+        db.addr,
+        "GET",
+        &format!("/api/v3/query_sql?db=_internal&q={tokens_sql}"),
+        &[bearer.as_str()],
+        "",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let listed: serde_json::Value = serde_json::from_str(&answer).expect("JSON rows");
+    assert_eq!(
+        listed,
+        serde_json::json!([{"token_id": 0, "name": "_admin", "hash": made["hash"], "permissions": "*:*:*"}])
+    );
+    let (status, answer) = call(
+        db.addr,
+        "GET",
+        &format!("/api/v3/query_sql?db=m&q={tokens_sql}"),
+        &[bearer.as_str()],
+        "",
+    );
+    assert_ne!(status, 200, "{answer}");
+
     // The token is shown once: the data directory holds its hash, never the token.
     assert!(
         !found_under(dir.path(), operator.as_bytes()),
