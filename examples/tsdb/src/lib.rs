@@ -19,6 +19,7 @@ pub mod plugin_dir;
 pub mod plugin_env;
 pub mod plugin_imports;
 pub mod plugin_launch;
+pub mod plugin_requirements;
 pub mod plugin_test;
 mod plugin_test_query;
 pub mod processing_engine;

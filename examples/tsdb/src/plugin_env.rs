@@ -118,6 +118,13 @@ fn read_requirements(file: &Path, field: &str) -> Result<String, String> {
     std::fs::read_to_string(file).map_err(|e| format!("{field}: {}: {e}", file.display()))
 }
 
+/// The text of package `plugin`'s own `requirements.txt`, if it has one (bounded).
+pub fn requirements_of(plugin: &Path) -> Option<Result<String, String>> {
+    let requirements = plugin.join("requirements.txt");
+    (plugin.is_dir() && requirements.is_file())
+        .then(|| read_requirements(&requirements, "plugin_filename"))
+}
+
 impl Environments {
     /// The environments under `data_dir`, made from `base_python`.
     pub fn new(data_dir: &Path, base_python: &Path) -> Self {
@@ -146,7 +153,7 @@ impl Environments {
                 return Ok(Some(python_in(&env)));
             }
             return Err(format!(
-                "plugin_filename: the environment of {}'s requirements.txt is not made (make the trigger again to make it)",
+                "plugin_filename: the environment of {}'s requirements.txt is not made yet (tsdb makes it when it sees the file change, within seconds)",
                 plugin.display()
             ));
         }

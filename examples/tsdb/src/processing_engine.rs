@@ -154,13 +154,15 @@ impl ProcessingEngine {
             }
         }
         engine.record_databases_in(catalog.clone());
-        Arc::new(Self {
+        let this = Arc::new(Self {
             running: tokio::sync::Mutex::new(Some(Running { host, config })),
             plugin_dir,
             runner,
             catalog,
             engine,
-        })
+        });
+        crate::plugin_requirements::follow(&this);
+        this
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -298,6 +300,35 @@ impl ProcessingEngine {
         *config = wanted;
         tracing::info!(trigger = %name, "trigger made over the API ({})", report.changes.join("; "));
         Ok(())
+    }
+
+    /// Runs trigger `name`'s plugin as `plugin` says from now on (a new environment's
+    /// python): baton hands it over to a new process, state kept. `false` when it
+    /// already runs so, or the trigger is gone.
+    pub async fn replace_plugin(
+        &self,
+        name: &str,
+        plugin: baton_host::PluginConfig,
+    ) -> Result<bool, String> {
+        let mut running = self.running.lock().await;
+        let Some(Running { host, config }) = running.as_mut() else {
+            return Ok(false);
+        };
+        let key = plugin_name(name);
+        let Some(current) = config.plugins.get(&key) else {
+            return Ok(false);
+        };
+        if current.command == plugin.command && current.args == plugin.args {
+            return Ok(false);
+        }
+        let mut wanted = config.clone();
+        wanted.plugins.insert(key.clone(), plugin);
+        let report = host.reload_config(&wanted).await;
+        if !report.problems.is_empty() {
+            return Err(report.problems.join("; "));
+        }
+        *config = wanted;
+        Ok(true)
     }
 
     /// Deletes trigger `name` of database `db` and stops its plugin; an enabled one

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{find_trigger, http, root, wait_until};
-use crate::{ask, create, start_with_fixtures};
+use crate::common::{find_trigger, http, replace, root, wait_until};
+use crate::{ask, create, has, logs, start_with_fixtures};
 
 /// Why pip cannot fetch from the package index here, if it cannot: one small download.
 fn index_unreachable(scratch: &std::path::Path) -> Option<String> {
@@ -240,4 +240,75 @@ fn requests_that_would_pass_pip_an_option_a_path_or_a_url_are_refused_naming_the
         !dir.path().join("data/plugin_envs/shared").exists(),
         "a refused request made no environment"
     );
+}
+
+#[test]
+fn a_changed_requirements_txt_is_installed_and_the_plugin_moved_onto_it_with_its_cache() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    if let Some(why) = index_unreachable(&dir.path().join("probe")) {
+        eprintln!("skipped: pip cannot reach a package index: {why}");
+        return;
+    }
+    let Some(db) = start_with_fixtures(dir.path()) else {
+        return;
+    };
+    create(
+        db.addr,
+        "pinned",
+        "six_pinned",
+        "request:pinned",
+        Value::Null,
+    );
+    wait_until("pinned serves", Duration::from_secs(60), || {
+        find_trigger(db.addr, "pinned").filter(|s| s["plugin_state"] == "serving")
+    });
+    assert_eq!(
+        ask(db.addr, "pinned"),
+        json!({ "six": "1.16.0", "calls": 1 })
+    );
+    assert_eq!(
+        ask(db.addr, "pinned"),
+        json!({ "six": "1.16.0", "calls": 2 })
+    );
+
+    // The pin moves: installed beside the old environment, the plugin handed over to
+    // it with its cache. Until then it answers from the old one (pip takes seconds).
+    let requirements = dir.path().join("plugins/six_pinned/requirements.txt");
+    replace(&requirements, b"six==1.17.0\n");
+    let started = Instant::now();
+    let moved = wait_until(
+        "the plugin runs on six 1.17.0",
+        Duration::from_secs(300),
+        || {
+            let answer = ask(db.addr, "pinned");
+            (answer["six"] == "1.17.0").then_some(answer)
+        },
+    );
+    eprintln!(
+        "moved onto the new requirements in {:?}: {moved}",
+        started.elapsed()
+    );
+    let calls = moved["calls"].as_u64().expect("a count");
+    assert!(calls >= 3, "the cache was lost: {moved}");
+    let lines = logs(db.addr, "pinned");
+    assert!(
+        has(
+            &lines,
+            "INFO",
+            "requirements.txt changed: installing it with pip"
+        ) && has(&lines, "INFO", "the plugin now runs on its new environment"),
+        "{lines:?}"
+    );
+
+    // A file pip must not be given: the plugin stays where it is, the log says why.
+    replace(&requirements, b"six==1.16.0\n-e .\n");
+    let refused = wait_until("the refusal is logged", Duration::from_secs(60), || {
+        logs(db.addr, "pinned")
+            .into_iter()
+            .find(|(level, text)| level == "ERROR" && text.contains("was not installed"))
+    });
+    assert!(refused.1.contains("pip option"), "{refused:?}");
+    let after = ask(db.addr, "pinned");
+    assert_eq!(after["six"], "1.17.0", "{after}");
+    assert_eq!(after["calls"].as_u64(), Some(calls + 1), "{after}");
 }
