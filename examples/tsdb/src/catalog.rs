@@ -228,6 +228,17 @@ impl Catalog {
     }
 
     fn write(&self, state: &CatalogState) -> Result<(), CatalogError> {
+        // Two fsyncs: on a slow disk, tens of milliseconds. On a runtime's worker the
+        // other tasks queued there move to another worker meanwhile.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.write_now(state))
+            }
+            _ => self.write_now(state),
+        }
+    }
+
+    fn write_now(&self, state: &CatalogState) -> Result<(), CatalogError> {
         let fail = |message: String| CatalogError {
             path: self.path.clone(),
             message,
