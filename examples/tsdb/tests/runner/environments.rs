@@ -33,6 +33,16 @@ fn index_unreachable(scratch: &std::path::Path) -> Option<String> {
     (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).trim().to_owned())
 }
 
+/// tsdb with the fixtures, where pip can fetch from a package index (`None`, saying
+/// why, where it cannot).
+fn start_where_pip_reaches_an_index(dir: &std::path::Path) -> Option<crate::common::Tsdb> {
+    if let Some(why) = index_unreachable(&dir.join("probe")) {
+        eprintln!("skipped: pip cannot reach a package index: {why}");
+        return None;
+    }
+    start_with_fixtures(dir)
+}
+
 fn post(addr: std::net::SocketAddr, path: &str, body: Value) -> (u16, String) {
     http(addr, "POST", path, &body.to_string())
 }
@@ -43,11 +53,7 @@ const REQUIREMENTS: &str = "/api/v3/configure/plugin_environment/install_require
 #[test]
 fn a_missing_module_is_named_with_its_install_and_installed_with_pip() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    if let Some(why) = index_unreachable(&dir.path().join("probe")) {
-        eprintln!("skipped: pip cannot reach a package index: {why}");
-        return;
-    }
-    let Some(db) = start_with_fixtures(dir.path()) else {
+    let Some(db) = start_where_pip_reaches_an_index(dir.path()) else {
         return;
     };
     create(db.addr, "needs", "needs_six.py", "request:six", Value::Null);
@@ -108,11 +114,7 @@ fn a_missing_module_is_named_with_its_install_and_installed_with_pip() {
 #[test]
 fn two_plugin_packages_pin_two_versions_of_one_library_each_in_its_own_environment() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    if let Some(why) = index_unreachable(&dir.path().join("probe")) {
-        eprintln!("skipped: pip cannot reach a package index: {why}");
-        return;
-    }
-    let Some(db) = start_with_fixtures(dir.path()) else {
+    let Some(db) = start_where_pip_reaches_an_index(dir.path()) else {
         return;
     };
     let started = Instant::now();
@@ -245,11 +247,7 @@ fn requests_that_would_pass_pip_an_option_a_path_or_a_url_are_refused_naming_the
 #[test]
 fn a_changed_requirements_txt_is_installed_and_the_plugin_moved_onto_it_with_its_cache() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    if let Some(why) = index_unreachable(&dir.path().join("probe")) {
-        eprintln!("skipped: pip cannot reach a package index: {why}");
-        return;
-    }
-    let Some(db) = start_with_fixtures(dir.path()) else {
+    let Some(db) = start_where_pip_reaches_an_index(dir.path()) else {
         return;
     };
     create(
