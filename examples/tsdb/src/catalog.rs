@@ -47,12 +47,24 @@ impl TriggerDefinition {
     pub fn check(&self, name: &str) -> Result<(), String> {
         check_trigger_name(name)?;
         crate::db::check_database_name(&self.db).map_err(|e| format!("db: {e}"))?;
+        check_trigger_database(&self.db).map_err(|e| format!("db: {e}"))?;
         check_specification(&self.trigger_specification)?;
         if let Some(args) = &self.trigger_arguments {
             check_arguments(args)?;
         }
         Ok(())
     }
+}
+
+/// A trigger's database: not `_internal`, whose system tables (every trigger's log,
+/// the tokens' hashes) are tsdb's to show, not a plugin's to read.
+pub fn check_trigger_database(db: &str) -> Result<(), String> {
+    if db == crate::db::INTERNAL_DATABASE {
+        return Err(format!(
+            "{db:?} is tsdb's own (every trigger's system tables, the tokens); a trigger works in a database of data"
+        ));
+    }
+    Ok(())
 }
 
 pub fn check_trigger_name(name: &str) -> Result<(), String> {
@@ -111,12 +123,23 @@ pub struct CatalogState {
     /// written before tokens were checked.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tokens: BTreeMap<String, crate::tokens::TokenEntry>,
+    /// The next token's id: ids are not given again after a delete.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub next_token_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The catalog file and its contents, changed one whole version at a time.
 pub struct Catalog {
     path: PathBuf,
+    /// Held only to read or swap the state, never across the disk: every request's
+    /// token check reads it.
     state: Mutex<CatalogState>,
+    /// Held for a whole change, file written included: changes apply one at a time.
+    changing: Mutex<()>,
 }
 
 /// A catalog that cannot be read or written, naming the file.
@@ -174,6 +197,7 @@ impl Catalog {
         Ok(Self {
             path,
             state: Mutex::new(state),
+            changing: Mutex::new(()),
         })
     }
 
@@ -193,11 +217,11 @@ impl Catalog {
         &self,
         change: impl FnOnce(&mut CatalogState) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut state = self.lock();
-        let mut next = state.clone();
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = self.lock().clone();
         change(&mut next)?;
         self.write(&next)?;
-        *state = next;
+        *self.lock() = next;
         Ok(())
     }
 

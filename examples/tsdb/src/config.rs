@@ -207,7 +207,10 @@ impl Config {
             None => path.display().to_string(),
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        config.data_dir = base.join(&config.data_dir);
+        // Absolute: a plugin's environment (`DATA_DIR/plugin_envs/...`) is run from the
+        // plugin directory, not from where tsdb started.
+        config.data_dir = std::path::absolute(base.join(&config.data_dir))
+            .unwrap_or_else(|_| base.join(&config.data_dir));
         config.plugins = base.join(&config.plugins);
         config.plugin_dir = config.plugin_dir.map(|d| base.join(d));
         config.admin_token_file = config.admin_token_file.map(|f| base.join(f));
@@ -254,7 +257,10 @@ impl Config {
             if let Err(e) = crate::triggers::Spec::parse(&t.on) {
                 problems.push(format!("{} (trigger {:?}): {e}", field("on"), t.name));
             }
-            if let Err(e) = crate::db::check_database_name(&t.database) {
+            if let Err(e) = crate::db::check_database_name(&t.database)
+                .map_err(|e| e.to_string())
+                .and_then(|()| crate::catalog::check_trigger_database(&t.database))
+            {
                 problems.push(format!("{} (trigger {:?}): {e}", field("database"), t.name));
             }
         }
@@ -289,4 +295,20 @@ fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
             .starts_with('=')
             .then(|| (i + 1, line.len() - line.trim_start().len() + 1))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plugins run in the plugin directory, so a data directory (where their Python
+    /// environments are) read relative to where tsdb started named a python that was
+    /// not there: `tsdb --config tsdb.toml` failed every InfluxDB plugin on an
+    /// environment. Unit tests run in the package's directory, beside its tsdb.toml.
+    #[test]
+    fn a_config_named_by_a_relative_path_gives_an_absolute_data_directory() {
+        let config = Config::load(Path::new("tsdb.toml")).expect("the example tsdb.toml");
+        assert!(config.data_dir.is_absolute(), "{}", config.data_dir.display());
+        assert!(config.data_dir.ends_with("data"), "{}", config.data_dir.display());
+    }
 }

@@ -183,25 +183,7 @@ async fn run(path: PathBuf, flags: Flags, logs: Arc<EngineLogs>) -> ExitCode {
         eprintln!("error: the admin token file (`admin_token_file`, --admin-token-file): {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    if config.without_auth {
-        // With a plugin directory, whoever reaches the port can then upload a file
-        // and make a trigger run it.
-        tracing::warn!(
-            "tsdb: tokens are not checked (--without-auth): anyone who reaches {} may write, \
-             query{}",
-            config.http,
-            if config.plugin_dir.is_some() {
-                ", upload plugins and make triggers run them"
-            } else {
-                " and make databases"
-            }
-        );
-    } else if catalog.read(|s| s.tokens.is_empty()) {
-        tracing::info!(
-            "tsdb: every request needs a token and none exists yet: POST \
-             /api/v3/configure/token/admin makes the operator token (shown once)"
-        );
-    }
+    let no_token_yet = catalog.read(|s| s.tokens.is_empty());
     let runner = PythonRunner {
         python: config.python.clone(),
         python_path: config.python_path.clone(),
@@ -275,6 +257,25 @@ async fn run(path: PathBuf, flags: Flags, logs: Arc<EngineLogs>) -> ExitCode {
         engine.clone(),
     );
     let addr = listener.local_addr().map_or(config.http, |a| a);
+    if config.without_auth {
+        // With a plugin directory, whoever reaches the port can then upload a file
+        // and make a trigger run it.
+        tracing::warn!(
+            "tsdb: tokens are not checked (--without-auth): anyone who reaches {addr} may write, \
+             query{}",
+            if config.plugin_dir.is_some() {
+                ", upload plugins and make triggers run them"
+            } else {
+                " and make databases"
+            }
+        );
+    } else if no_token_yet {
+        tracing::warn!(
+            "tsdb: every request needs a token and none exists yet: the first POST \
+             /api/v3/configure/token/admin to {addr} makes the operator token (shown once), \
+             whoever sends it; --admin-token-file gives the first token instead"
+        );
+    }
     tracing::info!(
         "tsdb: serving http://{addr} ({} triggers{})",
         engine.status().len(),

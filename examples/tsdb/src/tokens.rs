@@ -139,18 +139,30 @@ impl Tokens {
         })
     }
 
-    /// Makes the operator token; refused once it exists (regenerate it instead).
+    /// Makes the operator token while no token exists: the one request that needs
+    /// none. Once any token exists (one from an admin token file, say, under another
+    /// name), it is refused: it would hand whoever asks first a token no admin could
+    /// revoke.
     pub fn create_operator(&self) -> Result<Created, TokenError> {
-        self.make(OPERATOR, None, |tokens| {
+        let refusal = |tokens: &BTreeMap<String, TokenEntry>| {
             if tokens.contains_key(OPERATOR) {
                 Err(TokenError::Conflict(format!(
                     "the operator token {OPERATOR:?} exists already; with it, POST \
                      /api/v3/configure/token/admin/regenerate makes a new one"
                 )))
+            } else if !tokens.is_empty() {
+                Err(TokenError::Conflict(
+                    "tokens exist already (the first came from an admin token file); an \
+                     admin token makes others with POST /api/v3/configure/token/named_admin"
+                        .into(),
+                ))
             } else {
                 Ok(())
             }
-        })
+        };
+        // Checked first without a write, so refused asks cost a read, not a token.
+        self.catalog.read(|s| refusal(&s.tokens))?;
+        self.make(OPERATOR, None, refusal)
     }
 
     /// A new operator token in place of the old, which stops working at once. Only
@@ -162,6 +174,7 @@ impl Tokens {
                 "only the operator token {OPERATOR:?} regenerates itself; this is {caller:?}"
             )));
         }
+        let presented_hash = presented.map(self::hash).unwrap_or_default();
         let token = new_token()?;
         let hash = hash(&token);
         let mut made = None;
@@ -169,6 +182,13 @@ impl Tokens {
             let entry = state.tokens.get_mut(OPERATOR).ok_or_else(|| {
                 TokenError::NotFound(format!("there is no operator token {OPERATOR:?}"))
             })?;
+            // Checked again under the catalog's lock: of two regenerations with one
+            // token, the second finds it replaced.
+            if entry.hash != presented_hash {
+                return Err(TokenError::Unauthorized(
+                    "the operator token was regenerated meanwhile".into(),
+                ));
+            }
             entry.hash = hash;
             entry.created_at_ms = now_ms();
             made = Some(entry.clone());
@@ -243,6 +263,13 @@ impl Tokens {
         if name != OPERATOR {
             check_name(&name)
                 .map_err(|e| TokenError::Invalid(format!("{}: {e}", file.display())))?;
+        } else if given.expiry_millis.is_some() {
+            // An operator token that expired could be neither used nor regenerated, and
+            // no other could be made: tsdb would be locked for good.
+            return Err(TokenError::Invalid(format!(
+                "{}: expiry_millis: the operator token {OPERATOR:?} never expires; name the token (\"name\") to give it an expiry",
+                file.display()
+            )));
         }
         let hash = hash(&given.token);
         let mut applied = false;
@@ -289,7 +316,15 @@ impl Tokens {
                     "tsdb holds {MAX_TOKENS} tokens already; delete one first"
                 )));
             }
-            let id = state.tokens.values().map(|e| e.id + 1).max().unwrap_or(0);
+            // Never an id a deleted token had.
+            let id = state
+                .tokens
+                .values()
+                .map(|e| e.id + 1)
+                .max()
+                .unwrap_or(0)
+                .max(state.next_token_id);
+            state.next_token_id = id + 1;
             let entry = TokenEntry {
                 id,
                 hash,

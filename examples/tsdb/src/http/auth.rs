@@ -40,10 +40,18 @@ pub fn credential(headers: &HeaderMap, uri: &Uri) -> Result<Option<String>, Stri
             "bearer" | "token" => Err(format!(
                 "the Authorization header's {scheme} scheme carries no token"
             )),
-            _ => Err(format!(
-                "the Authorization header's scheme {:?} is not Bearer, Token or Basic",
-                scheme.chars().take(32).collect::<String>()
-            )),
+            // A token sent with no scheme is in `scheme`: named only if it looks like one.
+            _ if (1..=16).contains(&scheme.len())
+                && scheme.bytes().all(|b| b.is_ascii_alphabetic()) =>
+            {
+                Err(format!(
+                    "the Authorization header's scheme {scheme:?} is not Bearer, Token or Basic"
+                ))
+            }
+            _ => Err(
+                "the Authorization header has no scheme: send `Bearer TOKEN` or `Token TOKEN`"
+                    .to_owned(),
+            ),
         };
     }
     if uri.path() == "/write" {
@@ -124,5 +132,13 @@ mod tests {
         assert!(presented(Some("Digest abc"), "/").is_err_and(|e| e.contains("\"Digest\"")));
         assert!(presented(Some("Bearer"), "/").is_err_and(|e| e.contains("carries no token")));
         assert!(presented(Some("Basic !!"), "/").is_err());
+        // A token without its scheme is not echoed back.
+        let bare = presented(Some("apiv3_secretsecretsecret"), "/").expect_err("refused");
+        assert!(
+            !bare.contains("apiv3") && bare.contains("no scheme"),
+            "{bare}"
+        );
+        let tabbed = presented(Some("Bearer\tapiv3_secret"), "/").expect_err("refused");
+        assert!(!tabbed.contains("secret"), "{tabbed}");
     }
 }

@@ -69,6 +69,19 @@ pub async fn disable(State(api): State<Api>, params: Params) -> Response {
     set_enabled(&api, &params, false).await
 }
 
+/// The request's headers as a plugin gets them: without the caller's credentials. Every
+/// call here carries an admin token; a plugin that got it could do anything an admin
+/// can (upload a plugin, make a trigger), whatever its own bounds.
+fn plugin_headers(headers: &HeaderMap) -> std::collections::HashMap<String, String> {
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            *k != axum::http::header::AUTHORIZATION && *k != axum::http::header::PROXY_AUTHORIZATION
+        })
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect()
+}
+
 /// Any method on `/api/v3/engine/PATH`: the request trigger serving PATH answers.
 pub async fn request(
     State(api): State<Api>,
@@ -86,10 +99,7 @@ pub async fn request(
         method: method.to_string(),
         path: path.clone(),
         query: params.0.into_iter().collect(),
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect(),
+        headers: plugin_headers(&headers),
         body: body.to_vec(),
         ..HttpRequest::default()
     };

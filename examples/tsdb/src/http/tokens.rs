@@ -25,8 +25,22 @@ fn refused(e: TokenError) -> Response {
     error(status_of(&e), e.to_string())
 }
 
-/// `POST /api/v3/configure/token/admin`
-pub async fn create_admin(State(api): State<Api>) -> Response {
+/// `POST /api/v3/configure/token/admin`. Never from a browser: a web page could
+/// otherwise claim the first token of a tsdb on the visitor's machine (a cross-site
+/// POST, or DNS rebinding), and browsers name the page's origin on every POST.
+pub async fn create_admin(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the operator token is not made for a web page (Origin {:?}); ask with curl or a client library",
+                String::from_utf8_lossy(origin.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            ),
+        );
+    }
     made(api.tokens.create_operator())
 }
 

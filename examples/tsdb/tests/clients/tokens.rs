@@ -69,6 +69,34 @@ fn token_of(answer: &str) -> String {
     made["token"].as_str().expect("a token").to_owned()
 }
 
+/// Runs tsdb with `args`, expecting it to refuse to start: its exit code and stderr
+/// (kept in `dir`). One that starts after all is stopped after 30 s, so the test fails
+/// on its exit code rather than waiting for ever.
+fn exit_of(dir: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let stderr = dir.join("refused.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tsdb"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("a log file"))
+        .spawn()
+        .expect("run tsdb");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tsdb") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("reap tsdb");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&stderr).unwrap_or_default(),
+    )
+}
+
 /// Whether any file under `dir` holds `needle`.
 fn found_under(dir: &Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir).expect("read a dir").any(|entry| {
@@ -116,6 +144,16 @@ fn every_request_needs_a_live_token_sent_as_influxdbs_clients_send_it() {
         "{answer}"
     );
 
+    // Not from a web page (a cross-site POST, or DNS rebinding, to a tsdb on the
+    // visitor's machine): browsers name the page's origin.
+    let (status, answer) = call(
+        db.addr,
+        "POST",
+        "/api/v3/configure/token/admin",
+        &["origin: http://evil.example"],
+        "",
+    );
+    assert_eq!(status, 403, "{answer}");
     // The first token needs none; the second ask is refused, pointing at regenerate.
     let (status, answer) = call(db.addr, "POST", "/api/v3/configure/token/admin", &[], "");
     assert_eq!(status, 201, "{answer}");
@@ -308,16 +346,14 @@ fn an_admin_token_file_seeds_the_first_token_and_must_be_tsdbs_alone() {
 
     // A file others may write, or a link, is refused at start, naming it.
     let run = |file: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tsdb"))
-            .arg("--config")
-            .arg(dir.path().join("tsdb.toml"))
-            .arg("--admin-token-file")
-            .arg(file)
-            .output()
-            .expect("run tsdb");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        exit_of(
+            dir.path(),
+            &[
+                "--config".as_ref(),
+                dir.path().join("tsdb.toml").as_os_str(),
+                "--admin-token-file".as_ref(),
+                file.as_os_str(),
+            ],
         )
     };
     let open_file = dir.path().join("open.json");
@@ -330,6 +366,20 @@ fn an_admin_token_file_seeds_the_first_token_and_must_be_tsdbs_alone() {
             "{}: must be tsdb's user's own and writable by no one else",
             open_file.display()
         )),
+        "{stderr}"
+    );
+    // An operator token with an expiry would lock tsdb for good once it passed.
+    let expiring = dir.path().join("expiring.json");
+    std::fs::write(
+        &expiring,
+        format!("{{\"token\": \"{CLIENT_TOKEN}\", \"expiry_millis\": 1000}}"),
+    )
+    .expect("write");
+    std::fs::set_permissions(&expiring, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, stderr) = run(&expiring);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("expiry_millis: the operator token \"_admin\" never expires"),
         "{stderr}"
     );
     let link = dir.path().join("link.json");
@@ -354,15 +404,39 @@ fn disable_authz_opens_only_the_paths_it_names() {
         "plugins = \"plugins.toml\"\ndisable_authz = [\"health\", \"metrics\"]\n",
     )
     .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tsdb"))
-        .arg("--config")
-        .arg(bad.path().join("tsdb.toml"))
-        .output()
-        .expect("run tsdb");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let (code, stderr) = exit_of(
+        bad.path(),
+        &[
+            "--config".as_ref(),
+            bad.path().join("tsdb.toml").as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(
         stderr.contains("field `disable_authz`: \"metrics\" is not `health` or `ping`"),
         "{stderr}"
     );
+}
+
+/// A file naming its token (not the operator's): the operator token may then not be
+/// made by whoever asks, or anyone could take a token no admin could revoke.
+#[test]
+fn with_a_named_token_from_a_file_no_one_may_make_the_operator_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("named.json");
+    std::fs::write(
+        &file,
+        format!("{{\"token\": \"{CLIENT_TOKEN}\", \"name\": \"ci\"}}"),
+    )
+    .expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let file = file.display().to_string();
+    let db = start_checking(dir.path(), "", &["--admin-token-file", &file]);
+    let (status, answer) = call(db.addr, "POST", "/api/v3/configure/token/admin", &[], "");
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("tokens exist already"), "{answer}");
+    let auth = format!("authorization: Bearer {CLIENT_TOKEN}");
+    let (status, answer) = call(db.addr, "GET", "/ping", &[auth.as_str()], "");
+    assert_eq!(status, 200, "{answer}");
 }

@@ -41,6 +41,8 @@ fn bad_trigger_and_upload_requests_are_refused_naming_the_field_and_change_nothi
         )
     };
     for (overrides, field) in [
+        // Its system tables hold every trigger's log and the tokens' hashes.
+        (serde_json::json!({"db": "_internal"}), "db"),
         (
             serde_json::json!({"trigger_specification": "tables"}),
             "trigger_specification",

@@ -21,6 +21,7 @@ mod legacy;
 mod partial;
 mod precision;
 mod query;
+mod request_headers;
 mod routes;
 mod runtime_triggers;
 mod sql;
