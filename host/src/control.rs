@@ -20,12 +20,12 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::accept::Peer;
+use crate::calls::handle::PluginHandle;
+use crate::calls::message_limit::MAX_MESSAGE_BYTES;
+use crate::calls::plugin_set::PluginSet;
 use crate::events::{Event, EventSender};
-use crate::handle::PluginHandle;
 use crate::host::ConfigReload;
 use crate::invoke_size;
-use crate::message_limit::MAX_MESSAGE_BYTES;
-use crate::plugin_set::PluginSet;
 use crate::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
 

@@ -12,8 +12,8 @@ use baton_transport::UnixClient;
 use tonic::Status;
 use tonic::codegen::http::{HeaderMap, HeaderName, Uri};
 
+use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::invoke_size::ALLOWANCE;
-use crate::message_limit::MAX_MESSAGE_BYTES;
 
 /// `Invoke`'s path, with the origin HTTP/2 wants.
 static INVOKE_URI: std::sync::LazyLock<Uri> =
@@ -85,7 +85,7 @@ impl ControlClient {
     /// with the request still unread in its socket. Any other failure may have run the
     /// call.
     pub fn never_reached(status: &Status) -> bool {
-        crate::handle::never_sent(status)
+        crate::calls::handle::never_sent(status)
     }
 
     /// The generated client on this connection, for the rest of the control API.

@@ -11,8 +11,8 @@ use baton_proto::host::{InvokeRequest, InvokeResponse};
 use baton_transport::{EarlyJudge, UnaryHandler, UnaryRoute};
 use tonic::Status;
 
+use crate::calls::plugin_set::PluginSet;
 use crate::invoke_size;
-use crate::plugin_set::PluginSet;
 
 /// The method's path on the control socket.
 const INVOKE_PATH: &str = "/baton.host.v1.Supervisor/Invoke";

@@ -14,8 +14,8 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tower::Service;
 
-use crate::channel::PluginChannel;
-use crate::plugin_set::PluginSet;
+use crate::calls::channel::PluginChannel;
+use crate::calls::plugin_set::PluginSet;
 
 mod refusal;
 

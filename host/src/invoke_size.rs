@@ -9,7 +9,7 @@
 use bytes::Buf;
 use tonic::Status;
 
-use crate::plugin_set::PluginSet;
+use crate::calls::plugin_set::PluginSet;
 
 /// How much of a request is looked at to find its plugin and method names: the fields
 /// come before the payload in every protobuf encoder's output (field-number order).

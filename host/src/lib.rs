@@ -18,7 +18,7 @@
 
 pub mod accept;
 mod api_check;
-mod channel;
+mod calls;
 pub mod check;
 pub mod checkpoint;
 pub(crate) mod command;
@@ -26,36 +26,30 @@ pub mod config;
 pub mod control;
 mod control_client;
 mod control_invoke;
-mod deadline_anchor;
 pub mod events;
 pub mod forward;
 #[cfg(test)]
 mod fuzz;
-mod handle;
 mod host;
 mod invoke_size;
 pub mod launch;
 pub mod log_limit;
-mod message_limit;
 pub mod metrics;
 mod monitor;
 pub mod pid_init;
-pub mod plugin_set;
 pub mod printable;
 mod proc_stat;
-mod reclaim;
 pub mod reflect;
-mod route;
 pub mod services;
 mod status;
 pub mod supervisor;
 pub mod watch;
 
-pub use channel::PluginChannel;
+pub use calls::channel::PluginChannel;
+pub use calls::handle::{PluginHandle, Reply};
 pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
 pub use control_client::ControlClient;
 pub use events::Event;
-pub use handle::{PluginHandle, Reply};
 pub use host::{ConfigReload, Host, HostBuilder, HostError};
 pub use metrics::Metrics;
 pub use services::{KvLimits, PluginIdentity};

@@ -5,10 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use crate::calls::handle::PluginHandle;
+use crate::calls::plugin_set::PluginSet;
 use crate::config::Limits;
-use crate::handle::PluginHandle;
 use crate::metrics::Metrics;
-use crate::plugin_set::PluginSet;
 use crate::proc_stat::{self, Units};
 
 /// The shortest interval between samples: CPU use over less is mostly noise.

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use tonic::Status;
 
 use super::PLUGIN_METADATA_KEY;
-use crate::plugin_set::PluginSet;
+use crate::calls::plugin_set::PluginSet;
 use crate::printable::printable;
 
 /// Reflection answers questions about the described services; clients calling by name

@@ -15,14 +15,14 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 
+use crate::calls::handle::PluginHandle;
+use crate::calls::plugin_set::PluginSet;
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::events::{Event, EventSender};
-use crate::handle::PluginHandle;
 use crate::launch::{self, Launcher, LogRing, Spawner};
 use crate::metrics::{self, Metrics};
 use crate::monitor;
-use crate::plugin_set::PluginSet;
 use crate::services::{self, HostService, Kv, KvLimits, Registry};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
@@ -293,7 +293,7 @@ impl Host {
             metrics_addr = Some(addr);
         }
         let plugins = PluginSet::default();
-        background.push(crate::deadline_anchor::spawn(plugins.clone()));
+        background.push(crate::calls::deadline_anchor::spawn(plugins.clone()));
         let mut host = Self {
             plugins,
             tasks: BTreeMap::new(),

@@ -23,9 +23,9 @@ use tokio::sync::oneshot;
 use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
+use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::events::{Event, EventSender};
 use crate::log_limit::LogLimiter;
-use crate::message_limit::MAX_MESSAGE_BYTES;
 
 mod ancestry;
 mod budget;

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Supervisor;
+use crate::calls::route::Route;
 use crate::checkpoint::{Checkpoint, KEEP_REFUSED, REFUSED_DIR, SetAside, TakeError, Unusable};
 use crate::events::Event;
 use crate::launch::Generation;
 use crate::printable;
-use crate::route::Route;
 
 impl Supervisor {
     /// Takes a checkpoint of the serving generation. Calls are held while it exports

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use super::precopy::{PreCopy, precopy};
 use super::transfer::transfer;
 use super::{PluginState, Supervisor};
+use crate::calls::route::{Live, Route};
 use crate::events::Event;
 use crate::launch::Generation;
-use crate::route::{Live, Route};
 use crate::watch::Fingerprint;
 
 /// How a handover ended.

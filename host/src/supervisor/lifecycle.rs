@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::handover::Handover;
 use super::operator::Woken;
 use super::{Command, PluginState, Supervisor};
+use crate::calls::route::{Live, Route};
 use crate::launch::Generation;
-use crate::route::{Live, Route};
 use crate::watch::Fingerprint;
 
 /// How a serving generation ended.

@@ -7,12 +7,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::calls::handle::PluginHandle;
+use crate::calls::route::{Live, Route};
 use crate::checkpoint::CheckpointStore;
 use crate::events::{Event, EventSender};
-use crate::handle::PluginHandle;
 use crate::launch::Launcher;
 use crate::metrics::CallMetrics;
-use crate::route::{Live, Route};
 use crate::watch::{Fingerprint, WatchSet};
 
 mod checkpoints;

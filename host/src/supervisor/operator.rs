@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::handover::Handover;
 use super::lifecycle::next_change;
 use super::{Command, PluginState, Reconfigure, Reconfigured, Supervisor};
+use crate::calls::route::Route;
 use crate::config::PluginConfig;
 use crate::launch::Generation;
-use crate::route::Route;
 
 type Api = Option<Arc<Result<prost_reflect::DescriptorPool, String>>>;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::lifecycle::next_change;
 use super::{Command, PluginState, Supervisor};
-use crate::route::Route;
+use crate::calls::route::Route;
 use crate::watch::WatchSet;
 
 /// How many settle periods a file being written may take before it is tried anyway;

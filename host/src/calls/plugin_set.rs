@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use crate::handle::PluginHandle;
+use crate::calls::handle::PluginHandle;
 
 /// See the module's documentation. Cheap to clone; every clone sees every change.
 #[derive(Clone, Debug, Default)]

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::plugin_set::PluginSet;
+use crate::calls::plugin_set::PluginSet;
 
 /// The shortest period: calls with shorter timeouts still wake the driver, rather
 /// than this timer waking the host more than once a second.

@@ -18,11 +18,11 @@ use tonic::codegen::http;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
-use crate::handle::{self, PluginHandle};
-use crate::message_limit::LimitedBody;
-use crate::plugin_set::PluginSet;
-use crate::reclaim::Reclaimable;
-use crate::route::{InFlight, Live};
+use crate::calls::handle::{self, PluginHandle};
+use crate::calls::message_limit::LimitedBody;
+use crate::calls::plugin_set::PluginSet;
+use crate::calls::reclaim::Reclaimable;
+use crate::calls::route::{InFlight, Live};
 
 /// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
 /// Cheap to clone; every clone follows the plugin across restarts and handovers.

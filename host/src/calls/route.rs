@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tonic::Status;
 
-use crate::channel::StreamSlot;
+use crate::calls::channel::StreamSlot;
 use crate::launch::{Generation, TokenService};
 
 /// Where calls to a plugin go right now. Replaced as a whole by the supervisor.

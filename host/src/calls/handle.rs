@@ -12,12 +12,12 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tonic::{Code, Status};
 
-use crate::channel::PluginChannel;
+use crate::calls::channel::PluginChannel;
+use crate::calls::route::{InFlight, Live, Route};
 use crate::command::{Command, CommandSender};
 use crate::config::{Limits, PluginConfig};
 use crate::launch::{LogLine, LogRing};
 use crate::metrics::CallMetrics;
-use crate::route::{InFlight, Live, Route};
 use crate::status::PluginStatus;
 
 mod operator;
