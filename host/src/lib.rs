@@ -21,7 +21,6 @@ mod api_check;
 mod calls;
 pub mod check;
 pub mod checkpoint;
-pub(crate) mod command;
 pub mod config;
 pub mod control;
 mod control_client;

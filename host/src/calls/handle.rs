@@ -14,11 +14,11 @@ use tonic::{Code, Status};
 
 use crate::calls::channel::PluginChannel;
 use crate::calls::route::{InFlight, Live, Route};
-use crate::command::{Command, CommandSender};
 use crate::config::{Limits, PluginConfig};
 use crate::launch::{LogLine, LogRing};
 use crate::metrics::CallMetrics;
 use crate::status::PluginStatus;
+use crate::supervisor::command::{Command, CommandSender};
 
 mod operator;
 

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::command::{Reconfigure, Reconfigured};
 use crate::config::{Config, PluginChange, PluginConfig};
 use crate::events::Event;
+use crate::supervisor::command::{Reconfigure, Reconfigured};
 
 use super::Host;
 use super::plan::Step;

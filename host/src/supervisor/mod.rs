@@ -16,6 +16,7 @@ use crate::metrics::CallMetrics;
 use crate::watch::{Fingerprint, WatchSet};
 
 mod checkpoints;
+pub(crate) mod command;
 mod handover;
 mod lifecycle;
 mod operator;
@@ -26,8 +27,8 @@ mod waiting;
 
 pub use restart::RestartPolicy;
 
-pub(crate) use crate::command::{Command, CommandSender, Reconfigure, Reconfigured};
 pub use crate::status::{PluginState, PluginStatus};
+pub(crate) use command::{Command, CommandSender, Reconfigure, Reconfigured};
 
 pub(crate) struct Supervisor {
     launcher: Launcher,
