@@ -22,15 +22,12 @@ mod calls;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
-pub mod control;
-mod control_client;
-mod control_invoke;
+#[doc(hidden)]
+pub mod daemon;
 pub mod events;
-pub mod forward;
 #[cfg(test)]
 mod fuzz;
 mod host;
-mod invoke_size;
 pub mod launch;
 pub mod log_limit;
 pub mod metrics;
@@ -47,7 +44,7 @@ pub mod watch;
 pub use calls::channel::PluginChannel;
 pub use calls::handle::{PluginHandle, Reply};
 pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
-pub use control_client::ControlClient;
+pub use daemon::control_client::ControlClient;
 pub use events::Event;
 pub use host::{ConfigReload, Host, HostBuilder, HostError};
 pub use metrics::Metrics;

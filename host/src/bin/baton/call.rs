@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use baton_host::forward::PLUGIN_METADATA_KEY;
+use baton_host::daemon::forward::PLUGIN_METADATA_KEY;
 use baton_host::reflect::{DynamicCodec, descriptors};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tokio_stream::StreamExt;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use baton_host::control::{self, ControlService, ReloadConfigCall};
+use baton_host::daemon::control::{self, ControlService, ReloadConfigCall};
 use baton_host::{Config, Host};
 use baton_transport::socket_file::SocketPathError;
 
@@ -173,7 +173,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             }
         };
         let service = tower::Layer::layer(
-            &baton_host::forward::ForwardLayer::new(host.plugin_set()),
+            &baton_host::daemon::forward::ForwardLayer::new(host.plugin_set()),
             routes,
         );
         let server = tokio::spawn(baton_transport::serve(

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use baton_host::control;
+use baton_host::daemon::control;
 use baton_proto::host::supervisor_client::SupervisorClient;
 use baton_proto::host::{InvokeRequest, ListRequest, LogsRequest, ReloadRequest, StatusRequest};
 use clap::{Args, Subcommand};

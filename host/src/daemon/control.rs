@@ -23,9 +23,9 @@ use crate::accept::Peer;
 use crate::calls::handle::PluginHandle;
 use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::calls::plugin_set::PluginSet;
+use crate::daemon::invoke_size;
 use crate::events::{Event, EventSender};
 use crate::host::ConfigReload;
-use crate::invoke_size;
 use crate::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
 
@@ -108,7 +108,7 @@ impl ControlService {
     /// a request's size from its start, refusing one over its plugin's limit with
     /// OUT_OF_RANGE naming the plugin, and counted, however large it is.
     pub fn invoke_route(&self) -> baton_transport::UnaryRoute {
-        crate::control_invoke::route(self.plugins.clone(), self.max_message_bytes)
+        crate::daemon::control_invoke::route(self.plugins.clone(), self.max_message_bytes)
     }
 
     /// The tonic service. It reads requests of at most [`MAX_CONTROL_REQUEST_BYTES`]:

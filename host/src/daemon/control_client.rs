@@ -13,7 +13,7 @@ use tonic::Status;
 use tonic::codegen::http::{HeaderMap, HeaderName, Uri};
 
 use crate::calls::message_limit::MAX_MESSAGE_BYTES;
-use crate::invoke_size::ALLOWANCE;
+use crate::daemon::invoke_size::ALLOWANCE;
 
 /// `Invoke`'s path, with the origin HTTP/2 wants.
 static INVOKE_URI: std::sync::LazyLock<Uri> =

@@ -12,7 +12,7 @@ use baton_transport::{EarlyJudge, UnaryHandler, UnaryRoute};
 use tonic::Status;
 
 use crate::calls::plugin_set::PluginSet;
-use crate::invoke_size;
+use crate::daemon::invoke_size;
 
 /// The method's path on the control socket.
 const INVOKE_PATH: &str = "/baton.host.v1.Supervisor/Invoke";
@@ -31,7 +31,7 @@ pub(crate) fn route(plugins: PluginSet, server_limit: usize) -> UnaryRoute {
             let request = InvokeRequest::decode(message).map_err(|e| {
                 Status::internal(format!("an Invoke request that does not decode: {e}"))
             })?;
-            let reply = crate::control::find_plugin(&plugins, &request.plugin)?
+            let reply = crate::daemon::control::find_plugin(&plugins, &request.plugin)?
                 .call(&request.method, request.payload, request.metadata)
                 .await?;
             answer(reply.generation, reply.payload)
