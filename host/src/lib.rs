@@ -32,7 +32,6 @@ pub mod launch;
 pub mod log_limit;
 pub mod metrics;
 mod monitor;
-pub mod pid_init;
 pub mod printable;
 mod proc_stat;
 pub mod reflect;
@@ -47,6 +46,7 @@ pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartCon
 pub use daemon::control_client::ControlClient;
 pub use events::Event;
 pub use host::{ConfigReload, Host, HostBuilder, HostError};
+pub use launch::pid_init;
 pub use metrics::Metrics;
 pub use services::{KvLimits, PluginIdentity};
 pub use status::{PluginState, PluginStatus};

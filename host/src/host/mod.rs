@@ -182,7 +182,7 @@ impl HostBuilder {
 
     /// Runs each plugin generation in a PID namespace of its own, so that nothing a
     /// plugin starts outlives it (host SIGKILL included), through `helper`: a binary
-    /// that calls [`crate::pid_init::run_if_requested`] first thing in `main`, usually
+    /// that calls [`crate::launch::pid_init::run_if_requested`] first thing in `main`, usually
     /// this program itself ([`crate::launch::this_executable`]). Checked at start; where
     /// namespaces cannot be made (not root, or a sandbox forbids them) the host says so
     /// and runs plugins in process groups as without this.

@@ -37,7 +37,7 @@ pub struct Generation {
     /// The plugin's process id.
     pub pid: u32,
     /// Its process group: the plugin's own pid, or in a PID namespace its keeper's
-    /// (see [`crate::pid_init`]), which is the host's child.
+    /// (see [`crate::launch::pid_init`]), which is the host's child.
     pub(super) group: u32,
     /// Its socket.
     pub socket: PathBuf,

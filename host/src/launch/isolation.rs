@@ -1,5 +1,5 @@
 //! Running a generation inside a PID namespace of its own, through the init in
-//! [`crate::pid_init`]: what the host probes at start, how it starts the init, and how
+//! [`crate::launch::pid_init`]: what the host probes at start, how it starts the init, and how
 //! it learns the plugin's pid.
 
 use std::ffi::OsString;
@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 
-use crate::pid_init::{INIT_ARG, PID_FD, PROBE_ARG};
+use crate::launch::pid_init::{INIT_ARG, PID_FD, PROBE_ARG};
 
-/// A binary that acts as the init when asked (see [`crate::pid_init::run_if_requested`]),
+/// A binary that acts as the init when asked (see [`crate::launch::pid_init::run_if_requested`]),
 /// known to work here.
 #[derive(Clone, Debug)]
 pub struct PidInit {
@@ -126,7 +126,7 @@ impl PidPipe {
 }
 
 /// Where the `baton` binary (or any binary that calls
-/// [`crate::pid_init::run_if_requested`]) is: the running executable.
+/// [`crate::launch::pid_init::run_if_requested`]) is: the running executable.
 pub fn this_executable() -> PathBuf {
     PathBuf::from("/proc/self/exe")
 }

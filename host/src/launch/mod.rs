@@ -14,6 +14,7 @@ mod identity;
 mod isolation;
 mod logs;
 mod no_handshake;
+pub mod pid_init;
 mod pids_cgroup;
 mod rlimits;
 mod socket_path;
