@@ -16,7 +16,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod accept;
 mod api_check;
 mod calls;
 pub mod check;
@@ -25,14 +24,11 @@ pub mod config;
 #[doc(hidden)]
 pub mod daemon;
 pub mod events;
-#[cfg(test)]
-mod fuzz;
 mod host;
+mod io;
 pub mod launch;
-pub mod log_limit;
 pub mod metrics;
 mod monitor;
-pub mod printable;
 mod proc_stat;
 pub mod reflect;
 pub mod services;

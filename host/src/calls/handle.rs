@@ -229,7 +229,7 @@ impl PluginHandle {
             "plugin {}: the payload of {} is {bytes} bytes, over max_message_bytes = {} \
              (the plugin's limit in the host's config)",
             self.inner.name,
-            crate::printable::quoted(method, 64),
+            crate::io::printable::quoted(method, 64),
             self.max_message_bytes()
         ))
     }
@@ -307,7 +307,7 @@ impl PluginHandle {
                 Err(_) => Err(Status::deadline_exceeded(format!(
                     "plugin {} did not answer {} within {:?}",
                     self.inner.name,
-                    crate::printable::quoted(method, 64),
+                    crate::io::printable::quoted(method, 64),
                     self.call_timeout()
                 ))),
             };
@@ -452,7 +452,7 @@ impl PluginHandle {
                 self.inner.name,
                 live.generation,
                 live.pid,
-                crate::printable::quoted(method, 64),
+                crate::io::printable::quoted(method, 64),
                 how.as_deref().unwrap_or("unknown status")
             )));
         }

@@ -433,8 +433,8 @@ impl PluginConfig {
         Duration::from_millis(self.call_timeout_ms)
     }
     /// `log_lines_per_sec` and `log_bytes_per_sec`.
-    pub fn log_limit(&self) -> crate::log_limit::LogLimit {
-        crate::log_limit::LogLimit {
+    pub fn log_limit(&self) -> crate::io::log_limit::LogLimit {
+        crate::io::log_limit::LogLimit {
             lines_per_sec: self.log_lines_per_sec,
             bytes_per_sec: self.log_bytes_per_sec,
         }

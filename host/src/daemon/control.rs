@@ -19,13 +19,13 @@ use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::accept::Peer;
 use crate::calls::handle::PluginHandle;
 use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::calls::plugin_set::PluginSet;
 use crate::daemon::invoke_size;
 use crate::events::{Event, EventSender};
 use crate::host::ConfigReload;
+use crate::io::accept::Peer;
 use crate::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
 
@@ -156,7 +156,7 @@ pub(crate) fn find_plugin(plugins: &PluginSet, name: &str) -> Result<PluginHandl
     plugins.get(name).ok_or_else(|| {
         Status::not_found(format!(
             "no plugin named {} in this host (it has: {})",
-            crate::printable::quoted(name, 64),
+            crate::io::printable::quoted(name, 64),
             plugins.names().join(", ")
         ))
     })

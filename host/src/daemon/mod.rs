@@ -7,3 +7,5 @@ pub(crate) mod control_client;
 mod control_invoke;
 pub mod forward;
 mod invoke_size;
+
+pub use crate::io::{accept, printable};

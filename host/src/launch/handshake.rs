@@ -53,7 +53,7 @@ pub(super) async fn read_handshake_line<R: AsyncRead + Unpin>(
 pub fn check_handshake(line: &str, socket: &Path) -> Result<(), StartError> {
     let expected = format!("baton|{PROTOCOL_VERSION}|unix|{}", socket.display());
     let shown: String = line.chars().take(200).collect();
-    let shown = crate::printable::printable(&shown);
+    let shown = crate::io::printable::printable(&shown);
     let fail = |why: String| Err(StartError::Handshake(why));
     let fields: Vec<&str> = line.splitn(4, '|').collect();
     match fields.as_slice() {

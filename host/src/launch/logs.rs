@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::broadcast;
 
-use crate::log_limit::{LogLimit, LogLimiter};
-use crate::printable::printable;
+use crate::io::log_limit::{LogLimit, LogLimiter};
+use crate::io::printable::printable;
 
 /// Longest log line kept whole; longer lines are cut.
 const MAX_LOG_LINE: usize = 16 * 1024;

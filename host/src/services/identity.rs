@@ -8,7 +8,7 @@ use baton_proto::TOKEN_METADATA_KEY;
 use tonic::{Request, Status};
 
 use super::ancestry::Process;
-use crate::log_limit::LogLimiter;
+use crate::io::log_limit::LogLimiter;
 
 /// Which plugin, and which generation of it, made a call to the host socket. The auth
 /// layer puts it in every request's extensions before any service sees the request.
@@ -138,7 +138,7 @@ impl Registry {
                  (a token ends with its process)"
             ))
         })?;
-        if let Some(peer) = request.extensions().get::<crate::accept::Peer>() {
+        if let Some(peer) = request.extensions().get::<crate::io::accept::Peer>() {
             peer.authenticated();
         }
         request.extensions_mut().insert(identity);

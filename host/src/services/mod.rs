@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 
 use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::events::{Event, EventSender};
-use crate::log_limit::LogLimiter;
+use crate::io::log_limit::LogLimiter;
 
 mod ancestry;
 mod budget;
@@ -146,8 +146,8 @@ impl HostApi for HostService {
         }
         let (name, generation) = (&*who.name, who.generation);
         let (message, fields) = (
-            crate::printable::printable(&message),
-            crate::printable::printable(&fields),
+            crate::io::printable::printable(&message),
+            crate::io::printable::printable(&fields),
         );
         // The same target as the plugin's captured stderr, so one filter covers both.
         macro_rules! log_at {
@@ -275,16 +275,16 @@ pub(crate) fn start(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
-    let max_total = crate::accept::share_of_descriptors(8, 1024);
-    let gate = crate::accept::Gate {
+    let max_total = crate::io::accept::share_of_descriptors(8, 1024);
+    let gate = crate::io::accept::Gate {
         what: "host services",
         admits: {
             let registry = registry.clone();
             Arc::new(move |uid| registry.admits_uid(uid))
         },
         max_total,
-        auth_deadline: Some(crate::accept::AUTH_DEADLINE),
-        owners: Some(crate::accept::Owners {
+        auth_deadline: Some(crate::io::accept::AUTH_DEADLINE),
+        owners: Some(crate::io::accept::Owners {
             of: {
                 let registry = registry.clone();
                 Arc::new(move |pid| registry.owner_of(pid))
@@ -300,7 +300,7 @@ pub(crate) fn start(
     let service = tower::Layer::layer(&auth, tower::Layer::layer(&budget, routes));
     let task = tokio::spawn(baton_transport::serve(
         baton_transport::ServerConfig::new("host services"),
-        crate::accept::incoming(listener, gate),
+        crate::io::accept::incoming(listener, gate),
         service,
         // A host dropped without `shutdown` drops the sender: stop then too.
         async {

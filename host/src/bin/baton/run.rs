@@ -85,12 +85,12 @@ fn init_logging() {
 
 /// The control socket is 0600 already; checking the peer too keeps the bound on
 /// connections meaningful if its mode is ever widened.
-fn control_gate() -> baton_host::accept::Gate {
+fn control_gate() -> baton_host::daemon::accept::Gate {
     let host_uid = nix::unistd::geteuid().as_raw();
-    baton_host::accept::Gate {
+    baton_host::daemon::accept::Gate {
         what: "control API",
         admits: std::sync::Arc::new(move |uid| uid == host_uid || uid == 0),
-        max_total: baton_host::accept::share_of_descriptors(16, 256),
+        max_total: baton_host::daemon::accept::share_of_descriptors(16, 256),
         // Its calls carry no token: `baton ctl events --follow` may idle for days.
         auth_deadline: None,
         owners: None,
@@ -109,7 +109,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     init_logging();
-    baton_host::accept::raise_descriptor_limit();
+    baton_host::daemon::accept::raise_descriptor_limit();
     // The daemon mostly forwards calls; the plugins need the cores more. On 2 cores one
     // worker gave 1.6x lower daemon latency and 1.15x more throughput than two
     // (baton-bench, docs/performance.md).
@@ -180,7 +180,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             baton_transport::ServerConfig::new("control socket")
                 .spin(std::time::Duration::from_micros(config.control_spin_us))
                 .unary(invoke),
-            baton_host::accept::incoming(listener, control_gate()),
+            baton_host::daemon::accept::incoming(listener, control_gate()),
             service,
             async {
                 let _ = server_stopped.await;

@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::PLUGIN_METADATA_KEY;
 use crate::calls::plugin_set::PluginSet;
-use crate::printable::printable;
+use crate::io::printable::printable;
 
 /// Reflection answers questions about the described services; clients calling by name
 /// (`baton ctl call`, grpcurl) need it.
@@ -142,7 +142,7 @@ pub(super) fn no_such_plugin(name: &str, path: &str, plugins: &PluginSet) -> Sta
     Status::not_found(format!(
         "no plugin named {} in this host (it has: {}); {PLUGIN_METADATA_KEY} names the plugin \
          a call is for ({})",
-        crate::printable::quoted(name, 64),
+        crate::io::printable::quoted(name, 64),
         listed(plugins.names().iter().map(String::as_str)),
         served_by(wanted, plugins)
     ))

@@ -1,7 +1,7 @@
 //! How `baton ctl` shows what the host answers: tables and lines for people, with
 //! local wall-clock times and ages, and JSON (RFC 3339 times) for scripts.
 
-use baton_host::printable::printable;
+use baton_host::daemon::printable::printable;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use baton_proto::host::{Event, LogLine, PluginState, PluginStatus};

@@ -384,7 +384,7 @@ async fn methods_hint(
     // The method is the caller's own, echoed back cut like the host's messages cut it.
     format!(
         " (plugin {plugin} describes no method {}; its methods: {})",
-        baton_host::printable::quoted(method, 64),
+        baton_host::daemon::printable::quoted(method, 64),
         methods.join(", ")
     )
 }

@@ -226,7 +226,7 @@ pub fn incoming(
                             }
                             Refusal::PerOwner(Some(plugin), max) => format!(
                                 "plugin {} holds {max} connections already, its share of {}",
-                                crate::printable::printable(&plugin),
+                                crate::io::printable::printable(&plugin),
                                 gate.max_total
                             ),
                             Refusal::PerOwner(None, max) => format!(
