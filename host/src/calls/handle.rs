@@ -16,8 +16,8 @@ use crate::calls::channel::PluginChannel;
 use crate::calls::route::{InFlight, Live, Route};
 use crate::config::{Limits, PluginConfig};
 use crate::launch::{LogLine, LogRing};
-use crate::metrics::CallMetrics;
-use crate::status::PluginStatus;
+use crate::observe::metrics::CallMetrics;
+use crate::observe::status::PluginStatus;
 use crate::supervisor::command::{Command, CommandSender};
 
 mod operator;

@@ -23,10 +23,10 @@ use crate::calls::handle::PluginHandle;
 use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::calls::plugin_set::PluginSet;
 use crate::daemon::invoke_size;
-use crate::events::{Event, EventSender};
 use crate::host::ConfigReload;
 use crate::io::accept::Peer;
-use crate::status::{PluginState, PluginStatus};
+use crate::observe::events::{Event, EventSender};
+use crate::observe::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};
 
 /// A config reload asked for through the control API: who asked (as the host

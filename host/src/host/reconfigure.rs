@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, PluginChange, PluginConfig};
-use crate::events::Event;
+use crate::observe::events::Event;
 use crate::supervisor::command::{Reconfigure, Reconfigured};
 
 use super::Host;

@@ -24,8 +24,8 @@ use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
 use crate::calls::message_limit::MAX_MESSAGE_BYTES;
-use crate::events::{Event, EventSender};
 use crate::io::log_limit::LogLimiter;
+use crate::observe::events::{Event, EventSender};
 
 mod ancestry;
 mod budget;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::Supervisor;
 use crate::calls::route::Route;
 use crate::checkpoint::{Checkpoint, KEEP_REFUSED, REFUSED_DIR, SetAside, TakeError, Unusable};
-use crate::events::Event;
 use crate::io::printable;
 use crate::launch::Generation;
+use crate::observe::events::Event;
 
 impl Supervisor {
     /// Takes a checkpoint of the serving generation. Calls are held while it exports

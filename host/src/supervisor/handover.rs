@@ -12,8 +12,8 @@ use super::precopy::{PreCopy, precopy};
 use super::transfer::transfer;
 use super::{PluginState, Supervisor};
 use crate::calls::route::{Live, Route};
-use crate::events::Event;
 use crate::launch::Generation;
+use crate::observe::events::Event;
 use crate::watch::Fingerprint;
 
 /// How a handover ended.

@@ -10,9 +10,9 @@ use tokio::task::JoinSet;
 use crate::calls::handle::PluginHandle;
 use crate::calls::route::{Live, Route};
 use crate::checkpoint::CheckpointStore;
-use crate::events::{Event, EventSender};
 use crate::launch::Launcher;
-use crate::metrics::CallMetrics;
+use crate::observe::events::{Event, EventSender};
+use crate::observe::metrics::CallMetrics;
 use crate::watch::{Fingerprint, WatchSet};
 
 mod checkpoints;
@@ -27,7 +27,7 @@ mod waiting;
 
 pub use restart::RestartPolicy;
 
-pub use crate::status::{PluginState, PluginStatus};
+pub use crate::observe::status::{PluginState, PluginStatus};
 pub(crate) use command::{Command, CommandSender, Reconfigure, Reconfigured};
 
 pub(crate) struct Supervisor {

@@ -191,7 +191,7 @@ impl RecentLatencies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::tests::sample;
+    use crate::observe::metrics::tests::sample;
 
     #[test]
     fn the_recent_p99_is_of_the_last_calls_within_the_window() {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crate::calls::handle::PluginHandle;
 use crate::calls::plugin_set::PluginSet;
 use crate::config::Limits;
-use crate::metrics::Metrics;
-use crate::proc_stat::{self, Units};
+use crate::observe::metrics::Metrics;
+use crate::observe::proc_stat::{self, Units};
 
 /// The shortest interval between samples: CPU use over less is mostly noise.
 const MIN_INTERVAL: Duration = Duration::from_millis(200);

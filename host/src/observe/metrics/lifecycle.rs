@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{Metrics, RollbackLabels, StateMovedLabels, plugin_label};
-use crate::events::Event;
+use crate::observe::events::Event;
 
 impl Metrics {
     /// Updates the lifecycle metrics for one event.
@@ -131,7 +131,7 @@ pub fn rollback_reason(message: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::tests::{event, sample};
+    use crate::observe::metrics::tests::{event, sample};
 
     #[test]
     fn lifecycle_events_feed_the_counters_and_gauges() {

@@ -19,9 +19,7 @@ mod endpoint;
 mod lifecycle;
 
 pub(crate) use calls::CallMetrics;
-pub use calls::{MAX_METHOD_LABEL_BYTES, MAX_METHODS_PER_PLUGIN, OTHER_METHOD};
 pub(crate) use endpoint::{bind, serve};
-pub use lifecycle::rollback_reason;
 
 /// Bucket bounds in seconds, 50 µs to 10 s: a call over a local socket takes tens of
 /// microseconds, a handover with a large state or a slow start seconds.
@@ -226,7 +224,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::events::Event;
+    use crate::observe::events::Event;
 
     /// The value of the sample line `name{labels}`, if exported.
     pub(super) fn sample(text: &str, series: &str) -> Option<f64> {
