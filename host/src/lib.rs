@@ -16,9 +16,8 @@
 //! # Ok(()) }
 //! ```
 
-mod api_check;
+mod api;
 mod calls;
-pub mod check;
 pub mod checkpoint;
 pub mod config;
 #[doc(hidden)]
@@ -27,7 +26,6 @@ mod host;
 mod io;
 pub mod launch;
 mod observe;
-pub mod reflect;
 pub mod services;
 pub mod supervisor;
 pub mod watch;

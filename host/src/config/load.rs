@@ -91,7 +91,7 @@ impl Config {
             let Some(descriptors) = &plugin.api_descriptors else {
                 continue;
             };
-            if let Err(why) = crate::api_check::load(descriptors, &plugin.services) {
+            if let Err(why) = crate::api::api_check::load(descriptors, &plugin.services) {
                 problems.push(Problem::at(plugin_field(name, "api_descriptors"), why));
             }
         }

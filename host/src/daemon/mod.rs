@@ -8,4 +8,5 @@ mod control_invoke;
 pub mod forward;
 mod invoke_size;
 
+pub use crate::api::{check, reflect};
 pub use crate::io::{accept, printable};

@@ -336,7 +336,7 @@ impl Host {
         let api = config
             .api_descriptors
             .as_ref()
-            .map(|path| Arc::new(crate::api_check::load(path, &config.services)));
+            .map(|path| Arc::new(crate::api::api_check::load(path, &config.services)));
         let launcher = Launcher {
             name: Arc::from(name),
             config,

@@ -153,7 +153,7 @@ impl Host {
         let api = new
             .api_descriptors
             .as_ref()
-            .map(|path| Arc::new(crate::api_check::load(path, &new.services)));
+            .map(|path| Arc::new(crate::api::api_check::load(path, &new.services)));
         // What is watched follows the command and `watch`; a new subscription replaces
         // the old one only when they (or the reload mode) changed.
         let watched_differently = old.command != new.command || !change.watching.is_empty();

@@ -114,7 +114,7 @@ impl Launcher {
         for service in &self.config.services {
             let offered = tokio::time::timeout_at(
                 deadline,
-                crate::reflect::descriptors(transport.clone(), service),
+                crate::api::reflect::descriptors(transport.clone(), service),
             )
             .await
             .map_err(|_| StartError::Timeout {
@@ -127,7 +127,7 @@ impl Launcher {
                     "cannot check its {service} against api_descriptors: {e}"
                 ))
             })?;
-            let problems = crate::api_check::incompatibilities(expected, &offered, service);
+            let problems = crate::api::api_check::incompatibilities(expected, &offered, service);
             if !problems.is_empty() {
                 return Err(StartError::Mismatch(format!(
                     "its {service} is not compatible with the application's (api_descriptors): {}",

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use baton_host::daemon::forward::PLUGIN_METADATA_KEY;
-use baton_host::reflect::{DynamicCodec, descriptors};
+use baton_host::daemon::reflect::{DynamicCodec, descriptors};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tokio_stream::StreamExt;
 use tonic::metadata::AsciiMetadataValue;

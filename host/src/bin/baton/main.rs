@@ -104,7 +104,7 @@ fn check(calls: Vec<String>, timeout_ms: u64, grace_ms: u64, command: Vec<String
         eprintln!("error: give the plugin's command after `--`");
         return ExitCode::from(2);
     };
-    let opts = baton_host::check::CheckOptions {
+    let opts = baton_host::daemon::check::CheckOptions {
         command: PathBuf::from(program),
         args: args.to_vec(),
         calls: parsed,
@@ -115,16 +115,16 @@ fn check(calls: Vec<String>, timeout_ms: u64, grace_ms: u64, command: Vec<String
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let report = rt.block_on(baton_host::check::run(&opts));
+    let report = rt.block_on(baton_host::daemon::check::run(&opts));
     let mut failed = 0;
     for line in &report {
         let (word, text) = match &line.verdict {
-            baton_host::check::Verdict::Pass(t) => ("pass", t),
-            baton_host::check::Verdict::Fail(t) => {
+            baton_host::daemon::check::Verdict::Pass(t) => ("pass", t),
+            baton_host::daemon::check::Verdict::Fail(t) => {
                 failed += 1;
                 ("FAIL", t)
             }
-            baton_host::check::Verdict::Skip(t) => ("skip", t),
+            baton_host::daemon::check::Verdict::Skip(t) => ("skip", t),
         };
         println!("{word}  {:<24} {text}", line.name);
     }

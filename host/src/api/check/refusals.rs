@@ -12,7 +12,7 @@ use super::instance::Instance;
 use super::probes::restore;
 
 /// The shared vectors, built into the binary so that `baton check` needs no checkout.
-const VECTORS: &str = include_str!("../../../proto/testdata/state-vectors.json");
+const VECTORS: &str = include_str!("../../../../proto/testdata/state-vectors.json");
 
 /// One stream a receiver must refuse.
 struct BadStream {
