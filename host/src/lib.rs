@@ -15,6 +15,26 @@
 //! host.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Source layout
+//!
+//! Each folder of `host/src` is one concern (`docs/architecture.md` follows a call, a
+//! reload and a crash through them):
+//!
+//! | folder | what it is for |
+//! |---|---|
+//! | `host/` | [`Host`] and [`HostBuilder`]: start a set of plugins, reload their config, stop them |
+//! | `config/` | `baton.toml`: read, validated, settled, compared with the running one |
+//! | `launch/` | one plugin process brought to SERVING (isolation, PID init, handshake, logs) and stopped |
+//! | `supervisor/` | the task that owns one plugin: its lifecycle, restarts and handovers |
+//! | `calls/` | the path of a call: [`PluginHandle`], the route to the serving generation, [`PluginChannel`] |
+//! | `services/` | the host-services gRPC server plugins call (log, key-value store, events, an embedder's own) |
+//! | `checkpoint/` | snapshots of a plugin's state the host keeps, in memory or on disk |
+//! | `watch/` | noticing that a plugin's binary or sources changed |
+//! | `observe/` | events, status, memory and CPU from /proc and their limits, Prometheus metrics |
+//! | `api/` | a plugin's contract checked: its probes, the compatibility gate, reflection |
+//! | `io/` | the host's edges: connections accepted, plugin text made printable, log budgets |
+//! | `daemon/` | the daemon's own parts (control API, forwarding), for the `baton` binary in `src/bin/baton/` |
 
 mod api;
 mod calls;
