@@ -7,9 +7,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -22,7 +22,7 @@ use crate::calls::handle::{self, PluginHandle};
 use crate::calls::message_limit::LimitedBody;
 use crate::calls::plugin_set::PluginSet;
 use crate::calls::reclaim::Reclaimable;
-use crate::calls::route::{InFlight, Live};
+use crate::calls::route::{Live, StreamSlot};
 
 /// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
 /// Cheap to clone; every clone follows the plugin across restarts and handovers.
@@ -50,6 +50,14 @@ impl PluginChannel {
             handle,
             described_only: Some(plugins),
         }
+    }
+}
+
+impl PluginHandle {
+    /// A channel to the plugin's application services, for any tonic-generated client
+    /// (`TriggerClient::new(handle.channel())`); see [`PluginChannel`].
+    pub fn channel(&self) -> PluginChannel {
+        PluginChannel::new(self.clone())
     }
 }
 
@@ -212,89 +220,6 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from(value))
 }
 
-/// What the supervisor can do to a response stream still open when a handover must go
-/// on: release its place in the drain and have it end with a status.
-pub(crate) struct StreamSlot {
-    state: Mutex<SlotState>,
-    /// Woken when the host ends the call before its answer came.
-    ended: tokio::sync::Notify,
-    /// Set once the caller has sent its whole request.
-    request_finished: Arc<AtomicBool>,
-    /// Set once the answer's body has begun.
-    answering: AtomicBool,
-}
-
-#[derive(Default)]
-struct SlotState {
-    /// The call's place in its generation's drain, until the stream ends.
-    inflight: Option<InFlight>,
-    /// Set when the host ends the stream: the status its caller gets.
-    ended: Option<Status>,
-    waker: Option<Waker>,
-}
-
-impl StreamSlot {
-    fn holding(inflight: InFlight, request_finished: Arc<AtomicBool>) -> Self {
-        Self {
-            state: Mutex::new(SlotState {
-                inflight: Some(inflight),
-                ..SlotState::default()
-            }),
-            ended: tokio::sync::Notify::new(),
-            request_finished,
-            answering: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether the call is a stream a handover may end: its caller is still sending, or
-    /// its answer is under way. A call that has sent everything and waits for its one
-    /// answer (a unary call, a finished client stream) is left to finish, like an
-    /// `invoke`: ending it would fail a call the plugin may have carried out.
-    pub(crate) fn is_streaming(&self) -> bool {
-        !self.request_finished.load(Ordering::Relaxed) || self.answering.load(Ordering::Relaxed)
-    }
-
-    /// Waits until the host ends the call; the status its caller gets.
-    async fn ended(&self) -> Status {
-        loop {
-            let woken = self.ended.notified();
-            if let Some(status) = self
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .ended
-                .take()
-            {
-                return status;
-            }
-            woken.await;
-        }
-    }
-
-    /// Ends the stream with `status`: its place in the drain is given back now (a
-    /// caller that never polls again cannot hold a handover up), and its caller gets
-    /// `status` at the next poll.
-    pub(crate) fn end(&self, status: Status) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.inflight.take().is_none() {
-            return; // over already
-        }
-        state.ended = Some(status);
-        if let Some(waker) = state.waker.take() {
-            waker.wake();
-        }
-        // A permit is kept if nobody waits yet; the waiter then finds `ended` set.
-        self.ended.notify_one();
-    }
-
-    fn release(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .inflight = None;
-    }
-}
-
 /// A response body on its way from a generation to a caller.
 struct CallBody {
     inner: Body,
@@ -339,14 +264,9 @@ impl http_body::Body for CallBody {
             this.finish(status.code());
             return Poll::Ready(Some(Err(status)));
         }
-        {
-            let mut state = this.slot.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(status) = state.ended.take() {
-                drop(state);
-                this.finish(status.code());
-                return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
-            }
-            state.waker = Some(cx.waker().clone());
+        if let Some(status) = this.slot.ended_or_wake(cx.waker()) {
+            this.finish(status.code());
+            return Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))));
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

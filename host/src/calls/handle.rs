@@ -12,7 +12,6 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tonic::{Code, Status};
 
-use crate::calls::channel::PluginChannel;
 use crate::calls::route::{InFlight, Live, Route};
 use crate::config::{Limits, PluginConfig};
 use crate::launch::{LogLine, LogRing};
@@ -364,12 +363,6 @@ impl PluginHandle {
                 }
             }
         }
-    }
-
-    /// A channel to the plugin's application services, for any tonic-generated client
-    /// (`TriggerClient::new(handle.channel())`); see [`PluginChannel`].
-    pub fn channel(&self) -> PluginChannel {
-        PluginChannel::new(self.clone())
     }
 
     /// The generation serving now, if one is (not counted as a call): for messages

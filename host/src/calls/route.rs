@@ -3,14 +3,14 @@
 //! calls in flight on it that a handover waits to drain.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tonic::Status;
 
-use crate::calls::channel::StreamSlot;
 use crate::launch::{Generation, TokenService};
 
 /// Where calls to a plugin go right now. Replaced as a whole by the supervisor.
@@ -157,5 +157,99 @@ impl std::ops::Deref for InFlight {
     type Target = Live;
     fn deref(&self) -> &Live {
         &self.0
+    }
+}
+
+/// What the supervisor can do to a response stream still open when a handover must go
+/// on: release its place in the drain and have it end with a status.
+pub(crate) struct StreamSlot {
+    state: Mutex<SlotState>,
+    /// Woken when the host ends the call before its answer came.
+    ended: tokio::sync::Notify,
+    /// Set once the caller has sent its whole request.
+    request_finished: Arc<AtomicBool>,
+    /// Set once the answer's body has begun.
+    pub(crate) answering: AtomicBool,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The call's place in its generation's drain, until the stream ends.
+    inflight: Option<InFlight>,
+    /// Set when the host ends the stream: the status its caller gets.
+    ended: Option<Status>,
+    waker: Option<Waker>,
+}
+
+impl StreamSlot {
+    pub(crate) fn holding(inflight: InFlight, request_finished: Arc<AtomicBool>) -> Self {
+        Self {
+            state: Mutex::new(SlotState {
+                inflight: Some(inflight),
+                ..SlotState::default()
+            }),
+            ended: tokio::sync::Notify::new(),
+            request_finished,
+            answering: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the call is a stream a handover may end: its caller is still sending, or
+    /// its answer is under way. A call that has sent everything and waits for its one
+    /// answer (a unary call, a finished client stream) is left to finish, like an
+    /// `invoke`: ending it would fail a call the plugin may have carried out.
+    pub(crate) fn is_streaming(&self) -> bool {
+        !self.request_finished.load(Ordering::Relaxed) || self.answering.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the host ends the call; the status its caller gets.
+    pub(crate) async fn ended(&self) -> Status {
+        loop {
+            let woken = self.ended.notified();
+            if let Some(status) = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ended
+                .take()
+            {
+                return status;
+            }
+            woken.await;
+        }
+    }
+
+    /// Ends the stream with `status`: its place in the drain is given back now (a
+    /// caller that never polls again cannot hold a handover up), and its caller gets
+    /// `status` at the next poll.
+    pub(crate) fn end(&self, status: Status) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.inflight.take().is_none() {
+            return; // over already
+        }
+        state.ended = Some(status);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        // A permit is kept if nobody waits yet; the waiter then finds `ended` set.
+        self.ended.notify_one();
+    }
+
+    /// The status the host ended the stream with, if it has; else `waker` is woken
+    /// when it does.
+    pub(crate) fn ended_or_wake(&self, waker: &Waker) -> Option<Status> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let ended = state.ended.take();
+        if ended.is_none() {
+            state.waker = Some(waker.clone());
+        }
+        ended
+    }
+
+    pub(crate) fn release(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inflight = None;
     }
 }
