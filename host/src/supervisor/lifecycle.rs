@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::handover::Handover;
+use super::next_change;
 use super::operator::Woken;
 use super::{Command, PluginState, Supervisor};
 use crate::calls::route::{Live, Route};
@@ -59,14 +60,6 @@ enum Next {
         by: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
-}
-
-/// The next nudge from the file watcher; never, without one.
-pub(super) async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
-    match changes {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Supervisor {

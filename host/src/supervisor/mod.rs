@@ -148,6 +148,14 @@ pub(crate) fn spawn(
     (handle, task)
 }
 
+/// The next nudge from the file watcher; never, without one.
+async fn next_change(changes: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Supervisor {
     fn name(&self) -> &str {
         &self.launcher.name

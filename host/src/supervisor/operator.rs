@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::handover::Handover;
-use super::lifecycle::next_change;
+use super::next_change;
 use super::{Command, PluginState, Reconfigure, Reconfigured, Supervisor};
 use crate::calls::route::Route;
 use crate::config::PluginConfig;

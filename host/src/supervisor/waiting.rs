@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::lifecycle::next_change;
+use super::next_change;
 use super::{Command, PluginState, Supervisor};
 use crate::calls::route::Route;
 use crate::watch::WatchSet;
