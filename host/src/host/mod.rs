@@ -30,7 +30,7 @@ use crate::watch::BinaryWatcher;
 mod plan;
 mod reconfigure;
 
-pub use reconfigure::ConfigReload;
+pub use plan::ConfigReload;
 
 /// A running set of plugins.
 pub struct Host {

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, PluginChange, PluginConfig, fixed_keys_changed, plugin_change};
 
-use super::{ConfigReload, Host};
+use super::Host;
 
 /// What a reload does to one plugin.
 // A plan holds one step per plugin, for the length of one reload: nothing worth boxing
@@ -66,6 +66,25 @@ pub(super) struct ReloadPlan {
     /// Set when the new config has no plugins and the running one has some: why the
     /// reload waits for the operator to insist.
     pub(super) empty: Option<String>,
+}
+
+/// What a config reload did, plugin by plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigReload {
+    /// Plugins added and started.
+    pub added: Vec<String>,
+    /// Plugins removed and stopped.
+    pub removed: Vec<String>,
+    /// Plugins handed over to a generation with their new settings.
+    pub restarted: Vec<String>,
+    /// Plugins whose new settings applied in place.
+    pub updated: Vec<String>,
+    /// Plugins with no change.
+    pub unchanged: Vec<String>,
+    /// One line per change, naming the plugin and what changed.
+    pub changes: Vec<String>,
+    /// What could not be applied; the rest of the config is in force.
+    pub problems: Vec<String>,
 }
 
 impl Host {

@@ -11,26 +11,7 @@ use crate::observe::events::Event;
 use crate::supervisor::command::{Reconfigure, Reconfigured};
 
 use super::Host;
-use super::plan::Step;
-
-/// What a config reload did, plugin by plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigReload {
-    /// Plugins added and started.
-    pub added: Vec<String>,
-    /// Plugins removed and stopped.
-    pub removed: Vec<String>,
-    /// Plugins handed over to a generation with their new settings.
-    pub restarted: Vec<String>,
-    /// Plugins whose new settings applied in place.
-    pub updated: Vec<String>,
-    /// Plugins with no change.
-    pub unchanged: Vec<String>,
-    /// One line per change, naming the plugin and what changed.
-    pub changes: Vec<String>,
-    /// What could not be applied; the rest of the config is in force.
-    pub problems: Vec<String>,
-}
+use super::plan::{ConfigReload, Step};
 
 impl Host {
     /// Applies `new` (already loaded and checked, as [`Config::load`] does) to the running
