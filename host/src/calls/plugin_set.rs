@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use tonic::Status;
+
 use crate::calls::handle::PluginHandle;
 
 /// See the module's documentation. Cheap to clone; every clone sees every change.
@@ -18,6 +20,18 @@ impl PluginSet {
     /// The plugin named `name`, if the host runs one.
     pub fn get(&self, name: &str) -> Option<PluginHandle> {
         self.now().get(name).cloned()
+    }
+
+    /// The plugin named `name`, or NOT_FOUND naming the plugins there are (the control
+    /// API's answer to a name it does not know).
+    pub(crate) fn find(&self, name: &str) -> Result<PluginHandle, Status> {
+        self.get(name).ok_or_else(|| {
+            Status::not_found(format!(
+                "no plugin named {} in this host (it has: {})",
+                crate::io::printable::quoted(name, 64),
+                self.names().join(", ")
+            ))
+        })
     }
 
     /// Every plugin, by name, as the set is now.

@@ -143,24 +143,13 @@ impl ControlService {
     }
 
     fn plugin(&self, name: &str) -> Result<PluginHandle, Status> {
-        find_plugin(&self.plugins, name)
+        self.plugins.find(name)
     }
 }
 
 /// The largest request the control API's tonic service reads (`Invoke` is read by hand,
 /// up to the plugin's own limit).
 pub const MAX_CONTROL_REQUEST_BYTES: usize = 64 << 10;
-
-/// The plugin named `name`, or NOT_FOUND naming the plugins there are.
-pub(crate) fn find_plugin(plugins: &PluginSet, name: &str) -> Result<PluginHandle, Status> {
-    plugins.get(name).ok_or_else(|| {
-        Status::not_found(format!(
-            "no plugin named {} in this host (it has: {})",
-            crate::io::printable::quoted(name, 64),
-            plugins.names().join(", ")
-        ))
-    })
-}
 
 /// Who asks, for events and for the errors of calls to a plugin stopped on request:
 /// what the client says it is (bounded, printable), and the uid and pid the kernel

@@ -31,7 +31,8 @@ pub(crate) fn route(plugins: PluginSet, server_limit: usize) -> UnaryRoute {
             let request = InvokeRequest::decode(message).map_err(|e| {
                 Status::internal(format!("an Invoke request that does not decode: {e}"))
             })?;
-            let reply = crate::daemon::control::find_plugin(&plugins, &request.plugin)?
+            let reply = plugins
+                .find(&request.plugin)?
                 .call(&request.method, request.payload, request.metadata)
                 .await?;
             answer(reply.generation, reply.payload)
