@@ -12,12 +12,12 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tonic::{Code, Status};
 
+use crate::calls::command::{Command, CommandSender};
 use crate::calls::route::{InFlight, Live, Route};
 use crate::config::{Limits, PluginConfig};
 use crate::launch::{LogLine, LogRing};
 use crate::observe::metrics::CallMetrics;
 use crate::observe::status::PluginStatus;
-use crate::supervisor::command::{Command, CommandSender};
 
 mod operator;
 

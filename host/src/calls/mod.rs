@@ -2,6 +2,7 @@
 //! to the serving generation, and the typed channel's request bodies.
 
 pub(crate) mod channel;
+pub(crate) mod command;
 pub(crate) mod deadline_anchor;
 pub(crate) mod handle;
 pub(crate) mod message_limit;

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::calls::command::{Reconfigure, Reconfigured};
 use crate::config::{Config, PluginChange, PluginConfig};
 use crate::observe::events::Event;
-use crate::supervisor::command::{Reconfigure, Reconfigured};
 
 use super::Host;
 use super::plan::{ConfigReload, Step};

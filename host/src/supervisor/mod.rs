@@ -16,7 +16,6 @@ use crate::observe::metrics::CallMetrics;
 use crate::watch::{Fingerprint, WatchSet};
 
 mod checkpoints;
-pub(crate) mod command;
 mod handover;
 mod lifecycle;
 mod operator;
@@ -27,8 +26,8 @@ mod waiting;
 
 pub use restart::RestartPolicy;
 
+use crate::calls::command::{Command, CommandSender, Reconfigure, Reconfigured};
 pub use crate::observe::status::{PluginState, PluginStatus};
-pub(crate) use command::{Command, CommandSender, Reconfigure, Reconfigured};
 
 pub(crate) struct Supervisor {
     launcher: Launcher,

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 use super::PluginHandle;
+use crate::calls::command::{Command, Reconfigure, Reconfigured};
 use crate::config::{Limits, PluginConfig};
-use crate::supervisor::command::{Command, Reconfigure, Reconfigured};
 
 impl PluginHandle {
     async fn ask<T>(
