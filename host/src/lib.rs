@@ -23,7 +23,7 @@
 //!
 //! | folder | what it is for |
 //! |---|---|
-//! | `host/` | [`Host`] and [`HostBuilder`]: start a set of plugins, reload their config, stop them |
+//! | `host/` | [`Host`] and [`HostBuilder`]: start a set of plugins, reload their config, hold them to their memory and CPU limits, stop them |
 //! | `config/` | `baton.toml`: read, validated, settled, compared with the running one |
 //! | `launch/` | one plugin process brought to SERVING (isolation, PID init, handshake, logs) and stopped |
 //! | `supervisor/` | the task that owns one plugin: its lifecycle, restarts and handovers |
@@ -31,7 +31,7 @@
 //! | `services/` | the host-services gRPC server plugins call (log, key-value store, events, an embedder's own) |
 //! | `checkpoint/` | snapshots of a plugin's state the host keeps, in memory or on disk |
 //! | `watch/` | noticing that a plugin's binary or sources changed |
-//! | `observe/` | events, status, memory and CPU from /proc and their limits, Prometheus metrics |
+//! | `observe/` | what the host tells: events, status, memory and CPU read from /proc, Prometheus metrics |
 //! | `api/` | a plugin's contract checked: its probes, the compatibility gate, reflection |
 //! | `io/` | the host's edges: connections accepted, plugin text made printable, log budgets |
 //! | `daemon/` | the daemon's own parts (control API, forwarding), for the `baton` binary in `src/bin/baton/` |

@@ -22,11 +22,11 @@ use crate::config::{Config, Mode, PluginConfig, ReloadMode};
 use crate::launch::{self, Launcher, LogRing, Spawner};
 use crate::observe::events::{Event, EventSender};
 use crate::observe::metrics::{self, Metrics};
-use crate::observe::monitor;
 use crate::services::{self, HostService, Kv, KvLimits, Registry};
 use crate::supervisor;
 use crate::watch::BinaryWatcher;
 
+mod monitor;
 mod plan;
 mod reconfigure;
 

@@ -1,8 +1,7 @@
 //! What the host tells about its plugins: lifecycle events, each plugin's status, its
-//! memory and CPU read from /proc (and the limits on them), and Prometheus metrics.
+//! memory and CPU read from /proc, and Prometheus metrics.
 
 pub(crate) mod events;
 pub(crate) mod metrics;
-pub(crate) mod monitor;
 pub(crate) mod proc_stat;
 pub(crate) mod status;
