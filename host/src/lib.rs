@@ -32,9 +32,9 @@
 //! | `checkpoint/` | snapshots of a plugin's state the host keeps, in memory or on disk |
 //! | `watch/` | noticing that a plugin's binary or sources changed |
 //! | `observe/` | what the host tells: events, status, memory and CPU read from /proc, Prometheus metrics |
-//! | `api/` | a plugin's contract checked: its probes, the compatibility gate, reflection |
+//! | `api/` | a plugin's services as it describes them: the compatibility gate, calls by reflection |
 //! | `io/` | the host's edges: connections accepted, plugin text made printable, log budgets |
-//! | `daemon/` | the daemon's own parts (control API, forwarding), for the `baton` binary in `src/bin/baton/` |
+//! | `daemon/` | the `baton` command's own parts (control API, forwarding, `baton check`), for `src/bin/baton/` |
 
 mod api;
 mod calls;
