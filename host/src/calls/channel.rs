@@ -19,10 +19,10 @@ use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
 use crate::calls::handle::{self, PluginHandle};
-use crate::calls::message_limit::LimitedBody;
 use crate::calls::plugin_set::PluginSet;
 use crate::calls::reclaim::Reclaimable;
 use crate::calls::route::{Live, StreamSlot};
+use crate::io::message_limit::LimitedBody;
 
 /// Calls a plugin's application services: `TriggerClient::new(handle.channel())`.
 /// Cheap to clone; every clone follows the plugin across restarts and handovers.

@@ -5,7 +5,6 @@ pub(crate) mod channel;
 pub(crate) mod command;
 pub(crate) mod deadline_anchor;
 pub(crate) mod handle;
-pub(crate) mod message_limit;
 pub(crate) mod plugin_set;
 pub(crate) mod reclaim;
 pub(crate) mod route;

@@ -96,14 +96,14 @@ impl Config {
             }
         }
         let socket_len = self.socket.as_os_str().len();
-        if socket_len > crate::launch::MAX_SOCKET_PATH {
+        if socket_len > crate::io::socket_path::MAX_SOCKET_PATH {
             problems.push(Problem::at(
                 vec!["socket".into()],
                 format!(
                     "{} is {socket_len} bytes long; a Unix socket path can have at most {} \
                      (use a shorter path, or one relative to this file)",
                     self.socket.display(),
-                    crate::launch::MAX_SOCKET_PATH
+                    crate::io::socket_path::MAX_SOCKET_PATH
                 ),
             ));
         }

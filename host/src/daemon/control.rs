@@ -20,11 +20,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::calls::handle::PluginHandle;
-use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::calls::plugin_set::PluginSet;
 use crate::daemon::invoke_size;
 use crate::host::ConfigReload;
 use crate::io::accept::Peer;
+use crate::io::message_limit::MAX_MESSAGE_BYTES;
 use crate::observe::events::{Event, EventSender};
 use crate::observe::status::{PluginState, PluginStatus};
 use crate::{Host, PluginState as State};

@@ -12,8 +12,8 @@ use baton_transport::UnixClient;
 use tonic::Status;
 use tonic::codegen::http::{HeaderMap, HeaderName, Uri};
 
-use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::daemon::invoke_size::ALLOWANCE;
+use crate::io::message_limit::MAX_MESSAGE_BYTES;
 
 /// `Invoke`'s path, with the origin HTTP/2 wants.
 static INVOKE_URI: std::sync::LazyLock<Uri> =

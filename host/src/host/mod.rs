@@ -85,7 +85,7 @@ pub enum HostError {
     #[error(
         "the runtime directory {} is too long: plugin socket paths under it could reach {longest} bytes, over the {}-byte limit of a Unix socket path; point XDG_RUNTIME_DIR (or TMPDIR) at a shorter directory",
         base.display(),
-        launch::MAX_SOCKET_PATH
+        crate::io::socket_path::MAX_SOCKET_PATH
     )]
     RuntimeDirTooLong {
         /// `$XDG_RUNTIME_DIR` or the temp directory.
@@ -513,8 +513,10 @@ impl Host {
     pub fn runtime_base() -> Result<PathBuf, HostError> {
         let base = runtime_base();
         // tempfile's `baton-XXXXXX`, then the longest a plugin's socket path can grow.
-        let longest = base.as_os_str().len() + "/baton-XXXXXX".len() + launch::plugin_socket_tail();
-        if longest > launch::MAX_SOCKET_PATH {
+        let longest = base.as_os_str().len()
+            + "/baton-XXXXXX".len()
+            + crate::io::socket_path::plugin_socket_tail();
+        if longest > crate::io::socket_path::MAX_SOCKET_PATH {
             return Err(HostError::RuntimeDirTooLong { base, longest });
         }
         Ok(base)

@@ -17,7 +17,6 @@ mod no_handshake;
 pub mod pid_init;
 mod pids_cgroup;
 mod rlimits;
-mod socket_path;
 mod spawner;
 mod user_switch;
 
@@ -36,6 +35,7 @@ use crate::config::PluginConfig;
 use crate::services::{PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
+use crate::io::socket_path::socket_tag;
 use access::Runner;
 pub use baton_transport::{NotSent, UnixClient};
 pub(crate) use binary::pin_file;
@@ -54,7 +54,6 @@ use logs::capture_lines;
 pub(crate) use logs::unix_ms_now;
 pub use logs::{LogLine, LogRing, StderrExcerpt};
 pub use rlimits::remember_open_files_limit;
-pub use socket_path::{MAX_SOCKET_PATH, plugin_socket_tail, socket_tag};
 pub use spawner::Spawner;
 
 /// Everything needed to start processes of one plugin.

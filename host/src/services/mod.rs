@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
-use crate::calls::message_limit::MAX_MESSAGE_BYTES;
 use crate::io::log_limit::LogLimiter;
+use crate::io::message_limit::MAX_MESSAGE_BYTES;
 use crate::observe::events::{Event, EventSender};
 
 mod ancestry;
