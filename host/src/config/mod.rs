@@ -24,7 +24,7 @@ pub use cpus::{CPU_LIMIT, CpuList};
 pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 pub(crate) use limits::Limits;
-pub(crate) use program::is_path;
+pub(crate) use program::{is_path, pin_file};
 pub use read::read_toml;
 pub use settled::{CONFIG_SETTLE, CONFIG_SETTLE_LIMIT, SettleError, load_settled};
 

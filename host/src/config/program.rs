@@ -34,7 +34,7 @@ impl Config {
             match found {
                 Err(why) => problems.push(refuse("command", why)),
                 Ok(Some(binary)) if self.mode == Mode::Production && plugin.sha256.is_none() => {
-                    let pin = crate::launch::pin_file(&binary);
+                    let pin = pin_file(&binary);
                     if !pin.exists() {
                         problems.push(refuse(
                             "sha256",
@@ -130,4 +130,11 @@ fn check_bare_name(plugin: &PluginConfig, base: &Path) -> Result<Option<PathBuf>
         ));
     }
     Err(why)
+}
+
+/// `<binary>.sha256`, the pin file a deploy may write beside the binary.
+pub(crate) fn pin_file(binary: &Path) -> PathBuf {
+    let mut name = binary.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
 }

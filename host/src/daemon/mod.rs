@@ -11,3 +11,4 @@ mod invoke_size;
 
 pub use crate::api::reflect;
 pub use crate::io::{accept, printable};
+pub use crate::launch::raise_descriptor_limit;

@@ -302,20 +302,3 @@ pub fn share_of_descriptors(divisor: u64, cap: usize) -> usize {
         .unwrap_or(cap)
         .clamp(16, cap)
 }
-
-/// Raises this process's soft limit on open files to its hard limit: a host serves many
-/// plugins, each with sockets and pipes, and the default soft limit is often 1024.
-pub fn raise_descriptor_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    // Plugins start with the limit the daemon was given, not this one.
-    crate::launch::remember_open_files_limit();
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),
-            Err(e) => {
-                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}")
-            }
-        },
-        _ => {}
-    }
-}

@@ -1,10 +1,11 @@
 //! What a plugin's binary must satisfy before it runs (production rules, SHA-256 pin),
 //! and the private copy it runs from.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::StartError;
 use super::access::Runner;
+use crate::config::pin_file;
 
 /// What a binary must satisfy before it runs.
 pub(super) struct BinaryPolicy {
@@ -19,13 +20,6 @@ pub(super) fn is_script(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut start))
         .is_ok_and(|()| &start == b"#!")
-}
-
-/// `<binary>.sha256`, the pin file a deploy may write beside the binary.
-pub(crate) fn pin_file(binary: &Path) -> PathBuf {
-    let mut name = binary.as_os_str().to_owned();
-    name.push(".sha256");
-    PathBuf::from(name)
 }
 
 /// Refuses a binary that anyone but its owner could have changed (production), or

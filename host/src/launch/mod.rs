@@ -32,13 +32,13 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::PluginConfig;
+use crate::config::pin_file;
 use crate::services::{PluginIdentity, Registry};
 use crate::watch::WatchSet;
 
 use crate::io::socket_path::socket_tag;
 use access::Runner;
 pub use baton_transport::{NotSent, UnixClient};
-pub(crate) use binary::pin_file;
 use binary::{BinaryPolicy, copy_binary, is_script, verify_binary};
 pub(crate) use channel::plugin_rpc;
 pub use channel::{PluginRpc, TokenService, unix_channel};
@@ -53,7 +53,7 @@ pub use isolation::{PidInit, this_executable};
 use logs::capture_lines;
 pub(crate) use logs::unix_ms_now;
 pub use logs::{LogLine, LogRing, StderrExcerpt};
-pub use rlimits::remember_open_files_limit;
+pub use rlimits::raise_descriptor_limit;
 pub use spawner::Spawner;
 
 /// Everything needed to start processes of one plugin.

@@ -17,9 +17,25 @@ static ORDINARY_OPEN_FILES: OnceLock<(u64, u64)> = OnceLock::new();
 /// Records this process's open-files limits as the ones its plugins start with: call it
 /// before raising them (the daemon's many sockets are no reason for a plugin to hold
 /// 20,000 descriptors).
-pub fn remember_open_files_limit() {
+fn remember_open_files_limit() {
     if let Ok(limits) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = ORDINARY_OPEN_FILES.set(limits);
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit: a host serves many
+/// plugins, each with sockets and pipes, and the default soft limit is often 1024.
+pub fn raise_descriptor_limit() {
+    // Plugins start with the limit the daemon was given, not this one.
+    remember_open_files_limit();
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!("open files limit raised from {soft} to {hard}"),
+            Err(e) => {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}")
+            }
+        },
+        _ => {}
     }
 }
 

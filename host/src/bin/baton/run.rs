@@ -109,7 +109,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     init_logging();
-    baton_host::daemon::accept::raise_descriptor_limit();
+    baton_host::daemon::raise_descriptor_limit();
     // The daemon mostly forwards calls; the plugins need the cores more. On 2 cores one
     // worker gave 1.6x lower daemon latency and 1.15x more throughput than two
     // (baton-bench, docs/performance.md).
