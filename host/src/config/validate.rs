@@ -138,7 +138,7 @@ impl Config {
                 refuse("sha256", format!("must be 64 hex digits, got {pin:?}"));
             }
             for service in &plugin.services {
-                if !crate::daemon::forward::is_service_name(service) {
+                if !crate::api::service_name::is_service_name(service) {
                     refuse(
                         "services",
                         format!(
@@ -146,7 +146,8 @@ impl Config {
                              such as \"mydb.trigger.v1.Trigger\")"
                         ),
                     );
-                } else if let Some(what) = crate::daemon::forward::supervisors_own_service(service)
+                } else if let Some(what) =
+                    crate::api::service_name::supervisors_own_service(service)
                 {
                     // The daemon refuses every call to it: required, it could never be
                     // served to anyone.

@@ -19,7 +19,7 @@ use crate::calls::plugin_set::PluginSet;
 
 mod refusal;
 
-pub(crate) use refusal::{is_service_name, supervisors_own_service, undescribed};
+pub(crate) use refusal::undescribed;
 
 /// The metadata key that names the plugin a forwarded call is for.
 pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use tonic::Status;
 
 use super::PLUGIN_METADATA_KEY;
+use crate::api::service_name::{is_service_name, supervisors_own_service};
 use crate::calls::plugin_set::PluginSet;
 use crate::io::printable::printable;
 
@@ -17,19 +18,6 @@ use crate::io::printable::printable;
 const REFLECTION: [&str; 2] = [
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
-];
-
-/// Packages only a plugin's supervisor calls (every version of each), with what each
-/// is, for the refusal.
-const SUPERVISORS_OWN: [(&str, &str); 2] = [
-    (
-        "baton.plugin.",
-        "its lifecycle service (Snapshot, Restore, Shutdown…)",
-    ),
-    (
-        "grpc.health.",
-        "its health service (`baton ctl status` shows its state)",
-    ),
 ];
 
 /// Names echoed into a message are cut to this many characters.
@@ -45,28 +33,6 @@ pub(super) fn service_of(path_and_query: &str) -> Option<&str> {
     let (service, method) = path_and_query.strip_prefix('/')?.split_once('/')?;
     let plain = |s: &str| !s.is_empty() && !s.contains(['/', '?', '#']);
     (plain(service) && plain(method)).then_some(service)
-}
-
-/// Whether `name` has the shape of a gRPC service's full name: dot-separated
-/// identifiers (ASCII letters, digits and `_`, none starting with a digit), as the
-/// config's `services` must be. Nothing else is ever forwarded, whatever a plugin's
-/// own server would make of it.
-pub(crate) fn is_service_name(name: &str) -> bool {
-    let part = |p: &str| {
-        p.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    name.split('.').all(part)
-}
-
-/// What `service` is, if it is one only a plugin's supervisor calls.
-pub(crate) fn supervisors_own_service(service: &str) -> Option<&'static str> {
-    SUPERVISORS_OWN
-        .iter()
-        .find(|(package, _)| service.starts_with(package))
-        .map(|(_, what)| *what)
 }
 
 /// PERMISSION_DENIED for a call to one of the services only a plugin's supervisor
