@@ -27,14 +27,14 @@
 //! | `config/` | `baton.toml`: read, validated, settled, compared with the running one |
 //! | `launch/` | one plugin process brought to SERVING (isolation, PID init, handshake, logs) and stopped |
 //! | `supervisor/` | the task that owns one plugin: its lifecycle, restarts and handovers |
-//! | `calls/` | the path of a call: [`PluginHandle`], its commands to the supervisor, the route to the serving generation, [`PluginChannel`] |
+//! | `calls/` | the path of a call: [`PluginHandle`], its commands to the supervisor, the route to the serving generation, [`PluginChannel`], the daemon's forwarding |
 //! | `services/` | the host-services gRPC server plugins call (log, key-value store, events, an embedder's own) |
 //! | `checkpoint/` | snapshots of a plugin's state the host keeps, in memory or on disk |
 //! | `watch/` | noticing that a plugin's binary or sources changed |
 //! | `observe/` | what the host tells: events, status, memory and CPU read from /proc, Prometheus metrics |
 //! | `api/` | a plugin's services as it describes them: the compatibility gate, calls by reflection |
 //! | `io/` | the host's edges: socket paths, connections accepted, message size limits, plugin text made printable, log budgets |
-//! | `daemon/` | the `baton` command's own parts (control API, forwarding, `baton check`), for `src/bin/baton/` |
+//! | `daemon/` | the `baton` command's own parts (control API, `baton check`), for `src/bin/baton/` |
 
 mod api;
 mod calls;

@@ -117,7 +117,7 @@ async fn send(
         // plugin, and a client's made-up names would each become a metric.
         if let Some(plugins) = &described_only
             && let Some(refusal) =
-                crate::daemon::forward::undescribed(handle.name(), &live.services, &whole, plugins)
+                crate::calls::forward::undescribed(handle.name(), &live.services, &whole, plugins)
         {
             return refusal.into_http();
         }
