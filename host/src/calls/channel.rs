@@ -116,8 +116,12 @@ async fn send(
         // build that describes other services. Never counted: it never reached the
         // plugin, and a client's made-up names would each become a metric.
         if let Some(plugins) = &described_only
-            && let Some(refusal) =
-                crate::calls::forward::undescribed(handle.name(), &live.services, &whole, plugins)
+            && let Some(refusal) = crate::calls::forward_refusal::undescribed(
+                handle.name(),
+                &live.services,
+                &whole,
+                plugins,
+            )
         {
             return refusal.into_http();
         }

@@ -3,7 +3,7 @@
 //! `x-baton-plugin: NAME`, goes to that plugin as it is — frames in, frames out, no
 //! descriptors needed — through a [`PluginChannel`], so it waits, holds, counts and
 //! fails exactly as a library caller's would. Only the services the plugin describes
-//! go through (see [`refusal`]).
+//! go through (see [`forward_refusal`](super::forward_refusal)).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,12 +17,8 @@ use tower::Service;
 use crate::calls::channel::PluginChannel;
 use crate::calls::plugin_set::PluginSet;
 
-mod refusal;
-
-pub(crate) use refusal::undescribed;
-
-/// The metadata key that names the plugin a forwarded call is for.
-pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";
+use super::forward_refusal as refusal;
+pub use super::forward_refusal::PLUGIN_METADATA_KEY;
 
 /// The control API's own service: never forwarded.
 const SUPERVISOR_PREFIX: &str = "/baton.host.v1.Supervisor/";

@@ -6,6 +6,7 @@ pub(crate) mod channel;
 pub(crate) mod command;
 pub(crate) mod deadline_anchor;
 pub mod forward;
+mod forward_refusal;
 pub(crate) mod handle;
 pub(crate) mod plugin_set;
 pub(crate) mod reclaim;

@@ -8,10 +8,12 @@ use std::collections::BTreeSet;
 
 use tonic::Status;
 
-use super::PLUGIN_METADATA_KEY;
 use crate::api::service_name::{is_service_name, supervisors_own_service};
 use crate::calls::plugin_set::PluginSet;
 use crate::io::printable::printable;
+
+/// The metadata key that names the plugin a forwarded call is for.
+pub const PLUGIN_METADATA_KEY: &str = "x-baton-plugin";
 
 /// Reflection answers questions about the described services; clients calling by name
 /// (`baton ctl call`, grpcurl) need it.
