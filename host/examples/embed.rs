@@ -69,7 +69,7 @@ async fn embed() -> Result<(), Box<dyn std::error::Error>> {
 
     let db = std::sync::Arc::new(Db::default());
     let host = HostBuilder::new(&config)
-        .with_pid_namespaces(baton_host::launch::this_executable())
+        .with_pid_namespaces(baton_host::this_executable())
         .with_service(PluginServer::from_arc(db.clone()))
         .start()
         .await?;
@@ -87,7 +87,7 @@ async fn embed() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Only the host's plugins get in: a call without a launch token is refused.
-    let mut stranger = PluginClient::new(baton_host::launch::unix_channel(host.services_socket()));
+    let mut stranger = PluginClient::new(baton_host::unix_channel(host.services_socket()));
     let refused = stranger
         .invoke(InvokeRequest {
             method: "insert".into(),

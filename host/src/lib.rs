@@ -38,24 +38,24 @@
 
 mod api;
 mod calls;
-pub mod checkpoint;
+mod checkpoint;
 pub mod config;
 #[doc(hidden)]
 pub mod daemon;
 mod host;
 mod io;
-pub mod launch;
+mod launch;
 mod observe;
-pub mod services;
-pub mod supervisor;
-pub mod watch;
+mod services;
+mod supervisor;
+mod watch;
 
 pub use calls::channel::PluginChannel;
 pub use calls::handle::{PluginHandle, Reply};
 pub use config::{Config, ConfigError, Mode, PluginConfig, ReloadMode, RestartConfig, WatcherKind};
 pub use daemon::control_client::ControlClient;
 pub use host::{ConfigReload, Host, HostBuilder, HostError};
-pub use launch::pid_init;
+pub use launch::{LogLine, pid_init, this_executable, unix_channel};
 pub use observe::events::Event;
 pub use observe::metrics::Metrics;
 pub use observe::status::{PluginState, PluginStatus};

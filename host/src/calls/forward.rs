@@ -3,7 +3,7 @@
 //! `x-baton-plugin: NAME`, goes to that plugin as it is — frames in, frames out, no
 //! descriptors needed — through a [`PluginChannel`], so it waits, holds, counts and
 //! fails exactly as a library caller's would. Only the services the plugin describes
-//! go through (see [`forward_refusal`](super::forward_refusal)).
+//! go through (see `forward_refusal.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,7 +36,7 @@ pub struct ForwardLayer {
 
 impl ForwardLayer {
     /// Forwards to these plugins, by name, as the set is at each call.
-    pub fn new(plugins: PluginSet) -> Self {
+    pub(crate) fn new(plugins: PluginSet) -> Self {
         Self { plugins }
     }
 }

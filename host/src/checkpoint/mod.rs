@@ -302,11 +302,12 @@ impl CheckpointStore {
 
     /// The newest usable checkpoint on disk, skipping (and naming) damaged ones and
     /// ones over `limit` bytes. Reads off the async workers.
-    pub async fn load(&mut self, limit: u64) -> Loaded {
+    #[cfg(test)]
+    pub(crate) async fn load(&mut self, limit: u64) -> Loaded {
         self.load_except(limit, &HashSet::new()).await
     }
 
-    /// [`load`](Self::load), passing over the files in `tried` (ones already offered
+    /// `load`, passing over the files in `tried` (ones already offered
     /// to the plugin, or already found unusable).
     pub async fn load_except(&mut self, limit: u64, tried: &HashSet<PathBuf>) -> Loaded {
         let tried = tried.clone();

@@ -21,7 +21,7 @@ mod suggest;
 mod validate;
 
 pub use cpus::{CPU_LIMIT, CpuList};
-pub use diff::{PluginChange, fixed_keys_changed, plugin_change};
+pub(crate) use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 pub(crate) use limits::Limits;
 pub(crate) use program::{is_path, pin_file};
@@ -433,7 +433,7 @@ impl PluginConfig {
         Duration::from_millis(self.call_timeout_ms)
     }
     /// `log_lines_per_sec` and `log_bytes_per_sec`.
-    pub fn log_limit(&self) -> crate::io::log_limit::LogLimit {
+    pub(crate) fn log_limit(&self) -> crate::io::log_limit::LogLimit {
         crate::io::log_limit::LogLimit {
             lines_per_sec: self.log_lines_per_sec,
             bytes_per_sec: self.log_bytes_per_sec,

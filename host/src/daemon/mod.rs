@@ -13,3 +13,12 @@ pub use crate::api::reflect;
 pub use crate::calls::forward;
 pub use crate::io::{accept, printable};
 pub use crate::launch::raise_descriptor_limit;
+
+use crate::Host;
+use crate::calls::forward::ForwardLayer;
+
+/// The layer that forwards the control socket's calls for plugins' services to `host`'s
+/// plugins, as its set is at each call.
+pub fn forward_layer(host: &Host) -> ForwardLayer {
+    ForwardLayer::new(host.plugin_set())
+}

@@ -403,7 +403,7 @@ impl Host {
 
     /// The plugins, as a set that follows config reloads: for what looks a plugin up
     /// per call.
-    pub fn plugin_set(&self) -> PluginSet {
+    pub(crate) fn plugin_set(&self) -> PluginSet {
         self.plugins.clone()
     }
 

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-/// `text`, with every character [`needs_escape`] says so written as `\n`, `\r` or
+/// `text`, with every character `needs_escape` says so written as `\n`, `\r` or
 /// `\u{…}`; borrowed when there is none.
 pub fn printable(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {

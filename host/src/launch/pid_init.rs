@@ -27,11 +27,11 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 /// The first argument that makes a binary act as the init instead of itself.
-pub const INIT_ARG: &str = "__baton-pid-init";
+pub(crate) const INIT_ARG: &str = "__baton-pid-init";
 /// Asks the init only whether a PID namespace can be made here.
-pub const PROBE_ARG: &str = "--probe";
+pub(crate) const PROBE_ARG: &str = "--probe";
 /// The descriptor on which the plugin's pid (as the host sees it) is written.
-pub const PID_FD: i32 = 3;
+pub(crate) const PID_FD: i32 = 3;
 
 /// Signals the keeper and the init leave to the plugin: the host signals the whole
 /// process group, and only the plugin should act on them.

@@ -137,7 +137,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
             }
         };
         let mut host = match baton_host::HostBuilder::new(&config)
-            .with_pid_namespaces(baton_host::launch::this_executable())
+            .with_pid_namespaces(baton_host::this_executable())
             .start()
             .await
         {
@@ -172,10 +172,7 @@ pub(crate) fn run(config_path: PathBuf) -> ExitCode {
                 routes
             }
         };
-        let service = tower::Layer::layer(
-            &baton_host::daemon::forward::ForwardLayer::new(host.plugin_set()),
-            routes,
-        );
+        let service = tower::Layer::layer(&baton_host::daemon::forward_layer(&host), routes);
         let server = tokio::spawn(baton_transport::serve(
             baton_transport::ServerConfig::new("control socket")
                 .spin(std::time::Duration::from_micros(config.control_spin_us))
