@@ -308,7 +308,15 @@ mod tests {
     #[test]
     fn a_config_named_by_a_relative_path_gives_an_absolute_data_directory() {
         let config = Config::load(Path::new("tsdb.toml")).expect("the example tsdb.toml");
-        assert!(config.data_dir.is_absolute(), "{}", config.data_dir.display());
-        assert!(config.data_dir.ends_with("data"), "{}", config.data_dir.display());
+        assert!(
+            config.data_dir.is_absolute(),
+            "{}",
+            config.data_dir.display()
+        );
+        assert!(
+            config.data_dir.ends_with("data"),
+            "{}",
+            config.data_dir.display()
+        );
     }
 }
