@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Code;
 
-use crate::api::{PositionRequest, WriteBatch};
+use crate::api::PositionRequest;
 use crate::config::ErrorPolicy;
+use crate::table_batches::{Batch, RowsForm};
 use crate::triggers::{Queued, Trigger};
 
 /// Batches kept after delivery, to send again to a plugin that lost them.
@@ -26,14 +27,14 @@ const ATTEMPTS: u32 = 4;
 const REPLAYS_SHOWN: usize = 16;
 
 pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Queued>) {
-    let mut kept: VecDeque<WriteBatch> = VecDeque::new();
+    let mut kept: VecDeque<Batch> = VecDeque::new();
     let mut pending: VecDeque<Queued> = VecDeque::new();
     let mut restarts = trigger.plugin.status().restarts;
     // Where the plugin's state stands, as far as the database knows.
     let mut last_sent = 0;
-    // The plugin process that said it reads `table_batches_json`: it gets the rows so.
-    // Another (a reload, a restart) gets the messages until it says so too.
-    let mut reads_json: Option<u32> = None;
+    // The plugin process that said how it reads the rows (pickle, JSON): it gets them
+    // so. Another (a reload, a restart) gets the messages until it says so too.
+    let mut reads: Option<(u32, RowsForm)> = None;
     while let Some(next) = batches.recv().await {
         pending.push_back(next);
         // `done` goes when this batch's call has ended: the write waiting for it
@@ -56,22 +57,22 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                     Err(back) => done = back,
                 }
             }
-            batch.previous = last_sent;
+            batch.head.previous = last_sent;
             let mut attempt = 1;
             loop {
                 let mut client = trigger.client();
-                let sent = if reads_json.is_some() && reads_json == plugin.pid {
-                    crate::table_batches::with_json_rows(&batch)
-                } else {
-                    batch.clone()
+                let form = match (reads, plugin.pid) {
+                    (Some((pid, form)), Some(now)) if pid == now => form,
+                    _ => RowsForm::Messages,
                 };
+                let sent = batch.sent_as(form);
                 let call = client.on_write(sent);
                 match trigger.bounded("process_writes", call).await {
                     Ok(answer) => {
                         let answer = answer.into_inner();
-                        reads_json = plugin.pid.filter(|_| answer.reads_table_batches_json);
+                        reads = plugin.pid.map(|pid| (pid, RowsForm::of(&answer)));
                         trigger.answered(answer.message, accepted.elapsed());
-                        last_sent = batch.sequence;
+                        last_sent = batch.head.sequence;
                         kept.push_back(batch);
                         if kept.len() > KEPT {
                             kept.pop_front();
@@ -80,7 +81,7 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                     }
                     Err(status) => {
                         // The process may be another after this: it says again.
-                        reads_json = None;
+                        reads = None;
                         if trigger.config.error_policy != ErrorPolicy::Retry || attempt == ATTEMPTS
                         {
                             trigger.failed(&status);
@@ -111,7 +112,7 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
 /// plugin keeps no position (or cannot say), gives back `current`'s waiter.
 async fn resend_lost(
     trigger: &Trigger,
-    kept: &mut VecDeque<WriteBatch>,
+    kept: &mut VecDeque<Batch>,
     pending: &mut VecDeque<Queued>,
     current: Queued,
 ) -> Result<u64, Option<tokio::sync::oneshot::Sender<()>>> {
@@ -128,19 +129,21 @@ async fn resend_lost(
             return Err(current.2);
         }
     };
-    let lost: Vec<WriteBatch> = kept
+    let lost: Vec<Batch> = kept
         .iter()
-        .filter(|b| b.sequence > position)
+        .filter(|b| b.head.sequence > position)
         .cloned()
         .collect();
-    let resumes_at = lost.first().map_or(current.0.sequence, |b| b.sequence);
+    let resumes_at = lost
+        .first()
+        .map_or(current.0.head.sequence, |b| b.head.sequence);
     if lost.is_empty() && position + 1 >= resumes_at {
         return Err(current.2);
     }
     let mut line = match (lost.first(), lost.last()) {
         (Some(first), Some(last)) => format!(
             "batches {}–{} sent again: the plugin's state stood at batch {position} (it was restarted)",
-            first.sequence, last.sequence
+            first.head.sequence, last.head.sequence
         ),
         _ => format!("the plugin's state stood at batch {position} (it was restarted)"),
     };
@@ -158,7 +161,7 @@ async fn resend_lost(
             s.replays.remove(0);
         }
     });
-    kept.retain(|b| b.sequence <= position);
+    kept.retain(|b| b.head.sequence <= position);
     pending.push_front(current);
     let now = Instant::now();
     for batch in lost.into_iter().rev() {

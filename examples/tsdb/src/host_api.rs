@@ -156,7 +156,7 @@ impl Database for HostApi {
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let points = tables.values().map(Vec::len).sum::<usize>() as u64;
         if let Some(engine) = self.engine.get() {
-            engine.written(&database, &tables, Some(&caller));
+            engine.written(&database, tables, Some(&caller));
         }
         Ok(Response::new(WriteResponse { points }))
     }

@@ -12,9 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::api::trigger_client::TriggerClient;
-use crate::api::{HttpRequest, HttpResponse, TableBatch, WriteBatch};
+use crate::api::{HttpRequest, HttpResponse, WriteBatch};
 use crate::config::{ErrorPolicy, TriggerConfig};
 use crate::schedules::{every_interval, on_cron};
+use crate::table_batches::Batch;
 pub use crate::trigger_spec::Spec;
 
 /// Write batches waiting for one trigger; past this, batches are dropped and counted.
@@ -54,7 +55,7 @@ pub struct TriggerStatus {
 /// A write batch on its way to a trigger's plugin: when its write was accepted, and,
 /// for a write that waits for the trigger (`run_async = false`), what tells it the call
 /// ended (dropped then).
-pub(crate) type Queued = (WriteBatch, Instant, Option<oneshot::Sender<()>>);
+pub(crate) type Queued = (Batch, Instant, Option<oneshot::Sender<()>>);
 
 /// One configured trigger.
 pub struct Trigger {
@@ -360,13 +361,15 @@ impl Engine {
     pub fn written(
         &self,
         database: &str,
-        tables: &BTreeMap<String, Vec<crate::api::Point>>,
+        tables: BTreeMap<String, Vec<crate::api::Point>>,
         by_plugin: Option<&str>,
     ) -> Vec<oneshot::Receiver<()>> {
         let mut waits = Vec::new();
         if let Some(catalog) = self.catalog.get() {
             catalog.note_database(database);
         }
+        // Each table's points once, shared by every trigger (and pickled once).
+        let tables = crate::table_batches::shared(tables);
         for trigger in &self.all() {
             let Some(queue) = &trigger.queue else {
                 continue;
@@ -377,29 +380,27 @@ impl Engine {
             {
                 continue;
             }
-            let tables: Vec<TableBatch> = tables
+            let tables: Vec<_> = tables
                 .iter()
-                .filter(|(table, _)| match &trigger.spec {
-                    Spec::Table(wanted) => wanted == *table,
+                .filter(|table| match &trigger.spec {
+                    Spec::Table(wanted) => *wanted == table.name,
                     _ => true,
                 })
-                .map(|(table, points)| TableBatch {
-                    table: table.clone(),
-                    points: points.clone(),
-                })
+                .cloned()
                 .collect();
             if tables.is_empty() {
                 continue;
             }
             let mut sequence = trigger.sequence.lock().unwrap_or_else(|p| p.into_inner());
-            let batch = WriteBatch {
-                trigger: trigger.config.name.clone(),
-                args: trigger.config.args.clone().into_iter().collect(),
-                database: database.to_owned(),
+            let batch = Batch {
+                head: WriteBatch {
+                    trigger: trigger.config.name.clone(),
+                    args: trigger.config.args.clone().into_iter().collect(),
+                    database: database.to_owned(),
+                    sequence: *sequence + 1,
+                    ..WriteBatch::default()
+                },
                 tables,
-                sequence: *sequence + 1,
-                previous: 0,
-                table_batches_json: Vec::new(),
             };
             let (done, ended) = if trigger.config.run_async || by_plugin.is_some() {
                 (None, None)

@@ -12,11 +12,14 @@ own time, which the bench sets to the time it sent the write).
 On request (`request:PATH`), `?do=figures&run=NAME` answers that run's row as JSON
 (`{"ready": false}` until it is written), and `?do=costs` times, in this process, the
 runner's decode into InfluxDB's `table_batches` of the `WriteBatch` in the body (its
-rows as messages, and as JSON where the runner reads that), and the floor: building
-the same list of dicts from the same values, as an engine holding the rows in its own
-process does.
+rows as messages, and as JSON and as a pickle where the runner reads those), and two
+floors of an engine holding the rows in its own process: the same list of dicts built
+from the same value objects (shared), and built from the values held a column each as
+an engine holds them (machine ints and floats, UTF-8 bytes), each value made a new
+Python object for every row, as an engine's conversion from its columns does (fresh).
 """
 
+import array
 import os
 import statistics
 import sys
@@ -106,6 +109,28 @@ def _display_builder(names):
     return eval(f"lambda columns: [{{{keys}}} for v in zip(*columns)]")  # noqa: S307 (keys are repr'd)
 
 
+def _column(values):
+    """`values` as an engine's column holds them: machine ints or floats (each read
+    makes a new Python object), the UTF-8 bytes of each string (`decode` makes one),
+    else the objects themselves (bools and None are never made anew)."""
+    if all(type(v) is float for v in values):
+        return array.array("d", values), "{}"
+    if all(type(v) is int for v in values):
+        if all(-(2**63) <= v < 2**63 for v in values):
+            return array.array("q", values), "{}"
+        if all(0 <= v < 2**64 for v in values):
+            return array.array("Q", values), "{}"
+    if all(type(v) is str for v in values):
+        return [v.encode() for v in values], "{}.decode()"
+    return list(values), "{}"
+
+
+def _fresh_builder(names, makes):
+    """Like `_display_builder`, each value made by its column's `makes` expression."""
+    keys = ", ".join(f"{name!r}: {make.format(f'v[{i}]')}" for i, (name, make) in enumerate(zip(names, makes)))
+    return eval(f"lambda columns: [{{{keys}}} for v in zip(*columns)]")  # noqa: S307 (keys are repr'd)
+
+
 def _types(batches):
     return [[{k: type(v) for k, v in row.items()} for row in t["rows"]] for t in batches]
 
@@ -116,18 +141,22 @@ def _costs(body, repeats):
     from influxdb3_runner._proto import pb
 
     both = pb.WriteBatch.FromString(body)
-    as_messages = pb.WriteBatch()
-    as_messages.CopyFrom(both)
-    as_messages.ClearField("table_batches_json")
-    as_json = pb.WriteBatch()
-    as_json.CopyFrom(both)
-    as_json.ClearField("tables")
-    forms = {"messages": as_messages.SerializeToString(), "json": as_json.SerializeToString()}
-    # A runner without the JSON form reads only the messages.
+    rows_fields = ("tables", "table_batches_json", "table_batches_pickle")
+    forms = {}
+    for form, kept in (("messages", "tables"), ("json", "table_batches_json"), ("pickle", "table_batches_pickle")):
+        if kept not in both.DESCRIPTOR.fields_by_name or not getattr(both, kept):
+            continue  # a form this runner, or the body, does not have
+        one = pb.WriteBatch()
+        one.CopyFrom(both)
+        for field in rows_fields:
+            if field != kept and field in one.DESCRIPTOR.fields_by_name:
+                one.ClearField(field)
+        forms[form] = one.SerializeToString()
+    # A runner without the JSON (or pickle) form reads only the messages.
     read = getattr(service, "write_batches", None)
-    readers = {"messages": service.table_batches, "json": read}
+    readers = {"messages": service.table_batches, "json": read, "pickle": read}
 
-    decoded = service.table_batches(as_messages)
+    decoded = service.table_batches(pb.WriteBatch.FromString(forms["messages"]))
     rows = sum(len(t["rows"]) for t in decoded)
     if rows == 0:
         raise ValueError("do=costs: the body holds no rows (POST an encoded WriteBatch)")
@@ -138,22 +167,30 @@ def _costs(body, repeats):
         if any(set(row) != set(names) for row in t["rows"]):
             raise ValueError(f"do=costs: the rows of {t['table_name']} differ in their columns")
         columns = [[row[name] for row in t["rows"]] for name in names]
-        tables.append((t["table_name"], names, columns, _display_builder(names)))
+        held = [_column(c) for c in columns]
+        fresh = ([c for c, _ in held], _fresh_builder(names, [make for _, make in held]))
+        tables.append((t["table_name"], names, columns, _display_builder(names), fresh))
 
     def floor():
-        return [{"table_name": name, "rows": build(columns)} for name, _, columns, build in tables]
+        return [{"table_name": name, "rows": build(columns)} for name, _, columns, build, _ in tables]
+
+    def fresh_floor():
+        return [{"table_name": name, "rows": build(columns)} for name, _, _, _, (columns, build) in tables]
 
     def generic():
         return [
             {"table_name": name, "rows": [dict(zip(names, v)) for v in zip(*columns)]}
-            for name, names, columns, _ in tables
+            for name, names, columns, _, _ in tables
         ]
 
-    if floor() != decoded or generic() != decoded:
+    if floor() != decoded or generic() != decoded or fresh_floor() != decoded:
         raise ValueError("do=costs: the floor's dicts are not the runner's")
+    if _types(fresh_floor()) != _types(decoded):
+        raise ValueError("do=costs: the fresh floor's values are not of the runner's types")
     out = {
         "rows": rows,
         "floor_ns_per_row": _timed(floor, rows, repeats),
+        "fresh_floor_ns_per_row": _timed(fresh_floor, rows, repeats),
         "generic_ns_per_row": _timed(generic, rows, repeats),
         "protobuf": api_implementation.Type(),
         "python": sys.version.split()[0],

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import grpc
 
+from . import rows as pickled_rows
 from ._proto import pb, rpc
 from .cache import CacheStore, PluginCache
 from .local import InfluxDB3Local
@@ -42,12 +43,20 @@ def table_batches(request: "pb.WriteBatch") -> List[Dict[str, Any]]:
 
 
 def write_batches(request: "pb.WriteBatch") -> List[Dict[str, Any]]:
-    """`table_batches` of an OnWrite: parsed by `json` (in C) when tsdb sent the rows as
-    JSON, which it does once this process has said it reads them so; else built from
-    the messages."""
+    """`table_batches` of an OnWrite: unpickled (data only, in C) when tsdb sent the
+    rows as a pickle, which it does once this process has said it reads them so; parsed
+    by `json` when it sent JSON (a tsdb before pickle); else built from the messages."""
+    if request.table_batches_pickle:
+        return pickled_rows.loads(request.table_batches_pickle)
     if request.table_batches_json:
         return json.loads(request.table_batches_json)
     return table_batches(request)
+
+
+def _form(request: "pb.WriteBatch") -> str:
+    if request.table_batches_pickle:
+        return " (pickle)"
+    return " (JSON)" if request.table_batches_json else ""
 
 
 def call_time(call_time_ns: int) -> datetime.datetime:
@@ -153,12 +162,14 @@ class TriggerService(rpc.TriggerServicer):
         batches = write_batches(request)
         # Counted first: the plugin may change the lists it is handed.
         rows = sum(len(b["rows"]) for b in batches)
-        shape = f"{rows} row(s) in {len(batches)} table(s){' (JSON)' if request.table_batches_json else ''}"
+        shape = f"{rows} row(s) in {len(batches)} table(s){_form(request)}"
         try:
             self._run(local, "process_writes", fn, batches, _args(request))
         except Exception as e:
             self._fail(context, "process_writes", e)
-        return pb.TriggerResult(message=f"process_writes: {shape}", reads_table_batches_json=True)
+        return pb.TriggerResult(
+            message=f"process_writes: {shape}", reads_table_batches_json=True, reads_table_batches_pickle=True
+        )
 
     def OnSchedule(self, request, context):
         fn = self._entry("process_scheduled_call", context)

@@ -103,7 +103,7 @@ async fn store_partial(
             .map(|(index, what)| (lines.get(index).copied().unwrap_or(0), what)),
     );
     if !written.points.is_empty() {
-        let waits = api.engine.written(db, &by_table(written.points), None);
+        let waits = api.engine.written(db, by_table(written.points), None);
         wait_for_triggers(api, waits, peer).await;
     }
     if bad.is_empty() {
@@ -143,7 +143,7 @@ async fn store_whole(
     };
     match store(&api.db, db, text, precision, sync).await {
         Ok(tables) => {
-            let waits = api.engine.written(db, &tables, None);
+            let waits = api.engine.written(db, tables, None);
             wait_for_triggers(api, waits, peer).await;
             StatusCode::NO_CONTENT.into_response()
         }

@@ -158,6 +158,36 @@ fn a_write_plugin_sees_table_batches_and_writes_every_line_builder_type() {
         query(db.addr, "SELECT calls FROM seen WHERE calls = 3")
             .filter(|r| r.as_array().is_some_and(|r| r.len() == 1))
     });
+
+    // The first write's rows went as messages (the process had not yet said what it
+    // reads), the third's too (after a failed call the process may be another); now it
+    // has answered, they come pickled, and the plugin is handed the very same dicts.
+    let (status, body) = http(
+        db.addr,
+        "POST",
+        "/api/v3/write_lp?db=metrics&precision=nanosecond",
+        "cpu,host=a usage=1.5,count=3i,big=7u,on=t,note=\"hi\" 5000000000\ncpu,host=b usage=2.5 6000000000",
+    );
+    assert_eq!(status, 204, "{body}");
+    let seen = wait_until("the fourth call is seen", Duration::from_secs(60), || {
+        query(db.addr, "SELECT shape FROM seen WHERE calls = 4")
+            .filter(|r| r.as_array().is_some_and(|r| r.len() == 1))
+    });
+    let pickled: Value =
+        serde_json::from_str(seen[0]["shape"].as_str().expect("a shape")).expect("JSON");
+    let mut first = shape;
+    first["batches"][0]["rows"][0]["time"] = json!(5_000_000_000_i64);
+    first["batches"][0]["rows"][1]["time"] = json!(6_000_000_000_i64);
+    assert_eq!(pickled, first);
+    // Its answer comes after its writes: waited for.
+    wait_until(
+        "the fourth call says it was pickled",
+        Duration::from_secs(60),
+        || {
+            find_trigger(db.addr, "on_write")
+                .filter(|s| s["last_message"] == "process_writes: 2 row(s) in 1 table(s) (pickle)")
+        },
+    );
 }
 
 #[test]

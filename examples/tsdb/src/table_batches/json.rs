@@ -1,29 +1,31 @@
 //! A write batch's rows as InfluxDB 3's `table_batches` in JSON
-//! (`WriteBatch.table_batches_json`), for a plugin process that said it reads them so:
-//! Python's `json` builds the row dicts in C, where reading them from the protobuf
-//! messages goes through an accessor call per tag and field (4.3–5.3 µs a row of 2 tags
-//! and 3 fields, against 1.0–1.4 µs from JSON; `tsdb-bench --only runner`).
+//! (`WriteBatch.table_batches_json`), for a plugin process that said it reads them so
+//! but not pickle (a runner before pickle): Python's `json` builds the row dicts in C,
+//! where reading them from the protobuf messages goes through an accessor call per tag
+//! and field (4.3–5.3 µs a row of 2 tags and 3 fields, against 1.0–1.4 µs from JSON;
+//! `tsdb-bench --only runner`).
 
 use std::fmt::Write;
 
+use crate::api::Point;
 use crate::api::value::Kind;
-use crate::api::{TableBatch, WriteBatch};
 
 /// `tables` as `[{"table_name": NAME, "rows": [{tags…, fields…, "time": ns}]}]`. A
 /// field named like a tag, or `time`, comes after it, so that a reader keeping the last
 /// of a repeated key sees what the messages' reader does.
-pub fn table_batches_json(tables: &[TableBatch]) -> String {
-    let points: usize = tables.iter().map(|t| t.points.len()).sum();
+pub fn table_batches_json<'a>(tables: impl IntoIterator<Item = (&'a str, &'a [Point])>) -> String {
+    let tables: Vec<(&str, &[Point])> = tables.into_iter().collect();
+    let points: usize = tables.iter().map(|(_, points)| points.len()).sum();
     let mut out = String::with_capacity(32 + points * 128);
     out.push('[');
-    for (i, table) in tables.iter().enumerate() {
+    for (i, (name, points)) in tables.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str("{\"table_name\":");
-        string(&mut out, &table.table);
+        string(&mut out, name);
         out.push_str(",\"rows\":[");
-        for (j, point) in table.points.iter().enumerate() {
+        for (j, point) in points.iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }
@@ -57,20 +59,6 @@ pub fn table_batches_json(tables: &[TableBatch]) -> String {
     }
     out.push(']');
     out
-}
-
-/// `batch` as it goes to a process that reads JSON: the rows only in
-/// `table_batches_json`.
-pub fn with_json_rows(batch: &WriteBatch) -> WriteBatch {
-    WriteBatch {
-        trigger: batch.trigger.clone(),
-        args: batch.args.clone(),
-        database: batch.database.clone(),
-        tables: Vec::new(),
-        sequence: batch.sequence,
-        previous: batch.previous,
-        table_batches_json: table_batches_json(&batch.tables).into_bytes(),
-    }
 }
 
 /// A float that a JSON reader reads back as a float, the same one: Rust's shortest
@@ -116,7 +104,7 @@ fn string(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Point, Value};
+    use crate::api::Value;
 
     fn value(kind: Kind) -> Value {
         Value { kind: Some(kind) }
@@ -138,17 +126,8 @@ mod tests {
             .into(),
             time_ns: -5,
         };
-        let tables = [
-            TableBatch {
-                table: "cpu".into(),
-                points: vec![point.clone(), point],
-            },
-            TableBatch {
-                table: "empty".into(),
-                points: Vec::new(),
-            },
-        ];
-        let text = table_batches_json(&tables);
+        let rows = [point.clone(), point];
+        let text = table_batches_json([("cpu", &rows[..]), ("empty", &[][..])]);
         let read: serde_json::Value = serde_json::from_str(&text).expect(&text);
         let row = &read[0]["rows"][1];
         assert_eq!(read[0]["table_name"], "cpu");
@@ -180,43 +159,12 @@ mod tests {
             .into(),
             time_ns: 3,
         };
-        let text = table_batches_json(&[TableBatch {
-            table: "t".into(),
-            points: vec![point],
-        }]);
+        let text = table_batches_json([("t", &[point][..])]);
         let (tag, field) = (
             text.find("\"tag\"").expect(&text),
             text.find(":1").expect(&text),
         );
         assert!(tag < field, "{text}");
         assert!(text.ends_with("\"time\":3}]}]"), "{text}");
-    }
-
-    #[test]
-    fn the_json_batch_carries_everything_but_the_messages() {
-        let batch = WriteBatch {
-            trigger: "t".into(),
-            args: [("a".into(), "1".into())].into(),
-            database: "db".into(),
-            tables: vec![TableBatch {
-                table: "cpu".into(),
-                points: vec![Point::default()],
-            }],
-            sequence: 7,
-            previous: 6,
-            table_batches_json: Vec::new(),
-        };
-        let sent = with_json_rows(&batch);
-        assert!(sent.tables.is_empty());
-        assert_eq!(
-            String::from_utf8_lossy(&sent.table_batches_json),
-            "[{\"table_name\":\"cpu\",\"rows\":[{\"time\":0}]}]"
-        );
-        let back = WriteBatch {
-            tables: batch.tables.clone(),
-            table_batches_json: Vec::new(),
-            ..sent
-        };
-        assert_eq!(back, batch);
     }
 }
