@@ -104,7 +104,8 @@ pub fn table(name: &str, points: &[Point]) -> Vec<u8> {
 /// unframed it calls the file's `read` for every opcode (3x slower in all).
 pub fn list<'a>(tables: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     let tables: Vec<&[u8]> = tables.into_iter().collect();
-    let framed = 3 + tables.iter().map(|t| t.len()).sum::<usize>();
+    // The frame: the list's opening (2 bytes), the pieces, and APPENDS and STOP.
+    let framed = 4 + tables.iter().map(|t| t.len()).sum::<usize>();
     let mut out = Vec::with_capacity(11 + framed);
     out.extend_from_slice(&[PROTO, 4, FRAME]);
     out.extend_from_slice(&(framed as u64).to_le_bytes());
