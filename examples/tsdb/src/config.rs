@@ -199,10 +199,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let mut config: Self =
-            baton_host::config::read_toml(path, &text).map_err(|e| e.to_string())?;
+        let (mut config, positions): (Self, _) =
+            baton_host::config::read_toml_located(path, &text).map_err(|e| e.to_string())?;
         let mut problems = Vec::new();
-        let at = |key: &str| match key_position(&text, key) {
+        let at = |key: &str| match positions.at(&[key]) {
             Some((line, column)) => format!("{}:{line}:{column}", path.display()),
             None => path.display().to_string(),
         };
@@ -285,16 +285,6 @@ pub fn open_paths(names: &[String]) -> Result<Vec<&'static str>, String> {
             )),
         })
         .collect()
-}
-
-/// The line and column (1-based) where top-level `key` is set in `text`.
-fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
-    text.lines().enumerate().find_map(|(i, line)| {
-        let rest = line.trim_start().strip_prefix(key)?;
-        rest.trim_start()
-            .starts_with('=')
-            .then(|| (i + 1, line.len() - line.trim_start().len() + 1))
-    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub(crate) use diff::{PluginChange, fixed_keys_changed, plugin_change};
 pub use error::ConfigError;
 pub(crate) use limits::Limits;
 pub(crate) use program::{is_path, pin_file};
-pub use read::read_toml;
+pub use read::{KeyPositions, read_toml, read_toml_located};
 pub use settled::{CONFIG_SETTLE, CONFIG_SETTLE_LIMIT, SettleError, load_settled};
 
 /// The whole configuration file.

@@ -27,6 +27,33 @@ pub(super) struct Parsed {
 /// ...`), a misspelt key with the nearest known one. For a program's own settings file
 /// beside baton's, such as a database's.
 pub fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    read_toml_located(path, text).map(|(read, _)| read)
+}
+
+/// Where each key of a settings file is written: for the mistakes its program finds
+/// after reading it (a value out of range), named by line and column as
+/// [`read_toml`]'s own are.
+#[derive(Debug)]
+pub struct KeyPositions {
+    text: String,
+    spans: KeySpans,
+}
+
+impl KeyPositions {
+    /// The line and column (1-based) of `field`'s key (`["triggers", "0", "on"]`),
+    /// or of the nearest table holding it when it is not written.
+    pub fn at(&self, field: &[&str]) -> Option<(usize, usize)> {
+        let field: Vec<String> = field.iter().map(|k| (*k).to_owned()).collect();
+        let span = self.spans.find(&field)?;
+        Some(super::error::line_column(&self.text, span.start))
+    }
+}
+
+/// As [`read_toml`], with where each key is written.
+pub fn read_toml_located<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    text: &str,
+) -> Result<(T, KeyPositions), ConfigError> {
     let root = DeTable::parse(text).map_err(|e| {
         Problem {
             field: Vec::new(),
@@ -42,7 +69,13 @@ pub fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Resul
     let read = read_all::<T>(value, &[], &mut problems, false);
     match (read, refuse(path, text, &spans, problems)) {
         (_, Some(refused)) => Err(refused),
-        (Some(read), None) => Ok(read),
+        (Some(read), None) => Ok((
+            read,
+            KeyPositions {
+                text: text.to_owned(),
+                spans,
+            },
+        )),
         // A required key stood in for: said among the problems, so not reached.
         (None, None) => Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -284,4 +317,26 @@ fn across_levels(field: &[String], message: &str) -> Option<String> {
 /// The name in backticks right after `prefix` at the start of `message`.
 fn quoted<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
     message.strip_prefix(prefix)?.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Settings {
+        a: u32,
+        t: BTreeMap<String, u32>,
+    }
+
+    #[test]
+    fn positions_name_a_key_or_else_the_table_that_would_hold_it() {
+        let text = "a = 1\n[t]\n  b = 2\n";
+        let (_, at) = read_toml_located::<Settings>(Path::new("s.toml"), text).expect("read");
+        assert_eq!(at.at(&["a"]), Some((1, 1)));
+        assert_eq!(at.at(&["t", "b"]), Some((3, 3)));
+        assert_eq!(at.at(&["t", "c"]), Some((2, 2)));
+        assert_eq!(at.at(&["z"]), None);
+    }
 }
