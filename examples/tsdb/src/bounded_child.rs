@@ -6,7 +6,42 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+/// A child started with its three standard streams piped to tsdb, killed if dropped.
+pub(crate) struct Piped {
+    /// The program, quoted, for errors.
+    pub program: String,
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Starts `command` with its stdin, stdout and stderr piped, killed when dropped.
+pub(crate) fn spawn_piped(mut command: Command) -> Result<Piped, String> {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = format!("{:?}", command.as_std().get_program());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(format!("{program}: its pipes were not made"));
+    };
+    Ok(Piped {
+        program,
+        child,
+        stdin,
+        stdout,
+        stderr,
+    })
+}
 
 /// What a child left: its exit, the head of its stdout, the tail of its stderr.
 #[derive(Debug)]
@@ -20,26 +55,19 @@ pub struct Finished {
 /// `max_stdout` bytes of stdout and the last `max_stderr` of stderr (where an error
 /// message is). The error says what could not be done.
 pub async fn run(
-    mut command: Command,
+    command: Command,
     input: &[u8],
     limit: Duration,
     max_stdout: usize,
     max_stderr: usize,
 ) -> Result<Finished, String> {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let program = format!("{:?}", command.as_std().get_program());
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(format!("{program}: its pipes were not made"));
-    };
+    let Piped {
+        program,
+        mut child,
+        mut stdin,
+        stdout,
+        stderr,
+    } = spawn_piped(command)?;
     let input = input.to_vec();
     let feed = async move {
         // A child that exits without reading its input is not an error here: its

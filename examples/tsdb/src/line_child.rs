@@ -4,13 +4,13 @@
 //! killed when this is dropped (past its time, or its caller gone), so every wait here
 //! is bounded by the caller's timeout around the whole conversation.
 
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-use crate::bounded_child::tail;
+use crate::bounded_child::{Piped, spawn_piped, tail};
 
 /// One line the child said, or why there is none.
 #[derive(Debug, PartialEq)]
@@ -35,21 +35,14 @@ pub struct LineChild {
 
 impl LineChild {
     /// Starts `command`, its stderr's last `max_stderr` bytes kept.
-    pub fn start(mut command: Command, max_stderr: usize) -> Result<Self, String> {
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let program = format!("{:?}", command.as_std().get_program());
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(format!("{program}: its pipes were not made"));
-        };
+    pub fn start(command: Command, max_stderr: usize) -> Result<Self, String> {
+        let Piped {
+            program,
+            child,
+            stdin,
+            stdout,
+            stderr,
+        } = spawn_piped(command)?;
         // Read all along, so that a child writing much to stderr never blocks on it
         // while tsdb waits for its next line.
         let stderr = tokio::spawn(tail(stderr, max_stderr));
