@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{
-    CLIENT_TOKEN, Tsdb, encoded, header, http_full, start_bare_with_token, start_with, wait_until,
+    CLIENT_TOKEN, Tsdb, encoded, exit_of, header, http_full, start_bare_with_token, start_with,
+    wait_until,
 };
 
 /// A database without plugins that checks tokens and has none yet.
@@ -67,34 +68,6 @@ fn call(addr: SocketAddr, method: &str, path: &str, auth: &[&str], body: &str) -
 fn token_of(answer: &str) -> String {
     let made: serde_json::Value = serde_json::from_str(answer).expect("the token's JSON");
     made["token"].as_str().expect("a token").to_owned()
-}
-
-/// Runs tsdb with `args`, expecting it to refuse to start: its exit code and stderr
-/// (kept in `dir`). One that starts after all is stopped after 30 s, so the test fails
-/// on its exit code rather than waiting for ever.
-fn exit_of(dir: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
-    let stderr = dir.join("refused.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tsdb"))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("a log file"))
-        .spawn()
-        .expect("run tsdb");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for tsdb") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().expect("reap tsdb");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code(),
-        std::fs::read_to_string(&stderr).unwrap_or_default(),
-    )
 }
 
 /// Whether any file under `dir` holds `needle`.

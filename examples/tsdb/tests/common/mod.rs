@@ -267,6 +267,35 @@ pub fn start_bare_with_token(dir: &Path) -> Tsdb {
     start_with(dir, &[])
 }
 
+/// Runs tsdb with `args`, expecting it to refuse to start: its exit code and stderr
+/// (kept in `dir`). One that starts after all is stopped after 30 s, so the test fails
+/// on its exit code rather than waiting for ever.
+pub fn exit_of(dir: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let stderr = dir.join("refused.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsdb"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("a log file"))
+        .spawn()
+        .expect("run tsdb");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tsdb") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("reap tsdb");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&stderr).unwrap_or_default(),
+    )
+}
+
 /// A database without plugins or triggers, on `dir`.
 pub fn start_bare(dir: &Path) -> Tsdb {
     std::fs::write(dir.join("plugins.toml"), "").expect("write plugins.toml");

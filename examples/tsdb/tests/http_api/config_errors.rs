@@ -2,23 +2,18 @@
 //! a line of its own: `file:line:column`, the field, and the nearest known key for a
 //! misspelt one, as baton reports its own config.
 
-use std::process::{Command, Stdio};
-
 /// tsdb's exit code and stderr on the config `text`.
 fn refused(text: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("tsdb.toml");
     std::fs::write(dir.path().join("plugins.toml"), "").expect("write plugins.toml");
     std::fs::write(&config, text).expect("write tsdb.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_tsdb"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tsdb");
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&config.display().to_string(), "tsdb.toml");
-    (out.status.code(), stderr)
+    let (code, stderr) =
+        crate::common::exit_of(dir.path(), &["--config".as_ref(), config.as_os_str()]);
+    (
+        code,
+        stderr.replace(&config.display().to_string(), "tsdb.toml"),
+    )
 }
 
 #[test]
