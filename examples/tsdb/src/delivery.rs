@@ -1,5 +1,7 @@
-//! Delivering one write trigger's batches to its plugin: in order, one at a time,
-//! numbered. Through baton's channel a call waits out a reload or a restart, so across
+//! Delivering one write trigger's batches to its plugin: in order, one call at a time,
+//! numbered; the writes queued while a call runs go together in the next (as InfluxDB 3
+//! hands a plugin a WAL flush's writes in one call), so a plugin slower than the writes
+//! pays its per-call cost once for many. Through baton's channel a call waits out a reload or a restart, so across
 //! reloads each batch reaches the plugin exactly once. A crash can lose what the plugin
 //! had applied since its last checkpoint: after a failed call, and whenever the plugin
 //! was restarted since the last batch, the database asks the plugin where its state
@@ -9,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -25,6 +28,11 @@ const KEPT: usize = 4096;
 const ATTEMPTS: u32 = 4;
 /// Replays named in the status.
 const REPLAYS_SHOWN: usize = 16;
+/// Rows one call may carry in the writes joined behind its first: enough that a call's
+/// own cost (near a millisecond through the Python runner) is small beside its rows',
+/// few enough to keep the call far from a message limit and a plugin's call timeout.
+/// A single larger write still goes whole.
+pub(crate) const JOINED_ROWS: usize = 16_384;
 
 pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Queued>) {
     let mut kept: VecDeque<Batch> = VecDeque::new();
@@ -39,7 +47,13 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
         pending.push_back(next);
         // `done` goes when this batch's call has ended: the write waiting for it
         // (`run_async = false`) is then answered.
-        while let Some((mut batch, accepted, mut done)) = pending.pop_front() {
+        while let Some(first) = pending.pop_front() {
+            // What waits behind it joins it, unless batches sent again come first.
+            let (mut batch, accepted, mut done) = if pending.is_empty() {
+                join_queued(first, &mut batches, &mut pending)
+            } else {
+                first
+            };
             if !trigger.enabled() {
                 continue; // written while the trigger was off: not its business
             }
@@ -48,7 +62,7 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
             let now = plugin.restarts;
             if now != restarts {
                 restarts = now;
-                let current = (batch.clone(), accepted, done.take());
+                let current = (batch.clone(), accepted, std::mem::take(&mut done));
                 match resend_lost(&trigger, &mut kept, &mut pending, current).await {
                     Ok(position) => {
                         last_sent = position;
@@ -70,8 +84,12 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                 match trigger.bounded("process_writes", call).await {
                     Ok(answer) => {
                         let answer = answer.into_inner();
-                        reads = plugin.pid.map(|pid| (pid, RowsForm::of(&answer)));
-                        trigger.answered(answer.message, accepted.elapsed());
+                        let form = RowsForm::of(&answer);
+                        reads = plugin.pid.map(|pid| (pid, form));
+                        trigger
+                            .reads_pickle
+                            .store(form == RowsForm::Pickle, Ordering::Relaxed);
+                        trigger.answered(answer.message, accepted.elapsed(), batch.writes);
                         last_sent = batch.head.sequence;
                         kept.push_back(batch);
                         if kept.len() > KEPT {
@@ -90,7 +108,7 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                         attempt += 1;
                         restarts = trigger.plugin.status().restarts;
-                        let current = (batch.clone(), accepted, done.take());
+                        let current = (batch.clone(), accepted, std::mem::take(&mut done));
                         match resend_lost(&trigger, &mut kept, &mut pending, current).await {
                             Ok(position) => {
                                 last_sent = position;
@@ -106,6 +124,30 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
     }
 }
 
+/// `first` and the batches queued behind it, as one, up to `JOINED_ROWS` rows: the one
+/// that would pass them waits in `pending`.
+fn join_queued(
+    mut joined: Queued,
+    batches: &mut mpsc::Receiver<Queued>,
+    pending: &mut VecDeque<Queued>,
+) -> Queued {
+    let mut rows = joined.0.rows();
+    while rows < JOINED_ROWS {
+        let Ok(next) = batches.try_recv() else {
+            break;
+        };
+        let more = next.0.rows();
+        if rows + more > JOINED_ROWS {
+            pending.push_back(next);
+            break;
+        }
+        rows += more;
+        joined.0.join(next.0);
+        joined.2.extend(next.2);
+    }
+    joined
+}
+
 /// Asks the plugin where its state stands and, if that is behind what the database
 /// sent it, puts the batches it lost that are still kept (and `current`) back in front
 /// of `pending`, and returns the position to go on from. When nothing was lost, or the
@@ -115,7 +157,7 @@ async fn resend_lost(
     kept: &mut VecDeque<Batch>,
     pending: &mut VecDeque<Queued>,
     current: Queued,
-) -> Result<u64, Option<tokio::sync::oneshot::Sender<()>>> {
+) -> Result<u64, Vec<tokio::sync::oneshot::Sender<()>>> {
     let mut client = trigger.client();
     let call = client.position(PositionRequest {
         trigger: trigger.config.name.clone(),
@@ -134,16 +176,18 @@ async fn resend_lost(
         .filter(|b| b.head.sequence > position)
         .cloned()
         .collect();
+    // A batch may carry several writes: it resumes at its first.
     let resumes_at = lost
         .first()
-        .map_or(current.0.head.sequence, |b| b.head.sequence);
+        .map_or(current.0.first_sequence(), Batch::first_sequence);
     if lost.is_empty() && position + 1 >= resumes_at {
         return Err(current.2);
     }
     let mut line = match (lost.first(), lost.last()) {
         (Some(first), Some(last)) => format!(
             "batches {}–{} sent again: the plugin's state stood at batch {position} (it was restarted)",
-            first.head.sequence, last.head.sequence
+            first.first_sequence(),
+            last.head.sequence
         ),
         _ => format!("the plugin's state stood at batch {position} (it was restarted)"),
     };
@@ -165,7 +209,7 @@ async fn resend_lost(
     pending.push_front(current);
     let now = Instant::now();
     for batch in lost.into_iter().rev() {
-        pending.push_front((batch, now, None));
+        pending.push_front((batch, now, Vec::new()));
     }
     // Past a gap the database cannot fill, the plugin goes on from the next batch.
     Ok(position.max(resumes_at.saturating_sub(1)))

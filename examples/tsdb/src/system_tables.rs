@@ -271,6 +271,7 @@ impl SystemSchema {
             Field::new("plugin_state", DataType::Utf8, false),
             Field::new("plugin_generation", DataType::UInt64, false),
             Field::new("calls", DataType::UInt64, false),
+            Field::new("batches", DataType::UInt64, false),
             Field::new("errors", DataType::UInt64, false),
             Field::new("last_error", DataType::Utf8, true),
             Field::new(
@@ -301,6 +302,7 @@ impl SystemSchema {
             text(&|t| Some(t.plugin_state.clone())),
             count(&|t| t.plugin_generation),
             count(&|t| t.calls),
+            count(&|t| t.batches),
             count(&|t| t.errors),
             text(&|t| t.last_error.clone().or_else(|| t.plugin_last_error.clone())),
             Arc::new(

@@ -4,6 +4,7 @@
 //! failing), each with its error policy and a status the HTTP API shows.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +17,7 @@ use crate::api::{HttpRequest, HttpResponse, WriteBatch};
 use crate::config::{ErrorPolicy, TriggerConfig};
 use crate::schedules::{every_interval, on_cron};
 use crate::table_batches::Batch;
+use crate::table_batches::ahead::Ahead;
 pub use crate::trigger_spec::Spec;
 
 /// Write batches waiting for one trigger; past this, batches are dropped and counted.
@@ -32,13 +34,15 @@ pub struct TriggerStatus {
     pub error_policy: String,
     pub enabled: bool,
     pub calls: u64,
+    /// Writes delivered: a call may carry several that queued behind one another.
+    pub batches: u64,
     pub errors: u64,
     /// Write batches dropped because the trigger's queue was full.
     pub dropped: u64,
     /// Batches sent again after the plugin came back with an older state (a crash
     /// and a restart from its last checkpoint), the latest last.
     pub replays: Vec<String>,
-    /// From a write accepted to the plugin's answer, over the last 4096 batches.
+    /// From a call's (first) write accepted to the plugin's answer, over the last 4096 calls.
     pub latency_p50_us: Option<u64>,
     pub latency_p99_us: Option<u64>,
     pub last_error: Option<String>,
@@ -52,10 +56,10 @@ pub struct TriggerStatus {
     pub plugin_last_error: Option<String>,
 }
 
-/// A write batch on its way to a trigger's plugin: when its write was accepted, and,
-/// for a write that waits for the trigger (`run_async = false`), what tells it the call
-/// ended (dropped then).
-pub(crate) type Queued = (Batch, Instant, Option<oneshot::Sender<()>>);
+/// A write batch on its way to a trigger's plugin: when its (first) write was accepted,
+/// and, for each write that waits for the trigger (`run_async = false`), what tells it
+/// the call ended (dropped then).
+pub(crate) type Queued = (Batch, Instant, Vec<oneshot::Sender<()>>);
 
 /// One configured trigger.
 pub struct Trigger {
@@ -65,6 +69,9 @@ pub struct Trigger {
     status: Mutex<TriggerStatus>,
     /// Write batches on their way to the plugin.
     queue: Option<mpsc::Sender<Queued>>,
+    /// Its plugin's process reads the rows as a pickle (its delivery saw it say so):
+    /// the writes it gets are pickled ahead.
+    pub(crate) reads_pickle: AtomicBool,
     /// The longest one call may take; past it the call fails and the process is killed.
     pub(crate) call_timeout: Duration,
     /// The last sequence number given to a write batch; held while one is queued, so
@@ -90,9 +97,9 @@ impl Trigger {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Records one call answered, `latency` after its write was accepted (a batch) or
-    /// after it began (a scheduled call, a request).
-    pub(crate) fn answered(&self, message: String, latency: Duration) {
+    /// Records one call answered, carrying `batches` writes, `latency` after its (first)
+    /// write was accepted or after it began (a scheduled call, a request).
+    pub(crate) fn answered(&self, message: String, latency: Duration, batches: u64) {
         {
             let mut recent = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
             if recent.len() == 4096 {
@@ -102,6 +109,7 @@ impl Trigger {
         }
         self.update(|s| {
             s.calls += 1;
+            s.batches += batches;
             if !message.is_empty() {
                 s.last_message = Some(message);
             }
@@ -181,7 +189,7 @@ impl Trigger {
         }
         match &outcome {
             // A scheduled call's or a request's latency: from its start to its answer.
-            Ok(_) => self.answered(String::new(), started.elapsed()),
+            Ok(_) => self.answered(String::new(), started.elapsed(), 0),
             Err(status) => self.failed(status),
         }
         outcome
@@ -199,6 +207,8 @@ pub struct Engine {
     triggers: RwLock<Vec<Arc<Trigger>>>,
     /// Where a database a write makes is recorded.
     catalog: OnceLock<Arc<crate::catalog::Catalog>>,
+    /// Pickles the writes of triggers whose process reads pickles.
+    ahead: Ahead,
 }
 
 impl Engine {
@@ -226,6 +236,7 @@ impl Engine {
         Ok(Arc::new(Self {
             triggers: RwLock::new(triggers),
             catalog: OnceLock::new(),
+            ahead: Ahead::default(),
         }))
     }
 
@@ -320,6 +331,7 @@ fn launch(
         spec: spec.clone(),
         plugin,
         queue,
+        reads_pickle: AtomicBool::new(false),
         call_timeout,
         sequence: Mutex::new(0),
         latencies: Mutex::default(),
@@ -370,6 +382,7 @@ impl Engine {
         }
         // Each table's points once, shared by every trigger (and pickled once).
         let tables = crate::table_batches::shared(tables);
+        let mut pickle_ahead = Vec::new();
         for trigger in &self.all() {
             let Some(queue) = &trigger.queue else {
                 continue;
@@ -392,8 +405,15 @@ impl Engine {
                 continue;
             }
             let mut sequence = trigger.sequence.lock().unwrap_or_else(|p| p.into_inner());
-            let batch = Batch {
-                head: WriteBatch {
+            if trigger.reads_pickle.load(Ordering::Relaxed) {
+                for table in &tables {
+                    if !pickle_ahead.iter().any(|t| Arc::ptr_eq(t, table)) {
+                        pickle_ahead.push(table.clone());
+                    }
+                }
+            }
+            let batch = Batch::new(
+                WriteBatch {
                     trigger: trigger.config.name.clone(),
                     args: trigger.config.args.clone().into_iter().collect(),
                     database: database.to_owned(),
@@ -401,12 +421,12 @@ impl Engine {
                     ..WriteBatch::default()
                 },
                 tables,
-            };
+            );
             let (done, ended) = if trigger.config.run_async || by_plugin.is_some() {
-                (None, None)
+                (Vec::new(), None)
             } else {
                 let (done, ended) = oneshot::channel();
-                (Some(done), Some(ended))
+                (vec![done], Some(ended))
             };
             if queue.try_send((batch, Instant::now(), done)).is_ok() {
                 *sequence += 1;
@@ -416,6 +436,9 @@ impl Engine {
                 trigger.update(|s| s.dropped += 1);
                 tracing::warn!(trigger = %trigger.config.name, "a write batch was dropped: the trigger's queue is full");
             }
+        }
+        if !pickle_ahead.is_empty() {
+            self.ahead.pickle(pickle_ahead);
         }
         waits
     }

@@ -10,22 +10,29 @@ use std::fmt::Write;
 use crate::api::Point;
 use crate::api::value::Kind;
 
-/// `tables` as `[{"table_name": NAME, "rows": [{tags…, fields…, "time": ns}]}]`. A
-/// field named like a tag, or `time`, comes after it, so that a reader keeping the last
-/// of a repeated key sees what the messages' reader does.
-pub fn table_batches_json<'a>(tables: impl IntoIterator<Item = (&'a str, &'a [Point])>) -> String {
-    let tables: Vec<(&str, &[Point])> = tables.into_iter().collect();
-    let points: usize = tables.iter().map(|(_, points)| points.len()).sum();
+/// `tables` as `[{"table_name": NAME, "rows": [{tags…, fields…, "time": ns}]}]`, each
+/// table's rows those of its pieces in order (a call carrying several writes has a
+/// piece from each). A field named like a tag, or `time`, comes after it, so that a
+/// reader keeping the last of a repeated key sees what the messages' reader does.
+pub fn table_batches_json<'a>(
+    tables: impl IntoIterator<Item = (&'a str, Vec<&'a [Point]>)>,
+) -> String {
+    let tables: Vec<(&str, Vec<&[Point]>)> = tables.into_iter().collect();
+    let points: usize = tables
+        .iter()
+        .flat_map(|(_, pieces)| pieces)
+        .map(|p| p.len())
+        .sum();
     let mut out = String::with_capacity(32 + points * 128);
     out.push('[');
-    for (i, (name, points)) in tables.into_iter().enumerate() {
+    for (i, (name, pieces)) in tables.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str("{\"table_name\":");
         string(&mut out, name);
         out.push_str(",\"rows\":[");
-        for (j, point) in points.iter().enumerate() {
+        for (j, point) in pieces.into_iter().flatten().enumerate() {
             if j > 0 {
                 out.push(',');
             }
@@ -127,7 +134,7 @@ mod tests {
             time_ns: -5,
         };
         let rows = [point.clone(), point];
-        let text = table_batches_json([("cpu", &rows[..]), ("empty", &[][..])]);
+        let text = table_batches_json([("cpu", vec![&rows[..1], &rows[1..]]), ("empty", vec![])]);
         let read: serde_json::Value = serde_json::from_str(&text).expect(&text);
         let row = &read[0]["rows"][1];
         assert_eq!(read[0]["table_name"], "cpu");
@@ -159,7 +166,7 @@ mod tests {
             .into(),
             time_ns: 3,
         };
-        let text = table_batches_json([("t", &[point][..])]);
+        let text = table_batches_json([("t", vec![&[point][..]])]);
         let (tag, field) = (
             text.find("\"tag\"").expect(&text),
             text.find(":1").expect(&text),

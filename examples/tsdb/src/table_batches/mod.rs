@@ -1,8 +1,11 @@
 //! A write's rows on their way to a trigger's plugin: shared by every trigger the write
-//! fires, and sent in the form the plugin's process reads — the messages
-//! (`WriteBatch.tables`), or InfluxDB 3's `table_batches` ready for Python as a pickle
-//! (`pickle.rs`) or as JSON (`json.rs`, for a runner that predates the pickle).
+//! fires, joined with the writes queued behind it into one call (`Batch::join`), and
+//! sent in the form the plugin's process reads — the messages (`WriteBatch.tables`), or
+//! InfluxDB 3's `table_batches` ready for Python as a pickle (`pickle.rs`, made ahead of
+//! the call by `ahead.rs`) or as JSON (`json.rs`, for a runner that predates the
+//! pickle).
 
+pub mod ahead;
 pub mod json;
 pub mod pickle;
 
@@ -29,9 +32,16 @@ impl WrittenTable {
         }
     }
 
-    fn pickle(&self) -> &[u8] {
-        self.pickle
-            .get_or_init(|| pickle::table(&self.name, &self.points))
+    /// Its rows pickled, if made yet.
+    #[cfg(test)]
+    pub(crate) fn pickled(&self) -> Option<&[u8]> {
+        self.pickle.get().map(Vec::as_slice)
+    }
+
+    /// Its rows pickled, made by the first who asks (a delivery, or the thread that
+    /// pickles ahead); one who asks meanwhile waits for that one.
+    pub fn pickle(&self) -> &[u8] {
+        self.pickle.get_or_init(|| pickle::rows(&self.points))
     }
 }
 
@@ -67,37 +77,88 @@ impl RowsForm {
 }
 
 /// One trigger's batch: the call's fields (`head`, its `tables` empty) and the tables
-/// of the write it watches. Cheap to clone: the points are shared.
+/// of the writes it carries. Cheap to clone: the points are shared.
 #[derive(Clone, Debug)]
 pub struct Batch {
     pub head: WriteBatch,
+    /// Each write's tables in the order of the writes; a table may come once per write.
     pub tables: Vec<Arc<WrittenTable>>,
+    /// The writes it carries: 1, or more once joined.
+    pub writes: u64,
 }
 
 impl Batch {
+    /// The batch of one write, numbered `head.sequence`.
+    pub fn new(head: WriteBatch, tables: Vec<Arc<WrittenTable>>) -> Self {
+        Batch {
+            head,
+            tables,
+            writes: 1,
+        }
+    }
+
+    /// The number of its first write (`head.sequence` is its last's).
+    pub fn first_sequence(&self) -> u64 {
+        (self.head.sequence + 1).saturating_sub(self.writes)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|t| t.points.len()).sum()
+    }
+
+    /// Takes the writes of `next`, the batch numbered after this one's last, into this
+    /// one: a table's rows come in the order of the writes, as the rows of one table
+    /// (InfluxDB 3 hands a plugin the writes of one WAL flush so, in one call).
+    pub fn join(&mut self, next: Batch) {
+        self.head.sequence = next.head.sequence;
+        self.tables.extend(next.tables);
+        self.writes += next.writes;
+    }
+
+    /// Each table once, in the order they first came, with its pieces in order.
+    fn by_name(&self) -> Vec<(&str, Vec<&WrittenTable>)> {
+        let mut named: Vec<(&str, Vec<&WrittenTable>)> = Vec::new();
+        for table in &self.tables {
+            let table: &WrittenTable = table;
+            match named.iter_mut().find(|(name, _)| *name == table.name) {
+                Some((_, pieces)) => pieces.push(table),
+                None => named.push((&table.name, vec![table])),
+            }
+        }
+        named
+    }
+
     /// The call that sends this batch to a process reading `form`: the rows in that
     /// form only.
     pub fn sent_as(&self, form: RowsForm) -> WriteBatch {
         let mut sent = self.head.clone();
+        let tables = self.by_name();
         match form {
             RowsForm::Messages => {
-                sent.tables = self
-                    .tables
-                    .iter()
-                    .map(|t| TableBatch {
-                        table: t.name.clone(),
-                        points: t.points.clone(),
+                sent.tables = tables
+                    .into_iter()
+                    .map(|(name, pieces)| TableBatch {
+                        table: name.to_owned(),
+                        points: pieces
+                            .into_iter()
+                            .flat_map(|t| t.points.iter().cloned())
+                            .collect(),
                     })
                     .collect();
             }
             RowsForm::Json => {
-                sent.table_batches_json = json::table_batches_json(
-                    self.tables.iter().map(|t| (t.name.as_str(), &t.points[..])),
-                )
-                .into_bytes();
+                sent.table_batches_json =
+                    json::table_batches_json(tables.into_iter().map(|(name, pieces)| {
+                        (name, pieces.into_iter().map(|t| &t.points[..]).collect())
+                    }))
+                    .into_bytes();
             }
             RowsForm::Pickle => {
-                sent.table_batches_pickle = pickle::list(self.tables.iter().map(|t| t.pickle()));
+                sent.table_batches_pickle = pickle::list(
+                    tables
+                        .into_iter()
+                        .map(|(name, pieces)| (name, pieces.into_iter().map(|t| t.pickle()))),
+                );
             }
         }
         sent
@@ -113,8 +174,8 @@ mod tests {
             time_ns: 5,
             ..Point::default()
         };
-        Batch {
-            head: WriteBatch {
+        Batch::new(
+            WriteBatch {
                 trigger: "t".into(),
                 args: [("a".into(), "1".into())].into(),
                 database: "db".into(),
@@ -122,8 +183,8 @@ mod tests {
                 previous: 6,
                 ..WriteBatch::default()
             },
-            tables: shared([("cpu".to_owned(), vec![point])].into()),
-        }
+            shared([("cpu".to_owned(), vec![point])].into()),
+        )
     }
 
     #[test]
@@ -167,6 +228,55 @@ mod tests {
         assert_eq!(first.table_batches_pickle, second.table_batches_pickle);
         let made = batch.tables[0].pickle.get().map(|p| p.as_ptr());
         assert_eq!(made, again.tables[0].pickle.get().map(|p| p.as_ptr()));
+    }
+
+    #[test]
+    fn joined_writes_give_each_table_once_with_its_rows_in_the_order_of_the_writes() {
+        let point = |t: i64| Point {
+            time_ns: t,
+            ..Point::default()
+        };
+        let mut joined = batch();
+        let second = Batch::new(
+            WriteBatch {
+                sequence: 8,
+                ..joined.head.clone()
+            },
+            shared(
+                [
+                    ("cpu".to_owned(), vec![point(6), point(7)]),
+                    ("mem".to_owned(), vec![point(8)]),
+                ]
+                .into(),
+            ),
+        );
+        joined.join(second);
+        assert_eq!((joined.head.sequence, joined.head.previous), (8, 6));
+        assert_eq!(joined.first_sequence(), 7);
+        assert_eq!((joined.writes, joined.rows()), (2, 4));
+        let messages = joined.sent_as(RowsForm::Messages);
+        let tables: Vec<(&str, Vec<i64>)> = messages
+            .tables
+            .iter()
+            .map(|t| {
+                (
+                    t.table.as_str(),
+                    t.points.iter().map(|p| p.time_ns).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(tables, [("cpu", vec![5, 6, 7]), ("mem", vec![8])]);
+        let json = joined.sent_as(RowsForm::Json);
+        assert_eq!(
+            String::from_utf8_lossy(&json.table_batches_json),
+            "[{\"table_name\":\"cpu\",\"rows\":[{\"time\":5},{\"time\":6},{\"time\":7}]},\
+             {\"table_name\":\"mem\",\"rows\":[{\"time\":8}]}]"
+        );
+        // The pickle's reading is checked against Python in pickle.rs; here, that it
+        // holds each table's name once.
+        let pickled = joined.sent_as(RowsForm::Pickle).table_batches_pickle;
+        let count = |name: &[u8]| pickled.windows(name.len()).filter(|w| *w == name).count();
+        assert_eq!((count(b"cpu"), count(b"mem")), (1, 1));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! 3 fields. Nothing here names a class or a callable, and the runner's reader refuses
 //! any that would come (`find_class`).
 //!
-//! A table is pickled on its own (`table`), as a self-contained piece that `list` puts
-//! into the list of tables: a write's table is pickled once for every trigger it fires.
+//! A table's rows of one write are pickled on their own (`rows`), as a self-contained
+//! piece that `list` puts into the rows of its table: a write's table is pickled once for
+//! every trigger it fires, and a call carrying several writes joins their pieces.
 
 use std::collections::HashMap;
 
@@ -43,20 +44,15 @@ const NONE: u8 = b'N';
 /// keys, tag values and short text repeat from row to row; a long text rarely does.
 const MEMO_MAX_LEN: usize = 64;
 
-/// `{"table_name": name, "rows": [{tags…, fields…, "time": ns}]}`, a piece for `list`.
-/// A field named like a tag, or `time`, comes after it, so that the dict keeps the last
-/// of a repeated key as the messages' reader does.
-pub fn table(name: &str, points: &[Point]) -> Vec<u8> {
+/// The rows `[{tags…, fields…, "time": ns}]` of `points` as a piece for `list`: the
+/// items to append to a table's list of rows. A field named like a tag, or `time`,
+/// comes after it, so that the dict keeps the last of a repeated key as the messages'
+/// reader does.
+pub fn rows(points: &[Point]) -> Vec<u8> {
     let mut out = Pickle {
-        out: Vec::with_capacity(64 + points.len() * 64),
+        out: Vec::with_capacity(2 + points.len() * 64),
         memo: HashMap::default(),
     };
-    out.op(EMPTY_DICT);
-    out.op(MARK);
-    out.string("table_name");
-    out.string(name);
-    out.string("rows");
-    out.op(EMPTY_LIST);
     out.op(MARK);
     for point in points {
         out.op(EMPTY_DICT);
@@ -93,28 +89,53 @@ pub fn table(name: &str, points: &[Point]) -> Vec<u8> {
         out.op(SETITEMS);
     }
     out.op(APPENDS);
-    out.op(SETITEMS);
     out.out
 }
 
-/// The whole pickle: the list of `tables`, each a piece from `table`. Each piece
-/// numbers its memo from 0 and fetches only what it put, so one piece's entries
-/// replacing another's change nothing. All of it is one frame: an `Unpickler` reading
-/// from a file (the runner's, for its `find_class`) then takes it in one read, where
-/// unframed it calls the file's `read` for every opcode (3x slower in all).
-pub fn list<'a>(tables: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let tables: Vec<&[u8]> = tables.into_iter().collect();
-    // The frame: the list's opening (2 bytes), the pieces, and APPENDS and STOP.
-    let framed = 4 + tables.iter().map(|t| t.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(11 + framed);
-    out.extend_from_slice(&[PROTO, 4, FRAME]);
-    out.extend_from_slice(&(framed as u64).to_le_bytes());
-    out.extend_from_slice(&[EMPTY_LIST, MARK]);
-    for piece in tables {
-        out.extend_from_slice(piece);
+/// The whole pickle: the list of `tables`, each `{"table_name": name, "rows": [...]}`
+/// with the rows of its pieces from `rows`, in order. Each piece numbers its memo from
+/// 0 and fetches only what it put, so one piece's entries replacing another's change
+/// nothing (the names around them are not memoized). All of it is one frame: an
+/// `Unpickler` reading from a file (the runner's, for its `find_class`) then takes it in
+/// one read, where unframed it calls the file's `read` for every opcode (3x slower in
+/// all).
+pub fn list<'a, P>(tables: impl IntoIterator<Item = (&'a str, P)>) -> Vec<u8>
+where
+    P: IntoIterator<Item = &'a [u8]>,
+{
+    let mut body = vec![EMPTY_LIST, MARK];
+    for (name, pieces) in tables {
+        body.extend_from_slice(&[EMPTY_DICT, MARK]);
+        put_text(&mut body, "table_name");
+        put_text(&mut body, name);
+        put_text(&mut body, "rows");
+        body.push(EMPTY_LIST);
+        for piece in pieces {
+            body.extend_from_slice(piece);
+        }
+        body.push(SETITEMS);
     }
-    out.extend_from_slice(&[APPENDS, STOP]);
+    body.extend_from_slice(&[APPENDS, STOP]);
+    let mut out = Vec::with_capacity(11 + body.len());
+    out.extend_from_slice(&[PROTO, 4, FRAME]);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
     out
+}
+
+/// `text` as a `str`, not memoized.
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    if let Ok(len) = u8::try_from(bytes.len()) {
+        out.extend_from_slice(&[SHORT_BINUNICODE, len]);
+    } else if let Ok(len) = u32::try_from(bytes.len()) {
+        out.push(BINUNICODE);
+        out.extend_from_slice(&len.to_le_bytes());
+    } else {
+        out.push(BINUNICODE8);
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    }
+    out.extend_from_slice(bytes);
 }
 
 struct Pickle<'a> {
@@ -155,18 +176,7 @@ impl<'a> Pickle<'a> {
     }
 
     fn text(&mut self, text: &str) {
-        let bytes = text.as_bytes();
-        if let Ok(len) = u8::try_from(bytes.len()) {
-            self.out.extend_from_slice(&[SHORT_BINUNICODE, len]);
-        } else if let Ok(len) = u32::try_from(bytes.len()) {
-            self.op(BINUNICODE);
-            self.out.extend_from_slice(&len.to_le_bytes());
-        } else {
-            self.op(BINUNICODE8);
-            self.out
-                .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        }
-        self.out.extend_from_slice(bytes);
+        put_text(&mut self.out, text);
     }
 
     fn int(&mut self, n: i64) {
@@ -284,9 +294,9 @@ mod tests {
             time_ns: -5,
         };
         point.fields.insert("unset".into(), Value { kind: None });
-        let cpu = table("cpu", &[point.clone(), point]);
-        let empty = table("empty", &[]);
-        let pickle = list([&cpu[..], &empty[..]]);
+        let cpu = rows(&[point.clone(), point]);
+        let empty = rows(&[]);
+        let pickle = list([("cpu", [&cpu[..]]), ("empty", [&empty[..]])]);
         python_reads(
             &pickle,
             r#"row = {"host": 'a "b"\\c\n\x01é', "whole": 2.0, "neg_zero": -0.0, "tiny": 1e-300,
@@ -316,7 +326,7 @@ assert math.copysign(1, got[0]["rows"][0]["neg_zero"]) == -1
             .into(),
             time_ns: 3,
         };
-        let pickle = list([&table("t", &[point])[..]]);
+        let pickle = list([("t", [&rows(&[point])[..]])]);
         python_reads(
             &pickle,
             r#"assert got == [{"table_name": "t", "rows": [{"k": 1, "time": 3}]}], got"#,
@@ -333,17 +343,18 @@ assert math.copysign(1, got[0]["rows"][0]["neg_zero"]) == -1
                 ..Point::default()
             })
             .collect();
-        let first = table("a", &points);
+        let first = rows(&points);
         assert!(first.contains(&LONG_BINGET) && first.contains(&LONG_BINPUT));
         // The second piece's memo numbers from 0 again over other strings.
-        let second = table(
-            "b",
-            &[Point {
-                tags: [("zone".into(), "z".into())].into(),
-                ..Point::default()
-            }],
-        );
-        let pickle = list([&first[..], &second[..], &first[..]]);
+        let second = rows(&[Point {
+            tags: [("zone".into(), "z".into())].into(),
+            ..Point::default()
+        }]);
+        let pickle = list([
+            ("a", vec![&first[..]]),
+            ("b", vec![&second[..]]),
+            ("a", vec![&first[..]]),
+        ]);
         python_reads(
             &pickle,
             r#"rows = [{"host": f"h{n % 300}", "time": n} for n in range(600)]
@@ -353,14 +364,43 @@ assert got[0]["rows"][0]["host"] is got[0]["rows"][300]["host"]"#,
     }
 
     #[test]
+    fn a_tables_pieces_of_several_writes_make_one_list_of_rows() {
+        // Each piece's memo numbers from 0: the second's "zone" replaces the first's
+        // "host" at index 0, and the third fetches its own again.
+        let hosts: Vec<Point> = (0..3)
+            .map(|n| Point {
+                tags: [("host".into(), "h".into())].into(),
+                time_ns: n,
+                ..Point::default()
+            })
+            .collect();
+        let first = rows(&hosts);
+        let second = rows(&[Point {
+            tags: [("zone".into(), "z".into())].into(),
+            time_ns: 9,
+            ..Point::default()
+        }]);
+        let empty = rows(&[]);
+        let pickle = list([("cpu", vec![&first[..], &empty[..], &second[..], &first[..]])]);
+        python_reads(
+            &pickle,
+            r#"hosts = [{"host": "h", "time": n} for n in range(3)]
+assert got == [{"table_name": "cpu", "rows": hosts + [{"zone": "z", "time": 9}] + hosts}], got"#,
+        );
+    }
+
+    #[test]
     fn no_tables_is_an_empty_list() {
-        python_reads(&list([]), "assert got == [], got");
+        python_reads(
+            &list(std::iter::empty::<(&str, Vec<&[u8]>)>()),
+            "assert got == [], got",
+        );
     }
 
     #[test]
     fn one_frame_holds_everything_after_its_header() {
-        let piece = table("t", &[Point::default()]);
-        let pickle = list([&piece[..], &piece[..]]);
+        let piece = rows(&[Point::default()]);
+        let pickle = list([("t", [&piece[..]]), ("t", [&piece[..]])]);
         assert_eq!(pickle[..3], [PROTO, 4, FRAME]);
         let framed = u64::from_le_bytes(pickle[3..11].try_into().expect("8 bytes"));
         assert_eq!(framed as usize, pickle.len() - 11);
