@@ -148,6 +148,7 @@ impl ProcessingEngine {
                     plugin,
                     !def.disabled,
                     call_timeout,
+                    true,
                 )
             {
                 tracing::error!(trigger = %name, "not started: {e}");
@@ -273,6 +274,7 @@ impl ProcessingEngine {
                 handle,
                 !def.disabled,
                 call_timeout,
+                true,
             )
             .map_err(|e| Refused(StatusCode::CONFLICT, format!("trigger_name: {e}")));
         let recorded = added.and_then(|()| {

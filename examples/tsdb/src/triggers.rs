@@ -245,15 +245,20 @@ impl Engine {
         let _ = self.catalog.set(catalog);
     }
 
-    /// Starts one more trigger, on `plugin`; refused if its name is taken.
+    /// Starts one more trigger, on `plugin`; refused if its name is taken. `on_runner`:
+    /// the plugin runs on the InfluxDB 3 runner, which reads the rows as a pickle, so its
+    /// writes are pickled ahead from the first on (its first call, which says so, may
+    /// be long: a plugin's first call often loads what it needs).
     pub fn add(
         &self,
         config: &TriggerConfig,
         plugin: PluginHandle,
         enabled: bool,
         call_timeout: Duration,
+        on_runner: bool,
     ) -> Result<(), String> {
         let trigger = launch(config, plugin, enabled, call_timeout)?;
+        trigger.reads_pickle.store(on_runner, Ordering::Relaxed);
         let mut triggers = self.triggers.write().unwrap_or_else(|p| p.into_inner());
         if triggers.iter().any(|t| t.config.name == config.name) {
             trigger.stop();

@@ -9,7 +9,7 @@ import threading
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import grpc
 
@@ -42,21 +42,18 @@ def table_batches(request: "pb.WriteBatch") -> List[Dict[str, Any]]:
     return out
 
 
-def write_batches(request: "pb.WriteBatch") -> List[Dict[str, Any]]:
-    """`table_batches` of an OnWrite: unpickled (data only, in C) when tsdb sent the
-    rows as a pickle, which it does once this process has said it reads them so; parsed
-    by `json` when it sent JSON (a tsdb before pickle); else built from the messages."""
-    if request.table_batches_pickle:
-        return pickled_rows.loads(request.table_batches_pickle)
-    if request.table_batches_json:
-        return json.loads(request.table_batches_json)
-    return table_batches(request)
-
-
-def _form(request: "pb.WriteBatch") -> str:
-    if request.table_batches_pickle:
-        return " (pickle)"
-    return " (JSON)" if request.table_batches_json else ""
+def write_batches(request: "pb.WriteBatch") -> Tuple[List[Dict[str, Any]], str]:
+    """`table_batches` of an OnWrite, and the form they came in: unpickled (data only,
+    in C) when tsdb sent the rows as a pickle, which it does once this process has said
+    it reads them so; parsed by `json` when it sent JSON (a tsdb before pickle); else
+    built from the messages. Each read of a bytes field copies it: each is read once."""
+    pickled = request.table_batches_pickle
+    if pickled:
+        return pickled_rows.loads(pickled), " (pickle)"
+    text = request.table_batches_json
+    if text:
+        return json.loads(text), " (JSON)"
+    return table_batches(request), ""
 
 
 def call_time(call_time_ns: int) -> datetime.datetime:
@@ -159,10 +156,10 @@ class TriggerService(rpc.TriggerServicer):
     def OnWrite(self, request, context):
         fn = self._entry("process_writes", context)
         local = self._local(request)
-        batches = write_batches(request)
+        batches, form = write_batches(request)
         # Counted first: the plugin may change the lists it is handed.
         rows = sum(len(b["rows"]) for b in batches)
-        shape = f"{rows} row(s) in {len(batches)} table(s){_form(request)}"
+        shape = f"{rows} row(s) in {len(batches)} table(s){form}"
         try:
             self._run(local, "process_writes", fn, batches, _args(request))
         except Exception as e:

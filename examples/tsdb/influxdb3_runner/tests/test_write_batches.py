@@ -48,7 +48,7 @@ class Rows(unittest.TestCase):
     def test_every_form_gives_the_same_dicts_of_the_same_types(self):
         want = [{"table_name": "cpu", "rows": ROWS}]
         for batch in (as_messages(), as_json(), as_pickle()):
-            got = write_batches(batch)
+            got, _form = write_batches(batch)
             self.assertEqual(got, want)
             self.assertEqual(types_of(got), types_of(want))
 

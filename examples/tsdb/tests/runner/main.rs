@@ -9,6 +9,7 @@ mod common;
 mod cache_through_crash;
 mod containment;
 mod environments;
+mod joined_writes;
 mod load_errors;
 mod plugin_tests;
 mod reload_cache;
