@@ -36,6 +36,15 @@ impl Drop for Db {
 }
 
 fn start(bin: &Path, with_trigger: bool) -> Result<Db, String> {
+    // Without it every batch fails and the figures are of nothing (cargo builds only
+    // the binaries it is asked for).
+    let alerter = bin.join("tsdb-alerter");
+    if !alerter.exists() {
+        return Err(format!(
+            "{} is missing: build it beside tsdb-bench (cargo build --release -p baton-tsdb)",
+            alerter.display()
+        ));
+    }
     let plugins = format!(
         "[plugins.alerter]\ncommand = \"{}\"\n",
         bin.join("tsdb-alerter").display()
