@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{find_trigger, http, query, wait_until};
-use crate::start_with_fixtures;
+use crate::{create_with, serving_generation, start_with_fixtures};
 
 #[test]
 fn writes_queued_behind_a_call_come_in_the_next_one_each_table_once() {
@@ -16,26 +16,10 @@ fn writes_queued_behind_a_call_come_in_the_next_one_each_table_once() {
         return;
     };
     let gate = dir.path().join("gate");
-    let body = json!({
-        "db": "metrics",
-        "plugin_filename": "joined.py",
-        "trigger_name": "joined",
-        "trigger_specification": "all_tables",
-        "trigger_arguments": { "gate": gate.display().to_string() },
-        // Answered at once: the writes queue while the first call waits on the gate.
-        "trigger_settings": { "run_async": true, "error_behavior": "Log" },
-        "disabled": false,
-    });
-    let (status, answer) = http(
-        db.addr,
-        "POST",
-        "/api/v3/configure/processing_engine_trigger",
-        &body.to_string(),
-    );
-    assert_eq!(status, 200, "{answer}");
-    wait_until("the trigger serves", Duration::from_secs(60), || {
-        (find_trigger(db.addr, "joined")?["plugin_state"] == "serving").then_some(())
-    });
+    // Answered at once: the writes queue while the first call waits on the gate.
+    let args = json!({ "gate": gate.display().to_string() });
+    create_with(db.addr, "joined", "joined.py", "all_tables", args, true);
+    serving_generation(db.addr, "joined");
     let write = |lines: &str| {
         let (status, answer) = http(
             db.addr,

@@ -65,13 +65,25 @@ pub fn start_with_fixtures_and(dir: &Path, extra: &str) -> Option<Tsdb> {
 
 /// Makes trigger `name` in `metrics` on `file`: panics with the answer if refused.
 pub fn create(addr: SocketAddr, name: &str, file: &str, spec: &str, args: serde_json::Value) {
+    create_with(addr, name, file, spec, args, false);
+}
+
+/// As [`create`], `run_async` as given (`create`'s is InfluxDB's default, false).
+pub fn create_with(
+    addr: SocketAddr,
+    name: &str,
+    file: &str,
+    spec: &str,
+    args: serde_json::Value,
+    run_async: bool,
+) {
     let body = serde_json::json!({
         "db": "metrics",
         "plugin_filename": file,
         "trigger_name": name,
         "trigger_specification": spec,
         "trigger_arguments": args,
-        "trigger_settings": { "run_async": false, "error_behavior": "Log" },
+        "trigger_settings": { "run_async": run_async, "error_behavior": "Log" },
         "disabled": false,
     });
     let (status, answer) = http(
