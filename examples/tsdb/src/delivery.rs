@@ -33,6 +33,10 @@ const REPLAYS_SHOWN: usize = 16;
 /// few enough to keep the call far from a message limit and a plugin's call timeout.
 /// A single larger write still goes whole.
 pub(crate) const JOINED_ROWS: usize = 16_384;
+/// Bytes one call may carry in joined writes, as sent: half the 4 MiB that gRPC's
+/// servers take by default (tonic's, a Go or Node.js plugin's), which a plugin may not
+/// have raised; writes that passed alone must not fail together.
+pub(crate) const JOINED_BYTES: usize = 2 << 20;
 
 pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Queued>) {
     let mut kept: VecDeque<Batch> = VecDeque::new();
@@ -50,7 +54,11 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
         while let Some(first) = pending.pop_front() {
             // What waits behind it joins it, unless batches sent again come first.
             let (mut batch, accepted, mut done) = if pending.is_empty() {
-                join_queued(first, &mut batches, &mut pending)
+                let form = match (reads, trigger.plugin.status().pid) {
+                    (Some((pid, form)), Some(now)) if pid == now => form,
+                    _ => RowsForm::Messages,
+                };
+                join_queued(first, form, &mut batches, &mut pending)
             } else {
                 first
             };
@@ -124,24 +132,30 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
     }
 }
 
-/// `first` and the batches queued behind it, as one, up to `JOINED_ROWS` rows: the one
-/// that would pass them waits in `pending`.
+/// `first` and the batches queued behind it, as one, up to `JOINED_ROWS` rows and
+/// `JOINED_BYTES` sent as `form`: the one that would pass them waits in `pending`.
 fn join_queued(
     mut joined: Queued,
+    form: RowsForm,
     batches: &mut mpsc::Receiver<Queued>,
     pending: &mut VecDeque<Queued>,
 ) -> Queued {
-    let mut rows = joined.0.rows();
+    let (mut rows, mut bytes) = (joined.0.rows(), 0);
     while rows < JOINED_ROWS {
         let Ok(next) = batches.try_recv() else {
             break;
         };
-        let more = next.0.rows();
-        if rows + more > JOINED_ROWS {
+        if bytes == 0 {
+            // Measured only once there is something to join it with.
+            bytes = joined.0.sent_len(form);
+        }
+        let (more_rows, more_bytes) = (next.0.rows(), next.0.sent_len(form));
+        if rows + more_rows > JOINED_ROWS || bytes + more_bytes > JOINED_BYTES {
             pending.push_back(next);
             break;
         }
-        rows += more;
+        rows += more_rows;
+        bytes += more_bytes;
         joined.0.join(next.0);
         joined.2.extend(next.2);
     }
@@ -213,4 +227,86 @@ async fn resend_lost(
     }
     // Past a gap the database cannot fill, the plugin goes on from the next batch.
     Ok(position.max(resumes_at.saturating_sub(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::api::{Point, Value, WriteBatch, value::Kind};
+    use crate::table_batches::shared;
+
+    fn queued(sequence: u64, rows: usize, text: usize) -> Queued {
+        let points = (0..rows)
+            .map(|n| Point {
+                fields: [(
+                    "note".to_owned(),
+                    Value {
+                        kind: Some(Kind::Text("x".repeat(text))),
+                    },
+                )]
+                .into(),
+                time_ns: n as i64,
+                ..Point::default()
+            })
+            .collect();
+        let head = WriteBatch {
+            sequence,
+            ..WriteBatch::default()
+        };
+        let batch = Batch::new(head, shared([("t".to_owned(), points)].into()));
+        (batch, Instant::now(), Vec::new())
+    }
+
+    fn join_all(first: Queued, rest: Vec<Queued>, form: RowsForm) -> (Queued, VecDeque<Queued>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        for q in rest {
+            tx.try_send(q).expect("room");
+        }
+        let mut pending = VecDeque::new();
+        let joined = join_queued(first, form, &mut rx, &mut pending);
+        (joined, pending)
+    }
+
+    #[test]
+    fn what_is_queued_joins_up_to_the_rows_bound_and_the_next_waits() {
+        let (joined, pending) = join_all(
+            queued(1, 8_000, 1),
+            vec![queued(2, 8_000, 1), queued(3, 8_000, 1), queued(4, 1, 1)],
+            RowsForm::Pickle,
+        );
+        assert_eq!((joined.0.writes, joined.0.head.sequence), (2, 2));
+        let waiting: Vec<u64> = pending.iter().map(|q| q.0.head.sequence).collect();
+        assert_eq!(
+            waiting,
+            [3],
+            "the one past the bound waits, the rest stay queued"
+        );
+    }
+
+    #[test]
+    fn writes_that_pass_alone_are_not_joined_past_the_bytes_bound() {
+        // Three writes of about 0.9 MiB each: two go together, the third waits.
+        for form in [RowsForm::Messages, RowsForm::Json, RowsForm::Pickle] {
+            let (joined, pending) = join_all(
+                queued(1, 9, 100_000),
+                vec![queued(2, 9, 100_000), queued(3, 9, 100_000)],
+                form,
+            );
+            assert_eq!(joined.0.writes, 2, "{form:?}");
+            assert_eq!(pending.len(), 1, "{form:?}");
+            assert!(
+                joined.0.sent_as(form).encoded_len() <= JOINED_BYTES + 1024,
+                "{form:?}"
+            );
+        }
+        // A single write past the bound still goes, whole and alone.
+        let (joined, pending) = join_all(
+            queued(1, 30, 100_000),
+            vec![queued(2, 1, 1)],
+            RowsForm::Messages,
+        );
+        assert_eq!((joined.0.writes, pending.len()), (1, 1));
+    }
 }

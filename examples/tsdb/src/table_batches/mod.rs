@@ -12,6 +12,8 @@ pub mod pickle;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use prost::Message;
+
 use crate::api::{Point, TableBatch, TriggerResult, WriteBatch};
 
 /// One table's points of one write. Every trigger the write fires holds the same one,
@@ -21,6 +23,7 @@ pub struct WrittenTable {
     pub name: String,
     pub points: Vec<Point>,
     pickle: OnceLock<Vec<u8>>,
+    encoded_len: OnceLock<usize>,
 }
 
 impl WrittenTable {
@@ -29,7 +32,27 @@ impl WrittenTable {
             name,
             points,
             pickle: OnceLock::new(),
+            encoded_len: OnceLock::new(),
         }
+    }
+
+    /// Its points' length as messages, counted once.
+    fn encoded_len(&self) -> usize {
+        *self.encoded_len.get_or_init(|| {
+            TableBatch {
+                table: self.name.clone(),
+                points: Vec::new(),
+            }
+            .encoded_len()
+                + self
+                    .points
+                    .iter()
+                    .map(|p| {
+                        let len = p.encoded_len();
+                        1 + prost::length_delimiter_len(len) + len
+                    })
+                    .sum::<usize>()
+        })
     }
 
     /// Its rows pickled, if made yet.
@@ -100,6 +123,18 @@ impl Batch {
     /// The number of its first write (`head.sequence` is its last's).
     pub fn first_sequence(&self) -> u64 {
         (self.head.sequence + 1).saturating_sub(self.writes)
+    }
+
+    /// About the bytes its rows take sent as `form` (the pickle's length, or the
+    /// messages'; JSON is near the messages).
+    pub fn sent_len(&self, form: RowsForm) -> usize {
+        self.tables
+            .iter()
+            .map(|t| match form {
+                RowsForm::Pickle => t.pickle().len(),
+                RowsForm::Messages | RowsForm::Json => t.encoded_len(),
+            })
+            .sum()
     }
 
     pub fn rows(&self) -> usize {
@@ -199,6 +234,10 @@ mod tests {
             }]
         );
         assert!(messages.table_batches_json.is_empty() && messages.table_batches_pickle.is_empty());
+        assert_eq!(
+            batch.sent_len(RowsForm::Messages),
+            messages.tables[0].encoded_len()
+        );
         let json = batch.sent_as(RowsForm::Json);
         assert_eq!(
             String::from_utf8_lossy(&json.table_batches_json),
