@@ -1,13 +1,14 @@
 //! Delivering one write trigger's batches to its plugin: in order, one call at a time,
 //! numbered; the writes queued while a call runs go together in the next (as InfluxDB 3
 //! hands a plugin a WAL flush's writes in one call), so a plugin slower than the writes
-//! pays its per-call cost once for many. Through baton's channel a call waits out a reload or a restart, so across
-//! reloads each batch reaches the plugin exactly once. A crash can lose what the plugin
-//! had applied since its last checkpoint: after a failed call, and whenever the plugin
-//! was restarted since the last batch, the database asks the plugin where its state
-//! stands (`Position`) and sends every batch after that again, from the batches it
-//! keeps (the last `KEPT`). The plugin ignores batches it has; so each batch is applied
-//! once, and the ones sent twice are named in the trigger's status.
+//! pays its per-call cost once for many. Through baton's channel a call waits out a
+//! reload or a restart, so across reloads each batch reaches the plugin exactly once. A
+//! crash can lose what the plugin had applied since its last checkpoint: after a failed
+//! call, and whenever the plugin was restarted since the last batch, the database asks
+//! the plugin where its state stands (`Position`) and sends every batch after that
+//! again, from the batches it keeps (the last `KEPT`). The plugin ignores batches it
+//! has; so each batch is applied once, and the ones sent twice are named in the
+//! trigger's status.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -42,7 +42,8 @@ pub struct TriggerStatus {
     /// Batches sent again after the plugin came back with an older state (a crash
     /// and a restart from its last checkpoint), the latest last.
     pub replays: Vec<String>,
-    /// From a call's (first) write accepted to the plugin's answer, over the last 4096 calls.
+    /// From a call's (first) write accepted to the plugin's answer, over the last 4096
+    /// calls.
     pub latency_p50_us: Option<u64>,
     pub latency_p99_us: Option<u64>,
     pub last_error: Option<String>,
