@@ -53,12 +53,10 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
         // `done` goes when this batch's call has ended: the write waiting for it
         // (`run_async = false`) is then answered.
         while let Some(first) = pending.pop_front() {
+            let plugin = trigger.plugin.status();
             // What waits behind it joins it, unless batches sent again come first.
             let (mut batch, accepted, mut done) = if pending.is_empty() {
-                let form = match (reads, trigger.plugin.status().pid) {
-                    (Some((pid, form)), Some(now)) if pid == now => form,
-                    _ => RowsForm::Messages,
-                };
+                let form = form_for(reads, plugin.pid);
                 join_queued(first, form, &mut batches, &mut pending)
             } else {
                 first
@@ -67,7 +65,6 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
                 continue; // written while the trigger was off: not its business
             }
             // Restarted since the last batch: it may have come back from an older state.
-            let plugin = trigger.plugin.status();
             let now = plugin.restarts;
             if now != restarts {
                 restarts = now;
@@ -84,11 +81,7 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
             let mut attempt = 1;
             loop {
                 let mut client = trigger.client();
-                let form = match (reads, plugin.pid) {
-                    (Some((pid, form)), Some(now)) if pid == now => form,
-                    _ => RowsForm::Messages,
-                };
-                let sent = batch.sent_as(form);
+                let sent = batch.sent_as(form_for(reads, plugin.pid));
                 let call = client.on_write(sent);
                 match trigger.bounded("process_writes", call).await {
                     Ok(answer) => {
@@ -130,6 +123,15 @@ pub(crate) async fn deliver(trigger: Arc<Trigger>, mut batches: mpsc::Receiver<Q
             }
             drop(done);
         }
+    }
+}
+
+/// How process `pid` reads the rows: as `reads` says if it is the process that said so,
+/// else as messages.
+fn form_for(reads: Option<(u32, RowsForm)>, pid: Option<u32>) -> RowsForm {
+    match (reads, pid) {
+        (Some((said, form)), Some(now)) if said == now => form,
+        _ => RowsForm::Messages,
     }
 }
 

@@ -411,13 +411,11 @@ impl Engine {
                 continue;
             }
             let mut sequence = trigger.sequence.lock().unwrap_or_else(|p| p.into_inner());
-            if trigger.reads_pickle.load(Ordering::Relaxed) {
-                for table in &tables {
-                    if !pickle_ahead.iter().any(|t| Arc::ptr_eq(t, table)) {
-                        pickle_ahead.push(table.clone());
-                    }
-                }
-            }
+            // Pickled ahead only once queued: a dropped batch is never sent.
+            let ahead = trigger
+                .reads_pickle
+                .load(Ordering::Relaxed)
+                .then(|| tables.clone());
             let batch = Batch::new(
                 WriteBatch {
                     trigger: trigger.config.name.clone(),
@@ -437,6 +435,11 @@ impl Engine {
             if queue.try_send((batch, Instant::now(), done)).is_ok() {
                 *sequence += 1;
                 waits.extend(ended);
+                for table in ahead.into_iter().flatten() {
+                    if !pickle_ahead.iter().any(|t| Arc::ptr_eq(t, &table)) {
+                        pickle_ahead.push(table);
+                    }
+                }
             } else {
                 drop(sequence);
                 trigger.update(|s| s.dropped += 1);
